@@ -1,0 +1,68 @@
+"""Keel: a production machine-learning system in one pip install.
+
+The public API is this module's ``__all__``; names are imported lazily so ``import keel`` and
+``keel --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "init": "keel.api",
+    "run": "keel.api",
+    "load_model": "keel.api",
+    "models": "keel.api",
+    "show_model": "keel.api",
+    "predict": "keel.api",
+    "monitor": "keel.api",
+    "Model": "keel.api",
+    "Project": "keel.project",
+    "load_config": "keel.config",
+    "KeelConfig": "keel.config",
+    "FeaturePipeline": "keel.features.pipeline",
+    "ModelPackage": "keel.registry.package",
+    "create_app": "keel.serve.app",
+    "Artifact": "keel.types",
+    "Run": "keel.types",
+    "ModelVersion": "keel.types",
+    "KeelError": "keel.errors",
+    "ConfigError": "keel.errors",
+    "DataValidationError": "keel.errors",
+    "NotFoundError": "keel.errors",
+    "IntegrityError": "keel.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:
+    from keel.api import Model, init, load_model, models, monitor, predict, run, show_model
+    from keel.config import KeelConfig, load_config
+    from keel.errors import (
+        ConfigError,
+        DataValidationError,
+        IntegrityError,
+        KeelError,
+        NotFoundError,
+    )
+    from keel.features.pipeline import FeaturePipeline
+    from keel.project import Project
+    from keel.registry.package import ModelPackage
+    from keel.serve.app import create_app
+    from keel.types import Artifact, ModelVersion, Run
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

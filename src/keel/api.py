@@ -1,0 +1,222 @@
+"""The Python API: the same verbs as the CLI, returning plain data.
+
+>>> import keel
+>>> keel.init("adult-demo", example="adult")
+>>> summary = keel.run("adult-demo")
+>>> model = keel.load_model("adult@production", project="adult-demo")
+>>> model.predict(df)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Console
+
+from keel.errors import ConfigError, NotFoundError
+from keel.project import Project
+from keel.registry.package import ModelPackage
+
+__all__ = ["init", "load_model", "models", "monitor", "predict", "run", "show_model"]
+
+EXAMPLES = ("adult",)
+
+
+def _examples_root() -> Path:
+    """The bundled examples: beside the package when installed, else in the source tree."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parent / "examples", here.parents[2] / "examples"):
+        if candidate.is_dir():
+            return candidate
+    raise NotFoundError("the bundled examples are not installed; reinstall keel from source.")
+
+
+def init(directory: str | Path, *, example: str = "adult", force: bool = False) -> Path:
+    """Scaffold a project (keel.yaml + data) from a bundled example.
+
+    Raises:
+        ConfigError: Unknown example, or the directory already holds a keel.yaml.
+    """
+    if example not in EXAMPLES:
+        raise ConfigError(f"unknown example '{example}'. Available: {', '.join(EXAMPLES)}.")
+    target = Path(directory)
+    if (target / "keel.yaml").exists() and not force:
+        raise ConfigError(
+            f"{target / 'keel.yaml'} already exists. Use another directory or --force."
+        )
+    source = _examples_root() / example
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name in (".keel", "schema.yaml"):
+            continue
+        destination = target / item.name
+        if item.is_dir():
+            shutil.copytree(item, destination, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, destination)
+    return target
+
+
+def run(project: str | Path | None = None, *, console: Console | None = None) -> dict[str, Any]:
+    """Run the pipeline (ingest ... register), reusing cached steps.
+
+    Returns:
+        ``{"project", "steps": [{"step", "status", "seconds", "run_id", "outputs", "facts"}],
+        "model": {"name", "version", "promoted", "alias", "metrics", "gates"}}``.
+    """
+    from keel.pipeline.runner import run_steps
+    from keel.pipeline.steps import default_steps
+
+    with Project(project) as proj:
+        results = run_steps(proj, default_steps(proj), console=console or Console(quiet=True))
+        register = results[-1].facts
+        evaluate = next(r for r in results if r.step == "evaluate").facts
+        return {
+            "project": str(proj.root),
+            "steps": [
+                {
+                    "step": r.step,
+                    "status": r.status,
+                    "seconds": round(r.seconds, 4),
+                    "run_id": r.run_id,
+                    "outputs": r.outputs,
+                    "facts": r.facts,
+                }
+                for r in results
+            ],
+            "model": {
+                "name": proj.config.model.name,
+                "version": register.get("version"),
+                "promoted": register.get("promoted"),
+                "alias": register.get("alias"),
+                "gates": register.get("gates", []),
+                "metrics": evaluate.get("metrics", {}),
+            },
+        }
+
+
+class Model:
+    """A registered model version, loaded and verified, ready to predict."""
+
+    def __init__(self, package: ModelPackage, name: str, version: int) -> None:
+        self.package = package
+        self.name = name
+        self.version = version
+
+    def predict(self, data: Any) -> Any:
+        """Class labels for a DataFrame or Arrow table (batch path)."""
+        return self.package.predict(data)
+
+    def predict_proba(self, data: Any) -> Any:
+        """P(positive class) for a DataFrame or Arrow table."""
+        return self.package.predict_proba(data)
+
+    def predict_rows(self, rows: list[dict[str, Any]]) -> tuple[list[str], list[float]]:
+        """The online path: request dicts in, (labels, probabilities) out."""
+        return self.package.predict_rows(rows)
+
+    def __repr__(self) -> str:
+        return f"Model({self.name}@{self.version}, sha256={self.package.sha256[:12]})"
+
+
+def load_model(ref: str, *, project: str | Path | None = None) -> Model:
+    """Load ``name``, ``name@version`` or ``name@alias`` from the registry, verifying hashes."""
+    with Project(project) as proj:
+        version = proj.metadata.resolve(ref)
+        package = ModelPackage.load(proj.artifacts, version.package_sha256)
+        return Model(package, version.name, version.version)
+
+
+def models(project: str | Path | None = None) -> list[dict[str, Any]]:
+    """Registered models with their latest version and aliases."""
+    with Project(project) as proj:
+        return [_plain(m) for m in proj.metadata.list_models()]
+
+
+def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """A model's versions (or one version's details when ``ref`` names one)."""
+    with Project(project) as proj:
+        name = ref.split("@", 1)[0]
+        versions = proj.metadata.list_versions(name)
+        if not versions:
+            proj.metadata.resolve(ref)  # raises NotFoundError with the known models
+        chosen = proj.metadata.resolve(ref) if "@" in ref else None
+        return {
+            "name": name,
+            "versions": [
+                _version(v) for v in versions if chosen is None or v.version == chosen.version
+            ],
+            "aliases": next(
+                (m["aliases"] for m in proj.metadata.list_models() if m["name"] == name), {}
+            ),
+        }
+
+
+def _version(v: Any) -> dict[str, Any]:
+    return {
+        "version": v.version,
+        "package_sha256": v.package_sha256,
+        "run_id": v.run_id,
+        "created_at": v.created_at.isoformat(),
+        "aliases": list(v.aliases),
+        "metrics": v.metrics,
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def predict(
+    ref: str, source: str | Path, output: str | Path, *, project: str | Path | None = None
+) -> dict[str, Any]:
+    """Batch-score a CSV or Parquet file into a Parquet file."""
+    from keel.serve.batch import predict_file
+
+    with Project(project) as proj:
+        version = proj.metadata.resolve(ref)
+        package = ModelPackage.load(proj.artifacts, version.package_sha256)
+        rows = predict_file(package, source, output, version=str(version.version))
+        return {
+            "model": version.name,
+            "version": version.version,
+            "rows": rows,
+            "output": str(output),
+        }
+
+
+def monitor(
+    ref: str, *, source: str | Path | None = None, project: str | Path | None = None
+) -> dict[str, Any]:
+    """PSI drift of served inputs (or a file) against the model's training statistics."""
+    from keel.data.sources import read_table
+    from keel.monitor.drift import compute_drift
+    from keel.serve.predlog import read_prediction_log
+
+    with Project(project) as proj:
+        version = proj.metadata.resolve(ref)
+        package = ModelPackage.load(proj.artifacts, version.package_sha256)
+        if source is not None:
+            table, origin = read_table(source), str(source)
+        else:
+            rows = [r["inputs"] for r in read_prediction_log(proj.predictions_dir, version.name)]
+            table = pa.Table.from_pylist(rows) if rows else pa.table({})
+            origin = f"prediction log ({proj.predictions_dir / version.name})"
+        cfg = proj.config.monitor
+        columns = list(package.pipeline.inputs)
+        report = compute_drift(
+            package.statistics,
+            table,
+            columns=columns,
+            warn=cfg.psi.warn,
+            alert=cfg.psi.alert,
+            min_rows=cfg.min_rows,
+        )
+        return {"model": version.name, "version": version.version, "source": origin, **report}

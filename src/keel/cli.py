@@ -1,0 +1,291 @@
+"""The ``keel`` command: a thin layer over :mod:`keel.api`.
+
+Every command that prints results takes ``--format json`` (one JSON document on stdout).
+Exit codes: 0 success, 1 a check or gate failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from keel.errors import KeelError
+
+app = typer.Typer(
+    name="keel",
+    help="Keel: data -> features -> model -> registry -> serving -> monitoring.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List and inspect registered models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+_state: dict[str, Any] = {"debug": False}
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option("--project", "-p", help="Project directory (default: nearest keel.yaml)."),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(
+        orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n"
+    )
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
+    example: Annotated[str, typer.Option(help="Bundled example to start from.")] = "adult",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing keel.yaml.")] = False,
+) -> None:
+    """Scaffold a project (keel.yaml + data) from a bundled example."""
+    from keel import api
+
+    target = api.init(directory, example=example, force=force)
+    out.print(f"Created project '{example}' in {target}. Next: cd {target} && keel run")
+
+
+@app.command()
+def run(project: ProjectOpt = None, format: FormatOpt = Format.text) -> None:
+    """Run the pipeline: ingest, profile, schema, validate, features, train, evaluate, register."""
+    from keel import api
+
+    console = err if format is Format.json else out
+    summary = api.run(project, console=_StepPrinter(console))
+    if format is Format.json:
+        _emit_json(summary)
+    else:
+        _print_run(summary)
+    if summary["model"]["gates"] and not summary["model"]["promoted"]:
+        raise typer.Exit(1)
+
+
+class _StepPrinter(Console):
+    """The console steps draw progress on; shares the chosen stream."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(file=console.file, stderr=console.stderr)
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    table = Table(title=f"keel run: {summary['project']}", show_edge=False)
+    for col in ("step", "status", "seconds", "details"):
+        table.add_column(col)
+    for step in summary["steps"]:
+        status = "[green]ran[/]" if step["status"] == "succeeded" else "[cyan]cached[/]"
+        facts = {k: v for k, v in step["facts"].items() if not isinstance(v, dict | list)}
+        detail = ", ".join(f"{k}={_short(v)}" for k, v in facts.items())
+        table.add_row(step["step"], status, f"{step['seconds']:.2f}", detail)
+    out.print(table)
+    model = summary["model"]
+    metrics = model["metrics"]
+    out.print(
+        f"model {model['name']} version {model['version']}: roc_auc={_short(metrics.get('roc_auc'))} "
+        f"accuracy={_short(metrics.get('accuracy'))} log_loss={_short(metrics.get('log_loss'))} (test)"
+    )
+    for gate in model["gates"]:
+        mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"
+        out.print(f"  gate {gate['gate']}: {mark} (value {_short(gate['value'])})")
+    if model["promoted"]:
+        out.print(f"alias '{model['alias']}' -> version {model['version']}")
+    elif model["gates"]:
+        out.print("[red]gates failed: the alias was not moved[/]")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@models_app.command("list")
+def models_list(project: ProjectOpt = None, format: FormatOpt = Format.text) -> None:
+    """Registered models, their latest version and aliases."""
+    from keel import api
+
+    found = api.models(project)
+    if format is Format.json:
+        _emit_json({"models": found})
+        return
+    table = Table(show_edge=False)
+    for col in ("model", "latest", "versions", "aliases"):
+        table.add_column(col)
+    for m in found:
+        aliases = ", ".join(f"{a}->{v}" for a, v in m["aliases"].items())
+        table.add_row(m["name"], str(m["latest_version"]), str(m["versions"]), aliases)
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    project: ProjectOpt = None,
+    format: FormatOpt = Format.text,
+) -> None:
+    """Versions, aliases, metrics and package sha256 of a model."""
+    from keel import api
+
+    shown = api.show_model(ref, project=project)
+    if format is Format.json:
+        _emit_json(shown)
+        return
+    out.print(f"[bold]{shown['name']}[/]  aliases: {shown['aliases']}")
+    for v in shown["versions"]:
+        metrics = v["metrics"]
+        out.print(
+            f"  v{v['version']}  {v['created_at']}  sha256={v['package_sha256'][:16]}  "
+            f"roc_auc={_short(metrics.get('roc_auc'))} accuracy={_short(metrics.get('accuracy'))}"
+            f"  {' '.join(v['aliases'])}"
+        )
+
+
+@app.command()
+def serve(
+    project: ProjectOpt = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default serve.host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default serve.port, 8000).")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Model reference(s) to serve.")
+    ] = None,
+    no_log: Annotated[
+        bool, typer.Option("--no-log", help="Do not write the prediction log.")
+    ] = False,
+) -> None:
+    """Serve registered models over HTTP (predict, health, metadata, /metrics)."""
+    import uvicorn
+
+    from keel.project import Project
+    from keel.serve.app import create_app
+
+    proj = Project(project)
+    server_app = create_app(proj, models=model, log_predictions=False if no_log else None)
+    bind_host, bind_port = host or proj.config.serve.host, port or proj.config.serve.port
+    names = ", ".join(f"{n}@{m.version}" for n, m in server_app.models.items())
+    err.print(f"serving {names} on http://{bind_host}:{bind_port} (Ctrl-C to stop)")
+    uvicorn.run(
+        server_app,
+        host=bind_host,
+        port=bind_port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
+
+
+@app.command()
+def predict(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="CSV (with header) or Parquet file.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    project: ProjectOpt = None,
+    format: FormatOpt = Format.text,
+) -> None:
+    """Batch-score a file with a registered model."""
+    from keel import api
+
+    result = api.predict(ref, input, output, project=project)
+    if format is Format.json:
+        _emit_json(result)
+    else:
+        out.print(
+            f"scored {result['rows']} rows with {result['model']}@{result['version']} -> {result['output']}"
+        )
+
+
+@app.command()
+def monitor(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Compare this file instead of the prediction log."),
+    ] = None,
+    project: ProjectOpt = None,
+    format: FormatOpt = Format.text,
+) -> None:
+    """PSI drift per feature: served inputs (or a file) vs the training statistics."""
+    from keel import api
+
+    report = api.monitor(ref, source=input, project=project)
+    if format is Format.json:
+        _emit_json(report)
+    else:
+        _print_monitor(report)
+    if report["verdict"] == "drift":
+        raise typer.Exit(1)
+
+
+def _print_monitor(report: dict[str, Any]) -> None:
+    colors = {"stable": "green", "moderate": "yellow", "drift": "red"}
+    out.print(
+        f"drift report for {report['model']}@{report['version']}: {report['rows']} rows from "
+        f"{report['source']} vs {report['reference_rows']} training rows"
+    )
+    table = Table(show_edge=False)
+    for col in ("feature", "kind", "psi", "verdict"):
+        table.add_column(col)
+    for row in report["columns"]:
+        color = colors[row["verdict"]]
+        table.add_row(
+            row["column"], row["kind"], f"{row['psi']:.4f}", f"[{color}]{row['verdict']}[/]"
+        )
+    out.print(table)
+    out.print(
+        f"verdict: {report['verdict']}"
+        + (f" ({', '.join(report['drifted_columns'])})" if report["drifted_columns"] else "")
+    )
+
+
+def main() -> None:
+    """Entry point: run the app, turning Keel errors into a headline and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except KeelError as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] {type(exc).__name__}", highlight=False)
+        err.print(exc.message, markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Feature transforms and the FeaturePipeline shared by training and serving."""
+
+from keel.features.pipeline import FeaturePipeline
+
+__all__ = ["FeaturePipeline"]

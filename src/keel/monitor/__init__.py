@@ -1,0 +1,1 @@
+"""Monitoring: drift of served inputs against the training statistics."""

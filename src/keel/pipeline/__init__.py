@@ -1,0 +1,1 @@
+"""Steps, caching and the local runner."""

@@ -1,0 +1,200 @@
+"""Run steps in order; each is a recorded Run with lineage, reused from cache when nothing changed.
+
+Cache key = Keel version + the step's source (comments stripped) + the hash of the config
+section it reads + the sha256 of each input artifact + any extra key the step names (e.g. the
+raw file's hash for ingestion). A cached step is still recorded, as a ``cached`` run pointing at
+the outputs of the run it reused, so lineage stays a query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import resource
+import time
+import tokenize
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+
+from keel import __version__
+from keel.config import config_hash
+from keel.errors import KeelError
+from keel.project import Project
+from keel.types import Artifact
+
+__all__ = ["Step", "StepContext", "StepResult", "run_steps"]
+
+
+@dataclass
+class StepContext:
+    """What a step sees: the project, its inputs, the console, and a place for facts."""
+
+    project: Project
+    console: Console
+    inputs: dict[str, Artifact]
+    run_id: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+StepFn = Callable[[StepContext], dict[str, Artifact]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A named step: its function, the outputs of earlier steps it reads, its config section."""
+
+    name: str
+    fn: StepFn
+    inputs: tuple[str, ...] = ()
+    section: Callable[[Project], Any] = lambda project: {}
+    extra_key: Callable[[Project, dict[str, Artifact]], str] | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """How one step went."""
+
+    step: str
+    run_id: str
+    status: str
+    seconds: float
+    outputs: dict[str, str]
+    facts: dict[str, Any]
+
+
+def run_steps(project: Project, steps: list[Step], *, console: Console) -> list[StepResult]:
+    """Run (or reuse) each step in order, recording runs and lineage in the metadata store.
+
+    Raises:
+        KeelError: A step failed; its run is recorded as failed with the message.
+    """
+    available: dict[str, Artifact] = {}
+    results = []
+    for step in steps:
+        inputs = {name: available[name] for name in step.inputs}
+        result = _run_one(project, step, inputs, console)
+        for name, sha in result.outputs.items():
+            available[name] = project.metadata.get_artifact(sha)
+        results.append(result)
+    return results
+
+
+def _run_one(
+    project: Project, step: Step, inputs: dict[str, Artifact], console: Console
+) -> StepResult:
+    started = time.perf_counter()
+    section_hash = config_hash({"section": _jsonable(step.section(project))})
+    extra = step.extra_key(project, inputs) if step.extra_key else ""
+    code = _source_hash(step.fn)
+    key = _digest(
+        __version__,
+        code,
+        section_hash,
+        extra,
+        *(f"{n}={a.sha256}" for n, a in sorted(inputs.items())),
+    )
+    code_version = f"keel-{__version__}+{code[:12]}"
+    meta = project.metadata
+    cached = meta.find_cached_run(key)
+    if cached is not None and all(project.artifacts.exists(s) for s in cached.outputs.values()):
+        run = meta.start_run(
+            step.name,
+            cache_key=key,
+            config_hash=section_hash,
+            code_version=code_version,
+            params={"reused_run": cached.id},
+        )
+        meta.finish_run(run.id, status="cached", inputs=_shas(inputs), outputs=dict(cached.outputs))
+        facts = dict(cached.params.get("facts", {}))
+        return StepResult(
+            step.name, run.id, "cached", time.perf_counter() - started, dict(cached.outputs), facts
+        )
+    run = meta.start_run(
+        step.name, cache_key=key, config_hash=section_hash, code_version=code_version
+    )
+    cpu0 = _cpu_seconds()
+    context = StepContext(project=project, console=console, inputs=inputs, run_id=run.id)
+    try:
+        outputs = step.fn(context)
+    except KeelError as exc:
+        meta.finish_run(
+            run.id,
+            status="failed",
+            inputs=_shas(inputs),
+            error=exc.message,
+            cpu_seconds=_cpu_seconds() - cpu0,
+            peak_memory_mb=_peak_mb(),
+        )
+        raise
+    except Exception as exc:
+        meta.finish_run(
+            run.id,
+            status="failed",
+            inputs=_shas(inputs),
+            error=repr(exc),
+            cpu_seconds=_cpu_seconds() - cpu0,
+            peak_memory_mb=_peak_mb(),
+        )
+        raise
+    for artifact in outputs.values():
+        meta.record_artifact(artifact)
+    shas = {name: a.sha256 for name, a in outputs.items()}
+    meta.finish_run(
+        run.id,
+        status="succeeded",
+        inputs=_shas(inputs),
+        outputs=shas,
+        cpu_seconds=_cpu_seconds() - cpu0,
+        peak_memory_mb=_peak_mb(),
+        params={"facts": _jsonable(context.facts)},
+    )
+    return StepResult(
+        step.name, run.id, "succeeded", time.perf_counter() - started, shas, context.facts
+    )
+
+
+def _shas(artifacts: dict[str, Artifact]) -> dict[str, str]:
+    return {name: a.sha256 for name, a in artifacts.items()}
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _source_hash(fn: Callable[..., Any]) -> str:
+    """sha256 of the function's source without comments, so editing a comment keeps the cache."""
+    source = inspect.getsource(fn)
+    tokens = [
+        tok.string
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type
+        not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+    ]
+    return hashlib.sha256(" ".join(tokens).encode()).hexdigest()
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

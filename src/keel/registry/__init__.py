@@ -1,0 +1,1 @@
+"""Model packages, versions and aliases."""

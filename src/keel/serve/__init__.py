@@ -1,0 +1,1 @@
+"""Online serving, the prediction log and batch scoring."""
