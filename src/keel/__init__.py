@@ -36,7 +36,7 @@ _EXPORTS: dict[str, str] = {
     "IntegrityError": "keel.errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
     from keel.api import Model, init, load_model, models, monitor, predict, run, show_model

@@ -7,7 +7,7 @@ Exit codes: 0 success, 1 a check or gate failed, 2 usage or configuration error.
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +33,7 @@ err = Console(stderr=True)
 _state: dict[str, Any] = {"debug": False}
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
 
@@ -104,8 +104,9 @@ def _print_run(summary: dict[str, Any]) -> None:
     model = summary["model"]
     metrics = model["metrics"]
     out.print(
-        f"model {model['name']} version {model['version']}: roc_auc={_short(metrics.get('roc_auc'))} "
-        f"accuracy={_short(metrics.get('accuracy'))} log_loss={_short(metrics.get('log_loss'))} (test)"
+        f"model {model['name']} version {model['version']}: "
+        f"roc_auc={_short(metrics.get('roc_auc'))} accuracy={_short(metrics.get('accuracy'))} "
+        f"log_loss={_short(metrics.get('log_loss'))} (test)"
     )
     for gate in model["gates"]:
         mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"
@@ -216,7 +217,8 @@ def predict(
         _emit_json(result)
     else:
         out.print(
-            f"scored {result['rows']} rows with {result['model']}@{result['version']} -> {result['output']}"
+            f"scored {result['rows']} rows with {result['model']}@{result['version']}"
+            f" -> {result['output']}"
         )
 
 
@@ -266,25 +268,26 @@ def _print_monitor(report: dict[str, Any]) -> None:
 def main() -> None:
     """Entry point: run the app, turning Keel errors into a headline and an exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except KeelError as exc:
         if _state["debug"]:
             raise
         err.print(f"[bold red]error:[/] {type(exc).__name__}", highlight=False)
-        err.print(exc.message, markup=False, highlight=False)
+        err.print(exc.message, markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # usage errors (typer's vendored click exceptions) arrive here in non-standalone mode
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,22 @@ from rich.console import Console
 
 console = Console()
 
-SAMPLE = {"age": 39, "workclass": "State-gov", "fnlwgt": 77516, "education": "Bachelors",
-          "education-num": 13, "marital-status": "Never-married", "occupation": "Adm-clerical",
-          "relationship": "Not-in-family", "race": "White", "sex": "Male", "capital-gain": 2174,
-          "capital-loss": 0, "hours-per-week": 40, "native-country": "United-States"}
+SAMPLE = {
+    "age": 39,
+    "workclass": "State-gov",
+    "fnlwgt": 77516,
+    "education": "Bachelors",
+    "education-num": 13,
+    "marital-status": "Never-married",
+    "occupation": "Adm-clerical",
+    "relationship": "Not-in-family",
+    "race": "White",
+    "sex": "Male",
+    "capital-gain": 2174,
+    "capital-loss": 0,
+    "hours-per-week": 40,
+    "native-country": "United-States",
+}
 
 
 def _free_port(preferred: int = 8000) -> int:
@@ -40,8 +52,12 @@ def _free_port(preferred: int = 8000) -> int:
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return dict(json.loads(response.read()))
 
@@ -84,13 +100,17 @@ def main() -> None:
     console.rule("3. keel serve")
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "keel.cli", "serve", "--project", str(workdir),
-                               "--port", str(port)], start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "keel.cli", "serve", "--project", str(workdir), "--port", str(port)],
+        start_new_session=True,
+    )
     try:
         _wait_ready(base, server)
         url = f"{base}/v1/models/adult/predict"
         answer = _post(url, {"instances": [SAMPLE]})
-        console.print(f"POST {url}\n  {json.dumps({'instances': [SAMPLE]})}\n-> {json.dumps(answer)}")
+        console.print(
+            f"POST {url}\n  {json.dumps({'instances': [SAMPLE]})}\n-> {json.dumps(answer)}"
+        )
         rows = _test_rows(workdir, 400)
         for start in range(0, len(rows), 50):
             _post(url, {"instances": rows[start : start + 50]})
@@ -100,8 +120,12 @@ def main() -> None:
         _print_monitor(api.monitor("adult", project=workdir))
         console.rule("server running")
         body = json.dumps({"instances": [SAMPLE]})
-        console.print(f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'",
-                      soft_wrap=True, markup=False, highlight=False)
+        console.print(
+            f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
         console.print(f"metrics: curl -s {base}/metrics    project: {workdir}\nCtrl-C to stop.")
         if os.environ.get("KEEL_DEMO_EXIT"):
             return

@@ -5,7 +5,7 @@
     ├── DataValidationError(ValueError)  422 / exit 1   data or a request breaks its schema
     ├── GateError                   409 / exit 1   a check or promotion gate failed
     ├── NotFoundError(LookupError)  404 / exit 1   unknown model, version, alias, run, artifact
-    ├── ConflictError               409 / exit 1   the state changed under you (e.g. a version exists)
+    ├── ConflictError               409 / exit 1   the state changed under you
     ├── IntegrityError              500 / exit 1   stored bytes do not match their sha256
     ├── NotFittedError(ValueError)  500 / exit 1   a transform or model used before fit
     └── BackendError                503 / exit 1   a database, filesystem or server is unavailable

@@ -28,7 +28,10 @@ def find_project(start: str | Path | None = None) -> Path:
     for candidate in (here, *here.parents):
         if (candidate / CONFIG_FILE).exists():
             return candidate
-    msg = f"no {CONFIG_FILE} in {here} or above. Run 'keel init --example adult DIR', or pass --project."
+    msg = (
+        f"no {CONFIG_FILE} in {here} or above. "
+        "Run 'keel init --example adult DIR', or pass --project."
+    )
     raise ConfigError(msg)
 
 

@@ -8,7 +8,7 @@ unpickles anything: the LightGBM model is its text format, the feature pipeline 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,7 @@ class ModelPackage:
         proba = self.predict_proba(data)
         return np.where(proba >= 0.5, self.classes[1], self.classes[0])
 
-    def predict_rows(self, rows: list[Mapping[str, Any]]) -> tuple[list[str], list[float]]:
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[float]]:
         """The online path: check and transform request dicts, no DataFrame. Labels, P(positive)."""
         x = self.pipeline.transform_rows(rows)
         proba = self.booster.predict(x)

@@ -95,7 +95,28 @@ class ServerApp:
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
                 await self._predict(path[len(_PREFIX) : -len(_SUFFIX)], receive, send)
                 return
-        await self.api(scope, receive, send)
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        await self._measured(scope, receive, send)
+
+    async def _measured(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a non-predict route through FastAPI, counting it in the metrics."""
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        route = _route_label(scope["path"])
+        try:
+            await self.api(scope, receive, send_status)
+        finally:
+            self.latency.labels(route).observe(time.perf_counter() - started)
+            self.requests.labels(route, str(status)).inc()
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -236,6 +257,17 @@ class ServerApp:
                 f"model '{name}' is not served here. Served models: {known}.", field="name"
             )
         return model
+
+
+def _route_label(path: str) -> str:
+    """A bounded label for a path, so metrics cardinality does not grow with model names."""
+    if path.startswith("/v2/health/"):
+        return path
+    if path.startswith("/v2/models/"):
+        return "model_ready" if path.endswith("/ready") else "model_metadata"
+    if path in ("/metrics", "/v2", "/docs", "/openapi.json"):
+        return path
+    return "other"
 
 
 _DATATYPES = {"int": "INT64", "float": "FP64", "string": "BYTES", "bool": "BOOL"}

@@ -34,4 +34,4 @@ def predict_file(
     tmp = target.with_name(f".{target.name}.tmp")
     pq.write_table(scored, tmp)
     tmp.replace(target)
-    return table.num_rows
+    return int(table.num_rows)

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+import keel
+from keel.errors import DataValidationError
+from keel.project import Project
+
+
+def make_project(root: Path, **model_params: object) -> Path:
+    """The Adult example with a smaller model so the pipeline runs in a couple of seconds."""
+    keel.init(root, example="adult")
+    config = yaml.safe_load((root / "keel.yaml").read_text())
+    config["model"]["params"].update({"n_estimators": 80, "learning_rate": 0.15, **model_params})
+    (root / "keel.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+    root = make_project(tmp_path_factory.mktemp("pipe") / "adult")
+    first = keel.run(root)
+    second = keel.run(root)
+    return root, first, second
+
+
+def test_first_run_executes_every_step_and_promotes(ran: tuple[Path, dict, dict]) -> None:
+    root, first, _ = ran
+    assert [s["step"] for s in first["steps"]] == [
+        "ingest_train", "ingest_test", "profile", "schema", "validate", "features", "train",
+        "evaluate", "register",
+    ]  # fmt: skip
+    assert {s["status"] for s in first["steps"]} == {"succeeded"}
+    assert first["model"]["metrics"]["roc_auc"] >= 0.9
+    assert first["model"]["promoted"] and first["model"]["version"] == 1
+    assert (root / "schema.yaml").exists()
+
+
+def test_second_run_reuses_every_step(ran: tuple[Path, dict, dict]) -> None:
+    root, first, second = ran
+    assert {s["status"] for s in second["steps"]} == {"cached"}
+    assert [s["outputs"] for s in second["steps"]] == [s["outputs"] for s in first["steps"]]
+    assert second["model"]["version"] == 1
+    with Project(root) as project:
+        assert [v.version for v in project.metadata.list_versions("adult")] == [1]
+
+
+def test_runs_and_lineage_are_recorded_and_hashes_verify(ran: tuple[Path, dict, dict]) -> None:
+    root, first, _ = ran
+    with Project(root) as project:
+        register = project.metadata.get_run(first["steps"][-1]["run_id"])
+        assert register.status == "succeeded"
+        assert register.cpu_seconds is not None and register.peak_memory_mb
+        assert set(register.inputs) >= {"model", "features", "statistics", "evaluation"}
+        package = register.outputs["package"]
+        edges = project.metadata.lineage(package)
+        assert any(e.direction == "output" and e.run_id == register.id for e in edges)
+        for step in first["steps"]:
+            for sha in step["outputs"].values():
+                data = project.artifacts.get(sha)
+                assert hashlib.sha256(data).hexdigest() == sha
+
+
+def test_changing_a_model_param_retrains_but_reuses_data_steps(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "adult")
+    keel.run(root)
+    config = yaml.safe_load((root / "keel.yaml").read_text())
+    config["model"]["params"]["num_leaves"] = 15
+    config["serve"]["port"] = 9999  # serving settings never invalidate training
+    (root / "keel.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    status = {s["step"]: s["status"] for s in keel.run(root)["steps"]}
+    assert status["ingest_train"] == status["features"] == "cached"
+    assert status["train"] == status["evaluate"] == status["register"] == "succeeded"
+
+
+def test_failing_gate_registers_without_moving_the_alias(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "adult")
+    keel.run(root)
+    config = yaml.safe_load((root / "keel.yaml").read_text())
+    config["evaluate"]["gates"] = ["roc_auc >= 0.999"]
+    config["model"]["params"]["num_leaves"] = 7
+    (root / "keel.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    summary = keel.run(root)
+    assert summary["model"]["version"] == 2 and not summary["model"]["promoted"]
+    assert summary["model"]["gates"][0]["passed"] is False
+    assert keel.load_model("adult@production", project=root).version == 1
+    assert keel.load_model("adult", project=root).version == 1
+    assert keel.load_model("adult@2", project=root).version == 2
+
+
+def test_blocking_anomaly_stops_the_run_before_training(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "adult")
+    keel.run(root)
+    schema = yaml.safe_load((root / "schema.yaml").read_text())
+    schema["columns"]["age"]["type"] = "string"  # the reviewed contract now disagrees with data
+    (root / "schema.yaml").write_text(yaml.safe_dump(schema, sort_keys=False))
+    with pytest.raises(DataValidationError, match="age"):
+        keel.run(root)
+    with Project(root) as project:
+        runs = project.metadata.list_runs(limit=20)
+        assert runs[0].step == "validate" and runs[0].status == "failed"
+        assert [v.version for v in project.metadata.list_versions("adult")] == [1]
