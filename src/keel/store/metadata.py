@@ -1,0 +1,549 @@
+"""The metadata store: runs, artifacts, lineage, the model registry and the audit log.
+
+One class, ``MetadataStore``, over any SQLAlchemy URL. The default Keel uses is
+``sqlite:///<project>/.keel/keel.db``; ``postgresql+psycopg://...`` scales it out. The schema is
+migrated with Alembic when the store opens, and every write runs in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
+
+import sqlalchemy as sa
+
+from keel.errors import ConfigError, ConflictError, NotFoundError
+from keel.store import registry_tables
+from keel.store.database import Database
+from keel.store.tables import artifacts, audit_log, lineage, runs, utc_now
+from keel.types import Artifact, LineageEdge, ModelVersion, Run
+
+__all__ = ["MetadataStore"]
+
+FinishStatus = Literal["succeeded", "failed", "cached"]
+_HEX = re.compile(r"[0-9a-f]+")
+_MIN_PREFIX = 6
+_REGISTER_ATTEMPTS = 20
+
+
+class MetadataStore:
+    """Runs, artifacts, lineage, model versions, aliases and the audit log in one database.
+
+    Args:
+        url: A SQLAlchemy URL, e.g. ``sqlite:///.keel/keel.db`` or
+            ``postgresql+psycopg://user:password@host/keel``. The schema is created or
+            upgraded on open.
+
+    Raises:
+        ConfigError: The URL is malformed or its database driver is unknown or missing.
+        BackendError: The database is unreachable (the message shows the URL, password masked).
+
+    Example:
+        >>> store = MetadataStore("sqlite:///:memory:")
+        >>> run = store.start_run("ingest", cache_key="k", config_hash="c", code_version="v")
+        >>> store.finish_run(run.id, status="succeeded").status
+        'succeeded'
+        >>> store.close()
+    """
+
+    def __init__(self, url: str) -> None:
+        self._db = Database(url)
+
+    @property
+    def url(self) -> str:
+        """The database URL with its password masked."""
+        return self._db.display_url
+
+    def __repr__(self) -> str:
+        return f"MetadataStore({self.url!r})"
+
+    def __enter__(self) -> MetadataStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connections. The store cannot be used afterwards."""
+        self._db.close()
+
+    # -- artifacts ---------------------------------------------------------------------------
+
+    def record_artifact(self, artifact: Artifact) -> None:
+        """Record an artifact; recording the same sha256 again changes nothing.
+
+        Args:
+            artifact: What ``ArtifactStore.put`` returned.
+        """
+        sha = _check_sha(artifact.sha256, "artifact.sha256")
+        values = {
+            "sha256": sha,
+            "kind": artifact.kind,
+            "uri": artifact.uri,
+            "size": artifact.size,
+            "metadata": _to_json(artifact.metadata, "artifact.metadata"),
+            "recorded_at": utc_now(),
+        }
+        exists = sa.select(artifacts.c.sha256).where(artifacts.c.sha256 == sha)
+        try:
+            with self._db.write() as conn:
+                if conn.scalar(exists) is None:
+                    conn.execute(sa.insert(artifacts).values(**values))
+        except sa.exc.IntegrityError:
+            # Another writer recorded the same sha256 between our check and insert: fine.
+            with self._db.read() as conn:
+                if conn.scalar(exists) is None:
+                    raise
+
+    def get_artifact(self, sha256: str) -> Artifact:
+        """The recorded artifact with this sha256 or unique prefix (at least 6 hex digits).
+
+        Raises:
+            NotFoundError: Nothing, or more than one artifact, matches.
+            ConfigError: ``sha256`` is not hex or is shorter than 6 digits.
+        """
+        with self._db.read() as conn:
+            sha = _resolve_prefix(conn, artifacts.c.sha256, sha256, what="artifact", full=64)
+            row = conn.execute(sa.select(artifacts).where(artifacts.c.sha256 == sha)).mappings()
+            found = row.first()
+        if found is None:
+            raise NotFoundError(f"no artifact {sha} is recorded", field="sha256")
+        return _artifact(found)
+
+    def list_artifacts(self, kind: str | None = None, limit: int = 100) -> list[Artifact]:
+        """Recorded artifacts, newest first, optionally of one ``kind``."""
+        query = sa.select(artifacts).order_by(artifacts.c.recorded_at.desc()).limit(limit)
+        if kind is not None:
+            query = query.where(artifacts.c.kind == kind)
+        with self._db.read() as conn:
+            return [_artifact(row) for row in conn.execute(query).mappings()]
+
+    # -- runs and lineage --------------------------------------------------------------------
+
+    def start_run(
+        self,
+        step: str,
+        *,
+        cache_key: str,
+        config_hash: str,
+        code_version: str,
+        params: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Record that a step started; the run's status is ``running``.
+
+        Args:
+            step: Step name.
+            cache_key: Hash of the step's code, inputs and config.
+            config_hash: Hash of the configuration the step saw.
+            code_version: Keel version plus a hash of the step's source.
+            params: Small JSON-able facts about the run.
+
+        Returns:
+            The new run, with a fresh uuid4 hex id.
+        """
+        run = Run(
+            id=uuid.uuid4().hex,
+            step=step,
+            status="running",
+            cache_key=cache_key,
+            config_hash=config_hash,
+            code_version=code_version,
+            started_at=utc_now(),
+            params=_to_json(params or {}, "params"),
+        )
+        with self._db.write() as conn:
+            conn.execute(
+                sa.insert(runs).values(
+                    id=run.id,
+                    step=step,
+                    status=run.status,
+                    cache_key=cache_key,
+                    config_hash=config_hash,
+                    code_version=code_version,
+                    started_at=run.started_at,
+                    params=run.params,
+                )
+            )
+        return run
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: FinishStatus,
+        outputs: Mapping[str, str] | None = None,
+        inputs: Mapping[str, str] | None = None,
+        cpu_seconds: float | None = None,
+        peak_memory_mb: float | None = None,
+        error: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Close a running run and record its lineage, in one transaction.
+
+        Args:
+            run_id: The id ``start_run`` returned.
+            status: ``succeeded``, ``failed`` or ``cached`` (reused a cached run's outputs).
+            outputs: Artifact sha256 by output name.
+            inputs: Artifact sha256 by input name.
+            cpu_seconds: CPU time the step used.
+            peak_memory_mb: Peak resident memory.
+            error: The error message, for a failed run.
+            params: Merged into the params given to ``start_run``.
+
+        Returns:
+            The finished run with its inputs and outputs.
+
+        Raises:
+            NotFoundError: No run has this id.
+            ConflictError: The run has already finished.
+            ConfigError: A bad status or a sha256 that is not 64 hex digits.
+        """
+        if status not in get_args(FinishStatus):
+            msg = f"finish_run: status {status!r} is not one of {', '.join(get_args(FinishStatus))}"
+            raise ConfigError(msg, field="status")
+        edges = _edges(run_id, inputs or {}, "input") + _edges(run_id, outputs or {}, "output")
+        values = {
+            "status": status,
+            "ended_at": utc_now(),
+            "cpu_seconds": cpu_seconds,
+            "peak_memory_mb": peak_memory_mb,
+            "error": error,
+        }
+        extra = _to_json(params or {}, "params")
+        with self._db.write() as conn:
+            current = _fetch_run_row(conn, run_id)
+            if current["status"] != "running":
+                msg = (
+                    f"run {run_id} already finished with status {current['status']!r}; "
+                    "start a new run to record another execution"
+                )
+                raise ConflictError(msg, field="run_id")
+            params_now = {**current["params"], **extra}
+            conn.execute(
+                sa.update(runs).where(runs.c.id == run_id).values(**values, params=params_now)
+            )
+            if edges:
+                conn.execute(sa.insert(lineage), edges)
+            return _load_runs(conn, [run_id])[0]
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with this id or unique prefix (at least 6 hex digits), with its lineage.
+
+        Raises:
+            NotFoundError: Nothing, or more than one run, matches.
+        """
+        with self._db.read() as conn:
+            full = _resolve_prefix(conn, runs.c.id, run_id, what="run", full=32)
+            _fetch_run_row(conn, full)
+            return _load_runs(conn, [full])[0]
+
+    def find_cached_run(self, cache_key: str) -> Run | None:
+        """The newest succeeded run with this cache key whose outputs are all recorded.
+
+        Runs with status ``cached`` are never returned: they point at another run's outputs.
+        """
+        missing_output = (
+            sa.select(lineage.c.sha256)
+            .select_from(lineage.outerjoin(artifacts, artifacts.c.sha256 == lineage.c.sha256))
+            .where(
+                lineage.c.run_id == runs.c.id,
+                lineage.c.direction == "output",
+                artifacts.c.sha256.is_(None),
+            )
+        )
+        query = (
+            sa.select(runs.c.id)
+            .where(
+                runs.c.cache_key == cache_key,
+                runs.c.status == "succeeded",
+                ~sa.exists(missing_output),
+            )
+            .order_by(runs.c.started_at.desc())
+            .limit(1)
+        )
+        with self._db.read() as conn:
+            run_id = conn.scalar(query)
+            return None if run_id is None else _load_runs(conn, [run_id])[0]
+
+    def list_runs(self, step: str | None = None, limit: int = 50) -> list[Run]:
+        """Runs newest first, optionally of one step, with their lineage."""
+        query = sa.select(runs.c.id).order_by(runs.c.started_at.desc()).limit(limit)
+        if step is not None:
+            query = query.where(runs.c.step == step)
+        with self._db.read() as conn:
+            return _load_runs(conn, list(conn.scalars(query)))
+
+    def lineage(self, sha256: str) -> list[LineageEdge]:
+        """Every edge touching an artifact: the runs that wrote it and the runs that read it."""
+        sha = _check_sha(sha256, "sha256")
+        query = (
+            sa.select(lineage)
+            .join(runs, runs.c.id == lineage.c.run_id)
+            .where(lineage.c.sha256 == sha)
+            .order_by(runs.c.started_at, lineage.c.direction.desc(), lineage.c.name)
+        )
+        with self._db.read() as conn:
+            return [
+                LineageEdge(row["run_id"], row["sha256"], row["direction"], row["name"])
+                for row in conn.execute(query).mappings()
+            ]
+
+    # -- model registry ----------------------------------------------------------------------
+
+    def register_model_version(
+        self,
+        name: str,
+        *,
+        package_sha256: str,
+        run_id: str | None,
+        metrics: Mapping[str, Any],
+        actor: str = "keel",
+    ) -> ModelVersion:
+        """Register the next version of a model, creating the model if it is new.
+
+        The version number is ``max + 1``, allocated inside the transaction; concurrent
+        registrations each get their own number. Non-finite metric values are stored as null.
+
+        Args:
+            name: Model name (letters, digits, ``_``, ``.``, ``-``).
+            package_sha256: sha256 of the model package artifact.
+            run_id: The run that produced the package, or None.
+            metrics: JSON-able evaluation metrics.
+            actor: Who registered it, for the audit log.
+
+        Returns:
+            The new version.
+
+        Raises:
+            NotFoundError: ``run_id`` names no recorded run.
+            ConflictError: The version could not be allocated after repeated contention.
+        """
+        registry_tables.check_model_name(name)
+        sha = _check_sha(package_sha256, "package_sha256")
+        clean = _to_json(metrics, "metrics")
+        for attempt in range(_REGISTER_ATTEMPTS):
+            try:
+                with self._db.write() as conn:
+                    return registry_tables.register(
+                        conn, name, package_sha256=sha, run_id=run_id, metrics=clean, actor=actor
+                    )
+            except sa.exc.IntegrityError as exc:
+                if attempt == _REGISTER_ATTEMPTS - 1:
+                    msg = (
+                        f"could not allocate a version of model {name!r} after "
+                        f"{_REGISTER_ATTEMPTS} attempts: other writers kept taking it. Retry."
+                    )
+                    raise ConflictError(msg, field="name") from exc
+                time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get_model_version(self, name: str, version: int) -> ModelVersion:
+        """One version of a model, with the aliases that point at it.
+
+        Raises:
+            NotFoundError: The model or version does not exist (the message lists what does).
+        """
+        with self._db.read() as conn:
+            return registry_tables.load_version(conn, name, version)
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """Resolve a model reference to a version.
+
+        ``name`` means the ``production`` alias when set, else the latest version;
+        ``name@3`` is version 3; ``name@latest`` the newest; ``name@staging`` an alias.
+
+        Raises:
+            NotFoundError: Unknown model, version or alias; the message lists the known ones.
+            ConfigError: ``ref`` is empty or ends in ``@``.
+        """
+        with self._db.read() as conn:
+            return registry_tables.resolve(conn, ref)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """One summary per model, sorted by name.
+
+        Returns:
+            Dicts with ``name``, ``latest_version``, ``aliases`` (alias -> version),
+            ``versions`` (count), ``created_at`` and ``description``.
+        """
+        with self._db.read() as conn:
+            return registry_tables.list_models(conn)
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, oldest first. NotFoundError for an unknown model."""
+        with self._db.read() as conn:
+            return registry_tables.list_versions(conn, name)
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, actor: str = "keel", reason: str = ""
+    ) -> None:
+        """Point an alias (``production``, ``staging``, ...) at a version, and audit the move.
+
+        The audit row (action ``set_alias``) records the version the alias pointed at before.
+
+        Raises:
+            NotFoundError: The model or version does not exist.
+            ConfigError: The alias is invalid or reserved (``latest``, digits).
+        """
+        registry_tables.check_alias(alias)
+        with self._db.write() as conn:
+            registry_tables.set_alias(conn, name, alias, version, actor=actor, reason=reason)
+
+    def delete_alias(self, name: str, alias: str, *, actor: str = "keel") -> None:
+        """Remove an alias and audit it. NotFoundError when the alias is not set."""
+        with self._db.write() as conn:
+            registry_tables.delete_alias(conn, name, alias, actor=actor)
+
+    # -- audit log ---------------------------------------------------------------------------
+
+    def audit(
+        self,
+        action: str,
+        target: str,
+        *,
+        actor: str = "keel",
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append an entry to the audit log (e.g. ``deploy``, ``rollback``, ``promote``)."""
+        clean = _to_json(details or {}, "details")
+        with self._db.write() as conn:
+            registry_tables.record_audit(conn, action, target, actor, clean)
+
+    def list_audit(self, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Audit entries newest first: dicts with id, at, actor, action, target, details."""
+        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if target is not None:
+            query = query.where(audit_log.c.target == target)
+        with self._db.read() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def _check_sha(value: str, field: str) -> str:
+    sha = value.lower() if isinstance(value, str) else ""
+    if len(sha) != 64 or not _HEX.fullmatch(sha):
+        msg = f"{field} {value!r} is not a sha256: expected 64 hex digits"
+        raise ConfigError(msg, field=field)
+    return sha
+
+
+def _resolve_prefix(
+    conn: sa.Connection, column: sa.Column[str], value: str, *, what: str, full: int
+) -> str:
+    """The one id in ``column`` that is ``value`` or starts with it."""
+    key = value.strip().lower() if isinstance(value, str) else ""
+    if not _MIN_PREFIX <= len(key) <= full or not _HEX.fullmatch(key):
+        msg = (
+            f"{what} id {value!r} is not valid: give the full {full}-hex-digit id or a prefix "
+            f"of at least {_MIN_PREFIX} hex digits"
+        )
+        raise ConfigError(msg, field=what)
+    if len(key) == full:
+        return key
+    found = list(conn.scalars(sa.select(column).where(column.startswith(key)).limit(3)))
+    if not found:
+        raise NotFoundError(f"no {what} id starts with {key!r}", field=what)
+    if len(found) > 1:
+        shown = ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
+        msg = f"{what} id prefix {key!r} is ambiguous (matches {shown}); give more digits"
+        raise NotFoundError(msg, field=what)
+    return found[0]
+
+
+def _fetch_run_row(conn: sa.Connection, run_id: str) -> sa.RowMapping:
+    row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+    if row is None:
+        raise NotFoundError(f"no run with id {run_id!r}; `keel runs` lists them", field="run_id")
+    return row
+
+
+def _load_runs(conn: sa.Connection, run_ids: list[str]) -> list[Run]:
+    """Runs in the order of ``run_ids``, with inputs and outputs from the lineage table."""
+    if not run_ids:
+        return []
+    rows = {
+        row["id"]: row
+        for row in conn.execute(sa.select(runs).where(runs.c.id.in_(run_ids))).mappings()
+    }
+    edges: dict[tuple[str, str], dict[str, str]] = {}
+    query = sa.select(lineage).where(lineage.c.run_id.in_(run_ids)).order_by(lineage.c.name)
+    for edge in conn.execute(query).mappings():
+        edges.setdefault((edge["run_id"], edge["direction"]), {})[edge["name"]] = edge["sha256"]
+    return [
+        Run(
+            id=row["id"],
+            step=row["step"],
+            status=row["status"],
+            cache_key=row["cache_key"],
+            config_hash=row["config_hash"],
+            code_version=row["code_version"],
+            started_at=row["started_at"],
+            ended_at=row["ended_at"],
+            cpu_seconds=row["cpu_seconds"],
+            peak_memory_mb=row["peak_memory_mb"],
+            error=row["error"],
+            params=dict(row["params"]),
+            inputs=edges.get((row["id"], "input"), {}),
+            outputs=edges.get((row["id"], "output"), {}),
+        )
+        for row in (rows[run_id] for run_id in run_ids if run_id in rows)
+    ]
+
+
+def _edges(run_id: str, named: Mapping[str, str], direction: str) -> list[dict[str, str]]:
+    return [
+        {
+            "run_id": run_id,
+            "direction": direction,
+            "name": name,
+            "sha256": _check_sha(sha, f"{direction} {name!r}"),
+        }
+        for name, sha in named.items()
+    ]
+
+
+def _artifact(row: sa.RowMapping) -> Artifact:
+    return Artifact(
+        kind=row["kind"],
+        uri=row["uri"],
+        sha256=row["sha256"],
+        size=int(row["size"]),
+        metadata=dict(row["metadata"]),
+    )
+
+
+def _to_json(value: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """A plain-JSON copy: numpy scalars become numbers, NaN and infinities become null."""
+    try:
+        text = json.dumps(_finite(value), default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        msg = f"{field} must be JSON-serialisable (str, number, bool, None, list, dict): {exc}"
+        raise ConfigError(msg, field=field) from exc
+    result = json.loads(text)
+    if not isinstance(result, dict):
+        raise ConfigError(f"{field} must be a mapping, got {type(value).__name__}", field=field)
+    return result
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist):
+        # numpy scalars and arrays.
+        return _finite(value.tolist())
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")

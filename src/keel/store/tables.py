@@ -1,0 +1,164 @@
+"""The metadata schema as SQLAlchemy Core tables, used to build queries.
+
+The database itself is created by the Alembic migrations in ``store/migrations``; a test checks
+that the migrated schema and these tables agree, so change both together.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "aliases",
+    "artifacts",
+    "audit_log",
+    "lineage",
+    "model_versions",
+    "models",
+    "runs",
+    "schema",
+    "utc_now",
+]
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utc_now() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the database keeps.
+
+    SQLite has no time zones, so values are stored there as naive UTC and tagged on the way out.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # A naive datetime is taken to be UTC already: Keel never produces local times.
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+schema = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+runs = sa.Table(
+    "runs",
+    schema,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("step", sa.String(200), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("cache_key", sa.String(128), nullable=False, index=True),
+    sa.Column("config_hash", sa.String(128), nullable=False),
+    sa.Column("code_version", sa.String(200), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False, index=True),
+    sa.Column("ended_at", UtcDateTime(), nullable=True),
+    sa.Column("cpu_seconds", sa.Float(), nullable=True),
+    sa.Column("peak_memory_mb", sa.Float(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("params", sa.JSON(), nullable=False),
+    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'cached')", name="status"),
+)
+
+artifacts = sa.Table(
+    "artifacts",
+    schema,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(100), nullable=False, index=True),
+    sa.Column("uri", sa.Text(), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("metadata", sa.JSON(), nullable=False),
+    sa.Column("recorded_at", UtcDateTime(), nullable=False),
+)
+
+# No foreign key to artifacts: a run may name an output that was never recorded, which is
+# exactly what find_cached_run must notice.
+lineage = sa.Table(
+    "lineage",
+    schema,
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("direction", sa.String(6), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.CheckConstraint("direction IN ('input', 'output')", name="direction"),
+)
+
+models = sa.Table(
+    "models",
+    schema,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    schema,
+    sa.Column(
+        "name",
+        sa.String(200),
+        sa.ForeignKey("models.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("package_sha256", sa.String(64), nullable=False),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("runs.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("metrics", sa.JSON(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+aliases = sa.Table(
+    "aliases",
+    schema,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("alias", sa.String(100), primary_key=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["name", "version"],
+        ["model_versions.name", "model_versions.version"],
+        name="fk_aliases_version_model_versions",
+        ondelete="CASCADE",
+    ),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    schema,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("target", sa.String(300), nullable=False, index=True),
+    sa.Column("details", sa.JSON(), nullable=False),
+)
