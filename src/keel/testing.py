@@ -41,6 +41,7 @@ __all__ = [
     "MetadataStoreContract",
     "check_artifact_store",
     "check_metadata_store",
+    "postgres_schema",
 ]
 
 _S = TypeVar("_S")
@@ -434,3 +435,28 @@ def _register(store: MetadataStore, name: str, count: int) -> None:
         store.register_model_version(
             name, package_sha256=_sha(f"{name}{i}"), run_id=None, metrics={"i": i}
         )
+
+
+@contextlib.contextmanager
+def postgres_schema(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test: yields a URL that selects it, drops it after.
+
+    Args:
+        admin_url: A SQLAlchemy URL of a database the caller may create schemas in
+            (CI passes ``KEEL_TEST_POSTGRES_URL``).
+    """
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"keel_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+        url = sa.make_url(admin_url).update_query_dict({"options": f"-csearch_path={name}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        admin.dispose()

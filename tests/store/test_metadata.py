@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from keel.errors import BackendError, ConfigError
 from keel.store import MetadataStore
 from keel.store.database import HEAD_REVISION, MIGRATIONS_DIR, SQLITE_BUSY_TIMEOUT_MS
 from keel.store.tables import schema
-from keel.testing import MetadataStoreContract, check_metadata_store
+from keel.testing import MetadataStoreContract, check_metadata_store, postgres_schema
 
 POSTGRES_URL = os.environ.get("KEEL_TEST_POSTGRES_URL")
 
@@ -168,24 +168,6 @@ def test_bad_names_are_config_errors(tmp_path: Path) -> None:
             store.finish_run(run.id, status="done")  # type: ignore[arg-type]
 
 
-class _PostgresSchema:
-    """Context manager: a fresh schema, the URL that selects it, dropped afterwards."""
-
-    def __enter__(self) -> str:
-        assert POSTGRES_URL is not None
-        self.name = f"keel_test_{uuid.uuid4().hex[:12]}"
-        self.admin = sa.create_engine(POSTGRES_URL)
-        with self.admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{self.name}"'))
-        url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={self.name}"})
-        return url.render_as_string(hide_password=False)
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            with self.admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{self.name}" CASCADE'))
-        finally:
-            self.admin.dispose()
-
-
-_postgres_schema = _PostgresSchema
+def _postgres_schema() -> contextlib.AbstractContextManager[str]:
+    assert POSTGRES_URL is not None
+    return postgres_schema(POSTGRES_URL)
