@@ -7,6 +7,8 @@ The public API is this module's ``__all__``; names are imported lazily so ``impo
 from __future__ import annotations
 
 import importlib
+import sys
+from types import ModuleType as _ModuleType  # keel.types (the submodule) would shadow "types"
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -53,6 +55,24 @@ if TYPE_CHECKING:
     from keel.registry.package import ModelPackage
     from keel.serve.app import create_app
     from keel.types import Artifact, ModelVersion, Run
+
+
+class _KeelModule(_ModuleType):
+    """The ``keel`` module, where a public verb wins over a subpackage of the same name.
+
+    ``keel.monitor`` is the verb (:func:`keel.api.monitor`) and also the package
+    ``keel/monitor/``; importing ``keel.monitor.drift`` makes the import system bind the package
+    as an attribute of ``keel``, which would shadow the verb. The package stays importable by
+    its dotted path (``from keel.monitor.drift import ...``) through ``sys.modules``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, _ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _KeelModule
 
 
 def __getattr__(name: str) -> Any:

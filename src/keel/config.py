@@ -126,7 +126,9 @@ class ModelConfig(_Frozen):
     seed: int = 0
 
 
-_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<|==)\s*(-?[0-9.]+(?:e-?\d+)?)\s*$")
+_GATE = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<|==)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
 
 
 class EvaluateConfig(_Frozen):
@@ -254,7 +256,8 @@ def load_config(path: str | Path = CONFIG_FILE, *, env: str | None = None) -> Ke
     try:
         return KeelConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, lines, file)) from exc
+        first = _dotted(tuple(exc.errors()[0]["loc"])) if exc.errors() else None
+        raise ConfigError(_explain(exc, lines, file), field=first) from exc
 
 
 def _read_yaml(file: Path) -> tuple[dict[str, Any], dict[Path_, str]]:
@@ -316,7 +319,8 @@ def _interpolate(value: Any, at: Path_, lines: dict[Path_, str]) -> Any:
         def expand(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             found = os.environ.get(name)
-            if found is not None:
+            # shell semantics: ':-' also replaces a variable that is set but empty
+            if found or (found is not None and default is None):
                 return found
             if default is not None:
                 return default

@@ -113,12 +113,10 @@ def clean_table(
             if na_values:
                 column = pc.if_else(pc.is_in(column, value_set=tokens), None, column)
             column = pc.if_else(pc.equal(column, ""), None, column)
+            original = column
+            # match against the original cells so replacements never chain (a->b, b->c)
             for old, new in replace.get(name, {}).items():
-                column = pc.replace_substring_regex(column, f"^{_escape(old)}$", new)
+                hit = pc.fill_null(pc.equal(original, old), False)
+                column = pc.if_else(hit, new, column)
         columns.append(column)
     return pa.table(columns, names=table.column_names)
-
-
-def _escape(text: str) -> str:
-    special = set(".^$*+?{}[]\\|()")
-    return "".join(f"\\{ch}" if ch in special else ch for ch in text)

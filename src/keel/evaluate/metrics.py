@@ -25,7 +25,7 @@ def binary_metrics(y: np.ndarray, proba: np.ndarray, *, threshold: float = 0.5) 
     predicted = (proba >= threshold).astype(np.int64)
     both = len(np.unique(y)) == 2
     return {
-        "rows": int(len(y)),
+        "rows": len(y),
         "roc_auc": float(roc_auc_score(y, proba)) if both else None,
         "accuracy": float(accuracy_score(y, predicted)),
         "log_loss": float(log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),

@@ -171,7 +171,9 @@ class FeaturePipeline:
         out = np.zeros((rows, self.n_features_), dtype=np.float64)
         for spec in self.numeric_:
             column = self._column(table, spec["name"])
-            values = column.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+            # unsafe: ints beyond 2**53 round to the nearest float64 as float() does in the row path
+            as_float = column.cast(pa.float64(), safe=False)
+            values = as_float.to_numpy(zero_copy_only=False).astype(np.float64)
             values = np.where(np.isnan(values), spec["fill"], values)
             out[:, spec["index"]] = (values - spec["mean"]) / spec["scale"]
         for spec in self.categorical_:
@@ -204,6 +206,7 @@ class FeaturePipeline:
         Raises:
             DataValidationError: A field is missing, unknown or of the wrong type (names it).
         """
+        self._check_fitted()
         out = np.zeros((1, self.n_features_), dtype=np.float64)
         self.fill_row(row, out[0], where=where)
         return out
@@ -212,6 +215,7 @@ class FeaturePipeline:
         self, rows: Sequence[Mapping[str, Any]], *, prefix: str = "instances"
     ) -> np.ndarray:
         """Check and transform a few request rows (the online path for small batches)."""
+        self._check_fitted()
         out = np.zeros((len(rows), self.n_features_), dtype=np.float64)
         for i, row in enumerate(rows):
             if not isinstance(row, Mapping):
@@ -229,8 +233,8 @@ class FeaturePipeline:
             if name in row:
                 matched += 1
                 value = row[name]
-                if value is None:
-                    value = spec["fill"]
+                if value is None or (type(value) is float and value != value):
+                    value = spec["fill"]  # NaN is missing, as in the batch path
                 elif type(value) not in (int, float):
                     self._type_error(where, name, value)
             else:

@@ -92,8 +92,8 @@ def train_lightgbm(
         "validation_logloss": float(history["binary_logloss"][best - 1])
         if "binary_logloss" in history
         else None,
-        "train_rows": int(len(y_fit)),
-        "validation_rows": int(len(y_val)),
+        "train_rows": len(y_fit),
+        "validation_rows": len(y_val),
         "lightgbm_version": lgb.__version__,
     }
     return booster.model_to_string(num_iteration=best), facts

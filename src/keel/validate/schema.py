@@ -125,6 +125,8 @@ def read_schema(path: Path) -> Schema:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         return Schema.model_validate(data)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the schema ({exc}).") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"{path}: invalid YAML ({exc}). Fix it or delete it to re-infer."

@@ -56,9 +56,13 @@ def compute_statistics(
 
 
 def _numeric(column: pa.ChunkedArray, ref: dict[str, Any] | None) -> dict[str, Any]:
-    nulls = column.null_count
-    values = column.drop_null().to_numpy().astype(np.float64, copy=False)
-    values = values[np.isfinite(values)]
+    present = column.drop_null().to_numpy().astype(np.float64, copy=False)
+    nan = np.isnan(present)
+    # NaN is missing everywhere in Keel (the feature pipeline imputes it), so it counts as null;
+    # +-inf stay in the outer bins so the counts always add up to the rows.
+    nulls = column.null_count + int(nan.sum())
+    binned = present[~nan]
+    values = binned[np.isfinite(binned)]
     is_integer = pa.types.is_integer(column.type)
     out: dict[str, Any] = {
         "kind": "numeric",
@@ -67,33 +71,36 @@ def _numeric(column: pa.ChunkedArray, ref: dict[str, Any] | None) -> dict[str, A
         "nulls": nulls,
     }
     if values.size:
-        quantiles = np.quantile(values, QUANTILES)
-        out.update(
-            min=float(values.min()),
-            max=float(values.max()),
-            mean=float(values.mean()),
-            std=float(values.std()),
-            quantiles={str(q): float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
-            distinct=int(np.unique(values).size),
-        )
+        # values near the float64 limits may overflow to inf in the sums; that is the answer
+        with np.errstate(over="ignore", invalid="ignore"):
+            quantiles = np.quantile(values, QUANTILES)
+            out.update(
+                min=float(values.min()),
+                max=float(values.max()),
+                mean=float(values.mean()),
+                std=float(values.std()),
+                quantiles={str(q): float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
+                distinct=int(np.unique(values).size),
+            )
     if ref is not None and ref.get("kind") == "numeric":
         edges = list(ref["edges"])
     else:
         edges = _decile_edges(values)
     out["edges"] = edges
-    out["counts"] = histogram_counts(values, edges, nulls)
+    out["counts"] = histogram_counts(binned, edges, nulls)
     return out
 
 
 def _decile_edges(values: np.ndarray) -> list[float]:
     if not values.size:
         return []
-    inner = np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
-    return [float(edge) for edge in inner]
+    with np.errstate(over="ignore", invalid="ignore"):
+        inner = np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
+    return [float(edge) for edge in inner if np.isfinite(edge)]
 
 
 def histogram_counts(values: np.ndarray, edges: list[float], nulls: int) -> list[int]:
-    """Counts in the bins ``(-inf, e0], (e0, e1], ..., (e_last, inf)`` followed by the null count."""
+    """Counts in the bins ``(-inf, e0], (e0, e1], ..., (e_last, inf)``, then the null count."""
     index = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="left")
     counts = np.bincount(index, minlength=len(edges) + 1)
     return [int(c) for c in counts] + [int(nulls)]
