@@ -3,7 +3,8 @@
 usage: .venv/bin/python benchmarks/run.py
        .venv/bin/python benchmarks/run.py --render RAW.json   (rewrite RESULTS.md from a raw run)
 
-Benchmarks: serving (``benchmarks/serving/``). Environment knobs:
+Benchmarks: serving (``benchmarks/serving/``), then the pipeline (``benchmarks/pipeline/``:
+``keel run`` fresh and cached against a hand-written script). Environment knobs:
 
 - ``ROUNDS`` (3): rounds; every figure is a median over rounds.
 - ``DURATION`` (10): seconds of load per server and connection count.
@@ -36,9 +37,12 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR / "serving"))
+sys.path.insert(0, str(BENCH_DIR))
 
 import bench  # noqa: E402
 import report  # noqa: E402
+
+from pipeline import bench as pipeline_bench  # noqa: E402
 
 KNOBS = ("QUICK", "ROUNDS", "DURATION", "CONNS", "WRK_MAX_REQ", "SERVERS", "FLOOR_CALLS")
 KEEL_PACKAGES = (
@@ -182,6 +186,7 @@ def write_results(raw: dict[str, Any], path: Path, started: float, finished: flo
         "",
         section,
         "",
+        *([pipeline_bench.render(raw["pipeline"]), ""] if "pipeline" in raw else []),
         "## Notes",
         "",
         *[f"- {n}" for n in notes],
@@ -203,6 +208,7 @@ def main() -> int:
     config = bench.Config.from_env()
     git_start = git_state()
     raw = bench.run(config)
+    raw["pipeline"] = pipeline_bench.run(1 if config.quick else config.rounds)
     raw["git"] = {"start": git_start, "end": git_state()}
     raw["started"], raw["finished"] = started, time.time()
     raw["machine"] = machine()
