@@ -7,15 +7,18 @@ Exit codes: 0 success, 1 a check or gate failed, 2 usage or configuration error.
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from keel.commands import data as data_commands
+from keel.commands import schema as schema_commands
+from keel.commands import validate as validate_commands
+from keel.commands.output import Format, FormatOpt, ProjectOpt, err, out
+from keel.commands.output import emit_json as _emit_json
 from keel.errors import KeelError
 
 app = typer.Typer(
@@ -27,28 +30,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List and inspect registered models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+for _group in (data_commands, schema_commands, validate_commands):
+    _group.register(app)
 
-out = Console()
-err = Console(stderr=True)
 _state: dict[str, Any] = {"debug": False}
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
-
-
-ProjectOpt = Annotated[
-    Path | None,
-    typer.Option("--project", "-p", help="Project directory (default: nearest keel.yaml)."),
-]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
-
-
-def _emit_json(value: Any) -> None:
-    sys.stdout.write(
-        orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n"
-    )
 
 
 @app.callback()

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``keel`` CLI, one module per group; :mod:`keel.cli` registers them."""
