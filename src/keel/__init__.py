@@ -21,6 +21,14 @@ _EXPORTS: dict[str, str] = {
     "show_model": "keel.api",
     "predict": "keel.api",
     "monitor": "keel.api",
+    "ingest": "keel.api",
+    "snapshots": "keel.api",
+    "validate": "keel.api",
+    "infer_schema": "keel.api",
+    "load_data": "keel.api",
+    "ValidationReport": "keel.validate.anomalies",
+    "Schema": "keel.validate.schema",
+    "IngestResult": "keel.data.snapshots",
     "Model": "keel.api",
     "Project": "keel.project",
     "load_config": "keel.config",
@@ -41,8 +49,23 @@ _EXPORTS: dict[str, str] = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
-    from keel.api import Model, init, load_model, models, monitor, predict, run, show_model
+    from keel.api import (
+        Model,
+        infer_schema,
+        ingest,
+        init,
+        load_data,
+        load_model,
+        models,
+        monitor,
+        predict,
+        run,
+        show_model,
+        snapshots,
+        validate,
+    )
     from keel.config import KeelConfig, load_config
+    from keel.data.snapshots import IngestResult
     from keel.errors import (
         ConfigError,
         DataValidationError,
@@ -55,6 +78,8 @@ if TYPE_CHECKING:
     from keel.registry.package import ModelPackage
     from keel.serve.app import create_app
     from keel.types import Artifact, ModelVersion, Run
+    from keel.validate.anomalies import ValidationReport
+    from keel.validate.schema import Schema
 
 
 class _KeelModule(_ModuleType):

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,21 @@ from keel.errors import ConfigError, NotFoundError
 from keel.project import Project
 from keel.registry.package import ModelPackage
 
-__all__ = ["init", "load_model", "models", "monitor", "predict", "run", "show_model"]
+__all__ = [
+    "infer_schema",
+    "ingest",
+    "init",
+    "load_data",
+    "load_model",
+    "models",
+    "monitor",
+    "predict",
+    "resolve_data",
+    "run",
+    "show_model",
+    "snapshots",
+    "validate",
+]
 
 EXAMPLES = ("adult",)
 
@@ -220,3 +235,176 @@ def monitor(
             min_rows=cfg.min_rows,
         )
         return {"model": version.name, "version": version.version, "source": origin, **report}
+
+
+# --- data verbs ------------------------------------------------------------------------------
+
+_SHA_PREFIX = re.compile(r"^[0-9a-fA-F]{6,64}$")
+DataLike = Any  # a pyarrow Table, a pandas DataFrame, a CSV/Parquet path, or a snapshot sha
+
+
+def resolve_data(data: DataLike, *, project: str | Path | None = None) -> pa.Table | Path:
+    """A table, or a Parquet file to stream, for anything that names data.
+
+    Args:
+        data: A pyarrow Table, a pandas DataFrame, a CSV or Parquet path, or the sha256 (or a
+            unique prefix of at least 6 hex digits) of a snapshot in the project.
+        project: The project to look snapshots up in (default: nearest keel.yaml).
+
+    Raises:
+        ConfigError: ``data`` is neither an existing file nor a snapshot of the project.
+    """
+    if isinstance(data, pa.Table):
+        return data
+    if hasattr(data, "to_records") and hasattr(data, "columns"):  # a pandas DataFrame
+        return pa.Table.from_pandas(data, preserve_index=False)
+    path = Path(str(data)).expanduser()
+    if path.exists():
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return path
+        from keel.data.sources import read_table
+
+        return read_table(path)
+    hint = "Pass a CSV or Parquet path, or a snapshot sha from 'keel data list'."
+    if not _SHA_PREFIX.match(str(data)):
+        raise ConfigError(f"'{data}' is neither a file nor a snapshot: no such file. {hint}")
+    try:
+        with Project(project) as proj:
+            artifact = proj.metadata.get_artifact(str(data))
+            if artifact.kind != "snapshot":
+                msg = f"artifact {artifact.short} is a {artifact.kind}, not a snapshot."
+                raise ConfigError(msg, field="data")
+            return proj.artifacts.local_path(artifact.sha256)
+    except (NotFoundError, ConfigError) as exc:
+        why = exc.message.rstrip(".")
+        msg = f"'{data}' is neither a file nor a snapshot of the project ({why}). {hint}"
+        raise ConfigError(msg, field="data") from exc
+
+
+def load_data(data: DataLike, *, project: str | Path | None = None) -> pa.Table:
+    """Like :func:`resolve_data`, read into one table."""
+    import pyarrow.parquet as pq
+
+    found = resolve_data(data, project=project)
+    return pq.read_table(found) if isinstance(found, Path) else found
+
+
+def ingest(*, split: str = "all", project: str | Path | None = None) -> dict[str, Any]:
+    """Ingest the declared source(s) into snapshots now; bad rows go to a quarantine artifact.
+
+    Returns:
+        Split name -> :class:`keel.data.IngestResult`.
+    """
+    from keel.data import ingest as ingest_source
+
+    with Project(project) as proj:
+        sources = {"train": proj.config.data.train, "test": proj.config.data.test}
+        if split not in (*sources, "all"):
+            raise ConfigError(f"split must be train, test or all; got '{split}'.", field="split")
+        if split == "test" and sources["test"] is None:
+            raise ConfigError("data.test is not set in keel.yaml; add a test source.")
+        wanted = [name for name in sources if split in ("all", name)]
+        return {
+            name: ingest_source(source, proj.root, proj, split=name)
+            for name in wanted
+            if (source := sources[name]) is not None
+        }
+
+
+def snapshots(project: str | Path | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Recorded snapshots, newest first."""
+    from keel.data import list_snapshots
+
+    with Project(project) as proj:
+        return list_snapshots(proj, limit=limit)
+
+
+def infer_schema(
+    data: DataLike,
+    *,
+    target: str | None = None,
+    sensitive: list[str] | None = None,
+    project: str | Path | None = None,
+) -> Any:
+    """Infer a :class:`keel.validate.schema.Schema` (types, nullability, domains, roles)."""
+    from keel.validate.schema import infer_schema as infer
+    from keel.validate.statistics import compute_statistics
+
+    statistics = compute_statistics(resolve_data(data, project=project))
+    wanted = [c for c in [target, *(sensitive or [])] if c]
+    missing = [c for c in wanted if c not in statistics["columns"]]
+    if missing:
+        raise ConfigError(
+            f"no column '{missing[0]}' in {data} (columns: {', '.join(statistics['columns'])}).",
+            field=missing[0],
+        )
+    return infer(statistics, target=target, sensitive=sensitive or [])
+
+
+def validate(
+    data: DataLike,
+    *,
+    schema: Any = None,
+    reference: Any = None,
+    target: str | None = None,
+    outliers: bool = False,
+    label_noise: bool = False,
+    project: str | Path | None = None,
+) -> Any:
+    """Validate data against a schema and a reference; returns a ``ValidationReport``.
+
+    Args:
+        data: What to check (see :func:`resolve_data`).
+        schema: A ``Schema``, a schema.yaml path, or None to infer one from the reference.
+        reference: Data (as ``data``), a statistics dict, or a statistics JSON file or artifact.
+        target: The label column (label shift, label noise).
+        outliers: Also look for outlying rows (sampled).
+        label_noise: Also look for likely mislabeled rows (sampled; needs ``target``).
+        project: Where snapshot shas are looked up.
+
+    Example:
+        >>> report = keel.validate("new.csv", reference="train.parquet", target="income")
+        >>> report.ok, [a.kind for a in report.anomalies]
+    """
+    from keel.validate.anomalies import validate_data
+    from keel.validate.schema import Schema, read_schema
+
+    contract = schema if isinstance(schema, Schema) or schema is None else read_schema(Path(schema))
+    ref = None if reference is None else _load_reference(reference, project)
+    name = Path(str(data)).name if isinstance(data, str | Path) else "data"
+    return validate_data(
+        load_data(data, project=project),
+        schema=contract,
+        reference=ref,
+        target=target,
+        name=name,
+        outliers=outliers,
+        label_noise=label_noise,
+    )
+
+
+def _load_reference(reference: Any, project: str | Path | None) -> pa.Table | dict[str, Any]:
+    if isinstance(reference, dict):
+        return reference
+    if isinstance(reference, str | Path):
+        path = Path(str(reference)).expanduser()
+        if path.suffix.lower() == ".json" and path.exists():
+            return _statistics(path.read_bytes(), str(path))
+        if not path.exists():
+            with Project(project) as proj:
+                artifact = proj.metadata.get_artifact(str(reference))
+                if artifact.kind == "statistics":
+                    return _statistics(proj.artifacts.get(artifact.sha256), artifact.short)
+    return load_data(reference, project=project)
+
+
+def _statistics(blob: bytes, where: str) -> dict[str, Any]:
+    import orjson
+
+    try:
+        value = orjson.loads(blob)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not valid JSON ({exc}).") from exc
+    if not isinstance(value, dict) or "columns" not in value or "rows" not in value:
+        raise ConfigError(f"{where}: not Keel statistics (needs 'rows' and 'columns').")
+    return value

@@ -22,7 +22,14 @@ from typing import Any, Literal, get_args, get_origin
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from keel.errors import ConfigError
 
@@ -31,6 +38,7 @@ __all__ = [
     "DataConfig",
     "EvaluateConfig",
     "FeaturesConfig",
+    "IncrementalConfig",
     "KeelConfig",
     "LightGBMParams",
     "ModelConfig",
@@ -56,24 +64,68 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class SourceConfig(_Frozen):
-    """Where a table comes from and how to parse it."""
+class IncrementalConfig(_Frozen):
+    """Incremental ingestion: read only rows whose ``column`` is above the last watermark."""
 
-    path: str
-    format: Literal["csv", "parquet"] = "csv"
-    header: bool = True
+    column: str
+
+
+SourceFormat = Literal["csv", "parquet", "jsonl", "sql", "duckdb"]
+
+
+class SourceConfig(_Frozen):
+    """Where a table comes from and how to parse it.
+
+    ``path`` (csv, parquet, jsonl) may be a glob. CSV options left unset (``header``,
+    ``delimiter``, ``quote``, ``escape``, ``encoding``) are detected from the file. ``sql`` reads
+    ``query`` from the SQLAlchemy ``url``; ``duckdb`` runs ``query`` in DuckDB.
+    """
+
+    path: str | None = None
+    format: SourceFormat = "csv"
+    header: bool | None = None
     columns: list[str] | None = None
-    delimiter: str = ","
+    delimiter: str | None = None
+    quote: str | None = None
+    escape: str | None = None
+    comment: str | None = None
+    encoding: str | None = None
     skip_rows: int = Field(default=0, ge=0)
     na_values: list[str] = Field(default_factory=list)
     replace: dict[str, dict[str, str]] = Field(default_factory=dict)
+    types: dict[str, str] = Field(default_factory=dict)
+    url: str | None = None
+    query: str | None = None
+    chunk_size: int = Field(default=100_000, ge=1)
+    max_bad_rows: int | float = 0
+    incremental: IncrementalConfig | None = None
 
-    @field_validator("delimiter")
+    @field_validator("delimiter", "quote", "escape", "comment")
     @classmethod
-    def _one_char(cls, value: str) -> str:
-        if len(value) != 1:
-            raise ValueError(f"delimiter must be one character, got {value!r}")
+    def _one_char(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError(f"must be one character, got {value!r}")
         return value
+
+    @field_validator("max_bad_rows")
+    @classmethod
+    def _bad_rows_limit(cls, value: int | float) -> int | float:
+        if isinstance(value, float) and not 0.0 <= value < 1.0:
+            raise ValueError(
+                f"a fraction must be in [0, 1), got {value!r}; write a whole number for a count"
+            )
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _where_from(self) -> SourceConfig:
+        needs = {"sql": ("url", "query"), "duckdb": ("query",)}.get(self.format, ("path",))
+        missing = [key for key in needs if getattr(self, key) is None]
+        if missing:
+            keys = " and ".join(f"'{key}'" for key in needs)
+            raise ValueError(f"a {self.format} source needs {keys}; add {missing[0]}")
+        return self
 
 
 class DataConfig(_Frozen):
@@ -85,7 +137,7 @@ class DataConfig(_Frozen):
     positive_label: str | None = None
     sensitive: list[str] = Field(default_factory=list)
     drop: list[str] = Field(default_factory=list)
-    max_null_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_null_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
 class FeaturesConfig(_Frozen):

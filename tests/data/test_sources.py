@@ -90,7 +90,9 @@ def write(path: Path, text: str) -> Path:
 def test_column_count_mismatch_without_header(tmp_path: Path) -> None:
     write(tmp_path / "a.csv", "1, x\n2, y\n")
     source = SourceConfig(path="a.csv", header=False, columns=["n", "s", "extra"])
-    with pytest.raises(DataValidationError, match=r"a\.csv: cannot parse as CSV.*3 columns"):
+    with pytest.raises(
+        DataValidationError, match=r"a\.csv: keel.yaml lists 3 columns but the file has 2"
+    ):
         read_source(source, tmp_path)
 
 

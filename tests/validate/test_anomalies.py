@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from keel.validate.anomalies import Anomaly, validate_table
+from keel.validate.anomalies import Anomaly, validate_data, validate_table
 from keel.validate.schema import ColumnSchema, Schema, infer_schema
 
 
@@ -59,9 +59,9 @@ def test_injected_nulls_above_the_allowance(
 def test_nulls_within_the_default_allowance_pass(
     adult_train_table: pa.Table, adult_schema: Schema
 ) -> None:
-    # the default schema allows up to 50% nulls in a feature
-    assert validate_table(with_nulls(adult_train_table, "age", 0.3), adult_schema) == []
-    found = validate_table(with_nulls(adult_train_table, "age", 0.6), adult_schema)
+    # a column with no nulls in the reference may be up to 5% null by default, not 30%
+    assert validate_table(with_nulls(adult_train_table, "age", 0.03), adult_schema) == []
+    found = validate_table(with_nulls(adult_train_table, "age", 0.3), adult_schema)
     assert kinds(found) == {("age", "null_fraction", "error")}
 
 
@@ -132,3 +132,103 @@ def test_empty_table_does_not_divide_by_zero(adult_schema: Schema) -> None:
     empty = pa.table({n: pa.array([], pa.int64()) for n in ["age"]})
     found = validate_table(empty, Schema(columns={"age": adult_schema.columns["age"]}))
     assert found == []
+
+
+# --- validate_data: statistics and the reference ------------------------------------------------
+
+
+def test_held_out_split_has_no_error(
+    adult_test_table: pa.Table, adult_statistics: dict[str, Any], adult_schema: Schema
+) -> None:
+    report = validate_data(
+        adult_test_table, schema=adult_schema, reference=adult_statistics, name="test"
+    )
+    assert report.ok and report.errors == []
+    assert report.rows == 16281 and report.reference_rows == 32561
+    # a random split: no column shifts past a warning threshold
+    assert not [a for a in report.anomalies if a.kind in ("distribution_shift", "label_shift")]
+    assert {p.name for p in report.profiles} == set(adult_test_table.column_names)
+
+
+def test_report_to_dict_has_exactly_the_documented_keys(adult_train_table: pa.Table) -> None:
+    report = validate_data(adult_train_table.slice(0, 100), reference=adult_train_table)
+    body = report.to_dict()
+    assert list(body) == ["ok", "rows", "anomalies"]
+    assert body["rows"] == 100
+    assert {k for a in body["anomalies"] for k in a} == {
+        "column", "kind", "severity", "message", "details",
+    }  # fmt: skip
+    assert [a["kind"] for a in body["anomalies"]] == ["row_count"]  # 100 of 32561 rows
+    assert report.notes  # and too few rows to judge shift, said rather than flagged
+
+
+def test_schema_is_inferred_from_the_reference_when_not_given(
+    adult_train_table: pa.Table, adult_statistics: dict[str, Any]
+) -> None:
+    mutated = with_nulls(adult_train_table, "age", 0.7)
+    report = validate_data(mutated, reference=adult_statistics, target="income")
+    assert ("age", "null_fraction", "error") in kinds(report.anomalies)
+    assert not report.ok
+
+
+def test_duplicates_are_counted_with_row_ids() -> None:
+    table = pa.table({"a": [1, 2, 1, 3, 1], "b": ["x", "y", "x", "y", "z"]})
+    found = [a for a in validate_data(table).anomalies if a.kind == "duplicate_rows"]
+    assert len(found) == 1
+    assert found[0].details["rows"] == 1 and found[0].details["row_ids"] == [2]
+    assert found[0].severity == "warning" and found[0].column is None
+
+
+def test_constant_column_only_when_the_reference_varied() -> None:
+    ref = pa.table({"a": [1, 2, 3] * 100, "k": [7] * 300})
+    cur = pa.table({"a": [5] * 300, "k": [7] * 300})
+    found = validate_data(cur, reference=ref).anomalies
+    constant = [a for a in found if a.kind == "constant_column"]
+    assert [(a.column, a.severity) for a in constant] == [("a", "warning")]
+
+
+def test_row_count_against_the_reference() -> None:
+    ref = pa.table({"a": np.arange(1000)})
+    assert [a.kind for a in validate_data(ref.slice(0, 600), reference=ref).anomalies] == []
+    few = validate_data(ref.slice(0, 400), reference=ref).anomalies
+    assert [(a.kind, a.severity) for a in few if a.kind == "row_count"] == [
+        ("row_count", "warning")
+    ]
+    empty = validate_data(ref.slice(0, 0), reference=ref)
+    assert ("row_count", "error") in {(a.kind, a.severity) for a in empty.anomalies}
+    assert not empty.ok
+
+
+def test_shifted_column_is_a_distribution_shift(adult_train_table: pa.Table) -> None:
+    index = adult_train_table.schema.get_field_index("hours-per-week")
+    longer = pc.add(adult_train_table["hours-per-week"], 15)
+    shifted = adult_train_table.set_column(index, "hours-per-week", longer)
+    report = validate_data(shifted, reference=adult_train_table)
+    shifts = [a for a in report.anomalies if a.kind == "distribution_shift"]
+    assert [(a.column, a.severity) for a in shifts] == [("hours-per-week", "error")]
+    metrics = shifts[0].details["metrics"]
+    assert metrics["psi"] > 0.25 and metrics["wasserstein"] > 1.0
+
+
+def test_severities_from_the_schema_override_the_defaults(
+    adult_train_table: pa.Table, adult_schema: Schema
+) -> None:
+    relaxed = adult_schema.model_copy(
+        update={"severities": {"missing_column": "warning", "duplicate_rows": "error"}}
+    )
+    renamed = adult_train_table.rename_columns(
+        ["Age" if n == "age" else n for n in adult_train_table.column_names]
+    )
+    report = validate_data(renamed, schema=relaxed)
+    assert ("age", "missing_column", "warning") in kinds(report.anomalies)
+    assert (None, "duplicate_rows", "error") in kinds(report.anomalies)  # Adult repeats 24 rows
+    assert [a.kind for a in report.errors] == ["duplicate_rows"]
+
+
+def test_type_mismatch_column_is_not_compared(
+    adult_train_table: pa.Table, adult_statistics: dict[str, Any]
+) -> None:
+    index = adult_train_table.schema.get_field_index("age")
+    text = adult_train_table.set_column(index, "age", adult_train_table["age"].cast(pa.string()))
+    report = validate_data(text, reference=adult_statistics)
+    assert {a.kind for a in report.anomalies if a.column == "age"} == {"type_mismatch"}

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keel.validate.statistics import OTHER, TOP_K, column_kind, compute_statistics, histogram_counts
+from keel.errors import DataValidationError
+from keel.validate import statistics
+from keel.validate.sketches import KLL_RANK_ERROR
+from keel.validate.statistics import (
+    OTHER,
+    TOP_K,
+    column_cdf,
+    column_kind,
+    column_quantiles,
+    compute_statistics,
+    histogram_counts,
+    merge_statistics,
+)
 
 
 def test_counts_add_up_to_rows_on_adult(
@@ -161,3 +178,275 @@ def test_numeric_counts_always_add_up(cells: list[float | int | None]) -> None:
 )
 def test_column_kind(data_type: pa.DataType, kind: str) -> None:
     assert column_kind(data_type) == kind
+
+
+# --- sketches: merging, streaming, round trips ------------------------------------------------
+
+
+def _rank_ok(data: np.ndarray, value: float, rank: float, error: float) -> bool:
+    """``value`` is a valid quantile at ``rank`` of ``data`` up to a normalised rank error."""
+    below = np.count_nonzero(data < value) / data.size
+    at_or_below = np.count_nonzero(data <= value) / data.size
+    return below - error <= rank <= at_or_below + error
+
+
+_cells = st.one_of(
+    st.none(),
+    st.integers(-50, 50).map(float),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 0.5, -0.0]),
+)
+_words = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d", "e", "é", ""]))
+
+
+def _pair_table(numbers: list[float | None], words: list[str | None]) -> pa.Table:
+    size = min(len(numbers), len(words))
+    return pa.table(
+        {
+            "x": pa.array(numbers[:size], pa.float64()),
+            "c": pa.array(words[:size], pa.string()),
+        }
+    )
+
+
+@given(
+    st.lists(_cells, min_size=1, max_size=60),
+    st.lists(_words, min_size=1, max_size=60),
+    st.lists(_cells, max_size=60),
+    st.lists(_words, max_size=60),
+    st.lists(_cells, max_size=60),
+    st.lists(_words, max_size=60),
+)
+def test_merged_statistics_equal_the_statistics_of_the_union(
+    ref_x: list[float | None],
+    ref_c: list[str | None],
+    a_x: list[float | None],
+    a_c: list[str | None],
+    b_x: list[float | None],
+    b_c: list[str | None],
+) -> None:
+    reference = compute_statistics(_pair_table(ref_x, ref_c))
+    a, b = _pair_table(a_x, a_c), _pair_table(b_x, b_c)
+    merged = merge_statistics(
+        compute_statistics(a, reference=reference), compute_statistics(b, reference=reference)
+    )
+    union = compute_statistics(pa.concat_tables([a, b]), reference=reference)
+    assert merged["rows"] == union["rows"] == a.num_rows + b.num_rows
+    for name in ("x", "c"):
+        got, want = merged["columns"][name], union["columns"][name]
+        for key in ("kind", "dtype", "count", "nulls", "counts", "edges", "categories", "top"):
+            assert got.get(key) == want.get(key), (name, key)
+        assert got.get("distinct") == want.get("distinct"), name  # small: sketches are exact
+    got, want = merged["columns"]["x"], union["columns"]["x"]
+    assert (got.get("min"), got.get("max")) == (want.get("min"), want.get("max"))
+    if "mean" in want:
+        assert got["mean"] == pytest.approx(want["mean"], rel=1e-9, abs=1e-12)
+        assert got["std"] == pytest.approx(want["std"], rel=1e-9, abs=1e-9)
+        assert got["quantiles"] == want["quantiles"]  # under k=200 values KLL keeps them all
+
+
+def test_merge_is_associative_on_the_exact_parts() -> None:
+    rng = np.random.default_rng(7)
+    parts = [
+        pa.table({"x": rng.normal(size=300), "c": rng.choice(list("pqrs"), 300)}) for _ in "abc"
+    ]
+    reference = compute_statistics(parts[0])
+    a, b, c = (compute_statistics(p, reference=reference) for p in parts)
+    left = merge_statistics(merge_statistics(a, b), c)["columns"]
+    right = merge_statistics(a, merge_statistics(b, c))["columns"]
+    for name in ("x", "c"):
+        for key in ("count", "nulls", "counts", "min", "max", "top"):
+            assert left[name].get(key) == right[name].get(key), (name, key)
+    assert abs(left["x"]["distinct"] - 900) <= 3 * 0.016 * 900  # HLL: within its error
+    assert left["x"]["mean"] == pytest.approx(right["x"]["mean"], rel=1e-12)
+    assert left["x"]["std"] == pytest.approx(right["x"]["std"], rel=1e-12)
+
+
+def test_merged_quantiles_stay_within_the_kll_bound() -> None:
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.lognormal(size=60_000), rng.normal(50, 5, size=40_000)])
+    rng.shuffle(values)
+    reference = compute_statistics(pa.table({"x": values[:5000]}))
+    parts = np.array_split(values, 4)
+    stats = [compute_statistics(pa.table({"x": p}), reference=reference) for p in parts]
+    merged = stats[0]
+    for more in stats[1:]:
+        merged = merge_statistics(merged, more)
+    column = merged["columns"]["x"]
+    assert column["count"] == values.size
+    assert column["mean"] == pytest.approx(values.mean(), rel=1e-12)
+    assert column["std"] == pytest.approx(values.std(), rel=1e-9)
+    assert (
+        column["counts"][:-1]
+        == histogram_counts(values, reference["columns"]["x"]["edges"], 0)[:-1]
+    )
+    for rank, value in column["quantiles"].items():
+        assert _rank_ok(values, value, float(rank), KLL_RANK_ERROR), rank
+    assert abs(column["distinct"] - values.size) <= 3 * 0.016 * values.size  # HLL after union
+
+
+def test_merge_needs_the_same_reference_and_sketches() -> None:
+    a = compute_statistics(pa.table({"x": [1.0, 2.0, 3.0], "c": ["a", "b", "b"]}))
+    b = compute_statistics(pa.table({"x": [10.0, 20.0, 30.0], "c": ["a", "b", "b"]}))
+    with pytest.raises(DataValidationError, match="same reference") as info:
+        merge_statistics(a, b)
+    assert info.value.field == "x"
+    old = copy.deepcopy(a)
+    del old["columns"]["x"]["sketches"]
+    with pytest.raises(DataValidationError, match="Recompute"):
+        merge_statistics(old, a)
+    with pytest.raises(DataValidationError, match="different columns"):
+        merge_statistics(a, compute_statistics(pa.table({"y": [1]})))
+
+
+def test_sketches_round_trip_through_json(adult_statistics: dict[str, Any]) -> None:
+    loaded = orjson.loads(orjson.dumps(adult_statistics))
+    assert loaded == adult_statistics
+    age = loaded["columns"]["age"]
+    assert isinstance(age["sketches"]["kll"], str) and isinstance(age["sketches"]["hll"], str)
+    assert set(loaded["columns"]["sex"]["sketches"]) == {"items", "hll"}
+    ranks = np.linspace(0, 1, 11)
+    np.testing.assert_array_equal(
+        column_quantiles(loaded["columns"]["age"], ranks),
+        column_quantiles(adult_statistics["columns"]["age"], ranks),
+    )
+    doubled = merge_statistics(loaded, loaded)
+    assert doubled["rows"] == 2 * adult_statistics["rows"]
+    assert doubled["columns"]["sex"]["top"] == {"Male": 2 * 21790, "Female": 2 * 10771}
+    assert doubled["columns"]["age"]["distinct"] == age["distinct"]  # same values, same HLL
+
+
+def test_top_k_and_distinct_are_right_on_adult(
+    adult_train_table: pa.Table, adult_statistics: dict[str, Any]
+) -> None:
+    for name in adult_train_table.column_names:
+        column = adult_train_table.column(name)
+        exact = pc.count_distinct(column, mode="only_valid").as_py()
+        estimate = adult_statistics["columns"][name]["distinct"]
+        # HLL lg_k=12: relative standard error about 1.3%; allow three of them
+        assert abs(estimate - exact) <= 3 * 0.013 * exact + 1, (name, estimate, exact)
+        if column_kind(column.type) != "numeric":
+            assert estimate == exact, name  # under 768 categories the items sketch is exact
+            counted = pc.value_counts(column.drop_null())
+            truth = dict(
+                zip(
+                    counted.field("values").to_pylist(),
+                    counted.field("counts").to_pylist(),
+                    strict=True,
+                )
+            )
+            assert adult_statistics["columns"][name]["top"] == truth, name
+
+
+def test_quantiles_and_cdf_from_the_sketch_and_from_old_statistics(
+    adult_train_table: pa.Table, adult_statistics: dict[str, Any]
+) -> None:
+    values = adult_train_table.column("fnlwgt").to_numpy().astype(np.float64)
+    column = adult_statistics["columns"]["fnlwgt"]
+    ranks = np.linspace(0.0, 1.0, 21)
+    quantiles = column_quantiles(column, ranks)
+    assert quantiles.shape == ranks.shape and np.all(np.diff(quantiles) >= 0)
+    for rank, value in zip(ranks[1:-1], quantiles[1:-1], strict=True):
+        assert _rank_ok(values, value, rank, KLL_RANK_ERROR)
+    points = np.quantile(values, [0.1, 0.5, 0.9])
+    truth = np.array([np.mean(values <= p) for p in points])
+    assert np.all(np.abs(column_cdf(column, points) - truth) <= KLL_RANK_ERROR)
+    old = {k: v for k, v in column.items() if k not in ("sketches", "moments", "arrow_type")}
+    np.testing.assert_allclose(
+        column_quantiles(old, np.array([0.0, 0.5, 1.0])),
+        [column["min"], column["quantiles"]["0.5"], column["max"]],
+    )
+    cdf = column_cdf(old, np.array([column["min"] - 1, column["quantiles"]["0.5"], column["max"]]))
+    np.testing.assert_allclose(cdf, [0.0, 0.5, 1.0])
+    assert np.isnan(column_quantiles(adult_statistics["columns"]["sex"], ranks)).all()
+
+
+def test_streams_parquet_and_readers_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(11)
+    n = 5000
+    table = pa.table(
+        {
+            "i": pa.array(rng.integers(0, 40, n)),
+            "f": pa.array(np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n))),
+            "s": pa.array(rng.choice(["x", "y", "z"], n)).cast(pa.large_string()),
+            "b": pa.array(rng.random(n) < 0.3),
+            "d": pa.array(rng.integers(0, 100, n).astype("datetime64[D]")),
+        }
+    )
+    path = tmp_path / "data.parquet"
+    pq.write_table(table, path, row_group_size=700)
+    monkeypatch.setattr(statistics, "BATCH_ROWS", 512)
+    monkeypatch.setattr(statistics, "EXACT_VALUES", 100)  # 'f' needs the second pass
+    whole = compute_statistics(table)
+    from_file = compute_statistics(path)
+    from_reader = compute_statistics(
+        pa.RecordBatchReader.from_batches(table.schema, table.to_batches(300))
+    )
+    for stats in (from_file, from_reader):
+        assert stats["rows"] == n
+        for name, want in whole["columns"].items():
+            got = stats["columns"][name]
+            for key in ("kind", "dtype", "count", "nulls", "min", "max", "categories", "top"):
+                assert got.get(key) == want.get(key), (name, key)
+            assert got["mean" if "mean" in want else "count"] == pytest.approx(
+                want.get("mean", want["count"])
+            )
+            assert sum(got["counts"]) == n
+    f = from_file["columns"]["f"]  # edges from its own sketch; exact counts by a second pass
+    values = table.column("f").to_numpy()
+    assert f["counts"] == histogram_counts(values[~np.isnan(values)], f["edges"], f["nulls"])
+    assert from_reader["columns"]["f"]["counts_exact"] is False  # read once: estimated
+    assert from_reader["columns"]["i"].get("counts_exact", True)  # few values: exact
+    assert whole["columns"]["d"]["dtype"] == "date"
+    assert whole["columns"]["s"]["arrow_type"] == "large_string"
+
+
+def test_old_statistics_still_serve_as_reference(
+    adult_statistics: dict[str, Any], adult_test_table: pa.Table
+) -> None:
+    old = copy.deepcopy(adult_statistics)
+    for column in old["columns"].values():
+        for key in ("sketches", "moments", "arrow_type"):
+            column.pop(key, None)
+    current = compute_statistics(adult_test_table, reference=old)
+    new = compute_statistics(adult_test_table, reference=adult_statistics)
+    for name, stats in current["columns"].items():
+        assert stats["counts"] == new["columns"][name]["counts"], name
+
+
+def test_high_cardinality_categories_use_the_sketch_bounds() -> None:
+    rng = np.random.default_rng(5)
+    heavy = np.repeat(["alpha", "beta", "gamma"], [5000, 3000, 2000])
+    tail = np.array([f"id{i}" for i in range(20_000)])
+    values = np.concatenate([heavy, tail])
+    rng.shuffle(values)
+    stats = compute_statistics(pa.table({"c": values}))["columns"]["c"]
+    assert stats["categories"][:3] == ["alpha", "beta", "gamma"]
+    assert all(c >= 0 for c in stats["counts"]) and sum(stats["counts"]) == values.size
+    for name, truth in (("alpha", 5000), ("beta", 3000), ("gamma", 2000)):
+        # estimation mode: lower bound <= truth <= estimate <= truth + 0.34% of the weight
+        assert stats["counts"][stats["categories"].index(name)] <= truth <= stats["top"][name]
+        assert stats["top"][name] <= truth + 0.0035 * values.size
+    assert abs(stats["distinct"] - 20_003) <= 3 * 0.013 * 20_003
+
+
+def test_odd_arrow_types() -> None:
+    table = pa.table(
+        {
+            "n": pa.nulls(3),
+            "u64": pa.array([1, 2, 2**64 - 1], pa.uint64()),
+            "i8": pa.array([-128, 0, 127], pa.int8()),
+            "f32": pa.array([1.5, None, float("nan")], pa.float32()),
+            "dict": pa.array(["a", "b", None]).dictionary_encode(),
+        }
+    )
+    stats = compute_statistics(table)["columns"]
+    assert stats["n"]["counts"] == [0, 3]
+    assert (stats["u64"]["dtype"], stats["u64"]["max"]) == ("int", float(2**64 - 1))
+    assert (stats["i8"]["min"], stats["i8"]["max"]) == (-128.0, 127.0)
+    assert (stats["f32"]["nulls"], stats["f32"]["mean"]) == (2, 1.5)
+    assert (stats["dict"]["dtype"], stats["dict"]["top"]) == ("string", {"a": 1, "b": 1})
+    with pytest.raises(DataValidationError, match="flat columns only") as info:
+        compute_statistics(pa.table({"l": pa.array([[1], [2]])}))
+    assert info.value.field == "l"

@@ -1,11 +1,153 @@
-"""`keel data` commands."""
+"""`keel data` commands: ingest the declared sources, list and show snapshots."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
+
+if TYPE_CHECKING:
+    from keel.data.snapshots import IngestResult
 
 __all__ = ["register"]
 
 
+class Split(StrEnum):
+    """Which declared source ``keel data ingest`` reads."""
+
+    all = "all"
+    train = "train"
+    test = "test"
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `keel` app."""
+    group = typer.Typer(
+        help="Ingest data sources into snapshots; list and show them.", no_args_is_help=True
+    )
+    group.command("ingest")(ingest)
+    group.command("list")(list_)
+    group.command("show")(show)
+    app.add_typer(group, name="data")
+
+
+def ingest(
+    split: Annotated[
+        Split, typer.Option("--split", "-s", help="Which source: train, test or all declared.")
+    ] = Split.all,
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Ingest the declared source(s) now into snapshots; bad rows go to a quarantine."""
+    from keel import api
+
+    results = api.ingest(split=split.value, project=project)
+    if fmt is Format.json:
+        emit_json({name: _result(r) for name, r in results.items()})
+        return
+    for name, result in results.items():
+        quarantine = f", quarantine {result.quarantine.short}" if result.quarantine else ""
+        out.print(
+            f"{name}: snapshot {result.snapshot.short}  {result.rows} rows "
+            f"({result.new_rows} new), {result.bad_rows} bad{quarantine}",
+            highlight=False,
+        )
+
+
+def _result(result: IngestResult) -> dict[str, Any]:
+    return {
+        "snapshot": result.snapshot.sha256,
+        "quarantine": result.quarantine.sha256 if result.quarantine else None,
+        "rows": result.rows,
+        "new_rows": result.new_rows,
+        "bad_rows": result.bad_rows,
+    }
+
+
+def list_(
+    limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 50,
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Snapshots of this project, newest first."""
+    from keel import api
+
+    found = api.snapshots(project, limit=limit)
+    if fmt is Format.json:
+        emit_json({"snapshots": found})
+        return
+    table = Table(show_edge=False)
+    for column in ("snapshot", "split", "rows", "new", "bad", "source", "parent", "watermark"):
+        table.add_column(column)
+    for snap in found:
+        parent = snap.get("parent")
+        table.add_row(
+            snap["sha256"][:12],
+            str(snap.get("split", "")),
+            str(snap.get("rows", "")),
+            str(snap.get("new_rows", "")),
+            str(snap.get("bad_rows", "")),
+            escape(str(snap.get("source", ""))),
+            parent[:12] if parent else "",
+            escape(str(snap.get("watermark", "") or "")),
+        )
+    out.print(table)
+
+
+def show(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot sha256 or a prefix (6+ hex digits).")],
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """One snapshot: rows, columns and types, source, parent, watermark, bad rows, first rows."""
+    from keel.data.snapshots import show_snapshot
+    from keel.project import Project
+
+    with Project(project) as proj:
+        shown = show_snapshot(proj, snapshot)
+    if fmt is Format.json:
+        emit_json(shown)
+        return
+    _print_snapshot(shown)
+
+
+def _print_snapshot(shown: dict[str, Any]) -> None:
+    facts = [
+        ("snapshot", shown["sha256"]),
+        ("rows", shown["rows"]),
+        ("source", shown.get("source")),
+        ("split", shown.get("split")),
+        ("schema", shown.get("schema_fingerprint")),
+        ("parent", shown.get("parent")),
+        ("watermark", _watermark(shown)),
+        ("new rows", shown.get("new_rows")),
+        ("bad rows", shown.get("bad_rows")),
+        ("quarantine", shown.get("quarantine")),
+    ]
+    for label, value in facts:
+        if value is not None:
+            out.print(f"{label:>11}: {escape(str(value))}", highlight=False)
+    # one line per column, its first rows across: readable however many columns there are
+    head = shown["head"]
+    table = Table(title=f"columns and first {len(head)} rows", show_edge=False)
+    table.add_column("column", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    for i in range(len(head)):
+        table.add_column(str(i + 1), overflow="fold")
+    for column in shown["columns"]:
+        values = [
+            escape("" if row[column["name"]] is None else str(row[column["name"]])) for row in head
+        ]
+        table.add_row(escape(column["name"]), column["type"], *values)
+    out.print(table)
+
+
+def _watermark(shown: dict[str, Any]) -> str | None:
+    if shown.get("watermark_column") is None:
+        return None
+    return f"{shown['watermark_column']} = {shown.get('watermark')}"

@@ -1,5 +1,49 @@
-"""Data sources and versioned Parquet snapshots."""
+"""Data sources and versioned Parquet snapshots.
 
-from keel.data.sources import read_source, read_table
+Names are imported on first use, so ``keel.data.sources`` (used by serving) does not pull in
+DuckDB and the stores.
+"""
 
-__all__ = ["read_source", "read_table"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel.data.snapshots import (
+        IngestResult,
+        ingest,
+        list_snapshots,
+        read_snapshot,
+        show_snapshot,
+    )
+    from keel.data.sources import read_source, read_table, source_fingerprint
+
+__all__ = [
+    "IngestResult",
+    "ingest",
+    "list_snapshots",
+    "read_snapshot",
+    "read_source",
+    "read_table",
+    "show_snapshot",
+    "source_fingerprint",
+]
+
+_HOMES = {
+    "IngestResult": "keel.data.snapshots",
+    "ingest": "keel.data.snapshots",
+    "list_snapshots": "keel.data.snapshots",
+    "read_snapshot": "keel.data.snapshots",
+    "show_snapshot": "keel.data.snapshots",
+    "read_source": "keel.data.sources",
+    "read_table": "keel.data.sources",
+    "source_fingerprint": "keel.data.sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'keel.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -1,12 +1,16 @@
-"""Read a declared source (CSV or Parquet) into an Arrow table, cleaned the same way every time.
+"""Read a declared source into an Arrow table, cleaned the same way every time.
 
-CSV parsing is Arrow's multi-threaded reader. Cleaning is vectorised: string cells are trimmed
-(UCI files put a space after each comma), NA tokens become nulls, and per-column ``replace`` maps
-normalise values (e.g. adult.test's trailing dots on labels).
+Every format goes through one DuckDB scan (:mod:`keel.data.scan`), the same one ingestion
+streams into snapshots, so ``read_source`` and a snapshot of the same source hold the same
+table. Cleaning is vectorised: string cells are trimmed (UCI files put a space after each
+comma), NA tokens become nulls, and per-column ``replace`` maps normalise values (e.g.
+adult.test's trailing dots on labels).
 """
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,11 +21,13 @@ import pyarrow.parquet as pq
 from keel.config import SourceConfig
 from keel.errors import ConfigError, DataValidationError
 
-__all__ = ["read_source", "read_table"]
+__all__ = ["clean_table", "read_source", "read_table", "source_fingerprint", "source_identity"]
 
 
 def read_source(source: SourceConfig, root: Path) -> pa.Table:
-    """Read and clean the table a source describes.
+    """Read and clean the table a source describes, in memory.
+
+    Use :func:`keel.data.ingest` for large sources: it streams into a snapshot instead.
 
     Args:
         source: The source section of keel.yaml.
@@ -31,20 +37,67 @@ def read_source(source: SourceConfig, root: Path) -> pa.Table:
         The cleaned table.
 
     Raises:
-        ConfigError: The file does not exist.
-        DataValidationError: The file cannot be parsed; the message names file and cause.
+        ConfigError: The file does not exist or an option is wrong.
+        DataValidationError: The source cannot be parsed, or it has more bad rows than
+            ``max_bad_rows``; the message names file, lines and cause.
     """
-    path = Path(source.path).expanduser()
-    path = path if path.is_absolute() else root / path
-    if not path.exists():
-        raise ConfigError(f"{path}: data file not found (data source path '{source.path}').")
-    if source.format == "parquet":
-        table = pq.read_table(path)
-        if source.columns:
-            table = _rename(table, source.columns, path)
-    else:
-        table = _read_csv(path, source)
-    return clean_table(table, na_values=source.na_values, replace=source.replace)
+    import duckdb
+
+    from keel.data.quarantine import check_bad_rows, collect_rejects
+    from keel.data.scan import connect, fetch_table, open_scan
+
+    with tempfile.TemporaryDirectory(prefix="keel-read-") as tmp, connect(Path(tmp)) as con:
+        scan = open_scan(con, source, root, Path(tmp))
+        try:
+            table = fetch_table(con, scan.select)
+        except duckdb.Error as exc:
+            where = scan.files[0] if scan.files else source_identity(source)
+            msg = f"{where}: cannot read the source: {str(exc).strip().splitlines()[0]}."
+            raise DataValidationError(msg) from exc
+        rejects = collect_rejects(con, scan)
+    where = source_identity(source)
+    limit = source.max_bad_rows
+    check_bad_rows(rejects, good_rows=table.num_rows, limit=limit, where=where, quarantine=None)
+    return table
+
+
+def source_identity(source: SourceConfig) -> str:
+    """What names a source across ingestions: its path (or glob) as declared, or for ``sql``
+    and ``duckdb`` sources a digest of URL and query (the password never appears)."""
+    if source.format in ("sql", "duckdb"):
+        from keel.data.sqlsource import safe_url
+
+        url = safe_url(source.url) if source.url else "duckdb"
+        digest = hashlib.sha256(f"{source.url}\n{source.query}".encode()).hexdigest()[:16]
+        return f"{source.format}:{url}#{digest}"
+    assert source.path is not None  # checked by SourceConfig
+    return source.path
+
+
+def source_fingerprint(source: SourceConfig, root: Path) -> str:
+    """A sha256 that changes when the source's data may have changed, for cache keys.
+
+    Files (and every file a glob matches) are hashed by content, with their names. ``sql`` and
+    ``duckdb`` sources cannot be fingerprinted without reading them, so they get a fresh value
+    every call: the ingest step always runs (incremental ingestion keeps that cheap).
+
+    Raises:
+        ConfigError: A file is missing or a glob matches nothing.
+    """
+    from keel.data.scan import resolve_files
+
+    digest = hashlib.sha256(source_identity(source).encode())
+    if source.format in ("sql", "duckdb"):
+        import uuid
+
+        digest.update(uuid.uuid4().bytes)
+        return digest.hexdigest()
+    for file in resolve_files(source, root):
+        digest.update(f"\n{file.name}\n".encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_table(path: str | Path) -> pa.Table:
@@ -60,15 +113,17 @@ def read_table(path: str | Path) -> pa.Table:
     if suffix in (".parquet", ".pq"):
         return pq.read_table(file)
     if suffix in (".csv", ".txt"):
-        return clean_table(_read_csv(file, SourceConfig(path=str(file))), na_values=[], replace={})
+        source = SourceConfig(path=str(file), header=True, delimiter=",")
+        return clean_table(_read_csv(file, source), na_values=[], replace={})
     raise ConfigError(f"{file}: unsupported file type '{suffix}'. Use a .csv or .parquet file.")
 
 
 def _read_csv(path: Path, source: SourceConfig) -> pa.Table:
+    header = source.header is not False
     read = pv.ReadOptions(
         skip_rows=source.skip_rows,
-        column_names=None if source.header else source.columns,
-        autogenerate_column_names=not source.header and not source.columns,
+        column_names=None if header else source.columns,
+        autogenerate_column_names=not header and not source.columns,
     )
     nulls = [""] + list(source.na_values) + [f" {token}" for token in source.na_values]
     convert = pv.ConvertOptions(null_values=nulls, strings_can_be_null=True)
@@ -76,13 +131,13 @@ def _read_csv(path: Path, source: SourceConfig) -> pa.Table:
         table = pv.read_csv(
             path,
             read_options=read,
-            parse_options=pv.ParseOptions(delimiter=source.delimiter),
+            parse_options=pv.ParseOptions(delimiter=source.delimiter or ","),
             convert_options=convert,
         )
     except pa.ArrowInvalid as exc:
         msg = f"{path}: cannot parse as CSV: {exc}. Check delimiter, header and columns."
         raise DataValidationError(msg) from exc
-    if source.header and source.columns:
+    if header and source.columns:
         table = _rename(table, source.columns, path)
     return table
 

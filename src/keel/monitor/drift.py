@@ -14,20 +14,10 @@ import numpy as np
 import pyarrow as pa
 
 from keel.errors import DataValidationError
+from keel.validate.shift import EPSILON, psi
 from keel.validate.statistics import compute_statistics
 
 __all__ = ["EPSILON", "compute_drift", "psi"]
-
-EPSILON = 1e-4
-
-
-def psi(reference: np.ndarray, current: np.ndarray) -> float:
-    """Population Stability Index of two count vectors over the same bins."""
-    p = reference / max(reference.sum(), 1)
-    q = current / max(current.sum(), 1)
-    p = np.where(p == 0, EPSILON, p)
-    q = np.where(q == 0, EPSILON, q)
-    return float(np.sum((q - p) * np.log(q / p)))
 
 
 def compute_drift(

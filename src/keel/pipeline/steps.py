@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,7 +25,9 @@ SCHEMA_FILE = "schema.yaml"
 
 def read_snapshot(project: Project, artifact: Artifact) -> pa.Table:
     """The table in a Parquet snapshot artifact (bytes verified against its sha256)."""
-    return pq.read_table(pa.BufferReader(project.artifacts.get(artifact.sha256)))
+    from keel.data import read_snapshot as read
+
+    return read(project.artifacts, artifact)
 
 
 def _json(project: Project, artifact: Artifact) -> Any:
@@ -39,37 +39,23 @@ def _put_json(ctx: StepContext, value: Any, kind: str, **metadata: Any) -> Artif
     return ctx.project.artifacts.put(data, kind=kind, metadata=metadata)
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --- ingest ----------------------------------------------------------------------------------
 
 
 def _snapshot(ctx: StepContext, source: SourceConfig, split: str) -> dict[str, Artifact]:
-    from keel.data.sources import read_source
+    from keel.data import ingest
 
-    table = read_source(source, ctx.project.root)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    fingerprint = hashlib.sha256(str(table.schema).encode()).hexdigest()[:16]
-    artifact = ctx.project.artifacts.put(
-        sink.getvalue().to_pybytes(),
-        kind="snapshot",
-        metadata={
-            "split": split,
-            "rows": table.num_rows,
-            "columns": table.column_names,
-            "schema_fingerprint": fingerprint,
-            "source": source.path,
-        },
+    result = ingest(source, ctx.project.root, ctx.project, split=split)
+    ctx.facts.update(
+        rows=result.rows,
+        columns=len(result.snapshot.metadata["columns"]),
+        new_rows=result.new_rows,
+        bad_rows=result.bad_rows,
     )
-    ctx.facts.update(rows=table.num_rows, columns=table.num_columns)
-    return {f"{split}_snapshot": artifact}
+    outputs = {f"{split}_snapshot": result.snapshot}
+    if result.quarantine is not None:
+        outputs[f"{split}_quarantine"] = result.quarantine
+    return outputs
 
 
 def ingest_train(ctx: StepContext) -> dict[str, Artifact]:
@@ -87,12 +73,9 @@ def ingest_test(ctx: StepContext) -> dict[str, Artifact]:
 
 def _raw_file_key(source: SourceConfig | None) -> Any:
     def key(project: Project, inputs: dict[str, Artifact]) -> str:
-        if source is None:
-            return ""
-        path = project.config.resolve_path(project.root, source.path)
-        if not path.exists():
-            raise ConfigError(f"{path}: data file not found (data source path '{source.path}').")
-        return _file_sha(path)
+        from keel.data import source_fingerprint
+
+        return "" if source is None else source_fingerprint(source, project.root)
 
     return key
 
@@ -104,8 +87,10 @@ def profile(ctx: StepContext) -> dict[str, Artifact]:
     """Statistics of the training snapshot; their bins are the reference for drift."""
     from keel.validate.statistics import compute_statistics
 
-    table = read_snapshot(ctx.project, ctx.inputs["train_snapshot"])
-    statistics = compute_statistics(table)
+    # streamed from the verified Parquet file in batches: bounded memory on large snapshots
+    statistics = compute_statistics(
+        ctx.project.artifacts.local_path(ctx.inputs["train_snapshot"].sha256)
+    )
     ctx.facts["columns"] = len(statistics["columns"])
     return {"statistics": _put_json(ctx, statistics, "statistics", rows=statistics["rows"])}
 
@@ -160,27 +145,43 @@ def _load_schema(project: Project, artifact: Artifact) -> Any:
 
 
 def validate(ctx: StepContext) -> dict[str, Artifact]:
-    """Check train and test against the schema; error-severity anomalies stop the run."""
-    from keel.validate.anomalies import validate_table
+    """Check train against the schema and test against train's statistics; errors stop the run.
+
+    Writes the JSON report and a self-contained HTML report of the test split (per-column
+    distributions, train vs test, and every anomaly).
+    """
+    from keel.validate.anomalies import validate_data
 
     contract = _load_schema(ctx.project, ctx.inputs["schema"])
-    found = []
-    for split in ("train", "test"):
-        table = read_snapshot(ctx.project, ctx.inputs[f"{split}_snapshot"])
-        found += [
-            a.to_dict() | {"split": split} for a in validate_table(table, contract, name=split)
-        ]
-    errors = [a for a in found if a["severity"] == "error"]
-    report = {"ok": not errors, "anomalies": found}
-    ctx.facts.update(errors=len(errors), warnings=len(found) - len(errors))
-    if errors:
-        lines = "\n".join(f"  - {a['message']}" for a in errors)
-        raise DataValidationError(
-            f"data validation failed with {len(errors)} blocking anomalies:\n"
-            f"{lines}\nFix the data, or edit {SCHEMA_FILE} if it is too strict.",
-            details=report,
+    reference = _json(ctx.project, ctx.inputs["statistics"])
+    target = ctx.project.config.data.target
+    reports = {
+        split: validate_data(
+            read_snapshot(ctx.project, ctx.inputs[f"{split}_snapshot"]),
+            schema=contract,
+            reference=reference if split == "test" else None,
+            target=target,
+            name=split,
         )
-    return {"validation": _put_json(ctx, report, "validation")}
+        for split in ("train", "test")
+    }
+    found = [a.to_dict() | {"split": s} for s, r in reports.items() for a in r.anomalies]
+    errors = [a for a in found if a["severity"] == "error"]
+    summary = {"ok": not errors, "anomalies": found}
+    ctx.facts.update(errors=len(errors), warnings=len(found) - len(errors))
+    html = ctx.project.artifacts.put(
+        reports["test"].to_html().encode(), kind="report", metadata={"report": "validation"}
+    )
+    ctx.project.metadata.record_artifact(html)
+    if errors:
+        lines = "\n".join(f"  - [{a['split']}] {a['message']}" for a in errors)
+        raise DataValidationError(
+            f"data validation failed with {len(errors)} blocking anomalies:\n{lines}\n"
+            f"Fix the data, or edit {SCHEMA_FILE} if it is too strict. HTML report: "
+            f"{ctx.project.artifacts.uri(html.sha256)}",
+            details=summary,
+        )
+    return {"validation": _put_json(ctx, summary, "validation"), "validation_report": html}
 
 
 # --- features, train, evaluate ---------------------------------------------------------------
@@ -214,6 +215,13 @@ def features(ctx: StepContext) -> dict[str, Artifact]:
     contract = _load_schema(ctx.project, ctx.inputs["schema"])
     table = read_snapshot(ctx.project, ctx.inputs["train_snapshot"])
     inputs = {name: contract.columns[name].type for name in contract.features()}
+    temporal = [name for name, kind in inputs.items() if kind in ("date", "timestamp")]
+    if temporal:
+        raise ConfigError(
+            f"{SCHEMA_FILE}: {temporal} are {inputs[temporal[0]]} columns with role feature; the "
+            "feature pipeline takes numbers, strings and booleans. Set their role to timestamp "
+            "(or ignored) in schema.yaml."
+        )
     cfg = ctx.project.config.features
     pipe = FeaturePipeline(
         inputs=inputs,
@@ -346,7 +354,7 @@ def default_steps(project: Project) -> list[Step]:
         ),
         Step("profile", profile, ("train_snapshot",)),
         Step("schema", schema, ("statistics",), lambda p: p.config.data.target, _schema_key),
-        Step("validate", validate, ("schema", "train_snapshot", "test_snapshot")),
+        Step("validate", validate, ("schema", "statistics", "train_snapshot", "test_snapshot")),
         Step("features", features, ("schema", "train_snapshot"), lambda p: p.config.features),
         Step(
             "train",

@@ -1,19 +1,37 @@
-"""Check a table against its schema: the anomalies that stop a run before training."""
+"""Check data against its schema and a reference: the anomalies that stop a run before training.
+
+:func:`validate_table` checks the contract alone (columns, types, nulls, domains).
+:func:`validate_data` adds what needs the data's statistics and a reference: row count,
+duplicate rows, constant columns, distribution shift (:mod:`keel.validate.shift`), label shift,
+and, on request, outliers and likely mislabeled rows (both on a capped sample).
+"""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from keel.validate.schema import Schema
-from keel.validate.statistics import column_kind
+from keel.validate.schema import Schema, infer_schema
+from keel.validate.statistics import column_kind, compute_statistics
 
-__all__ = ["Anomaly", "validate_table"]
+__all__ = [
+    "Anomaly",
+    "ColumnProfile",
+    "ValidationReport",
+    "severity_of",
+    "validate_data",
+    "validate_table",
+]
 
 Severity = Literal["error", "warning"]
+
+# Roles whose values are expected to move (dates, ids): no domain or shift checks on them.
+UNCHECKED_ROLES = frozenset({"timestamp", "entity", "pii"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,122 +49,400 @@ class Anomaly:
         return asdict(self)
 
 
-_KINDS: dict[str, set[str]] = {
-    "int": {"numeric"},
-    "float": {"numeric"},
-    "string": {"categorical"},
-    "bool": {"boolean"},
-}
+@dataclass(frozen=True, slots=True)
+class ColumnProfile:
+    """One column's distribution, as proportions per bin, for the report's charts."""
+
+    name: str
+    kind: str
+    labels: list[str]
+    current: list[float]
+    reference: list[float] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def validate_table(table: pa.Table, schema: Schema, *, name: str = "data") -> list[Anomaly]:
-    """Every anomaly of ``table`` against ``schema``; errors block training, warnings inform.
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """The outcome of :func:`validate_data`: ``ok`` is False when any anomaly is an error."""
+
+    ok: bool
+    rows: int
+    anomalies: list[Anomaly]
+    name: str = "data"
+    reference_rows: int | None = None
+    profiles: list[ColumnProfile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Anomaly]:
+        """The error-severity anomalies (they block a run)."""
+        return [a for a in self.anomalies if a.severity == "error"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"ok", "rows", "anomalies": [...]}``, the ``keel validate --format json`` body."""
+        return {
+            "ok": self.ok,
+            "rows": self.rows,
+            "anomalies": [a.to_dict() for a in self.anomalies],
+        }
+
+    def to_html(self) -> str:
+        """A self-contained HTML page: every anomaly and each column's distributions."""
+        from keel.validate.report import render_html
+
+        return render_html(self)
+
+
+def validate_data(
+    data: pa.Table,
+    *,
+    schema: Schema | None = None,
+    reference: dict[str, Any] | pa.Table | None = None,
+    target: str | None = None,
+    name: str = "data",
+    outliers: bool = False,
+    label_noise: bool = False,
+    max_rows: int = 50_000,
+    seed: int = 0,
+) -> ValidationReport:
+    """Every anomaly of ``data`` against a schema and a reference.
+
+    Args:
+        data: The data to check.
+        schema: The contract; inferred from the reference (or from ``data`` itself when there is
+            no reference) when None.
+        reference: Statistics (from :func:`compute_statistics`) or a table to compare with;
+            without one there are no shift or row-count checks.
+        target: The label column; defaults to the schema's target.
+        name: How to call the data in messages.
+        outliers: Also look for outlying rows (robust per-column scores and an isolation forest).
+        label_noise: Also look for likely mislabeled rows (confident learning); needs a target.
+        max_rows: Rows sampled for the outlier and label-noise checks.
+        seed: Seed of that sample and of the models fitted on it.
+
+    Returns:
+        The report; ``report.ok`` is False when any anomaly has severity ``error``.
+
+    Example:
+        >>> report = validate_data(new_table, reference=train_table, target="income")
+        >>> [a.kind for a in report.errors]
+    """
+    ref_stats = compute_statistics(reference) if isinstance(reference, pa.Table) else reference
+    cur_stats = compute_statistics(data, reference=ref_stats)
+    if schema is None:
+        schema = infer_schema(ref_stats if ref_stats is not None else cur_stats, target=target)
+    target = target or schema.target()
+    found = validate_table(data, schema, name=name, statistics=cur_stats)
+    broken = {a.column for a in found if a.kind == "type_mismatch"}
+    comparable = data.drop_columns([c for c in data.column_names if c in broken])
+    notes: list[str] = []
+    found += _row_count(data.num_rows, ref_stats, schema, name)
+    found += _duplicates(data, schema, name)
+    found += _constant(cur_stats, ref_stats, schema, name)
+    metrics: dict[str, dict[str, Any]] = {}
+    if ref_stats is not None:
+        from keel.validate.shift import shift_anomalies
+
+        nulls = frozenset(a.column for a in found if a.kind == "null_fraction" and a.column)
+        found += shift_anomalies(
+            cur_stats, ref_stats, schema, target, name, notes, metrics, nulls_reported=nulls
+        )
+    if outliers:
+        from keel.validate.outliers import find_outliers
+
+        found += find_outliers(comparable, schema, name=name, max_rows=max_rows, seed=seed)
+    if label_noise:
+        from keel.validate.labels import find_label_noise
+
+        found += find_label_noise(comparable, target, name=name, max_rows=max_rows, seed=seed)
+    return ValidationReport(
+        ok=not any(a.severity == "error" for a in found),
+        rows=data.num_rows,
+        anomalies=found,
+        name=name,
+        reference_rows=None if ref_stats is None else int(ref_stats["rows"]),
+        profiles=_profiles(cur_stats, ref_stats, metrics),
+        notes=notes,
+    )
+
+
+def validate_table(
+    table: pa.Table,
+    schema: Schema,
+    *,
+    name: str = "data",
+    statistics: dict[str, Any] | None = None,
+) -> list[Anomaly]:
+    """The contract checks: missing and unexpected columns, types, nulls and domains.
 
     Args:
         table: The data to check.
         schema: The contract.
         name: How to call the data in messages (``train``, ``test``, a file name).
+        statistics: The table's statistics, when already computed: category checks then read
+            the value counts from them instead of scanning the column again.
+
+    Returns:
+        The anomalies; errors block training, warnings inform.
     """
     found: list[Anomaly] = []
     present = set(table.column_names)
     for col_name, col in schema.columns.items():
         if col_name not in present:
+            message = f"{name}: column '{col_name}' is missing (schema expects {col.type})."
             found.append(
                 Anomaly(
                     col_name,
                     "missing_column",
-                    "error",
-                    f"{name}: column '{col_name}' is missing (schema expects {col.type}).",
+                    severity_of(schema, "missing_column", "error", col_name),
+                    message,
                 )
             )
     for col_name in table.column_names:
         if col_name not in schema.columns:
-            found.append(
-                Anomaly(
-                    col_name,
-                    "unexpected_column",
-                    "warning",
-                    f"{name}: column '{col_name}' is not in the schema; it is ignored.",
-                )
-            )
-    rows = max(table.num_rows, 1)
-    for col_name, col in schema.columns.items():
-        if col_name not in present:
-            continue
-        column = table.column(col_name)
-        kind = column_kind(column.type)
-        if kind not in _KINDS[col.type]:
-            found.append(
-                Anomaly(
-                    col_name,
-                    "type_mismatch",
-                    "error",
-                    f"{name}: column '{col_name}' holds {column.type}, schema expects {col.type}.",
-                    {"expected": col.type, "found": str(column.type)},
-                )
-            )
-            continue
-        fraction = column.null_count / rows
-        if fraction > col.max_null_fraction or (not col.nullable and column.null_count):
-            found.append(
-                Anomaly(
-                    col_name,
-                    "null_fraction",
-                    "error",
-                    f"{name}: column '{col_name}' is {fraction:.1%} null, the schema allows "
-                    f"{col.max_null_fraction:.1%}.",
-                    {"null_fraction": fraction, "allowed": col.max_null_fraction},
-                )
-            )
-        found.extend(_domain(column, col_name, col.min, col.max, col.categories, name, rows))
+            message = f"{name}: column '{col_name}' is not in the schema; it is ignored."
+            level = severity_of(schema, "unexpected_column", "warning", None)
+            found.append(Anomaly(col_name, "unexpected_column", level, message))
+    for col_name in schema.columns:
+        if col_name in present:
+            stats = (statistics or {}).get("columns", {}).get(col_name)
+            found.extend(_column(table.column(col_name), col_name, schema, name, stats))
     return found
 
 
-def _domain(
+def severity_of(schema: Schema, kind: str, default: Severity, column: str | None) -> Severity:
+    """The severity of ``kind``: the column's override, else the schema-wide one, else default."""
+    overrides = [schema.severities]
+    if column is not None and column in schema.columns:
+        overrides.insert(0, schema.columns[column].severities)
+    for override in overrides:
+        value = override.get(kind)  # type: ignore[call-overload]
+        if value is not None:
+            return "error" if value == "error" else "warning"
+    return default
+
+
+def _type_ok(expected: str, found: pa.DataType) -> bool:
+    kind = column_kind(found)
+    if expected in ("int", "float"):
+        return kind == "numeric"
+    if expected == "bool":
+        return kind == "boolean"
+    if expected == "string":
+        return kind == "categorical" and not pa.types.is_temporal(found)
+    return kind == "categorical"  # dates and timestamps: anything not numeric or boolean
+
+
+def _column(
     column: pa.ChunkedArray,
     col_name: str,
-    low: float | None,
-    high: float | None,
-    categories: list[str] | None,
+    schema: Schema,
     name: str,
-    rows: int,
+    stats: dict[str, Any] | None,
 ) -> list[Anomaly]:
+    col = schema.columns[col_name]
+    rows = max(len(column), 1)
+    if not _type_ok(col.type, column.type):
+        message = f"{name}: column '{col_name}' holds {column.type}, schema expects {col.type}."
+        details = {"expected": col.type, "found": str(column.type)}
+        kind_severity = severity_of(schema, "type_mismatch", "error", col_name)
+        return [Anomaly(col_name, "type_mismatch", kind_severity, message, details)]
     out: list[Anomaly] = []
-    if (
-        categories is not None
-        and not pa.types.is_integer(column.type)
-        and not pa.types.is_floating(column.type)
-    ):
-        text = column.cast(pa.string())
-        unseen_mask = pc.and_(
-            pc.is_valid(text),
-            pc.invert(pc.is_in(text, value_set=pa.array(categories, type=pa.string()))),
+    fraction = column.null_count / rows
+    if fraction > col.max_null_fraction or (not col.nullable and column.null_count):
+        out.append(
+            Anomaly(
+                col_name,
+                "null_fraction",
+                severity_of(schema, "null_fraction", "error", col_name),
+                f"{name}: column '{col_name}' is {fraction:.1%} null, the schema allows "
+                f"{col.max_null_fraction:.1%}.",
+                {"null_fraction": fraction, "allowed": col.max_null_fraction},
+            )
         )
-        unseen = pc.filter(text, pc.fill_null(unseen_mask, False))
-        if len(unseen):
-            values = pc.value_counts(unseen).field("values").to_pylist()[:10]
-            out.append(
-                Anomaly(
-                    col_name,
-                    "unseen_category",
-                    "warning",
-                    f"{name}: column '{col_name}' has {len(unseen)} rows with values not in the "
-                    f"schema, e.g. {values[:5]}. Add them to schema.yaml if they are valid.",
-                    {"rows": len(unseen), "values": values},
-                )
-            )
-    if low is not None or high is not None:
-        below = int(pc.sum(pc.less(column, low)).as_py() or 0) if low is not None else 0
-        above = int(pc.sum(pc.greater(column, high)).as_py() or 0) if high is not None else 0
-        if below or above:
-            out.append(
-                Anomaly(
-                    col_name,
-                    "out_of_range",
-                    "warning",
-                    f"{name}: column '{col_name}' has {below} rows below {low} and {above} "
-                    f"above {high}.",
-                    {"below": below, "above": above, "fraction": (below + above) / rows},
-                )
-            )
+    if col.role not in UNCHECKED_ROLES:
+        out.extend(_unseen(column, col_name, schema, name, stats))
+        out.extend(_out_of_range(column, col_name, schema, name, rows))
     return out
+
+
+def _unseen_counts(
+    column: pa.ChunkedArray, categories: list[str], stats: dict[str, Any] | None
+) -> tuple[int, list[str]]:
+    """Rows outside ``categories`` and those values, most frequent first."""
+    top = stats.get("top") if stats is not None else None
+    if isinstance(top, dict) and stats is not None and int(stats.get("distinct", -1)) <= len(top):
+        # the statistics hold every distinct value with its exact count: no second scan
+        allowed = set(categories)
+        unseen = sorted(((c, v) for v, c in top.items() if v not in allowed), reverse=True)
+        return sum(c for c, _ in unseen), [v for _, v in unseen]
+    text = column.cast(pa.string())
+    mask = pc.invert(pc.is_in(text, value_set=pa.array(categories, type=pa.string())))
+    unseen_values = pc.filter(text, pc.fill_null(pc.and_(pc.is_valid(text), mask), False))
+    counted = pc.value_counts(unseen_values)
+    order = np.argsort(-counted.field("counts").to_numpy(), kind="stable")
+    values = counted.field("values").to_pylist()
+    return len(unseen_values), [str(values[i]) for i in order]
+
+
+def _unseen(
+    column: pa.ChunkedArray,
+    col_name: str,
+    schema: Schema,
+    name: str,
+    stats: dict[str, Any] | None,
+) -> list[Anomaly]:
+    col = schema.columns[col_name]
+    if col.categories is None or column_kind(column.type) == "numeric":
+        return []
+    count, values = _unseen_counts(column, col.categories, stats)
+    if not count:
+        return []
+    values = values[:10]
+    return [
+        Anomaly(
+            col_name,
+            "unseen_category",
+            severity_of(schema, "unseen_category", "warning", col_name),
+            f"{name}: column '{col_name}' has {count} rows with values not in the "
+            f"schema, e.g. {values[:5]}. Add them to schema.yaml if they are valid.",
+            {"rows": count, "values": values},
+        )
+    ]
+
+
+def _out_of_range(
+    column: pa.ChunkedArray, col_name: str, schema: Schema, name: str, rows: int
+) -> list[Anomaly]:
+    low, high = schema.columns[col_name].min, schema.columns[col_name].max
+    if (low is None and high is None) or column_kind(column.type) != "numeric":
+        return []
+    bounds = pc.min_max(column)
+    lowest, highest = bounds["min"].as_py(), bounds["max"].as_py()
+    if lowest is None or ((low is None or lowest >= low) and (high is None or highest <= high)):
+        return []  # the common case, without counting row by row
+    below = int(pc.sum(pc.less(column, low)).as_py() or 0) if low is not None else 0
+    above = int(pc.sum(pc.greater(column, high)).as_py() or 0) if high is not None else 0
+    if not (below or above):
+        return []
+    return [
+        Anomaly(
+            col_name,
+            "out_of_range",
+            severity_of(schema, "out_of_range", "warning", col_name),
+            f"{name}: column '{col_name}' has {below} rows below {low} and {above} above {high}.",
+            {"below": below, "above": above, "fraction": (below + above) / rows},
+        )
+    ]
+
+
+def _row_count(
+    rows: int, reference: dict[str, Any] | None, schema: Schema, name: str
+) -> list[Anomaly]:
+    if rows == 0:
+        return [Anomaly(None, "row_count", "error", f"{name}: no rows. Check the source.")]
+    if reference is None:
+        return []
+    ref_rows = int(reference["rows"])
+    details = {"rows": rows, "reference_rows": ref_rows, "ratio": rows / max(ref_rows, 1)}
+    if ref_rows and (rows < ref_rows / 2 or rows > ref_rows * 2):
+        message = (
+            f"{name}: {rows} rows against {ref_rows} in the reference "
+            f"({details['ratio']:.2f}x); a partial or duplicated load?"
+        )
+        level = severity_of(schema, "row_count", "warning", None)
+        return [Anomaly(None, "row_count", level, message, details)]
+    return []
+
+
+def _duplicates(table: pa.Table, schema: Schema, name: str, examples: int = 20) -> list[Anomaly]:
+    """Rows equal to an earlier row, found by a 64-bit row hash (DuckDB, vectorised)."""
+    if table.num_rows < 2 or not table.num_columns:
+        return []
+    import duckdb
+
+    columns = ", ".join('"' + c.replace('"', '""') + '"' for c in table.column_names)
+    with duckdb.connect() as con:
+        con.register("data", table)
+        hashes = con.execute(f"SELECT hash({columns}) AS h FROM data").fetchnumpy()["h"]
+    import pandas as pd
+
+    repeat = pd.Series(hashes).duplicated(keep="first").to_numpy()  # a hash table, O(n)
+    count = int(repeat.sum())
+    if not count:
+        return []
+    row_ids = np.flatnonzero(repeat)[:examples].tolist()
+    fraction = count / table.num_rows
+    message = (
+        f"{name}: {count} rows ({fraction:.1%}) repeat an earlier row, e.g. rows {row_ids[:5]}. "
+        "Deduplicate the source if they are not genuine repeats."
+    )
+    details = {"rows": count, "fraction": fraction, "row_ids": row_ids}
+    level = severity_of(schema, "duplicate_rows", "warning", None)
+    return [Anomaly(None, "duplicate_rows", level, message, details)]
+
+
+def _distinct(stats: dict[str, Any]) -> int:
+    return int(stats.get("distinct", 0) or 0)
+
+
+def _constant(
+    current: dict[str, Any], reference: dict[str, Any] | None, schema: Schema, name: str
+) -> list[Anomaly]:
+    found = []
+    ref_columns = (reference or {}).get("columns", {})
+    for col_name, stats in current["columns"].items():
+        ref = ref_columns.get(col_name)
+        all_null = stats["nulls"] >= stats["count"]  # the null check's business
+        if all_null or _distinct(stats) > 1 or (ref is not None and _distinct(ref) <= 1):
+            continue
+        values = list(stats.get("top", {})) or [stats.get("min")]
+        before = f"where the reference had {_distinct(ref)} values" if ref else "in every row"
+        message = (
+            f"{name}: column '{col_name}' holds a single value ({values[0]!r}) {before}; "
+            "it carries no information."
+        )
+        details = {"distinct": _distinct(stats), "values": values[:1], "nulls": stats["nulls"]}
+        kind_severity = severity_of(schema, "constant_column", "warning", col_name)
+        found.append(Anomaly(col_name, "constant_column", kind_severity, message, details))
+    return found
+
+
+def _labels(stats: dict[str, Any]) -> list[str]:
+    if stats["kind"] == "numeric":
+        edges = [f"{e:.4g}" for e in stats["edges"]]
+        if not edges:
+            return ["all", "null"]
+        inner = [f"({a}, {b}]" for a, b in itertools.pairwise(edges)]
+        return [f"<= {edges[0]}", *inner, f"> {edges[-1]}", "null"]
+    return [*map(str, stats["categories"]), "other", "null"]
+
+
+def _proportions(counts: list[int]) -> list[float]:
+    total = max(sum(counts), 1)
+    return [c / total for c in counts]
+
+
+def _profiles(
+    current: dict[str, Any], reference: dict[str, Any] | None, metrics: dict[str, Any]
+) -> list[ColumnProfile]:
+    ref_columns = (reference or {}).get("columns", {})
+    profiles = []
+    for col_name, stats in current["columns"].items():
+        ref = ref_columns.get(col_name)
+        same_bins = (
+            ref is not None
+            and ref["kind"] == stats["kind"]
+            and len(ref["counts"]) == len(stats["counts"])
+        )
+        profiles.append(
+            ColumnProfile(
+                name=col_name,
+                kind=stats["kind"],
+                labels=_labels(ref if same_bins and ref is not None else stats),
+                current=_proportions(stats["counts"]),
+                reference=_proportions(ref["counts"]) if same_bins and ref is not None else None,
+                metrics=metrics.get(col_name, {}),
+            )
+        )
+    return profiles

@@ -6,6 +6,10 @@ later runs so a reviewer's edits (a widened range, an accepted category) take ef
 
 from __future__ import annotations
 
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,10 +18,38 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keel.errors import ConfigError
 
-__all__ = ["ColumnSchema", "Schema", "infer_schema", "read_schema", "write_schema"]
+__all__ = [
+    "AnomalyKind",
+    "ColumnSchema",
+    "Schema",
+    "SchemaChange",
+    "SeverityLevel",
+    "diff_schemas",
+    "guess_role",
+    "infer_schema",
+    "read_schema",
+    "schema_to_yaml",
+    "write_schema",
+]
 
 Role = Literal["feature", "target", "timestamp", "entity", "sensitive", "pii", "ignored"]
-ColumnType = Literal["int", "float", "string", "bool"]
+ColumnType = Literal["int", "float", "string", "bool", "date", "timestamp"]
+SeverityLevel = Literal["error", "warning"]
+AnomalyKind = Literal[
+    "missing_column",
+    "unexpected_column",
+    "type_mismatch",
+    "null_fraction",
+    "out_of_range",
+    "unseen_category",
+    "distribution_shift",
+    "duplicate_rows",
+    "constant_column",
+    "label_shift",
+    "label_noise",
+    "outliers",
+    "row_count",
+]
 
 
 class ColumnSchema(BaseModel):
@@ -32,8 +64,13 @@ class ColumnSchema(BaseModel):
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
-    psi_warn: float = 0.1
-    psi_alert: float = 0.25
+    psi_warn: float = Field(default=0.1, ge=0.0)
+    psi_alert: float = Field(default=0.25, ge=0.0)
+    js_warn: float = Field(default=0.1, ge=0.0)
+    js_error: float = Field(default=0.2, ge=0.0)
+    wasserstein_warn: float = Field(default=0.1, ge=0.0)
+    wasserstein_error: float = Field(default=0.5, ge=0.0)
+    severities: dict[AnomalyKind, SeverityLevel] = Field(default_factory=dict)
 
 
 class Schema(BaseModel):
@@ -42,6 +79,17 @@ class Schema(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     columns: dict[str, ColumnSchema]
+    severities: dict[AnomalyKind, SeverityLevel] = Field(default_factory=dict)
+
+    def severity_of(
+        self, kind: AnomalyKind, default: SeverityLevel, column: str | None = None
+    ) -> SeverityLevel:
+        """Severity of ``kind``: the column's override, else the schema-wide one, else default."""
+        if column is not None and column in self.columns:
+            own = self.columns[column].severities.get(kind)
+            if own is not None:
+                return own
+        return self.severities.get(kind, default)
 
     def features(self) -> list[str]:
         """Names of the columns the model sees (features and sensitive attributes)."""
@@ -58,9 +106,14 @@ def infer_schema(
     target: str | None = None,
     sensitive: list[str] | None = None,
     drop: list[str] | None = None,
-    max_null_fraction: float = 0.5,
+    max_null_fraction: float = 0.05,
 ) -> Schema:
-    """A schema from reference statistics: types, nullability, ranges and category sets.
+    """A schema from reference statistics: types, nullability, domains and guessed roles.
+
+    Roles: ``target`` and ``sensitive`` as given, ``ignored`` for ``drop``; otherwise guessed
+    where obvious (see :func:`guess_role`): ``timestamp`` for temporal columns, date strings and
+    names like ``date`` or ``dteday``; ``entity`` for near-unique id-like columns; ``pii`` for
+    e-mail, phone or SSN names or values; else ``feature``. Every guess is plain YAML to edit.
 
     Args:
         statistics: Output of :func:`keel.validate.statistics.compute_statistics`.
@@ -68,18 +121,23 @@ def infer_schema(
         sensitive: Columns to audit for fairness (still model inputs).
         drop: Columns the model must not see.
         max_null_fraction: Ceiling on the null fraction of nullable columns.
+
+    Returns:
+        The schema, columns in the statistics' order.
     """
     sensitive_set, drop_set = set(sensitive or []), set(drop or [])
     rows = max(int(statistics["rows"]), 1)
     columns: dict[str, ColumnSchema] = {}
     for name, stats in statistics["columns"].items():
-        role: Role = "feature"
+        role: Role
         if name == target:
             role = "target"
         elif name in sensitive_set:
             role = "sensitive"
         elif name in drop_set:
             role = "ignored"
+        else:
+            role = guess_role(name, stats)
         nulls = int(stats["nulls"])
         observed = nulls / rows
         ceiling = max(max_null_fraction, min(1.0, round(observed * 2 + 0.01, 4)))
@@ -88,30 +146,110 @@ def infer_schema(
             "nullable": nulls > 0 or role != "target",
             "max_null_fraction": 0.0 if role == "target" else ceiling,
         }
-        if stats["kind"] == "numeric":
-            columns[name] = ColumnSchema(
-                type=stats["dtype"], min=stats.get("min"), max=stats.get("max"), **common
-            )
-        else:
-            all_seen = stats["distinct"] <= len(stats["categories"])
-            categories = sorted(stats["categories"]) if all_seen else None
-            columns[name] = ColumnSchema(type=stats["dtype"], categories=categories, **common)
+        columns[name] = ColumnSchema(**common, **_domain(stats))
     return Schema(columns=columns)
+
+
+def _domain(stats: dict[str, Any]) -> dict[str, Any]:
+    """Type plus range (numbers) or category set (low-cardinality strings and booleans)."""
+    if stats["kind"] == "numeric":
+        return {"type": stats["dtype"], "min": stats.get("min"), "max": stats.get("max")}
+    if stats["dtype"] in ("date", "timestamp"):
+        return {"type": stats["dtype"]}
+    all_seen = stats["distinct"] <= len(stats["categories"])
+    categories = sorted(stats["categories"]) if all_seen else None
+    return {"type": stats["dtype"], "categories": categories}
+
+
+_TIME_NAMES = re.compile(
+    r"^(date|time|timestamp|datetime|dteday|ts|dt)$|[_\-\s](date|time|timestamp|ts|at)$",
+    re.IGNORECASE,
+)
+_PII_NAMES = re.compile(
+    r"e-?mail|phone|mobile|ssn|social.?security|passport|first.?name|last.?name|full.?name|"
+    r"surname|street|address|ip.?addr|credit.?card|card.?number|birth.?date|date.?of.?birth|^dob$",
+    re.IGNORECASE,
+)
+_PII_VALUES = (
+    re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$"),  # e-mail
+    re.compile(r"^\+?(?=(?:\D*\d){7,15}\D*$)[\d\s().-]+$"),  # phone: 7 to 15 digits
+    re.compile(r"^\d{3}-\d{2}-\d{4}$"),  # US social security number
+)
+_DATE_VALUE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?")
+_ID_SUFFIXES = ("id", "key", "uuid", "guid")
+NEAR_UNIQUE = 0.95
+MIN_SEQUENCE = 100  # fewer values than this are no evidence of a row number
+
+
+def guess_role(name: str, stats: dict[str, Any]) -> Role:
+    """The role a column obviously plays, from its name and statistics; else ``feature``.
+
+    ``pii``: a name like ``email``/``phone``/``ssn``, or most top values look like one.
+    ``timestamp``: a date or timestamp type, a name like ``date``, ``dteday`` or ``created_at``,
+    or top values that are ISO dates. ``entity``: near-unique (distinct >= 95% of the values)
+    and either named like an id (ends with ``id`` or ``key``) or a dense integer sequence such
+    as a row number.
+
+    Args:
+        name: The column name.
+        stats: The column's statistics (``kind``, ``dtype``, ``distinct``, ``top``, ...).
+
+    Returns:
+        ``pii``, ``timestamp``, ``entity`` or ``feature``.
+    """
+    present = max(int(stats["count"]) - int(stats["nulls"]), 0)
+    near_unique = present > 1 and int(stats.get("distinct", 0)) >= NEAR_UNIQUE * present
+    text = stats["kind"] == "categorical" and stats.get("dtype") == "string"
+    values = [str(v) for v in stats.get("top") or {}] if text else []
+    if _PII_NAMES.search(name):
+        return "pii"
+    if stats.get("dtype") in ("date", "timestamp") or _TIME_NAMES.search(name):
+        return "timestamp"
+    if _mostly(values, (_DATE_VALUE,)):  # before PII values: a date looks like a phone number
+        return "timestamp"
+    if _mostly(values, _PII_VALUES):
+        return "pii"
+    if near_unique and name.lower().endswith(_ID_SUFFIXES):
+        return "entity"
+    if near_unique and present >= MIN_SEQUENCE and stats.get("dtype") == "int":
+        span = float(stats["max"]) - float(stats["min"]) + 1
+        if span <= present / NEAR_UNIQUE:  # 1..n with few gaps: a row number
+            return "entity"
+    return "feature"
+
+
+def _mostly(values: list[str], patterns: tuple[re.Pattern[str], ...]) -> bool:
+    """At least 3 values and 80% of them match one of the patterns."""
+    if len(values) < 3:
+        return False
+    return any(sum(bool(p.match(v)) for v in values) >= 0.8 * len(values) for p in patterns)
+
+
+_HEADER = """\
+# Inferred by keel; review and edit. It is the contract for data and requests.
+# Roles: feature, target, timestamp, entity, sensitive, pii, ignored (only feature and sensitive
+# columns reach the model). Drift thresholds per column, warn/error (defaults): psi 0.1/0.25
+# (psi_alert), js 0.1/0.2 (base 2), wasserstein 0.1/0.5 (W1 in reference standard deviations);
+# override with e.g. `js_warn: 0.05`. Severities per anomaly kind: `severities: {kind: warning}`.
+"""
+
+
+def schema_to_yaml(schema: Schema) -> str:
+    """The reviewable YAML text of a schema: defaults left out, a comment header on top."""
+    body: dict[str, Any] = {
+        "columns": {n: c.model_dump(exclude_defaults=True) for n, c in schema.columns.items()}
+    }
+    if schema.severities:
+        body["severities"] = dict(schema.severities)
+    return _HEADER + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
 def write_schema(schema: Schema, path: Path) -> None:
     """Write ``schema.yaml`` atomically (temp file, fsync, rename)."""
-    body = {"columns": {n: c.model_dump(exclude_defaults=True) for n, c in schema.columns.items()}}
-    for name, column in schema.columns.items():
-        body["columns"][name]["type"] = column.type
-    text = "# Inferred by keel; review and edit. It is the contract for data and requests.\n"
-    text += yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
+        handle.write(schema_to_yaml(schema))
         handle.flush()
-        import os
-
         os.fsync(handle.fileno())
     tmp.replace(path)
 
@@ -136,3 +274,154 @@ def read_schema(path: Path) -> Schema:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}. Fix it or delete it to re-infer.") from exc
+
+
+# --- schema evolution ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """One difference between two schemas, and whether it breaks data or clients of the old one.
+
+    ``change`` is one of ``column_added``, ``column_removed``, ``type_changed``,
+    ``role_changed``, ``nullability_changed``, ``null_fraction_changed``, ``range_widened``,
+    ``range_narrowed``, ``categories_added``, ``categories_removed``, ``domain_opened``,
+    ``domain_closed``, ``setting_changed``.
+    """
+
+    column: str | None
+    change: str
+    breaking: bool
+    message: str
+    before: Any = None
+    after: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form with stable keys."""
+        return asdict(self)
+
+
+_MODEL_ROLES = ("feature", "sensitive")
+
+
+def diff_schemas(old: Schema, new: Schema) -> list[SchemaChange]:
+    """Every change from ``old`` to ``new``, each classified breaking or not.
+
+    A change is breaking when data or requests valid under ``old`` can fail under ``new``, or
+    when the model's inputs or target change: a removed column, an added required column, a
+    type change (except int to float), a role change into or out of the model's inputs or
+    involving the target, a column made non-nullable or with a lower null ceiling, a narrowed
+    range, removed categories, or a closed domain (categories where there were none).
+
+    Args:
+        old: The schema data and clients were built against.
+        new: The proposed schema.
+
+    Returns:
+        Changes in column order (old columns first, then added ones).
+    """
+    changes: list[SchemaChange] = []
+    for name, before in old.columns.items():
+        after = new.columns.get(name)
+        if after is None:
+            message = f"column '{name}' removed ({before.type}, {before.role})"
+            changes.append(SchemaChange(name, "column_removed", True, message, before.type))
+        else:
+            changes.extend(_column_changes(name, before, after))
+    for name, after in new.columns.items():
+        if name not in old.columns:
+            required = not after.nullable
+            message = f"column '{name}' added ({after.type}, {after.role}"
+            message += ", required)" if required else ", nullable)"
+            changes.append(SchemaChange(name, "column_added", required, message, None, after.type))
+    if old.severities != new.severities:
+        message = f"schema-wide severities {old.severities} -> {new.severities}"
+        changes.append(
+            SchemaChange(None, "setting_changed", False, message, old.severities, new.severities)
+        )
+    return changes
+
+
+def _column_changes(name: str, a: ColumnSchema, b: ColumnSchema) -> list[SchemaChange]:
+    out: list[SchemaChange] = []
+    if a.type != b.type:
+        breaking = not (a.type == "int" and b.type == "float")
+        message = f"'{name}' type {a.type} -> {b.type}"
+        out.append(SchemaChange(name, "type_changed", breaking, message, a.type, b.type))
+    if a.role != b.role:
+        moved = (a.role in _MODEL_ROLES) != (b.role in _MODEL_ROLES)
+        breaking = moved or "target" in (a.role, b.role)
+        message = f"'{name}' role {a.role} -> {b.role}"
+        out.append(SchemaChange(name, "role_changed", breaking, message, a.role, b.role))
+    if a.nullable != b.nullable:
+        message = f"'{name}' {'nullable' if b.nullable else 'no longer nullable'}"
+        out.append(
+            SchemaChange(name, "nullability_changed", a.nullable, message, a.nullable, b.nullable)
+        )
+    if a.max_null_fraction != b.max_null_fraction:
+        breaking = b.max_null_fraction < a.max_null_fraction
+        message = f"'{name}' max null fraction {a.max_null_fraction} -> {b.max_null_fraction}"
+        out.append(
+            SchemaChange(
+                name,
+                "null_fraction_changed",
+                breaking,
+                message,
+                a.max_null_fraction,
+                b.max_null_fraction,
+            )
+        )
+    out.extend(_range_changes(name, a, b))
+    out.extend(_category_changes(name, a, b))
+    out.extend(_setting_changes(name, a, b))
+    return out
+
+
+def _range_changes(name: str, a: ColumnSchema, b: ColumnSchema) -> list[SchemaChange]:
+    if (a.min, a.max) == (b.min, b.max):
+        return []
+    low = -math.inf if a.min is None else a.min, -math.inf if b.min is None else b.min
+    high = math.inf if a.max is None else a.max, math.inf if b.max is None else b.max
+    narrowed = low[1] > low[0] or high[1] < high[0]
+    change = "range_narrowed" if narrowed else "range_widened"
+    message = f"'{name}' range [{a.min}, {a.max}] -> [{b.min}, {b.max}]"
+    return [SchemaChange(name, change, narrowed, message, [a.min, a.max], [b.min, b.max])]
+
+
+def _category_changes(name: str, a: ColumnSchema, b: ColumnSchema) -> list[SchemaChange]:
+    if a.categories == b.categories:
+        return []
+    if a.categories is None or b.categories is None:
+        closed = a.categories is None
+        change = "domain_closed" if closed else "domain_opened"
+        message = f"'{name}' category set {'added' if closed else 'removed (any value allowed)'}"
+        return [SchemaChange(name, change, closed, message, a.categories, b.categories)]
+    out = []
+    removed = sorted(set(a.categories) - set(b.categories))
+    added = sorted(set(b.categories) - set(a.categories))
+    if removed:
+        message = f"'{name}' categories removed: {', '.join(removed)}"
+        out.append(SchemaChange(name, "categories_removed", True, message, removed, None))
+    if added:
+        message = f"'{name}' categories added: {', '.join(added)}"
+        out.append(SchemaChange(name, "categories_added", False, message, None, added))
+    return out
+
+
+_STRUCTURAL = {"type", "role", "nullable", "max_null_fraction", "min", "max", "categories"}
+
+
+def _setting_changes(name: str, a: ColumnSchema, b: ColumnSchema) -> list[SchemaChange]:
+    before, after = a.model_dump(), b.model_dump()
+    return [
+        SchemaChange(
+            name,
+            "setting_changed",
+            False,
+            f"'{name}' {key} {before[key]} -> {after[key]}",
+            before[key],
+            after[key],
+        )
+        for key in before
+        if key not in _STRUCTURAL and before[key] != after[key]
+    ]
