@@ -75,8 +75,10 @@ def init(directory: str | Path, *, example: str = "adult", force: bool = False) 
     return target
 
 
-def run(project: str | Path | None = None, *, console: Console | None = None) -> dict[str, Any]:
-    """Run the pipeline (ingest ... register), reusing cached steps.
+def run(
+    project: str | Path | None = None, *, console: Console | None = None, cache: bool = True
+) -> dict[str, Any]:
+    """Run the pipeline (ingest ... register), reusing cached steps unless ``cache=False``.
 
     Returns:
         ``{"project", "steps": [{"step", "status", "seconds", "run_id", "outputs", "facts"}],
@@ -86,7 +88,9 @@ def run(project: str | Path | None = None, *, console: Console | None = None) ->
     from keel.pipeline.steps import default_steps
 
     with Project(project) as proj:
-        results = run_steps(proj, default_steps(proj), console=console or Console(quiet=True))
+        results = run_steps(
+            proj, default_steps(proj), console=console or Console(quiet=True), use_cache=cache
+        )
         register = results[-1].facts
         evaluate = next(r for r in results if r.step == "evaluate").facts
         return {
@@ -162,7 +166,7 @@ def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]
         return {
             "name": name,
             "versions": [
-                _version(v) for v in versions if chosen is None or v.version == chosen.version
+                _version(v, proj) for v in versions if chosen is None or v.version == chosen.version
             ],
             "aliases": next(
                 (m["aliases"] for m in proj.metadata.list_models() if m["name"] == name), {}
@@ -170,10 +174,16 @@ def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]
         }
 
 
-def _version(v: Any) -> dict[str, Any]:
+def _version(v: Any, project: Project) -> dict[str, Any]:
+    import orjson
+
+    from keel.registry.package import MODEL_FILE
+
+    manifest = orjson.loads(project.artifacts.get(v.package_sha256))
     return {
         "version": v.version,
         "package_sha256": v.package_sha256,
+        "model_sha256": manifest["files"][MODEL_FILE]["sha256"],
         "run_id": v.run_id,
         "created_at": v.created_at.isoformat(),
         "aliases": list(v.aliases),

@@ -55,12 +55,18 @@ def init(
 
 
 @app.command()
-def run(project: ProjectOpt = None, format: FormatOpt = Format.text) -> None:
+def run(
+    project: ProjectOpt = None,
+    format: FormatOpt = Format.text,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Execute every step, even unchanged ones.")
+    ] = False,
+) -> None:
     """Run the pipeline: ingest, profile, schema, validate, features, train, evaluate, register."""
     from keel import api
 
     console = err if format is Format.json else out
-    summary = api.run(project, console=_StepPrinter(console))
+    summary = api.run(project, console=_StepPrinter(console), cache=not no_cache)
     if format is Format.json:
         _emit_json(summary)
     else:

@@ -104,3 +104,16 @@ def test_blocking_anomaly_stops_the_run_before_training(tmp_path: Path) -> None:
         runs = project.metadata.list_runs(limit=20)
         assert runs[0].step == "validate" and runs[0].status == "failed"
         assert [v.version for v in project.metadata.list_versions("adult")] == [1]
+
+
+def test_no_cache_reruns_and_the_same_seed_gives_the_same_model_bytes(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "adult")
+    first = keel.run(root)
+    again = keel.run(root, cache=False)
+    assert {s["status"] for s in again["steps"]} == {"succeeded"}
+    assert (first["model"]["version"], again["model"]["version"]) == (1, 2)
+    versions = keel.show_model("adult", project=root)["versions"]
+    assert versions[0]["model_sha256"] == versions[1]["model_sha256"]
+    with Project(root) as project:
+        data = project.artifacts.get(versions[0]["model_sha256"])
+    assert hashlib.sha256(data).hexdigest() == versions[0]["model_sha256"]

@@ -66,8 +66,16 @@ class StepResult:
     facts: dict[str, Any]
 
 
-def run_steps(project: Project, steps: list[Step], *, console: Console) -> list[StepResult]:
+def run_steps(
+    project: Project, steps: list[Step], *, console: Console, use_cache: bool = True
+) -> list[StepResult]:
     """Run (or reuse) each step in order, recording runs and lineage in the metadata store.
+
+    Args:
+        project: The project.
+        steps: The steps, in an order where every input is an earlier step's output.
+        console: Where steps draw progress.
+        use_cache: False executes every step even when an identical run exists.
 
     Raises:
         KeelError: A step failed; its run is recorded as failed with the message.
@@ -76,7 +84,7 @@ def run_steps(project: Project, steps: list[Step], *, console: Console) -> list[
     results = []
     for step in steps:
         inputs = {name: available[name] for name in step.inputs}
-        result = _run_one(project, step, inputs, console)
+        result = _run_one(project, step, inputs, console, use_cache=use_cache)
         for name, sha in result.outputs.items():
             available[name] = project.metadata.get_artifact(sha)
         results.append(result)
@@ -84,7 +92,7 @@ def run_steps(project: Project, steps: list[Step], *, console: Console) -> list[
 
 
 def _run_one(
-    project: Project, step: Step, inputs: dict[str, Artifact], console: Console
+    project: Project, step: Step, inputs: dict[str, Artifact], console: Console, *, use_cache: bool
 ) -> StepResult:
     started = time.perf_counter()
     section_hash = config_hash({"section": _jsonable(step.section(project))})
@@ -99,7 +107,7 @@ def _run_one(
     )
     code_version = f"keel-{__version__}+{code[:12]}"
     meta = project.metadata
-    cached = meta.find_cached_run(key)
+    cached = meta.find_cached_run(key) if use_cache else None
     if cached is not None and all(project.artifacts.exists(s) for s in cached.outputs.values()):
         run = meta.start_run(
             step.name,
