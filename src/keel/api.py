@@ -30,6 +30,7 @@ __all__ = [
     "models",
     "monitor",
     "predict",
+    "reproduce",
     "resolve_data",
     "run",
     "show_model",
@@ -115,6 +116,19 @@ def run(
                 "metrics": evaluate.get("metrics", {}),
             },
         }
+
+
+def reproduce(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Re-execute a recorded run on its recorded inputs; report whether every output hash matches.
+
+    Returns:
+        ``{"run", "step", "match", "code_changed", "outputs": {name: {"recorded", "reproduced",
+        "match"}}}``.
+    """
+    from keel.pipeline.reproduce import reproduce_run
+
+    with Project(project) as proj:
+        return reproduce_run(proj, run)
 
 
 class Model:

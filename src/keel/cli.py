@@ -112,6 +112,32 @@ def _short(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+@app.command()
+def reproduce(
+    run_id: Annotated[str, typer.Argument(help="Run id or prefix (see 'keel run --format json').")],
+    project: ProjectOpt = None,
+    format: FormatOpt = Format.text,
+) -> None:
+    """Re-execute a recorded run on its recorded inputs; exit 1 if an output hash differs."""
+    from keel import api
+
+    result = api.reproduce(run_id, project=project)
+    if format is Format.json:
+        _emit_json(result)
+    else:
+        for name, output in result["outputs"].items():
+            mark = "[green]same[/]" if output["match"] else "[red]DIFFERENT[/]"
+            out.print(
+                f"{result['step']} {name}: recorded {output['recorded'][:12]}, "
+                f"reproduced {(output['reproduced'] or '-')[:12]}: {mark}"
+            )
+        changed = " (the step's code changed since)" if result["code_changed"] else ""
+        verdict = "reproduced" if result["match"] else "NOT reproduced"
+        out.print(f"run {result['run'][:12]}: {verdict}{changed}")
+    if not result["match"]:
+        raise typer.Exit(1)
+
+
 @models_app.command("list")
 def models_list(project: ProjectOpt = None, format: FormatOpt = Format.text) -> None:
     """Registered models, their latest version and aliases."""

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 import keel
-from keel.errors import DataValidationError
+from keel.errors import ConfigError, ConflictError, DataValidationError
 from keel.project import Project
 
 
@@ -117,3 +120,40 @@ def test_no_cache_reruns_and_the_same_seed_gives_the_same_model_bytes(tmp_path: 
     with Project(root) as project:
         data = project.artifacts.get(versions[0]["model_sha256"])
     assert hashlib.sha256(data).hexdigest() == versions[0]["model_sha256"]
+
+
+def test_reproduce_a_training_run_from_its_recorded_inputs(ran: tuple[Path, dict, dict]) -> None:
+    root, first, second = ran
+    train = next(s for s in first["steps"] if s["step"] == "train")
+    result = keel.reproduce(train["run_id"][:10], project=root)
+    assert result["match"] and not result["code_changed"]
+    assert result["outputs"]["model"]["recorded"] == train["outputs"]["model"]
+    cached_train = next(s for s in second["steps"] if s["step"] == "train")
+    assert keel.reproduce(cached_train["run_id"], project=root)["run"] == train["run_id"]
+
+
+def test_reproduce_refuses_register_and_changed_config(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "adult")
+    summary = keel.run(root)
+    runs = {s["step"]: s["run_id"] for s in summary["steps"]}
+    with pytest.raises(ConfigError, match="registers a new model version"):
+        keel.reproduce(runs["register"], project=root)
+    config = yaml.safe_load((root / "keel.yaml").read_text())
+    config["model"]["params"]["num_leaves"] = 9
+    (root / "keel.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(ConflictError, match="changed since run"):
+        keel.reproduce(runs["train"], project=root)
+    assert keel.reproduce(runs["features"], project=root)["match"]
+
+
+def test_reproduce_cli_exit_codes(ran: tuple[Path, dict, dict]) -> None:
+    root, first, _ = ran
+    # (not 'profile': its KLL quantile sketch compacts at random, so its bytes differ per run)
+    features = next(s for s in first["steps"] if s["step"] == "features")["run_id"]
+    done = subprocess.run([sys.executable, "-m", "keel.cli", "reproduce", features, "-f", "json"],
+                          cwd=root, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["match"] is True
+    missing = subprocess.run([sys.executable, "-m", "keel.cli", "reproduce", "feedbeef"],
+                             cwd=root, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.returncode == 1 and "feedbeef" in missing.stderr

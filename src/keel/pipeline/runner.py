@@ -26,7 +26,15 @@ from keel.errors import KeelError
 from keel.project import Project
 from keel.types import Artifact
 
-__all__ = ["Step", "StepContext", "StepResult", "run_steps"]
+__all__ = [
+    "Step",
+    "StepContext",
+    "StepResult",
+    "code_version_of",
+    "run_steps",
+    "source_hash",
+    "step_config_hash",
+]
 
 
 @dataclass
@@ -95,9 +103,9 @@ def _run_one(
     project: Project, step: Step, inputs: dict[str, Artifact], console: Console, *, use_cache: bool
 ) -> StepResult:
     started = time.perf_counter()
-    section_hash = config_hash({"section": _jsonable(step.section(project))})
+    section_hash = step_config_hash(step, project)
     extra = step.extra_key(project, inputs) if step.extra_key else ""
-    code = _source_hash(step.fn)
+    code = source_hash(step.fn)
     key = _digest(
         __version__,
         code,
@@ -105,7 +113,7 @@ def _run_one(
         extra,
         *(f"{n}={a.sha256}" for n, a in sorted(inputs.items())),
     )
-    code_version = f"keel-{__version__}+{code[:12]}"
+    code_version = code_version_of(step)
     meta = project.metadata
     cached = meta.find_cached_run(key) if use_cache else None
     if cached is not None and all(project.artifacts.exists(s) for s in cached.outputs.values()):
@@ -177,7 +185,17 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
-def _source_hash(fn: Callable[..., Any]) -> str:
+def step_config_hash(step: Step, project: Project) -> str:
+    """Hash of the config section a step reads, as recorded in its runs."""
+    return config_hash({"section": _jsonable(step.section(project))})
+
+
+def code_version_of(step: Step) -> str:
+    """Keel's version plus the hash of the step's source, as recorded in its runs."""
+    return f"keel-{__version__}+{source_hash(step.fn)[:12]}"
+
+
+def source_hash(fn: Callable[..., Any]) -> str:
     """sha256 of the function's source without comments, so editing a comment keeps the cache."""
     source = inspect.getsource(fn)
     tokens = [
