@@ -1,10 +1,15 @@
 """Run every Keel benchmark and rewrite benchmarks/RESULTS.md (what ``make bench`` runs).
 
-usage: .venv/bin/python benchmarks/run.py
-       .venv/bin/python benchmarks/run.py --render RAW.json   (rewrite RESULTS.md from a raw run)
+usage: .venv/bin/python benchmarks/run.py [--only serving,pipeline,validation]
+       .venv/bin/python benchmarks/run.py --render [RAW.json]   (rewrite RESULTS.md from raw runs)
 
-Benchmarks: serving (``benchmarks/serving/``), then the pipeline (``benchmarks/pipeline/``:
-``keel run`` fresh and cached against a hand-written script). Environment knobs:
+Benchmarks: serving (``benchmarks/serving/``), the pipeline (``benchmarks/pipeline/``: ``keel run``
+fresh and cached against a hand-written script), and validation (``benchmarks/validation/``:
+statistics + 15 checks on 1M/10M rows, Keel vs Great Expectations vs pandera vs a DuckDB floor,
+and the 10M-row CSV ingest). ``--only`` (or ``BENCHMARKS=validation``) runs some of them; every
+run stores each benchmark's raw JSON under ``benchmarks/.work/results/<name>-<stamp>.json`` and
+RESULTS.md is rendered from the latest raw of each, so the other sections keep their last full
+run. Environment knobs:
 
 - ``ROUNDS`` (3): rounds; every figure is a median over rounds.
 - ``DURATION`` (10): seconds of load per server and connection count.
@@ -14,6 +19,8 @@ Benchmarks: serving (``benchmarks/serving/``), then the pipeline (``benchmarks/p
   ``keel serve --no-log``, a diagnostic that prices the prediction log.
 - ``QUICK=1``: smoke check, 1 round of 3 s; written to ``benchmarks/.work/RESULTS-quick.md``
   so that it never replaces the real RESULTS.md.
+- validation: ``VALIDATION_SIZES``, ``VALIDATION_ROUNDS_1M`` (5), ``VALIDATION_ROUNDS_10M`` (3),
+  ``VALIDATION_TOOLS``, ``INGEST_ROUNDS`` (3), ``VALIDATION_TIMEOUT`` (see its bench.py).
 
 Run nothing else heavy meanwhile: servers use CPU 0, wrk CPU 1 (a 2-core machine).
 Raw per-round JSON goes to ``benchmarks/.work/results/``.
@@ -41,10 +48,28 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import bench  # noqa: E402
 import report  # noqa: E402
+from validation import bench as validation_bench  # noqa: E402
+from validation import render as validation_render  # noqa: E402
 
 from pipeline import bench as pipeline_bench  # noqa: E402
 
-KNOBS = ("QUICK", "ROUNDS", "DURATION", "CONNS", "WRK_MAX_REQ", "SERVERS", "FLOOR_CALLS")
+BENCHMARKS = ("serving", "pipeline", "validation")
+RESULTS_DIR = BENCH_DIR / ".work" / "results"
+
+KNOBS = (
+    "QUICK",
+    "ROUNDS",
+    "DURATION",
+    "CONNS",
+    "WRK_MAX_REQ",
+    "SERVERS",
+    "FLOOR_CALLS",
+    "VALIDATION_SIZES",
+    "VALIDATION_ROUNDS_1M",
+    "VALIDATION_ROUNDS_10M",
+    "VALIDATION_TOOLS",
+    "INGEST_ROUNDS",
+)
 KEEL_PACKAGES = (
     "keel",
     "lightgbm",
@@ -88,9 +113,12 @@ def versions(raw: dict[str, Any]) -> dict[str, str]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
-    probe = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-    banner = (probe.stdout + probe.stderr).split("\n", 1)[0]  # "wrk 4.1.0 [epoll] Copyright..."
-    found["wrk"] = banner.split(" Copyright", 1)[0].removeprefix("wrk ").strip()
+    try:
+        probe = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+        banner = (probe.stdout + probe.stderr).split("\n", 1)[0]  # "wrk 4.1.0 [epoll] Copyright"
+        found["wrk"] = banner.split(" Copyright", 1)[0].removeprefix("wrk ").strip()
+    except FileNotFoundError:
+        found["wrk"] = "not installed"
     mlflow = raw.get("mlflow")
     if mlflow:
         for name in ("mlflow", "lightgbm", "pandas"):
@@ -121,46 +149,26 @@ def git_state() -> dict[str, str]:
     }
 
 
-def command() -> str:
+def command(only: list[str] | None = None) -> str:
     env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in KNOBS if k in os.environ)
-    return (env + " " if env else "") + ".venv/bin/python benchmarks/run.py"
+    args = f" --only {','.join(only)}" if only and list(only) != list(BENCHMARKS) else ""
+    return (env + " " if env else "") + ".venv/bin/python benchmarks/run.py" + args
 
 
-def write_results(raw: dict[str, Any], path: Path, started: float, finished: float) -> None:
+def _serving_section(raw: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The serving section's lines and its notes."""
     section, notes = report.render(raw)
     cfg = raw["config"]
-    mach = raw.get("machine") or machine()
     loads = [r["loadavg"] for r in raw["rounds"]]
     notes.append(
         "The machine is shared with other agents: 1-minute load average at the start of each "
-        f"round {', '.join(f'{x:.2f}' for x in loads)} (a quiet 2-core machine sits near 0; "
-        "the benchmark itself adds about 2 while loading). Expect some noise; the rounds' "
-        "spread (min to max) is in the detail table."
+        f"serving round {', '.join(f'{x:.2f}' for x in loads)} (a quiet 2-core machine sits "
+        "near 0; the benchmark itself adds about 2 while loading). Expect some noise; the "
+        "rounds' spread (min to max) is in the detail table."
     )
     if cfg["quick"]:
         notes.insert(0, "QUICK smoke run (1 round, 3 s per level): not a result.")
-    ver = versions(raw)
-    git = raw.get("git", {})
-    start, end = git.get("start", {}), git.get("end", {})
-    source = f"Keel source: commit {start.get('commit', '?')}"
-    source += " with uncommitted changes in src/" if start.get("src_dirty") == "yes" else ""
-    if start and end and start != end:
-        notes.append("src/ changed while the benchmark ran (others edit it concurrently).")
-    out = [
-        "# Keel benchmarks",
-        "",
-        f"Generated by `{raw.get('command') or command()}` "
-        "(`make bench` runs it with the defaults) on "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(started))}, "
-        f"{(finished - started) / 60:.0f} min.",
-        "",
-        "## Machine and versions",
-        "",
-        f"- {mach['nproc']} cores ({mach['cpu']}), {mach['memory_gb']} GB RAM, "
-        f"Linux {mach['kernel']}, Python {mach['python']}",
-        f"- {source}",
-        "- " + ", ".join(f"{k} {v}" for k, v in ver.items()),
-        "",
+    lines = [
         "## Serving: one 1-row request per call, UCI Adult LightGBM model",
         "",
         "Method. `keel init --example adult` + `keel run` in a fresh project; the registered "
@@ -186,40 +194,224 @@ def write_results(raw: dict[str, Any], path: Path, started: float, finished: flo
         "",
         section,
         "",
-        *([pipeline_bench.render(raw["pipeline"]), ""] if "pipeline" in raw else []),
-        "## Notes",
+    ]
+    return lines, notes
+
+
+def _provenance(name: str, raw: dict[str, Any]) -> tuple[str, str | None]:
+    """One header line for a benchmark's raw run, and a note if src/ changed while it ran."""
+    git = raw.get("git", {})
+    start, end = git.get("start", {}), git.get("end", {})
+    source = f"commit {start.get('commit', '?')}"
+    source += " with uncommitted changes in src/" if start.get("src_dirty") == "yes" else ""
+    when = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(raw["started"]))
+    minutes = (raw["finished"] - raw["started"]) / 60
+    line = (
+        f"- {name}: `{raw.get('command') or command()}` on {when}, {minutes:.0f} min; "
+        f"Keel source {source}"
+    )
+    changed = None
+    if start and end and start != end:
+        changed = f"{name}: src/ changed while the benchmark ran (others edit it concurrently)."
+    return line, changed
+
+
+SECTION_TITLES = {"serving": "## Serving", "pipeline": "## Pipeline", "validation": "## Validation"}
+
+
+def previous_sections(path: Path) -> dict[str, list[str]]:
+    """The sections of an existing RESULTS.md by benchmark (and ``notes``: its note bullets)."""
+    if not path.exists():
+        return {}
+    blocks: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in path.read_text().splitlines():
+        for name in BENCHMARKS:
+            if current is None and line.startswith(f"- {name}: "):
+                blocks[f"header:{name}"] = [line]
+        if line.startswith("- keel ") and current == "machine":
+            blocks["versions"] = [line]
+        if line.startswith("## "):
+            titled = (n for n, t in SECTION_TITLES.items() if line.startswith(t))
+            current = next(titled, "notes" if line == "## Notes" else None)
+            if line == "## Machine and versions":
+                current = "machine"
+                continue
+            if current and current != "machine":
+                blocks[current] = []
+                if current == "notes":
+                    continue
+        if current == "notes" and not line.startswith("- "):
+            continue
+        if current and current != "machine":
+            blocks[current].append(line)
+    return blocks
+
+
+def _generated_note(note: str) -> bool:
+    return note.startswith("- Not run yet") or any(
+        note.startswith(f"- {n}: src/ changed") for n in BENCHMARKS
+    )
+
+
+def _sections(
+    raws: dict[str, dict[str, Any]], previous: dict[str, list[str]]
+) -> tuple[list[str], list[str], list[str]]:
+    """Body lines, header lines and notes for every benchmark, raw-rendered or kept."""
+    notes: list[str] = []
+    body: list[str] = []
+    header: list[str] = []
+    for name in BENCHMARKS:
+        raw = raws.get(name)
+        if raw is None:
+            if name in previous:
+                body += [*previous[name], ""] if previous[name][-1:] != [""] else previous[name]
+                header += previous.get(f"header:{name}") or [
+                    f"- {name}: section kept from the previous RESULTS.md (no raw run of it "
+                    "in benchmarks/.work/results/)"
+                ]
+                if name == "serving":
+                    notes += [n[2:] for n in previous.get("notes", []) if not _generated_note(n)]
+            else:
+                notes.append(f"Not run yet (no raw results): {name}.")
+            continue
+        if name == "serving":
+            lines, serving_notes = _serving_section(raw)
+            body += lines
+            notes = serving_notes + notes
+        elif name == "pipeline":
+            body += [pipeline_bench.render(raw), ""]
+        else:
+            body += [validation_render.render(raw).rstrip("\n"), ""]
+        line, changed = _provenance(name, raw)
+        header.append(line)
+        notes += [changed] if changed else []
+    return body, header, notes
+
+
+def write_results(raws: dict[str, dict[str, Any]], path: Path) -> None:
+    """Render RESULTS.md from the raw run of each benchmark.
+
+    A benchmark without a raw run keeps its section from the RESULTS.md already at ``path`` (a
+    fresh checkout has RESULTS.md but no raw JSON), or is listed as not run.
+    """
+    previous = previous_sections(path)
+    body, header, notes = _sections(raws, previous)
+    mach = next((r["machine"] for r in raws.values() if "machine" in r), None) or machine()
+    out = [
+        "# Keel benchmarks",
         "",
-        *[f"- {n}" for n in notes],
+        "Generated by `.venv/bin/python benchmarks/run.py` (`make bench` runs every benchmark "
+        "with the defaults); each section comes from the latest run of its benchmark:",
         "",
+        *header,
+        "",
+        "## Machine and versions",
+        "",
+        f"- {mach['nproc']} cores ({mach['cpu']}), {mach['memory_gb']} GB RAM, "
+        f"Linux {mach['kernel']}, Python {mach['python']}",
+        *(
+            previous.get("versions", [])
+            if "serving" not in raws and "versions" in previous
+            else [
+                "- " + ", ".join(f"{k} {v}" for k, v in versions(raws.get("serving", {})).items())
+            ]
+        ),
+        "",
+        *body,
+        *(["## Notes", "", *[f"- {n}" for n in notes], ""] if notes else []),
     ]
     path.write_text("\n".join(out))
+
+
+def _is_quick(raw: dict[str, Any]) -> bool:
+    return bool(raw.get("quick", raw.get("config", {}).get("quick", False)))
+
+
+def _kind(raw: dict[str, Any]) -> str:
+    if "expected_failing" in raw:
+        return "validation"
+    return "serving" if "model" in raw else "pipeline"
+
+
+def latest(name: str, *, quick: bool) -> dict[str, Any] | None:
+    """The newest raw run of a benchmark (quick runs only count for a quick rendering).
+
+    Older serving files also carry the pipeline's rounds under ``pipeline``.
+    """
+    found: list[dict[str, Any]] = []
+    prefixes = ("serving", "pipeline") if name == "pipeline" else (name,)
+    for prefix in prefixes:
+        for file in RESULTS_DIR.glob(f"{prefix}-*.json"):
+            raw = json.loads(file.read_text())
+            raw.setdefault("started", file.stat().st_mtime)
+            raw.setdefault("finished", raw["started"])
+            if prefix == "serving" and name == "pipeline":
+                if "pipeline" not in raw:
+                    continue
+                keep = ("started", "finished", "command", "git", "machine", "config")
+                raw = {**raw["pipeline"], **{k: raw[k] for k in keep if k in raw}}
+            if quick or not _is_quick(raw):
+                found.append(raw)
+    return max(found, key=lambda r: float(r["started"]), default=None)
+
+
+def render_latest(quick: bool, given: dict[str, Any] | None = None) -> Path:
+    """Rewrite RESULTS.md (or the quick one) from the latest raw run of every benchmark."""
+    raws = {name: raw for name in BENCHMARKS if (raw := latest(name, quick=quick)) is not None}
+    if given is not None:
+        raws[_kind(given)] = given
+    target = BENCH_DIR / ".work" / "RESULTS-quick.md" if quick else BENCH_DIR / "RESULTS.md"
+    write_results(raws, target)
+    return target
+
+
+def _selection(argv: list[str]) -> list[str]:
+    chosen = os.environ.get("BENCHMARKS", ",".join(BENCHMARKS))
+    if argv[:1] == ["--only"] and len(argv) > 1:
+        chosen = argv[1]
+    names = [n.strip() for n in chosen.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        choices = ", ".join(BENCHMARKS)
+        print(f"unknown benchmark(s) {unknown}; choose from {choices}", file=sys.stderr)
+        raise SystemExit(2)
+    return names
+
+
+def run_one(name: str, only: list[str]) -> dict[str, Any]:
+    """Run one benchmark; its raw result with provenance."""
+    started, git_start = time.time(), git_state()
+    config = bench.Config.from_env()
+    if name == "serving":
+        raw = bench.run(config)
+    elif name == "pipeline":
+        raw = pipeline_bench.run(1 if config.quick else config.rounds)
+        raw["quick"] = config.quick
+    else:
+        raw = validation_bench.run()
+    raw["git"] = {"start": git_start, "end": git_state()}
+    raw["started"], raw["finished"] = started, time.time()
+    raw["machine"] = machine()
+    raw["command"] = command(only)
+    return raw
 
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _terminate)
     if sys.argv[1:2] == ["--render"]:
-        raw = json.loads(Path(sys.argv[2]).read_text())
-        quick = raw["config"]["quick"]
-        target = BENCH_DIR / ".work" / "RESULTS-quick.md" if quick else BENCH_DIR / "RESULTS.md"
-        write_results(raw, target, raw["started"], raw["finished"])
-        print(f"wrote {target}")
+        given = json.loads(Path(sys.argv[2]).read_text()) if len(sys.argv) > 2 else None
+        quick = _is_quick(given) if given is not None else False
+        print(f"wrote {render_latest(quick, given)}")
         return 0
-    started = time.time()
-    config = bench.Config.from_env()
-    git_start = git_state()
-    raw = bench.run(config)
-    raw["pipeline"] = pipeline_bench.run(1 if config.quick else config.rounds)
-    raw["git"] = {"start": git_start, "end": git_state()}
-    raw["started"], raw["finished"] = started, time.time()
-    raw["machine"] = machine()
-    raw["command"] = command()
-    results_dir = BENCH_DIR / ".work" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
-    (results_dir / f"serving-{stamp}.json").write_text(json.dumps(raw, indent=1))
-    target = BENCH_DIR / ".work" / "RESULTS-quick.md" if config.quick else BENCH_DIR / "RESULTS.md"
-    write_results(raw, target, started, raw["finished"])
-    print(f"wrote {target}")
+    only = _selection(sys.argv[1:])
+    quick = os.environ.get("QUICK", "") not in ("", "0")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    for name in only:
+        raw = run_one(name, only)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(raw["started"]))
+        (RESULTS_DIR / f"{name}-{stamp}.json").write_text(json.dumps(raw, indent=1))
+    print(f"wrote {render_latest(quick)}")
     return 0
 
 
