@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from keel.commands import data as data_commands
@@ -66,20 +65,13 @@ def run(
     from keel import api
 
     console = err if format is Format.json else out
-    summary = api.run(project, console=_StepPrinter(console), cache=not no_cache)
+    summary = api.run(project, console=console, cache=not no_cache)
     if format is Format.json:
         _emit_json(summary)
     else:
         _print_run(summary)
     if summary["model"]["gates"] and not summary["model"]["promoted"]:
         raise typer.Exit(1)
-
-
-class _StepPrinter(Console):
-    """The console steps draw progress on; shares the chosen stream."""
-
-    def __init__(self, console: Console) -> None:
-        super().__init__(file=console.file, stderr=console.stderr)
 
 
 def _print_run(summary: dict[str, Any]) -> None:

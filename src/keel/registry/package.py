@@ -119,7 +119,10 @@ class ModelPackage:
 
     def predict(self, data: pa.Table | Any) -> np.ndarray:
         """Predicted class labels for every row of a table or DataFrame."""
-        proba = self.predict_proba(data)
+        return self.labels(self.predict_proba(data))
+
+    def labels(self, proba: np.ndarray) -> np.ndarray:
+        """Class labels for P(positive class) values (threshold 0.5)."""
         return np.where(proba >= 0.5, self.classes[1], self.classes[0])
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[float]]:

@@ -23,7 +23,7 @@ def predict_file(
     """
     table = read_table(source)
     proba = package.predict_proba(table)
-    labels = pa.array(package.predict(table).tolist(), type=pa.string())
+    labels = pa.array(package.labels(proba).tolist(), type=pa.string())
     scored = (
         table.append_column("prediction", labels)
         .append_column("probability", pa.array(proba, type=pa.float64()))
