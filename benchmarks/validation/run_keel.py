@@ -35,7 +35,7 @@ path = sys.argv[1]
 api = "compute_statistics + validate_table"
 if hasattr(anomalies, "validate_data"):
     first = next(iter(inspect.signature(anomalies.validate_data).parameters.values()))
-    streams = any(word in str(first.annotation) for word in ("str", "Path"))
+    streams = any(word in str(first.annotation) for word in ("str", "Path", "DataInput"))
     api = "validate_data(path)" if streams else "validate_data(read_table(path))"
 if api == "validate_data(path)":  # Keel reads (streams) the file itself
     phases.mark("read")

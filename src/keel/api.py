@@ -397,7 +397,7 @@ def validate(
     ref = None if reference is None else _load_reference(reference, project)
     name = Path(str(data)).name if isinstance(data, str | Path) else "data"
     return validate_data(
-        load_data(data, project=project),
+        resolve_data(data, project=project),  # a Parquet file is streamed, not loaded
         schema=contract,
         reference=ref,
         target=target,

@@ -302,7 +302,9 @@ def test_sketches_round_trip_through_json(adult_statistics: dict[str, Any]) -> N
     loaded = orjson.loads(orjson.dumps(adult_statistics))
     assert loaded == adult_statistics
     age = loaded["columns"]["age"]
-    assert isinstance(age["sketches"]["kll"], str) and isinstance(age["sketches"]["hll"], str)
+    # 73 distinct ages: exact counts; 21,648 distinct fnlwgt values: KLL
+    assert set(age["sketches"]) == {"exact", "hll"}
+    assert set(loaded["columns"]["fnlwgt"]["sketches"]) == {"kll", "hll"}
     assert set(loaded["columns"]["sex"]["sketches"]) == {"items", "hll"}
     ranks = np.linspace(0, 1, 11)
     np.testing.assert_array_equal(
@@ -450,3 +452,36 @@ def test_odd_arrow_types() -> None:
     with pytest.raises(DataValidationError, match="flat columns only") as info:
         compute_statistics(pa.table({"l": pa.array([[1], [2]])}))
     assert info.value.field == "l"
+
+
+def test_low_cardinality_columns_keep_exact_counts_until_they_outgrow_them() -> None:
+    from keel.validate.sketches import EXACT_MAX
+
+    rng = np.random.default_rng(3)
+    few = rng.integers(0, 90, 200_000)
+    stats = compute_statistics(pa.table({"few": few}))["columns"]["few"]
+    ranks = np.asarray([0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 1.0])
+    expected = np.quantile(few, ranks, method="inverted_cdf")
+    np.testing.assert_array_equal(column_quantiles(stats, ranks), expected)
+    assert [stats["quantiles"][str(q)] for q in (0.25, 0.5, 0.75)] == list(expected[2:5])
+    points = np.asarray([-1.0, 0.0, 44.5, 89.0, np.nan])
+    cdf = column_cdf(stats, points)
+    np.testing.assert_allclose(cdf[:4], [(few <= p).mean() for p in points[:4]])
+    assert np.isnan(cdf[4])
+    # exact statistics are reproducible byte for byte (KLL compacts at random)
+    again = compute_statistics(pa.table({"few": few}))["columns"]["few"]
+    assert orjson.dumps(again) == orjson.dumps(stats)
+
+    # two batches that together exceed EXACT_MAX values merge into a KLL sketch
+    a = compute_statistics(pa.table({"x": np.arange(EXACT_MAX, dtype=np.float64)}))
+    b = compute_statistics(
+        pa.table({"x": np.arange(EXACT_MAX, 2 * EXACT_MAX, dtype=np.float64)}), reference=a
+    )
+    a = compute_statistics(pa.table({"x": np.arange(EXACT_MAX, dtype=np.float64)}), reference=a)
+    assert "exact" in a["columns"]["x"]["sketches"]
+    merged = merge_statistics(a, b)["columns"]["x"]
+    assert set(merged["sketches"]) == {"kll", "hll"}
+    assert abs(merged["quantiles"]["0.5"] - EXACT_MAX) <= 0.02 * 2 * EXACT_MAX
+    # one pass over more values than EXACT_MAX switches to KLL too
+    many = compute_statistics(pa.table({"x": np.arange(3 * EXACT_MAX)}))["columns"]["x"]
+    assert set(many["sketches"]) == {"kll", "hll"} and many["max"] == 3 * EXACT_MAX - 1

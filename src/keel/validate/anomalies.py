@@ -4,20 +4,30 @@
 :func:`validate_data` adds what needs the data's statistics and a reference: row count,
 duplicate rows, constant columns, distribution shift (:mod:`keel.validate.shift`), label shift,
 and, on request, outliers and likely mislabeled rows (both on a capped sample).
+
+Given a Parquet path, :func:`validate_data` streams it: one pass computes the statistics and the
+row hashes for duplicate detection; the contract checks then read the statistics (nulls, min/max,
+exact category counts) and re-read a single column only where a check fails and must count rows.
+Memory stays bounded by one batch plus eight bytes a row.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from keel.validate.schema import Schema, infer_schema
-from keel.validate.statistics import column_kind, compute_statistics
+from keel.validate.statistics import BATCH_ROWS, column_kind, compute_statistics
 
 __all__ = [
     "Anomaly",
@@ -29,6 +39,7 @@ __all__ = [
 ]
 
 Severity = Literal["error", "warning"]
+DataInput: TypeAlias = pa.Table | str | os.PathLike[str]
 
 # Roles whose values are expected to move (dates, ids): no domain or shift checks on them.
 UNCHECKED_ROLES = frozenset({"timestamp", "entity", "pii"})
@@ -94,7 +105,7 @@ class ValidationReport:
 
 
 def validate_data(
-    data: pa.Table,
+    data: DataInput,
     *,
     schema: Schema | None = None,
     reference: dict[str, Any] | pa.Table | None = None,
@@ -108,7 +119,8 @@ def validate_data(
     """Every anomaly of ``data`` against a schema and a reference.
 
     Args:
-        data: The data to check.
+        data: The data to check: an Arrow table, or a path to a Parquet file (streamed in
+            batches, bounded memory) or to any file :func:`keel.data.sources.read_table` reads.
         schema: The contract; inferred from the reference (or from ``data`` itself when there is
             no reference) when None.
         reference: Statistics (from :func:`compute_statistics`) or a table to compare with;
@@ -127,17 +139,18 @@ def validate_data(
         >>> report = validate_data(new_table, reference=train_table, target="income")
         >>> [a.kind for a in report.errors]
     """
+    source = _Data(data)
     ref_stats = compute_statistics(reference) if isinstance(reference, pa.Table) else reference
-    cur_stats = compute_statistics(data, reference=ref_stats)
+    hashes = _RowHashes(source.names)
+    cur_stats = compute_statistics(source.statistics_input, reference=ref_stats, on_batch=hashes)
+    rows = int(cur_stats["rows"])
     if schema is None:
         schema = infer_schema(ref_stats if ref_stats is not None else cur_stats, target=target)
     target = target or schema.target()
-    found = validate_table(data, schema, name=name, statistics=cur_stats)
-    broken = {a.column for a in found if a.kind == "type_mismatch"}
-    comparable = data.drop_columns([c for c in data.column_names if c in broken])
+    found = _contract(source, schema, name, cur_stats)
     notes: list[str] = []
-    found += _row_count(data.num_rows, ref_stats, schema, name)
-    found += _duplicates(data, schema, name)
+    found += _row_count(rows, ref_stats, schema, name)
+    found += _duplicates(hashes.result(rows), rows, schema, name)
     found += _constant(cur_stats, ref_stats, schema, name)
     metrics: dict[str, dict[str, Any]] = {}
     if ref_stats is not None:
@@ -147,17 +160,20 @@ def validate_data(
         found += shift_anomalies(
             cur_stats, ref_stats, schema, target, name, notes, metrics, nulls_reported=nulls
         )
-    if outliers:
-        from keel.validate.outliers import find_outliers
+    if outliers or label_noise:
+        broken = {a.column for a in found if a.kind == "type_mismatch"}
+        comparable = source.table([c for c in source.names if c not in broken])
+        if outliers:
+            from keel.validate.outliers import find_outliers
 
-        found += find_outliers(comparable, schema, name=name, max_rows=max_rows, seed=seed)
-    if label_noise:
-        from keel.validate.labels import find_label_noise
+            found += find_outliers(comparable, schema, name=name, max_rows=max_rows, seed=seed)
+        if label_noise:
+            from keel.validate.labels import find_label_noise
 
-        found += find_label_noise(comparable, target, name=name, max_rows=max_rows, seed=seed)
+            found += find_label_noise(comparable, target, name=name, max_rows=max_rows, seed=seed)
     return ValidationReport(
         ok=not any(a.severity == "error" for a in found),
-        rows=data.num_rows,
+        rows=rows,
         anomalies=found,
         name=name,
         reference_rows=None if ref_stats is None else int(ref_stats["rows"]),
@@ -179,14 +195,73 @@ def validate_table(
         table: The data to check.
         schema: The contract.
         name: How to call the data in messages (``train``, ``test``, a file name).
-        statistics: The table's statistics, when already computed: category checks then read
-            the value counts from them instead of scanning the column again.
+        statistics: The table's statistics, when already computed: the checks then read null
+            counts, min/max and exact category counts from them instead of scanning columns.
 
     Returns:
         The anomalies; errors block training, warnings inform.
     """
+    return _contract(_Data(table), schema, name, statistics)
+
+
+class _Data:
+    """The checked data: a table in memory, or a Parquet file read column by column."""
+
+    def __init__(self, data: DataInput) -> None:
+        self.path: Path | None = None
+        self.memory: pa.Table | None = None
+        if isinstance(data, pa.Table):
+            self.memory = data
+        else:
+            path = Path(data)
+            if path.suffix.lower() in (".parquet", ".pq") or _is_parquet(path):
+                self.path = path
+            else:
+                from keel.data.sources import read_table
+
+                self.memory = read_table(path)
+        self.schema = self.memory.schema if self.memory is not None else pq.read_schema(self.path)
+        self.names: list[str] = list(self.schema.names)
+
+    @property
+    def statistics_input(self) -> pa.Table | Path:
+        return self.memory if self.memory is not None else self._file
+
+    @property
+    def _file(self) -> Path:
+        assert self.path is not None
+        return self.path
+
+    def chunks(self, column: str) -> Iterator[pa.ChunkedArray]:
+        """The column, whole for a table, batch by batch for a file (strings dictionary-encoded)."""
+        if self.memory is not None:
+            yield self.memory.column(column)
+            return
+        strings = [column] if pa.types.is_string(self.schema.field(column).type) else []
+        with pq.ParquetFile(self._file, read_dictionary=strings) as parquet:
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=[column]):
+                yield pa.chunked_array([batch.column(0)])
+
+    def table(self, columns: list[str]) -> pa.Table:
+        """These columns as one table (read whole: the sampled checks need random access)."""
+        if self.memory is not None:
+            return self.memory.select(columns)
+        return pq.read_table(self._file, columns=columns)
+
+
+def _is_parquet(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def _contract(
+    data: _Data, schema: Schema, name: str, statistics: dict[str, Any] | None
+) -> list[Anomaly]:
     found: list[Anomaly] = []
-    present = set(table.column_names)
+    present = set(data.names)
     for col_name, col in schema.columns.items():
         if col_name not in present:
             message = f"{name}: column '{col_name}' is missing (schema expects {col.type})."
@@ -198,7 +273,7 @@ def validate_table(
                     message,
                 )
             )
-    for col_name in table.column_names:
+    for col_name in data.names:
         if col_name not in schema.columns:
             message = f"{name}: column '{col_name}' is not in the schema; it is ignored."
             level = severity_of(schema, "unexpected_column", "warning", None)
@@ -206,7 +281,7 @@ def validate_table(
     for col_name in schema.columns:
         if col_name in present:
             stats = (statistics or {}).get("columns", {}).get(col_name)
-            found.extend(_column(table.column(col_name), col_name, schema, name, stats))
+            found.extend(_column(data, col_name, schema, name, stats))
     return found
 
 
@@ -234,22 +309,27 @@ def _type_ok(expected: str, found: pa.DataType) -> bool:
 
 
 def _column(
-    column: pa.ChunkedArray,
+    data: _Data,
     col_name: str,
     schema: Schema,
     name: str,
     stats: dict[str, Any] | None,
 ) -> list[Anomaly]:
     col = schema.columns[col_name]
-    rows = max(len(column), 1)
-    if not _type_ok(col.type, column.type):
-        message = f"{name}: column '{col_name}' holds {column.type}, schema expects {col.type}."
-        details = {"expected": col.type, "found": str(column.type)}
+    data_type = data.schema.field(col_name).type
+    if not _type_ok(col.type, data_type):
+        message = f"{name}: column '{col_name}' holds {data_type}, schema expects {col.type}."
+        details = {"expected": col.type, "found": str(data_type)}
         kind_severity = severity_of(schema, "type_mismatch", "error", col_name)
         return [Anomaly(col_name, "type_mismatch", kind_severity, message, details)]
     out: list[Anomaly] = []
-    fraction = column.null_count / rows
-    if fraction > col.max_null_fraction or (not col.nullable and column.null_count):
+    if stats is not None:
+        rows, null_count = int(stats["count"]), int(stats["nulls"])
+    else:
+        counted = [(len(c), c.null_count) for c in data.chunks(col_name)]
+        rows, null_count = sum(n for n, _ in counted), sum(n for _, n in counted)
+    fraction = null_count / max(rows, 1)
+    if fraction > col.max_null_fraction or (not col.nullable and null_count):
         out.append(
             Anomaly(
                 col_name,
@@ -261,13 +341,13 @@ def _column(
             )
         )
     if col.role not in UNCHECKED_ROLES:
-        out.extend(_unseen(column, col_name, schema, name, stats))
-        out.extend(_out_of_range(column, col_name, schema, name, rows))
+        out.extend(_unseen(data, col_name, schema, name, stats))
+        out.extend(_out_of_range(data, col_name, schema, name, max(rows, 1), stats))
     return out
 
 
 def _unseen_counts(
-    column: pa.ChunkedArray, categories: list[str], stats: dict[str, Any] | None
+    data: _Data, col_name: str, categories: list[str], stats: dict[str, Any] | None
 ) -> tuple[int, list[str]]:
     """Rows outside ``categories`` and those values, most frequent first."""
     top = stats.get("top") if stats is not None else None
@@ -276,26 +356,33 @@ def _unseen_counts(
         allowed = set(categories)
         unseen = sorted(((c, v) for v, c in top.items() if v not in allowed), reverse=True)
         return sum(c for c, _ in unseen), [v for _, v in unseen]
-    text = column.cast(pa.string())
-    mask = pc.invert(pc.is_in(text, value_set=pa.array(categories, type=pa.string())))
-    unseen_values = pc.filter(text, pc.fill_null(pc.and_(pc.is_valid(text), mask), False))
-    counted = pc.value_counts(unseen_values)
-    order = np.argsort(-counted.field("counts").to_numpy(), kind="stable")
-    values = counted.field("values").to_pylist()
-    return len(unseen_values), [str(values[i]) for i in order]
+    value_set = pa.array(categories, type=pa.string())
+    totals: dict[str, int] = {}
+    for column in data.chunks(col_name):
+        text = column.cast(pa.string())
+        mask = pc.invert(pc.is_in(text, value_set=value_set))
+        counted = pc.value_counts(
+            pc.filter(text, pc.fill_null(pc.and_(pc.is_valid(text), mask), False))
+        )
+        for value, count in zip(
+            counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
+        ):
+            totals[str(value)] = totals.get(str(value), 0) + int(count)
+    ordered = sorted(totals.items(), key=lambda item: -item[1])
+    return sum(totals.values()), [value for value, _ in ordered]
 
 
 def _unseen(
-    column: pa.ChunkedArray,
+    data: _Data,
     col_name: str,
     schema: Schema,
     name: str,
     stats: dict[str, Any] | None,
 ) -> list[Anomaly]:
     col = schema.columns[col_name]
-    if col.categories is None or column_kind(column.type) == "numeric":
+    if col.categories is None or column_kind(data.schema.field(col_name).type) == "numeric":
         return []
-    count, values = _unseen_counts(column, col.categories, stats)
+    count, values = _unseen_counts(data, col_name, col.categories, stats)
     if not count:
         return []
     values = values[:10]
@@ -312,17 +399,35 @@ def _unseen(
 
 
 def _out_of_range(
-    column: pa.ChunkedArray, col_name: str, schema: Schema, name: str, rows: int
+    data: _Data,
+    col_name: str,
+    schema: Schema,
+    name: str,
+    rows: int,
+    stats: dict[str, Any] | None,
 ) -> list[Anomaly]:
     low, high = schema.columns[col_name].min, schema.columns[col_name].max
-    if (low is None and high is None) or column_kind(column.type) != "numeric":
+    data_type = data.schema.field(col_name).type
+    if (low is None and high is None) or column_kind(data_type) != "numeric":
         return []
-    bounds = pc.min_max(column)
-    lowest, highest = bounds["min"].as_py(), bounds["max"].as_py()
-    if lowest is None or ((low is None or lowest >= low) and (high is None or highest <= high)):
-        return []  # the common case, without counting row by row
-    below = int(pc.sum(pc.less(column, low)).as_py() or 0) if low is not None else 0
-    above = int(pc.sum(pc.greater(column, high)).as_py() or 0) if high is not None else 0
+    if stats is not None and pa.types.is_integer(data_type):
+        # exact integer bounds from the statistics (floats may hold infinities they leave out)
+        lowest, highest = stats.get("min"), stats.get("max")
+    else:
+        lowest = highest = None
+        for column in data.chunks(col_name):
+            bounds = pc.min_max(column)
+            a, b = bounds["min"].as_py(), bounds["max"].as_py()
+            lowest = a if lowest is None or (a is not None and a < lowest) else lowest
+            highest = b if highest is None or (b is not None and b > highest) else highest
+    within_low = low is None or lowest is None or lowest >= low
+    within_high = high is None or highest is None or highest <= high
+    if within_low and within_high:
+        return []  # the common case (or an all-null column), without counting row by row
+    below = above = 0
+    for column in data.chunks(col_name):
+        below += int(pc.sum(pc.less(column, low)).as_py() or 0) if low is not None else 0
+        above += int(pc.sum(pc.greater(column, high)).as_py() or 0) if high is not None else 0
     if not (below or above):
         return []
     return [
@@ -355,16 +460,39 @@ def _row_count(
     return []
 
 
-def _duplicates(table: pa.Table, schema: Schema, name: str, examples: int = 20) -> list[Anomaly]:
-    """Rows equal to an earlier row, found by a 64-bit row hash (DuckDB, vectorised)."""
-    if table.num_rows < 2 or not table.num_columns:
-        return []
-    import duckdb
+class _RowHashes:
+    """64-bit hashes of whole rows, batch by batch (DuckDB's vectorised ``hash``, no GIL)."""
 
-    columns = ", ".join('"' + c.replace('"', '""') + '"' for c in table.column_names)
-    with duckdb.connect() as con:
-        con.register("data", table)
-        hashes = con.execute(f"SELECT hash({columns}) AS h FROM data").fetchnumpy()["h"]
+    def __init__(self, columns: list[str]) -> None:
+        quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+        self.query = f"SELECT hash({quoted}) AS h FROM batch" if columns else ""
+        self.parts: dict[int, np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, first_row: int, table: pa.Table) -> None:
+        if not self.query or not table.num_rows:
+            return
+        import duckdb
+
+        with duckdb.connect() as con:
+            con.register("batch", table)
+            hashes = con.execute(self.query).fetchnumpy()["h"]
+        with self.lock:
+            self.parts[first_row] = np.asarray(hashes, dtype=np.uint64)
+
+    def result(self, rows: int) -> np.ndarray | None:
+        """Every row's hash in row order; None when there were no columns to hash."""
+        if not self.query or rows < 2:
+            return None
+        return np.concatenate([self.parts[start] for start in sorted(self.parts)])
+
+
+def _duplicates(
+    hashes: np.ndarray | None, rows: int, schema: Schema, name: str, examples: int = 20
+) -> list[Anomaly]:
+    """Rows equal to an earlier row, found by their 64-bit row hashes."""
+    if hashes is None:
+        return []
     import pandas as pd
 
     repeat = pd.Series(hashes).duplicated(keep="first").to_numpy()  # a hash table, O(n)
@@ -372,7 +500,7 @@ def _duplicates(table: pa.Table, schema: Schema, name: str, examples: int = 20) 
     if not count:
         return []
     row_ids = np.flatnonzero(repeat)[:examples].tolist()
-    fraction = count / table.num_rows
+    fraction = count / rows
     message = (
         f"{name}: {count} rows ({fraction:.1%}) repeat an earlier row, e.g. rows {row_ids[:5]}. "
         "Deduplicate the source if they are not genuine repeats."

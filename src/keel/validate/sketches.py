@@ -2,9 +2,13 @@
 
 Each column keeps exact counts, min/max and Chan's mean/M2 moments, plus three sketches:
 
+- **Exact counts** while a numeric column has at most ``EXACT_MAX`` distinct values (ages,
+  counts, codes): every distinct value with its count, so quantiles and CDFs are exact, merging
+  is exact, and the statistics are byte-for-byte reproducible. Past ``EXACT_MAX`` the counts
+  are fed into KLL and the column continues there.
 - **KLL** (``kll_doubles_sketch``, k=200) for quantiles and CDFs. Its normalised rank error is
   1.33% single-sided and 1.65% for PMF/CDF at 99% confidence (``KLL_RANK_ERROR``); merging
-  keeps the bound.
+  keeps the bound. KLL compacts at random, so two runs may differ within that bound.
 - **Frequent items** (``frequent_strings_sketch``, lg_max_k=10) for the top-k categories with
   counts. Counts are exact while fewer than ``0.75 * 2**10 = 768`` distinct values were seen;
   beyond that each estimate is within ``3.5 / 2**10 = 0.34%`` of the total weight.
@@ -15,7 +19,7 @@ Sketches travel as base64 strings in the statistics JSON. Numbers are fed to HLL
 ``1`` and ``1.0`` hash alike) and categories as strings. Nothing here loops over rows: KLL takes
 numpy arrays, and frequent items and HLL take one update per distinct value of a batch.
 :func:`column_quantiles` and :func:`column_cdf` read quantiles and CDFs back from a column's
-statistics (KLL when present, else the stored quantiles of older statistics).
+statistics (exact counts or KLL when present, else the stored quantiles of older statistics).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 from keel.errors import DataValidationError
 
 __all__ = [
+    "EXACT_MAX",
     "FI_LG_MAX_K",
     "HLL_LG_K",
     "KLL_K",
@@ -45,6 +50,7 @@ __all__ = [
 ]
 
 KLL_K = 200
+EXACT_MAX = 4096
 KLL_RANK_ERROR = ds.kll_doubles_sketch.get_normalized_rank_error(KLL_K, True)
 HLL_LG_K = 12
 FI_LG_MAX_K = 10
@@ -107,10 +113,11 @@ def _hll_estimate(text: str) -> int:
 
 
 class NumericSketch:
-    """Exact moments and KLL/HLL sketches of a numeric column, updated batch by batch."""
+    """Exact moments, exact value counts (or KLL past ``EXACT_MAX`` values) and HLL."""
 
     def __init__(self) -> None:
-        self.kll = ds.kll_doubles_sketch(KLL_K)
+        self.kll: ds.kll_doubles_sketch | None = None
+        self.exact: tuple[np.ndarray, np.ndarray] | None = (np.zeros(0), np.zeros(0, np.int64))
         self.hll = ds.hll_sketch(HLL_LG_K, ds.tgt_hll_type.HLL_8)
         self.n = 0
         self.mean = 0.0
@@ -118,16 +125,18 @@ class NumericSketch:
         self.min = math.inf
         self.max = -math.inf
 
-    def update(self, finite: np.ndarray, distinct: np.ndarray) -> None:
-        """Add a batch of finite float64 values and its distinct values."""
+    def update(self, finite: np.ndarray, distinct: np.ndarray, counts: np.ndarray) -> None:
+        """Add a batch of finite float64 values, given with its sorted distinct values."""
         if not finite.size:
             return
         with np.errstate(over="ignore", invalid="ignore"):
             mean = float(finite.mean())
             m2 = float(np.square(finite - mean).sum())
         self._moments(finite.size, mean, m2, distinct)
-        # the binding takes writable arrays only; Arrow's zero-copy views are read-only
-        self.kll.update(finite if finite.flags.writeable else finite.copy())
+        if not self._count(distinct, counts):
+            assert self.kll is not None
+            # the binding takes writable arrays only; Arrow's zero-copy views are read-only
+            self.kll.update(finite if finite.flags.writeable else finite.copy())
 
     def update_counts(self, distinct: np.ndarray, counts: np.ndarray) -> None:
         """Add a batch given as sorted distinct finite values with their counts."""
@@ -138,7 +147,22 @@ class NumericSketch:
             mean = float(np.dot(distinct, counts) / n)
             m2 = float(np.dot(np.square(distinct - mean), counts))
         self._moments(n, mean, m2, distinct)
-        self.kll.update(np.repeat(distinct, counts))
+        if not self._count(distinct, counts):
+            assert self.kll is not None
+            # sorted input: KLL compacts it twice as fast
+            self.kll.update(np.repeat(distinct, counts))
+
+    def _count(self, distinct: np.ndarray, counts: np.ndarray) -> bool:
+        """Fold a batch into the exact counts; False once the column has outgrown them."""
+        if self.exact is None:
+            return False
+        values, totals = fold_counts(self.exact, (distinct, counts))
+        if values.size <= EXACT_MAX:
+            self.exact = (values, totals)
+            return True
+        self.kll = exact_to_kll(*self.exact)
+        self.exact = None
+        return False
 
     def _moments(self, n: int, mean: float, m2: float, distinct: np.ndarray) -> None:
         self.n, self.mean, self.m2 = chan_merge((self.n, self.mean, self.m2), (n, mean, m2))
@@ -147,9 +171,115 @@ class NumericSketch:
         # + 0.0 turns -0.0 into 0.0 so the two hash alike
         _hll_update(self.hll, (distinct + 0.0).tolist())
 
+    def quantiles(self, ranks: np.ndarray) -> np.ndarray:
+        """Quantiles at normalised ranks (exact while the counts are exact)."""
+        if self.exact is not None:
+            return exact_quantiles(*self.exact, ranks)
+        assert self.kll is not None
+        return kll_quantiles(self.kll, ranks)
+
+    def bin_counts(self, edges: list[float]) -> np.ndarray:
+        """Counts in the bins ``(-inf, e0], ..., (e_last, inf)``: exact, or from KLL's PMF."""
+        if self.exact is not None:
+            values, counts = self.exact
+            index = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="left")
+            return np.bincount(index, weights=counts, minlength=len(edges) + 1).astype(np.int64)
+        assert self.kll is not None
+        pmf = np.asarray(self.kll.get_pmf(edges, inclusive=True), dtype=np.float64)
+        return _round_to_total(pmf * self.n, self.n)
+
     def serialized(self) -> dict[str, str]:
-        """The sketches as base64 strings."""
-        return {"kll": _b64(self.kll.serialize()), "hll": _b64(self.hll.serialize_compact())}
+        """The sketches as base64 strings (``exact`` or ``kll``, and ``hll``)."""
+        hll = _b64(self.hll.serialize_compact())
+        if self.exact is not None:
+            return {"exact": encode_exact(*self.exact), "hll": hll}
+        assert self.kll is not None
+        return {"kll": _b64(self.kll.serialize()), "hll": hll}
+
+
+def _round_to_total(values: np.ndarray, total: int) -> np.ndarray:
+    floor: np.ndarray = np.floor(values).astype(np.int64)
+    short = total - int(floor.sum())
+    if short > 0:
+        floor[np.argsort(floor - values, kind="stable")[:short]] += 1
+    return floor
+
+
+def fold_counts(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two sets of (sorted distinct values, counts) as one."""
+    if not a[0].size:
+        return np.asarray(b[0], dtype=np.float64), np.asarray(b[1], dtype=np.int64)
+    values, inverse = np.unique(np.concatenate([a[0], b[0]]), return_inverse=True)
+    totals = np.zeros(values.size, dtype=np.int64)
+    np.add.at(totals, inverse, np.concatenate([a[1], b[1]]).astype(np.int64))
+    return values, totals
+
+
+def encode_exact(values: np.ndarray, counts: np.ndarray) -> str:
+    """Distinct values and counts as base64: the float64 values, then the int64 counts."""
+    data = np.asarray(values, dtype="<f8").tobytes() + np.asarray(counts, dtype="<i8").tobytes()
+    return _b64(data)
+
+
+def decode_exact(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`encode_exact`."""
+    raw = _unb64(text)
+    size = len(raw) // 16
+    values = np.frombuffer(raw, dtype="<f8", count=size).astype(np.float64)
+    counts = np.frombuffer(raw, dtype="<i8", offset=8 * size, count=size).astype(np.int64)
+    return values, counts
+
+
+def exact_to_kll(values: np.ndarray, counts: np.ndarray) -> ds.kll_doubles_sketch:
+    """A KLL sketch of the values repeated by their counts."""
+    sketch = ds.kll_doubles_sketch(KLL_K)
+    if values.size:
+        sketch.update(np.repeat(np.asarray(values, dtype=np.float64), counts))
+    return sketch
+
+
+def exact_quantiles(values: np.ndarray, counts: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """The smallest value whose cumulative share reaches each rank (KLL's inclusive rule)."""
+    ranks = np.clip(np.asarray(ranks, dtype=np.float64), 0.0, 1.0)
+    if not values.size:
+        return np.full(ranks.shape, np.nan)
+    cumulative = np.cumsum(counts)
+    index = np.searchsorted(cumulative, ranks * cumulative[-1], side="left")
+    found: np.ndarray = values[np.minimum(index, values.size - 1)]
+    return found
+
+
+def exact_cdf(values: np.ndarray, counts: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``P(X <= v)`` for each point, from exact counts; NaN for NaN points or no values."""
+    points = np.asarray(points, dtype=np.float64)
+    if not values.size:
+        return np.full(points.shape, np.nan)
+    cumulative = np.concatenate([[0], np.cumsum(counts)]).astype(np.float64)
+    out: np.ndarray = cumulative[np.searchsorted(values, points, side="right")] / cumulative[-1]
+    out[np.isnan(points)] = np.nan
+    return out
+
+
+def _sketch_kll(encoded: dict[str, str]) -> ds.kll_doubles_sketch:
+    if "exact" in encoded:
+        return exact_to_kll(*decode_exact(encoded["exact"]))
+    return decode_kll(encoded["kll"])
+
+
+def sketch_quantiles(encoded: dict[str, str], ranks: np.ndarray) -> np.ndarray:
+    """Quantiles from a numeric column's serialized sketches (exact counts or KLL)."""
+    if "exact" in encoded:
+        return exact_quantiles(*decode_exact(encoded["exact"]), ranks)
+    return kll_quantiles(decode_kll(encoded["kll"]), ranks)
+
+
+def sketch_cdf(encoded: dict[str, str], points: np.ndarray) -> np.ndarray:
+    """The CDF from a numeric column's serialized sketches (exact counts or KLL)."""
+    if "exact" in encoded:
+        return exact_cdf(*decode_exact(encoded["exact"]), points)
+    return kll_cdf(decode_kll(encoded["kll"]), points)
 
 
 class CategorySketch:
@@ -214,9 +344,15 @@ def distinct_count(encoded: dict[str, str]) -> int:
 def merge_sketches(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
     """Merge two columns' serialized sketches (same keys on both sides)."""
     merged = {"hll": _hll_merge(a["hll"], b["hll"])}
-    if "kll" in a:
-        kll = decode_kll(a["kll"])
-        kll.merge(decode_kll(b["kll"]))
+    if "exact" in a and "exact" in b:
+        values, counts = fold_counts(decode_exact(a["exact"]), decode_exact(b["exact"]))
+        if values.size <= EXACT_MAX:
+            merged["exact"] = encode_exact(values, counts)
+        else:
+            merged["kll"] = _b64(exact_to_kll(values, counts).serialize())
+    elif "kll" in a or "kll" in b:
+        kll = _sketch_kll(a)
+        kll.merge(_sketch_kll(b))
         merged["kll"] = _b64(kll.serialize())
     if "items" in a:
         items = ds.frequent_strings_sketch.deserialize(_unb64(a["items"]))
@@ -283,8 +419,7 @@ def _merge_numeric(
         out.pop(key, None)
     if not n:
         return
-    kll = decode_kll(out["sketches"]["kll"])
-    values = kll_quantiles(kll, np.asarray(quantiles))
+    values = sketch_quantiles(out["sketches"], np.asarray(quantiles))
     out.update(
         min=min(x["min"] for x in (a, b) if x["moments"]["n"]),
         max=max(x["max"] for x in (a, b) if x["moments"]["n"]),
@@ -305,7 +440,7 @@ def _merge_numeric(
 def column_quantiles(column_stats: dict[str, Any], ranks: np.ndarray) -> np.ndarray:
     """A column's quantiles at normalised ranks in [0, 1], for Wasserstein and KS distances.
 
-    Read from the column's KLL sketch when it has one (rank error ``KLL_RANK_ERROR``), else
+    Read from the column's exact counts or KLL sketch (rank error ``KLL_RANK_ERROR``), else
     interpolated linearly between the stored quantiles, with ``min`` at rank 0 and ``max`` at
     rank 1 (statistics written before sketches). NaN where the column has no finite values or
     is not numeric.
@@ -318,9 +453,9 @@ def column_quantiles(column_stats: dict[str, Any], ranks: np.ndarray) -> np.ndar
         Quantiles with the shape of ``ranks``.
     """
     ranks = np.clip(np.asarray(ranks, dtype=np.float64), 0.0, 1.0)
-    kll = column_stats.get("sketches", {}).get("kll")
-    if kll is not None:
-        return kll_quantiles(decode_kll(kll), ranks)
+    sketches = column_stats.get("sketches", {})
+    if "exact" in sketches or "kll" in sketches:
+        return sketch_quantiles(sketches, ranks)
     known_ranks, known_values = _stored_quantiles(column_stats)
     if not known_ranks.size:
         return np.full(ranks.shape, np.nan)
@@ -331,8 +466,8 @@ def column_quantiles(column_stats: dict[str, Any], ranks: np.ndarray) -> np.ndar
 def column_cdf(column_stats: dict[str, Any], values: np.ndarray) -> np.ndarray:
     """A column's estimated ``P(X <= v)`` at each value, the inverse of :func:`column_quantiles`.
 
-    From the KLL sketch when present, else interpolated over the stored quantiles (0 below
-    ``min``, 1 at and above ``max``). NaN where the column has no finite values.
+    From the exact counts or KLL sketch when present, else interpolated over the stored
+    quantiles (0 below ``min``, 1 at and above ``max``). NaN where the column has no finite values.
 
     Args:
         column_stats: One column's entry of :func:`compute_statistics` output.
@@ -342,9 +477,9 @@ def column_cdf(column_stats: dict[str, Any], values: np.ndarray) -> np.ndarray:
         Cumulative fractions in [0, 1] with the shape of ``values``.
     """
     values = np.asarray(values, dtype=np.float64)
-    kll = column_stats.get("sketches", {}).get("kll")
-    if kll is not None:
-        return kll_cdf(decode_kll(kll), values)
+    sketches = column_stats.get("sketches", {})
+    if "exact" in sketches or "kll" in sketches:
+        return sketch_cdf(sketches, values)
     known_ranks, known_values = _stored_quantiles(column_stats)
     if not known_ranks.size:
         return np.full(values.shape, np.nan)

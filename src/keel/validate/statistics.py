@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -36,7 +36,6 @@ from keel.validate.sketches import (
     column_cdf,
     column_quantiles,
     distinct_count,
-    kll_quantiles,
     merge_column,
     top_items,
 )
@@ -75,7 +74,10 @@ def column_kind(data_type: pa.DataType) -> str:
 
 
 def compute_statistics(
-    data: StatisticsInput, *, reference: dict[str, Any] | None = None
+    data: StatisticsInput,
+    *,
+    reference: dict[str, Any] | None = None,
+    on_batch: Callable[[int, pa.Table], None] | None = None,
 ) -> dict[str, Any]:
     """Statistics for every column, in one streamed pass over record batches.
 
@@ -85,6 +87,9 @@ def compute_statistics(
             batches of about a million rows, so memory stays bounded on large files.
         reference: Statistics of a reference table; when given, histograms reuse its bin edges
             and categories so the two can be compared, and merged, bin by bin.
+        on_batch: Called as ``on_batch(first_row, table)`` for each batch of the pass, in the
+            same thread pool as the column updates, so other per-row work (e.g. row hashes for
+            duplicate detection) shares the one read of the data.
 
     Returns:
         ``{"rows": n, "columns": {name: {...}}}``, JSON-serialisable.
@@ -120,8 +125,10 @@ def compute_statistics(
     # Arrow's kernels release the GIL, so string counting overlaps the numeric sketches
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for table in _prefetched(source.tables(None)):
-            rows += table.num_rows
             jobs = [pool.submit(a.update, table.column(n)) for n, a in accumulators.items()]
+            if on_batch is not None:
+                jobs.append(pool.submit(on_batch, rows, table))
+            rows += table.num_rows
             for job in jobs:
                 job.result()
     _finish_histograms(source, accumulators)
@@ -284,7 +291,7 @@ class _Numeric:
             if self.edges is not None:
                 self._add(distinct, counts)
         else:
-            self.sketch.update(np.asarray(finite, dtype=np.float64), distinct)
+            self.sketch.update(np.asarray(finite, dtype=np.float64), distinct, counts)
             if self.edges is not None:
                 self._add(finite, None)
         self._remember(distinct, counts)
@@ -331,7 +338,7 @@ class _Numeric:
 
     def fix_edges(self) -> bool:
         """Edges at the distinct finite deciles of the sketch; True when the counts are done."""
-        deciles = kll_quantiles(self.sketch.kll, np.linspace(0.1, 0.9, 9))
+        deciles = self.sketch.quantiles(np.linspace(0.1, 0.9, 9))
         self.edges = [float(e) for e in np.unique(deciles[np.isfinite(deciles)])]
         self.bins = np.zeros(len(self.edges) + 1, dtype=np.int64)
         self.bins[0] += self.infinite[0]
@@ -349,13 +356,12 @@ class _Numeric:
         self._add(values if self.is_integer else values[np.isfinite(values)], None)
 
     def estimate_counts(self) -> None:
-        """Counts from the sketch's PMF when the data cannot be read twice."""
-        self.counts_exact = False
-        if self.sketch.kll.is_empty():
+        """Counts from the sketch when the data cannot be read twice (exact while it is)."""
+        self.counts_exact = self.sketch.exact is not None
+        if not self.sketch.n:
             return
         assert self.edges is not None
-        pmf = np.asarray(self.sketch.kll.get_pmf(self.edges, inclusive=True), dtype=np.float64)
-        self.bins += _round_to_total(pmf * self.sketch.n, self.sketch.n)
+        self.bins += self.sketch.bin_counts(self.edges)
 
     def finish(self) -> dict[str, Any]:
         sketch = self.sketch
@@ -366,7 +372,7 @@ class _Numeric:
             "nulls": self.nulls,
         }
         if sketch.n:
-            quantiles = kll_quantiles(sketch.kll, np.asarray(QUANTILES))
+            quantiles = sketch.quantiles(np.asarray(QUANTILES))
             out.update(
                 min=sketch.min,
                 max=sketch.max,
@@ -404,14 +410,6 @@ def _float_counts(finite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = counted.field("values").to_numpy()
     order = np.argsort(values, kind="stable")
     return values[order], counted.field("counts").to_numpy()[order]
-
-
-def _round_to_total(values: np.ndarray, total: int) -> np.ndarray:
-    floor: np.ndarray = np.floor(values).astype(np.int64)
-    short = total - int(floor.sum())
-    if short > 0:
-        floor[np.argsort(floor - values, kind="stable")[:short]] += 1
-    return floor
 
 
 class _Categorical:
