@@ -232,3 +232,37 @@ def test_type_mismatch_column_is_not_compared(
     text = adult_train_table.set_column(index, "age", adult_train_table["age"].cast(pa.string()))
     report = validate_data(text, reference=adult_statistics)
     assert {a.kind for a in report.anomalies if a.column == "age"} == {"type_mismatch"}
+
+
+def test_a_parquet_path_is_streamed_with_the_same_findings_as_the_table(
+    adult_train_table: pa.Table, adult_statistics: dict[str, Any], tmp_path: Any
+) -> None:
+    import pyarrow.parquet as pq
+
+    from keel.validate import statistics
+
+    schema = infer_schema(adult_statistics, target="income")
+    mutated = with_nulls(adult_train_table, "occupation", 0.3)
+    mutated = pa.concat_tables([mutated, mutated.slice(0, 50)])  # 50 duplicated rows
+    workclass = pc.if_else(
+        pc.equal(mutated["workclass"], "Private"), "Privat", mutated["workclass"]
+    )  # a misspelt category in most rows
+    mutated = mutated.set_column(1, "workclass", workclass)
+    ages = pc.if_else(pc.equal(mutated["age"], 90), 190, mutated["age"])
+    mutated = mutated.set_column(0, "age", ages)
+    path = tmp_path / "mutated.parquet"
+    pq.write_table(mutated, path, row_group_size=10_000)  # several batches
+    statistics.BATCH_ROWS, saved = 10_000, statistics.BATCH_ROWS
+    try:
+        streamed = validate_data(path, schema=schema, reference=adult_statistics, name="x")
+    finally:
+        statistics.BATCH_ROWS = saved
+    in_memory = validate_data(mutated, schema=schema, reference=adult_statistics, name="x")
+    assert streamed.to_dict() == in_memory.to_dict()
+    found = {a.kind: a for a in streamed.anomalies if a.column in (None, "age", "workclass")}
+    repeated = mutated.to_pandas().duplicated(keep="first").to_numpy()
+    assert found["duplicate_rows"].details["rows"] == int(repeated.sum()) >= 50
+    assert found["duplicate_rows"].details["row_ids"] == np.flatnonzero(repeated)[:20].tolist()
+    assert found["out_of_range"].details["above"] == int(pc.sum(pc.equal(ages, 190)).as_py())
+    assert found["unseen_category"].details["values"][0] == "Privat"
+    assert ("occupation", "null_fraction", "error") in kinds(streamed.anomalies)
