@@ -48,6 +48,8 @@ def test_ingest_list_show(project: Path) -> None:
     assert (
         result["test"]["snapshot"] in text and "education" in text and "Machine-op-inspct" in text
     )
+    assert details["dialect"]["delimiter"] == "," and details["dialect"]["header"] is False
+    assert "dialect: encoding=utf-8 delimiter=',' header=no" in text
 
 
 def test_ingest_one_split_text(project: Path) -> None:

@@ -37,7 +37,14 @@ def test_adult_snapshot_equals_read_source(
         None,
     )
     assert meta["rows"] == 32561 and meta["source"] == "data/adult.data"
-    assert meta["files"] == ["data/adult.data"] and meta["dialect"] == {"encoding": "utf-8"}
+    assert meta["files"] == ["data/adult.data"] and meta["dialect"] == {
+        "encoding": "utf-8",
+        "delimiter": ",",
+        "quote": None,
+        "escape": None,
+        "comment": None,
+        "header": False,
+    }
     assert meta["columns"] == adult_train_table.column_names
     assert meta["schema_fingerprint"] == schema_fingerprint(adult_train_table.schema)
     assert stores.metadata.get_artifact(result.snapshot.sha256).kind == "snapshot"

@@ -116,6 +116,19 @@ def show(
     _print_snapshot(shown)
 
 
+def _dialect(dialect: dict[str, Any] | None) -> str | None:
+    """``encoding=utf-8 delimiter=',' header=no``: what the CSV was read as."""
+    if not dialect:
+        return None
+    shown = []
+    for key, value in dialect.items():
+        if isinstance(value, bool):
+            shown.append(f"{key}={'yes' if value else 'no'}")
+        elif value is not None:
+            shown.append(f"{key}={value!r}" if key != "encoding" else f"{key}={value}")
+    return " ".join(shown)
+
+
 def _print_snapshot(shown: dict[str, Any]) -> None:
     facts = [
         ("snapshot", shown["sha256"]),
@@ -128,6 +141,8 @@ def _print_snapshot(shown: dict[str, Any]) -> None:
         ("new rows", shown.get("new_rows")),
         ("bad rows", shown.get("bad_rows")),
         ("quarantine", shown.get("quarantine")),
+        ("files", ", ".join(shown.get("files") or []) or None),
+        ("dialect", _dialect(shown.get("dialect"))),
     ]
     for label, value in facts:
         if value is not None:

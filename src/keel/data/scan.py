@@ -226,7 +226,33 @@ def _csv(
     select = f"SELECT * FROM read_csv({names}, {_options(options)})"
     aliases = {str(r): str(f) for r, f in zip(readable, files, strict=True) if r != f}
     renamed = {raw: new for raw, new in zip(plain, final, strict=True) if raw != new}
-    return Scan(select, tuple(files), _CSV_REJECTS, aliases, {"encoding": encoding}, renamed)
+    dialect = {"encoding": encoding, **_sniffed(con, readable[0], options)}
+    return Scan(select, tuple(files), _CSV_REJECTS, aliases, dialect, renamed)
+
+
+def _sniffed(con: duckdb.DuckDBPyConnection, file: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The dialect DuckDB's sniffer settles on (with what keel.yaml gave), for the metadata."""
+    keep = ("encoding", "skip", "delim", "quote", "escape", "comment", "header")
+    given = {key: value for key, value in options.items() if key in keep}
+    query = (
+        "SELECT Delimiter, Quote, Escape, Comment, HasHeader "
+        f"FROM sniff_csv({sql(str(file))}, {_options(given)})"
+    )
+    try:
+        found = con.execute(query).fetchone()
+    except duckdb.Error:  # the scan itself reports what is wrong with the file
+        return {}
+    if found is None:
+        return {}
+    delimiter, quote, escape, comment, header = found
+    unset = "(empty)"
+    return {
+        "delimiter": delimiter,
+        "quote": None if quote == unset else quote,
+        "escape": None if escape == unset else escape,
+        "comment": None if comment == unset else comment,
+        "header": bool(header),
+    }
 
 
 def _jsonl(con: duckdb.DuckDBPyConnection, files: list[Path], workdir: Path) -> Scan:
