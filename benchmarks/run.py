@@ -6,7 +6,11 @@ usage: .venv/bin/python benchmarks/run.py [--only serving,pipeline,validation]
 Benchmarks: serving (``benchmarks/serving/``), the pipeline (``benchmarks/pipeline/``: ``keel run``
 fresh and cached against a hand-written script), and validation (``benchmarks/validation/``:
 statistics + 15 checks on 1M/10M rows, Keel vs Great Expectations vs pandera vs a DuckDB floor,
-and the 10M-row CSV ingest). ``--only`` (or ``BENCHMARKS=validation``) runs some of them; every
+and the 10M-row CSV ingest), and the feature store (``benchmarks/features/``: online lookups and
+the point-in-time join, Keel vs Feast vs a DuckDB floor; knobs ``FEATURES_*`` in its bench.py),
+and training (``benchmarks/training/``: tracking 100,000 runs vs MLflow, tracked fit vs bare
+LightGBM, and the parts search/Ray add; knobs in each part's module).
+``--only`` (or ``BENCHMARKS=validation``) runs some of them; every
 run stores each benchmark's raw JSON under ``benchmarks/.work/results/<name>-<stamp>.json`` and
 RESULTS.md is rendered from the latest raw of each, so the other sections keep their last full
 run. Environment knobs:
@@ -48,12 +52,15 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import bench  # noqa: E402
 import report  # noqa: E402
+from training import bench as training_bench  # noqa: E402
 from validation import bench as validation_bench  # noqa: E402
 from validation import render as validation_render  # noqa: E402
 
+from features import bench as features_bench  # noqa: E402
+from features import render as features_render  # noqa: E402
 from pipeline import bench as pipeline_bench  # noqa: E402
 
-BENCHMARKS = ("serving", "pipeline", "validation")
+BENCHMARKS = ("serving", "pipeline", "validation", "features", "training")
 RESULTS_DIR = BENCH_DIR / ".work" / "results"
 
 KNOBS = (
@@ -216,7 +223,13 @@ def _provenance(name: str, raw: dict[str, Any]) -> tuple[str, str | None]:
     return line, changed
 
 
-SECTION_TITLES = {"serving": "## Serving", "pipeline": "## Pipeline", "validation": "## Validation"}
+SECTION_TITLES = {
+    "serving": "## Serving",
+    "pipeline": "## Pipeline",
+    "validation": "## Validation",
+    "features": "## Feature store",
+    "training": "## Training",
+}
 
 
 def previous_sections(path: Path) -> dict[str, list[str]]:
@@ -281,6 +294,10 @@ def _sections(
             notes = serving_notes + notes
         elif name == "pipeline":
             body += [pipeline_bench.render(raw), ""]
+        elif name == "features":
+            body += [features_render.render(raw).rstrip("\n"), ""]
+        elif name == "training":
+            body += [training_bench.render(raw).rstrip("\n"), ""]
         else:
             body += [validation_render.render(raw).rstrip("\n"), ""]
         line, changed = _provenance(name, raw)
@@ -329,6 +346,8 @@ def _is_quick(raw: dict[str, Any]) -> bool:
 
 
 def _kind(raw: dict[str, Any]) -> str:
+    if raw.get("benchmark") in ("features", "training"):
+        return str(raw["benchmark"])
     if "expected_failing" in raw:
         return "validation"
     return "serving" if "model" in raw else "pipeline"
@@ -388,6 +407,10 @@ def run_one(name: str, only: list[str]) -> dict[str, Any]:
     elif name == "pipeline":
         raw = pipeline_bench.run(1 if config.quick else config.rounds)
         raw["quick"] = config.quick
+    elif name == "features":
+        raw = features_bench.run()
+    elif name == "training":
+        raw = training_bench.run(config.quick)
     else:
         raw = validation_bench.run()
     raw["git"] = {"start": git_start, "end": git_state()}

@@ -23,6 +23,10 @@ _EXPORTS: dict[str, str] = {
     "monitor": "keel.api",
     "ingest": "keel.api",
     "reproduce": "keel.api",
+    "tune": "keel.api",
+    "runs": "keel.api",
+    "get_run": "keel.api",
+    "compare_runs": "keel.api",
     "snapshots": "keel.api",
     "validate": "keel.api",
     "infer_schema": "keel.api",
@@ -35,6 +39,9 @@ _EXPORTS: dict[str, str] = {
     "load_config": "keel.config",
     "KeelConfig": "keel.config",
     "FeaturePipeline": "keel.features.pipeline",
+    "feature": "keel.features.custom",
+    "FeatureStore": "keel.features.store",
+    "FeatureView": "keel.features.views",
     "ModelPackage": "keel.registry.package",
     "create_app": "keel.serve.app",
     "Artifact": "keel.types",
@@ -52,6 +59,8 @@ __all__ = [*sorted(_EXPORTS), "__version__"]
 if TYPE_CHECKING:
     from keel.api import (
         Model,
+        compare_runs,
+        get_run,
         infer_schema,
         ingest,
         init,
@@ -62,8 +71,10 @@ if TYPE_CHECKING:
         predict,
         reproduce,
         run,
+        runs,
         show_model,
         snapshots,
+        tune,
         validate,
     )
     from keel.config import KeelConfig, load_config
@@ -75,7 +86,10 @@ if TYPE_CHECKING:
         KeelError,
         NotFoundError,
     )
+    from keel.features.custom import feature
     from keel.features.pipeline import FeaturePipeline
+    from keel.features.store import FeatureStore
+    from keel.features.views import FeatureView
     from keel.project import Project
     from keel.registry.package import ModelPackage
     from keel.serve.app import create_app

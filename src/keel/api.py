@@ -22,6 +22,8 @@ from keel.project import Project
 from keel.registry.package import ModelPackage
 
 __all__ = [
+    "compare_runs",
+    "get_run",
     "infer_schema",
     "ingest",
     "init",
@@ -33,6 +35,7 @@ __all__ = [
     "reproduce",
     "resolve_data",
     "run",
+    "runs",
     "show_model",
     "snapshots",
     "validate",
@@ -118,6 +121,22 @@ def run(
         }
 
 
+def tune(
+    project: str | Path | None = None, *, trials: int = 10, console: Console | None = None
+) -> dict[str, Any]:
+    """Run ``trials`` more trials of the project's search (resuming its study), then the rest of
+    the pipeline; the model is retrained and registered when the best trial changed.
+
+    Returns:
+        ``{"study", "trials_before", "trials_run", "best_trial", "best_value", "metric",
+        "best_params", "steps", "model": {"name", "version", "promoted", "metrics"}}``.
+    """
+    from keel.train.search.step import extend_search
+
+    with Project(project) as proj:
+        return extend_search(proj, trials, console or Console(quiet=True))
+
+
 def reproduce(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
     """Re-execute a recorded run on its recorded inputs; report whether every output hash matches.
 
@@ -131,6 +150,43 @@ def reproduce(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
         return reproduce_run(proj, run)
 
 
+def runs(
+    filter: str | None = None,
+    *,
+    sort: str | None = None,
+    limit: int = 50,
+    project: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Tracked runs matching a filter, sorted: params, metrics, tags, resources, data.
+
+    Example:
+        >>> keel.runs('metrics.roc_auc > 0.9 and step = "evaluate"', sort="metrics.roc_auc desc")
+
+    Raises:
+        ConfigError: A malformed filter or sort (the message shows the position and the forms).
+    """
+    from keel.tracking import find_runs
+
+    with Project(project) as proj:
+        return find_runs(proj.metadata, filter, sort=sort, limit=limit)
+
+
+def get_run(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """One run (id or prefix of 6+ hex digits): facts, learning curves, environment, lineage."""
+    from keel.tracking import show_run
+
+    with Project(project) as proj:
+        return show_run(proj.metadata, run)
+
+
+def compare_runs(run_ids: list[str], *, project: str | Path | None = None) -> dict[str, Any]:
+    """Runs side by side (params, metrics, data, environment), each row marked if it differs."""
+    from keel.tracking import compare_runs as compare
+
+    with Project(project) as proj:
+        return compare(proj.metadata, run_ids)
+
+
 class Model:
     """A registered model version, loaded and verified, ready to predict."""
 
@@ -140,15 +196,15 @@ class Model:
         self.version = version
 
     def predict(self, data: Any) -> Any:
-        """Class labels for a DataFrame or Arrow table (batch path)."""
+        """Class labels (or regression values) for a DataFrame or Arrow table (batch path)."""
         return self.package.predict(data)
 
     def predict_proba(self, data: Any) -> Any:
-        """P(positive class) for a DataFrame or Arrow table."""
+        """P(positive class), or per-class probabilities (multiclass), for a DataFrame/table."""
         return self.package.predict_proba(data)
 
-    def predict_rows(self, rows: list[dict[str, Any]]) -> tuple[list[str], list[float]]:
-        """The online path: request dicts in, (labels, probabilities) out."""
+    def predict_rows(self, rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any] | None]:
+        """The online path: request dicts in, (labels or values, probabilities or None) out."""
         return self.package.predict_rows(rows)
 
     def __repr__(self) -> str:
@@ -191,13 +247,13 @@ def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]
 def _version(v: Any, project: Project) -> dict[str, Any]:
     import orjson
 
-    from keel.registry.package import MODEL_FILE
+    from keel.registry.package import model_file_of
 
     manifest = orjson.loads(project.artifacts.get(v.package_sha256))
     return {
         "version": v.version,
         "package_sha256": v.package_sha256,
-        "model_sha256": manifest["files"][MODEL_FILE]["sha256"],
+        "model_sha256": manifest["files"][model_file_of(manifest)]["sha256"],
         "run_id": v.run_id,
         "created_at": v.created_at.isoformat(),
         "aliases": list(v.aliases),

@@ -14,7 +14,10 @@ import typer
 from rich.table import Table
 
 from keel.commands import data as data_commands
+from keel.commands import features as features_commands
+from keel.commands import runs as runs_commands
 from keel.commands import schema as schema_commands
+from keel.commands import tune as tune_commands
 from keel.commands import validate as validate_commands
 from keel.commands.output import Format, FormatOpt, ProjectOpt, err, out
 from keel.commands.output import emit_json as _emit_json
@@ -29,8 +32,9 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List and inspect registered models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-for _group in (data_commands, schema_commands, validate_commands):
+for _group in (data_commands, features_commands, runs_commands, schema_commands, validate_commands):
     _group.register(app)
+tune_commands.register(app)
 
 _state: dict[str, Any] = {"debug": False}
 
@@ -86,11 +90,7 @@ def _print_run(summary: dict[str, Any]) -> None:
     out.print(table)
     model = summary["model"]
     metrics = model["metrics"]
-    out.print(
-        f"model {model['name']} version {model['version']}: "
-        f"roc_auc={_short(metrics.get('roc_auc'))} accuracy={_short(metrics.get('accuracy'))} "
-        f"log_loss={_short(metrics.get('log_loss'))} (test)"
-    )
+    out.print(f"model {model['name']} version {model['version']}: {_headline(metrics)} (test)")
     for gate in model["gates"]:
         mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"
         out.print(f"  gate {gate['gate']}: {mark} (value {_short(gate['value'])})")
@@ -102,6 +102,12 @@ def _print_run(summary: dict[str, Any]) -> None:
 
 def _short(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    """The task's main test metrics that the model has (classification or regression)."""
+    names = ("roc_auc", "accuracy", "macro_f1", "log_loss", "rmse", "mae", "r2")
+    return " ".join(f"{n}={_short(metrics[n])}" for n in names if metrics.get(n) is not None)
 
 
 @app.command()
@@ -166,8 +172,7 @@ def models_show(
         metrics = v["metrics"]
         out.print(
             f"  v{v['version']}  {v['created_at']}  sha256={v['package_sha256'][:16]}  "
-            f"roc_auc={_short(metrics.get('roc_auc'))} accuracy={_short(metrics.get('accuracy'))}"
-            f"  {' '.join(v['aliases'])}"
+            f"{_headline(metrics)}  {' '.join(v['aliases'])}"
         )
 
 
@@ -194,7 +199,7 @@ def serve(
     proj = Project(project)
     server_app = create_app(proj, models=model, log_predictions=False if no_log else None)
     bind_host, bind_port = host or proj.config.serve.host, port or proj.config.serve.port
-    names = ", ".join(f"{n}@{m.version}" for n, m in server_app.models.items())
+    names = ", ".join(f"{n}@{m.version}" for n, m in server_app.models.items()) or "features"
     err.print(f"serving {names} on http://{bind_host}:{bind_port} (Ctrl-C to stop)")
     uvicorn.run(
         server_app,

@@ -34,6 +34,7 @@ import fsspec
 from keel.errors import ConfigError, ConflictError, IntegrityError, NotFoundError
 from keel.store.artifacts import CHUNK_SIZE, ArtifactStore
 from keel.store.metadata import MetadataStore
+from keel.store.tracking_tables import Condition, Order
 from keel.types import Artifact, LineageEdge, Run
 
 __all__ = [
@@ -322,6 +323,83 @@ class MetadataStoreContract:
             versions = [v for batch in pool.map(register, range(8)) for v in batch]
         assert sorted(versions) == list(range(1, 41))
         assert [v.version for v in store.list_versions("race")] == list(range(1, 41))
+
+    def test_tracked_facts_are_queryable(self, store: MetadataStore) -> None:
+        """facts["params"/"metrics"/"history"/"tags"] are stored, filtered and sorted on."""
+        snapshot = Artifact("snapshot", "memory://contract/s", _sha("snap"), 4)
+        store.record_artifact(snapshot)
+        ids = []
+        for i, auc in enumerate((0.95, 0.80, 0.91, float("nan"))):
+            run = store.start_run("train", cache_key=f"k{i}", config_hash="c", code_version="v")
+            facts = {
+                "params": {"num_leaves": 16 * (i + 1), "boosting": "gbdt", "opt": {"lr": 0.1}},
+                "metrics": {"roc_auc": auc, "rows": 100, "note": "text is not a metric"},
+                "history": {"validation": {"auc": [0.7, 0.8, auc]}},
+                "tags": {"team": "a" if i % 2 else "b"},
+                "best_iteration": 3,
+            }
+            store.finish_run(run.id, status="succeeded", inputs={"data": snapshot.sha256},
+                             facts=facts)  # fmt: skip
+            ids.append(run.id)
+        store.start_run("ingest", cache_key="x", config_hash="c", code_version="v")
+
+        def ids_of(*conditions: Condition, order: tuple[Order, ...] = ()) -> list[str]:
+            return [t.run.id for t in store.search_runs(conditions, order=order)]
+
+        by_auc = (Order("metrics", "roc_auc", descending=True),)
+        assert ids_of(Condition("metrics", "roc_auc", ">", 0.9), order=by_auc) == [ids[0], ids[2]]
+        assert ids_of(Condition("params", "num_leaves", "<=", 32)) == [ids[1], ids[0]]
+        assert ids_of(Condition("params", "boosting", "=", "gbdt"), order=by_auc) == [
+            ids[0], ids[2], ids[1]
+        ]  # fmt: skip
+        by_leaves = (Order("params", "num_leaves", descending=True),)
+        assert ids_of(order=by_leaves) == ids[::-1]
+        assert ids_of(Condition("params", "opt.lr", "=", 0.1), order=by_auc)[0] == ids[0]
+        assert set(ids_of(Condition("tags", "team", "=", "a"))) == {ids[1], ids[3]}
+        assert len(ids_of(Condition("run", "step", "in", ("train", "ingest")))) == 5
+        assert ids_of(Condition("run", "status", "=", "running")) != []
+        assert ids_of(Condition("metrics", "note", "=", 1.0)) == []
+        tracked = store.get_tracked_run(ids[0][:8])
+        assert tracked.params == {"num_leaves": 16, "boosting": "gbdt", "opt.lr": 0.1}
+        assert tracked.metrics == {"roc_auc": 0.95, "rows": 100.0}
+        assert tracked.history == {"validation.auc": [0.7, 0.8, 0.95]}
+        assert tracked.tags == {"team": "b"} and tracked.snapshots == {"data": snapshot.sha256}
+        assert tracked.duration_seconds is not None and tracked.duration_seconds >= 0
+        assert store.get_tracked_run(ids[3]).metrics["roc_auc"] is None
+        assert tracked.run.params["facts"]["best_iteration"] == 3
+        assert "history" not in tracked.run.params["facts"]
+
+    def test_every_run_records_its_environment(self, store: MetadataStore) -> None:
+        """start_run captures the environment (or takes one); equal environments are shared."""
+        first = store.start_run("a", cache_key="k", config_hash="c", code_version="v")
+        given = {"python": "3.0", "packages": {}}
+        second = store.start_run(
+            "b", cache_key="k", config_hash="c", code_version="v", environment=given,
+            tags={"owner": "me"},
+        )  # fmt: skip
+        env = store.get_tracked_run(first.id).environment
+        assert env is not None and env["python"].count(".") == 2 and "numpy" in env["packages"]
+        assert store.get_tracked_run(second.id).environment == given
+        assert store.get_tracked_run(second.id).tags == {"owner": "me"}
+        store.finish_run(second.id, status="succeeded", facts={"tags": {"owner": "you", "x": 1}})
+        assert store.get_tracked_run(second.id).tags == {"owner": "you", "x": "1"}
+        with _raises(ConfigError, match="facts['metrics']"):
+            store.finish_run(first.id, status="succeeded", facts={"metrics": [0.9]})
+        assert store.get_run(first.id).status == "running"
+
+    def test_runs_racing_to_record_one_environment(self, store: MetadataStore) -> None:
+        """Parallel first runs with the same new environment all start; it is stored once."""
+        start = threading.Barrier(6)
+        env = {"python": "race", "packages": {"keel": "0"}}
+
+        def begin(i: int) -> str:
+            start.wait()
+            return store.start_run(f"t{i}", cache_key="k", config_hash="c", code_version="v",
+                                   environment=env).id  # fmt: skip
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            ids = list(pool.map(begin, range(6)))
+        assert all(store.get_tracked_run(i).environment == env for i in ids)
 
     def test_audit_log(self, store: MetadataStore) -> None:
         """audit appends entries; list_audit filters by target, newest first."""

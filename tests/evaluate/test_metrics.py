@@ -137,3 +137,61 @@ def test_unknown_or_missing_metric_fails_the_gate() -> None:
 
 def test_no_gates_pass_trivially() -> None:
     assert check_gates({"roc_auc": 0.5}, []) == []
+
+
+def test_multiclass_metrics_match_sklearn() -> None:
+    from sklearn.metrics import f1_score
+
+    from keel.evaluate.metrics import multiclass_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 400)
+    logits = rng.normal(size=(400, 4)) + 1.5 * np.eye(4)[y]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    metrics = multiclass_metrics(y, proba)
+    predicted = proba.argmax(axis=1)
+    assert metrics["rows"] == 400
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y, predicted))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y, predicted, average="macro"))
+    assert metrics["log_loss"] == pytest.approx(log_loss(y, proba))
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"))
+    assert 0.25 < metrics["accuracy"] < 1.0
+
+
+def test_multiclass_auc_is_none_when_a_class_is_absent() -> None:
+    from keel.evaluate.metrics import multiclass_metrics
+
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
+    metrics = multiclass_metrics(np.array([0, 1, 0]), proba)
+    assert metrics["roc_auc"] is None and metrics["accuracy"] == 1.0
+
+
+def test_regression_metrics_by_hand() -> None:
+    from keel.evaluate.metrics import regression_metrics
+
+    metrics = regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 6.0]))
+    assert metrics["rmse"] == pytest.approx(1.0)
+    assert metrics["mae"] == pytest.approx(0.5)
+    assert metrics["r2"] == pytest.approx(1 - 4 / 5)
+    assert regression_metrics(np.array([2.0, 2.0]), np.array([1.0, 3.0]))["r2"] is None
+
+
+def test_slices_and_gates_per_task() -> None:
+    from keel.evaluate.metrics import task_metrics
+
+    y = np.array([1.0, 2.0, 3.0, 10.0])
+    prediction = np.array([1.0, 2.0, 3.0, 4.0])
+    groups = {"city": np.array(["a", "a", "b", "b"], dtype=object)}
+    result = slice_metrics(y, prediction, groups, task="regression")["city"]
+    assert result["a"]["rmse"] == 0.0
+    assert result["_gap"] == {"rmse_difference": pytest.approx(np.sqrt(18))}
+    metrics = task_metrics("regression", y, prediction)
+    gates = EvaluateConfig(gates=["rmse <= 5", "r2 >= 0.9"]).parsed_gates()
+    assert [g["passed"] for g in check_gates(metrics, gates)] == [True, False]
+    proba = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    codes = np.array([0, 1, 2, 0])
+    per = slice_metrics(codes, proba, groups, task="multiclass")["city"]
+    assert per["a"]["accuracy"] == 1.0 and per["b"]["accuracy"] == 0.5
+    assert per["_gap"] == {"accuracy_difference": 0.5}
+    multi = task_metrics("multiclass", codes, proba)
+    assert check_gates(multi, [("macro_f1", ">=", 0.5)])[0]["passed"]

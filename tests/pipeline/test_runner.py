@@ -157,3 +157,43 @@ def test_reproduce_cli_exit_codes(ran: tuple[Path, dict, dict]) -> None:
     missing = subprocess.run([sys.executable, "-m", "keel.cli", "reproduce", "feedbeef"],
                              cwd=root, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert missing.returncode == 1 and "feedbeef" in missing.stderr
+
+
+def test_every_run_is_tracked_with_environment_and_learning_curves(
+    ran: tuple[Path, dict, dict],
+) -> None:
+    root, first, second = ran
+    for step in first["steps"] + second["steps"]:
+        shown = keel.get_run(step["run_id"], project=root)
+        env = shown["environment"]
+        assert env is not None and env["python"] and "lightgbm" in env["packages"], step["step"]
+        assert shown["duration_seconds"] is not None and shown["duration_seconds"] >= 0
+    train = keel.get_run(next(s["run_id"] for s in first["steps"] if s["step"] == "train"),
+                         project=root)  # fmt: skip
+    assert train["params"]["learning_rate"] == 0.15 and train["params"]["n_estimators"] == 80
+    assert train["curves"] and all(len(v) >= 1 for v in train["curves"].values())
+    assert train["history"]["roc_auc"]["max"] > 0.85
+    assert set(train["snapshots"]) == {"train_snapshot"} and train["cpu_seconds"] > 0
+    found = keel.runs('step = "evaluate" and metrics.roc_auc > 0.9', project=root)
+    evaluate = [s["run_id"] for s in first["steps"] if s["step"] == "evaluate"]
+    assert [r["id"] for r in found] == evaluate
+    best = keel.runs(sort="metrics.roc_auc desc", limit=1, project=root)[0]
+    assert best["step"] == "evaluate" and best["metrics"]["roc_auc"] >= 0.9
+
+
+def test_a_failing_step_is_recorded_failed_with_its_facts(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from keel.pipeline.runner import Step, StepContext, run_steps
+
+    def broken(ctx: StepContext) -> dict:
+        ctx.facts["metrics"] = {"partial": 0.5}
+        raise RuntimeError("disk on fire")
+
+    root = keel.init(tmp_path / "adult", example="adult")
+    with Project(root) as project:
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            run_steps(project, [Step("broken", broken)], console=Console(quiet=True))
+        (run,) = project.metadata.search_runs()
+        assert (run.run.status, run.metrics) == ("failed", {"partial": 0.5})
+        assert "disk on fire" in (run.run.error or "")

@@ -171,3 +171,67 @@ def test_bad_names_are_config_errors(tmp_path: Path) -> None:
 def _postgres_schema() -> contextlib.AbstractContextManager[str]:
     assert POSTGRES_URL is not None
     return postgres_schema(POSTGRES_URL)
+
+
+def _database_at_0001(url: str) -> None:
+    """A database as Keel 0.1 left it: schema 0001, one finished run with lineage, one running."""
+    from alembic import command
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+            runs = "INSERT INTO runs (id, step, status, cache_key, config_hash, code_version, "
+            runs += "started_at, ended_at, params) VALUES (:id, 'train', :status, 'k', 'c', 'v', "
+            runs += "'2026-01-01 10:00:00', NULL, '{}')"
+            conn.execute(sa.text(runs), [{"id": "a" * 32, "status": "succeeded"},
+                                         {"id": "b" * 32, "status": "running"}])  # fmt: skip
+            conn.execute(sa.text("INSERT INTO lineage VALUES (:r, 'output', 'model', :s)"),
+                         {"r": "a" * 32, "s": "c" * 64})  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def old_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/old.db"
+        return
+    if POSTGRES_URL is None:
+        pytest.skip("set KEEL_TEST_POSTGRES_URL to run against PostgreSQL")
+    with _postgres_schema() as url:
+        yield url
+
+
+def test_upgrade_from_0001_keeps_runs_and_lineage(old_url: str) -> None:
+    url = old_url
+    _database_at_0001(url)
+    with MetadataStore(url) as store:
+        old = store.get_run("a" * 32)
+        assert (old.status, old.outputs) == ("succeeded", {"model": "c" * 64})
+        assert store.lineage("c" * 64)[0].run_id == old.id
+        tracked = store.get_tracked_run("bbbbbb")
+        assert tracked.environment is None and tracked.metrics == {}
+        done = store.finish_run(
+            "b" * 32, status="succeeded", facts={"metrics": {"auc": 0.9}, "tags": {"t": "x"}}
+        )
+        assert done.status == "succeeded"
+        from keel.store.tracking_tables import Condition
+
+        found = store.search_runs([Condition("metrics", "auc", ">=", 0.9)])
+        assert [t.run.id for t in found] == ["b" * 32]
+        assert found[0].duration_seconds is not None and found[0].duration_seconds > 0
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == (
+                HEAD_REVISION
+            )
+            diff = compare_metadata(MigrationContext.configure(conn), schema)
+    finally:
+        engine.dispose()
+    assert diff == []

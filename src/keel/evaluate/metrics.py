@@ -1,4 +1,8 @@
-"""Binary classification metrics, overall and per slice, and promotion gates."""
+"""Metrics per task (binary, multiclass, regression), overall and per slice, and promotion gates.
+
+Gates compare any of these names: ``roc_auc >= 0.9`` (binary), ``macro_f1 >= 0.6`` (multiclass),
+``rmse <= 50`` (regression).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["binary_metrics", "check_gates", "slice_metrics"]
+__all__ = [
+    "binary_metrics",
+    "check_gates",
+    "multiclass_metrics",
+    "regression_metrics",
+    "slice_metrics",
+    "task_metrics",
+]
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 
@@ -36,27 +47,86 @@ def binary_metrics(y: np.ndarray, proba: np.ndarray, *, threshold: float = 0.5) 
     }
 
 
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
+    """Accuracy, macro F1, log loss and one-vs-rest macro ROC AUC for codes ``0..k-1``.
+
+    ``proba`` is ``(rows, k)``. ROC AUC is None when a class is absent from ``y``.
+    """
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+    k = proba.shape[1]
+    codes = y.astype(np.int64)
+    predicted = np.argmax(proba, axis=1) if len(y) else codes
+    clipped = np.clip(proba, 1e-15, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    every_class = len(np.unique(codes)) == k
+    return {
+        "rows": len(y),
+        "accuracy": float(accuracy_score(codes, predicted)) if len(y) else 0.0,
+        "macro_f1": float(
+            f1_score(codes, predicted, labels=list(range(k)), average="macro", zero_division=0)
+        ),
+        "log_loss": float(log_loss(codes, clipped, labels=list(range(k)))) if len(y) else None,
+        "roc_auc": float(roc_auc_score(codes, clipped, multi_class="ovr", average="macro"))
+        if every_class
+        else None,
+    }
+
+
+def regression_metrics(y: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:
+    """RMSE, MAE and R2 (None with fewer than two rows or a constant target)."""
+    truth = y.astype(np.float64)
+    error = prediction.astype(np.float64) - truth
+    spread = float(np.sum((truth - truth.mean()) ** 2)) if len(y) else 0.0
+    return {
+        "rows": len(y),
+        "rmse": float(np.sqrt(np.mean(error**2))) if len(y) else None,
+        "mae": float(np.mean(np.abs(error))) if len(y) else None,
+        "r2": 1.0 - float(np.sum(error**2)) / spread if spread > 0 else None,
+        "mean_prediction": float(prediction.mean()) if len(y) else None,
+    }
+
+
+def task_metrics(task: str, y: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:
+    """The metrics of a task: :func:`binary_metrics`, :func:`multiclass_metrics` or
+    :func:`regression_metrics`."""
+    if task == "binary":
+        return binary_metrics(y, prediction)
+    if task == "multiclass":
+        return multiclass_metrics(y, prediction)
+    return regression_metrics(y, prediction)
+
+
 def slice_metrics(
-    y: np.ndarray, proba: np.ndarray, groups: dict[str, np.ndarray]
+    y: np.ndarray,
+    proba: np.ndarray,
+    groups: dict[str, np.ndarray],
+    *,
+    task: str = "binary",
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Metrics per value of each slicing column, e.g. ``{"sex": {"Female": {...}, ...}}``.
 
-    A ``_gap`` entry per column gives the largest difference across groups in selection rate
-    (demographic parity difference) and accuracy.
+    A ``_gap`` entry per column gives the largest difference across groups: for binary models
+    in selection rate (demographic parity difference) and accuracy, for multiclass in accuracy,
+    for regression in RMSE.
     """
     out: dict[str, dict[str, dict[str, Any]]] = {}
+    gap_of = {
+        "binary": {"selection_rate_difference": "positive_rate", "accuracy_difference": "accuracy"},
+        "multiclass": {"accuracy_difference": "accuracy"},
+        "regression": {"rmse_difference": "rmse"},
+    }[task]
     for column, values in groups.items():
         per: dict[str, dict[str, Any]] = {}
         labels = np.where(values == None, "<null>", values).astype(str)  # noqa: E711
         for value in np.unique(labels):
             mask = labels == value
-            per[str(value)] = binary_metrics(y[mask], proba[mask])
-        rates = [m["positive_rate"] for m in per.values()]
-        accuracies = [m["accuracy"] for m in per.values()]
-        per["_gap"] = {
-            "selection_rate_difference": float(max(rates) - min(rates)) if rates else 0.0,
-            "accuracy_difference": float(max(accuracies) - min(accuracies)) if accuracies else 0.0,
-        }
+            per[str(value)] = task_metrics(task, y[mask], proba[mask])
+        gaps = {}
+        for gap, metric in gap_of.items():
+            seen = [m[metric] for m in per.values() if m[metric] is not None]
+            gaps[gap] = float(max(seen) - min(seen)) if seen else 0.0
+        per["_gap"] = gaps
         out[column] = per
     return out
 

@@ -1,37 +1,62 @@
 """FeaturePipeline: one fitted state, two paths (a table in batch, a dict per request).
 
-The fitted pipeline is data: :meth:`FeaturePipeline.state` is JSON that travels inside the model
-package, and :meth:`FeaturePipeline.from_state` rebuilds it in the server. ``transform`` works
-column-wise on Arrow/NumPy; ``transform_row`` works on one request dict with no DataFrame. Both
-apply the same float64 operations in the same order, so they agree bit for bit.
+The pipeline is a list of chains (:class:`~keel.features.chain.Chain`), one per column, cross
+or custom feature, each a sequence of transforms (:mod:`keel.features.transform`). A project
+that declares nothing gets today's defaults: numbers imputed and standardized, strings imputed
+and one-hot encoded. ``features.transforms`` in keel.yaml replaces a column's default chain;
+``features.custom`` adds columns computed by ``@keel.feature`` functions.
+
+The fitted pipeline is data: :meth:`FeaturePipeline.state` is JSON that travels inside the
+model package, and :meth:`FeaturePipeline.from_state` rebuilds it in the server. ``transform``
+works column-wise on Arrow/NumPy; ``transform_row`` works on one request dict with no
+DataFrame. Both run the same transforms over the same fitted attributes, so they agree bit for
+bit (a Hypothesis test checks it for every transform).
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from keel.errors import DataValidationError, NotFittedError
+from keel.errors import ConfigError, DataValidationError, NotFittedError
+from keel.features.chain import Chain
+from keel.features.custom import CustomFeature
+from keel.features.plan import default_steps, make_step
+from keel.features.transform import as_strings
 
 __all__ = ["FeaturePipeline"]
 
-_NUMERIC = ("int", "float")
-_TYPE_WORDS = {"int": "a number", "float": "a number", "string": "a string", "bool": "true/false"}
+_KINDS = {"int": "number", "float": "number", "string": "category", "bool": "category",
+          "date": "datetime", "timestamp": "datetime"}  # fmt: skip
+_TYPE_WORDS = {"int": "a number", "float": "a number", "string": "a string", "bool": "true/false",
+               "date": "a date (ISO 8601)", "timestamp": "a date/time (ISO 8601)"}  # fmt: skip
+_NUMBER, _STRING, _BOOL, _TIME = 0, 1, 2, 3
+_READERS = {"int": _NUMBER, "float": _NUMBER, "string": _STRING, "bool": _BOOL,
+            "date": _TIME, "timestamp": _TIME}  # fmt: skip
 
 
 class FeaturePipeline:
-    """Impute, standardize and one-hot encode the model's input columns.
+    """Turn the model's input columns into a float64 feature matrix, in batch or per row.
 
     Args:
-        inputs: Input column names and types (``int``, ``float``, ``string``, ``bool``) in order.
-        numeric_impute: ``median``, ``mean`` or ``constant`` (0).
-        categorical_impute: ``most_frequent`` or ``constant`` (the token ``__missing__``).
-        scale: ``standard`` or ``none``.
-        max_categories: Most frequent categories kept per column; the rest share an ``other`` slot.
+        inputs: Input column names and types (``int``, ``float``, ``string``, ``bool``,
+            ``date``, ``timestamp``) in order.
+        numeric_impute: Default chain for numbers: ``median``, ``mean`` or ``constant`` (0).
+        categorical_impute: Default chain for strings: ``most_frequent`` or ``constant``
+            (the token ``__missing__``).
+        scale: Default chain for numbers: ``standard`` or ``none``.
+        max_categories: Default one-hot: most frequent categories kept; the rest share an
+            ``other`` column.
+        transforms: Declared chains, as in keel.yaml: ``[{"columns": [...], "steps":
+            [{"kind": "impute", "strategy": "median"}, {"kind": "standardize"}]}]``. A chain
+            replaces the default chain of its columns; one whose first step is ``cross``
+            combines its columns into one category (and leaves their own chains alone).
+        custom: Custom features: ``[{"function": "mod:fn", "inputs": [...], "output": name,
+            "type": "float"}]``.
 
     Example:
         >>> pipe = FeaturePipeline(inputs={"age": "int", "sex": "string"}).fit(table)
@@ -46,65 +71,156 @@ class FeaturePipeline:
         categorical_impute: str = "most_frequent",
         scale: str = "standard",
         max_categories: int = 50,
+        transforms: Sequence[Mapping[str, Any]] = (),
+        custom: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.inputs = dict(inputs)
         self.numeric_impute = numeric_impute
         self.categorical_impute = categorical_impute
         self.scale = scale
         self.max_categories = max_categories
+        self.transforms = [dict(t) for t in transforms]
+        self.custom = [dict(c) for c in custom]
 
     # --- fitting -----------------------------------------------------------------------------
 
-    def fit(self, table: pa.Table) -> FeaturePipeline:
-        """Learn fill values, scales and category lists from ``table``; returns self."""
-        self.numeric_: list[dict[str, Any]] = []
-        self.categorical_: list[dict[str, Any]] = []
-        index = 0
-        for name, kind in self.inputs.items():
+    def fit(self, table: pa.Table, y: np.ndarray | None = None) -> FeaturePipeline:
+        """Learn every transform from ``table``; ``y`` is needed by ``target_encode``."""
+        unknown = [name for name, kind in self.inputs.items() if kind not in _KINDS]
+        if unknown:
+            raise ConfigError(
+                f"input '{unknown[0]}' has type '{self.inputs[unknown[0]]}'; types: "
+                f"{', '.join(_KINDS)}.",
+                field=unknown[0],
+            )
+        for name in self.inputs:
             if name not in table.column_names:
                 raise DataValidationError(
                     f"cannot fit features: column '{name}' is missing.", field=name
                 )
-            column = table.column(name)
-            if kind in _NUMERIC:
-                self.numeric_.append({"name": name, "index": index, **self._fit_numeric(column)})
-                index += 1
-            else:
-                spec = self._fit_categorical(column)
-                self.categorical_.append({"name": name, "index": index, **spec})
-                index += len(spec["categories"]) + int(spec["other"])
-        self.n_features_ = index
-        self._compile()
+        custom = [CustomFeature.create(spec) for spec in self.custom]
+        kinds = self._kinds(custom)
+        chains = self._plan(kinds)
+        if y is None and any(step.needs_target for chain in chains for step in chain.steps):
+            raise ConfigError(
+                "target_encode needs the target: call fit(table, y) with the labels.", field="y"
+            )
+        self.custom_ = custom
+        columns = self._read_batch(table)
+        for chain in chains:
+            try:
+                chain.fit(columns, y)
+            except ConfigError as exc:
+                if chain.entry is None:
+                    raise
+                where = f"features.transforms[{chain.entry}]"
+                raise ConfigError(f"{where} ({chain.name}): {exc.message}", field=where) from exc
+        self._finish(chains)
         return self
 
-    def _fit_numeric(self, column: pa.ChunkedArray) -> dict[str, float]:
-        values = column.drop_null().to_numpy().astype(np.float64)
-        if self.numeric_impute == "median":
-            fill = float(np.median(values)) if values.size else 0.0
-        elif self.numeric_impute == "mean":
-            fill = float(values.mean()) if values.size else 0.0
-        else:
-            fill = 0.0
-        mean, scale = 0.0, 1.0
-        if self.scale == "standard" and values.size:
-            mean = float(values.mean())
-            std = float(values.std())
-            scale = std if std > 0 else 1.0
-        return {"fill": fill, "mean": mean, "scale": scale}
+    def _kinds(self, custom: list[CustomFeature]) -> dict[str, str]:
+        """Every column a chain can read (inputs, then custom outputs) -> its kind."""
+        kinds = {name: _KINDS[kind] for name, kind in self.inputs.items()}
+        for feature in custom:
+            for name in feature.inputs:
+                if name not in self.inputs:
+                    raise ConfigError(
+                        f"features.custom: '{feature.output}' reads '{name}', which is not a "
+                        f"feature input{_did_you_mean(name, self.inputs)}",
+                        field="features.custom",
+                    )
+            if feature.output in kinds:
+                raise ConfigError(
+                    f"features.custom: output '{feature.output}' is already a column; pick "
+                    "another name.",
+                    field="features.custom",
+                )
+            kinds[feature.output] = feature.kind
+        return kinds
 
-    def _fit_categorical(self, column: pa.ChunkedArray) -> dict[str, Any]:
-        text = column.cast(pa.string()).drop_null()
-        counted = pc.value_counts(text)
-        values = counted.field("values").to_pylist()
-        counts = counted.field("counts").to_numpy()
-        order = sorted(range(len(values)), key=lambda i: (-int(counts[i]), values[i]))
-        ranked = [values[i] for i in order]
-        kept = ranked[: self.max_categories]
-        if self.categorical_impute == "most_frequent" and ranked:
-            fill = ranked[0]
-        else:
-            fill = "__missing__"
-        return {"fill": fill, "categories": kept, "other": len(ranked) > len(kept)}
+    def _plan(self, kinds: dict[str, str]) -> list[Chain]:
+        """The chains, in output order: each column's chains (declared or default), then crosses."""
+        declared: dict[str, list[Chain]] = {}
+        crosses: list[Chain] = []
+        for i, entry in enumerate(self.transforms):
+            where = f"features.transforms[{i}]"
+            columns = list(entry.get("columns") or ([entry["column"]] if "column" in entry else []))
+            if not columns or not entry.get("steps"):
+                raise ConfigError(f"{where}: give columns (or column) and steps.", field=where)
+            for name in columns:
+                if name not in kinds:
+                    raise ConfigError(
+                        f"{where}: column '{name}' is not a feature input or custom output"
+                        f"{_did_you_mean(name, kinds)}",
+                        field=f"{where}.columns",
+                    )
+            specs = list(entry["steps"])
+            if specs and specs[0].get("kind") == "cross":
+                if len(columns) < 2 or any(kinds[c] != "category" for c in columns):
+                    raise ConfigError(
+                        f"{where}: cross takes two or more string/bool columns; got "
+                        f"{[f'{c} ({kinds[c]})' for c in columns]}.",
+                        field=f"{where}.columns",
+                    )
+                steps = self._steps(specs, "categories", where)
+                crosses.append(Chain("*".join(columns), columns, steps, i))
+                continue
+            for name in columns:
+                steps = self._steps(specs, kinds[name], where)
+                declared.setdefault(name, []).append(Chain(name, [name], steps, i))
+        chains: list[Chain] = []
+        for name, kind in kinds.items():
+            default = default_steps(
+                kind,
+                numeric_impute=self.numeric_impute,
+                categorical_impute=self.categorical_impute,
+                scale=self.scale,
+                max_categories=self.max_categories,
+            )
+            chains += declared.get(name) or [Chain(name, [name], default, None)]
+        return chains + crosses
+
+    def _steps(self, specs: list[Mapping[str, Any]], kind: str, where: str) -> list[Any]:
+        steps = []
+        for j, spec in enumerate(specs):
+            at = f"{where}.steps[{j}]"
+            if kind == "matrix":
+                raise ConfigError(
+                    f"{at}: '{spec.get('kind')}' comes after '{specs[j - 1].get('kind')}', "
+                    "which already wrote the final columns; move it before, or drop it.",
+                    field=at,
+                )
+            step = make_step(spec, at)
+            if kind not in step.consumes:
+                raise ConfigError(
+                    f"{at}: '{step.kind}' takes {' or '.join(step.consumes)} values but gets "
+                    f"{kind} here.",
+                    field=at,
+                )
+            steps.append(step)
+            kind = step.output_kind(kind)
+        if kind != "number" and kind != "matrix":
+            steps += default_steps(
+                kind,
+                numeric_impute=self.numeric_impute,
+                categorical_impute=self.categorical_impute,
+                scale=self.scale,
+                max_categories=self.max_categories,
+            )[-1:]
+        return steps
+
+    def _finish(self, chains: list[Chain]) -> None:
+        """Lay the chains out side by side; name every output column."""
+        offset = 0
+        names: list[str] = []
+        for chain in chains:
+            offset = chain.place(offset)
+            names += chain.names
+        self.chains_ = chains
+        self.n_features_ = offset
+        self.feature_names_ = _unique_names(names)
+        self._readers = [(name, _READERS[kind]) for name, kind in self.inputs.items()]
+        self._expected = ", ".join(self.inputs)
 
     # --- state -------------------------------------------------------------------------------
 
@@ -113,86 +229,110 @@ class FeaturePipeline:
         self._check_fitted()
         return {
             "kind": "keel.FeaturePipeline",
-            "version": 1,
+            "version": 2,
             "params": {
                 "inputs": self.inputs,
                 "numeric_impute": self.numeric_impute,
                 "categorical_impute": self.categorical_impute,
                 "scale": self.scale,
                 "max_categories": self.max_categories,
+                "transforms": self.transforms,
+                "custom": self.custom,
             },
-            "numeric": self.numeric_,
-            "categorical": self.categorical_,
+            "custom": [feature.state() for feature in self.custom_],
+            "chains": [chain.state() for chain in self.chains_],
             "n_features": self.n_features_,
+            "feature_names": self.feature_names_,
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> FeaturePipeline:
-        """Rebuild a fitted pipeline from :meth:`state`."""
-        if state.get("kind") != "keel.FeaturePipeline" or state.get("version") != 1:
-            raise DataValidationError("not a keel.FeaturePipeline v1 state; re-train the model.")
+        """Rebuild a fitted pipeline from :meth:`state` (version 1 states are converted).
+
+        Raises:
+            IntegrityError: A custom feature's source changed since training (names it).
+            NotFoundError: A custom feature's module cannot be imported here.
+            DataValidationError: Not a pipeline state.
+        """
+        from keel.features.plan import upgrade_v1
+
+        if state.get("kind") != "keel.FeaturePipeline" or state.get("version") not in (1, 2):
+            raise DataValidationError(
+                "not a keel.FeaturePipeline state (version 1 or 2); re-train the model."
+            )
+        if state["version"] == 1:
+            state = upgrade_v1(state)
         pipe = cls(**state["params"])
-        pipe.numeric_ = [dict(spec) for spec in state["numeric"]]
-        pipe.categorical_ = [dict(spec) for spec in state["categorical"]]
-        pipe.n_features_ = int(state["n_features"])
-        pipe._compile()
+        pipe.custom_ = [CustomFeature.from_state(spec) for spec in state["custom"]]
+        pipe._finish([Chain.from_state(chain) for chain in state["chains"]])
+        if pipe.n_features_ != int(state["n_features"]):
+            raise DataValidationError(
+                f"pipeline state lays out {pipe.n_features_} features but records "
+                f"{state['n_features']}; the state is corrupt. Re-train the model."
+            )
         return pipe
 
     def feature_names(self) -> list[str]:
-        """Output column names, e.g. ``age`` and ``sex=Male``."""
+        """Output column names, e.g. ``age`` and ``sex=Male`` (also ``feature_names_``)."""
         self._check_fitted()
-        names = [""] * self.n_features_
-        for spec in self.numeric_:
-            names[spec["index"]] = spec["name"]
-        for spec in self.categorical_:
-            for offset, value in enumerate(spec["categories"]):
-                names[spec["index"] + offset] = f"{spec['name']}={value}"
-            if spec["other"]:
-                names[spec["index"] + len(spec["categories"])] = f"{spec['name']}=__other__"
-        return names
+        return list(self.feature_names_)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "n_features_"):
             raise NotFittedError("FeaturePipeline is not fitted; call fit(table) first.")
-
-    def _compile(self) -> None:
-        """Precompute per-column lookups the row path uses."""
-        self._lookups = [
-            {value: spec["index"] + i for i, value in enumerate(spec["categories"])}
-            for spec in self.categorical_
-        ]
 
     # --- batch path --------------------------------------------------------------------------
 
     def transform(self, table: pa.Table) -> np.ndarray:
         """Transform every row of ``table`` into a float64 matrix of shape (rows, n_features)."""
         self._check_fitted()
-        rows = table.num_rows
-        out = np.zeros((rows, self.n_features_), dtype=np.float64)
-        for spec in self.numeric_:
-            column = self._column(table, spec["name"])
-            # unsafe: ints beyond 2**53 round to the nearest float64 as float() does in the row path
-            as_float = column.cast(pa.float64(), safe=False)
-            values = as_float.to_numpy(zero_copy_only=False).astype(np.float64)
-            values = np.where(np.isnan(values), spec["fill"], values)
-            out[:, spec["index"]] = (values - spec["mean"]) / spec["scale"]
-        for spec in self.categorical_:
-            text = pc.fill_null(self._column(table, spec["name"]).cast(pa.string()), spec["fill"])
-            codes = pc.index_in(text, value_set=pa.array(spec["categories"], type=pa.string()))
-            codes_np = codes.to_numpy(zero_copy_only=False)
-            unseen = np.isnan(codes_np) if codes_np.dtype.kind == "f" else np.zeros(rows, bool)
-            position = np.where(unseen, len(spec["categories"]), np.nan_to_num(codes_np)).astype(
-                np.int64
-            )
-            keep = ~unseen | spec["other"]
-            out[np.nonzero(keep)[0], spec["index"] + position[keep]] = 1.0
+        return self._transform(table, None)
+
+    def transform_training(self, table: pa.Table, y: np.ndarray) -> np.ndarray:
+        """The training matrix: as :meth:`transform`, with out-of-fold target encodings.
+
+        Each training row's ``target_encode`` columns come from the statistics of the other
+        folds, so no row sees its own label. Without target encoders this equals
+        ``transform(table)``. Use it for the rows the model is fitted on, never for new data.
+        """
+        self._check_fitted()
+        return self._transform(table, np.asarray(y, dtype=np.float64))
+
+    def _transform(self, table: pa.Table, y: np.ndarray | None) -> np.ndarray:
+        columns = self._read_batch(table)
+        out = np.zeros((table.num_rows, self.n_features_), dtype=np.float64)
+        for chain in self.chains_:
+            try:
+                chain.transform(columns, out, y)
+            except DataValidationError as exc:
+                raise _at(exc, "", chain.name) from exc
         return out
 
-    @staticmethod
-    def _column(table: pa.Table, name: str) -> pa.ChunkedArray:
-        if name not in table.column_names:
-            raise DataValidationError(f"column '{name}' is missing from the input.", field=name)
-        return table.column(name)
+    def _read_batch(self, table: pa.Table) -> dict[str, Any]:
+        """Each input as its chains read it, then each custom feature's column."""
+        columns: dict[str, Any] = {}
+        for name, kind in self.inputs.items():
+            if name not in table.column_names:
+                raise DataValidationError(f"column '{name}' is missing from the input.", field=name)
+            column = table.column(name)
+            if _KINDS[kind] == "number":
+                # unsafe: ints beyond 2**53 round to the nearest float64 as float() does per row
+                as_float = column.cast(pa.float64(), safe=False)
+                columns[name] = as_float.to_numpy(zero_copy_only=False).astype(np.float64)
+            elif _KINDS[kind] == "category":
+                columns[name] = as_strings(column)
+            else:
+                columns[name] = column.combine_chunks() if column.num_chunks else column.chunk(0)
+        for feature in self.custom_:
+            try:
+                columns[feature.output] = feature.column(
+                    [columns[name] for name in feature.inputs], table.num_rows
+                )
+            except KeelErrors:
+                raise
+            except Exception as exc:
+                raise _failed(feature, exc, "") from exc
+        return columns
 
     # --- row path ----------------------------------------------------------------------------
 
@@ -200,7 +340,7 @@ class FeaturePipeline:
         """Check one request row against the inputs and transform it: shape (1, n_features).
 
         Args:
-            row: Field name -> JSON value (number, string, bool or null).
+            row: Field name -> JSON value (number, string, bool, ISO date string or null).
             where: Prefix for error fields, e.g. ``instances[3].``.
 
         Raises:
@@ -227,44 +367,55 @@ class FeaturePipeline:
 
     def fill_row(self, row: Mapping[str, Any], out: np.ndarray, *, where: str = "") -> None:
         """Write one row's features into ``out`` (a zeroed float64 vector)."""
+        values = self._read_row(row, where)
+        for feature in self.custom_:
+            try:
+                values[feature.output] = feature.value([values[name] for name in feature.inputs])
+            except KeelErrors:
+                raise
+            except Exception as exc:
+                raise _failed(feature, exc, where) from exc
+        for chain in self.chains_:
+            try:
+                chain.fill(values, out)
+            except DataValidationError as exc:
+                raise _at(exc, where, chain.name) from exc
+
+    def _read_row(self, row: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """Each input's value as the chains read it; type errors name the field."""
+        values: dict[str, Any] = {}
         matched = 0
-        for spec in self.numeric_:
-            name = spec["name"]
-            if name in row:
-                matched += 1
-                value = row[name]
-                if value is None or (type(value) is float and value != value):
-                    value = spec["fill"]  # NaN is missing, as in the batch path
-                elif type(value) not in (int, float):
+        for name, reader in self._readers:
+            if name not in row:
+                self._missing(where, name)
+            matched += 1
+            value = row[name]
+            if reader == _NUMBER:
+                kind = type(value)
+                if kind is float:
+                    pass
+                elif kind is int:
+                    value = _int_to_float(value, where, name, self)
+                elif value is None:
+                    value = np.nan
+                else:
                     self._type_error(where, name, value)
-            else:
-                self._missing(where, name)
-            out[spec["index"]] = (float(value) - spec["mean"]) / spec["scale"]
-        for spec, lookup in zip(self.categorical_, self._lookups, strict=True):
-            name = spec["name"]
-            if name in row:
-                matched += 1
-                value = row[name]
-                if value is None:
-                    value = spec["fill"]
-                elif type(value) is not str:
-                    value = self._as_category(where, name, value)
-            else:
-                self._missing(where, name)
-            position = lookup.get(value)
-            if position is not None:
-                out[position] = 1.0
-            elif spec["other"]:
-                out[spec["index"] + len(spec["categories"])] = 1.0
+            elif reader in (_STRING, _BOOL):
+                if value is not None and type(value) is not str:
+                    value = self._as_category(where, name, value, reader)
+            elif value is not None and not isinstance(value, str) and not hasattr(value, "year"):
+                self._type_error(where, name, value)  # not a datetime, date or ISO string
+            values[name] = value
         if matched != len(row):
             unknown = sorted(set(row) - set(self.inputs))
             raise DataValidationError(
-                f"{where}{unknown[0]}: unknown field. Expected fields: {', '.join(self.inputs)}.",
+                f"{where}{unknown[0]}: unknown field. Expected fields: {self._expected}.",
                 field=f"{where}{unknown[0]}",
             )
+        return values
 
-    def _as_category(self, where: str, name: str, value: Any) -> str:
-        if self.inputs[name] == "bool" and type(value) is bool:
+    def _as_category(self, where: str, name: str, value: Any, reader: int) -> str:
+        if reader == _BOOL and type(value) is bool:
             return "true" if value else "false"
         self._type_error(where, name, value)
         raise AssertionError  # unreachable: _type_error raises
@@ -285,3 +436,46 @@ class FeaturePipeline:
             field=f"{where}{name}",
             details={"expected": expected},
         )
+
+
+KeelErrors = (DataValidationError, ConfigError)
+
+
+def _int_to_float(value: int, where: str, name: str, pipe: FeaturePipeline) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        pipe._type_error(where, name, value)
+        raise
+
+
+def _at(exc: DataValidationError, where: str, name: str) -> DataValidationError:
+    """The error with the field it happened in, when the transform did not name one."""
+    if exc.field is not None:
+        return exc
+    return DataValidationError(
+        f"{where}{name}: {exc.message}", field=f"{where}{name}", details=exc.details
+    )
+
+
+def _failed(feature: CustomFeature, exc: Exception, where: str) -> DataValidationError:
+    return DataValidationError(
+        f"{where}{feature.output}: custom feature {feature.function} failed: "
+        f"{type(exc).__name__}: {exc}",
+        field=f"{where}{feature.output}",
+    )
+
+
+def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f". Did you mean '{close[0]}'?" if close else f". Columns: {', '.join(known)}."
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Names with repeats suffixed ``#2``, ``#3``... (two chains on one column)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out

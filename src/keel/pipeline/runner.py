@@ -4,10 +4,16 @@ Cache key = Keel version + the step's source (comments stripped) + the hash of t
 section it reads + the sha256 of each input artifact + any extra key the step names (e.g. the
 raw file's hash for ingestion). A cached step is still recorded, as a ``cached`` run pointing at
 the outputs of the run it reused, so lineage stays a query.
+
+Every run records the environment it ran on (Python, packages, platform, the project's git
+commit), its duration, CPU seconds and peak memory; a step's ``ctx.facts["params"]``,
+``["metrics"]``, ``["history"]`` and ``["tags"]`` become queryable tracking records
+(``keel runs list --filter "metrics.roc_auc > 0.9"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import io
@@ -24,6 +30,7 @@ from keel import __version__
 from keel.config import config_hash
 from keel.errors import KeelError
 from keel.project import Project
+from keel.store.environment import capture_environment
 from keel.types import Artifact
 
 __all__ = [
@@ -115,6 +122,7 @@ def _run_one(
     )
     code_version = code_version_of(step)
     meta = project.metadata
+    environment = capture_environment(project.root)
     cached = meta.find_cached_run(key) if use_cache else None
     if cached is not None and all(project.artifacts.exists(s) for s in cached.outputs.values()):
         run = meta.start_run(
@@ -123,6 +131,7 @@ def _run_one(
             config_hash=section_hash,
             code_version=code_version,
             params={"reused_run": cached.id},
+            environment=environment,
         )
         meta.finish_run(run.id, status="cached", inputs=_shas(inputs), outputs=dict(cached.outputs))
         facts = dict(cached.params.get("facts", {}))
@@ -130,47 +139,62 @@ def _run_one(
             step.name, run.id, "cached", time.perf_counter() - started, dict(cached.outputs), facts
         )
     run = meta.start_run(
-        step.name, cache_key=key, config_hash=section_hash, code_version=code_version
+        step.name,
+        cache_key=key,
+        config_hash=section_hash,
+        code_version=code_version,
+        environment=environment,
     )
     cpu0 = _cpu_seconds()
     context = StepContext(project=project, console=console, inputs=inputs, run_id=run.id)
     try:
         outputs = step.fn(context)
-    except KeelError as exc:
+        for artifact in outputs.values():
+            meta.record_artifact(artifact)
+        shas = {name: a.sha256 for name, a in outputs.items()}
         meta.finish_run(
             run.id,
-            status="failed",
+            status="succeeded",
             inputs=_shas(inputs),
-            error=exc.message,
+            outputs=shas,
             cpu_seconds=_cpu_seconds() - cpu0,
             peak_memory_mb=_peak_mb(),
+            facts=_jsonable(context.facts),
         )
+    except BaseException as exc:
+        # The run must not stay 'running': record it as failed, with what the step reported.
+        error = exc.message if isinstance(exc, KeelError) else repr(exc)
+        with contextlib.suppress(KeelError):  # an unreachable store: the step's error matters
+            _finish_failed(project, run.id, inputs, error, cpu0, context.facts)
         raise
-    except Exception as exc:
-        meta.finish_run(
-            run.id,
-            status="failed",
-            inputs=_shas(inputs),
-            error=repr(exc),
-            cpu_seconds=_cpu_seconds() - cpu0,
-            peak_memory_mb=_peak_mb(),
-        )
-        raise
-    for artifact in outputs.values():
-        meta.record_artifact(artifact)
-    shas = {name: a.sha256 for name, a in outputs.items()}
-    meta.finish_run(
-        run.id,
-        status="succeeded",
-        inputs=_shas(inputs),
-        outputs=shas,
-        cpu_seconds=_cpu_seconds() - cpu0,
-        peak_memory_mb=_peak_mb(),
-        params={"facts": _jsonable(context.facts)},
-    )
     return StepResult(
         step.name, run.id, "succeeded", time.perf_counter() - started, shas, context.facts
     )
+
+
+def _finish_failed(
+    project: Project,
+    run_id: str,
+    inputs: dict[str, Artifact],
+    error: str,
+    cpu0: float,
+    facts: dict[str, Any],
+) -> None:
+    meta = project.metadata
+    if meta.get_run(run_id).status != "running":
+        return  # the failure came after the run was recorded (nothing left to close)
+    common: dict[str, Any] = {
+        "status": "failed",
+        "inputs": _shas(inputs),
+        "error": error,
+        "cpu_seconds": _cpu_seconds() - cpu0,
+        "peak_memory_mb": _peak_mb(),
+    }
+    try:
+        meta.finish_run(run_id, **common, facts=_jsonable(facts))
+    except KeelError:
+        # Facts the store cannot take (the reason the success path failed, perhaps).
+        meta.finish_run(run_id, **common)
 
 
 def _shas(artifacts: dict[str, Artifact]) -> dict[str, str]:

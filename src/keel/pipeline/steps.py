@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -187,41 +189,42 @@ def validate(ctx: StepContext) -> dict[str, Artifact]:
 # --- features, train, evaluate ---------------------------------------------------------------
 
 
-def target_labels(project: Project, table: pa.Table) -> tuple[np.ndarray, list[str]]:
-    """0/1 labels for the target column and the class names ``[negative, positive]``."""
+def target_labels(
+    project: Project, table: pa.Table, classes: list[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """The target encoded for ``model.task``: 0/1 and ``[negative, positive]`` (binary), codes
+    and class names (multiclass), floats and ``[]`` (regression). Pass the training
+    ``classes`` to encode evaluation data the way the model was trained."""
+    from keel.train.target import encode_target
+
     data = project.config.data
-    values = np.asarray(table.column(data.target).to_pylist(), dtype=object)
-    seen = sorted({str(v) for v in values if v is not None})
-    if len(seen) != 2:
+    if data.target not in table.column_names:
         raise DataValidationError(
-            f"target '{data.target}' must have exactly 2 classes for a binary "
-            f"model; found {len(seen)}: {seen[:10]}.",
-            field=data.target,
+            f"target '{data.target}' is not a column of the data ({table.column_names[:20]}).",
+            field="data.target",
         )
-    positive = data.positive_label or seen[1]
-    if positive not in seen:
-        raise ConfigError(
-            f"data.positive_label '{positive}' is not a value of '{data.target}' (values: {seen}).",
-            field="data.positive_label",
-        )
-    negative = next(v for v in seen if v != positive)
-    return (values == positive).astype(np.int64), [negative, positive]
+    return encode_target(
+        table.column(data.target),
+        task=project.config.model.task,
+        target=data.target,
+        positive_label=data.positive_label,
+        classes=classes,
+    )
 
 
 def features(ctx: StepContext) -> dict[str, Artifact]:
-    """Fit the feature pipeline on the training snapshot; its state is JSON."""
+    """Fit the feature pipeline on the training snapshot; its state is JSON.
+
+    Columns get the defaults of ``features`` in keel.yaml unless ``features.transforms``
+    declares their chain; ``features.custom`` functions are imported with the project
+    directory on ``sys.path``. The target is passed to the fit when a chain target-encodes.
+    """
+    from keel.features.custom import importable_from
     from keel.features.pipeline import FeaturePipeline
 
     contract = _load_schema(ctx.project, ctx.inputs["schema"])
     table = read_snapshot(ctx.project, ctx.inputs["train_snapshot"])
     inputs = {name: contract.columns[name].type for name in contract.features()}
-    temporal = [name for name, kind in inputs.items() if kind in ("date", "timestamp")]
-    if temporal:
-        raise ConfigError(
-            f"{SCHEMA_FILE}: {temporal} are {inputs[temporal[0]]} columns with role feature; the "
-            "feature pipeline takes numbers, strings and booleans. Set their role to timestamp "
-            "(or ignored) in schema.yaml."
-        )
     cfg = ctx.project.config.features
     pipe = FeaturePipeline(
         inputs=inputs,
@@ -229,52 +232,155 @@ def features(ctx: StepContext) -> dict[str, Artifact]:
         categorical_impute=cfg.categorical_impute,
         scale=cfg.scale,
         max_categories=cfg.max_categories,
-    ).fit(table)
+        transforms=[t.model_dump() for t in cfg.transforms],
+        custom=[c.model_dump() for c in cfg.custom],
+    )
+    encodes = any(s.kind == "target_encode" for t in cfg.transforms for s in t.steps)
+    y = target_labels(ctx.project, table)[0] if encodes else None
+    with importable_from(ctx.project.root):
+        pipe.fit(table, y)
     ctx.facts.update(inputs=len(inputs), features=pipe.n_features_)
     return {"features": _put_json(ctx, pipe.state(), "features")}
 
 
-def train(ctx: StepContext) -> dict[str, Artifact]:
-    """Train LightGBM on the transformed training data, with early stopping."""
-    from keel.features.pipeline import FeaturePipeline
-    from keel.train.lightgbm import train_lightgbm
+def _features_section(project: Project) -> Any:
+    """The features step's cache section: the config plus each custom function's source hash,
+    so editing a ``@keel.feature`` function re-fits the pipeline."""
+    from keel.features.custom import CustomFeature, importable_from
 
-    table = read_snapshot(ctx.project, ctx.inputs["train_snapshot"])
-    pipe = FeaturePipeline.from_state(_json(ctx.project, ctx.inputs["features"]))
-    y, classes = target_labels(ctx.project, table)
-    x = pipe.transform(table)
-    model_cfg = ctx.project.config.model
+    cfg = project.config.features
+    with importable_from(project.root):
+        hashes = {c.function: CustomFeature.create(c.model_dump()).sha256 for c in cfg.custom}
+    return [cfg, hashes] if hashes else cfg
+
+
+def train(ctx: StepContext) -> dict[str, Artifact]:
+    """Train ``model.flavor`` (or the tuned ``best_params``) on the transformed training data,
+    early stopping on the ``split:`` validation rows; k-fold CV first when ``split.folds``."""
+    from keel.features.pipeline import FeaturePipeline
+    from keel.train import fit
+    from keel.train.bundle import put_bundle
+    from keel.train.splits import cross_validate, validation_split
+
+    project, cfg = ctx.project, ctx.project.config
+    table = read_snapshot(project, ctx.inputs["train_snapshot"])
+    pipe = FeaturePipeline.from_state(_json(project, ctx.inputs["features"]))
+    y, classes = target_labels(project, table)
+    x = pipe.transform_training(table, y)  # out-of-fold target encodings: no row sees its label
+    flavor: str = cfg.model.flavor
+    params = cfg.model.param_mapping()
+    if "best_params" in ctx.inputs:
+        best = _json(project, ctx.inputs["best_params"])
+        flavor, params = str(best["flavor"]), dict(best["params"])
+    weights = _sample_weights(project, table, inputs=pipe.inputs)
+    split, task = cfg.split, cfg.model.task
+    values = _column_values(table, split.column) if split.method in ("time", "group") else None
+    common: dict[str, Any] = {
+        "flavor": flavor,
+        "task": task,
+        "params": params,
+        "seed": cfg.model.seed,
+    }
+    stopping = cfg.model.early_stopping_rounds
+    if split.folds:
+        cv = cross_validate(
+            x,
+            y,
+            **common,
+            folds=split.folds,
+            method=split.method,
+            values=values,
+            column=split.column,
+            sample_weight=weights,
+            early_stopping_rounds=stopping,
+            validation_fraction=cfg.model.validation_fraction,
+        )
+        ctx.facts["cv"] = cv
+    fit_rows, valid_rows = validation_split(
+        y,
+        task=task,
+        fraction=cfg.model.validation_fraction,
+        seed=cfg.model.seed,
+        method=split.method,
+        values=values,
+        column=split.column,
+    )
+    total = int(params.get("n_estimators", params.get("epochs", 1)) or 1)
     columns = [
         TextColumn("  train"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} trees"),
+        TextColumn("{task.completed}/{task.total} iterations"),
         TimeElapsedColumn(),
     ]
     with Progress(*columns, console=ctx.console, transient=True) as progress:
-        task = progress.add_task("train", total=model_cfg.params.n_estimators)
-
-        def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        text, facts = train_lightgbm(x, y, model_cfg, on_iteration=advance)
-    ctx.facts.update(facts, classes=classes)
-    model = ctx.project.artifacts.put(
-        text.encode(), kind="model-file", metadata={"flavor": "lightgbm", **facts}
-    )
+        bar = progress.add_task("train", total=total)
+        result = fit(
+            x[fit_rows],
+            y[fit_rows],
+            **common,
+            x_valid=x[valid_rows],
+            y_valid=y[valid_rows],
+            early_stopping_rounds=stopping,
+            sample_weight=None if weights is None else weights[fit_rows],
+            on_iteration=lambda i, _: progress.update(bar, completed=i, total=max(total, i)),
+        )
+    facts = dict(result.facts)
+    if split.folds:
+        facts["metrics"] |= {f"cv_{k}": v for k, v in ctx.facts["cv"]["mean"].items()}
+    ctx.facts.update(facts, classes=classes, split=split.model_dump(mode="json"))
+    model = put_bundle(project.artifacts, result.model, task=task, classes=classes, facts=facts)
     return {"model": model}
 
 
+def _sample_weights(
+    project: Project, table: pa.Table, *, inputs: Mapping[str, Any]
+) -> np.ndarray | None:
+    column = project.config.model.sample_weight
+    if column is None:
+        return None
+    if column in inputs:
+        raise ConfigError(
+            f"model.sample_weight: column '{column}' is also a model input; a weight must not be "
+            f"a feature. Add it to data.drop (or set its role to ignored in {SCHEMA_FILE}).",
+            field="model.sample_weight",
+        )
+    values = _column_values(table, column, field="model.sample_weight")
+    try:
+        weights = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        msg = f"model.sample_weight: column '{column}' is not numeric. Name a numeric column."
+        raise DataValidationError(msg, field="model.sample_weight") from exc
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise DataValidationError(
+            f"model.sample_weight: column '{column}' has missing, infinite or negative weights; "
+            "weights must be finite and >= 0.",
+            field="model.sample_weight",
+        )
+    return weights
+
+
+def _column_values(table: pa.Table, column: str | None, *, field: str = "split.column") -> Any:
+    if column is None or column not in table.column_names:
+        raise ConfigError(
+            f"{field}: column '{column}' is not in the training data (columns: "
+            f"{table.column_names[:20]}).",
+            field=field,
+        )
+    return table.column(column).to_numpy()
+
+
 def evaluate(ctx: StepContext) -> dict[str, Artifact]:
-    """Metrics on the test data, overall and per slice (e.g. sex, race)."""
-    from keel.evaluate.metrics import binary_metrics, slice_metrics
+    """Metrics of the model's task on the test data, overall and per slice (e.g. sex, race)."""
+    from keel.evaluate.metrics import slice_metrics, task_metrics
     from keel.features.pipeline import FeaturePipeline
-    from keel.train.lightgbm import load_booster
+    from keel.train.bundle import load_bundle
 
     table = read_snapshot(ctx.project, ctx.inputs["test_snapshot"])
     pipe = FeaturePipeline.from_state(_json(ctx.project, ctx.inputs["features"]))
-    booster = load_booster(ctx.project.artifacts.get(ctx.inputs["model"].sha256).decode())
-    y, classes = target_labels(ctx.project, table)
-    proba = np.asarray(booster.predict(pipe.transform(table)), dtype=np.float64)
+    model, bundle, _ = load_bundle(ctx.project.artifacts, ctx.inputs["model"])
+    task = bundle["task"]
+    y, classes = target_labels(ctx.project, table, classes=bundle["classes"] or None)
+    prediction = model.predict(pipe.transform(table))
     slices = ctx.project.config.evaluate.slices
     missing = [s for s in slices if s not in table.column_names]
     if missing:
@@ -284,11 +390,18 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     groups = {s: np.asarray(table.column(s).to_pylist(), dtype=object) for s in slices}
     report = {
         "dataset": "test",
+        "task": task,
+        "flavor": bundle["flavor"],
         "classes": classes,
-        "metrics": binary_metrics(y, proba),
-        "slices": slice_metrics(y, proba, groups),
+        "metrics": task_metrics(task, y, prediction),
+        "slices": slice_metrics(y, prediction, groups, task=task),
     }
-    ctx.facts["metrics"] = report["metrics"]
+    # numbers only: a metric that cannot be computed (None) is left out of the tracked facts
+    ctx.facts["metrics"] = {
+        k: v
+        for k, v in report["metrics"].items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     return {"evaluation": _put_json(ctx, report, "evaluation")}
 
 
@@ -299,14 +412,19 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
     """Package the model, register it as a new version, move the alias if the gates pass."""
     from keel.evaluate.metrics import check_gates
     from keel.registry.package import build_package
+    from keel.train.bundle import load_bundle
 
     project, cfg = ctx.project, ctx.project.config
     evaluation = _json(project, ctx.inputs["evaluation"])
     lineage = {name: a.sha256 for name, a in ctx.inputs.items()}
+    _, bundle, files = load_bundle(project.artifacts, ctx.inputs["model"])
     package = build_package(
         project.artifacts,
         name=cfg.model.name,
-        booster_text=project.artifacts.get(ctx.inputs["model"].sha256).decode(),
+        flavor=bundle["flavor"],
+        task=bundle["task"],
+        model_files=files,
+        model_file=bundle["model_file"],
         pipeline_state=_json(project, ctx.inputs["features"]),
         classes=evaluation["classes"],
         metrics=evaluation["metrics"] | {"slices": evaluation["slices"]},
@@ -338,10 +456,26 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
     return {"package": package}
 
 
+def _feature_view_steps(project: Project) -> list[Step]:
+    """With ``features.views``: join them point-in-time onto train and test (new snapshots)."""
+    if not project.config.features.views:
+        return []
+    from keel.features.store import join_feature_views, views_fingerprint
+
+    def section(p: Project) -> Any:
+        cfg = p.config
+        return [cfg.features.views, cfg.features.entity_timestamp, cfg.feature_views]
+
+    inputs = ("train_snapshot", "test_snapshot")
+    return [Step("feature_views", join_feature_views, inputs, section, views_fingerprint)]
+
+
 def default_steps(project: Project) -> list[Step]:
     """The steps of ``keel run`` for a project, in order."""
+    from keel.train.search.step import tune_steps
+
     data = project.config.data
-    return [
+    steps = [
         Step(
             "ingest_train",
             ingest_train,
@@ -352,15 +486,22 @@ def default_steps(project: Project) -> list[Step]:
         Step(
             "ingest_test", ingest_test, (), lambda p: p.config.data.test, _raw_file_key(data.test)
         ),
+        *_feature_view_steps(project),
         Step("profile", profile, ("train_snapshot",)),
         Step("schema", schema, ("statistics",), lambda p: p.config.data.target, _schema_key),
         Step("validate", validate, ("schema", "statistics", "train_snapshot", "test_snapshot")),
-        Step("features", features, ("schema", "train_snapshot"), lambda p: p.config.features),
+        Step("features", features, ("schema", "train_snapshot"), _features_section),
+        *tune_steps(project),  # search: / flavor auto -> best_params for train
         Step(
             "train",
             train,
             ("train_snapshot", "features"),
-            lambda p: [p.config.model, p.config.data.target, p.config.data.positive_label],
+            lambda p: [
+                p.config.model,
+                p.config.split,
+                p.config.data.target,
+                p.config.data.positive_label,
+            ],
         ),
         Step(
             "evaluate",
@@ -387,4 +528,18 @@ def default_steps(project: Project) -> list[Step]:
             ),
             lambda p: [p.config.model.name, p.config.evaluate.gates, p.config.registry.alias],
         ),
+    ]
+    return _with_best_params(steps)
+
+
+def _with_best_params(steps: list[Step]) -> list[Step]:
+    """A ``tune`` step before ``train`` hands it the ``best_params`` artifact to train with."""
+    names = [s.name for s in steps]
+    if "tune" not in names or "train" not in names or names.index("tune") > names.index("train"):
+        return steps
+    return [
+        replace(s, inputs=(*s.inputs, "best_params"))
+        if s.name == "train" and "best_params" not in s.inputs
+        else s
+        for s in steps
     ]

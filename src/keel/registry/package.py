@@ -2,7 +2,8 @@
 
 Each file is a content-addressed artifact; the manifest lists every file's sha256 and is itself
 the package artifact, so one hash pins the whole package. Loading re-hashes every file and never
-unpickles anything: the LightGBM model is its text format, the feature pipeline is JSON state.
+unpickles anything: each flavor's trainer saves safe formats (LightGBM text, XGBoost UBJSON, skops
+with an explicit trusted-type list, safetensors + JSON) and the feature pipeline is JSON state.
 """
 
 from __future__ import annotations
@@ -11,22 +12,25 @@ import shutil
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from keel.errors import IntegrityError
+from keel.errors import ConfigError, IntegrityError
 from keel.features.pipeline import FeaturePipeline
 from keel.store.artifacts import ArtifactStore
 from keel.types import Artifact
 
-__all__ = ["MANIFEST", "ModelPackage", "build_package"]
+if TYPE_CHECKING:
+    from keel.train.base import Trainer
+
+__all__ = ["MANIFEST", "ModelPackage", "build_package", "model_file_of", "signature_outputs"]
 
 MANIFEST = "keel-model.json"
 FORMAT = "keel-model/1"
-MODEL_FILE = "model.lgb.txt"
+MODEL_FILE = "model.lgb.txt"  # the LightGBM model file; other flavors name theirs in the manifest
 STATISTICS_FILE = "statistics.json"
 
 
@@ -34,16 +38,25 @@ def build_package(
     store: ArtifactStore,
     *,
     name: str,
-    booster_text: str,
+    flavor: str,
+    task: str,
+    model_files: Mapping[str, bytes],
+    model_file: str,
     pipeline_state: dict[str, Any],
     classes: list[str],
     metrics: dict[str, Any],
     statistics: dict[str, Any],
     lineage: dict[str, Any],
 ) -> Artifact:
-    """Store the model files and the manifest that names them; returns the manifest artifact."""
+    """Store the model files and the manifest that names them; returns the manifest artifact.
+
+    Args:
+        model_files: The trainer's saved files (``Trainer.save()``).
+        model_file: Which of them is the model itself (its sha256 is the model's hash).
+        classes: Class names by code for classification; empty for regression.
+    """
     files = {
-        MODEL_FILE: booster_text.encode(),
+        **model_files,
         STATISTICS_FILE: orjson.dumps(statistics, option=orjson.OPT_SORT_KEYS),
     }
     listed = {}
@@ -54,15 +67,13 @@ def build_package(
     manifest = {
         "format": FORMAT,
         "name": name,
-        "flavor": "lightgbm",
-        "task": "binary",
+        "flavor": flavor,
+        "task": task,
+        "model_file": model_file,
         "created_at": datetime.now(UTC).isoformat(),
         "signature": {
             "inputs": [{"name": n, "type": t, "nullable": True} for n, t in inputs.items()],
-            "outputs": [
-                {"name": "prediction", "type": "string", "classes": classes},
-                {"name": "probability", "type": "float", "of": classes[1]},
-            ],
+            "outputs": signature_outputs(task, classes),
         },
         "classes": classes,
         "features": pipeline_state,
@@ -74,62 +85,108 @@ def build_package(
     return store.put(data, kind="model-package", metadata={"model": name, "file": MANIFEST})
 
 
+def signature_outputs(task: str, classes: list[str]) -> list[dict[str, Any]]:
+    """What a model answers, per task: label and P(positive), label and per-class
+    probabilities, or a value."""
+    if task == "regression":
+        return [{"name": "prediction", "type": "float"}]
+    label = {"name": "prediction", "type": "string", "classes": classes}
+    if task == "multiclass":
+        return [label, {"name": "probabilities", "type": "float[]", "classes": classes}]
+    return [label, {"name": "probability", "type": "float", "of": classes[1]}]
+
+
+def model_file_of(manifest: Mapping[str, Any]) -> str:
+    """The name of the model file in a package manifest (``model.lgb.txt`` before flavors)."""
+    return str(manifest.get("model_file", MODEL_FILE))
+
+
 class ModelPackage:
-    """A loaded, verified model package: the feature pipeline and the booster, ready to predict.
+    """A loaded, verified model package: the feature pipeline and the model, ready to predict.
 
     Use :meth:`load`; the constructor takes already-verified parts.
     """
 
     def __init__(
-        self, manifest: dict[str, Any], booster: Any, statistics: dict[str, Any], sha256: str
+        self, manifest: dict[str, Any], model: Trainer, statistics: dict[str, Any], sha256: str
     ) -> None:
         self.manifest = manifest
         self.sha256 = sha256
         self.name: str = manifest["name"]
+        self.task: str = manifest.get("task", "binary")
+        self.flavor: str = manifest.get("flavor", "lightgbm")
         self.classes: list[str] = manifest["classes"]
+        self._class_array = np.asarray(self.classes, dtype=object)
         self.pipeline = FeaturePipeline.from_state(manifest["features"])
-        self.booster = booster
+        self.model = model
+        self.booster = getattr(model, "booster_", None)  # the LightGBM/XGBoost booster, if any
         self.statistics = statistics
 
     @classmethod
     def load(cls, store: ArtifactStore, sha256: str) -> ModelPackage:
-        """Fetch and verify the manifest and every file it lists, then build the model."""
-        from keel.train.lightgbm import load_booster
+        """Fetch and verify the manifest and every file it lists, then build the model.
+
+        The model loads through its flavor's ``Trainer.load`` from safe formats only.
+        """
+        from keel.train import trainer_for
 
         manifest = orjson.loads(store.get(sha256))
         if manifest.get("format") != FORMAT:
             raise IntegrityError(f"artifact {sha256[:12]} is not a {FORMAT} package manifest.")
         files = {name: store.get(spec["sha256"]) for name, spec in manifest["files"].items()}
-        booster = load_booster(files[MODEL_FILE].decode())
-        statistics = orjson.loads(files[STATISTICS_FILE])
-        return cls(manifest, booster, statistics, sha256)
+        statistics = orjson.loads(files.pop(STATISTICS_FILE))
+        model = trainer_for(manifest.get("flavor", "lightgbm")).load(files)
+        return cls(manifest, model, statistics, sha256)
 
     @property
     def signature(self) -> dict[str, Any]:
         """Inputs (name, type) and outputs of the model."""
         return dict(self.manifest["signature"])
 
-    def predict_proba(self, data: pa.Table | Any) -> np.ndarray:
-        """P(positive class) for every row of a table or DataFrame (batch path)."""
+    def _matrix(self, data: pa.Table | Any) -> np.ndarray:
         table = (
             data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
         )
-        x = self.pipeline.transform(table)
-        return np.asarray(self.booster.predict(x), dtype=np.float64)
+        return self.pipeline.transform(table)
+
+    def predict_proba(self, data: pa.Table | Any) -> np.ndarray:
+        """P(positive class) per row (binary), or ``(rows, classes)`` probabilities (multiclass).
+
+        Raises:
+            ConfigError: The model is a regression model (use :meth:`predict`).
+        """
+        if self.task == "regression":
+            raise ConfigError(
+                f"model '{self.name}' is a regression model: it has no probabilities. Use "
+                "predict() for its values."
+            )
+        return self.model.predict(self._matrix(data))
 
     def predict(self, data: pa.Table | Any) -> np.ndarray:
-        """Predicted class labels for every row of a table or DataFrame."""
-        return self.labels(self.predict_proba(data))
+        """Class labels (classification) or values (regression) for a table or DataFrame."""
+        out = self.model.predict(self._matrix(data))
+        return out if self.task == "regression" else self.labels(out)
 
     def labels(self, proba: np.ndarray) -> np.ndarray:
-        """Class labels for P(positive class) values (threshold 0.5)."""
+        """Class labels for P(positive) (threshold 0.5) or for per-class probabilities (argmax)."""
+        if proba.ndim == 2:
+            return np.asarray(self._class_array[np.argmax(proba, axis=1)])
         return np.where(proba >= 0.5, self.classes[1], self.classes[0])
 
-    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[float]]:
-        """The online path: check and transform request dicts, no DataFrame. Labels, P(positive)."""
-        x = self.pipeline.transform_rows(rows)
-        proba = self.booster.predict(x)
-        probabilities = [float(p) for p in proba]
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[Any] | None]:
+        """The online path: check and transform request dicts, no DataFrame.
+
+        Returns:
+            ``(labels, P(positive))`` for binary, ``(labels, [per-class probabilities])`` for
+            multiclass, ``(values, None)`` for regression.
+        """
+        out = self.model.predict(self.pipeline.transform_rows(rows))
+        if self.task == "regression":
+            return [float(v) for v in out], None
+        if self.task == "multiclass":
+            labels = self._class_array[np.argmax(out, axis=1)].tolist()
+            return labels, out.tolist()
+        probabilities = [float(p) for p in out]
         labels = [self.classes[1] if p >= 0.5 else self.classes[0] for p in probabilities]
         return labels, probabilities
 

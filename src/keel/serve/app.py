@@ -5,6 +5,11 @@ app: JSON parsed with orjson, each instance checked against the model's signatur
 into features by the same :class:`~keel.features.FeaturePipeline` code that training ran, one
 ``Booster.predict`` on a NumPy matrix. No DataFrame and no framework routing on that path;
 everything else (health, metadata, ``/metrics``, OpenAPI docs) goes through FastAPI.
+
+``POST /v1/features`` answers online feature lookups (``{"features": ["view:feature"],
+"entities": [{key: value}]}``) from the online store on the same bare path. A model trained with
+feature views (``features.views``; its lineage names them) takes requests that carry only entity
+keys: the missing view features are filled from the online store before the pipeline runs.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +34,7 @@ from prometheus_client import (
 )
 
 from keel import __version__
-from keel.errors import DataValidationError, KeelError, NotFoundError
+from keel.errors import ConfigError, DataValidationError, KeelError, NotFoundError
 from keel.registry.package import ModelPackage
 from keel.serve.predlog import PredictionLog
 
@@ -43,6 +48,7 @@ Send = Callable[[Message], Awaitable[None]]
 MAX_INSTANCES = 10_000
 _JSON = [(b"content-type", b"application/json")]
 _PREFIX, _SUFFIX = "/v1/models/", "/predict"
+_FEATURES = "/v1/features"
 _BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -60,13 +66,30 @@ class ServerApp:
     Args:
         models: Model name -> loaded package.
         prediction_log: Where served predictions go, or None to not log them.
+        feature_store: The project's feature store, for ``/v1/features`` and entity-only
+            requests; None when the project declares no feature views.
+        fills: Model name -> the feature views it was trained with
+            (:func:`keel.features.store.training_views`), for entity-only requests.
     """
 
     def __init__(
-        self, models: dict[str, LoadedModel], *, prediction_log: PredictionLog | None
+        self,
+        models: dict[str, LoadedModel],
+        *,
+        prediction_log: PredictionLog | None,
+        feature_store: Any = None,
+        fills: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.models = models
         self.log = prediction_log
+        self.feature_store = feature_store
+        self.fills = fills or {}
+        # per model: entity keys of its views that are not model inputs (dropped after lookup)
+        self._key_only: dict[str, list[str]] = {}
+        for name, used in self.fills.items():
+            inputs = {i["name"] for i in models[name].package.signature["inputs"]}
+            keys = {k for spec in used["views"].values() for k in spec["entities"]}
+            self._key_only[name] = sorted(keys - inputs)
         self.registry = CollectorRegistry()
         self.latency = Histogram(
             "keel_request_duration_seconds",
@@ -95,6 +118,9 @@ class ServerApp:
             path: str = scope["path"]
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
                 await self._predict(path[len(_PREFIX) : -len(_SUFFIX)], receive, send)
+                return
+            if path == _FEATURES:
+                await self._features(receive, send)
                 return
         if scope["type"] != "http":
             await self.api(scope, receive, send)
@@ -129,11 +155,102 @@ class ServerApp:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        status, payload = self._answer(name, body)
+        if name in self.fills:
+            status, payload = self._filled(name, body)
+        else:
+            status, payload = self._answer(name, body)
         await send({"type": "http.response.start", "status": status, "headers": _JSON})
         await send({"type": "http.response.body", "body": payload})
         self._predict_latency.observe(time.perf_counter() - started)
         self.requests.labels("predict", str(status)).inc()
+
+    def _filled(self, name: str, body: bytes) -> tuple[int, bytes]:
+        """Fill the view features an instance lacks from the online store, then answer."""
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self._answer(name, body)  # which explains the bad JSON
+        instances = request.get("instances") if isinstance(request, dict) else None
+        if isinstance(instances, list) and 0 < len(instances) <= MAX_INSTANCES:
+            try:
+                self._fill(self.fills[name], instances, self._key_only.get(name, ()))
+            except KeelError as exc:
+                return exc.http_status, orjson.dumps(exc.to_dict())
+            body = orjson.dumps(request)
+        return self._answer(name, body)
+
+    def _fill(self, used: dict[str, Any], instances: list[Any], key_only: Sequence[str]) -> None:
+        if self.feature_store is None:
+            raise NotFoundError(
+                "this model was trained with feature views but the project declares none; "
+                "restore its feature_views: in keel.yaml.",
+                field="features",
+            )
+        for view, spec in used["views"].items():
+            names = spec["features"]
+            lacking = [
+                row
+                for row in instances
+                if isinstance(row, dict) and any(f not in row for f in names)
+            ]
+            if not lacking:
+                continue
+            try:
+                found = self.feature_store.online(lacking, [f"{view}:{f}" for f in names])
+            except ConfigError as exc:
+                raise DataValidationError(exc.message, field=exc.field) from exc
+            for row, values in zip(lacking, found, strict=True):
+                for feature in names:
+                    row.setdefault(feature, values[feature])
+        for row in instances:  # entity keys that only served the lookup
+            if isinstance(row, dict):
+                for key in key_only:
+                    row.pop(key, None)
+
+    async def _features(self, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        try:
+            status, payload = 200, orjson.dumps({"results": self._lookup(body)})
+        except KeelError as exc:
+            status, payload = exc.http_status, orjson.dumps(exc.to_dict())
+        await send({"type": "http.response.start", "status": status, "headers": _JSON})
+        await send({"type": "http.response.body", "body": payload})
+        self.latency.labels("features").observe(time.perf_counter() - started)
+        self.requests.labels("features", str(status)).inc()
+
+    def _lookup(self, body: bytes) -> list[dict[str, Any]]:
+        """``{"features": [...], "entities": [...]}`` -> one dict of values per entity."""
+        if self.feature_store is None:
+            raise NotFoundError("this project declares no feature views.", field="features")
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise DataValidationError(
+                f'request body is not valid JSON ({exc}). Send {{"features": ["view:feature"], '
+                '"entities": [{"key": value}]}.',
+                field="body",
+            ) from exc
+        features = request.get("features") if isinstance(request, dict) else None
+        entities = request.get("entities") if isinstance(request, dict) else None
+        if not isinstance(features, list) or not features:
+            raise DataValidationError(
+                'request needs "features": a non-empty list of "view:feature".', field="features"
+            )
+        if not isinstance(entities, list) or not entities or len(entities) > MAX_INSTANCES:
+            raise DataValidationError(
+                f'request needs "entities": a list of 1 to {MAX_INSTANCES} objects of entity keys.',
+                field="entities",
+            )
+        try:
+            return list(self.feature_store.online(entities, features))
+        except ConfigError as exc:
+            raise DataValidationError(exc.message, field=exc.field) from exc
 
     def _answer(self, name: str, body: bytes) -> tuple[int, bytes]:
         try:
@@ -151,14 +268,12 @@ class ServerApp:
         if self.log is not None:
             self.log.append(request_id, name, model.version, instances, labels, probabilities)
         self.predictions.labels(name, model.version).inc(len(labels))
-        return 200, orjson.dumps(
-            {
-                "predictions": labels,
-                "probabilities": probabilities,
-                "model_version": model.version,
-                "request_id": request_id,
-            }
-        )
+        answer: dict[str, Any] = {"predictions": labels}
+        if probabilities is not None:  # classification; a regression answer is values only
+            answer["probabilities"] = probabilities
+        answer["model_version"] = model.version
+        answer["request_id"] = request_id
+        return 200, orjson.dumps(answer)
 
     @staticmethod
     def _instances(body: bytes) -> list[Any]:
@@ -196,8 +311,11 @@ class ServerApp:
             gc.collect()
             gc.freeze()
             yield
+            gc.unfreeze()  # let shutdown collect them (extension types report frozen ones as leaks)
             if self.log is not None:
                 self.log.close()
+            if self.feature_store is not None:
+                self.feature_store.close()
 
         api = FastAPI(title="Keel model server", version=__version__, lifespan=lifespan)
 
@@ -211,7 +329,7 @@ class ServerApp:
 
         @api.get("/v2/health/ready")
         async def ready() -> JSONResponse:
-            ok = bool(self.models)
+            ok = bool(self.models) or self.feature_store is not None
             return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
         @api.get("/v2")
@@ -225,7 +343,8 @@ class ServerApp:
             return {
                 "name": name,
                 "versions": [model.version],
-                "platform": "keel-lightgbm",
+                "platform": f"keel-{model.package.flavor}",
+                "task": model.package.task,
                 "inputs": [
                     {
                         "name": i["name"],
@@ -235,10 +354,7 @@ class ServerApp:
                     }
                     for i in signature["inputs"]
                 ],
-                "outputs": [
-                    {"name": "prediction", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "probability", "datatype": "FP64", "shape": [-1]},
-                ],
+                "outputs": _outputs(model.package.task, len(model.package.classes)),
                 "classes": model.package.classes,
                 "package_sha256": model.package.sha256,
             }
@@ -270,7 +386,7 @@ def _route_label(path: str) -> str:
         return path
     if path.startswith("/v2/models/"):
         return "model_ready" if path.endswith("/ready") else "model_metadata"
-    if path in ("/metrics", "/v2", "/docs", "/openapi.json"):
+    if path in ("/metrics", "/v2", "/docs", "/openapi.json", _FEATURES):
         return path
     return "other"
 
@@ -278,10 +394,22 @@ def _route_label(path: str) -> str:
 _DATATYPES = {"int": "INT64", "float": "FP64", "string": "BYTES", "bool": "BOOL"}
 
 
+def _outputs(task: str, classes: int) -> list[dict[str, Any]]:
+    """Open Inference Protocol output tensors per task."""
+    if task == "regression":
+        return [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+    label = {"name": "prediction", "datatype": "BYTES", "shape": [-1]}
+    if task == "multiclass":
+        return [label, {"name": "probabilities", "datatype": "FP64", "shape": [-1, classes]}]
+    return [label, {"name": "probability", "datatype": "FP64", "shape": [-1]}]
+
+
 def create_app(
     project: Any, *, models: list[str] | None = None, log_predictions: bool | None = None
 ) -> ServerApp:
     """The server app for a project: loads each model's ``production`` version (else the latest).
+
+    A project with feature views and no registered model serves ``/v1/features`` alone.
 
     Args:
         project: A :class:`keel.project.Project`.
@@ -292,13 +420,20 @@ def create_app(
         NotFoundError: A reference does not resolve, or the registry is empty.
     """
     refs = models or [m["name"] for m in project.metadata.list_models()]
-    if not refs:
+    if not refs and not project.config.feature_views:
         raise NotFoundError("no registered models to serve. Run 'keel run' first.")
+    from keel.features.store import FeatureStore, training_views
+
     loaded = {}
+    fills = {}
     for ref in refs:
         version = project.metadata.resolve(ref)
         package = ModelPackage.load(project.artifacts, version.package_sha256)
         loaded[version.name] = LoadedModel(package, str(version.version))
+        used = training_views(project, version.package_sha256)
+        if used is not None:
+            fills[version.name] = used
     enabled = project.config.serve.log_predictions if log_predictions is None else log_predictions
     log = PredictionLog(project.predictions_dir) if enabled else None
-    return ServerApp(loaded, prediction_log=log)
+    store = FeatureStore(project) if project.config.feature_views else None
+    return ServerApp(loaded, prediction_log=log, feature_store=store, fills=fills)

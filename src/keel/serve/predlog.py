@@ -48,8 +48,8 @@ class PredictionLog:
         model: str,
         version: str,
         inputs: Sequence[Any],
-        predictions: Sequence[str],
-        probabilities: Sequence[float],
+        predictions: Sequence[Any],
+        probabilities: Sequence[Any] | None,
     ) -> None:
         """Encode one request's predictions and queue the line (called on the request path)."""
         now = time.time()
@@ -122,9 +122,9 @@ def read_prediction_log(
                     request = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue
-                rows = zip(
-                    request["inputs"], request["predictions"], request["probabilities"], strict=True
-                )
+                # regression answers carry no probabilities
+                probabilities = request.get("probabilities") or [None] * len(request["inputs"])
+                rows = zip(request["inputs"], request["predictions"], probabilities, strict=True)
                 for row, prediction, probability in rows:
                     yield {
                         "request_id": request["request_id"],

@@ -19,12 +19,13 @@ from keel.errors import BackendError, ConfigError
 
 __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Database"]
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 """The newest migration; opening skips Alembic entirely when the database is already here."""
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_CACHE_KIB = 65_536
 _WRITE = "keel_write"
 # Any constant works; it only has to be the same in every process that migrates.
 _PG_LOCK = 0x6B65656C
@@ -187,6 +188,9 @@ def _install_sqlite_hooks(engine: sa.Engine) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # 64 MiB of page cache (the default is 2 MiB): listing runs from a store of
+            # 100,000 re-reads the same index pages, and the OS round trip halves its speed.
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         finally:
             cursor.close()
 

@@ -13,15 +13,17 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 
 from keel.errors import ConfigError, ConflictError, NotFoundError
-from keel.store import registry_tables
+from keel.store import registry_tables, tracking_tables
 from keel.store.database import Database
+from keel.store.environment import capture_environment, environment_id
 from keel.store.tables import artifacts, audit_log, lineage, runs, utc_now
+from keel.store.tracking_tables import Condition, Order, TrackedRun
 from keel.types import Artifact, LineageEdge, ModelVersion, Run
 
 __all__ = ["MetadataStore"]
@@ -54,6 +56,8 @@ class MetadataStore:
 
     def __init__(self, url: str) -> None:
         self._db = Database(url)
+        # Environments this store has already written: a run then costs no lookup for them.
+        self._known_environments: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -134,6 +138,8 @@ class MetadataStore:
         config_hash: str,
         code_version: str,
         params: Mapping[str, Any] | None = None,
+        environment: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Run:
         """Record that a step started; the run's status is ``running``.
 
@@ -143,6 +149,10 @@ class MetadataStore:
             config_hash: Hash of the configuration the step saw.
             code_version: Keel version plus a hash of the step's source.
             params: Small JSON-able facts about the run.
+            environment: What the run runs on; by default this process's
+                :func:`~keel.store.environment.capture_environment` (git commit of the cwd).
+                The pipeline passes the capture for the project directory.
+            tags: Labels to record now (``facts["tags"]`` at finish adds more).
 
         Returns:
             The new run, with a fresh uuid4 hex id.
@@ -157,7 +167,14 @@ class MetadataStore:
             started_at=utc_now(),
             params=_to_json(params or {}, "params"),
         )
+        captured = capture_environment() if environment is None else environment
+        env = _to_json(captured, "environment")
+        env_id = environment_id(env)
+        tag_facts = {"tags": _to_json(tags or {}, "tags")}
+        tag_rows = tracking_tables.fact_rows(run.id, tag_facts)
         with self._db.write() as conn:
+            if env_id not in self._known_environments:
+                tracking_tables.record_environment(conn, env_id, env)
             conn.execute(
                 sa.insert(runs).values(
                     id=run.id,
@@ -168,8 +185,13 @@ class MetadataStore:
                     code_version=code_version,
                     started_at=run.started_at,
                     params=run.params,
+                    environment_id=env_id,
+                    summary=tracking_tables.summarize(tag_facts, None),
                 )
             )
+            for table, rows in tag_rows.items():
+                conn.execute(sa.insert(table), rows)
+        self._known_environments.add(env_id)
         return run
 
     def finish_run(
@@ -183,8 +205,9 @@ class MetadataStore:
         peak_memory_mb: float | None = None,
         error: str | None = None,
         params: Mapping[str, Any] | None = None,
+        facts: Mapping[str, Any] | None = None,
     ) -> Run:
-        """Close a running run and record its lineage, in one transaction.
+        """Close a running run and record its lineage and tracked facts, in one transaction.
 
         Args:
             run_id: The id ``start_run`` returned.
@@ -195,6 +218,12 @@ class MetadataStore:
             peak_memory_mb: Peak resident memory.
             error: The error message, for a failed run.
             params: Merged into the params given to ``start_run``.
+            facts: What the step reported. ``facts["params"]`` (name -> scalar),
+                ``facts["metrics"]`` (name -> number), ``facts["history"]`` (metric -> values
+                per iteration) and ``facts["tags"]`` (name -> text) are stored queryably
+                (``search_runs``); nested names are joined with ``.``, non-numeric metrics are
+                kept only in the facts. The facts without the history are also kept as
+                ``params["facts"]``.
 
         Returns:
             The finished run with its inputs and outputs.
@@ -208,7 +237,7 @@ class MetadataStore:
             msg = f"finish_run: status {status!r} is not one of {', '.join(get_args(FinishStatus))}"
             raise ConfigError(msg, field="status")
         edges = _edges(run_id, inputs or {}, "input") + _edges(run_id, outputs or {}, "output")
-        values = {
+        values: dict[str, Any] = {
             "status": status,
             "ended_at": utc_now(),
             "cpu_seconds": cpu_seconds,
@@ -216,6 +245,10 @@ class MetadataStore:
             "error": error,
         }
         extra = _to_json(params or {}, "params")
+        clean_facts = _to_json(facts or {}, "facts")
+        fact_rows = tracking_tables.fact_rows(run_id, clean_facts)
+        if facts is not None:
+            extra["facts"] = {k: v for k, v in clean_facts.items() if k != "history"}
         with self._db.write() as conn:
             current = _fetch_run_row(conn, run_id)
             if current["status"] != "running":
@@ -224,12 +257,14 @@ class MetadataStore:
                     "start a new run to record another execution"
                 )
                 raise ConflictError(msg, field="run_id")
-            params_now = {**current["params"], **extra}
-            conn.execute(
-                sa.update(runs).where(runs.c.id == run_id).values(**values, params=params_now)
-            )
+            values["params"] = {**current["params"], **extra}
+            values["summary"] = tracking_tables.summarize(clean_facts, current["summary"])
+            duration = (values["ended_at"] - current["started_at"]).total_seconds()
+            values["duration_seconds"] = max(duration, 0.0)
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
             if edges:
                 conn.execute(sa.insert(lineage), edges)
+            tracking_tables.insert_facts(conn, run_id, fact_rows)
             return _load_runs(conn, [run_id])[0]
 
     def get_run(self, run_id: str) -> Run:
@@ -278,6 +313,40 @@ class MetadataStore:
             query = query.where(runs.c.step == step)
         with self._db.read() as conn:
             return _load_runs(conn, list(conn.scalars(query)))
+
+    def search_runs(
+        self,
+        conditions: Sequence[Condition] = (),
+        *,
+        order: Sequence[Order] = (),
+        limit: int = 100,
+    ) -> list[TrackedRun]:
+        """Runs matching every condition, sorted, with their params, metrics and tags.
+
+        :func:`keel.tracking.parse_filter` and :func:`keel.tracking.parse_sort` build the
+        conditions and the order from text like ``metrics.roc_auc > 0.9``. Sorting by a
+        metric, param or tag lists only runs that have it (a metric that was not finite counts
+        as absent). The default order is newest first.
+
+        Raises:
+            ConfigError: ``limit`` is not positive.
+        """
+        if limit < 1:
+            raise ConfigError(f"limit must be at least 1, got {limit}", field="limit")
+        with self._db.read() as conn:
+            ids = tracking_tables.search(conn, conditions, order, limit)
+            return tracking_tables.load_details(conn, _load_rows(conn, ids))
+
+    def get_tracked_run(self, run_id: str) -> TrackedRun:
+        """A run (id or unique prefix) with its facts, learning curves and environment.
+
+        Raises:
+            NotFoundError: Nothing, or more than one run, matches.
+        """
+        with self._db.read() as conn:
+            full = _resolve_prefix(conn, runs.c.id, run_id, what="run", full=32)
+            _fetch_run_row(conn, full)
+            return tracking_tables.load_details(conn, _load_rows(conn, [full]), full=True)[0]
 
     def lineage(self, sha256: str) -> list[LineageEdge]:
         """Every edge touching an artifact: the runs that wrote it and the runs that read it."""
@@ -462,37 +531,51 @@ def _fetch_run_row(conn: sa.Connection, run_id: str) -> sa.RowMapping:
     return row
 
 
+# Built once: an expanding IN parameter keeps the compiled statement cached, where an
+# ``in_(list)`` would coerce every id on every call (a list of 100 runs paid ~2 ms for it).
+_RUNS_BY_ID = sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True)))
+_EDGES_BY_RUN = (
+    sa.select(lineage.c.run_id, lineage.c.direction, lineage.c.name, lineage.c.sha256)
+    .where(lineage.c.run_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(lineage.c.name)
+)
+
+
 def _load_runs(conn: sa.Connection, run_ids: list[str]) -> list[Run]:
     """Runs in the order of ``run_ids``, with inputs and outputs from the lineage table."""
+    return [run for run, _ in _load_rows(conn, run_ids)]
+
+
+def _load_rows(conn: sa.Connection, run_ids: list[str]) -> list[tuple[Run, sa.RowMapping]]:
+    """Like ``_load_runs``, each run with its table row (for the tracking columns)."""
     if not run_ids:
         return []
-    rows = {
-        row["id"]: row
-        for row in conn.execute(sa.select(runs).where(runs.c.id.in_(run_ids))).mappings()
-    }
+    rows = {row["id"]: row for row in conn.execute(_RUNS_BY_ID, {"ids": run_ids}).mappings().all()}
     edges: dict[tuple[str, str], dict[str, str]] = {}
-    query = sa.select(lineage).where(lineage.c.run_id.in_(run_ids)).order_by(lineage.c.name)
-    for edge in conn.execute(query).mappings():
-        edges.setdefault((edge["run_id"], edge["direction"]), {})[edge["name"]] = edge["sha256"]
+    for run_id, direction, name, sha in conn.execute(_EDGES_BY_RUN, {"ids": run_ids}).all():
+        edges.setdefault((run_id, direction), {})[name] = sha
     return [
-        Run(
-            id=row["id"],
-            step=row["step"],
-            status=row["status"],
-            cache_key=row["cache_key"],
-            config_hash=row["config_hash"],
-            code_version=row["code_version"],
-            started_at=row["started_at"],
-            ended_at=row["ended_at"],
-            cpu_seconds=row["cpu_seconds"],
-            peak_memory_mb=row["peak_memory_mb"],
-            error=row["error"],
-            params=dict(row["params"]),
-            inputs=edges.get((row["id"], "input"), {}),
-            outputs=edges.get((row["id"], "output"), {}),
-        )
-        for row in (rows[run_id] for run_id in run_ids if run_id in rows)
+        (_run(row, edges), row) for row in (rows[run_id] for run_id in run_ids if run_id in rows)
     ]
+
+
+def _run(row: sa.RowMapping, edges: dict[tuple[str, str], dict[str, str]]) -> Run:
+    return Run(
+        id=row["id"],
+        step=row["step"],
+        status=row["status"],
+        cache_key=row["cache_key"],
+        config_hash=row["config_hash"],
+        code_version=row["code_version"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        cpu_seconds=row["cpu_seconds"],
+        peak_memory_mb=row["peak_memory_mb"],
+        error=row["error"],
+        params=dict(row["params"]),
+        inputs=edges.get((row["id"], "input"), {}),
+        outputs=edges.get((row["id"], "output"), {}),
+    )
 
 
 def _edges(run_id: str, named: Mapping[str, str], direction: str) -> list[dict[str, str]]:

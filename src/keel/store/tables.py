@@ -16,13 +16,23 @@ __all__ = [
     "aliases",
     "artifacts",
     "audit_log",
+    "environments",
     "lineage",
     "model_versions",
     "models",
+    "run_metric_history",
+    "run_metrics",
+    "run_params",
+    "run_tags",
     "runs",
     "schema",
     "utc_now",
 ]
+
+KEY_LENGTH = 250
+"""Longest param, metric or tag name."""
+VALUE_LENGTH = 500
+"""Longest stored param or tag text; longer values are cut (the run's facts keep them whole)."""
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -67,18 +77,28 @@ runs = sa.Table(
     "runs",
     schema,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("step", sa.String(200), nullable=False, index=True),
+    sa.Column("step", sa.String(200), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("cache_key", sa.String(128), nullable=False, index=True),
     sa.Column("config_hash", sa.String(128), nullable=False),
     sa.Column("code_version", sa.String(200), nullable=False),
-    sa.Column("started_at", UtcDateTime(), nullable=False, index=True),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
     sa.Column("ended_at", UtcDateTime(), nullable=True),
     sa.Column("cpu_seconds", sa.Float(), nullable=True),
     sa.Column("peak_memory_mb", sa.Float(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("params", sa.JSON(), nullable=False),
+    sa.Column("duration_seconds", sa.Float(), nullable=True),
+    # The run's flat params, metrics and tags (as in the fact tables), read in one go to list.
+    sa.Column("summary", sa.JSON(), nullable=True),
+    # No foreign key: adding one to an existing SQLite table means rebuilding it.
+    sa.Column("environment_id", sa.String(64), nullable=True),
     sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'cached')", name="status"),
+    # "newest runs (of a step / with a status)" walk one of these and stop after LIMIT rows;
+    # ending in id makes them covering, so the walk never reads the table itself.
+    sa.Index("ix_runs_started_at_id", "started_at", "id"),
+    sa.Index("ix_runs_step_started_at_id", "step", "started_at", "id"),
+    sa.Index("ix_runs_status_started_at_id", "status", "started_at", "id"),
 )
 
 artifacts = sa.Table(
@@ -161,4 +181,67 @@ audit_log = sa.Table(
     sa.Column("action", sa.String(100), nullable=False),
     sa.Column("target", sa.String(300), nullable=False, index=True),
     sa.Column("details", sa.JSON(), nullable=False),
+)
+
+
+# Environments are shared by many runs (same interpreter, packages, commit): stored once,
+# addressed by the sha256 of their canonical JSON.
+environments = sa.Table(
+    "environments",
+    schema,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("captured_at", UtcDateTime(), nullable=False),
+    sa.Column("data", sa.JSON(), nullable=False),
+)
+
+
+def _run_fk() -> sa.Column[str]:
+    return sa.Column(
+        "run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+# One narrow table per kind of fact, so a filter or sort on one key is an index range scan:
+# (key, value, run_id) is covering, and walking it in order answers "sort by metric, limit N".
+# On SQLite they are WITHOUT ROWID: a probe by (run_id, key) reads one b-tree, not two.
+run_params = sa.Table(
+    "run_params",
+    schema,
+    _run_fk(),
+    sa.Column("key", sa.String(KEY_LENGTH), primary_key=True),
+    sa.Column("value", sa.String(VALUE_LENGTH), nullable=False),
+    sa.Column("number", sa.Float(), nullable=True),
+    sa.Index("ix_run_params_key_number_run_id", "key", "number", "run_id"),
+    sa.Index("ix_run_params_key_value_run_id", "key", "value", "run_id"),
+    sqlite_with_rowid=False,
+)
+
+run_metrics = sa.Table(
+    "run_metrics",
+    schema,
+    _run_fk(),
+    sa.Column("key", sa.String(KEY_LENGTH), primary_key=True),
+    sa.Column("value", sa.Float(), nullable=True),
+    sa.Index("ix_run_metrics_key_value_run_id", "key", "value", "run_id"),
+    sqlite_with_rowid=False,
+)
+
+run_metric_history = sa.Table(
+    "run_metric_history",
+    schema,
+    _run_fk(),
+    sa.Column("key", sa.String(KEY_LENGTH), primary_key=True),
+    sa.Column("iteration", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("value", sa.Float(), nullable=True),
+    sqlite_with_rowid=False,
+)
+
+run_tags = sa.Table(
+    "run_tags",
+    schema,
+    _run_fk(),
+    sa.Column("key", sa.String(KEY_LENGTH), primary_key=True),
+    sa.Column("value", sa.String(VALUE_LENGTH), nullable=False),
+    sa.Index("ix_run_tags_key_value_run_id", "key", "value", "run_id"),
+    sqlite_with_rowid=False,
 )

@@ -1,15 +1,26 @@
-"""LightGBM trainer: native API, early stopping on a stratified validation split, text model."""
+"""LightGBM trainer: the native API, early stopping on the validation set, the text model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
 
 import numpy as np
+from pydantic import ValidationError
 
-from keel.config import ModelConfig
+from keel.config import LightGBMParams
+from keel.errors import ConfigError, NotFittedError
+from keel.train.base import (
+    OnIteration,
+    check_task,
+    merge_weights,
+    n_classes_of,
+    unknown_param,
+)
 
-__all__ = ["load_booster", "train_lightgbm"]
+__all__ = ["LightGBMTrainer", "load_booster"]
+
+MODEL_FILE = "model.lgb.txt"
 
 # scikit-learn style names in keel.yaml -> LightGBM's native parameter names
 _NATIVE = {
@@ -24,79 +35,148 @@ _NATIVE = {
     "reg_lambda": "lambda_l2",
     "min_split_gain": "min_gain_to_split",
 }
+# LightGBM's metric names -> Keel's (HISTORY_METRICS), per task; the first stops early
+_METRICS = {
+    "binary": {"binary_logloss": "log_loss", "auc": "roc_auc"},
+    "multiclass": {"multi_logloss": "log_loss", "multi_error": "error"},
+    "regression": {"rmse": "rmse", "l1": "mae"},
+}
+_OBJECTIVES = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}
 
 
-def train_lightgbm(
-    x: np.ndarray,
-    y: np.ndarray,
-    config: ModelConfig,
-    *,
-    on_iteration: Callable[[int, int], None] | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """Train a binary LightGBM model with early stopping on a held-out validation split.
+def check_params(params: Mapping[str, Any]) -> LightGBMParams:
+    """``params`` validated as :class:`LightGBMParams`; a ConfigError names a bad key."""
+    try:
+        return LightGBMParams.model_validate(dict(params))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "params"
+        if error["type"] == "extra_forbidden":
+            raise unknown_param("lightgbm", name, list(LightGBMParams.model_fields)) from exc
+        msg = f"model.params.{name}: {error['msg']} (got {error.get('input')!r})."
+        raise ConfigError(msg, field=f"model.params.{name}") from exc
 
-    Args:
-        x: Feature matrix (rows, features), float64.
-        y: Labels, 0/1.
-        config: The model section of keel.yaml.
-        on_iteration: Called with (iteration, total) after each boosting round (progress bars).
 
-    Returns:
-        The model as LightGBM's text format, and training facts (best iteration, validation
-        AUC and log loss, rows used).
+class LightGBMTrainer:
+    """Gradient-boosted trees with LightGBM; saved as LightGBM's text model (no pickle).
+
+    ``params`` takes the scikit-learn style names of :class:`keel.config.LightGBMParams`;
+    ``class_weight: balanced`` weighs classes equally.
     """
-    import lightgbm as lgb
-    from sklearn.model_selection import train_test_split
 
-    params = config.params
-    x_fit, x_val, y_fit, y_val = train_test_split(
-        x, y, test_size=config.validation_fraction, random_state=config.seed, stratify=y
-    )
+    flavor: ClassVar[str] = "lightgbm"
+    model_file: ClassVar[str] = MODEL_FILE
+
+    def __init__(self, *, task: str, params: Mapping[str, Any], seed: int = 0) -> None:
+        self.task = task
+        self.params = params
+        self.seed = seed
+        self.history_: dict[str, list[float]] = {}
+        self.best_iteration_: int | None = None
+        self.facts_: dict[str, Any] = {}
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        x_valid: np.ndarray | None = None,
+        y_valid: np.ndarray | None = None,
+        sample_weight: np.ndarray | None = None,
+        early_stopping_rounds: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Self:
+        """Boost up to ``n_estimators`` rounds; keep the best one when stopping early."""
+        import lightgbm as lgb
+
+        task = check_task(self.task)
+        params = check_params(self.params)
+        k = n_classes_of(task, y, y_valid)
+        names = _METRICS[task]
+        weights = merge_weights(sample_weight, params.class_weight, y, task, k)
+        train_set = lgb.Dataset(x, label=y, weight=weights, free_raw_data=True)
+        callbacks: list[Any] = []
+        valid_sets: list[Any] = []
+        evals: dict[str, Any] = {}
+        if x_valid is not None and y_valid is not None:
+            valid_sets.append(lgb.Dataset(x_valid, label=y_valid, reference=train_set))
+            callbacks.append(lgb.record_evaluation(evals))
+            if early_stopping_rounds:
+                callbacks.append(
+                    lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)
+                )
+        if on_iteration is not None:
+            callbacks.append(_reporter(on_iteration, names))
+        booster = lgb.train(
+            _native(task, params, k, self.seed),
+            train_set,
+            num_boost_round=params.n_estimators,
+            valid_sets=valid_sets,
+            valid_names=["validation"][: len(valid_sets)],
+            callbacks=callbacks,
+        )
+        best = booster.best_iteration or booster.current_iteration()
+        recorded = evals.get("validation", {})
+        self.history_ = {
+            keel: [float(v) for v in recorded[lgb_name]]
+            for lgb_name, keel in names.items()
+            if lgb_name in recorded
+        }
+        self.best_iteration_ = int(best)
+        self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        self.n_classes_ = k
+        self.facts_ = {
+            "train_rows": len(y),
+            "validation_rows": 0 if y_valid is None else len(y_valid),
+            "lightgbm_version": lgb.__version__,
+        }
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(positive), class probabilities (n, k), or values, by task."""
+        booster = self._booster()
+        return np.asarray(booster.predict(x), dtype=np.float64)
+
+    def save(self) -> dict[str, bytes]:
+        """``{"model.lgb.txt": LightGBM's text model}``, truncated at the kept iteration."""
+        return {MODEL_FILE: self._booster().model_to_string().encode()}
+
+    @classmethod
+    def load(cls, files: Mapping[str, bytes]) -> Self:
+        """A trainer from its text model; the task is read from the model's objective."""
+        booster = load_booster(files[MODEL_FILE].decode())
+        objective = _objective_line(booster)
+        task = next((t for t, o in _OBJECTIVES.items() if objective.startswith(o)), "regression")
+        trainer = cls(task=task, params={}, seed=0)
+        trainer.booster_ = booster
+        multi = task == "multiclass"
+        trainer.n_classes_ = booster.num_model_per_iteration() if multi else n_classes_of(task)
+        trainer.best_iteration_ = booster.current_iteration()
+        return trainer
+
+    def _booster(self) -> Any:
+        booster = getattr(self, "booster_", None)
+        if booster is None:
+            raise NotFittedError("this LightGBM trainer is not fitted; call fit() or load().")
+        return booster
+
+
+def _native(task: str, params: LightGBMParams, k: int, seed: int) -> dict[str, Any]:
+    """LightGBM's own parameters: objective, metrics (the first stops early), determinism."""
     native: dict[str, Any] = {
-        "objective": "binary",
-        "metric": ["auc", "binary_logloss"],
+        "objective": _OBJECTIVES[task],
+        "metric": list(_METRICS[task]),
+        "first_metric_only": True,
         "verbosity": -1,
-        "seed": config.seed,
+        "seed": seed,
         "deterministic": True,
         "num_threads": 0,
     }
+    if task == "multiclass":
+        native["num_class"] = k
     for name, native_name in _NATIVE.items():
         native[native_name] = getattr(params, name)
-    weights = _balanced_weights(y_fit) if params.class_weight == "balanced" else None
-    train_set = lgb.Dataset(x_fit, label=y_fit, weight=weights, free_raw_data=True)
-    valid_set = lgb.Dataset(x_val, label=y_val, reference=train_set)
-    callbacks: list[Any] = []
-    if config.early_stopping_rounds:
-        callbacks.append(lgb.early_stopping(config.early_stopping_rounds, verbose=False))
-    if on_iteration is not None:
-
-        def report(env: Any) -> None:
-            on_iteration(env.iteration + 1, env.end_iteration)
-
-        callbacks.append(report)
-    evals: dict[str, Any] = {}
-    callbacks.append(lgb.record_evaluation(evals))
-    booster = lgb.train(
-        native,
-        train_set,
-        num_boost_round=params.n_estimators,
-        valid_sets=[valid_set],
-        valid_names=["validation"],
-        callbacks=callbacks,
-    )
-    best = booster.best_iteration or booster.current_iteration()
-    history = evals.get("validation", {})
-    facts = {
-        "best_iteration": int(best),
-        "validation_auc": float(history["auc"][best - 1]) if "auc" in history else None,
-        "validation_logloss": float(history["binary_logloss"][best - 1])
-        if "binary_logloss" in history
-        else None,
-        "train_rows": len(y_fit),
-        "validation_rows": len(y_val),
-        "lightgbm_version": lgb.__version__,
-    }
-    return booster.model_to_string(num_iteration=best), facts
+    return native
 
 
 def load_booster(text: str) -> Any:
@@ -106,7 +186,22 @@ def load_booster(text: str) -> Any:
     return lgb.Booster(model_str=text)
 
 
-def _balanced_weights(y: np.ndarray) -> np.ndarray:
-    counts = np.bincount(y.astype(np.int64), minlength=2).astype(np.float64)
-    per_class = len(y) / (2.0 * np.maximum(counts, 1.0))
-    return np.asarray(per_class[y.astype(np.int64)], dtype=np.float64)
+def _objective_line(booster: Any) -> str:
+    for line in booster.model_to_string().splitlines()[:20]:
+        if line.startswith("objective="):
+            return str(line.split("=", 1)[1])
+    return ""
+
+
+def _reporter(on_iteration: OnIteration, names: Mapping[str, str]) -> Any:
+    def report(env: Any) -> None:
+        values = {
+            names[metric]: float(value)
+            for _, metric, value, _ in env.evaluation_result_list
+            if metric in names
+        }
+        on_iteration(env.iteration + 1, values)
+
+    # run after record_evaluation (order 20) and before early stopping (order 30) raises
+    report.order = 25  # type: ignore[attr-defined]
+    return report

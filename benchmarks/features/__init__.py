@@ -1,0 +1,1 @@
+"""Feature store benchmark: online lookups and point-in-time joins, Keel vs Feast vs a floor."""

@@ -1,0 +1,186 @@
+"""`keel runs` commands: list (filter, sort), show and compare tracked runs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
+
+__all__ = ["register"]
+
+_METRIC_COLUMNS = 4
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `keel` app."""
+    group = typer.Typer(
+        help="Tracked runs: list with --filter/--sort, show one, compare several.",
+        no_args_is_help=True,
+    )
+    group.command("list")(list_)
+    group.command("show")(show)
+    group.command("compare")(compare)
+    app.add_typer(group, name="runs")
+
+
+def list_(
+    filter: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help="E.g. 'metrics.roc_auc > 0.9 and params.num_leaves <= 64 and step = \"train\"'.",
+        ),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option("--sort", help="E.g. 'metrics.roc_auc desc' (default: newest first)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most this many.")] = 50,
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Runs matching a filter, sorted: step, status, duration and key metrics."""
+    from keel import api
+
+    found = api.runs(filter, sort=sort, limit=limit, project=project)
+    if fmt is Format.json:
+        emit_json({"runs": found})
+        return
+    metrics = _metric_columns(found, f"{filter or ''} {sort or ''}")
+    table = Table(show_edge=False)
+    for column in ("run", "step", "status", "started", "seconds", *metrics):
+        table.add_column(column, no_wrap=column != "step")
+    for run in found:
+        table.add_row(
+            run["id"][:12],
+            escape(run["step"]),
+            run["status"],
+            run["started_at"][:19].replace("T", " "),
+            _num(run["duration_seconds"]),
+            *(_num(run["metrics"].get(m)) for m in metrics),
+        )
+    out.print(table)
+    out.print(f"{len(found)} run(s)", highlight=False)
+
+
+def _metric_columns(found: list[dict[str, Any]], query: str) -> list[str]:
+    """Metrics the query names first, then the most common ones, at most four."""
+    counts = Counter(name for run in found for name in run["metrics"])
+    named = [m for m in counts if f"metrics.{m}" in query]
+    common = [m for m, _ in counts.most_common() if m not in named]
+    return (named + common)[:_METRIC_COLUMNS]
+
+
+def show(
+    run: Annotated[str, typer.Argument(help="Run id or a prefix (6+ hex digits).")],
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """One run: params, metrics, learning curves, environment, inputs/outputs and lineage."""
+    from keel import api
+
+    shown = api.get_run(run, project=project)
+    if fmt is Format.json:
+        emit_json(shown)
+        return
+    _print_run(shown)
+
+
+def _print_run(shown: dict[str, Any]) -> None:
+    facts = [
+        ("run", shown["id"]),
+        ("step", shown["step"]),
+        ("status", shown["status"]),
+        ("started", shown["started_at"]),
+        ("seconds", _num(shown["duration_seconds"])),
+        ("cpu seconds", _num(shown["cpu_seconds"])),
+        ("peak MB", _num(shown["peak_memory_mb"])),
+        ("code", shown["code_version"]),
+        ("reused run", shown["reused_run"]),
+        ("error", shown["error"]),
+    ]
+    for label, value in facts:
+        if value is not None:
+            out.print(f"{label:>11}: {escape(str(value))}", highlight=False)
+    for section in ("params", "metrics", "tags", "snapshots"):
+        if shown[section]:
+            out.print(f"[bold]{section}[/]")
+            for name, value in shown[section].items():
+                out.print(f"  {escape(name)} = {escape(_num(value))}", highlight=False)
+    if shown["history"]:
+        table = Table(title="learning curves", show_edge=False)
+        for column in ("metric", "iterations", "first", "last", "min (at)", "max (at)"):
+            table.add_column(column)
+        for name, s in shown["history"].items():
+            table.add_row(
+                escape(name),
+                str(s["iterations"]),
+                _num(s["first"]),
+                _num(s["last"]),
+                f"{_num(s['min'])} ({s.get('min_iteration', '-')})",
+                f"{_num(s['max'])} ({s.get('max_iteration', '-')})",
+            )
+        out.print(table)
+    _print_lineage(shown["lineage"])
+    env = shown["environment"] or {}
+    if env:
+        git = env.get("git") or {}
+        packages = ", ".join(f"{n} {v}" for n, v in env.get("packages", {}).items())
+        out.print("[bold]environment[/]")
+        out.print(f"  python {env.get('python')} on {env.get('platform')}", highlight=False)
+        out.print(f"  git {git.get('commit') or '-'} {git.get('branch') or ''}", highlight=False)
+        out.print(f"  {escape(packages)}", highlight=False)
+
+
+def _print_lineage(lineage: dict[str, Any]) -> None:
+    for name, edge in lineage["inputs"].items():
+        source = edge["from_run"][:12] if edge["from_run"] else "-"
+        out.print(f"  input  {escape(name)} {edge['sha256'][:12]} <- run {source}", highlight=False)
+    for name, edge in lineage["outputs"].items():
+        readers = ", ".join(r[:12] for r in edge["read_by"]) or "-"
+        out.print(
+            f"  output {escape(name)} {edge['sha256'][:12]} -> runs {readers}", highlight=False
+        )
+
+
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Two or more run ids or prefixes.")],
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Runs side by side: params, metrics, data and environment; differences highlighted."""
+    from keel import api
+
+    result = api.compare_runs(runs, project=project)
+    if fmt is Format.json:
+        emit_json(result)
+        return
+    table = Table(show_edge=False)
+    table.add_column("")
+    for run_id in result["runs"]:
+        table.add_column(run_id[:12], overflow="fold")
+    for section in ("run", "params", "metrics", "data", "environment"):
+        if not result[section]:
+            continue
+        table.add_row(f"[bold]{section}[/]")
+        for row in result[section]:
+            style = "yellow" if row["differs"] else "dim"
+            mark = "* " if row["differs"] else "  "
+            values = [escape(_num(v)) for v in row["values"]]
+            table.add_row(f"{mark}{escape(row['name'])}", *values, style=style)
+    out.print(table)
+    differing = sum(row["differs"] for s in ("params", "metrics") for row in result[s])
+    out.print(f"* differs: {differing} param/metric row(s)", highlight=False)
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4f}"
+    return str(value)

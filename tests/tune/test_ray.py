@@ -1,0 +1,55 @@
+"""Trials as Ray tasks on a local 2-CPU Ray instance: infeasible requests fail fast, a small
+search runs and records its trials."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keel.config import ResourcesConfig
+from keel.errors import ConfigError
+from keel.store.metadata import MetadataStore
+from keel.train.search import TrialData, run_search
+from tests.tune.conftest import objective, search_config
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    """One local Ray instance for the module (starting one takes seconds)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def test_infeasible_request_fails_fast_with_the_capacity(
+    local_ray: Any, adult_data: TrialData
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        run_search(adult_data, objective(), search_config(trials=2), study_dir=None,
+                   study="big", executor="ray", resources=ResourcesConfig(cpus=64))  # fmt: skip
+    assert time.monotonic() - started < 10
+    message = caught.value.message
+    assert "each trial asks for 64 CPU" in message
+    assert "2 CPUs in all" in message and "resources.cpus" in message
+
+
+def test_a_search_runs_as_ray_tasks(local_ray: Any, adult_data: TrialData, tmp_path: Path) -> None:
+    metadata = MetadataStore(f"sqlite:///{tmp_path / 'keel.db'}")
+    result = run_search(adult_data, objective(), search_config(trials=3, workers=2),
+                        study_dir=tmp_path / "studies", study="ray", metadata=metadata,
+                        executor="ray", resources=ResourcesConfig(cpus=1))  # fmt: skip
+    assert result.ran == 3 and result.completed == 3 and result.best_value > 0.85
+    assert sorted(r["trial"] for r in result.trials) == [1, 2, 3]
+    runs = metadata.list_runs(step="tune/trial", limit=10)
+    assert len(runs) == 3 and {r.status for r in runs} == {"succeeded"}
+    assert local_ray.is_initialized(), "a connection the caller opened stays open"
+    metadata.close()
