@@ -4,7 +4,7 @@ usage: .venv/bin/python benchmarks/features/bench.py   (or benchmarks/run.py --o
 
 Every measured tool runs in its own process started here (Feast from its venv
 ``benchmarks/.peers/feast``, created with ``pip install 'feast[redis]'`` when missing); peak RSS
-is that child's rusage (os.wait4). Same data for all (make_data.py).
+is that child's rusage (os.wait4). Same data for all (feature_data.py).
 
 - Online, in-process: 1 entity x 10 and x 100 features, sequential calls after a warm-up,
   Keel (SQLite, Redis) and Feast (SQLite, Redis online stores), each after materializing the
@@ -43,7 +43,7 @@ FEAST_VENV = BENCH_DIR / ".peers" / "feast"
 FEAST_PYTHON = FEAST_VENV / "bin" / "python"
 sys.path.insert(0, str(HERE))
 
-import make_data  # noqa: E402
+import feature_data  # noqa: E402
 
 
 def _env_int(name: str, default: int) -> int:
@@ -254,7 +254,7 @@ def run() -> dict[str, Any]:
     http_calls = _env_int("FEATURES_HTTP_CALLS", 300 if quick else 2000)
     timeout = float(_env_int("FEATURES_TIMEOUT", 300))
     tools = os.environ.get("FEATURES_TOOLS", "keel,feast,floor").split(",")
-    data = make_data.make()
+    data = feature_data.make()
     work = Path(tempfile.mkdtemp(prefix="keel-bench-features-"))
     raw: dict[str, Any] = {
         "benchmark": "features",
@@ -264,10 +264,10 @@ def run() -> dict[str, Any]:
             "http_calls": http_calls,
             "timeout_s": timeout,
             "tools": tools,
-            "online_entities": make_data.N_ONLINE,
-            "pit_entities": make_data.N_ENTITIES,
-            "pit_source_rows": make_data.N_KEYS * make_data.PER_KEY,
-            "pit_views": {k: len(v) for k, v in make_data.VIEWS.items()},
+            "online_entities": feature_data.N_ONLINE,
+            "pit_entities": feature_data.N_ENTITIES,
+            "pit_source_rows": feature_data.N_KEYS * feature_data.PER_KEY,
+            "pit_views": {k: len(v) for k, v in feature_data.VIEWS.items()},
         },
         "data": str(data),
         "online": {},

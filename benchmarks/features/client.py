@@ -13,7 +13,7 @@ import sys
 import time
 
 import numpy as np
-from make_data import N_ONLINE
+from feature_data import N_ONLINE
 
 
 def main(port: int, path: str, template: str, calls: int) -> dict[str, object]:

@@ -3,7 +3,7 @@
 usage: run_feast.py online BACKEND REPO CALLS      sqlite or redis://host:port/db; in-process
        run_feast.py setup BACKEND REPO             apply + materialize only (before `feast serve`)
        run_feast.py pit REPO                       1M entity rows x 10 features, file offline store
-Prints one JSON line. The data are the same Parquet files Keel reads (make_data.py).
+Prints one JSON line. The data are the same Parquet files Keel reads (feature_data.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from make_data import N_ONLINE, VIEWS, WORK
+from feature_data import N_ONLINE, VIEWS, WORK
 
 AT = datetime(2024, 6, 1)
 

@@ -12,7 +12,7 @@ import time
 
 import duckdb
 import numpy as np
-from make_data import VIEWS, WORK
+from feature_data import VIEWS, WORK
 
 
 def main() -> dict[str, object]:

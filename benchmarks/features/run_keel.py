@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 
 import numpy as np
-from make_data import N_ONLINE, VIEWS, WORK
+from feature_data import N_ONLINE, VIEWS, WORK
 
 AT = datetime(2024, 6, 1)
 

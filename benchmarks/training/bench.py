@@ -55,9 +55,15 @@ def run(quick: bool | None = None) -> dict[str, Any]:
         raise SystemExit(f"unknown training part(s) {unknown}; choose from {list(available)}")
     raw: dict[str, Any] = {"benchmark": "training", "quick": quick, "parts": {}}
     for name in chosen:
-        started = time.time()
+        started, load = time.time(), os.getloadavg()[0]
         result = _module(available[name]).run(quick=quick)
-        raw["parts"][name] = {**result, "seconds": time.time() - started, "ran_at": started}
+        raw["parts"][name] = {
+            **result,
+            "seconds": time.time() - started,
+            "ran_at": started,
+            "load_before": load,
+            "load_after": os.getloadavg()[0],
+        }
     # Parts not chosen keep their latest result, so running one part never drops the others.
     previous = _latest(quick)
     for name, result in (previous or {}).get("parts", {}).items():
@@ -90,7 +96,16 @@ def render(raw: dict[str, Any]) -> str:
                 when = time.strftime("%Y-%m-%d %H:%M", time.localtime(result.get("ran_at", 0)))
                 lines.append(f"\n(Kept from the run of {when}: this part was not rerun.)")
             lines.append("")
-    lines.append("Timings taken while other work shared the machine's CPUs.")
+    loads = [
+        f"{name} {result['load_before']:.1f} -> {result['load_after']:.1f}"
+        for name, result in raw["parts"].items()
+        if "load_before" in result
+    ]
+    if loads:
+        lines.append(
+            "1-minute load average before -> after each part (a quiet 2-core machine sits near 0; "
+            "a part that loads both cores ends near 2): " + ", ".join(loads) + "."
+        )
     return "\n".join(lines) + "\n"
 
 

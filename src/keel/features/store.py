@@ -508,8 +508,10 @@ def _in_row_order(table: pa.Table) -> pa.Table:
     return table.take(pa.array(order))
 
 
-def _source_sql(view: FeatureView, rel: str, columns: Sequence[str]) -> str:
-    """The view's source as keys, ``__e`` (event), ``__c`` (created), ``__rid`` and columns."""
+def _source_sql(view: FeatureView, rel: str, columns: Sequence[str], *, rid: bool = True) -> str:
+    """The view's source as keys, ``__e`` (event), ``__c`` (created), ``__rid`` (source order,
+    when ``rid``: a window over the whole source, so only where ties must be broken) and
+    columns."""
     cfg = view.config
     event = f"CAST({quote_ident(cfg.timestamp)} AS TIMESTAMP)"
     created = (
@@ -520,9 +522,9 @@ def _source_sql(view: FeatureView, rel: str, columns: Sequence[str]) -> str:
     )
     keys = ", ".join(quote_ident(k) for k in cfg.entities)
     values = "".join(f", {quote_ident(c)}" for c in dict.fromkeys(columns))
+    order = "row_number() OVER () AS __rid" if rid else "NULL AS __rid"
     return (
-        f"SELECT {keys}, {event} AS __e, {created} AS __c, "
-        f"row_number() OVER () AS __rid{values} FROM {rel} "
+        f"SELECT {keys}, {event} AS __e, {created} AS __c, {order}{values} FROM {rel} "
         f"WHERE {quote_ident(cfg.timestamp)} IS NOT NULL"
     )
 
@@ -552,12 +554,13 @@ def _timeline(
     keys = [quote_ident(k) for k in cfg.entities]
     ttl = cfg.ttl_seconds
     source = f"({_source_sql(view, rel, columns)}) WHERE {_bound_filter(ttl, bounds)}"
+    plain = f"({_source_sql(view, rel, columns, rid=False)}) WHERE {_bound_filter(ttl, bounds)}"
     struct = ", ".join(f"{quote_ident(c)}: {quote_ident(c)}" for c in columns)
     unpack = ", ".join(f"__v.{quote_ident(c)} AS {quote_ident(c)}" for c in columns)
     key_list = ", ".join(keys)
-    if not cfg.created_timestamp and not _has_ties(con, view, source):
+    if not cfg.created_timestamp and not _has_ties(con, view, plain):
         # the usual case, checked first because it is cheaper than deduplicating
-        timeline = f"SELECT *, __e AS __at FROM {source}"
+        timeline = f"SELECT * EXCLUDE (__rid), __e AS __at FROM {plain}"
     elif not cfg.created_timestamp:
         # one row per (keys, event): the last one in the source wins
         timeline = (

@@ -17,6 +17,7 @@ import itertools
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -147,10 +148,13 @@ def validate_data(
     if schema is None:
         schema = infer_schema(ref_stats if ref_stats is not None else cur_stats, target=target)
     target = target or schema.target()
-    found = _contract(source, schema, name, cur_stats)
+    # the duplicate search (a hash table over every row) overlaps the column checks
+    with ThreadPoolExecutor(max_workers=1) as background:
+        repeated = background.submit(_duplicates, hashes.result(rows), rows, schema, name)
+        found = _contract(source, schema, name, cur_stats)
+        found += _row_count(rows, ref_stats, schema, name)
+        found += repeated.result()
     notes: list[str] = []
-    found += _row_count(rows, ref_stats, schema, name)
-    found += _duplicates(hashes.result(rows), rows, schema, name)
     found += _constant(cur_stats, ref_stats, schema, name)
     metrics: dict[str, dict[str, Any]] = {}
     if ref_stats is not None:
@@ -468,20 +472,27 @@ class _RowHashes:
         self.query = f"SELECT hash({quoted}) AS h FROM batch" if columns else ""
         self.parts: dict[int, np.ndarray] = {}
         self.lock = threading.Lock()
+        self.connection: Any = None  # one DuckDB connection for every batch, closed in result()
 
     def __call__(self, first_row: int, table: pa.Table) -> None:
         if not self.query or not table.num_rows:
             return
-        import duckdb
-
-        with duckdb.connect() as con:
-            con.register("batch", table)
-            hashes = con.execute(self.query).fetchnumpy()["h"]
         with self.lock:
+            if self.connection is None:
+                import duckdb
+
+                self.connection = duckdb.connect()
+            self.connection.register("batch", table)
+            hashes = self.connection.execute(self.query).fetchnumpy()["h"]
+            self.connection.unregister("batch")
             self.parts[first_row] = np.asarray(hashes, dtype=np.uint64)
 
     def result(self, rows: int) -> np.ndarray | None:
         """Every row's hash in row order; None when there were no columns to hash."""
+        with self.lock:
+            if self.connection is not None:
+                self.connection.close()
+                self.connection = None
         if not self.query or rows < 2:
             return None
         return np.concatenate([self.parts[start] for start in sorted(self.parts)])
