@@ -101,3 +101,14 @@ def test_unknown_attribute_raises_attribute_error() -> None:
 def test_version() -> None:
     assert isinstance(keel.__version__, str)
     assert keel.__version__.count(".") == 2
+
+
+def test_the_cli_and_server_modules_leave_heavy_libraries_unimported() -> None:
+    # every `keel` command and the server import these; a heavy import here is paid by all
+    code = (
+        "import sys, json, keel.api, keel.cli, keel.serve.app\n"
+        "heavy = ['sklearn', 'scipy', 'torch', 'ray', 'optuna', 'xgboost', 'lightgbm', 'plotly']\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.utils import murmurhash3_32
 
 from keel.errors import ConfigError
 from keel.features.numeric import MISSING_TOKEN, ranked_categories
@@ -161,7 +160,7 @@ class Hashing(Transform):
         if value is None:
             return -1
         key = value.encode("utf-8", "surrogatepass")
-        return int(murmurhash3_32(key, seed=self.seed, positive=True)) % self.n_features
+        return _murmur(key, self.seed) % self.n_features
 
     def transform(self, column: Any) -> Any:
         out = np.zeros((len(column), self.n_features), dtype=np.float64)
@@ -295,3 +294,12 @@ class Cross(Transform):
 
     def transform_value(self, value: Any) -> Any:
         return self.separator.join(MISSING_TOKEN if v is None else v for v in value)
+
+
+def _murmur(key: str, seed: int) -> int:
+    """MurmurHash3 (32-bit, positive) of ``key``, scikit-learn's hashing-trick function."""
+    # imported on first use: `import sklearn` costs most of a second at startup, and every
+    # CLI command and the server import this module
+    from sklearn.utils import murmurhash3_32
+
+    return int(murmurhash3_32(key, seed=seed, positive=True))
