@@ -7,10 +7,12 @@ portable SQLAlchemy Core.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.pool import StaticPool
@@ -135,8 +137,17 @@ def _parse_url(url: str) -> sa.URL:
     return parsed
 
 
+def _json_loads(text: str | bytes) -> Any:
+    """JSON columns decoded by orjson (several times faster than json: listing 100 runs decodes
+    200 documents); values json.dumps wrote that orjson refuses (NaN, Infinity) still load."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _create_engine(url: sa.URL, display_url: str) -> sa.Engine:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"json_deserializer": _json_loads}
     if url.get_backend_name() == "sqlite":
         if _is_sqlite_memory(url):
             # One shared connection, or every pooled connection would see its own empty database.

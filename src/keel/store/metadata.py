@@ -535,7 +535,10 @@ def _fetch_run_row(conn: sa.Connection, run_id: str) -> sa.RowMapping:
 # ``in_(list)`` would coerce every id on every call (a list of 100 runs paid ~2 ms for it).
 _RUNS_BY_ID = sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True)))
 _EDGES_BY_RUN = (
-    sa.select(lineage.c.run_id, lineage.c.direction, lineage.c.name, lineage.c.sha256)
+    sa.select(
+        lineage.c.run_id, lineage.c.direction, lineage.c.name, lineage.c.sha256, artifacts.c.kind
+    )
+    .select_from(lineage.outerjoin(artifacts, artifacts.c.sha256 == lineage.c.sha256))
     .where(lineage.c.run_id.in_(sa.bindparam("ids", expanding=True)))
     .order_by(lineage.c.name)
 )
@@ -543,19 +546,26 @@ _EDGES_BY_RUN = (
 
 def _load_runs(conn: sa.Connection, run_ids: list[str]) -> list[Run]:
     """Runs in the order of ``run_ids``, with inputs and outputs from the lineage table."""
-    return [run for run, _ in _load_rows(conn, run_ids)]
+    return [run for run, _, _ in _load_rows(conn, run_ids)]
 
 
-def _load_rows(conn: sa.Connection, run_ids: list[str]) -> list[tuple[Run, sa.RowMapping]]:
-    """Like ``_load_runs``, each run with its table row (for the tracking columns)."""
+def _load_rows(
+    conn: sa.Connection, run_ids: list[str]
+) -> list[tuple[Run, sa.RowMapping, dict[str, str]]]:
+    """Like ``_load_runs``, each run with its table row (for the tracking columns) and its
+    input snapshots by name."""
     if not run_ids:
         return []
     rows = {row["id"]: row for row in conn.execute(_RUNS_BY_ID, {"ids": run_ids}).mappings().all()}
     edges: dict[tuple[str, str], dict[str, str]] = {}
-    for run_id, direction, name, sha in conn.execute(_EDGES_BY_RUN, {"ids": run_ids}).all():
+    snapshots: dict[str, dict[str, str]] = {}
+    for run_id, direction, name, sha, kind in conn.execute(_EDGES_BY_RUN, {"ids": run_ids}):
         edges.setdefault((run_id, direction), {})[name] = sha
+        if direction == "input" and kind == "snapshot":
+            snapshots.setdefault(run_id, {})[name] = sha
     return [
-        (_run(row, edges), row) for row in (rows[run_id] for run_id in run_ids if run_id in rows)
+        (_run(row, edges), row, snapshots.get(row["id"], {}))
+        for row in (rows[run_id] for run_id in run_ids if run_id in rows)
     ]
 
 

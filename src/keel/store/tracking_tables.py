@@ -23,9 +23,7 @@ from keel.errors import ConfigError
 from keel.store.tables import (
     KEY_LENGTH,
     VALUE_LENGTH,
-    artifacts,
     environments,
-    lineage,
     run_metric_history,
     run_metrics,
     run_params,
@@ -184,14 +182,16 @@ def fact_rows(run_id: str, facts: Mapping[str, Any]) -> dict[sa.Table, list[dict
 
 def summarize(facts: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict[str, Any]:
     """The flat params, metrics and tags of a run (merged over ``previous``), as kept on its
-    row: listing a page of runs then reads one JSON value per run instead of three tables."""
+    row: listing a page of runs then reads one JSON value per run instead of three tables.
+    Keys are stored sorted, so reading needs no sort."""
     before = previous or {}
     tags = {_key(str(k), "tags"): _text(v) for k, v in _section(facts, "tags").items()}
-    return {
+    sections = {
         "params": {**before.get("params", {}), **_flatten(_section(facts, "params"), "params")},
         "metrics": {**before.get("metrics", {}), **_metrics(facts)},
         "tags": {**before.get("tags", {}), **tags},
     }
+    return {name: dict(sorted(values.items())) for name, values in sections.items()}
 
 
 def _metrics(facts: Mapping[str, Any]) -> dict[str, float | None]:
@@ -393,41 +393,28 @@ def _order_by(
     return [direct(table.c.value)]
 
 
-def _by_run(*columns: Any) -> sa.Select[Any]:
-    # Built once with an expanding IN parameter: the compiled statement stays cached.
-    return sa.select(*columns).where(columns[0].in_(sa.bindparam("ids", expanding=True)))
-
-
-_SNAPSHOTS = (
-    _by_run(lineage.c.run_id, lineage.c.name, lineage.c.sha256)
-    .join(artifacts, artifacts.c.sha256 == lineage.c.sha256)
-    .where(lineage.c.direction == "input", artifacts.c.kind == "snapshot")
-)
-
-
 def load_details(
-    conn: sa.Connection, loaded: Sequence[tuple[Run, sa.RowMapping]], *, full: bool = False
+    conn: sa.Connection,
+    loaded: Sequence[tuple[Run, sa.RowMapping, dict[str, str]]],
+    *,
+    full: bool = False,
 ) -> list[TrackedRun]:
     """Attach params, metrics, tags, duration and snapshots (and with ``full`` also the
-    metric history and the environment) to runs loaded with their table rows, in order."""
-    if not loaded:
-        return []
-    snapshots: dict[str, dict[str, str]] = {}
-    for run_id, name, sha in conn.execute(_SNAPSHOTS, {"ids": [r.id for r, _ in loaded]}).all():
-        snapshots.setdefault(run_id, {})[name] = sha
+    metric history and the environment) to runs loaded with their table rows and input
+    snapshots, in order."""
     tracked = []
-    for run, row in loaded:
+    for run, row, snapshots in loaded:
         summary = row["summary"] or {}
         tracked.append(
             TrackedRun(
                 run=run,
                 duration_seconds=row["duration_seconds"],
-                params=dict(sorted(summary.get("params", {}).items())),
-                metrics=dict(sorted(summary.get("metrics", {}).items())),
-                tags=dict(sorted(summary.get("tags", {}).items())),
+                params=summary.get("params", {}),  # sorted when written (summarize)
+                metrics=summary.get("metrics", {}),
+                tags=summary.get("tags", {}),
                 history=_history(conn, run.id) if full else None,
                 environment=_environment(conn, row["environment_id"]) if full else None,
-                snapshots=dict(sorted(snapshots.get(run.id, {}).items())),
+                snapshots=dict(sorted(snapshots.items())),
             )
         )
     return tracked
