@@ -334,8 +334,8 @@ class MetadataStore:
         if limit < 1:
             raise ConfigError(f"limit must be at least 1, got {limit}", field="limit")
         with self._db.read() as conn:
-            ids = tracking_tables.search(conn, conditions, order, limit)
-            return tracking_tables.load_details(conn, _load_rows(conn, ids))
+            found = tracking_tables.search(conn, conditions, order, limit)
+            return tracking_tables.load_details(conn, _with_edges(conn, found))
 
     def get_tracked_run(self, run_id: str) -> TrackedRun:
         """A run (id or unique prefix) with its facts, learning curves and environment.
@@ -557,16 +557,23 @@ def _load_rows(
     if not run_ids:
         return []
     rows = {row["id"]: row for row in conn.execute(_RUNS_BY_ID, {"ids": run_ids}).mappings().all()}
+    return _with_edges(conn, [rows[run_id] for run_id in run_ids if run_id in rows])
+
+
+def _with_edges(
+    conn: sa.Connection, rows: Sequence[sa.RowMapping]
+) -> list[tuple[Run, sa.RowMapping, dict[str, str]]]:
+    """Runs from their table rows, in order, with their lineage and input snapshots."""
+    if not rows:
+        return []
     edges: dict[tuple[str, str], dict[str, str]] = {}
     snapshots: dict[str, dict[str, str]] = {}
-    for run_id, direction, name, sha, kind in conn.execute(_EDGES_BY_RUN, {"ids": run_ids}):
+    ids = [row["id"] for row in rows]
+    for run_id, direction, name, sha, kind in conn.execute(_EDGES_BY_RUN, {"ids": ids}):
         edges.setdefault((run_id, direction), {})[name] = sha
         if direction == "input" and kind == "snapshot":
             snapshots.setdefault(run_id, {})[name] = sha
-    return [
-        (_run(row, edges), row, snapshots.get(row["id"], {}))
-        for row in (rows[run_id] for run_id in run_ids if run_id in rows)
-    ]
+    return [(_run(row, edges), row, snapshots.get(row["id"], {})) for row in rows]
 
 
 def _run(row: sa.RowMapping, edges: dict[tuple[str, str], dict[str, str]]) -> Run:

@@ -269,8 +269,9 @@ def _text(value: Any) -> str:
 
 def search(
     conn: sa.Connection, conditions: Sequence[Condition], order: Sequence[Order], limit: int
-) -> list[str]:
-    """Ids of the runs matching every condition, sorted, at most ``limit``.
+) -> list[sa.RowMapping]:
+    """The rows (all columns of ``runs``) of the runs matching every condition, sorted, at
+    most ``limit``: the page comes back from this one query, with no second lookup by id.
 
     The query walks one index and probes the rest by primary key, stopping after ``limit``
     matches: the index of a selective condition (fewer than ``SELECTIVE`` matches, counted
@@ -297,13 +298,13 @@ def search(
             where.append(_exists(condition))
     ordering = [term for o in order for term in _order_by(o, driver, alias, where)]
     query = (
-        sa.select(runs.c.id)
+        sa.select(runs)
         .select_from(frm)
         .where(*where)
         .order_by(*(ordering or [runs.c.started_at.desc()]))
         .limit(limit)
     )
-    return list(conn.scalars(query))
+    return list(conn.execute(query).mappings().all())
 
 
 SELECTIVE = 5000
