@@ -18,6 +18,7 @@ import pyarrow as pa
 from rich.console import Console
 
 from keel.errors import ConfigError, NotFoundError
+from keel.features.custom import importable_from
 from keel.project import Project
 from keel.registry.package import ModelPackage
 
@@ -215,7 +216,8 @@ def load_model(ref: str, *, project: str | Path | None = None) -> Model:
     """Load ``name``, ``name@version`` or ``name@alias`` from the registry, verifying hashes."""
     with Project(project) as proj:
         version = proj.metadata.resolve(ref)
-        package = ModelPackage.load(proj.artifacts, version.package_sha256)
+        with importable_from(proj.root):  # the project's custom feature modules
+            package = ModelPackage.load(proj.artifacts, version.package_sha256)
         return Model(package, version.name, version.version)
 
 
@@ -277,7 +279,8 @@ def predict(
 
     with Project(project) as proj:
         version = proj.metadata.resolve(ref)
-        package = ModelPackage.load(proj.artifacts, version.package_sha256)
+        with importable_from(proj.root):  # the project's custom feature modules
+            package = ModelPackage.load(proj.artifacts, version.package_sha256)
         rows = predict_file(package, source, output, version=str(version.version))
         return {
             "model": version.name,
@@ -297,7 +300,8 @@ def monitor(
 
     with Project(project) as proj:
         version = proj.metadata.resolve(ref)
-        package = ModelPackage.load(proj.artifacts, version.package_sha256)
+        with importable_from(proj.root):  # the project's custom feature modules
+            package = ModelPackage.load(proj.artifacts, version.package_sha256)
         if source is not None:
             table, origin = read_table(source), str(source)
         else:

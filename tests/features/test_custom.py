@@ -160,6 +160,16 @@ def test_declared_pipeline_travels_in_the_package(
     assert np.array_equal(proba, np.asarray(online))
 
 
+def test_a_model_with_custom_features_loads_from_outside_its_project(
+    custom_project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # e.g. 'keel serve --project DIR' from elsewhere
+    sys.modules.pop("feats", None)
+    model = keel.load_model("adult@production", project=custom_project)
+    assert "age_band=band2" in model.package.pipeline.feature_names_
+    assert str(custom_project) not in sys.path  # the project root was on sys.path only to load
+
+
 def test_changed_feature_source_is_refused_at_load_and_by_keel_serve(
     custom_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,7 @@ from prometheus_client import (
 
 from keel import __version__
 from keel.errors import ConfigError, DataValidationError, KeelError, NotFoundError
+from keel.features.custom import importable_from
 from keel.registry.package import ModelPackage
 from keel.serve.predlog import PredictionLog
 
@@ -428,7 +429,9 @@ def create_app(
     fills = {}
     for ref in refs:
         version = project.metadata.resolve(ref)
-        package = ModelPackage.load(project.artifacts, version.package_sha256)
+        # custom feature modules kept in the project import from its root, wherever we run
+        with importable_from(project.root):
+            package = ModelPackage.load(project.artifacts, version.package_sha256)
         loaded[version.name] = LoadedModel(package, str(version.version))
         used = training_views(project, version.package_sha256)
         if used is not None:
