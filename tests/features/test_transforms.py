@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -98,6 +99,17 @@ def test_scalers_match_scikit_learn(ours: Transform, theirs: Any) -> None:
     theirs.fit(column_2d(train))
     np.testing.assert_allclose(ours.transform(new), theirs.transform(column_2d(new))[:, 0])
     assert same(rows_of(ours, new), ours.transform(new))
+
+
+@pytest.mark.parametrize("scaler", [Standardize, MinMaxScale, RobustScale])
+def test_scalers_overflow_to_inf_on_the_row_path_without_a_warning(scaler: Any) -> None:
+    fitted = scaler().fit(np.array([-1.0, 0.0, 1e-300, 2e-300]))
+    huge = np.float64(9.086887108166327e307)  # NumPy scalars warn on overflow; rows must not
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = fitted.transform_value(huge)
+        batch = fitted.transform(np.array([huge]))
+    assert same(np.array([row]), batch)
 
 
 def test_scalers_ignore_non_finite_values_and_constant_columns() -> None:

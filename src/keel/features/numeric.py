@@ -141,7 +141,7 @@ class Standardize(Transform):
             return (column - self.mean_) / self.scale_
 
     def transform_value(self, value: Any) -> Any:
-        return (value - self.mean_) / self.scale_
+        return (float(value) - self.mean_) / self.scale_  # Python floats: inf, not a warning
 
 
 class MinMaxScale(Transform):
@@ -165,7 +165,7 @@ class MinMaxScale(Transform):
             return (column - self.min_) / self.range_
 
     def transform_value(self, value: Any) -> Any:
-        return (value - self.min_) / self.range_
+        return (float(value) - self.min_) / self.range_
 
 
 class RobustScale(Transform):
@@ -190,7 +190,7 @@ class RobustScale(Transform):
             return (column - self.center_) / self.scale_
 
     def transform_value(self, value: Any) -> Any:
-        return (value - self.center_) / self.scale_
+        return (float(value) - self.center_) / self.scale_
 
 
 def _signed_log1p(column: np.ndarray) -> np.ndarray:
