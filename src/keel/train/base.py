@@ -28,6 +28,7 @@ __all__ = [
     "OnIteration",
     "Task",
     "Trainer",
+    "TrainerBase",
     "balanced_weights",
     "check_task",
     "merge_weights",
@@ -96,6 +97,18 @@ class Trainer(Protocol):
     def load(cls, files: Mapping[str, bytes]) -> Self:
         """A fitted trainer from the files :meth:`save` wrote."""
         ...
+
+
+class TrainerBase:
+    """The constructor and unfitted state every trainer shares (the protocol's ``__init__``)."""
+
+    def __init__(self, *, task: str, params: Mapping[str, Any], seed: int = 0) -> None:
+        self.task = task
+        self.params = params
+        self.seed = seed
+        self.history_: dict[str, list[float]] = {}
+        self.best_iteration_: int | None = None
+        self.facts_: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)

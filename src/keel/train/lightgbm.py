@@ -12,6 +12,7 @@ from keel.config import LightGBMParams
 from keel.errors import ConfigError, NotFittedError
 from keel.train.base import (
     OnIteration,
+    TrainerBase,
     check_task,
     merge_weights,
     n_classes_of,
@@ -57,7 +58,7 @@ def check_params(params: Mapping[str, Any]) -> LightGBMParams:
         raise ConfigError(msg, field=f"model.params.{name}") from exc
 
 
-class LightGBMTrainer:
+class LightGBMTrainer(TrainerBase):
     """Gradient-boosted trees with LightGBM; saved as LightGBM's text model (no pickle).
 
     ``params`` takes the scikit-learn style names of :class:`keel.config.LightGBMParams`;
@@ -66,14 +67,6 @@ class LightGBMTrainer:
 
     flavor: ClassVar[str] = "lightgbm"
     model_file: ClassVar[str] = MODEL_FILE
-
-    def __init__(self, *, task: str, params: Mapping[str, Any], seed: int = 0) -> None:
-        self.task = task
-        self.params = params
-        self.seed = seed
-        self.history_: dict[str, list[float]] = {}
-        self.best_iteration_: int | None = None
-        self.facts_: dict[str, Any] = {}
 
     def fit(
         self,

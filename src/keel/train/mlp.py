@@ -17,6 +17,7 @@ from keel.errors import ConfigError, NotFittedError
 from keel.train.base import (
     HISTORY_METRICS,
     OnIteration,
+    TrainerBase,
     check_task,
     merge_weights,
     n_classes_of,
@@ -40,7 +41,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class MLPTrainer:
+class MLPTrainer(TrainerBase):
     """A feed-forward network (Linear -> ReLU -> Dropout per hidden layer) trained with Adam.
 
     ``params``: ``hidden`` (layer sizes), ``dropout``, ``learning_rate``, ``weight_decay``,
@@ -50,14 +51,6 @@ class MLPTrainer:
 
     flavor: ClassVar[str] = "mlp"
     model_file: ClassVar[str] = MODEL_FILE
-
-    def __init__(self, *, task: str, params: Mapping[str, Any], seed: int = 0) -> None:
-        self.task = task
-        self.params = params
-        self.seed = seed
-        self.history_: dict[str, list[float]] = {}
-        self.best_iteration_: int | None = None
-        self.facts_: dict[str, Any] = {}
 
     def fit(
         self,

@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 
 from keel.errors import ConfigError, IntegrityError, NotFittedError
-from keel.train.base import OnIteration, check_task, n_classes_of, score, unknown_param
+from keel.train.base import OnIteration, TrainerBase, check_task, n_classes_of, score, unknown_param
 
 __all__ = ["SklearnTrainer", "build_estimator", "dumps_model", "loads_model", "trusted_types"]
 
@@ -38,7 +38,7 @@ TRUSTED_MODULES = ("sklearn", "numpy", "scipy")
 _ID = re.compile(r'("__id__": |"file": ")(\d+)')
 
 
-class SklearnTrainer:
+class SklearnTrainer(TrainerBase):
     """Any scikit-learn estimator: ``params = {"estimator": "module.Class", **kwargs}``.
 
     Classifiers must have ``predict_proba``. ``random_state`` defaults to the seed when the
@@ -48,14 +48,6 @@ class SklearnTrainer:
 
     flavor: ClassVar[str] = "sklearn"
     model_file: ClassVar[str] = MODEL_FILE
-
-    def __init__(self, *, task: str, params: Mapping[str, Any], seed: int = 0) -> None:
-        self.task = task
-        self.params = params
-        self.seed = seed
-        self.history_: dict[str, list[float]] = {}
-        self.best_iteration_: int | None = None
-        self.facts_: dict[str, Any] = {}
 
     def fit(
         self,

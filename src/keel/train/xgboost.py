@@ -8,7 +8,14 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from keel.errors import ConfigError, NotFittedError
-from keel.train.base import OnIteration, check_task, merge_weights, n_classes_of, unknown_param
+from keel.train.base import (
+    OnIteration,
+    TrainerBase,
+    check_task,
+    merge_weights,
+    n_classes_of,
+    unknown_param,
+)
 
 __all__ = ["XGBoostTrainer"]
 
@@ -43,7 +50,7 @@ _OBJECTIVES = {
 }
 
 
-class XGBoostTrainer:
+class XGBoostTrainer(TrainerBase):
     """Gradient-boosted trees with XGBoost, saved as UBJSON (XGBoost's own safe format).
 
     ``params``: ``n_estimators``, ``class_weight: balanced`` and the scikit-learn style names
@@ -52,14 +59,6 @@ class XGBoostTrainer:
 
     flavor: ClassVar[str] = "xgboost"
     model_file: ClassVar[str] = MODEL_FILE
-
-    def __init__(self, *, task: str, params: Mapping[str, Any], seed: int = 0) -> None:
-        self.task = task
-        self.params = params
-        self.seed = seed
-        self.history_: dict[str, list[float]] = {}
-        self.best_iteration_: int | None = None
-        self.facts_: dict[str, Any] = {}
 
     def fit(
         self,
