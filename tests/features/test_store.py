@@ -261,3 +261,25 @@ def test_keel_yaml_views_are_validated(tmp_path) -> None:
     (tmp_path / "keel.yaml").write_text(base + "    features: [x, k]\n")
     with pytest.raises(ConfigError, match="entity keys, not features"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize("hash_rows", [0, 1_000])  # the exact count alone; hashes first
+def test_tie_check_is_exact_over_several_keys(monkeypatch, hash_rows: int) -> None:
+    import duckdb
+
+    from keel.features import pit as store_module
+
+    monkeypatch.setattr(store_module, "_HASH_CHECK_ROWS", hash_rows)
+    view = FeatureView(
+        "v", entities=["a", "b"], timestamp="t", source=pa.table({"x": [1.0]}), features=["x"]
+    )
+    con = duckdb.connect()
+    base = {"a": [1, 1, 2, None], "b": ["x", "y", "x", "x"], "__e": [_at(0)] * 4}
+    con.register("unique_rows", pa.table(base))
+    assert not store_module._has_ties(con, view, "unique_rows")
+    tied = {k: [*v, v[1]] for k, v in base.items()}  # (1, 'y', t0) twice
+    con.register("tied_rows", pa.table(tied))
+    assert store_module._has_ties(con, view, "tied_rows")
+    null_tied = {k: [*v, v[3]] for k, v in base.items()}  # (NULL, 'x', t0) twice
+    con.register("null_tied_rows", pa.table(null_tied))
+    assert store_module._has_ties(con, view, "null_tied_rows")
