@@ -498,19 +498,40 @@ class _RowHashes:
         return np.concatenate([self.parts[start] for start in sorted(self.parts)])
 
 
+def repeated_rows(hashes: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the rows whose hash equals an earlier row's.
+
+    An unstable argsort of the hashes groups equal ones (~30 ms for 1M rows, and no pandas
+    import); within each group every row but the first in row order repeats an earlier one.
+    Only rows in groups of two or more are sorted again, by (hash, row).
+    """
+    order = np.argsort(hashes)
+    ranked = hashes[order]
+    same = ranked[1:] == ranked[:-1]
+    if not same.any():
+        return np.empty(0, dtype=np.int64)
+    grouped = np.zeros(len(hashes), dtype=bool)
+    grouped[1:] |= same
+    grouped[:-1] |= same
+    rows = order[grouped]
+    rows = rows[np.lexsort((rows, hashes[rows]))]  # by hash, then row: each group's first first
+    in_group = hashes[rows]
+    later = np.zeros(len(rows), dtype=bool)
+    later[1:] = in_group[1:] == in_group[:-1]
+    return np.sort(rows[later]).astype(np.int64)
+
+
 def _duplicates(
     hashes: np.ndarray | None, rows: int, schema: Schema, name: str, examples: int = 20
 ) -> list[Anomaly]:
     """Rows equal to an earlier row, found by their 64-bit row hashes."""
     if hashes is None:
         return []
-    import pandas as pd
-
-    repeat = pd.Series(hashes).duplicated(keep="first").to_numpy()  # a hash table, O(n)
-    count = int(repeat.sum())
+    repeats = repeated_rows(hashes)
+    count = len(repeats)
     if not count:
         return []
-    row_ids = np.flatnonzero(repeat)[:examples].tolist()
+    row_ids = repeats[:examples].tolist()
     fraction = count / rows
     message = (
         f"{name}: {count} rows ({fraction:.1%}) repeat an earlier row, e.g. rows {row_ids[:5]}. "
