@@ -172,3 +172,20 @@ def test_parallel_workers_share_the_journal_without_lock_errors(
                        study="par", metadata=metadata)  # fmt: skip
     assert again.resumed_from == 6 and again.ran == 2
     metadata.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_trials_fit_with_the_sample_weights(
+    adult_data: TrialData, tmp_path: Path, workers: int
+) -> None:
+    """Weights reach every trial, in-process and in worker processes: zero weight on all
+    positive rows leaves a model with nothing to rank, a validation AUC of 0.5."""
+    from dataclasses import replace
+
+    weights = np.where(adult_data.y == 1, 0.0, 1.0)
+    data = replace(adult_data, sample_weight=weights)
+    config = search_config(trials=2, workers=workers)
+    weighted = run_search(data, objective(), config, study_dir=tmp_path / "w", study="w")
+    plain = run_search(adult_data, objective(), config, study_dir=tmp_path / "p", study="p")
+    assert plain.best_value > 0.8
+    assert weighted.best_value == pytest.approx(0.5)

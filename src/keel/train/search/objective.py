@@ -82,12 +82,13 @@ def check_metric(metric: str, task: str, direction: str | None) -> str:
 
 @dataclass(frozen=True)
 class TrialData:
-    """The arrays every trial trains and scores on."""
+    """The arrays every trial trains and scores on (``sample_weight``: of the fit rows)."""
 
     x: np.ndarray
     y: np.ndarray
     x_valid: np.ndarray
     y_valid: np.ndarray
+    sample_weight: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,7 @@ def _fit(
         seed=objective.seed,
         x_valid=data.x_valid,
         y_valid=data.y_valid,
+        sample_weight=data.sample_weight,
         early_stopping_rounds=objective.early_stopping_rounds,
         on_iteration=on_iteration,
     )

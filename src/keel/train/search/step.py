@@ -94,8 +94,9 @@ def study_state(project: Project, inputs: dict[str, Artifact]) -> str:
 
 
 def search_data(ctx: StepContext) -> TrialData:
-    """The transformed training data, split into fit and validation rows exactly as the
-    ``train`` step splits it (``split:`` in keel.yaml), so trials and the final model agree."""
+    """The training data transformed and split into fit and validation rows exactly as the
+    ``train`` step does it (out-of-fold target encodings, ``split:`` in keel.yaml, the
+    ``model.sample_weight`` column), so trials and the final model see the same data."""
     from keel.features.custom import importable_from
     from keel.features.pipeline import FeaturePipeline
     from keel.pipeline import steps
@@ -107,7 +108,8 @@ def search_data(ctx: StepContext) -> TrialData:
     with importable_from(project.root):
         pipe = FeaturePipeline.from_state(state)
     y, _ = steps.target_labels(project, table)
-    x = pipe.transform(table)
+    x = pipe.transform_training(table, y)
+    weights = steps._sample_weights(project, table, inputs=pipe.inputs)
     split, model = config.split, config.model
     values = None
     if split.method in ("time", "group") and split.column in table.column_names:
@@ -121,7 +123,13 @@ def search_data(ctx: StepContext) -> TrialData:
         values=values,
         column=split.column,
     )
-    return TrialData(x[fit_rows], y[fit_rows], x[valid_rows], y[valid_rows])
+    return TrialData(
+        x[fit_rows],
+        y[fit_rows],
+        x[valid_rows],
+        y[valid_rows],
+        sample_weight=None if weights is None else weights[fit_rows],
+    )
 
 
 def tune_steps(project: Project) -> list[Step]:

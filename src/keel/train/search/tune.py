@@ -367,8 +367,9 @@ def _optimize_in_processes(
     runs a fixed share of the trials, so together they run exactly the budget."""
     with tempfile.TemporaryDirectory(dir=study_dir, prefix=f"{study}.") as tmp:
         folder = Path(tmp)
-        for name in ("x", "y", "x_valid", "y_valid"):
-            np.save(folder / f"{name}.npy", getattr(data, name), allow_pickle=False)
+        for name in ("x", "y", "x_valid", "y_valid", "sample_weight"):
+            if getattr(data, name) is not None:
+                np.save(folder / f"{name}.npy", getattr(data, name), allow_pickle=False)
         spec = {
             "study_dir": str(study_dir),
             "study": study,
@@ -436,12 +437,12 @@ def _worker_main(spec_path: str) -> int:
     path = Path(spec_path)
     spec = orjson.loads(path.read_bytes())
     folder = path.parent
-    data = TrialData(
-        *(
-            np.load(folder / f"{n}.npy", allow_pickle=False)
-            for n in ("x", "y", "x_valid", "y_valid")
-        )
-    )
+    arrays = {
+        n: np.load(folder / f"{n}.npy", allow_pickle=False)
+        for n in ("x", "y", "x_valid", "y_valid", "sample_weight")
+        if (folder / f"{n}.npy").exists()
+    }
+    data = TrialData(**arrays)
     config = SearchConfig.model_validate(spec["config"])
     objective = Objective.from_json(spec["objective"])
     storage = journal_storage(Path(spec["study_dir"]) / f"{spec['study']}.journal")
