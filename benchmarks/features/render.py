@@ -38,6 +38,11 @@ def _lookup_rows(section: dict[str, Any], where: str) -> list[str]:
                 f"{peer['x100']['p50_us'] / result['x100']['p50_us']:.0f}x"
             )
         rows.append(f"| {name} | {where} | {' | '.join(cells)} | {ratio} |")
+        floor = result.get("floor", {})
+        if all("p50_us" in floor.get(n, {}) for n in ("x10", "x100")):
+            cells = [_us(floor[n][p]) for n in ("x10", "x100") for p in ("p50_us", "p99_us")]
+            rows.append(f"| round-trip floor ({backend}: socket + hiredis) | {where} | "
+                        f"{' | '.join(cells)} |  |")  # fmt: skip
     return rows
 
 

@@ -55,6 +55,47 @@ def online(url: str, calls: int) -> dict[str, object]:
         assert len(row) == n + 1
         out[f"x{n}"] = _stats(times)
     store.close()
+    if url.startswith("redis"):
+        out["floor"] = _socket_floor(url, calls)
+    return out
+
+
+def _socket_floor(url: str, calls: int) -> dict[str, object]:
+    """The least any client can do: one HMGET of the same hash over a plain TCP socket
+    (hiredis packs and parses), no pool, no decoding - the machine's round-trip floor."""
+    import socket
+    from urllib.parse import urlparse
+
+    import hiredis
+
+    where = urlparse(url)
+    sock = socket.create_connection((where.hostname or "127.0.0.1", where.port or 6379))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    reader = hiredis.Reader()
+
+    def hmget(key: int, fields: list[str]) -> list[object]:
+        sock.sendall(hiredis.pack_command(("HMGET", f"keel:bench:wide:{key}", *fields)))
+        while True:
+            reader.feed(sock.recv(1 << 16))
+            reply = reader.gets()
+            if reply is not False:
+                return reply  # type: ignore[no-any-return]
+
+    out: dict[str, object] = {}
+    rng = np.random.default_rng(3)
+    for n in (10, 100):
+        fields = [f"f{i}" for i in range(n)]
+        keys = rng.integers(0, N_ONLINE, size=calls).tolist()
+        for k in keys[:200]:
+            hmget(k, fields)
+        times = np.empty(calls)
+        for i, k in enumerate(keys):
+            t0 = time.perf_counter_ns()
+            reply = hmget(k, fields)
+            times[i] = time.perf_counter_ns() - t0
+        assert len(reply) == n and reply[0] is not None
+        out[f"x{n}"] = _stats(times)
+    sock.close()
     return out
 
 

@@ -362,6 +362,7 @@ class RedisOnlineStore(_Base):
             raise ConfigError(msg) from exc
         self._redis = redis
         self._client = redis.Redis.from_url(url)
+        self._local = threading.local()
 
     def _key(self, view: str, entity: str) -> str:
         return f"keel:{self.namespace}:{view}:{entity}"
@@ -410,28 +411,60 @@ class RedisOnlineStore(_Base):
     def read_encoded(
         self, view: str, entities: Sequence[str], features: Sequence[str]
     ) -> list[dict[str, Any] | None]:
+        commands = [("HMGET", self._key(view, entity), *features) for entity in entities]
         try:
-            if len(entities) == 1:
-                replies = [self._client.hmget(self._key(view, entities[0]), features)]
-            else:
-                pipe = self._client.pipeline(transaction=False)
-                for entity in entities:
-                    pipe.hmget(self._key(view, entity), features)
-                replies = pipe.execute()
+            replies = self._round_trip(commands)
         except self._redis.RedisError as exc:
             raise BackendError(f"online store {_safe(self.url)}: {exc}.") from exc
         out: list[dict[str, Any] | None] = []
+        loads = orjson.loads
         for reply in replies:
             if all(v is None for v in reply):
                 out.append(None)
             else:
                 out.append(
                     {
-                        f: None if v is None else orjson.loads(v)
+                        f: None if v is None else loads(v)
                         for f, v in zip(features, reply, strict=True)
                     }
                 )
         return out
 
+    def _round_trip(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read their replies, on this thread's connection.
+
+        A lookup writes to a connection held by the thread rather than through the client
+        (``send_command``/``read_response`` of redis-py's own ``Connection``, which still does
+        the authentication, TLS, database selection and hiredis parsing): the client's pool
+        checkout, retry wrapper and event hooks cost ~14 us of a ~30 us lookup. A dropped
+        connection is reopened and the commands sent once more.
+        """
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._client.connection_pool.make_connection()
+            self._local.connection = connection
+        errors = (self._redis.ConnectionError, self._redis.TimeoutError)
+        for attempt in (1, 2):
+            try:
+                if len(commands) == 1:
+                    connection.send_command(*commands[0])
+                else:
+                    connection.send_packed_command(connection.pack_commands(commands))
+                replies = [connection.read_response() for _ in commands]
+            except errors:
+                connection.disconnect()
+                if attempt == 2:
+                    raise
+                continue
+            for reply in replies:
+                if isinstance(reply, self._redis.ResponseError):
+                    raise reply
+            return replies
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.disconnect()
+            self._local.connection = None
         self._client.close()
