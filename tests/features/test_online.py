@@ -164,3 +164,32 @@ def test_lookup_errors(store: FeatureStore) -> None:
 def test_unknown_scheme_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="sqlite://, redis://"):
         open_online_store("mongodb://x", None)
+
+
+@pytest.mark.skipif(REDIS_URL is None, reason="KEEL_TEST_REDIS_URL is not set")
+def test_redis_lookup_survives_a_dropped_connection_and_threads(tmp_path: Path) -> None:
+    import threading
+
+    import redis
+
+    store = FeatureStore(False, views=_views(), online_url=str(REDIS_URL))
+    store.online_store.namespace = f"test-{uuid.uuid4().hex[:8]}"  # type: ignore[attr-defined]
+    store.materialize(["users"], at=T0 + timedelta(hours=2))
+    assert store.online([{"user": 1}], ["users:score"])[0]["score"] == 0.7
+    admin = redis.Redis.from_url(str(REDIS_URL))
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the server drops us
+    assert store.online([{"user": 1}], ["users:score"])[0]["score"] == 0.7  # reconnected
+    found: list[object] = []
+    workers = [
+        threading.Thread(
+            target=lambda: found.append(store.online([{"user": 2}], ["users:plan"])[0]["plan"])
+        )
+        for _ in range(4)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert found == ["pro"] * 4
+    admin.close()
+    store.close()
