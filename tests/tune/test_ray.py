@@ -53,3 +53,38 @@ def test_a_search_runs_as_ray_tasks(local_ray: Any, adult_data: TrialData, tmp_p
     assert len(runs) == 3 and {r.status for r in runs} == {"succeeded"}
     assert local_ray.is_initialized(), "a connection the caller opened stays open"
     metadata.close()
+
+
+def test_automl_runs_its_trials_as_ray_tasks(
+    local_ray: Any,
+    adult_data: TrialData,
+    adult_config: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from keel.train.search import tune
+    from keel.train.search.automl import run_automl
+
+    def no_local_trials(*args: Any, **kwargs: Any) -> int:
+        raise AssertionError("an AutoML trial ran in the driver, not as a Ray task")
+
+    monkeypatch.setattr(tune, "optimize", no_local_trials)
+
+    config = adult_config.model_copy(
+        update={
+            "executor": "ray",
+            "resources": ResourcesConfig(cpus=1),
+            "automl": adult_config.automl.model_copy(
+                update={"time_budget_seconds": 12, "families": ["linear", "lightgbm"]}
+            ),
+        }
+    )
+    metadata = MetadataStore(f"sqlite:///{tmp_path / 'keel.db'}")
+    board = run_automl(adult_data, config, metadata=metadata, parent_run="")
+    assert {r["family"] for r in board.rows} == {"linear", "lightgbm"}
+    assert all(r["value"] is not None for r in board.rows), "both baselines ran side by side"
+    assert board.best["value"] > 0.85
+    runs = metadata.list_runs(step="tune/trial", limit=100)
+    assert len(runs) == sum(int(r["trials"]) for r in board.rows) >= 3  # round 2 searched
+    assert local_ray.is_initialized(), "the test's connection stays open"
+    metadata.close()

@@ -11,6 +11,12 @@ The budget is spent in two rounds, successive-halving style:
 A trial that is still running when its share ends is pruned at its next iteration. The
 leaderboard (best validation score per family) is printed and stored; the best family and
 parameters become ``best_params``. Families whose extra is not installed are listed as skipped.
+
+With ``executor: ray`` (or ``KEEL_EXECUTOR=ray``) every trial is a Ray task with ``resources:``:
+the baselines of round 1 run side by side, ``workers`` at a time (``search.workers``, else as
+many as the cluster's CPUs hold), and each family's search in round 2 runs ``workers`` trials at
+once. A Ray trial cannot be pruned while it runs (see :mod:`keel.train.search.distributed`): one
+still running when its share ends is cancelled.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from keel.config import KeelConfig, SearchConfig
+from keel.config import KeelConfig, ResourcesConfig, SearchConfig
 from keel.errors import ConfigError, KeelError
 from keel.train.search.objective import (
     Objective,
@@ -190,6 +196,16 @@ class Leaderboard:
         }
 
 
+@dataclass(frozen=True)
+class _OnRay:
+    """Where AutoML's trials run when the executor is Ray."""
+
+    ray: Any  # the connected ``ray`` module
+    address: str | None
+    resources: ResourcesConfig
+    workers: int
+
+
 def run_automl(
     data: TrialData,
     config: KeelConfig,
@@ -213,6 +229,34 @@ def run_automl(
     Raises:
         KeelError: No family completed a trial within the budget.
     """
+    from keel.train.search.distributed import executor_settings, ray_session
+
+    executor, address = executor_settings(config)
+    if executor != "ray":
+        return _run(data, config, metadata, parent_run, console, None)
+    with ray_session(address) as ray:  # one connection for every family's trials
+        workers = _ray_workers(config, ray.nodes())
+        on_ray = _OnRay(ray, address, config.resources, workers)
+        return _run(data, config, metadata, parent_run, console, on_ray)
+
+
+def _ray_workers(config: KeelConfig, nodes: list[dict[str, Any]]) -> int:
+    """``search.workers`` when a ``search:`` section sets it, else as many trials as the
+    alive nodes' CPUs hold at ``resources.cpus`` each."""
+    if config.search is not None and "workers" in config.search.model_fields_set:
+        return config.search.workers
+    cpus = sum(n.get("Resources", {}).get("CPU", 0.0) for n in nodes if n.get("Alive", True))
+    return max(1, int(cpus // config.resources.cpus))
+
+
+def _run(
+    data: TrialData,
+    config: KeelConfig,
+    metadata: MetadataStore | None,
+    parent_run: str,
+    console: Console | None,
+    on_ray: _OnRay | None,
+) -> Leaderboard:
     started = time.monotonic()
     budget = config.automl.time_budget_seconds
     task, seed = config.model.task, config.model.seed
@@ -225,20 +269,22 @@ def run_automl(
     families = sorted(config.automl.families, key=list(FAMILIES).index)
     round_end = started + budget * _BASELINE_SHARE
     for family in families:
-        # a baseline may take up to twice its fair share of round 1; a fit that overruns
-        # that is pruned (stopped), and families left when round 1 is over are skipped
-        if time.monotonic() >= round_end:
-            rows[family] = _row(family, "skipped: out of time for a baseline")
-            continue
-        slot_end = time.monotonic() + 2 * budget * _BASELINE_SHARE / len(families)
         objective = family_objective(family, task, metric, direction, seed, threads)
         missing = _missing_extra(objective.flavor)
         if missing:
             rows[family] = _row(family, f"skipped: {missing}")
             continue
-        runs[family] = _FamilyRun(family, objective, search, data, metadata, parent_run)
-        runs[family].baseline(deadline=slot_end)
-        rows[family] = runs[family].row()
+        runs[family] = _FamilyRun(family, objective, search, data, metadata, parent_run, on_ray)
+    if on_ray is None:
+        started_runs = _baselines(list(runs.values()), budget, round_end)
+    else:
+        started_runs = _baselines_on_ray(list(runs.values()), data, on_ray, round_end)
+    for name in list(runs):
+        if name in started_runs:
+            rows[name] = runs[name].row()
+        else:
+            rows[name] = _row(name, "skipped: out of time for a baseline")
+            del runs[name]
     ranked = sorted(
         (f for f in runs if runs[f].best_value() is not None),
         key=lambda f: runs[f].best_value() or 0.0,
@@ -265,10 +311,12 @@ class _FamilyRun:
         data: TrialData,
         metadata: MetadataStore | None,
         parent_run: str,
+        on_ray: _OnRay | None = None,
     ) -> None:
         from keel.train.search.study import study_key
 
         self.family, self.objective, self.data = family, objective, data
+        self.on_ray = on_ray
         name = f"automl-{family}-{study_key(objective.to_json())}"
         config = search.model_copy(update={"sampler": "tpe", "pruner": "median", "workers": 1})
         self.study = open_study(config, objective, name, None)
@@ -276,7 +324,8 @@ class _FamilyRun:
         self.seconds = 0.0
         self.trials = 0
 
-    def baseline(self, deadline: float) -> None:
+    def enqueue_defaults(self) -> None:
+        """Make the family's default parameters the study's next trial."""
         defaults = {
             k: v for k, v in self.objective.base_params.items() if k in self.objective.space
         }
@@ -284,6 +333,9 @@ class _FamilyRun:
             if name in defaults:
                 defaults[name] = orjson.dumps(defaults[name]).decode()
         self.study.enqueue_trial(defaults)
+
+    def baseline(self, deadline: float) -> None:
+        self.enqueue_defaults()
         self._optimize(Budget(1, deadline))
 
     def search(self, deadline: float) -> None:
@@ -294,9 +346,24 @@ class _FamilyRun:
 
         started = time.monotonic()
         try:
-            self.trials += optimize(
-                self.study, self.objective, self.data, budget, recorder=self.recorder
-            )
+            if self.on_ray is None:
+                self.trials += optimize(
+                    self.study, self.objective, self.data, budget, recorder=self.recorder
+                )
+            else:
+                from keel.train.search.distributed import optimize_on_ray
+
+                self.trials += optimize_on_ray(
+                    self.study,
+                    self.objective,
+                    self.data,
+                    budget,
+                    recorder=self.recorder,
+                    renumber=0,
+                    workers=self.on_ray.workers,
+                    address=self.on_ray.address,
+                    resources=self.on_ray.resources,
+                )
         finally:
             self.seconds += time.monotonic() - started
 
@@ -321,6 +388,66 @@ class _FamilyRun:
             "seconds": round(self.seconds, 2),
             "params": self.best_params() if value is not None else {},
         }
+
+
+def _baselines(runs: list[_FamilyRun], budget: float, deadline: float) -> set[str]:
+    """Round 1 in this process: each family's default trial in turn until ``deadline``;
+    returns the families whose baseline started. A baseline may take up to twice its fair
+    share of the round; a fit that overruns that is pruned (stopped)."""
+    started: set[str] = set()
+    for run in runs:
+        if time.monotonic() >= deadline:
+            break
+        started.add(run.family)
+        run.baseline(deadline=time.monotonic() + 2 * budget * _BASELINE_SHARE / len(runs))
+    return started
+
+
+def _baselines_on_ray(
+    runs: list[_FamilyRun], data: TrialData, on_ray: _OnRay, deadline: float
+) -> set[str]:
+    """Round 1 on Ray: every family's default trial, ``workers`` at a time, until ``deadline``;
+    returns the families whose baseline started. Trials still running at the deadline are
+    cancelled (recorded as pruned)."""
+    from keel.train.search.distributed import _RayTrials, check_feasible, run_remote_trial
+
+    ray, request = on_ray.ray, on_ray.resources
+    check_feasible(request, ray.nodes())
+    options: dict[str, Any] = {"num_cpus": request.cpus, "num_gpus": request.gpus}
+    if request.memory_bytes() is not None:
+        options["memory"] = request.memory_bytes()
+    task = ray.remote(run_remote_trial).options(**options)
+    data_ref = ray.put(data)
+    queue = list(runs)
+    pending: dict[Any, tuple[_FamilyRun, _RayTrials, float]] = {}
+    started: set[str] = set()
+    while queue or pending:
+        while queue and len(pending) < on_ray.workers and time.monotonic() < deadline:
+            run = queue.pop(0)
+            run.enqueue_defaults()
+            runner = _RayTrials(run.study, run.objective, run.recorder, 0, None)
+            trial, params = runner.ask()
+            ref = task.remote(run.objective.to_json(), data_ref, params)
+            runner.pending[ref] = (trial, params)
+            pending[ref] = (run, runner, time.monotonic())
+            started.add(run.family)
+        if not pending:
+            break
+        left = max(deadline - time.monotonic(), 0.0)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=left)
+        finished = ready or list(pending)  # none ready: the round is over, cancel the rest
+        for ref in finished:
+            run, runner, since = pending.pop(ref)
+            if ready:
+                runner.tell(ref, ray.get(ref))
+            else:
+                ray.cancel(ref, force=True)
+                runner.tell(ref, {"error": "round 1 of the time budget ran out"}, pruned=True)
+            run.trials += 1
+            run.seconds += time.monotonic() - since
+        if not ready:
+            break
+    return started
 
 
 def _row(family: str, status: str) -> dict[str, Any]:
