@@ -272,7 +272,7 @@ def test_a_parquet_path_is_streamed_with_the_same_findings_as_the_table(
 
 @given(st.lists(st.integers(min_value=0, max_value=6), max_size=60))
 def test_repeated_rows_are_the_later_copies(values: list[int]) -> None:
-    from keel.validate.anomalies import repeated_rows
+    from keel.validate.duplicates import repeated_rows
 
     seen: set[int] = set()
     want = []
