@@ -107,7 +107,8 @@ def test_the_cli_and_server_modules_leave_heavy_libraries_unimported() -> None:
     # every `keel` command and the server import these; a heavy import here is paid by all
     code = (
         "import sys, json, keel.api, keel.cli, keel.serve.app\n"
-        "heavy = ['sklearn', 'scipy', 'torch', 'ray', 'optuna', 'xgboost', 'lightgbm', 'plotly']\n"
+        "heavy = ['sklearn', 'scipy', 'torch', 'ray', 'optuna', 'xgboost', 'lightgbm', 'plotly',\n"
+        "         'sqlalchemy', 'alembic']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

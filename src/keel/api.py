@@ -12,15 +12,16 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from rich.console import Console
 
 from keel.errors import ConfigError, NotFoundError
-from keel.features.custom import importable_from
-from keel.project import Project
-from keel.registry.package import ModelPackage
+
+if TYPE_CHECKING:
+    from keel.project import Project
+    from keel.registry.package import ModelPackage
 
 __all__ = [
     "compare_runs",
@@ -43,6 +44,23 @@ __all__ = [
 ]
 
 EXAMPLES = ("adult",)
+
+
+def _project(path: str | Path | None) -> Project:
+    """Open a project; imported here so that ``keel validate FILE`` (which needs none) does
+    not load the metadata store's SQLAlchemy."""
+    from keel.project import Project
+
+    return Project(path)
+
+
+def _package(project: Project, sha256: str) -> ModelPackage:
+    """A registered model package, loaded with the project's custom feature modules importable."""
+    from keel.features.custom import importable_from
+    from keel.registry.package import ModelPackage
+
+    with importable_from(project.root):
+        return ModelPackage.load(project.artifacts, sha256)
 
 
 def _examples_root() -> Path:
@@ -92,7 +110,7 @@ def run(
     from keel.pipeline.runner import run_steps
     from keel.pipeline.steps import default_steps
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         results = run_steps(
             proj, default_steps(proj), console=console or Console(quiet=True), use_cache=cache
         )
@@ -134,7 +152,7 @@ def tune(
     """
     from keel.train.search.step import extend_search
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         return extend_search(proj, trials, console or Console(quiet=True))
 
 
@@ -147,7 +165,7 @@ def reproduce(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
     """
     from keel.pipeline.reproduce import reproduce_run
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         return reproduce_run(proj, run)
 
 
@@ -168,7 +186,7 @@ def runs(
     """
     from keel.tracking import find_runs
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         return find_runs(proj.metadata, filter, sort=sort, limit=limit)
 
 
@@ -176,7 +194,7 @@ def get_run(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
     """One run (id or prefix of 6+ hex digits): facts, learning curves, environment, lineage."""
     from keel.tracking import show_run
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         return show_run(proj.metadata, run)
 
 
@@ -184,7 +202,7 @@ def compare_runs(run_ids: list[str], *, project: str | Path | None = None) -> di
     """Runs side by side (params, metrics, data, environment), each row marked if it differs."""
     from keel.tracking import compare_runs as compare
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         return compare(proj.metadata, run_ids)
 
 
@@ -214,22 +232,21 @@ class Model:
 
 def load_model(ref: str, *, project: str | Path | None = None) -> Model:
     """Load ``name``, ``name@version`` or ``name@alias`` from the registry, verifying hashes."""
-    with Project(project) as proj:
+    with _project(project) as proj:
         version = proj.metadata.resolve(ref)
-        with importable_from(proj.root):  # the project's custom feature modules
-            package = ModelPackage.load(proj.artifacts, version.package_sha256)
+        package = _package(proj, version.package_sha256)
         return Model(package, version.name, version.version)
 
 
 def models(project: str | Path | None = None) -> list[dict[str, Any]]:
     """Registered models with their latest version and aliases."""
-    with Project(project) as proj:
+    with _project(project) as proj:
         return [_plain(m) for m in proj.metadata.list_models()]
 
 
 def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:
     """A model's versions (or one version's details when ``ref`` names one)."""
-    with Project(project) as proj:
+    with _project(project) as proj:
         name = ref.split("@", 1)[0]
         versions = proj.metadata.list_versions(name)
         if not versions:
@@ -277,10 +294,9 @@ def predict(
     """Batch-score a CSV or Parquet file into a Parquet file."""
     from keel.serve.batch import predict_file
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         version = proj.metadata.resolve(ref)
-        with importable_from(proj.root):  # the project's custom feature modules
-            package = ModelPackage.load(proj.artifacts, version.package_sha256)
+        package = _package(proj, version.package_sha256)
         rows = predict_file(package, source, output, version=str(version.version))
         return {
             "model": version.name,
@@ -298,10 +314,9 @@ def monitor(
     from keel.monitor.drift import compute_drift
     from keel.serve.predlog import read_prediction_log
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         version = proj.metadata.resolve(ref)
-        with importable_from(proj.root):  # the project's custom feature modules
-            package = ModelPackage.load(proj.artifacts, version.package_sha256)
+        package = _package(proj, version.package_sha256)
         if source is not None:
             table, origin = read_table(source), str(source)
         else:
@@ -353,7 +368,7 @@ def resolve_data(data: DataLike, *, project: str | Path | None = None) -> pa.Tab
     if not _SHA_PREFIX.match(str(data)):
         raise ConfigError(f"'{data}' is neither a file nor a snapshot: no such file. {hint}")
     try:
-        with Project(project) as proj:
+        with _project(project) as proj:
             artifact = proj.metadata.get_artifact(str(data))
             if artifact.kind != "snapshot":
                 msg = f"artifact {artifact.short} is a {artifact.kind}, not a snapshot."
@@ -381,7 +396,7 @@ def ingest(*, split: str = "all", project: str | Path | None = None) -> dict[str
     """
     from keel.data import ingest as ingest_source
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         sources = {"train": proj.config.data.train, "test": proj.config.data.test}
         if split not in (*sources, "all"):
             raise ConfigError(f"split must be train, test or all; got '{split}'.", field="split")
@@ -399,7 +414,7 @@ def snapshots(project: str | Path | None = None, *, limit: int = 100) -> list[di
     """Recorded snapshots, newest first."""
     from keel.data import list_snapshots
 
-    with Project(project) as proj:
+    with _project(project) as proj:
         return list_snapshots(proj, limit=limit)
 
 
@@ -475,7 +490,7 @@ def _load_reference(reference: Any, project: str | Path | None) -> pa.Table | di
         if path.suffix.lower() == ".json" and path.exists():
             return _statistics(path.read_bytes(), str(path))
         if not path.exists():
-            with Project(project) as proj:
+            with _project(project) as proj:
                 artifact = proj.metadata.get_artifact(str(reference))
                 if artifact.kind == "statistics":
                     return _statistics(proj.artifacts.get(artifact.sha256), artifact.short)
