@@ -75,3 +75,33 @@ def test_too_many_bad_rows_exit_1_without_traceback(project: Path) -> None:
 def test_show_unknown_snapshot_is_an_error(project: Path) -> None:
     failed = keel_cli("data", "show", "abcdef123456", cwd=project)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
+
+
+def test_ingest_warns_of_new_rows_with_a_null_watermark(tmp_path: Path) -> None:
+    (tmp_path / "keel.yaml").write_text(
+        "project: p\n"
+        "data:\n"
+        "  train: {path: e.csv, incremental: {column: at}}\n"
+        "  target: y\n"
+        "model: {name: p}\n"
+    )
+    events = tmp_path / "e.csv"
+    events.write_text("id,at,y\n1,2024-01-01 10:00:00,a\n2,,b\n")
+    first = keel_cli("data", "ingest", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "2 rows (2 new), 0 bad" in first.stdout and first.stderr == ""
+    with events.open("a") as handle:
+        handle.write("3,2024-01-02 10:00:00,c\n4,,d\n")
+    second = keel_cli("data", "ingest", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "3 rows (1 new), 0 bad, 1 skipped (NULL watermark)" in second.stdout
+    warning = " ".join(second.stderr.split())
+    assert warning.startswith("warning: data.train (e.csv): 1 new row(s) with no value (NULL)")
+    assert "watermark column 'at' were not taken" in warning and "without 'incremental'" in warning
+
+    again = json.loads(keel_cli("data", "ingest", "-f", "json", cwd=tmp_path).stdout)
+    assert again["train"]["skipped_null_watermark"] == 0 and again["train"]["warnings"] == []
+    shown = keel_cli("data", "show", again["train"]["snapshot"][:10], cwd=tmp_path).stdout
+    assert "watermark: at = 2024-01-02 10:00:00 (2 source row(s) NULL, 1 new one(s) skipped)" in (
+        shown
+    )

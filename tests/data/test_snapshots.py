@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from keel.config import IncrementalConfig, KeelConfig, SourceConfig
@@ -18,7 +19,7 @@ from keel.data import (
     source_fingerprint,
 )
 from keel.data.snapshots import schema_fingerprint
-from keel.errors import ConfigError, NotFoundError
+from keel.errors import ConfigError, DataValidationError, NotFoundError
 
 from .conftest import Stores
 
@@ -150,3 +151,121 @@ def test_read_source_matches_snapshot_for_every_format(tmp_path: Path, stores: S
     source = SourceConfig(path="a.jsonl", format="jsonl")
     snapshot = ingest(source, tmp_path, stores).snapshot
     assert read_snapshot(stores.artifacts, snapshot).equals(read_source(source, tmp_path))
+
+
+def _write_events(path: Path, rows: list[tuple[int, str | None]]) -> None:
+    """Events ``(id, at)``: a CSV with an empty cell, or Parquet with a null, where at is None."""
+    if path.suffix == ".csv":
+        path.write_text("id,at\n" + "".join(f"{i},{at or ''}\n" for i, at in rows))
+        return
+    at = pa.array([at for _, at in rows], pa.string()).cast(pa.timestamp("us"))
+    pq.write_table(pa.table({"id": [i for i, _ in rows], "at": at}), path)
+
+
+_FIRST = [(1, "2024-01-01 10:00:00"), (2, None), (3, "2024-01-02 10:00:00")]
+_LATER = [*_FIRST, (4, "2024-01-03 10:00:00"), (5, None), (6, "2024-01-04 10:00:00")]
+
+
+@pytest.mark.parametrize("name", ["events.csv", "events.parquet"])
+def test_incremental_skips_new_null_watermark_rows_and_says_so(
+    tmp_path: Path, stores: Stores, name: str
+) -> None:
+    fmt = "csv" if name.endswith(".csv") else "parquet"
+    source = SourceConfig(path=name, format=fmt, incremental=IncrementalConfig(column="at"))
+    _write_events(tmp_path / name, _FIRST)
+    first = ingest(source, tmp_path, stores)  # the full ingestion takes the NULL row
+    assert (first.rows, first.new_rows, first.skipped_null_watermark) == (3, 3, 0)
+    assert first.warnings == ()
+    meta = first.snapshot.metadata
+    assert (meta["watermark_nulls"], meta["skipped_null_watermark"]) == (1, 0)
+
+    _write_events(tmp_path / name, _LATER)
+    second = ingest(source, tmp_path, stores)
+    assert (second.rows, second.new_rows, second.skipped_null_watermark) == (5, 2, 1)
+    table = read_snapshot(stores.artifacts, second.snapshot)
+    assert table.column("id").to_pylist() == [1, 2, 3, 4, 6]
+    meta = second.snapshot.metadata
+    assert (meta["watermark_nulls"], meta["skipped_null_watermark"]) == (2, 1)
+    assert meta["watermark"] == "2024-01-04 10:00:00" and meta["bad_rows"] == 0
+    [warning] = second.warnings
+    assert f"data.train ({name}): 1 new row(s) with no value (NULL)" in warning
+    assert "watermark column 'at' were not taken" in warning
+    assert "Give them a value in 'at', or ingest the source without 'incremental'" in warning
+    shown = show_snapshot(stores, second.snapshot.sha256)
+    assert (shown["watermark_nulls"], shown["skipped_null_watermark"]) == (2, 1)
+
+    third = ingest(source, tmp_path, stores)  # told once: the snapshot recorded both NULL rows
+    assert third.snapshot.sha256 == second.snapshot.sha256
+    assert (third.rows, third.new_rows, third.skipped_null_watermark) == (5, 0, 0)
+
+
+def test_null_watermark_rows_without_new_dated_rows_are_reported_each_run(
+    tmp_path: Path, stores: Stores
+) -> None:
+    source = SourceConfig(path="e.csv", incremental=IncrementalConfig(column="at"))
+    _write_events(tmp_path / "e.csv", _FIRST)
+    first = ingest(source, tmp_path, stores)
+    _write_events(tmp_path / "e.csv", [*_FIRST, (4, None)])
+    for _ in range(2):  # no new snapshot records the row, so every run says it again
+        again = ingest(source, tmp_path, stores)
+        assert again.snapshot.sha256 == first.snapshot.sha256
+        assert (again.rows, again.new_rows, again.skipped_null_watermark) == (3, 0, 1)
+        assert len(again.warnings) == 1
+
+
+def test_null_watermark_rows_count_against_a_set_max_bad_rows(
+    tmp_path: Path, stores: Stores
+) -> None:
+    at = IncrementalConfig(column="at")
+    strict = SourceConfig(path="e.csv", incremental=at, max_bad_rows=0)
+    _write_events(tmp_path / "e.csv", _FIRST)
+    assert ingest(strict, tmp_path, stores).rows == 3  # the full ingestion takes them
+    _write_events(tmp_path / "e.csv", _LATER)
+    with pytest.raises(DataValidationError) as caught:
+        ingest(strict, tmp_path, stores)
+    message = str(caught.value)
+    assert "1 new row(s) with no value (NULL) in the incremental watermark column 'at'" in message
+    assert "1 bad row(s) (16.67% of 6), over max_bad_rows = 0" in message
+    assert caught.value.field == "max_bad_rows"
+    lenient = SourceConfig(path="e.csv", incremental=at, max_bad_rows=1)
+    assert ingest(lenient, tmp_path, stores).skipped_null_watermark == 1
+
+
+def test_incremental_after_an_all_null_watermark_takes_dated_rows_once(
+    tmp_path: Path, stores: Stores
+) -> None:
+    source = SourceConfig(path="e.csv", incremental=IncrementalConfig(column="at"))
+    (tmp_path / "e.csv").write_text("id,at\n1,\n2,\n")
+    first = ingest(source, tmp_path, stores)
+    assert first.snapshot.metadata["watermark"] is None
+    assert first.snapshot.metadata["watermark_nulls"] == 2
+    (tmp_path / "e.csv").write_text("id,at\n1,\n2,\n3,2024-01-01 10:00:00\n")
+    second = ingest(source, tmp_path, stores)  # the undated rows are not read a second time
+    assert (second.rows, second.new_rows, second.skipped_null_watermark) == (3, 1, 0)
+    assert read_snapshot(stores.artifacts, second.snapshot).column("id").to_pylist() == [1, 2, 3]
+
+
+def test_parent_without_a_null_count_counts_its_own_null_rows(
+    tmp_path: Path, stores: Stores
+) -> None:
+    source = SourceConfig(path="e.csv", incremental=IncrementalConfig(column="at"))
+    _write_events(tmp_path / "e.csv", _FIRST)
+    first = ingest(source, tmp_path, stores).snapshot
+    # a snapshot written before watermark_nulls was recorded (different bytes, same rows)
+    legacy_meta = {k: v for k, v in first.metadata.items() if "null" not in k}
+    table = read_snapshot(stores.artifacts, first)
+    legacy = stores.artifacts.put(
+        _parquet_bytes(table, compression="snappy"), kind="snapshot", metadata=legacy_meta
+    )
+    stores.metadata.record_artifact(legacy)
+    _write_events(tmp_path / "e.csv", _LATER)
+    second = ingest(source, tmp_path, stores)
+    assert second.snapshot.metadata["parent"] == legacy.sha256
+    assert (second.rows, second.new_rows, second.skipped_null_watermark) == (5, 2, 1)
+
+
+def _parquet_bytes(table: pa.Table, *, compression: str) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=compression)
+    data: bytes = sink.getvalue().to_pybytes()
+    return data

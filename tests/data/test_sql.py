@@ -125,3 +125,26 @@ def test_sql_source_from_keel_yaml_with_env_url(
         {"id": 1, "label": "yes"},
         {"id": 2, "label": "no"},
     ]
+
+
+def test_sql_incremental_counts_new_null_watermark_rows(
+    database: tuple[str, str], tmp_path: Path, stores: Stores
+) -> None:
+    url, table = database
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO {table} (id, city) VALUES (1, 'a'), (NULL, 'b')"))
+    source = SourceConfig(
+        format="sql",
+        url=url,
+        query=f"SELECT id, city FROM {table}",
+        incremental=IncrementalConfig(column="id"),
+    )
+    first = ingest(source, tmp_path, stores)
+    assert (first.rows, first.snapshot.metadata["watermark_nulls"]) == (2, 1)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO {table} (id, city) VALUES (2, 'c'), (NULL, 'd')"))
+    engine.dispose()
+    second = ingest(source, tmp_path, stores)
+    assert (second.rows, second.new_rows, second.skipped_null_watermark) == (3, 1, 1)
+    assert second.snapshot.metadata["watermark_nulls"] == 2 and len(second.warnings) == 1

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
+from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, err, out
 
 if TYPE_CHECKING:
     from keel.data.snapshots import IngestResult
@@ -43,18 +43,26 @@ def ingest(
     project: ProjectOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Ingest the declared source(s) now into snapshots; bad rows go to a quarantine."""
+    """Ingest the declared source(s) now into snapshots; bad rows go to a quarantine.
+
+    Warnings (new rows of an incremental source left out for a NULL watermark) go to stderr.
+    """
     from keel import api
 
     results = api.ingest(split=split.value, project=project)
+    for result in results.values():
+        for warning in result.warnings:
+            err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if fmt is Format.json:
         emit_json({name: _result(r) for name, r in results.items()})
         return
     for name, result in results.items():
         quarantine = f", quarantine {result.quarantine.short}" if result.quarantine else ""
+        skipped = result.skipped_null_watermark
+        unplaced = f", {skipped} skipped (NULL watermark)" if skipped else ""
         out.print(
             f"{name}: snapshot {result.snapshot.short}  {result.rows} rows "
-            f"({result.new_rows} new), {result.bad_rows} bad{quarantine}",
+            f"({result.new_rows} new), {result.bad_rows} bad{unplaced}{quarantine}",
             highlight=False,
         )
 
@@ -66,6 +74,8 @@ def _result(result: IngestResult) -> dict[str, Any]:
         "rows": result.rows,
         "new_rows": result.new_rows,
         "bad_rows": result.bad_rows,
+        "skipped_null_watermark": result.skipped_null_watermark,
+        "warnings": list(result.warnings),
     }
 
 
@@ -163,6 +173,12 @@ def _print_snapshot(shown: dict[str, Any]) -> None:
 
 
 def _watermark(shown: dict[str, Any]) -> str | None:
+    """``at = 2024-01-04 (2 source row(s) NULL, 1 new one(s) skipped)``."""
     if shown.get("watermark_column") is None:
         return None
-    return f"{shown['watermark_column']} = {shown.get('watermark')}"
+    text = f"{shown['watermark_column']} = {shown.get('watermark')}"
+    nulls, skipped = shown.get("watermark_nulls"), shown.get("skipped_null_watermark")
+    if nulls:
+        text += f" ({nulls} source row(s) NULL"
+        text += f", {skipped} new one(s) skipped)" if skipped else ")"
+    return text

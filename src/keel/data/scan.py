@@ -153,14 +153,16 @@ def open_scan(
     *,
     after: tuple[str, Any] | None = None,
 ) -> Scan:
-    """The cleaned rows of ``source``, optionally only those with ``column > watermark``.
+    """The cleaned rows of ``source``, optionally only those above a watermark or without one.
 
     Args:
         con: The connection the ``SELECT`` will run on.
         source: The declared source.
         root: The project directory relative paths start from.
         workdir: A scratch directory that outlives the scan (transcoded files, SQL chunks).
-        after: ``(column, watermark)`` for incremental ingestion; pushed into SQL sources.
+        after: ``(column, watermark)`` for incremental ingestion: only rows with ``column >
+            watermark`` or ``column IS NULL`` (the caller counts those and leaves them out).
+            Pushed into SQL sources.
 
     Raises:
         ConfigError: A file is missing, an option is wrong, or ``columns`` does not fit.
@@ -192,7 +194,9 @@ def open_scan(
                 f"(columns: {columns}). Name the column that grows with new rows."
             )
             raise ConfigError(msg, field="incremental.column")
-        select = f"SELECT * FROM ({select}) WHERE {quote_ident(after[0])} > {sql(after[1])}"
+        # NULL-watermark rows come too, so ingestion can count them (one parse of the source)
+        column = quote_ident(after[0])
+        select = f"SELECT * FROM ({select}) WHERE {column} > {sql(after[1])} OR {column} IS NULL"
     return Scan(select, scan.files, scan.rejects, scan.aliases, scan.dialect, scan.names)
 
 

@@ -36,7 +36,8 @@ def fetch_parts(
     Args:
         source: A ``format: sql`` source (``url`` and ``query`` set).
         workdir: Where the parts go.
-        after: ``(column, watermark)``: only rows with ``column > watermark`` are fetched.
+        after: ``(column, watermark)``: only rows with ``column > watermark`` (or a NULL
+            ``column``, which ingest counts and reports) are fetched.
 
     Returns:
         The part files, in order (at least one, possibly empty).
@@ -76,7 +77,11 @@ def _query(query: str, dialect: sa.Dialect, after: tuple[str, Any] | None) -> sa
         return sa.text(query)
     column = dialect.identifier_preparer.quote(after[0])
     inner = query.strip().rstrip(";")
-    return sa.text(f"SELECT * FROM ({inner}) AS keel_source WHERE {column} > :keel_watermark")
+    # NULL watermarks come too: ingest counts them and reports new ones instead of dropping them
+    return sa.text(
+        f"SELECT * FROM ({inner}) AS keel_source "
+        f"WHERE {column} > :keel_watermark OR {column} IS NULL"
+    )
 
 
 def _params(after: tuple[str, Any] | None) -> dict[str, Any]:

@@ -7,10 +7,11 @@
   time, then the last row in the source), NULL when that event is older than ``t - ttl``.
   Without a created-timestamp column this is one ``ASOF LEFT JOIN`` onto the source reduced to
   one row per (keys, event time); whether any (keys, event time) repeats is checked first,
-  through sorted 64-bit hashes, because deduplicating costs more than checking. With one, the join is bitemporal: a row is visible from
-  ``v = max(event, created)``; a running maximum of ``(event, created, row)`` ordered by ``v``
-  gives, at every instant, the best row visible then, and one ``ASOF`` on ``v`` picks it. A late
-  correction therefore never reaches an entity row stamped before it was written.
+  through sorted 64-bit hashes, because deduplicating costs more than checking. With one, the
+  join is bitemporal: a row is visible from ``v = max(event, created)``; a running maximum of
+  ``(event, created, row)`` ordered by ``v`` gives, at every instant, the best row visible then,
+  and one ``ASOF`` on ``v`` picks it. A late correction therefore never reaches an entity row
+  stamped before it was written.
 * **Aggregations** ``count``/``sum``/``mean``/``min``/``max`` over ``(t - window, t]``: each
   entity row meets its key's events in the widest window (a range join), only rows created by
   ``t`` count (of several versions of one event, the latest created by ``t``), and each window
