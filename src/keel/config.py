@@ -76,7 +76,7 @@ ENVIRONMENT: dict[str, str] = {
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class IncrementalConfig(_Frozen):
@@ -550,11 +550,17 @@ _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE
 
 
 class ResourcesConfig(_Frozen):
-    """What one trial asks of the executor (Ray): CPUs, GPUs and memory (bytes, or '4GB')."""
+    """What one trial asks of the executor (Ray): CPUs, GPUs and memory (bytes, or '4GB').
+
+    ``workers`` is the number of Ray Train workers for the final fit of LightGBM / XGBoost
+    (with ``executor: ray``): above 1 the training rows are split across that many workers and
+    each reserves these cpus / gpus / memory, so one model can use more than one machine.
+    """
 
     cpus: float = Field(default=1.0, gt=0)
     gpus: float = Field(default=0.0, ge=0)
     memory: int | str | None = None
+    workers: int = Field(default=1, ge=1)
 
     @field_validator("memory")
     @classmethod

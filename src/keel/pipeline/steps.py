@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import yaml
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from keel.config import SourceConfig
@@ -54,6 +55,10 @@ def _snapshot(ctx: StepContext, source: SourceConfig, split: str) -> dict[str, A
         new_rows=result.new_rows,
         bad_rows=result.bad_rows,
     )
+    if result.skipped_null_watermark:
+        ctx.facts["skipped_null_watermark"] = result.skipped_null_watermark
+    for warning in result.warnings:
+        ctx.console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     outputs = {f"{split}_snapshot": result.snapshot}
     if result.quarantine is not None:
         outputs[f"{split}_quarantine"] = result.quarantine
@@ -254,12 +259,30 @@ def _features_section(project: Project) -> Any:
     return [cfg, hashes] if hashes else cfg
 
 
+def _train_section(project: Project) -> list[Any]:
+    """The train step's cache section; a data-parallel fit (Ray Train) is another model, so its
+    worker count joins the key (a local fit's key is unchanged)."""
+    from keel.train.search.distributed import executor_settings
+
+    cfg = project.config
+    section: list[Any] = [cfg.model, cfg.split, cfg.data.target, cfg.data.positive_label]
+    if executor_settings(cfg)[0] == "ray" and cfg.resources.workers > 1:
+        section.append({"workers": cfg.resources.workers, "cpus": cfg.resources.cpus})
+    return section
+
+
 def train(ctx: StepContext) -> dict[str, Artifact]:
     """Train ``model.flavor`` (or the tuned ``best_params``) on the transformed training data,
     early stopping on the ``split:`` validation rows; k-fold CV first when ``split.folds``."""
     from keel.features.pipeline import FeaturePipeline
     from keel.train import fit
     from keel.train.bundle import put_bundle
+    from keel.train.ray_train import (
+        DATA_PARALLEL_FLAVORS,
+        check_data_parallel,
+        fit_data_parallel,
+    )
+    from keel.train.search.distributed import executor_settings
     from keel.train.splits import cross_validate, validation_split
 
     project, cfg = ctx.project, ctx.project.config
@@ -272,7 +295,15 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
     if "best_params" in ctx.inputs:
         best = _json(project, ctx.inputs["best_params"])
         flavor, params = str(best["flavor"]), dict(best["params"])
-    weights = _sample_weights(project, table, inputs=pipe.inputs)
+    # executor: ray with resources.workers > 1: the final fit runs data-parallel on Ray Train
+    # (cross-validation stays local). A flavor AutoML picked that cannot fits in process; one
+    # the user named fails here, before any work.
+    executor, address = executor_settings(cfg)
+    workers = cfg.resources.workers if executor == "ray" else 1
+    if cfg.model.flavor != "auto":
+        check_data_parallel(flavor, workers)
+    parallel = workers > 1 and flavor in DATA_PARALLEL_FLAVORS
+    weights = sample_weights(project, table, inputs=pipe.inputs)
     split, task = cfg.split, cfg.model.task
     values = _column_values(table, split.column) if split.method in ("time", "group") else None
     common: dict[str, Any] = {
@@ -314,17 +345,20 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
     ]
     with Progress(*columns, console=ctx.console, transient=True) as progress:
         bar = progress.add_task("train", total=total)
-        result = fit(
-            x[fit_rows],
-            y[fit_rows],
+        arguments: dict[str, Any] = {
             **common,
-            x_valid=x[valid_rows],
-            y_valid=y[valid_rows],
-            early_stopping_rounds=stopping,
-            sample_weight=None if weights is None else weights[fit_rows],
-            on_iteration=lambda i, _: progress.update(bar, completed=i, total=max(total, i)),
-        )
-    facts = dict(result.facts)
+            "x_valid": x[valid_rows],
+            "y_valid": y[valid_rows],
+            "early_stopping_rounds": stopping,
+            "sample_weight": None if weights is None else weights[fit_rows],
+            "on_iteration": lambda i, _: progress.update(bar, completed=i, total=max(total, i)),
+        }
+        if parallel:
+            result = fit_data_parallel(x[fit_rows], y[fit_rows], **arguments, workers=workers,
+                                       resources=cfg.resources, address=address)  # fmt: skip
+        else:
+            result = fit(x[fit_rows], y[fit_rows], **arguments)
+    facts = dict(result.facts, executor=executor, workers=result.facts.get("workers", 1))
     if split.folds:
         facts["metrics"] |= {f"cv_{k}": v for k, v in ctx.facts["cv"]["mean"].items()}
     ctx.facts.update(facts, classes=classes, split=split.model_dump(mode="json"))
@@ -332,7 +366,7 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
     return {"model": model}
 
 
-def _sample_weights(
+def sample_weights(
     project: Project, table: pa.Table, *, inputs: Mapping[str, Any]
 ) -> np.ndarray | None:
     column = project.config.model.sample_weight
@@ -492,17 +526,7 @@ def default_steps(project: Project) -> list[Step]:
         Step("validate", validate, ("schema", "statistics", "train_snapshot", "test_snapshot")),
         Step("features", features, ("schema", "train_snapshot"), _features_section),
         *tune_steps(project),  # search: / flavor auto -> best_params for train
-        Step(
-            "train",
-            train,
-            ("train_snapshot", "features"),
-            lambda p: [
-                p.config.model,
-                p.config.split,
-                p.config.data.target,
-                p.config.data.positive_label,
-            ],
-        ),
+        Step("train", train, ("train_snapshot", "features"), _train_section),
         Step(
             "evaluate",
             evaluate,

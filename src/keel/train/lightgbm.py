@@ -19,7 +19,7 @@ from keel.train.base import (
     unknown_param,
 )
 
-__all__ = ["LightGBMTrainer", "load_booster"]
+__all__ = ["METRICS", "LightGBMTrainer", "load_booster", "native_params"]
 
 MODEL_FILE = "model.lgb.txt"
 
@@ -37,7 +37,7 @@ _NATIVE = {
     "min_split_gain": "min_gain_to_split",
 }
 # LightGBM's metric names -> Keel's (HISTORY_METRICS), per task; the first stops early
-_METRICS = {
+METRICS = {
     "binary": {"binary_logloss": "log_loss", "auc": "roc_auc"},
     "multiclass": {"multi_logloss": "log_loss", "multi_error": "error"},
     "regression": {"rmse": "rmse", "l1": "mae"},
@@ -85,7 +85,7 @@ class LightGBMTrainer(TrainerBase):
         task = check_task(self.task)
         params = check_params(self.params)
         k = n_classes_of(task, y, y_valid)
-        names = _METRICS[task]
+        names = METRICS[task]
         weights = merge_weights(sample_weight, params.class_weight, y, task, k)
         train_set = lgb.Dataset(x, label=y, weight=weights, free_raw_data=True)
         callbacks: list[Any] = []
@@ -101,7 +101,7 @@ class LightGBMTrainer(TrainerBase):
         if on_iteration is not None:
             callbacks.append(_reporter(on_iteration, names))
         booster = lgb.train(
-            _native(task, params, k, self.seed),
+            native_params(task, params, k, self.seed),
             train_set,
             num_boost_round=params.n_estimators,
             valid_sets=valid_sets,
@@ -154,11 +154,11 @@ class LightGBMTrainer(TrainerBase):
         return booster
 
 
-def _native(task: str, params: LightGBMParams, k: int, seed: int) -> dict[str, Any]:
+def native_params(task: str, params: LightGBMParams, k: int, seed: int) -> dict[str, Any]:
     """LightGBM's own parameters: objective, metrics (the first stops early), determinism."""
     native: dict[str, Any] = {
         "objective": _OBJECTIVES[task],
-        "metric": list(_METRICS[task]),
+        "metric": list(METRICS[task]),
         "first_metric_only": True,
         "verbosity": -1,
         "seed": seed,

@@ -17,7 +17,7 @@ from keel.train.base import (
     unknown_param,
 )
 
-__all__ = ["XGBoostTrainer"]
+__all__ = ["METRICS", "XGBoostTrainer", "native_params"]
 
 MODEL_FILE = "model.xgb.ubj"
 
@@ -38,7 +38,7 @@ _NATIVE: dict[str, tuple[str, Any]] = {
 }
 _OWN = {"n_estimators": 400, "class_weight": None}
 # XGBoost's metric names -> Keel's, per task; the first stops early
-_METRICS = {
+METRICS = {
     "binary": {"logloss": "log_loss", "auc": "roc_auc"},
     "multiclass": {"mlogloss": "log_loss", "merror": "error"},
     "regression": {"rmse": "rmse", "mae": "mae"},
@@ -77,8 +77,8 @@ class XGBoostTrainer(TrainerBase):
         task = check_task(self.task)
         k = n_classes_of(task, y, y_valid)
         params = _check(self.params)
-        names = _METRICS[task]
-        native = _native(task, params, k, self.seed)
+        names = METRICS[task]
+        native = native_params(task, params, k, self.seed)
         weights = merge_weights(sample_weight, params["class_weight"], y, task, k)
         train = xgb.DMatrix(x, label=y, weight=weights)
         evals: list[Any] = []
@@ -175,11 +175,11 @@ def _check(given: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _native(task: str, params: Mapping[str, Any], k: int, seed: int) -> dict[str, Any]:
+def native_params(task: str, params: Mapping[str, Any], k: int, seed: int) -> dict[str, Any]:
     """XGBoost's own parameters: objective, metrics (the first stops early), seed."""
     native: dict[str, Any] = {
         "objective": _OBJECTIVES[task],
-        "eval_metric": list(_METRICS[task]),
+        "eval_metric": list(METRICS[task]),
         "seed": seed,
         "nthread": 0,
         "verbosity": 0,

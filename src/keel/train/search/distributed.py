@@ -30,7 +30,13 @@ if TYPE_CHECKING:
 
     from keel.config import KeelConfig
 
-__all__ = ["check_feasible", "executor_settings", "optimize_on_ray", "ray_session"]
+__all__ = [
+    "check_feasible",
+    "check_worker_group",
+    "executor_settings",
+    "optimize_on_ray",
+    "ray_session",
+]
 
 _INSTALL = "Install Ray with: pip install 'keel[ray]'."
 
@@ -100,26 +106,71 @@ def check_feasible(request: ResourcesConfig, nodes: list[Mapping[str, Any]]) -> 
     Raises:
         ConfigError: No node fits; the message names the request and each node's capacity.
     """
-    memory = request.memory_bytes()
-    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
-    for node in alive:
-        if (
-            node.get("CPU", 0.0) >= request.cpus
-            and node.get("GPU", 0.0) >= request.gpus
-            and (memory is None or node.get("memory", 0.0) >= memory)
-        ):
-            return
-    capacity = "; ".join(
-        _describe(n.get("CPU", 0.0), n.get("GPU", 0.0), n.get("memory")) for n in alive
-    )
-    total_cpus = sum(n.get("CPU", 0.0) for n in alive)
+    alive = _alive(nodes)
+    if any(_slots(request, node) for node in alive):
+        return
+    each = _describe(request.cpus, request.gpus, request.memory_bytes())
     raise ConfigError(
-        f"resources: each trial asks for {_describe(request.cpus, request.gpus, memory)}, but no "
-        f"Ray node can hold that: the cluster has {len(alive)} alive node(s), "
-        f"{total_cpus:g} CPUs in all ({capacity or 'no nodes'}). Lower resources.cpus / gpus / "
-        "memory in keel.yaml to fit one node, or add bigger nodes to the cluster.",
+        f"resources: each trial asks for {each}, but no Ray node can hold that: the cluster has "
+        f"{_capacity(alive)}. Lower "
+        "resources.cpus / gpus / memory in keel.yaml to fit one node, or add bigger nodes to the "
+        "cluster.",
         field="resources",
     )
+
+
+def check_worker_group(
+    request: ResourcesConfig, workers: int, nodes: list[Mapping[str, Any]]
+) -> None:
+    """Raise unless the alive nodes can hold ``workers`` Ray Train workers of ``request`` each.
+
+    Ray Train places the workers as a placement group and waits, without end or error, for
+    one the cluster can never give; this check turns that into an immediate error.
+
+    Args:
+        request: What one worker asks for (``resources:`` from keel.yaml).
+        workers: How many workers (``resources.workers``).
+        nodes: ``ray.nodes()``.
+
+    Raises:
+        ConfigError: The workers do not fit; the message names the request and each node's
+            capacity.
+    """
+    alive = _alive(nodes)
+    fits = sum(_slots(request, node) for node in alive)
+    if fits >= workers:
+        return
+    each = _describe(request.cpus, request.gpus, request.memory_bytes())
+    raise ConfigError(
+        f"resources: data-parallel training asks for {workers} workers x ({each}), but the Ray "
+        f"cluster can hold {fits} such worker(s): it has {_capacity(alive)}. Lower "
+        "resources.workers or resources.cpus / gpus / memory in keel.yaml, or add nodes to the "
+        "cluster.",
+        field="resources",
+    )
+
+
+def _alive(nodes: list[Mapping[str, Any]]) -> list[Mapping[str, float]]:
+    return [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+
+
+def _slots(request: ResourcesConfig, node: Mapping[str, float]) -> int:
+    """How many copies of ``request`` fit in one node's total resources."""
+    memory = request.memory_bytes()
+    counts = [int(node.get("CPU", 0.0) // request.cpus)]
+    if request.gpus:
+        counts.append(int(node.get("GPU", 0.0) // request.gpus))
+    if memory is not None:
+        counts.append(int(node.get("memory", 0.0) // memory))
+    return min(counts)
+
+
+def _capacity(alive: list[Mapping[str, float]]) -> str:
+    each = "; ".join(
+        _describe(n.get("CPU", 0.0), n.get("GPU", 0.0), n.get("memory")) for n in alive
+    )
+    total = sum(n.get("CPU", 0.0) for n in alive)
+    return f"{len(alive)} alive node(s), {total:g} CPUs in all ({each or 'no nodes'})"
 
 
 def run_remote_trial(

@@ -109,7 +109,7 @@ def search_data(ctx: StepContext) -> TrialData:
         pipe = FeaturePipeline.from_state(state)
     y, _ = steps.target_labels(project, table)
     x = pipe.transform_training(table, y)
-    weights = steps._sample_weights(project, table, inputs=pipe.inputs)
+    weights = steps.sample_weights(project, table, inputs=pipe.inputs)
     split, model = config.split, config.model
     values = None
     if split.method in ("time", "group") and split.column in table.column_names:
