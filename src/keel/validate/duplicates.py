@@ -1,7 +1,7 @@
 """Duplicate rows: 64-bit hashes of whole rows, batch by batch, and the rows that repeat one.
 
-The hashes come from DuckDB's vectorised ``hash`` (no GIL, 8 bytes a row kept); an argsort of
-them groups equal rows. A hash collision between two different rows (about n**2 / 2**65) would
+The hashes come from DuckDB's vectorised ``hash`` (no GIL, 8 bytes a row kept); a hash table
+finds the repeats. A hash collision between two different rows (about n**2 / 2**65) would
 report one false repeat; the rows are not compared value by value.
 """
 
@@ -53,21 +53,10 @@ class RowHashes:
 def repeated_rows(hashes: np.ndarray) -> np.ndarray:
     """Indices (ascending) of the rows whose hash equals an earlier row's.
 
-    An unstable argsort of the hashes groups equal ones (~30 ms for 1M rows, and no pandas
-    import); within each group every row but the first in row order repeats an earlier one.
-    Only rows in groups of two or more are sorted again, by (hash, row).
+    pandas' hash table, O(n): 10M hashes in ~0.3 s and about 16 bytes a row, where sorting them
+    (and ordering each group of equal hashes by row) took seconds when most rows repeat. pandas
+    costs no import of its own here: pyarrow imports it on its first conversion to NumPy.
     """
-    order = np.argsort(hashes)
-    ranked = hashes[order]
-    same = ranked[1:] == ranked[:-1]
-    if not same.any():
-        return np.empty(0, dtype=np.int64)
-    grouped = np.zeros(len(hashes), dtype=bool)
-    grouped[1:] |= same
-    grouped[:-1] |= same
-    rows = order[grouped]
-    rows = rows[np.lexsort((rows, hashes[rows]))]  # by hash, then row: each group's first first
-    in_group = hashes[rows]
-    later = np.zeros(len(rows), dtype=bool)
-    later[1:] = in_group[1:] == in_group[:-1]
-    return np.sort(rows[later]).astype(np.int64)
+    import pandas as pd
+
+    return np.flatnonzero(pd.Series(hashes).duplicated(keep="first").to_numpy())
