@@ -126,6 +126,20 @@ def _notes(raw: dict[str, Any]) -> list[str]:
             "three views non-null, checked once by hand), where Keel and the floor keep every "
             "entity row with NULLs, as Feast's own documentation describes the join."
         )
+    keel_redis = raw["online"].get("keel/redis", {})
+    feast_redis = raw["online"].get("feast/redis", {})
+    floor = keel_redis.get("floor", {})
+    if "p50_us" in floor.get("x10", {}) and "p50_us" in feast_redis.get("x10", {}):
+        keel_x10, floor_x10 = keel_redis["x10"]["p50_us"], floor["x10"]["p50_us"]
+        notes.append(
+            f"Redis round-trip floor: one HMGET over a plain socket (hiredis parsing, nothing "
+            f"decoded) takes {floor_x10:.0f} us at the median on this machine, so Keel adds "
+            f"{keel_x10 - floor_x10:.0f} us to a round trip (x10) and Feast "
+            f"{feast_redis['x10']['p50_us'] - floor_x10:.0f} us; Feast / floor is "
+            f"{feast_redis['x10']['p50_us'] / floor_x10:.1f}x, the most any Redis client "
+            "could be faster than Feast here at 1 x 10. On an idle 2-core VM most of the "
+            "round trip is waking the other core (under load it measured ~12 us)."
+        )
     if raw.get("redis") != "started":
         notes.append(f"Redis: {raw.get('redis')}.")
     return [f"- {n}" for n in notes]
