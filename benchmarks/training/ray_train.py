@@ -137,9 +137,9 @@ def _side(name: str, directory: Path) -> dict[str, Any]:
     if name == "bare":
         import lightgbm as lgb
 
-        from keel.train.lightgbm import _native, check_params
+        from keel.train.lightgbm import check_params, native_params
 
-        native = _native("binary", check_params(PARAMS), 2, SEED) | {"num_threads": 2}
+        native = native_params("binary", check_params(PARAMS), 2, SEED) | {"num_threads": 2}
         started = time.perf_counter()
         train = lgb.Dataset(data["x"], label=data["y"])
         valid = lgb.Dataset(common["x_valid"], label=common["y_valid"], reference=train)
