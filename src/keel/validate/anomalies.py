@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from keel.validate.duplicates import RowHashes, repeated_rows
 from keel.validate.schema import Schema, infer_schema
+from keel.validate.sketches import decode_exact
 from keel.validate.statistics import BATCH_ROWS, column_kind, compute_statistics
 
 __all__ = [
@@ -428,10 +429,17 @@ def _out_of_range(
     within_high = high is None or highest is None or highest <= high
     if within_low and within_high:
         return []  # the common case (or an all-null column), without counting row by row
-    below = above = 0
-    for column in data.chunks(col_name):
-        below += int(pc.sum(pc.less(column, low)).as_py() or 0) if low is not None else 0
-        above += int(pc.sum(pc.greater(column, high)).as_py() or 0) if high is not None else 0
+    exact = (stats or {}).get("sketches", {}).get("exact")
+    if exact is not None and pa.types.is_integer(data_type) and _exact_as_float(lowest, highest):
+        # every distinct value with its count is in the statistics: no second scan
+        values, counts = decode_exact(exact)
+        below = int(counts[values < low].sum()) if low is not None else 0
+        above = int(counts[values > high].sum()) if high is not None else 0
+    else:
+        below = above = 0
+        for column in data.chunks(col_name):
+            below += int(pc.sum(pc.less(column, low)).as_py() or 0) if low is not None else 0
+            above += int(pc.sum(pc.greater(column, high)).as_py() or 0) if high is not None else 0
     if not (below or above):
         return []
     return [
@@ -443,6 +451,11 @@ def _out_of_range(
             {"below": below, "above": above, "fraction": (below + above) / rows},
         )
     ]
+
+
+def _exact_as_float(*bounds: Any) -> bool:
+    """Whether integers within these bounds survive the float64 the exact counts store."""
+    return all(b is not None and abs(b) < 2**53 for b in bounds)
 
 
 def _row_count(
