@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,14 @@ def adult_schema(adult_config: KeelConfig, adult_statistics: dict[str, Any]) -> 
         drop=data.drop,
         max_null_fraction=data.max_null_fraction,
     )
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    """One local 2-CPU Ray instance for the module that asks (starting one takes seconds)."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

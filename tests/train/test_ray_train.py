@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,6 @@ from keel.train.ray_train import fit_data_parallel  # noqa: E402
 #: small, fast trees: each fit is dominated by Ray Train's start-up (seconds), not by LightGBM
 PARAMS = {"n_estimators": 40, "learning_rate": 0.2}
 ONE_CPU = ResourcesConfig(cpus=1)
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[Any]:
-    """One local Ray instance for the module (starting one takes seconds)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def both(data: Data, flavor: str) -> tuple[Any, Any]:

@@ -409,23 +409,19 @@ def _baselines_on_ray(
     """Round 1 on Ray: every family's default trial, ``workers`` at a time, until ``deadline``;
     returns the families whose baseline started. Trials still running at the deadline are
     cancelled (recorded as pruned)."""
-    from keel.train.search.distributed import _RayTrials, check_feasible, run_remote_trial
+    from keel.train.search.distributed import RayTrials, trial_task
 
-    ray, request = on_ray.ray, on_ray.resources
-    check_feasible(request, ray.nodes())
-    options: dict[str, Any] = {"num_cpus": request.cpus, "num_gpus": request.gpus}
-    if request.memory_bytes() is not None:
-        options["memory"] = request.memory_bytes()
-    task = ray.remote(run_remote_trial).options(**options)
+    ray = on_ray.ray
+    task = trial_task(ray, on_ray.resources)
     data_ref = ray.put(data)
     queue = list(runs)
-    pending: dict[Any, tuple[_FamilyRun, _RayTrials, float]] = {}
+    pending: dict[Any, tuple[_FamilyRun, RayTrials, float]] = {}
     started: set[str] = set()
     while queue or pending:
         while queue and len(pending) < on_ray.workers and time.monotonic() < deadline:
             run = queue.pop(0)
             run.enqueue_defaults()
-            runner = _RayTrials(run.study, run.objective, run.recorder, 0, None)
+            runner = RayTrials(run.study, run.objective, run.recorder, 0, None)
             trial, params = runner.ask()
             ref = task.remote(run.objective.to_json(), data_ref, params)
             runner.pending[ref] = (trial, params)

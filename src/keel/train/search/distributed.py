@@ -31,11 +31,13 @@ if TYPE_CHECKING:
     from keel.config import KeelConfig
 
 __all__ = [
+    "RayTrials",
     "check_feasible",
     "check_worker_group",
     "executor_settings",
     "optimize_on_ray",
     "ray_session",
+    "trial_task",
 ]
 
 _INSTALL = "Install Ray with: pip install 'keel[ray]'."
@@ -194,6 +196,16 @@ def run_remote_trial(
     }
 
 
+def trial_task(ray: Any, request: ResourcesConfig) -> Any:
+    """:func:`run_remote_trial` as a Ray remote function asking for ``request``, after checking
+    that some alive node can hold it (see :func:`check_feasible`)."""
+    check_feasible(request, ray.nodes())
+    options: dict[str, Any] = {"num_cpus": request.cpus, "num_gpus": request.gpus}
+    if request.memory_bytes() is not None:
+        options["memory"] = request.memory_bytes()
+    return ray.remote(run_remote_trial).options(**options)
+
+
 def optimize_on_ray(
     study: optuna.Study,
     objective: Objective,
@@ -213,15 +225,10 @@ def optimize_on_ray(
         ConfigError: Ray is missing or unreachable, or no node fits one trial's resources.
         KeelError: A trial failed with a Keel error (e.g. an unknown parameter).
     """
-    request = resources or ResourcesConfig()
     with ray_session(address) as ray:
-        check_feasible(request, ray.nodes())
-        options: dict[str, Any] = {"num_cpus": request.cpus, "num_gpus": request.gpus}
-        if request.memory_bytes() is not None:
-            options["memory"] = request.memory_bytes()
-        task = ray.remote(run_remote_trial).options(**options)
+        task = trial_task(ray, resources or ResourcesConfig())
         data_ref = ray.put(data)
-        runner = _RayTrials(study, objective, recorder, renumber, on_trial)
+        runner = RayTrials(study, objective, recorder, renumber, on_trial)
         asked = 0
         while True:
             while len(runner.pending) < workers and not budget.exhausted(asked):
@@ -240,7 +247,7 @@ def optimize_on_ray(
             runner.tell(ready[0], ray.get(ready[0]))
 
 
-class _RayTrials:
+class RayTrials:
     """The driver's bookkeeping: Optuna trials and their runs, by Ray object reference."""
 
     def __init__(
