@@ -193,3 +193,24 @@ def test_redis_lookup_survives_a_dropped_connection_and_threads(tmp_path: Path) 
     assert found == ["pro"] * 4
     admin.close()
     store.close()
+
+
+@pytest.mark.skipif(REDIS_URL is None, reason="KEEL_TEST_REDIS_URL is not set")
+def test_a_redis_error_reply_does_not_leave_replies_on_the_connection() -> None:
+    import redis
+
+    from keel.errors import BackendError
+
+    store = FeatureStore(False, views=_views(), online_url=str(REDIS_URL))
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    store.online_store.namespace = namespace  # type: ignore[attr-defined]
+    store.materialize(["users"], at=T0 + timedelta(hours=2))
+    expected = store.online([{"user": 2}], ["users:score"])
+    admin = redis.Redis.from_url(str(REDIS_URL))
+    admin.set(f"keel:{namespace}:users:1", "not a hash")  # WRONGTYPE for HMGET
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        store.online([{"user": 1}, {"user": 2}], ["users:plan", "users:count_7d"])
+    # the second reply of that pipeline must not be read as the answer to the next lookup
+    assert store.online([{"user": 2}], ["users:score"]) == expected
+    admin.close()
+    store.close()

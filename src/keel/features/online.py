@@ -456,6 +456,9 @@ class RedisOnlineStore(_Base):
                 if attempt == 2:
                     raise
                 continue
+            except BaseException:
+                connection.disconnect()  # replies may be left unread: never reuse it
+                raise
             for reply in replies:
                 if isinstance(reply, self._redis.ResponseError):
                     raise reply
