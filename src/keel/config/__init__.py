@@ -1,0 +1,77 @@
+"""keel.yaml -> typed, frozen configuration.
+
+Loading reads ``keel.yaml``, deep-merges ``keel.<env>.yaml`` on top when ``KEEL_ENV`` is set,
+expands ``${VAR}`` / ``${VAR:-default}`` from the environment, and validates the result into
+frozen pydantic models that forbid unknown keys. Every error names the file and line, the bad
+key and the closest valid key::
+
+    keel.yaml:14: unknown key 'learning_rte' in model.params. Did you mean 'learning_rate'?
+
+Environment overrides live in one typed table (:data:`ENVIRONMENT`), read at load time.
+
+The sections live beside what they configure: :mod:`~keel.config.data` (sources),
+:mod:`~keel.config.features` (transforms, feature views), :mod:`~keel.config.training` (model,
+split, search, AutoML, resources), :mod:`~keel.config.project` (the whole file and its small
+sections) and :mod:`~keel.config.loading` (reading, merging, explaining errors).
+"""
+
+from __future__ import annotations
+
+from keel.config.data import DataConfig, IncrementalConfig, SourceConfig
+from keel.config.features import (
+    STEP_PARAMS,
+    AggregationConfig,
+    CustomFeatureConfig,
+    FeaturesConfig,
+    FeatureViewConfig,
+    TransformConfig,
+    parse_duration,
+)
+from keel.config.loading import CONFIG_FILE, ENVIRONMENT, config_hash, load_config
+from keel.config.project import (
+    EvaluateConfig,
+    KeelConfig,
+    MonitorConfig,
+    RegistryConfig,
+    ServeConfig,
+    StoreConfig,
+)
+from keel.config.training import (
+    AutoMLConfig,
+    LightGBMParams,
+    ModelConfig,
+    ResourcesConfig,
+    SearchConfig,
+    SearchParam,
+    SplitConfig,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "ENVIRONMENT",
+    "STEP_PARAMS",
+    "AggregationConfig",
+    "AutoMLConfig",
+    "CustomFeatureConfig",
+    "DataConfig",
+    "EvaluateConfig",
+    "FeatureViewConfig",
+    "FeaturesConfig",
+    "IncrementalConfig",
+    "KeelConfig",
+    "LightGBMParams",
+    "ModelConfig",
+    "MonitorConfig",
+    "RegistryConfig",
+    "ResourcesConfig",
+    "SearchConfig",
+    "SearchParam",
+    "ServeConfig",
+    "SourceConfig",
+    "SplitConfig",
+    "StoreConfig",
+    "TransformConfig",
+    "config_hash",
+    "load_config",
+    "parse_duration",
+]

@@ -1,0 +1,133 @@
+"""A whole keel.yaml (:class:`KeelConfig`) and its smaller sections: evaluation gates,
+registry, serving, monitoring, stores."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from keel.config.base import Frozen
+from keel.config.data import DataConfig
+from keel.config.features import FeaturesConfig, FeatureViewConfig
+from keel.config.training import (
+    AutoMLConfig,
+    ModelConfig,
+    ResourcesConfig,
+    SearchConfig,
+    SplitConfig,
+)
+
+__all__ = [
+    "EvaluateConfig",
+    "KeelConfig",
+    "MonitorConfig",
+    "RegistryConfig",
+    "ServeConfig",
+    "StoreConfig",
+]
+
+
+_GATE = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<|==)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
+
+
+class EvaluateConfig(Frozen):
+    """Evaluation slices and the gates a new version must pass to take the alias."""
+
+    slices: list[str] = Field(default_factory=list)
+    gates: list[str] = Field(default_factory=list)
+
+    @field_validator("gates")
+    @classmethod
+    def _gate_syntax(cls, gates: list[str]) -> list[str]:
+        for gate in gates:
+            if not _GATE.match(gate):
+                raise ValueError(
+                    f"gate {gate!r} is not '<metric> <op> <number>' (op one of >=, <=, >, <, ==),"
+                    " e.g. 'roc_auc >= 0.9'"
+                )
+        return gates
+
+    def parsed_gates(self) -> list[tuple[str, str, float]]:
+        """Gates as ``(metric, operator, threshold)`` triples."""
+        out = []
+        for gate in self.gates:
+            match = _GATE.match(gate)
+            assert match is not None  # checked by the validator
+            out.append((match.group(1), match.group(2), float(match.group(3))))
+        return out
+
+
+class RegistryConfig(Frozen):
+    """Which alias a version that passes the gates takes."""
+
+    alias: str = "production"
+
+
+class ServeConfig(Frozen):
+    """The online server's address."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_predictions: bool = True
+
+
+class PSIThresholds(Frozen):
+    """PSI verdict thresholds: below ``warn`` is stable, at or above ``alert`` is drift."""
+
+    warn: float = Field(default=0.1, gt=0)
+    alert: float = Field(default=0.25, gt=0)
+
+
+class MonitorConfig(Frozen):
+    """Drift monitoring of served inputs against the training statistics."""
+
+    psi: PSIThresholds = Field(default_factory=PSIThresholds)
+    min_rows: int = Field(default=100, ge=1)
+
+
+class StoreConfig(Frozen):
+    """Where metadata and artifacts live; ``KEEL_DB_URL`` and ``KEEL_ARTIFACTS`` override."""
+
+    db_url: str | None = None
+    artifacts: str | None = None
+
+
+class KeelConfig(Frozen):
+    """A whole keel.yaml."""
+
+    project: str
+    data: DataConfig
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    model: ModelConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    feature_views: list[FeatureViewConfig] = Field(default_factory=list)
+
+    @field_validator("feature_views")
+    @classmethod
+    def _unique_views(cls, views: list[FeatureViewConfig]) -> list[FeatureViewConfig]:
+        names = [v.name for v in views]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature view names must be unique; {dupes} repeat")
+        return views
+
+    search: SearchConfig | None = None
+    automl: AutoMLConfig = Field(default_factory=AutoMLConfig)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    def resolve_path(self, root: Path, path: str) -> Path:
+        """A data path from the config, relative to the project root unless absolute."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else root / candidate
