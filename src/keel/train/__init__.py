@@ -28,8 +28,8 @@ from keel.train.base import (
     OnIteration,
     Trainer,
     check_task,
+    fit_result,
     primary_metric,
-    scalar_params,
 )
 
 if TYPE_CHECKING:
@@ -136,20 +136,7 @@ def fit(
         early_stopping_rounds=early_stopping_rounds,
         on_iteration=on_iteration,
     )
-    best = model.best_iteration_
-    history = {name: list(values) for name, values in model.history_.items()}
-    at = (best or len(next(iter(history.values()), []))) - 1
-    metrics = {f"validation_{n}": v[at] for n, v in history.items() if 0 <= at < len(v)}
-    facts = {
-        **model.facts_,
-        "flavor": flavor,
-        "task": task,
-        "params": scalar_params(params),
-        "metrics": metrics,
-        "history": history,
-        "best_iteration": best,
-    }
-    return FitResult(model=model, history=history, best_iteration=best, facts=facts)
+    return fit_result(model, flavor, task, params)
 
 
 def __getattr__(name: str) -> Any:

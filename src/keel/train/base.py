@@ -31,6 +31,7 @@ __all__ = [
     "TrainerBase",
     "balanced_weights",
     "check_task",
+    "fit_result",
     "merge_weights",
     "n_classes_of",
     "primary_metric",
@@ -230,3 +231,22 @@ def unknown_param(flavor: str, name: str, known: list[str]) -> ConfigError:
         f"unknown key '{name}' in model.params for flavor {flavor}.{hint}",
         field=f"model.params.{name}",
     )
+
+
+def fit_result(model: Any, flavor: str, task: str, params: Mapping[str, Any]) -> FitResult:
+    """The :class:`FitResult` of a fitted trainer: its curves, kept iteration and the facts
+    a run records (validation metrics at the kept iteration)."""
+    best = model.best_iteration_
+    history = {name: list(values) for name, values in model.history_.items()}
+    at = (best or len(next(iter(history.values()), []))) - 1
+    metrics = {f"validation_{n}": v[at] for n, v in history.items() if 0 <= at < len(v)}
+    facts = {
+        **model.facts_,
+        "flavor": flavor,
+        "task": task,
+        "params": scalar_params(params),
+        "metrics": metrics,
+        "history": history,
+        "best_iteration": best,
+    }
+    return FitResult(model=model, history=history, best_iteration=best, facts=facts)

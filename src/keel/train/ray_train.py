@@ -38,9 +38,9 @@ from keel.train.base import (
     OnIteration,
     Trainer,
     check_task,
+    fit_result,
     merge_weights,
     n_classes_of,
-    scalar_params,
 )
 
 __all__ = ["DATA_PARALLEL_FLAVORS", "check_data_parallel", "fit_data_parallel"]
@@ -128,7 +128,7 @@ def fit_data_parallel(
     if on_iteration is not None:
         for i in range(len(next(iter(history["curves"].values()), []))):
             on_iteration(i + 1, {name: values[i] for name, values in history["curves"].items()})
-    return _result(model, flavor, task, params)
+    return fit_result(model, flavor, task, params)
 
 
 def check_data_parallel(flavor: str, workers: int) -> None:
@@ -391,14 +391,3 @@ def _trainer(
     model.best_iteration_ = int(history["best_iteration"])
     model.n_classes_ = k  # type: ignore[attr-defined]
     return model
-
-
-def _result(model: Trainer, flavor: str, task: str, params: Mapping[str, Any]) -> FitResult:
-    """The FitResult :func:`keel.train.fit` builds for the same model (kept in step with it)."""
-    best = model.best_iteration_
-    history = {name: list(values) for name, values in model.history_.items()}
-    at = (best or len(next(iter(history.values()), []))) - 1
-    metrics = {f"validation_{n}": v[at] for n, v in history.items() if 0 <= at < len(v)}
-    facts = {**model.facts_, "flavor": flavor, "task": task, "params": scalar_params(params),
-             "metrics": metrics, "history": history, "best_iteration": best}  # fmt: skip
-    return FitResult(model=model, history=history, best_iteration=best, facts=facts)
