@@ -7,8 +7,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from hypothesis import given
-from hypothesis import strategies as st
 
 from keel.validate.anomalies import Anomaly, validate_data, validate_table
 from keel.validate.schema import ColumnSchema, Schema, infer_schema
@@ -268,17 +266,3 @@ def test_a_parquet_path_is_streamed_with_the_same_findings_as_the_table(
     assert found["out_of_range"].details["above"] == int(pc.sum(pc.equal(ages, 190)).as_py())
     assert found["unseen_category"].details["values"][0] == "Privat"
     assert ("occupation", "null_fraction", "error") in kinds(streamed.anomalies)
-
-
-@given(st.lists(st.integers(min_value=0, max_value=6), max_size=60))
-def test_repeated_rows_are_the_later_copies(values: list[int]) -> None:
-    from keel.validate.duplicates import repeated_rows
-
-    seen: set[int] = set()
-    want = []
-    for i, v in enumerate(values):
-        if v in seen:
-            want.append(i)
-        seen.add(v)
-    got = repeated_rows(np.asarray(values, dtype=np.uint64))
-    assert got.tolist() == want

@@ -483,11 +483,10 @@ def _duplicates(
     """Rows equal to an earlier row, found by their 64-bit row hashes."""
     if hashes is None:
         return []
-    repeats = repeated_rows(hashes)
-    count = len(repeats)
+    count, repeats = repeated_rows(hashes, limit=examples)
     if not count:
         return []
-    row_ids = repeats[:examples].tolist()
+    row_ids = repeats.tolist()
     fraction = count / rows
     message = (
         f"{name}: {count} rows ({fraction:.1%}) repeat an earlier row, e.g. rows {row_ids[:5]}. "

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from keel.errors import DataValidationError
+from keel.validate.arrays import from_numpy, numbers
 from keel.validate.sketches import (
     CategorySketch,
     NumericSketch,
@@ -270,9 +271,8 @@ class _Numeric:
         if pa.types.is_dictionary(column.type):
             column = column.cast(self.type)
         if self.is_integer:
-            present = column.drop_null() if column.null_count else column
-            return np.asarray(present.to_numpy(), dtype=np.int64)
-        return np.asarray(column.to_numpy(), dtype=np.float64)
+            return np.asarray(numbers(column, nulls="drop"), dtype=np.int64)
+        return np.asarray(numbers(column, nulls="nan"), dtype=np.float64)
 
     def update(self, column: pa.ChunkedArray) -> None:
         values = self._values(column)
@@ -396,20 +396,20 @@ def _integer_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not values.size:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     # Arrow's hash count releases the GIL (numpy's bincount does not), so columns overlap
-    counted = pc.value_counts(pa.array(values))
-    distinct = counted.field("values").to_numpy()
+    counted = pc.value_counts(from_numpy(values))
+    distinct = numbers(counted.field("values"))
     order = np.argsort(distinct, kind="stable")
-    return distinct[order].astype(np.float64), counted.field("counts").to_numpy()[order]
+    return distinct[order].astype(np.float64), numbers(counted.field("counts"))[order]
 
 
 def _float_counts(finite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values (``-0.0`` as ``0.0``) and their counts."""
     if not finite.size:
         return finite, np.zeros(0, dtype=np.int64)
-    counted = pc.value_counts(pa.array(finite + 0.0))
-    values = counted.field("values").to_numpy()
+    counted = pc.value_counts(from_numpy(finite + 0.0))
+    values = numbers(counted.field("values"))
     order = np.argsort(values, kind="stable")
-    return values[order], counted.field("counts").to_numpy()[order]
+    return values[order], numbers(counted.field("counts"))[order]
 
 
 class _Categorical:
@@ -481,7 +481,7 @@ def _value_counts(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
     keep = values.is_valid()
     return (
         values.filter(keep).to_pylist(),
-        counted.field("counts").filter(keep).to_numpy(),
+        numbers(counted.field("counts").filter(keep)),
     )
 
 
