@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -213,8 +214,8 @@ def test_shifted_column_is_a_distribution_shift(adult_train_table: pa.Table) -> 
 def test_severities_from_the_schema_override_the_defaults(
     adult_train_table: pa.Table, adult_schema: Schema
 ) -> None:
-    relaxed = adult_schema.model_copy(
-        update={"severities": {"missing_column": "warning", "duplicate_rows": "error"}}
+    relaxed = dataclasses.replace(
+        adult_schema, severities={"missing_column": "warning", "duplicate_rows": "error"}
     )
     renamed = adult_train_table.rename_columns(
         ["Age" if n == "age" else n for n in adult_train_table.column_names]

@@ -52,7 +52,7 @@ def infer(
     sensitive_columns = [c.strip() for c in (sensitive or "").split(",") if c.strip()]
     schema = api.infer_schema(data, target=target, sensitive=sensitive_columns, project=project)
     if fmt is SchemaFormat.json:
-        emit_json(schema.model_dump(exclude_defaults=True))
+        emit_json(schema.to_dict(exclude_defaults=True))
     else:
         typer.echo(schema_to_yaml(schema), nl=False)
 

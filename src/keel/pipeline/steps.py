@@ -145,7 +145,7 @@ def _schema_key(project: Project, inputs: dict[str, Artifact]) -> str:
 def _load_schema(project: Project, artifact: Artifact) -> Any:
     from keel.validate.schema import Schema
 
-    return Schema.model_validate(yaml.safe_load(project.artifacts.get(artifact.sha256)))
+    return Schema.from_dict(yaml.safe_load(project.artifacts.get(artifact.sha256)))
 
 
 # --- validate --------------------------------------------------------------------------------

@@ -6,15 +6,13 @@ later runs so a reviewer's edits (a widened range, an accepted category) take ef
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, Literal, get_args
 
 from keel.errors import ConfigError
 
@@ -52,34 +50,122 @@ AnomalyKind = Literal[
 ]
 
 
-class ColumnSchema(BaseModel):
-    """One column's contract."""
+_THRESHOLDS = (
+    "psi_warn",
+    "psi_alert",
+    "js_warn",
+    "js_error",
+    "wasserstein_warn",
+    "wasserstein_error",
+)
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+@dataclass(frozen=True, slots=True)
+class ColumnSchema:
+    """One column's contract; checked when built (a bad value raises ConfigError naming it)."""
 
     type: ColumnType
     role: Role = "feature"
     nullable: bool = True
-    max_null_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
+    max_null_fraction: float = 1.0
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
-    psi_warn: float = Field(default=0.1, ge=0.0)
-    psi_alert: float = Field(default=0.25, ge=0.0)
-    js_warn: float = Field(default=0.1, ge=0.0)
-    js_error: float = Field(default=0.2, ge=0.0)
-    wasserstein_warn: float = Field(default=0.1, ge=0.0)
-    wasserstein_error: float = Field(default=0.5, ge=0.0)
-    severities: dict[AnomalyKind, SeverityLevel] = Field(default_factory=dict)
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+    js_warn: float = 0.1
+    js_error: float = 0.2
+    wasserstein_warn: float = 0.1
+    wasserstein_error: float = 0.5
+    severities: dict[AnomalyKind, SeverityLevel] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        checks: list[tuple[str, Any]] = [
+            ("type", _choice(ColumnType)),
+            ("role", _choice(Role)),
+            ("nullable", _boolean),
+            ("max_null_fraction", _number(0.0, 1.0)),
+            ("min", _optional(_number())),
+            ("max", _optional(_number())),
+            ("categories", _optional(_texts)),
+            *((name, _number(0.0)) for name in _THRESHOLDS),
+            ("severities", _severities),
+        ]
+        for name, check in checks:
+            try:
+                object.__setattr__(self, name, check(getattr(self, name)))
+            except _Invalid as exc:
+                problems.append(f"{name}: {exc}")
+        if problems:
+            raise ConfigError("; ".join(problems), field=problems[0].split(":")[0])
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ColumnSchema:
+        """A column from its ``schema.yaml`` mapping; unknown keys are errors."""
+        return cls(**_keys(data, _COLUMN_FIELDS, required=("type",)))
+
+    def to_dict(self, *, exclude_defaults: bool = False) -> dict[str, Any]:
+        """Every field (or only those away from their defaults), in declaration order."""
+        out = {}
+        for name in _COLUMN_FIELDS:
+            value = getattr(self, name)
+            if not exclude_defaults or name == "type" or value != _COLUMN_DEFAULTS[name]:
+                out[name] = list(value) if name == "categories" and value else value
+        if "severities" in out:
+            out["severities"] = dict(self.severities)
+        return out
 
 
-class Schema(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Schema:
     """Columns by name, in file order."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     columns: dict[str, ColumnSchema]
-    severities: dict[AnomalyKind, SeverityLevel] = Field(default_factory=dict)
+    severities: dict[AnomalyKind, SeverityLevel] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.columns, dict) or not all(
+            isinstance(c, ColumnSchema) for c in self.columns.values()
+        ):
+            msg = "columns: expected a mapping of column name to ColumnSchema"
+            raise ConfigError(msg, field="columns")
+        try:
+            object.__setattr__(self, "severities", _severities(self.severities))
+        except _Invalid as exc:
+            raise ConfigError(f"severities: {exc}", field="severities") from None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Schema:
+        """A schema from its ``schema.yaml`` (or ``--format json``) mapping.
+
+        Raises:
+            ConfigError: Names the key, e.g. ``columns.age.type: 'integer' is not one of ...``.
+        """
+        body = _keys(data, ("columns", "severities"), required=("columns",))
+        columns = body["columns"]
+        if not isinstance(columns, dict):
+            raise ConfigError(f"columns: expected a mapping, got {type(columns).__name__}")
+        built: dict[str, ColumnSchema] = {}
+        for name, column in columns.items():
+            try:
+                built[str(name)] = ColumnSchema.from_dict(column)
+            except ConfigError as exc:
+                where = f"columns.{name}"
+                messages = [f"{where}.{part}" for part in exc.message.split("; ")]
+                raise ConfigError("; ".join(messages), field=where) from None
+        return cls(columns=built, severities=body.get("severities") or {})
+
+    def to_dict(self, *, exclude_defaults: bool = False) -> dict[str, Any]:
+        """``{"columns": {name: {...}}, "severities": {...}}``, JSON- and YAML-able."""
+        out: dict[str, Any] = {
+            "columns": {
+                n: c.to_dict(exclude_defaults=exclude_defaults) for n, c in self.columns.items()
+            }
+        }
+        if self.severities or not exclude_defaults:
+            out["severities"] = dict(self.severities)
+        return out
 
     def severity_of(
         self, kind: AnomalyKind, default: SeverityLevel, column: str | None = None
@@ -98,6 +184,99 @@ class Schema(BaseModel):
     def target(self) -> str | None:
         """The target column's name, if the schema has one."""
         return next((n for n, c in self.columns.items() if c.role == "target"), None)
+
+
+# --- field checks: plain functions, so validating data never imports pydantic -----------------
+
+
+class _Invalid(ValueError):
+    """One field's problem; the caller adds where it is."""
+
+
+_COLUMN_FIELDS = tuple(f.name for f in fields(ColumnSchema))
+_COLUMN_DEFAULTS: dict[str, Any] = {
+    f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+    for f in fields(ColumnSchema)
+}
+
+
+def _keys(data: Any, known: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping with keys {', '.join(known)}, got {data!r}")
+    problems = []
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(known)}"
+            problems.append(f"{key}: unknown key ({hint})")
+    problems += [f"{key}: required" for key in required if key not in data]
+    if problems:
+        raise ConfigError("; ".join(problems), field=problems[0].split(":")[0])
+    return {str(k): v for k, v in data.items()}
+
+
+def _choice(kind: Any) -> Any:
+    choices = get_args(kind)
+
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise _Invalid(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {value!r}")
+    return value
+
+
+def _number(low: float | None = None, high: float | None = None) -> Any:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(f"expected a number, got {value!r}")
+        number = float(value)
+        if math.isnan(number) or (low is not None and number < low):
+            raise _Invalid(f"must be >= {low}, got {value!r}")
+        if high is not None and number > high:
+            raise _Invalid(f"must be <= {high}, got {value!r}")
+        return number
+
+    return check
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: None if value is None else check(value)
+
+
+def _texts(value: Any) -> list[str]:
+    """Category values as strings (an unquoted YAML ``1`` or ``true`` means the text)."""
+    if not isinstance(value, list | tuple):
+        raise _Invalid(f"expected a list of values, got {value!r}")
+    out = []
+    for item in value:
+        if isinstance(item, bool):
+            out.append("true" if item else "false")  # as Arrow writes booleans as text
+        elif isinstance(item, str | int | float):
+            out.append(str(item))
+        else:
+            raise _Invalid(f"expected text values, got {item!r}")
+    return out
+
+
+def _severities(value: Any) -> dict[AnomalyKind, SeverityLevel]:
+    if not isinstance(value, dict):
+        raise _Invalid(f"expected a mapping of anomaly kind to error or warning, got {value!r}")
+    kinds, levels = get_args(AnomalyKind), get_args(SeverityLevel)
+    for kind, level in value.items():
+        if kind not in kinds:
+            close = difflib.get_close_matches(str(kind), kinds, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(kinds)}"
+            raise _Invalid(f"unknown anomaly kind {kind!r} ({hint})")
+        if level not in levels:
+            raise _Invalid(f"{kind}: {level!r} is not one of error, warning")
+    return dict(value)
 
 
 def infer_schema(
@@ -236,8 +415,10 @@ _HEADER = """\
 
 def schema_to_yaml(schema: Schema) -> str:
     """The reviewable YAML text of a schema: defaults left out, a comment header on top."""
+    import yaml  # here, not at import: validating data needs no YAML
+
     body: dict[str, Any] = {
-        "columns": {n: c.model_dump(exclude_defaults=True) for n, c in schema.columns.items()}
+        "columns": {n: c.to_dict(exclude_defaults=True) for n, c in schema.columns.items()}
     }
     if schema.severities:
         body["severities"] = dict(schema.severities)
@@ -260,20 +441,20 @@ def read_schema(path: Path) -> Schema:
     Raises:
         ConfigError: The file is not valid YAML or not a valid schema; names the column and key.
     """
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Schema.model_validate(data)
+        return Schema.from_dict(data)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the schema ({exc}).") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"{path}: invalid YAML ({exc}). Fix it or delete it to re-infer."
         ) from exc
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}. Fix it or delete it to re-infer.") from exc
+    except ConfigError as exc:
+        msg = f"{path}: {exc.message}. Fix it or delete it to re-infer."
+        raise ConfigError(msg, field=exc.field) from exc
 
 
 # --- schema evolution ------------------------------------------------------------------------
@@ -412,7 +593,7 @@ _STRUCTURAL = {"type", "role", "nullable", "max_null_fraction", "min", "max", "c
 
 
 def _setting_changes(name: str, a: ColumnSchema, b: ColumnSchema) -> list[SchemaChange]:
-    before, after = a.model_dump(), b.model_dump()
+    before, after = a.to_dict(), b.to_dict()
     return [
         SchemaChange(
             name,
