@@ -2,16 +2,19 @@
 
 Each column becomes one 64-bit word per row (numbers by their bits, strings by a polynomial
 hash of their bytes, computed once per distinct value through a dictionary encoding), the words
-are mixed (splitmix64) and folded row-wise, all in NumPy ufuncs, which release the GIL, so the
-hashing overlaps the statistics pass; 8 bytes a row are kept. Arrow's hash kernels then find
-the repeats. Equal rows always hash equal (``-0.0`` equals ``0.0``, every NaN equals every NaN,
-nulls equal nulls); two different rows share a hash with a probability of about 2**-64, so over
-``n`` rows a false repeat is about ``n**2 / 2**65`` likely. Rows are not compared value by value.
+are mixed (splitmix64) and folded row-wise, in blocks of 32K rows so that every pass over a
+block runs in cache. It is all NumPy ufuncs, which release the GIL, so the hashing overlaps the
+statistics pass; 8 bytes a row are kept. Arrow's hash kernels then find the repeats. Equal rows
+always hash equal (``-0.0`` equals ``0.0``, every NaN equals every NaN, nulls equal nulls); two
+different rows share a hash with a probability of about 2**-64, so over ``n`` rows a false
+repeat is about ``n**2 / 2**65`` likely. Rows are not compared value by value.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +28,8 @@ _ROW = np.uint64(0x9E3779B97F4A7C15)  # odd: folds the column words of a row
 _BYTE = np.uint64(0x100000001B3)  # odd: the base of the polynomial string hash
 _BYTE_INVERSE = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 _NULL_WORDS = np.array([0x6E756C6C6E756C6C], dtype=np.uint64)  # every null's word
-_BLOCK_BYTES = 1 << 22  # strings are hashed this many bytes at a time (bounded scratch memory)
+_BLOCK_BYTES = 1 << 22
+_BLOCK_ROWS = 1 << 15  # 256 KiB of words: a block's passes run in L2 cache  # strings are hashed this many bytes at a time (bounded scratch memory)
 
 
 class RowHashes:
@@ -53,19 +57,113 @@ class RowHashes:
 
 def row_hashes(table: pa.Table) -> np.ndarray:
     """One 64-bit hash per row of ``table``, equal for equal rows (column order matters)."""
-    rows = table.num_rows
-    hashes = np.zeros(rows, dtype=np.uint64)
-    words = np.empty(rows, dtype=np.uint64)  # one column's words, reused column after column
-    scratch = np.empty(rows, dtype=np.uint64)
-    for column in table.columns:
-        start = 0
-        for chunk in column.chunks:
-            end = start + len(chunk)
-            _column_words(chunk, words[start:end], scratch[start:end])
-            start = end
-        hashes *= _ROW
-        hashes += words
+    hashes = np.empty(table.num_rows, dtype=np.uint64)
+    # blocks of rows small enough that a block's words stay in cache through every pass
+    words = np.empty(_BLOCK_ROWS, dtype=np.uint64)
+    scratch = np.empty(_BLOCK_ROWS, dtype=np.uint64)
+    start = 0
+    for batch in table.to_batches():  # columns chunked alike
+        sources = [_source(column) for column in batch.columns]
+        for low in range(0, batch.num_rows, _BLOCK_ROWS):
+            high = min(low + _BLOCK_ROWS, batch.num_rows)
+            block = hashes[start + low : start + high]
+            block[:] = 0
+            for source in sources:
+                source(low, high, words[: high - low], scratch[: high - low])
+                block *= _ROW
+                block += words[: high - low]
+        start += batch.num_rows
     return hashes
+
+
+_Source: TypeAlias = Callable[[int, int, np.ndarray, np.ndarray], None]
+
+
+def _source(array: pa.Array) -> _Source:
+    """A writer of the mixed 64-bit words of rows ``[low, high)`` of ``array`` into ``out``.
+
+    The per-array work (a dictionary's words, unpacking bits) is done once, here; every null
+    gets the same word.
+    """
+    data_type = array.type
+    if pa.types.is_dictionary(data_type):
+        return _dictionary_source(array)
+    if _is_text(data_type) and array.null_count < len(array):
+        # hash each distinct value once; a dictionary's values are distinct, so they go straight in
+        encoded = pc.dictionary_encode(array)
+        if len(encoded.dictionary) < len(array):
+            return _dictionary_source(encoded)
+    if pa.types.is_null(data_type) or array.null_count == len(array):
+        return _fill_source(_NULL_WORDS[0])
+    present = valid(array)
+    if pa.types.is_floating(data_type):
+        return _numeric_source(fixed_width(array), present, floating=True)
+    if pa.types.is_integer(data_type):
+        return _numeric_source(fixed_width(array), present, floating=False)
+    if pa.types.is_boolean(data_type):
+        values = bits(array.buffers()[1], array.offset, len(array))
+        return _numeric_source(values, present, floating=False)
+    if pa.types.is_temporal(data_type) and data_type.bit_width in (32, 64):
+        as_int = array.view(pa.int64() if data_type.bit_width == 64 else pa.int32())
+        return _numeric_source(fixed_width(as_int), present, floating=False)
+    # strings without repeats, decimals, fixed-size binary, the rest: by their bytes or text
+    if not _is_text(data_type):
+        binary = pa.types.is_fixed_size_binary(data_type)
+        array = array.cast(pa.large_binary() if binary else pa.large_string())
+    words = _text_words(array)
+    _mix(words, np.empty_like(words))
+    if present is not None:
+        words[~present] = _NULL_WORDS[0]
+    return _gather_source(words, None, None)
+
+
+def _dictionary_source(array: pa.DictionaryArray) -> _Source:
+    dictionary = array.dictionary
+    table = _words(dictionary) if len(dictionary) else _NULL_WORDS
+    return _gather_source(table, fixed_width(array.indices), valid(array.indices))
+
+
+def _words(values: pa.Array) -> np.ndarray:
+    """Mixed words of a (small) array, such as a dictionary's values, in fresh memory."""
+    words = np.empty(len(values), dtype=np.uint64)
+    _source(values)(0, len(values), words, np.empty_like(words))
+    return words
+
+
+def _gather_source(
+    table: np.ndarray, codes: np.ndarray | None, present: np.ndarray | None
+) -> _Source:
+    def write(low: int, high: int, out: np.ndarray, scratch: np.ndarray) -> None:
+        if codes is None:
+            out[:] = table[low:high]
+            return
+        np.take(table, codes[low:high], out=out, mode="clip")
+        if present is not None:
+            out[~present[low:high]] = _NULL_WORDS[0]
+
+    return write
+
+
+def _fill_source(word: np.uint64) -> _Source:
+    def write(low: int, high: int, out: np.ndarray, scratch: np.ndarray) -> None:
+        out[:] = word
+
+    return write
+
+
+def _numeric_source(values: np.ndarray, present: np.ndarray | None, *, floating: bool) -> _Source:
+    def write(low: int, high: int, out: np.ndarray, scratch: np.ndarray) -> None:
+        if floating:
+            as_float = out.view(np.float64)
+            np.add(values[low:high], 0.0, out=as_float)  # -0.0 becomes 0.0
+            as_float[np.isnan(as_float)] = np.nan  # one NaN bit pattern
+        else:
+            np.copyto(out, values[low:high], casting="unsafe")
+        _mix(out, scratch)
+        if present is not None:
+            out[~present[low:high]] = _NULL_WORDS[0]
+
+    return write
 
 
 def _mix(words: np.ndarray, scratch: np.ndarray) -> None:
@@ -78,35 +176,6 @@ def _mix(words: np.ndarray, scratch: np.ndarray) -> None:
     words ^= scratch
 
 
-def _words(values: pa.Array) -> np.ndarray:
-    """Mixed words of a (small) array, such as a dictionary's values, in fresh memory."""
-    words = np.empty(len(values), dtype=np.uint64)
-    _column_words(values, words, np.empty_like(words))
-    return words
-
-
-def _column_words(chunk: pa.Array, out: np.ndarray, scratch: np.ndarray) -> None:
-    """Write one mixed 64-bit word per slot of ``chunk`` into ``out``; nulls share one word."""
-    if pa.types.is_dictionary(chunk.type):
-        table = _words(chunk.dictionary) if len(chunk.dictionary) else _NULL_WORDS
-        np.take(table, fixed_width(chunk.indices), out=out, mode="clip")
-        present = valid(chunk.indices)
-    elif _is_text(chunk.type) and chunk.null_count < len(chunk):
-        # hash each distinct value once; a dictionary's values are distinct, so they go straight in
-        encoded = pc.dictionary_encode(chunk)
-        if len(encoded.dictionary) < len(chunk):
-            _column_words(encoded, out, scratch)
-            return
-        out[:] = _text_words(chunk)
-        _mix(out, scratch)
-        present = valid(chunk)
-    else:
-        present = _raw_words(chunk, out)
-        _mix(out, scratch)
-    if present is not None:
-        out[~present] = _NULL_WORDS[0]
-
-
 def _is_text(data_type: pa.DataType) -> bool:
     return bool(
         pa.types.is_string(data_type)
@@ -114,30 +183,6 @@ def _is_text(data_type: pa.DataType) -> bool:
         or pa.types.is_binary(data_type)
         or pa.types.is_large_binary(data_type)
     )
-
-
-def _raw_words(chunk: pa.Array, out: np.ndarray) -> np.ndarray | None:
-    """Write a uint64 word per slot of a non-dictionary array into ``out``; its validity."""
-    data_type = chunk.type
-    present = valid(chunk)
-    if pa.types.is_null(data_type) or chunk.null_count == len(chunk):
-        out[:] = 0
-    elif pa.types.is_floating(data_type):
-        as_float = out.view(np.float64)
-        np.add(fixed_width(chunk), 0.0, out=as_float)  # -0.0 becomes 0.0
-        as_float[np.isnan(as_float)] = np.nan  # one NaN bit pattern
-    elif pa.types.is_integer(data_type):
-        np.copyto(out, fixed_width(chunk), casting="unsafe")
-    elif pa.types.is_boolean(data_type):
-        np.copyto(out, bits(chunk.buffers()[1], chunk.offset, len(chunk)), casting="unsafe")
-    elif pa.types.is_temporal(data_type) and data_type.bit_width in (32, 64):
-        as_int = chunk.view(pa.int64() if data_type.bit_width == 64 else pa.int32())
-        np.copyto(out, fixed_width(as_int), casting="unsafe")
-    else:
-        # decimals, fixed-size binary and the rest: by their text, which is exact for equality
-        binary = pa.types.is_fixed_size_binary(data_type)
-        out[:] = _text_words(chunk.cast(pa.large_binary() if binary else pa.large_string()))
-    return present
 
 
 def _text_words(chunk: pa.Array) -> np.ndarray:

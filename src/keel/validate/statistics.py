@@ -126,9 +126,9 @@ def compute_statistics(
     # Arrow's kernels release the GIL, so string counting overlaps the numeric sketches
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for table in _prefetched(source.tables(None)):
-            jobs = [pool.submit(a.update, table.column(n)) for n, a in accumulators.items()]
-            if on_batch is not None:
-                jobs.append(pool.submit(on_batch, rows, table))
+            # the per-row work (row hashes) is the longest job: first, so nothing waits on it
+            jobs = [] if on_batch is None else [pool.submit(on_batch, rows, table)]
+            jobs += [pool.submit(a.update, table.column(n)) for n, a in accumulators.items()]
             rows += table.num_rows
             for job in jobs:
                 job.result()
