@@ -28,8 +28,8 @@ _ROW = np.uint64(0x9E3779B97F4A7C15)  # odd: folds the column words of a row
 _BYTE = np.uint64(0x100000001B3)  # odd: the base of the polynomial string hash
 _BYTE_INVERSE = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 _NULL_WORDS = np.array([0x6E756C6C6E756C6C], dtype=np.uint64)  # every null's word
-_BLOCK_BYTES = 1 << 22
-_BLOCK_ROWS = 1 << 15  # 256 KiB of words: a block's passes run in L2 cache  # strings are hashed this many bytes at a time (bounded scratch memory)
+_BLOCK_BYTES = 1 << 22  # strings are hashed this many bytes at a time (bounded scratch memory)
+_BLOCK_ROWS = 1 << 15  # 256 KiB of words: a block's passes run in L2 cache
 
 
 class RowHashes:
