@@ -104,7 +104,8 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
 
 
-def test_concurrent_first_open(tmp_path: Path) -> None:
+@pytest.mark.parametrize("attempt", range(8))  # the race was 1 in ~30 fresh files
+def test_concurrent_first_open(tmp_path: Path, attempt: int) -> None:
     url = f"sqlite:///{tmp_path}/fresh.db"
     errors: list[BaseException] = []
     barrier = threading.Barrier(4)

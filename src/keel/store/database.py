@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,7 +198,7 @@ def _install_sqlite_hooks(engine: sa.Engine) -> None:
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             # 64 MiB of page cache (the default is 2 MiB): listing runs from a store of
@@ -211,6 +213,29 @@ def _install_sqlite_hooks(engine: sa.Engine) -> None:
         # when another writer got there first; IMMEDIATE waits for the lock instead.
         immediate = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Put the database in WAL mode (a setting kept in the file), retrying while it is locked.
+
+    Switching needs an exclusive lock, and SQLite answers "database is locked" at once, without
+    its busy handler, while another connection is switching the same fresh file: four threads or
+    processes opening a new store together failed here now and then.
+    """
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 def _first_line(exc: BaseException | None) -> str:
