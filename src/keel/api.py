@@ -342,13 +342,17 @@ _SHA_PREFIX = re.compile(r"^[0-9a-fA-F]{6,64}$")
 DataLike = Any  # a pyarrow Table, a pandas DataFrame, a CSV/Parquet path, or a snapshot sha
 
 
-def resolve_data(data: DataLike, *, project: str | Path | None = None) -> pa.Table | Path:
+def resolve_data(
+    data: DataLike, *, project: str | Path | None = None, keep_csv: bool = False
+) -> pa.Table | Path:
     """A table, or a Parquet file to stream, for anything that names data.
 
     Args:
         data: A pyarrow Table, a pandas DataFrame, a CSV or Parquet path, or the sha256 (or a
             unique prefix of at least 6 hex digits) of a snapshot in the project.
         project: The project to look snapshots up in (default: nearest keel.yaml).
+        keep_csv: Return a CSV file's path too (for a reader that streams it) instead of its
+            table.
 
     Raises:
         ConfigError: ``data`` is neither an existing file nor a snapshot of the project.
@@ -361,8 +365,10 @@ def resolve_data(data: DataLike, *, project: str | Path | None = None) -> pa.Tab
     if path.exists():
         if path.suffix.lower() in (".parquet", ".pq"):
             return path
-        from keel.data.sources import read_table
+        from keel.data.sources import CSV_SUFFIXES, read_table
 
+        if keep_csv and path.suffix.lower() in CSV_SUFFIXES:
+            return path
         return read_table(path)
     hint = "Pass a CSV or Parquet path, or a snapshot sha from 'keel data list'."
     if not _SHA_PREFIX.match(str(data)):
@@ -472,7 +478,7 @@ def validate(
     ref = None if reference is None else _load_reference(reference, project)
     name = Path(str(data)).name if isinstance(data, str | Path) else "data"
     return validate_data(
-        resolve_data(data, project=project),  # a Parquet file is streamed, not loaded
+        resolve_data(data, project=project, keep_csv=True),  # files are streamed, not loaded
         schema=contract,
         reference=ref,
         target=target,
@@ -482,7 +488,8 @@ def validate(
     )
 
 
-def _load_reference(reference: Any, project: str | Path | None) -> pa.Table | dict[str, Any]:
+def _load_reference(reference: Any, project: str | Path | None) -> dict[str, Any]:
+    """Statistics of the reference: given, from a JSON file or artifact, or computed."""
     if isinstance(reference, dict):
         return reference
     if isinstance(reference, str | Path):
@@ -494,7 +501,10 @@ def _load_reference(reference: Any, project: str | Path | None) -> pa.Table | di
                 artifact = proj.metadata.get_artifact(str(reference))
                 if artifact.kind == "statistics":
                     return _statistics(proj.artifacts.get(artifact.sha256), artifact.short)
-    return load_data(reference, project=project)
+    from keel.validate.statistics import compute_statistics
+
+    # the reference's statistics in one streamed pass: a large file is never held whole
+    return compute_statistics(resolve_data(reference, project=project, keep_csv=True))
 
 
 def _statistics(blob: bytes, where: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,9 @@ from keel.validate.duplicates import RowHashes, repeated_rows
 from keel.validate.schema import Schema, infer_schema
 from keel.validate.sketches import decode_exact
 from keel.validate.statistics import BATCH_ROWS, column_kind, compute_statistics
+
+if TYPE_CHECKING:
+    from keel.data.sources import CsvFile
 
 __all__ = [
     "Anomaly",
@@ -121,8 +124,8 @@ def validate_data(
     """Every anomaly of ``data`` against a schema and a reference.
 
     Args:
-        data: The data to check: an Arrow table, or a path to a Parquet file (streamed in
-            batches, bounded memory) or to any file :func:`keel.data.sources.read_table` reads.
+        data: The data to check: an Arrow table, or a path to a Parquet or CSV file (Parquet,
+            and CSV over 64 MiB, streamed in batches: bounded memory).
         schema: The contract; inferred from the reference (or from ``data`` itself when there is
             no reference) when None.
         reference: Statistics (from :func:`compute_statistics`) or a table to compare with;
@@ -210,27 +213,44 @@ def validate_table(
 
 
 class _Data:
-    """The checked data: a table in memory, or a Parquet file read column by column."""
+    """The checked data: a table in memory, or a Parquet or large CSV file, streamed."""
 
     def __init__(self, data: DataInput) -> None:
         self.path: Path | None = None
         self.memory: pa.Table | None = None
+        self.csv: CsvFile | None = None
         if isinstance(data, pa.Table):
             self.memory = data
         else:
             path = Path(data)
             if path.suffix.lower() in (".parquet", ".pq") or _is_parquet(path):
                 self.path = path
-            else:
-                from keel.data.sources import read_table
+            else:  # a small CSV is read whole, a large one streamed
+                from keel.data.sources import CsvFile, open_table
 
-                self.memory = read_table(path)
-        self.schema = self.memory.schema if self.memory is not None else pq.read_schema(self.path)
+                opened = open_table(path)
+                if isinstance(opened, CsvFile):
+                    self.csv = opened
+                else:
+                    self.memory = opened
+        self.file_schema = None if self.path is None else pq.read_schema(self.path)
         self.names: list[str] = list(self.schema.names)
 
     @property
-    def statistics_input(self) -> pa.Table | Path:
-        return self.memory if self.memory is not None else self._file
+    def schema(self) -> pa.Schema:
+        """The columns and types (a large CSV's may widen while its statistics are read)."""
+        if self.memory is not None:
+            return self.memory.schema
+        if self.csv is not None:
+            return self.csv.schema
+        assert self.file_schema is not None
+        return self.file_schema
+
+    @property
+    def statistics_input(self) -> pa.Table | CsvFile | Path:
+        if self.memory is not None:
+            return self.memory
+        return self.csv if self.csv is not None else self._file
 
     @property
     def _file(self) -> Path:
@@ -242,6 +262,10 @@ class _Data:
         if self.memory is not None:
             yield self.memory.column(column)
             return
+        if self.csv is not None:
+            for table in self.csv.tables([column], BATCH_ROWS):
+                yield table.column(0)
+            return
         strings = [column] if pa.types.is_string(self.schema.field(column).type) else []
         with pq.ParquetFile(self._file, read_dictionary=strings) as parquet:
             for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=[column]):
@@ -251,6 +275,8 @@ class _Data:
         """These columns as one table (read whole: the sampled checks need random access)."""
         if self.memory is not None:
             return self.memory.select(columns)
+        if self.csv is not None:
+            return pa.concat_tables(self.csv.tables(columns, BATCH_ROWS))
         return pq.read_table(self._file, columns=columns)
 
 

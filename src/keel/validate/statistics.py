@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,9 @@ from keel.validate.sketches import (
     top_items,
 )
 
+if TYPE_CHECKING:
+    from keel.data.sources import CsvFile
+
 __all__ = [
     "OTHER",
     "QUANTILES",
@@ -57,10 +60,11 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 TOP_K = 50
 OTHER = "__other__"
 BATCH_ROWS = 1 << 20
+CSV_BATCH_ROWS = 1 << 18  # parsed and cleaned strings take several times the Parquet batch
 LOW_CARDINALITY = 8  # a batch with at most 1/8 as many distinct values as rows is fed by value
 EXACT_VALUES = 1 << 20  # distinct (value, count) pairs kept to bin without a second pass
 
-StatisticsInput: TypeAlias = pa.Table | pa.RecordBatchReader | str | os.PathLike[str]
+StatisticsInput: TypeAlias = "pa.Table | pa.RecordBatchReader | CsvFile | str | os.PathLike[str]"
 
 
 def column_kind(data_type: pa.DataType) -> str:
@@ -84,8 +88,9 @@ def compute_statistics(
 
     Args:
         data: An Arrow table, a record-batch reader (read once), or a path to a Parquet file
-            (or any file :func:`keel.data.sources.read_table` reads). Parquet is streamed in
-            batches of about a million rows, so memory stays bounded on large files.
+            or CSV file (as :func:`keel.data.sources.read_table` reads it). Parquet, and CSV
+            over 64 MiB, are streamed in batches of about a million rows, so memory stays
+            bounded on large files.
         reference: Statistics of a reference table; when given, histograms reuse its bin edges
             and categories so the two can be compared, and merged, bin by bin.
         on_batch: Called as ``on_batch(first_row, table)`` for each batch of the pass, in the
@@ -105,6 +110,21 @@ def compute_statistics(
         3.0
     """
     source = _Source(data)
+    while True:
+        try:
+            return _statistics(source, reference, on_batch)
+        except Exception as exc:
+            # a large CSV whose later cells widen a column's type: settle the types, read again
+            if source.csv is None or not source.csv.retype(exc):
+                raise
+            source.schema = source.csv.schema
+
+
+def _statistics(
+    source: _Source,
+    reference: dict[str, Any] | None,
+    on_batch: Callable[[int, pa.Table], None] | None,
+) -> dict[str, Any]:
     ref_columns = (reference or {}).get("columns", {})
     accumulators: dict[str, _Numeric | _Categorical] = {}
     for field in source.schema:
@@ -179,18 +199,25 @@ class _Source:
         self.path: Path | None = None
         self.table: pa.Table | None = None
         self.reader: pa.RecordBatchReader | None = None
+        self.csv: CsvFile | None = None
         if isinstance(data, pa.Table):
             self.table = data
         elif isinstance(data, pa.RecordBatchReader):
             self.reader = data
+        elif not isinstance(data, str | os.PathLike):
+            self.csv = data  # a CsvFile, already scanned
         else:
             path = Path(data)
             if path.suffix.lower() in (".parquet", ".pq") or _is_parquet(path):
                 self.path = path
-            else:
-                from keel.data.sources import read_table
+            else:  # a small CSV is read whole, a large one streamed
+                from keel.data.sources import CsvFile, open_table
 
-                self.table = read_table(path)
+                opened = open_table(path)
+                if isinstance(opened, CsvFile):
+                    self.csv = opened
+                else:
+                    self.table = opened
         self.rereadable = self.reader is None
         self.schema = self._schema()
 
@@ -199,6 +226,8 @@ class _Source:
             return self.table.schema
         if self.reader is not None:
             return self.reader.schema
+        if self.csv is not None:
+            return self.csv.schema
         assert self.path is not None
         return pq.read_schema(self.path)
 
@@ -209,6 +238,8 @@ class _Source:
                 yield table.slice(offset, BATCH_ROWS)
         elif self.reader is not None:
             yield from _regroup(self.reader)
+        elif self.csv is not None:
+            yield from self.csv.tables(columns, CSV_BATCH_ROWS)
         else:
             yield from self._parquet(columns)
 
