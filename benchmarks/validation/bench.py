@@ -213,16 +213,24 @@ def one_round(size: str, index: int, config: Config, env: dict[str, Any]) -> dic
 
 
 def ingest_round(index: int, config: Config, env: dict[str, Any]) -> dict[str, Any]:
-    """Keel ingesting the largest CSV into a snapshot, and the DuckDB floor doing the same."""
+    """Keel ingesting the largest CSV into a snapshot, the DuckDB floor doing the same, and
+    ``keel validate`` on the CSV itself (streamed, no snapshot)."""
     size = max(
         (s for s in config.sizes if s in make_data.CSV_SIZES), key=lambda s: make_data.SIZES[s]
     )
     csv = env["data"][size]["csv"]
     outcome: dict[str, Any] = {"size": size, "loadavg": os.getloadavg()[0], "tools": {}}
-    for tool in ("keel", "floor") if index % 2 == 0 else ("floor", "keel"):
+    tools = ("keel", "floor", "validate_csv")
+    for tool in tools[index % 3 :] + tools[: index % 3]:
+        name = f"ingest-{tool}-{size}-{index}"
+        if tool == "validate_csv":
+            keel = KEEL_PYTHON.parent / "keel"
+            command = [str(keel), "validate", csv, "--schema", env["schema"], "-f", "json"]
+            outcome["tools"][tool] = timed(command, name, config.timeout_s, cli=True)
+            continue
         work = WORK / f"ingest-{tool}"
         command = [str(KEEL_PYTHON), str(HERE / "run_ingest.py"), csv, str(work), tool]
-        outcome["tools"][tool] = timed(command, f"ingest-{tool}-{size}-{index}", config.timeout_s)
+        outcome["tools"][tool] = timed(command, name, config.timeout_s)
         shutil.rmtree(work, ignore_errors=True)
     return outcome
 

@@ -224,21 +224,30 @@ def _ingest(ingest: list[dict[str, Any]]) -> list[str]:
         f"({len(ingest)} round(s); load average {_loads(ingest)}). Keel: `keel.data.ingest` on a "
         "throwaway project whose `data.train` is the CSV (streaming DuckDB scan, cleaning, "
         "bad-row quarantine, content-addressed artifact). Floor: one DuckDB `COPY (SELECT * "
-        "FROM read_csv(...)) TO '...parquet'`.",
+        "FROM read_csv(...)) TO '...parquet'`. Also `keel validate` on the CSV itself, with the "
+        "same schema.yaml: over 64 MiB a CSV is streamed in 256K-row batches (statistics, "
+        "row hashes and the 15 checks), no snapshot written.",
         "",
         "| ingest | process wall s | peak RSS MB | rows | snapshot MB |",
         "|---|---|---|---|---|",
     ]
-    for tool, label in (("keel", "Keel"), ("floor", "DuckDB floor")):
+    tools = (
+        ("keel", "Keel"),
+        ("floor", "DuckDB floor"),
+        ("validate_csv", "`keel validate` on the CSV"),
+    )
+    for tool, label in tools:
         done = [r["tools"][tool] for r in ingest if "error" not in r["tools"].get(tool, {"e": 1})]
         if not done:
             errors = [r["tools"].get(tool, {}).get("error", "not run") for r in ingest]
             lines.append(f"| {label} | failed: {str(errors[0])[:200]} | | | |")
             continue
         walls, rss = [r["wall_s"] for r in done], [r["rss_mb"] for r in done]
-        api = done[0]["unexpected"].get("api", "?")
+        api = f"`{done[0]['unexpected'].get('api', '?')}`"
+        if tool == "validate_csv":
+            api = "failing checks: " + (", ".join(done[0]["failed"]) or "none")
         lines.append(
-            f"| {label} (`{api}`) | {_spread(walls)} | {_spread(rss)} | {done[0]['rows']:,} | "
+            f"| {label} ({api}) | {_spread(walls)} | {_spread(rss)} | {done[0]['rows']:,} | "
             f"{done[0]['unexpected'].get('snapshot_mb', '—')} |"
         )
     return [*lines, ""]
