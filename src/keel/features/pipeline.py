@@ -317,7 +317,14 @@ class FeaturePipeline:
             column = table.column(name)
             if _KINDS[kind] == "number":
                 # unsafe: ints beyond 2**53 round to the nearest float64 as float() does per row
-                as_float = column.cast(pa.float64(), safe=False)
+                try:
+                    as_float = column.cast(pa.float64(), safe=False)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    msg = (
+                        f"column '{name}' must hold numbers; it holds {column.type} that do not "
+                        f"convert ({str(exc).splitlines()[0]}). Fix or drop those rows."
+                    )
+                    raise DataValidationError(msg, field=name) from exc
                 columns[name] = as_float.to_numpy(zero_copy_only=False).astype(np.float64)
             elif _KINDS[kind] == "category":
                 columns[name] = as_strings(column)

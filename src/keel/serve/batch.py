@@ -1,16 +1,26 @@
-"""Batch scoring: a CSV or Parquet file in, a Parquet file with predictions out."""
+"""Batch scoring: a CSV or Parquet file in, a Parquet file with predictions out, streamed.
+
+Parquet input is read a row group batch at a time and a CSV over 64 MiB in batches
+(:class:`keel.data.sources.CsvFile`), so scoring a file of any size holds one batch in memory;
+each batch's predictions are appended to the output as they are made. The output is written
+to a temporary file and renamed when every row is scored, so a crash leaves no partial output.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keel.data.sources import read_table
+from keel.data.files import is_parquet
+from keel.data.sources import CsvFile, open_table
 from keel.registry.package import ModelPackage
 
-__all__ = ["predict_file"]
+__all__ = ["BATCH_ROWS", "predict_file"]
+
+BATCH_ROWS = 1 << 18
 
 
 def predict_file(
@@ -22,8 +32,50 @@ def predict_file(
     the positive class) or one ``probability_<class>`` column per class (multiclass), and
     ``model_version``, written atomically. Regression outputs the value as ``prediction``.
     Returns the number of rows scored.
+
+    Raises:
+        ConfigError: The file is missing or neither CSV nor Parquet.
+        DataValidationError: The CSV does not parse, or a row does not fit the model's inputs.
     """
-    table = read_table(source)
+    path = Path(source)
+    target = Path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    opened = None if is_parquet(path) and path.exists() else open_table(path)
+    try:
+        while True:
+            try:
+                rows = _write(package, _tables(path, opened), tmp, version)
+                break
+            except Exception as exc:
+                # a large CSV whose later cells widen a column: settle the types, score again
+                if not (isinstance(opened, CsvFile) and opened.retype(exc)):
+                    raise
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def _write(package: ModelPackage, tables: Iterator[pa.Table], tmp: Path, version: str) -> int:
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for table in tables:
+            scored = _score(package, table, version)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, scored.schema)
+            writer.write_table(scored)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:  # no batch at all: an empty file with no columns
+        pq.write_table(pa.table({}), tmp)
+    return rows
+
+
+def _score(package: ModelPackage, table: pa.Table, version: str) -> pa.Table:
     if package.task == "regression":
         values = pa.array(package.predict(table), type=pa.float64())
         scored = table.append_column("prediction", values)
@@ -37,12 +89,23 @@ def predict_file(
             for i, name in enumerate(package.classes):
                 column = pa.array(proba[:, i], type=pa.float64())
                 scored = scored.append_column(f"probability_{name}", column)
-    scored = scored.append_column(
-        "model_version", pa.array([version] * table.num_rows, type=pa.string())
-    )
-    target = Path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(scored, tmp)
-    tmp.replace(target)
-    return int(table.num_rows)
+    versions = pa.array([version], type=pa.string()).take([0] * table.num_rows)
+    return scored.append_column("model_version", versions)
+
+
+def _tables(path: Path, opened: pa.Table | CsvFile | None) -> Iterator[pa.Table]:
+    if isinstance(opened, CsvFile):
+        yield from opened.tables(batch_rows=BATCH_ROWS)
+    elif opened is not None:
+        for start in range(0, max(opened.num_rows, 1), BATCH_ROWS):
+            yield opened.slice(start, BATCH_ROWS)
+    else:
+        with pq.ParquetFile(path) as parquet:
+            batches = parquet.iter_batches(batch_size=BATCH_ROWS)
+            first = next(batches, None)
+            if first is None:  # no rows: the columns still go through
+                yield parquet.schema_arrow.empty_table()
+                return
+            yield pa.Table.from_batches([first])
+            for batch in batches:
+                yield pa.Table.from_batches([batch])

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from keel.data.files import is_parquet
 from keel.validate.duplicates import RowHashes, repeated_rows
 from keel.validate.schema import Schema, infer_schema
 from keel.validate.sketches import decode_exact
@@ -223,7 +224,7 @@ class _Data:
             self.memory = data
         else:
             path = Path(data)
-            if path.suffix.lower() in (".parquet", ".pq") or _is_parquet(path):
+            if is_parquet(path):
                 self.path = path
             else:  # a small CSV is read whole, a large one streamed
                 from keel.data.sources import CsvFile, open_table
@@ -278,14 +279,6 @@ class _Data:
         if self.csv is not None:
             return pa.concat_tables(self.csv.tables(columns, BATCH_ROWS))
         return pq.read_table(self._file, columns=columns)
-
-
-def _is_parquet(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(4) == b"PAR1"
-    except OSError:
-        return False
 
 
 def _contract(

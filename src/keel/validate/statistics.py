@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from keel.data.files import is_parquet
 from keel.errors import DataValidationError
 from keel.validate.arrays import from_numpy, numbers
 from keel.validate.sketches import (
@@ -208,7 +209,7 @@ class _Source:
             self.csv = data  # a CsvFile, already scanned
         else:
             path = Path(data)
-            if path.suffix.lower() in (".parquet", ".pq") or _is_parquet(path):
+            if is_parquet(path):
                 self.path = path
             else:  # a small CSV is read whole, a large one streamed
                 from keel.data.sources import CsvFile, open_table
@@ -250,15 +251,6 @@ class _Source:
         with pq.ParquetFile(self.path, read_dictionary=strings) as parquet:
             for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
                 yield pa.Table.from_batches([batch])
-
-
-def _is_parquet(path: Path) -> bool:
-    """Parquet by its magic bytes (content-addressed snapshots have no file extension)."""
-    try:
-        with path.open("rb") as handle:
-            return handle.read(4) == b"PAR1"
-    except OSError:
-        return False
 
 
 def _regroup(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
