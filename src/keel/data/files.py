@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["is_parquet"]
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from keel.data.sources import CsvFile
+
+__all__ = ["is_parquet", "open_data"]
+
+
+def open_data(path: Path) -> Path | pa.Table | CsvFile:
+    """A Parquet file's path (to stream), or a CSV: read whole when small, a CsvFile over 64 MiB.
+
+    Raises:
+        ConfigError: The file is missing or neither CSV nor Parquet.
+        DataValidationError: The CSV does not parse.
+    """
+    if is_parquet(path) and path.exists():
+        return path
+    from keel.data.sources import open_table  # CSV only: Parquet needs none of the readers
+
+    return open_table(path)
 
 
 def is_parquet(path: Path) -> bool:

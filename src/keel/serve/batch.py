@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keel.data.files import is_parquet
-from keel.data.sources import CsvFile, open_table
+from keel.data.files import open_data
+from keel.data.sources import CsvFile
 from keel.registry.package import ModelPackage
 
 __all__ = ["BATCH_ROWS", "predict_file"]
@@ -41,11 +41,11 @@ def predict_file(
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    opened = None if is_parquet(path) and path.exists() else open_table(path)
+    opened = open_data(path)
     try:
         while True:
             try:
-                rows = _write(package, _tables(path, opened), tmp, version)
+                rows = _write(package, _tables(opened), tmp, version)
                 break
             except Exception as exc:
                 # a large CSV whose later cells widen a column: settle the types, score again
@@ -93,14 +93,14 @@ def _score(package: ModelPackage, table: pa.Table, version: str) -> pa.Table:
     return scored.append_column("model_version", versions)
 
 
-def _tables(path: Path, opened: pa.Table | CsvFile | None) -> Iterator[pa.Table]:
+def _tables(opened: Path | pa.Table | CsvFile) -> Iterator[pa.Table]:
     if isinstance(opened, CsvFile):
         yield from opened.tables(batch_rows=BATCH_ROWS)
-    elif opened is not None:
+    elif isinstance(opened, pa.Table):
         for start in range(0, max(opened.num_rows, 1), BATCH_ROWS):
             yield opened.slice(start, BATCH_ROWS)
     else:
-        with pq.ParquetFile(path) as parquet:
+        with pq.ParquetFile(opened) as parquet:
             batches = parquet.iter_batches(batch_size=BATCH_ROWS)
             first = next(batches, None)
             if first is None:  # no rows: the columns still go through

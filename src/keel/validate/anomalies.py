@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from keel.data.files import is_parquet
+from keel.data.files import open_data
 from keel.validate.duplicates import RowHashes, repeated_rows
 from keel.validate.schema import Schema, infer_schema
 from keel.validate.sketches import decode_exact
@@ -223,17 +223,13 @@ class _Data:
         if isinstance(data, pa.Table):
             self.memory = data
         else:
-            path = Path(data)
-            if is_parquet(path):
-                self.path = path
-            else:  # a small CSV is read whole, a large one streamed
-                from keel.data.sources import CsvFile, open_table
-
-                opened = open_table(path)
-                if isinstance(opened, CsvFile):
-                    self.csv = opened
-                else:
-                    self.memory = opened
+            opened = open_data(Path(data))
+            if isinstance(opened, Path):
+                self.path = opened
+            elif isinstance(opened, pa.Table):
+                self.memory = opened
+            else:
+                self.csv = opened
         self.file_schema = None if self.path is None else pq.read_schema(self.path)
         self.names: list[str] = list(self.schema.names)
 

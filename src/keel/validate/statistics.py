@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from keel.data.files import is_parquet
+from keel.data.files import open_data
 from keel.errors import DataValidationError
 from keel.validate.arrays import from_numpy, numbers
 from keel.validate.sketches import (
@@ -208,17 +208,13 @@ class _Source:
         elif not isinstance(data, str | os.PathLike):
             self.csv = data  # a CsvFile, already scanned
         else:
-            path = Path(data)
-            if is_parquet(path):
-                self.path = path
-            else:  # a small CSV is read whole, a large one streamed
-                from keel.data.sources import CsvFile, open_table
-
-                opened = open_table(path)
-                if isinstance(opened, CsvFile):
-                    self.csv = opened
-                else:
-                    self.table = opened
+            opened = open_data(Path(data))
+            if isinstance(opened, Path):
+                self.path = opened
+            elif isinstance(opened, pa.Table):
+                self.table = opened
+            else:
+                self.csv = opened
         self.rereadable = self.reader is None
         self.schema = self._schema()
 
