@@ -310,24 +310,24 @@ def monitor(
     ref: str, *, source: str | Path | None = None, project: str | Path | None = None
 ) -> dict[str, Any]:
     """PSI drift of served inputs (or a file) against the model's training statistics."""
-    from keel.data.sources import read_table
     from keel.monitor.drift import compute_drift
     from keel.serve.predlog import read_prediction_log
 
     with _project(project) as proj:
         version = proj.metadata.resolve(ref)
         package = _package(proj, version.package_sha256)
-        if source is not None:
-            table, origin = read_table(source), str(source)
+        current: pa.Table | Path
+        if source is not None:  # read in batches by compute_drift, whatever its size
+            current, origin = Path(source), str(source)
         else:
             rows = [r["inputs"] for r in read_prediction_log(proj.predictions_dir, version.name)]
-            table = pa.Table.from_pylist(rows) if rows else pa.table({})
+            current = pa.Table.from_pylist(rows) if rows else pa.table({})
             origin = f"prediction log ({proj.predictions_dir / version.name})"
         cfg = proj.config.monitor
         columns = list(package.pipeline.inputs)
         report = compute_drift(
             package.statistics,
-            table,
+            current,
             columns=columns,
             warn=cfg.psi.warn,
             alert=cfg.psi.alert,

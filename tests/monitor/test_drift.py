@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -145,3 +148,42 @@ def test_counts_use_training_bins() -> None:
     expected = psi(counts, np.array([200.0] + [0.0] * (len(counts) - 1)))
     report = compute_drift(reference, current, columns=["x"])
     assert by_column(report)["x"]["psi"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_file_is_read_in_batches_with_the_same_report(
+    adult_statistics: dict[str, Any],
+    adult_test_table: pa.Table,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    """A Parquet file by row-group batches, a CSV streamed (every CSV counts as large here)."""
+    from keel.data import sources
+    from keel.monitor import drift
+
+    monkeypatch.setattr(sources, "STREAM_CSV_BYTES", 0)
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(drift, "BATCH_ROWS", 3000)
+    monkeypatch.setattr(drift, "CSV_BATCH_ROWS", 3000)
+    batches: list[int] = []
+    as_types = drift._as_reference_types
+
+    def counted(table: pa.Table, *args: Any) -> pa.Table:
+        batches.append(table.num_rows)
+        return as_types(table, *args)
+
+    monkeypatch.setattr(drift, "_as_reference_types", counted)
+    shifted = adult_test_table.set_column(0, "age", pc.add(adult_test_table["age"], 15))
+    path = tmp_path / f"current.{kind}"
+    if kind == "parquet":
+        pq.write_table(shifted, path, row_group_size=3000)
+    else:
+        pv.write_csv(shifted, path)
+    columns = features(shifted)
+    from_file = compute_drift(adult_statistics, path, columns=[*columns, "not_there"])
+    assert len(batches) == 6 and sum(batches) == 16281  # read 3,000 rows at a time
+    in_memory = compute_drift(adult_statistics, shifted, columns=[*columns, "not_there"])
+    assert from_file == in_memory
+    assert from_file["rows"] == 16281 and from_file["drifted_columns"] == ["age"]
+    assert from_file["missing_columns"] == ["not_there"]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from keel.data.sources import CsvFile
 
-__all__ = ["is_parquet", "open_data"]
+__all__ = ["is_parquet", "open_data", "retyped"]
+
+T = TypeVar("T")
 
 
 def open_data(path: Path) -> Path | pa.Table | CsvFile:
@@ -36,3 +39,15 @@ def is_parquet(path: Path) -> bool:
             return handle.read(4) == b"PAR1"
     except OSError:
         return False
+
+
+def retyped(opened: object, read: Callable[[], T]) -> T:
+    """``read()``; when it stops because a large CSV's later cells widen a column's type,
+    settle the file's types (:meth:`keel.data.sources.CsvFile.retype`) and read again."""
+    while True:
+        try:
+            return read()
+        except Exception as exc:
+            retype = getattr(opened, "retype", None)
+            if retype is None or not retype(exc):
+                raise

@@ -8,21 +8,28 @@ Evidently, so a category that appears only now gives a large but finite PSI.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from keel.data.files import open_data, retyped
 from keel.errors import DataValidationError
 from keel.validate.shift import EPSILON, psi
-from keel.validate.statistics import compute_statistics
+from keel.validate.statistics import BATCH_ROWS, CSV_BATCH_ROWS, compute_statistics
+
+if TYPE_CHECKING:
+    from keel.data.sources import CsvFile
 
 __all__ = ["EPSILON", "compute_drift", "psi"]
 
 
 def compute_drift(
     reference: dict[str, Any],
-    current: pa.Table,
+    current: pa.Table | str | Path,
     *,
     columns: list[str],
     warn: float = 0.1,
@@ -33,7 +40,8 @@ def compute_drift(
 
     Args:
         reference: Training statistics (with frozen bins).
-        current: The data to compare (served inputs or a file).
+        current: The data to compare (served inputs, or a Parquet or CSV file, which is read in
+            batches: bounded memory whatever its size).
         columns: Columns to check (the model's inputs).
         warn: PSI at or above which a column is ``moderate``.
         alert: PSI at or above which a column has ``drift``.
@@ -42,10 +50,10 @@ def compute_drift(
     Returns:
         ``{"rows", "verdict", "columns": [{"column", "psi", "verdict", "kind"}], ...}``.
     """
-    present = [c for c in columns if c in current.column_names and c in reference["columns"]]
-    stats = compute_statistics(
-        _as_reference_types(current, present, reference), reference=reference
-    )
+    opened = current if isinstance(current, pa.Table) else open_data(Path(current))
+    names = _names(opened)
+    present = [c for c in columns if c in names and c in reference["columns"]]
+    rows, stats = retyped(opened, lambda: _statistics(opened, present, reference))
     results = []
     for name in present:
         ref = reference["columns"][name]
@@ -57,21 +65,61 @@ def compute_drift(
             {"column": name, "kind": ref["kind"], "psi": round(value, 6), "verdict": verdict}
         )
     results.sort(key=lambda r: -r["psi"])
-    enough = current.num_rows >= min_rows
+    enough = rows >= min_rows
     drifted = [r["column"] for r in results if r["verdict"] == "drift"]
     if not enough:
         verdict = "insufficient_data"
     else:
         verdict = "drift" if drifted else "stable"
     return {
-        "rows": current.num_rows,
+        "rows": rows,
         "reference_rows": reference["rows"],
         "verdict": verdict,
         "drifted_columns": drifted,
-        "missing_columns": [c for c in columns if c not in current.column_names],
+        "missing_columns": [c for c in columns if c not in names],
         "thresholds": {"warn": warn, "alert": alert, "min_rows": min_rows},
         "columns": results,
     }
+
+
+def _names(opened: pa.Table | Path | CsvFile) -> list[str]:
+    if isinstance(opened, Path):
+        return list(pq.read_schema(opened).names)
+    return list(opened.schema.names)
+
+
+def _statistics(
+    opened: pa.Table | Path | CsvFile, present: list[str], reference: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """Rows, and the statistics of ``present`` cast to the training kinds, on its bins."""
+    rows = 0
+    schema = pa.schema(
+        [
+            (n, pa.float64() if reference["columns"][n]["kind"] == "numeric" else pa.string())
+            for n in present
+        ]
+    )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        for table in _tables(opened, present):
+            rows += table.num_rows
+            yield from _as_reference_types(table, present, reference).to_batches()
+
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    stats = compute_statistics(reader, reference=reference)
+    return rows, stats
+
+
+def _tables(opened: pa.Table | Path | CsvFile, columns: list[str]) -> Iterator[pa.Table]:
+    if isinstance(opened, pa.Table):
+        yield opened
+    elif isinstance(opened, Path):
+        with pq.ParquetFile(opened) as parquet:
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns or None):
+                yield pa.Table.from_batches([batch])
+    else:
+        yield from opened.tables(columns or None, CSV_BATCH_ROWS)
 
 
 def _as_reference_types(table: pa.Table, columns: list[str], reference: dict[str, Any]) -> pa.Table:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keel.data.files import open_data
+from keel.data.files import open_data, retyped
 from keel.data.sources import CsvFile
 from keel.registry.package import ModelPackage
 
@@ -43,14 +43,7 @@ def predict_file(
     tmp = target.with_name(f".{target.name}.tmp")
     opened = open_data(path)
     try:
-        while True:
-            try:
-                rows = _write(package, _tables(opened), tmp, version)
-                break
-            except Exception as exc:
-                # a large CSV whose later cells widen a column: settle the types, score again
-                if not (isinstance(opened, CsvFile) and opened.retype(exc)):
-                    raise
+        rows = retyped(opened, lambda: _write(package, _tables(opened), tmp, version))
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from keel.data.files import open_data
+from keel.data.files import open_data, retyped
 from keel.errors import DataValidationError
 from keel.validate.arrays import from_numpy, numbers
 from keel.validate.sketches import (
@@ -111,14 +111,7 @@ def compute_statistics(
         3.0
     """
     source = _Source(data)
-    while True:
-        try:
-            return _statistics(source, reference, on_batch)
-        except Exception as exc:
-            # a large CSV whose later cells widen a column's type: settle the types, read again
-            if source.csv is None or not source.csv.retype(exc):
-                raise
-            source.schema = source.csv.schema
+    return retyped(source.csv, lambda: _statistics(source, reference, on_batch))
 
 
 def _statistics(
@@ -216,17 +209,19 @@ class _Source:
             else:
                 self.csv = opened
         self.rereadable = self.reader is None
-        self.schema = self._schema()
+        self.file_schema = None if self.path is None else pq.read_schema(self.path)
 
-    def _schema(self) -> pa.Schema:
+    @property
+    def schema(self) -> pa.Schema:
+        """The columns and types (a large CSV's may widen on a second read)."""
         if self.table is not None:
             return self.table.schema
         if self.reader is not None:
             return self.reader.schema
         if self.csv is not None:
             return self.csv.schema
-        assert self.path is not None
-        return pq.read_schema(self.path)
+        assert self.file_schema is not None
+        return self.file_schema
 
     def tables(self, columns: list[str] | None) -> Iterator[pa.Table]:
         if self.table is not None:
