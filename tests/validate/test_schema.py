@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from keel.errors import ConfigError
+from keel.validate.evolution import diff_schemas
 from keel.validate.schema import (
     ColumnSchema,
     Schema,
-    diff_schemas,
     infer_schema,
     read_schema,
     write_schema,

@@ -12,7 +12,7 @@ from rich.markup import escape
 from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
 
 if TYPE_CHECKING:
-    from keel.validate.schema import SchemaChange
+    from keel.validate.evolution import SchemaChange
 
 __all__ = ["register"]
 
@@ -63,7 +63,8 @@ def diff(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Show how a schema changed; exit 1 when a change is breaking."""
-    from keel.validate.schema import diff_schemas, read_schema
+    from keel.validate.evolution import diff_schemas
+    from keel.validate.schema import read_schema
 
     changes = diff_schemas(read_schema(old), read_schema(new))
     breaking = any(c.breaking for c in changes)
