@@ -165,7 +165,6 @@ def test_a_file_is_read_in_batches_with_the_same_report(
     monkeypatch.setattr(sources, "STREAM_CSV_BYTES", 0)
     monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 1 << 16)
     monkeypatch.setattr(drift, "BATCH_ROWS", 3000)
-    monkeypatch.setattr(drift, "CSV_BATCH_ROWS", 3000)
     batches: list[int] = []
     as_types = drift._as_reference_types
 

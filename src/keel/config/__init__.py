@@ -1,18 +1,10 @@
-"""keel.yaml -> typed, frozen configuration.
-
-Loading reads ``keel.yaml``, deep-merges ``keel.<env>.yaml`` on top when ``KEEL_ENV`` is set,
-expands ``${VAR}`` / ``${VAR:-default}`` from the environment, and validates the result into
-frozen pydantic models that forbid unknown keys. Every error names the file and line, the bad
-key and the closest valid key::
-
-    keel.yaml:14: unknown key 'learning_rte' in model.params. Did you mean 'learning_rate'?
-
-Environment overrides live in one typed table (:data:`ENVIRONMENT`), read at load time.
+"""keel.yaml -> typed, frozen configuration (pydantic models that forbid unknown keys).
 
 The sections live beside what they configure: :mod:`~keel.config.data` (sources),
 :mod:`~keel.config.features` (transforms, feature views), :mod:`~keel.config.training` (model,
 split, search, AutoML, resources), :mod:`~keel.config.project` (the whole file and its small
-sections) and :mod:`~keel.config.loading` (reading, merging, explaining errors).
+sections) and :mod:`~keel.config.loading` (reading ``keel.yaml`` and ``keel.<env>.yaml``,
+``${VAR}`` expansion, the :data:`ENVIRONMENT` overrides, and errors that name file and line).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from keel.data.sources import CsvFile
 
-__all__ = ["is_parquet", "open_data", "retyped"]
+__all__ = ["is_parquet", "open_data", "read_batches", "retyped"]
 
 T = TypeVar("T")
 
@@ -28,6 +28,36 @@ def open_data(path: Path) -> Path | pa.Table | CsvFile:
     from keel.data.sources import open_table  # CSV only: Parquet needs none of the readers
 
     return open_table(path)
+
+
+def read_batches(
+    opened: Path | pa.Table | CsvFile, columns: list[str] | None, rows: int
+) -> Iterator[pa.Table]:
+    """What :func:`open_data` gave, as tables of at most ``rows`` rows, in order.
+
+    A table is sliced, a Parquet file read by record batches, a large CSV streamed; there is
+    always at least one table (an empty file gives one with its columns and no rows).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(opened, pa.Table):
+        table = opened if columns is None else opened.select(columns)
+        for start in range(0, max(table.num_rows, 1), rows):
+            yield table.slice(start, rows)
+    elif isinstance(opened, Path):
+        with pq.ParquetFile(opened) as parquet:
+            batches = parquet.iter_batches(batch_size=rows, columns=columns)
+            first = next(batches, None)
+            if first is None:
+                empty = parquet.schema_arrow.empty_table()
+                yield empty if columns is None else empty.select(columns)
+                return
+            yield pa.Table.from_batches([first])
+            for batch in batches:
+                yield pa.Table.from_batches([batch])
+    else:
+        yield from opened.tables(columns, rows)
 
 
 def is_parquet(path: Path) -> bool:

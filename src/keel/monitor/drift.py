@@ -16,15 +16,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keel.data.files import open_data, retyped
+from keel.data.files import open_data, read_batches, retyped
 from keel.errors import DataValidationError
 from keel.validate.shift import EPSILON, psi
-from keel.validate.statistics import BATCH_ROWS, CSV_BATCH_ROWS, compute_statistics
+from keel.validate.statistics import compute_statistics
 
 if TYPE_CHECKING:
     from keel.data.sources import CsvFile
 
 __all__ = ["EPSILON", "compute_drift", "psi"]
+
+BATCH_ROWS = 1 << 18  # rows cast at a time (the statistics regroup them into larger batches)
 
 
 def compute_drift(
@@ -102,24 +104,13 @@ def _statistics(
 
     def batches() -> Iterator[pa.RecordBatch]:
         nonlocal rows
-        for table in _tables(opened, present):
+        for table in read_batches(opened, present or None, BATCH_ROWS):
             rows += table.num_rows
             yield from _as_reference_types(table, present, reference).to_batches()
 
     reader = pa.RecordBatchReader.from_batches(schema, batches())
     stats = compute_statistics(reader, reference=reference)
     return rows, stats
-
-
-def _tables(opened: pa.Table | Path | CsvFile, columns: list[str]) -> Iterator[pa.Table]:
-    if isinstance(opened, pa.Table):
-        yield opened
-    elif isinstance(opened, Path):
-        with pq.ParquetFile(opened) as parquet:
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns or None):
-                yield pa.Table.from_batches([batch])
-    else:
-        yield from opened.tables(columns or None, CSV_BATCH_ROWS)
 
 
 def _as_reference_types(table: pa.Table, columns: list[str], reference: dict[str, Any]) -> pa.Table:

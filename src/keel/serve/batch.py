@@ -14,8 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keel.data.files import open_data, retyped
-from keel.data.sources import CsvFile
+from keel.data.files import open_data, read_batches, retyped
 from keel.registry.package import ModelPackage
 
 __all__ = ["BATCH_ROWS", "predict_file"]
@@ -43,7 +42,9 @@ def predict_file(
     tmp = target.with_name(f".{target.name}.tmp")
     opened = open_data(path)
     try:
-        rows = retyped(opened, lambda: _write(package, _tables(opened), tmp, version))
+        rows = retyped(
+            opened, lambda: _write(package, read_batches(opened, None, BATCH_ROWS), tmp, version)
+        )
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -84,21 +85,3 @@ def _score(package: ModelPackage, table: pa.Table, version: str) -> pa.Table:
                 scored = scored.append_column(f"probability_{name}", column)
     versions = pa.array([version], type=pa.string()).take([0] * table.num_rows)
     return scored.append_column("model_version", versions)
-
-
-def _tables(opened: Path | pa.Table | CsvFile) -> Iterator[pa.Table]:
-    if isinstance(opened, CsvFile):
-        yield from opened.tables(batch_rows=BATCH_ROWS)
-    elif isinstance(opened, pa.Table):
-        for start in range(0, max(opened.num_rows, 1), BATCH_ROWS):
-            yield opened.slice(start, BATCH_ROWS)
-    else:
-        with pq.ParquetFile(opened) as parquet:
-            batches = parquet.iter_batches(batch_size=BATCH_ROWS)
-            first = next(batches, None)
-            if first is None:  # no rows: the columns still go through
-                yield parquet.schema_arrow.empty_table()
-                return
-            yield pa.Table.from_batches([first])
-            for batch in batches:
-                yield pa.Table.from_batches([batch])

@@ -18,22 +18,17 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from keel.data.files import open_data
 from keel.validate.duplicates import RowHashes, repeated_rows
 from keel.validate.schema import Schema, infer_schema
 from keel.validate.sketches import decode_exact
-from keel.validate.statistics import BATCH_ROWS, column_kind, compute_statistics
-
-if TYPE_CHECKING:
-    from keel.data.sources import CsvFile
+from keel.validate.statistics import DataSource, column_kind, compute_statistics
 
 __all__ = [
     "Anomaly",
@@ -148,7 +143,7 @@ def validate_data(
     source = _Data(data)
     ref_stats = compute_statistics(reference) if isinstance(reference, pa.Table) else reference
     hashes = RowHashes(source.names)
-    cur_stats = compute_statistics(source.statistics_input, reference=ref_stats, on_batch=hashes)
+    cur_stats = compute_statistics(source.source, reference=ref_stats, on_batch=hashes)
     rows = int(cur_stats["rows"])
     if schema is None:
         schema = infer_schema(ref_stats if ref_stats is not None else cur_stats, target=target)
@@ -214,67 +209,29 @@ def validate_table(
 
 
 class _Data:
-    """The checked data: a table in memory, or a Parquet or large CSV file, streamed."""
+    """The checked data, opened once: a table, or a Parquet or large CSV file, streamed."""
 
     def __init__(self, data: DataInput) -> None:
-        self.path: Path | None = None
-        self.memory: pa.Table | None = None
-        self.csv: CsvFile | None = None
-        if isinstance(data, pa.Table):
-            self.memory = data
-        else:
-            opened = open_data(Path(data))
-            if isinstance(opened, Path):
-                self.path = opened
-            elif isinstance(opened, pa.Table):
-                self.memory = opened
-            else:
-                self.csv = opened
-        self.file_schema = None if self.path is None else pq.read_schema(self.path)
+        self.source = DataSource(data)
         self.names: list[str] = list(self.schema.names)
 
     @property
     def schema(self) -> pa.Schema:
         """The columns and types (a large CSV's may widen while its statistics are read)."""
-        if self.memory is not None:
-            return self.memory.schema
-        if self.csv is not None:
-            return self.csv.schema
-        assert self.file_schema is not None
-        return self.file_schema
-
-    @property
-    def statistics_input(self) -> pa.Table | CsvFile | Path:
-        if self.memory is not None:
-            return self.memory
-        return self.csv if self.csv is not None else self._file
-
-    @property
-    def _file(self) -> Path:
-        assert self.path is not None
-        return self.path
+        return self.source.schema
 
     def chunks(self, column: str) -> Iterator[pa.ChunkedArray]:
-        """The column, whole for a table, batch by batch for a file (strings dictionary-encoded)."""
-        if self.memory is not None:
-            yield self.memory.column(column)
-            return
-        if self.csv is not None:
-            for table in self.csv.tables([column], BATCH_ROWS):
-                yield table.column(0)
-            return
-        strings = [column] if pa.types.is_string(self.schema.field(column).type) else []
-        with pq.ParquetFile(self._file, read_dictionary=strings) as parquet:
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=[column]):
-                yield pa.chunked_array([batch.column(0)])
+        """The column batch by batch (a Parquet file's strings dictionary-encoded)."""
+        for table in self.source.tables([column]):
+            yield table.column(0)
 
     def table(self, columns: list[str]) -> pa.Table:
         """These columns as one table (read whole: the sampled checks need random access)."""
-        if self.memory is not None:
-            return self.memory.select(columns)
-        if self.csv is not None:
-            return pa.concat_tables(self.csv.tables(columns, BATCH_ROWS))
-        return pq.read_table(self._file, columns=columns)
+        if self.source.table is not None:
+            return self.source.table.select(columns)
+        if self.source.path is not None:
+            return pq.read_table(self.source.path, columns=columns)
+        return pa.concat_tables(self.source.tables(columns))
 
 
 def _contract(

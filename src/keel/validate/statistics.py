@@ -49,6 +49,7 @@ __all__ = [
     "OTHER",
     "QUANTILES",
     "TOP_K",
+    "DataSource",
     "column_cdf",
     "column_kind",
     "column_quantiles",
@@ -65,7 +66,9 @@ CSV_BATCH_ROWS = 1 << 18  # parsed and cleaned strings take several times the Pa
 LOW_CARDINALITY = 8  # a batch with at most 1/8 as many distinct values as rows is fed by value
 EXACT_VALUES = 1 << 20  # distinct (value, count) pairs kept to bin without a second pass
 
-StatisticsInput: TypeAlias = "pa.Table | pa.RecordBatchReader | CsvFile | str | os.PathLike[str]"
+StatisticsInput: TypeAlias = (
+    "pa.Table | pa.RecordBatchReader | CsvFile | DataSource | str | os.PathLike[str]"
+)
 
 
 def column_kind(data_type: pa.DataType) -> str:
@@ -110,12 +113,12 @@ def compute_statistics(
         >>> stats["columns"]["x"]["max"]
         3.0
     """
-    source = _Source(data)
+    source = data if isinstance(data, DataSource) else DataSource(data)
     return retyped(source.csv, lambda: _statistics(source, reference, on_batch))
 
 
 def _statistics(
-    source: _Source,
+    source: DataSource,
     reference: dict[str, Any] | None,
     on_batch: Callable[[int, pa.Table], None] | None,
 ) -> dict[str, Any]:
@@ -167,7 +170,9 @@ def _prefetched(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
                 close()
 
 
-def _finish_histograms(source: _Source, accumulators: dict[str, _Numeric | _Categorical]) -> None:
+def _finish_histograms(
+    source: DataSource, accumulators: dict[str, _Numeric | _Categorical]
+) -> None:
     pending = {
         name: accumulator
         for name, accumulator in accumulators.items()
@@ -186,10 +191,16 @@ def _finish_histograms(source: _Source, accumulators: dict[str, _Numeric | _Cate
             accumulator.estimate_counts()
 
 
-class _Source:
-    """Record batches of a table, a reader or a file, regrouped into ~1M-row tables."""
+class DataSource:
+    """Data to read, opened once: a table, a record-batch reader, or a Parquet or CSV file.
 
-    def __init__(self, data: StatisticsInput) -> None:
+    :meth:`tables` gives it as ~1M-row tables (256K rows for a streamed CSV), as often as asked
+    (a reader only once). :mod:`keel.validate.anomalies` re-reads columns through it.
+    """
+
+    def __init__(
+        self, data: pa.Table | pa.RecordBatchReader | CsvFile | str | os.PathLike[str]
+    ) -> None:
         self.path: Path | None = None
         self.table: pa.Table | None = None
         self.reader: pa.RecordBatchReader | None = None
