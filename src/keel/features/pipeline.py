@@ -27,16 +27,13 @@ from keel.features.chain import Chain
 from keel.features.custom import CustomFeature
 from keel.features.plan import default_steps, make_step
 from keel.features.transform import as_strings
+from keel.validate.coerce import Coerced, Coercer, Finding
 
 __all__ = ["FeaturePipeline"]
 
 _KINDS = {"int": "number", "float": "number", "string": "category", "bool": "category",
           "date": "datetime", "timestamp": "datetime"}  # fmt: skip
-_TYPE_WORDS = {"int": "a number", "float": "a number", "string": "a string", "bool": "true/false",
-               "date": "a date (ISO 8601)", "timestamp": "a date/time (ISO 8601)"}  # fmt: skip
-_NUMBER, _STRING, _BOOL, _TIME = 0, 1, 2, 3
-_READERS = {"int": _NUMBER, "float": _NUMBER, "string": _STRING, "bool": _BOOL,
-            "date": _TIME, "timestamp": _TIME}  # fmt: skip
+_BOOL_TEXT = {True: "true", False: "false", None: None}  # how both paths spell a bool category
 
 
 class FeaturePipeline:
@@ -57,6 +54,10 @@ class FeaturePipeline:
             combines its columns into one category (and leaves their own chains alone).
         custom: Custom features: ``[{"function": "mod:fn", "inputs": [...], "output": name,
             "type": "float"}]``.
+        rules: How raw values become each input's type
+            (:meth:`keel.validate.coerce.Coercer.state`, built from the schema: boolean
+            spellings, ranges, categories, severities); default: the plain rules of ``inputs``.
+            Every path (fit, transform, transform_row) coerces its input with them first.
 
     Example:
         >>> pipe = FeaturePipeline(inputs={"age": "int", "sex": "string"}).fit(table)
@@ -73,6 +74,7 @@ class FeaturePipeline:
         max_categories: int = 50,
         transforms: Sequence[Mapping[str, Any]] = (),
         custom: Sequence[Mapping[str, Any]] = (),
+        rules: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.inputs = dict(inputs)
         self.numeric_impute = numeric_impute
@@ -81,11 +83,15 @@ class FeaturePipeline:
         self.max_categories = max_categories
         self.transforms = [dict(t) for t in transforms]
         self.custom = [dict(c) for c in custom]
+        self.rules = [dict(r) for r in rules]
 
     # --- fitting -----------------------------------------------------------------------------
 
-    def fit(self, table: pa.Table, y: np.ndarray | None = None) -> FeaturePipeline:
-        """Learn every transform from ``table``; ``y`` is needed by ``target_encode``."""
+    def coercer(self) -> Coercer:
+        """The rules every path coerces raw inputs with (see ``rules``)."""
+        cached: Coercer | None = getattr(self, "_coercer", None)
+        if cached is not None:
+            return cached
         unknown = [name for name, kind in self.inputs.items() if kind not in _KINDS]
         if unknown:
             raise ConfigError(
@@ -93,11 +99,31 @@ class FeaturePipeline:
                 f"{', '.join(_KINDS)}.",
                 field=unknown[0],
             )
-        for name in self.inputs:
-            if name not in table.column_names:
-                raise DataValidationError(
-                    f"cannot fit features: column '{name}' is missing.", field=name
-                )
+        coercer = Coercer.from_state(self.rules) if self.rules else Coercer.from_types(self.inputs)
+        if coercer.names != list(self.inputs) or any(
+            r.type != self.inputs[r.name] for r in coercer.rules
+        ):
+            raise ConfigError("rules must name the inputs, in order, with the same types.")
+        self._coercer = coercer
+        return coercer
+
+    def coerce(self, table: pa.Table) -> Coerced:
+        """The inputs of ``table`` in their declared types, and the rows that did not fit.
+
+        Raises:
+            DataValidationError: An input column is missing (names it).
+        """
+        return self.coercer().table(table)
+
+    def fit(self, table: pa.Table | Coerced, y: np.ndarray | None = None) -> FeaturePipeline:
+        """Learn every transform from ``table`` (raw, or already :meth:`coerce`-d); ``y`` is
+        needed by ``target_encode``.
+
+        Raises:
+            DataValidationError: A column is missing, or a value does not convert to its
+                input's type (names the row, column and value).
+        """
+        coerced = self._coerced(table)
         custom = [CustomFeature.create(spec) for spec in self.custom]
         kinds = self._kinds(custom)
         chains = self._plan(kinds)
@@ -106,7 +132,7 @@ class FeaturePipeline:
                 "target_encode needs the target: call fit(table, y) with the labels.", field="y"
             )
         self.custom_ = custom
-        columns = self._read_batch(table)
+        columns = self._read_batch(coerced)
         for chain in chains:
             try:
                 chain.fit(columns, y)
@@ -219,8 +245,8 @@ class FeaturePipeline:
         self.chains_ = chains
         self.n_features_ = offset
         self.feature_names_ = _unique_names(names)
-        self._readers = [(name, _READERS[kind]) for name, kind in self.inputs.items()]
-        self._expected = ", ".join(self.inputs)
+        self._booleans = [name for name, kind in self.inputs.items() if kind == "bool"]
+        self.coercer()
 
     # --- state -------------------------------------------------------------------------------
 
@@ -238,6 +264,7 @@ class FeaturePipeline:
                 "max_categories": self.max_categories,
                 "transforms": self.transforms,
                 "custom": self.custom,
+                "rules": self.coercer().state(),
             },
             "custom": [feature.state() for feature in self.custom_],
             "chains": [chain.state() for chain in self.chains_],
@@ -283,12 +310,20 @@ class FeaturePipeline:
 
     # --- batch path --------------------------------------------------------------------------
 
-    def transform(self, table: pa.Table) -> np.ndarray:
-        """Transform every row of ``table`` into a float64 matrix of shape (rows, n_features)."""
+    def transform(self, table: pa.Table | Coerced) -> np.ndarray:
+        """Transform every row of ``table`` into a float64 matrix of shape (rows, n_features).
+
+        ``table`` is raw data (coerced here: a value that does not convert raises) or what
+        :meth:`coerce` returned (its rejected rows must be filtered out by the caller first,
+        e.g. batch scoring writes them to a rejects file).
+
+        Raises:
+            DataValidationError: A column is missing or a value does not convert.
+        """
         self._check_fitted()
         return self._transform(table, None)
 
-    def transform_training(self, table: pa.Table, y: np.ndarray) -> np.ndarray:
+    def transform_training(self, table: pa.Table | Coerced, y: np.ndarray) -> np.ndarray:
         """The training matrix: as :meth:`transform`, with out-of-fold target encodings.
 
         Each training row's ``target_encode`` columns come from the statistics of the other
@@ -298,9 +333,10 @@ class FeaturePipeline:
         self._check_fitted()
         return self._transform(table, np.asarray(y, dtype=np.float64))
 
-    def _transform(self, table: pa.Table, y: np.ndarray | None) -> np.ndarray:
-        columns = self._read_batch(table)
-        out = np.zeros((table.num_rows, self.n_features_), dtype=np.float64)
+    def _transform(self, table: pa.Table | Coerced, y: np.ndarray | None) -> np.ndarray:
+        coerced = self._coerced(table)
+        columns = self._read_batch(coerced)
+        out = np.zeros((coerced.table.num_rows, self.n_features_), dtype=np.float64)
         for chain in self.chains_:
             try:
                 chain.transform(columns, out, y)
@@ -308,24 +344,21 @@ class FeaturePipeline:
                 raise _at(exc, "", chain.name) from exc
         return out
 
-    def _read_batch(self, table: pa.Table) -> dict[str, Any]:
+    def _coerced(self, table: pa.Table | Coerced) -> Coerced:
+        if isinstance(table, Coerced):
+            return table
+        coerced = self.coerce(table)
+        coerced.raise_errors()
+        return coerced
+
+    def _read_batch(self, coerced: Coerced) -> dict[str, Any]:
         """Each input as its chains read it, then each custom feature's column."""
         columns: dict[str, Any] = {}
+        table = coerced.table
         for name, kind in self.inputs.items():
-            if name not in table.column_names:
-                raise DataValidationError(f"column '{name}' is missing from the input.", field=name)
             column = table.column(name)
-            if _KINDS[kind] == "number":
-                # unsafe: ints beyond 2**53 round to the nearest float64 as float() does per row
-                try:
-                    as_float = column.cast(pa.float64(), safe=False)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    msg = (
-                        f"column '{name}' must hold numbers; it holds {column.type} that do not "
-                        f"convert ({str(exc).splitlines()[0]}). Fix or drop those rows."
-                    )
-                    raise DataValidationError(msg, field=name) from exc
-                columns[name] = as_float.to_numpy(zero_copy_only=False).astype(np.float64)
+            if _KINDS[kind] == "number":  # float64 with nulls: the coercer's output
+                columns[name] = column.to_numpy().astype(np.float64)
             elif _KINDS[kind] == "category":
                 columns[name] = as_strings(column)
             else:
@@ -343,25 +376,37 @@ class FeaturePipeline:
 
     # --- row path ----------------------------------------------------------------------------
 
-    def transform_row(self, row: Mapping[str, Any], *, where: str = "") -> np.ndarray:
-        """Check one request row against the inputs and transform it: shape (1, n_features).
+    def transform_row(
+        self,
+        row: Mapping[str, Any],
+        *,
+        where: str = "",
+        findings: list[Finding] | None = None,
+    ) -> np.ndarray:
+        """Coerce one request row and transform it: shape (1, n_features).
 
         Args:
             row: Field name -> JSON value (number, string, bool, ISO date string or null).
             where: Prefix for error fields, e.g. ``instances[3].``.
+            findings: A list to append the row's warnings to (out of range, unseen category).
 
         Raises:
-            DataValidationError: A field is missing, unknown or of the wrong type (names it).
+            DataValidationError: A field is missing or unknown, or its value does not convert
+                (names the field, the value and what it accepts).
         """
         self._check_fitted()
         out = np.zeros((1, self.n_features_), dtype=np.float64)
-        self.fill_row(row, out[0], where=where)
+        self.fill_row(row, out[0], where=where, findings=findings)
         return out
 
     def transform_rows(
-        self, rows: Sequence[Mapping[str, Any]], *, prefix: str = "instances"
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        prefix: str = "instances",
+        findings: list[Finding] | None = None,
     ) -> np.ndarray:
-        """Check and transform a few request rows (the online path for small batches)."""
+        """Coerce and transform a few request rows (the online path for small batches)."""
         self._check_fitted()
         out = np.zeros((len(rows), self.n_features_), dtype=np.float64)
         for i, row in enumerate(rows):
@@ -369,12 +414,23 @@ class FeaturePipeline:
                 raise DataValidationError(
                     f"{prefix}[{i}] must be an object of field: value.", field=f"{prefix}[{i}]"
                 )
-            self.fill_row(row, out[i], where=f"{prefix}[{i}].")
+            self.fill_row(row, out[i], where=f"{prefix}[{i}].", findings=findings)
         return out
 
-    def fill_row(self, row: Mapping[str, Any], out: np.ndarray, *, where: str = "") -> None:
+    def fill_row(
+        self,
+        row: Mapping[str, Any],
+        out: np.ndarray,
+        *,
+        where: str = "",
+        findings: list[Finding] | None = None,
+    ) -> None:
         """Write one row's features into ``out`` (a zeroed float64 vector)."""
-        values = self._read_row(row, where)
+        values, found = self._coercer.row(row, where=where)
+        if found and findings is not None:
+            findings += found
+        for name in self._booleans:
+            values[name] = _BOOL_TEXT[values[name]]
         for feature in self.custom_:
             try:
                 values[feature.output] = feature.value([values[name] for name in feature.inputs])
@@ -388,72 +444,8 @@ class FeaturePipeline:
             except DataValidationError as exc:
                 raise _at(exc, where, chain.name) from exc
 
-    def _read_row(self, row: Mapping[str, Any], where: str) -> dict[str, Any]:
-        """Each input's value as the chains read it; type errors name the field."""
-        values: dict[str, Any] = {}
-        matched = 0
-        for name, reader in self._readers:
-            if name not in row:
-                self._missing(where, name)
-            matched += 1
-            value = row[name]
-            if reader == _NUMBER:
-                kind = type(value)
-                if kind is float:
-                    pass
-                elif kind is int:
-                    value = _int_to_float(value, where, name, self)
-                elif value is None:
-                    value = np.nan
-                else:
-                    self._type_error(where, name, value)
-            elif reader in (_STRING, _BOOL):
-                if value is not None and type(value) is not str:
-                    value = self._as_category(where, name, value, reader)
-            elif value is not None and not isinstance(value, str) and not hasattr(value, "year"):
-                self._type_error(where, name, value)  # not a datetime, date or ISO string
-            values[name] = value
-        if matched != len(row):
-            unknown = sorted(set(row) - set(self.inputs))
-            raise DataValidationError(
-                f"{where}{unknown[0]}: unknown field. Expected fields: {self._expected}.",
-                field=f"{where}{unknown[0]}",
-            )
-        return values
-
-    def _as_category(self, where: str, name: str, value: Any, reader: int) -> str:
-        if reader == _BOOL and type(value) is bool:
-            return "true" if value else "false"
-        self._type_error(where, name, value)
-        raise AssertionError  # unreachable: _type_error raises
-
-    def _type_error(self, where: str, name: str, value: Any) -> None:
-        expected = self.inputs[name]
-        got = type(value).__name__ if value is not None else "null"
-        raise DataValidationError(
-            f"{where}{name}: expected {_TYPE_WORDS[expected]} ({expected}), got {got} {value!r}.",
-            field=f"{where}{name}",
-            details={"expected": expected, "got": got},
-        )
-
-    def _missing(self, where: str, name: str) -> None:
-        expected = self.inputs[name]
-        raise DataValidationError(
-            f"{where}{name}: missing field; expected {_TYPE_WORDS[expected]} ({expected}) or null.",
-            field=f"{where}{name}",
-            details={"expected": expected},
-        )
-
 
 KeelErrors = (DataValidationError, ConfigError)
-
-
-def _int_to_float(value: int, where: str, name: str, pipe: FeaturePipeline) -> float:
-    try:
-        return float(value)
-    except OverflowError:
-        pipe._type_error(where, name, value)
-        raise
 
 
 def _at(exc: DataValidationError, where: str, name: str) -> DataValidationError:

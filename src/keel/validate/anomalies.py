@@ -278,8 +278,8 @@ def _type_ok(expected: str, found: pa.DataType) -> bool:
     kind = column_kind(found)
     if expected in ("int", "float"):
         return kind == "numeric"
-    if expected == "bool":
-        return kind == "boolean"
+    if expected == "bool":  # text spells booleans (Yes/No): its values are checked by _spelled
+        return kind == "boolean" or pa.types.is_string(found) or pa.types.is_large_string(found)
     if expected == "string":
         return kind == "categorical" and not pa.types.is_temporal(found)
     return kind == "categorical"  # dates and timestamps: anything not numeric or boolean
@@ -299,7 +299,7 @@ def _column(
         details = {"expected": col.type, "found": str(data_type)}
         kind_severity = severity_of(schema, "type_mismatch", "error", col_name)
         return [Anomaly(col_name, "type_mismatch", kind_severity, message, details)]
-    out: list[Anomaly] = []
+    out: list[Anomaly] = _spelled(data, col_name, schema, name, stats)
     if stats is not None:
         rows, null_count = int(stats["count"]), int(stats["nulls"])
     else:
@@ -321,6 +321,29 @@ def _column(
         out.extend(_unseen(data, col_name, schema, name, stats))
         out.extend(_out_of_range(data, col_name, schema, name, max(rows, 1), stats))
     return out
+
+
+def _spelled(
+    data: _Data, col_name: str, schema: Schema, name: str, stats: dict[str, Any] | None
+) -> list[Anomaly]:
+    """A bool column held as text: values that are none of its spellings (case aside)."""
+    col = schema.columns[col_name]
+    if col.type != "bool" or column_kind(data.schema.field(col_name).type) == "boolean":
+        return []
+    trues, falses = col.true_values or ["true"], col.false_values or ["false"]
+    accepted = {t.lower() for t in [*trues, *falses, "true", "false"]}
+    spellings = sorted({*accepted, *trues, *falses, *(t.upper() for t in accepted)})
+    _, values = _unseen_counts(data, col_name, spellings, stats)
+    values = [v for v in values if v.strip().lower() not in accepted]
+    if not values:
+        return []
+    message = (
+        f"{name}: column '{col_name}' is bool (true: {trues}, false: {falses}) but holds other "
+        f"values, e.g. {values[:5]}. Add the spelling to true_values/false_values in "
+        "schema.yaml if it is valid."
+    )
+    severity = severity_of(schema, "type_mismatch", "error", col_name)
+    return [Anomaly(col_name, "type_mismatch", severity, message, {"values": values[:10]})]
 
 
 def _unseen_counts(

@@ -24,7 +24,9 @@ __all__ = [
     "SeverityLevel",
     "guess_role",
     "infer_schema",
+    "pii_name",
     "read_schema",
+    "schema_notes",
     "schema_to_yaml",
     "write_schema",
 ]
@@ -70,6 +72,9 @@ class ColumnSchema:
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
+    true_values: list[str] | None = None
+    false_values: list[str] | None = None
+    pii: bool | None = None
     psi_warn: float = 0.1
     psi_alert: float = 0.25
     js_warn: float = 0.1
@@ -88,6 +93,9 @@ class ColumnSchema:
             ("min", _optional(_number())),
             ("max", _optional(_number())),
             ("categories", _optional(_texts)),
+            ("true_values", _optional(_texts)),
+            ("false_values", _optional(_texts)),
+            ("pii", _optional(_boolean)),
             *((name, _number(0.0)) for name in _THRESHOLDS),
             ("severities", _severities),
         ]
@@ -96,6 +104,11 @@ class ColumnSchema:
                 object.__setattr__(self, name, check(getattr(self, name)))
             except _Invalid as exc:
                 problems.append(f"{name}: {exc}")
+        spelled = self.true_values is not None or self.false_values is not None
+        if spelled and self.type != "bool":
+            problems.append(
+                f"true_values/false_values: only a bool column has them, not {self.type}"
+            )
         if problems:
             raise ConfigError("; ".join(problems), field=problems[0].split(":")[0])
 
@@ -110,7 +123,8 @@ class ColumnSchema:
         for name in _COLUMN_FIELDS:
             value = getattr(self, name)
             if not exclude_defaults or name == "type" or value != _COLUMN_DEFAULTS[name]:
-                out[name] = list(value) if name == "categories" and value else value
+                listed = name in ("categories", "true_values", "false_values") and value
+                out[name] = list(value) if listed else value
         if "severities" in out:
             out["severities"] = dict(self.severities)
         return out
@@ -291,7 +305,9 @@ def infer_schema(
     Roles: ``target`` and ``sensitive`` as given, ``ignored`` for ``drop``; otherwise guessed
     where obvious (see :func:`guess_role`): ``timestamp`` for temporal columns, date strings and
     names like ``date`` or ``dteday``; ``entity`` for near-unique id-like columns; ``pii`` for
-    e-mail, phone or SSN names or values; else ``feature``. Every guess is plain YAML to edit.
+    e-mail, phone or SSN values (a name alone is only suggested: :func:`schema_notes`); else
+    ``feature``. A text column of two boolean spellings (``Yes``/``No``) is ``bool`` with
+    ``true_values``/``false_values``. Every guess is plain YAML to edit.
 
     Args:
         statistics: Output of :func:`keel.validate.statistics.compute_statistics`.
@@ -324,8 +340,27 @@ def infer_schema(
             "nullable": nulls > 0 or role != "target",
             "max_null_fraction": 0.0 if role == "target" else ceiling,
         }
-        columns[name] = ColumnSchema(**common, **_domain(stats))
+        domain = _domain(stats)
+        if role != "target":
+            domain = _as_boolean(domain)
+        columns[name] = ColumnSchema(**common, **domain)
     return Schema(columns=columns)
+
+
+def _as_boolean(domain: dict[str, Any]) -> dict[str, Any]:
+    """A text column holding exactly a pair of boolean spellings (Yes/No, y/n, true/false...)
+    is a bool column that accepts those spellings."""
+    from keel.validate.coerce import BOOLEAN_PAIRS
+
+    categories = domain.get("categories")
+    if domain["type"] != "string" or not categories or len(categories) != 2:
+        return domain
+    lowered = {c.lower(): c for c in categories}
+    for true, false in BOOLEAN_PAIRS:
+        if set(lowered) == {true, false}:
+            return {"type": "bool", "true_values": [lowered[true]],
+                    "false_values": [lowered[false]]}  # fmt: skip
+    return domain
 
 
 def _domain(stats: dict[str, Any]) -> dict[str, Any]:
@@ -359,10 +394,18 @@ NEAR_UNIQUE = 0.95
 MIN_SEQUENCE = 100  # fewer values than this are no evidence of a row number
 
 
+def pii_name(name: str) -> str | None:
+    """The part of a column name that suggests personal data (``phone``, ``email``...), if any."""
+    found = _PII_NAMES.search(name)
+    return found[0] if found else None
+
+
 def guess_role(name: str, stats: dict[str, Any]) -> Role:
     """The role a column obviously plays, from its name and statistics; else ``feature``.
 
-    ``pii``: a name like ``email``/``phone``/``ssn``, or most top values look like one.
+    ``pii``: most top values look like e-mail addresses, phone or social security numbers. A
+    name alone (``PhoneService``) is no evidence: :func:`pii_name` finds those, and the
+    pipeline suggests a review instead of dropping the column.
     ``timestamp``: a date or timestamp type, a name like ``date``, ``dteday`` or ``created_at``,
     or top values that are ISO dates. ``entity``: near-unique (distinct >= 95% of the values)
     and either named like an id (ends with ``id`` or ``key``) or a dense integer sequence such
@@ -379,8 +422,6 @@ def guess_role(name: str, stats: dict[str, Any]) -> Role:
     near_unique = present > 1 and int(stats.get("distinct", 0)) >= NEAR_UNIQUE * present
     text = stats["kind"] == "categorical" and stats.get("dtype") == "string"
     values = [str(v) for v in stats.get("top") or {}] if text else []
-    if _PII_NAMES.search(name):
-        return "pii"
     if stats.get("dtype") in ("date", "timestamp") or _TIME_NAMES.search(name):
         return "timestamp"
     if _mostly(values, (_DATE_VALUE,)):  # before PII values: a date looks like a phone number
@@ -394,6 +435,42 @@ def guess_role(name: str, stats: dict[str, Any]) -> Role:
         if span <= present / NEAR_UNIQUE:  # 1..n with few gaps: a row number
             return "entity"
     return "feature"
+
+
+def schema_notes(schema: Schema, statistics: dict[str, Any]) -> list[str]:
+    """What an inferred schema guessed that a reviewer should know, with the fix for each.
+
+    Columns named like personal data but kept as inputs (``PhoneService``), columns left out
+    because their values look like personal data, and number columns with blank or missing
+    cells (read as missing, then imputed).
+    """
+    notes = []
+    for name, col in schema.columns.items():
+        stats = statistics["columns"].get(name, {})
+        word = pii_name(name)
+        if col.pii is False:
+            pass
+        elif col.role == "pii":
+            notes.append(
+                f"column '{name}' looks like personal data and is left out of the model; if it "
+                f"is not, set 'role: feature' and 'pii: false' on it in {_SCHEMA_FILE}."
+            )
+        elif word is not None and col.role in ("feature", "sensitive"):
+            notes.append(
+                f"column '{name}' is named like personal data ('{word}') but its values do not "
+                f"look like it, so it stays a model input. If it is personal data, set "
+                f"'role: pii' on it in {_SCHEMA_FILE}; if not, set 'pii: false' to silence this."
+            )
+        nulls = int(stats.get("nulls", 0))
+        if col.type in ("int", "float") and nulls and col.role in ("feature", "sensitive"):
+            notes.append(
+                f"column '{name}' is numeric with {nulls} blank or missing cells; they are read "
+                "as missing values (imputed by the feature pipeline)."
+            )
+    return notes
+
+
+_SCHEMA_FILE = "schema.yaml"
 
 
 def _mostly(values: list[str], patterns: tuple[re.Pattern[str], ...]) -> bool:
