@@ -1,4 +1,5 @@
-"""`keel data` commands: ingest the declared sources, list and show snapshots."""
+"""`keel data` commands: ingest the declared sources, list and show snapshots, show how a file
+reads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, err, out
+from keel.commands.reading import (
+    ColumnsOpt,
+    DelimiterOpt,
+    EncodingOpt,
+    HeaderOpt,
+    QuoteOpt,
+    print_bad_lines,
+    read_options,
+)
 
 if TYPE_CHECKING:
     from keel.data.snapshots import IngestResult
@@ -110,11 +120,38 @@ def list_(
 
 
 def show(
-    snapshot: Annotated[str, typer.Argument(help="Snapshot sha256 or a prefix (6+ hex digits).")],
+    snapshot: Annotated[
+        str,
+        typer.Argument(
+            help="Snapshot sha256 or a prefix (6+ hex digits), or a CSV/Parquet file.",
+            metavar="SNAPSHOT|FILE",
+        ),
+    ],
+    delimiter: DelimiterOpt = None,
+    header: HeaderOpt = None,
+    columns: ColumnsOpt = None,
+    encoding: EncodingOpt = None,
+    quote: QuoteOpt = None,
     project: ProjectOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """One snapshot: rows, columns and types, source, parent, watermark, bad rows, first rows."""
+    """One snapshot: rows, columns and types, source, parent, watermark, bad rows, first rows.
+
+    Given a file instead, how Keel reads it (the same reader as validate, predict and monitor):
+    the dialect detected or given, rows, columns and types, first rows, malformed lines.
+    """
+    from pathlib import Path
+
+    read = read_options(delimiter, header, columns, encoding, quote)
+    if Path(snapshot).expanduser().is_file():
+        from keel.data.reader import show_file
+
+        shown = show_file(Path(snapshot).expanduser(), read)
+        if fmt is Format.json:
+            emit_json(shown)
+            return
+        _print_file(shown)
+        return
     from keel.data.snapshots import show_snapshot
     from keel.project import Project
 
@@ -124,6 +161,21 @@ def show(
         emit_json(shown)
         return
     _print_snapshot(shown)
+
+
+def _print_file(shown: dict[str, Any]) -> None:
+    from keel.data.dialect import Dialect
+
+    dialect = shown["dialect"]
+    described = None if dialect is None else Dialect.from_dict(dialect).describe()
+    bad = shown["bad_lines"]
+    facts = [("file", shown["file"]), ("rows", shown["rows"]), ("read as", described)]
+    facts.append(("bad lines", len(bad)))
+    for label, value in facts:
+        if value is not None:
+            out.print(f"{label:>11}: {escape(str(value))}", highlight=False)
+    _print_head(shown)
+    print_bad_lines(bad)
 
 
 def _dialect(dialect: dict[str, Any] | None) -> str | None:
@@ -157,6 +209,10 @@ def _print_snapshot(shown: dict[str, Any]) -> None:
     for label, value in facts:
         if value is not None:
             out.print(f"{label:>11}: {escape(str(value))}", highlight=False)
+    _print_head(shown)
+
+
+def _print_head(shown: dict[str, Any]) -> None:
     # one line per column, its first rows across: readable however many columns there are
     head = shown["head"]
     table = Table(title=f"columns and first {len(head)} rows", show_edge=False)

@@ -5,14 +5,24 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from keel.commands.output import ProjectOpt, emit_json, err, out
+from keel.commands.reading import (
+    ColumnsOpt,
+    DelimiterOpt,
+    EncodingOpt,
+    HeaderOpt,
+    QuoteOpt,
+    print_dialect,
+    read_options,
+)
 
 if TYPE_CHECKING:
+    from keel.data.reader import CsvFile, Dialect, ReadOptions
     from keel.validate.anomalies import ValidationReport
 
 __all__ = ["register"]
@@ -55,30 +65,73 @@ def validate(
     label_noise: Annotated[
         bool, typer.Option("--label-noise", help="Also find likely mislabeled rows (sampled).")
     ] = False,
+    delimiter: DelimiterOpt = None,
+    header: HeaderOpt = None,
+    columns: ColumnsOpt = None,
+    encoding: EncodingOpt = None,
+    quote: QuoteOpt = None,
     project: ProjectOpt = None,
 ) -> None:
-    """Validate DATA; exit 0 without error-severity anomalies, 1 with, 2 on a usage error."""
+    """Validate DATA; exit 0 without error-severity anomalies, 1 with, 2 on a usage error.
+
+    A CSV file's delimiter, quoting, header and encoding are detected unless given; what it
+    was read as is printed (and is ``dialect`` in JSON). Malformed lines are a finding
+    (``malformed_row``, with their line numbers); the rest of the file is still checked.
+    """
     from keel import api
 
+    read = read_options(delimiter, header, columns, encoding, quote)
+    opened = _open(data, read)
+    dialect = None if opened is None else opened.dialect
     report = api.validate(
-        data,
+        data if opened is None else opened,
         schema=schema,
         reference=reference,
         target=target,
         outliers=outliers,
         label_noise=label_noise,
         project=project,
+        read=read,
     )
     if format is ReportFormat.json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "dialect": _dialect_json(data, dialect)})
     elif format is ReportFormat.html:
         path = output or Path("validation.html")
         path.write_text(report.to_html(), encoding="utf-8")
         out.print(f"Wrote {path}", highlight=False)
     else:
+        print_dialect(data, dialect)
         _print(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _open(data: str, read: ReadOptions) -> CsvFile | None:
+    """DATA opened by the reader when it is a CSV file (so its dialect can be shown)."""
+    from keel.data.files import is_parquet, open_data
+    from keel.data.reader import CsvFile
+
+    path = Path(data).expanduser()
+    if not path.is_file() or is_parquet(path):
+        named = path.is_file() or _SHA.match(data) is not None  # Parquet, or a snapshot
+        if named and (read.given or read.columns is not None):
+            err.print(
+                f"note: {data} is not a CSV file; the reading options do not apply to it.",
+                markup=False,
+                highlight=False,
+            )
+        return None
+    opened = open_data(path, read)
+    return opened if isinstance(opened, CsvFile) else None
+
+
+def _dialect_json(data: str, dialect: Dialect | None) -> dict[str, Any] | None:
+    if dialect is not None:
+        return dialect.to_dict()
+    from keel.data.files import is_parquet
+
+    path = Path(data).expanduser()
+    return {"format": "parquet"} if path.is_file() and is_parquet(path) else None
 
 
 def _print(report: ValidationReport) -> None:

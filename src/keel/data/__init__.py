@@ -10,6 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from keel.data.columns import check_columns
+    from keel.data.dialect import BadLine, Dialect, ReadOptions
+    from keel.data.reader import open_file, read_file
     from keel.data.snapshots import (
         IngestResult,
         ingest,
@@ -20,9 +23,15 @@ if TYPE_CHECKING:
     from keel.data.sources import read_source, read_table, source_fingerprint
 
 __all__ = [
+    "BadLine",
+    "Dialect",
     "IngestResult",
+    "ReadOptions",
+    "check_columns",
     "ingest",
     "list_snapshots",
+    "open_file",
+    "read_file",
     "read_snapshot",
     "read_source",
     "read_table",
@@ -31,6 +40,12 @@ __all__ = [
 ]
 
 _HOMES = {
+    "BadLine": "keel.data.dialect",
+    "Dialect": "keel.data.dialect",
+    "ReadOptions": "keel.data.dialect",
+    "check_columns": "keel.data.columns",
+    "open_file": "keel.data.reader",
+    "read_file": "keel.data.reader",
     "IngestResult": "keel.data.snapshots",
     "ingest": "keel.data.snapshots",
     "list_snapshots": "keel.data.snapshots",

@@ -1,4 +1,5 @@
-"""What kind of data file a path holds, without importing the readers."""
+"""What kind of data file a path holds, and its rows in batches, without importing the readers
+until a CSV file needs one."""
 
 from __future__ import annotations
 
@@ -9,25 +10,30 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from keel.data.sources import CsvFile
+    from keel.data.reader import CsvFile, ReadOptions
 
 __all__ = ["is_parquet", "open_data", "read_batches", "retyped"]
 
 T = TypeVar("T")
 
 
-def open_data(path: Path) -> Path | pa.Table | CsvFile:
-    """A Parquet file's path (to stream), or a CSV: read whole when small, a CsvFile over 64 MiB.
+def open_data(path: Path, options: ReadOptions | None = None) -> Path | CsvFile:
+    """A Parquet file's path (to stream), or a CSV file opened by the one reader
+    (:class:`keel.data.reader.CsvFile`: read whole, or streamed over 64 MiB).
+
+    Args:
+        path: The file.
+        options: How to read a CSV (delimiter, header, ...); default: detected.
 
     Raises:
         ConfigError: The file is missing or neither CSV nor Parquet.
-        DataValidationError: The CSV does not parse.
+        DataValidationError: The CSV cannot be read at all.
     """
     if is_parquet(path) and path.exists():
         return path
-    from keel.data.sources import open_table  # CSV only: Parquet needs none of the readers
+    from keel.data.reader import open_file  # CSV only: Parquet needs none of the readers
 
-    return open_table(path)
+    return open_file(path, options)
 
 
 def read_batches(

@@ -45,6 +45,9 @@ _LINES = (
     "read_csv({file}, columns = {{'raw': 'VARCHAR'}}, header = false, delim = chr(0), "
     "quote = '', escape = '', auto_detect = false, new_line = '\\n', strict_mode = false)"
 )
+#: Types the sniffer may pick. No BOOLEAN: a Yes/No column stays text, so the schema learns its
+#: spellings (true_values/false_values) and serving accepts exactly what training saw.
+_TYPES = ["BIGINT", "DOUBLE", "TIME", "DATE", "TIMESTAMP", "VARCHAR"]
 _RAW_LINES = "FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER chr(0)"
 _CSV_REJECTS = """
     SELECT s.file_path AS file, e.line::BIGINT AS line, e.column_name AS "column",
@@ -152,6 +155,7 @@ def open_scan(
     workdir: Path,
     *,
     after: tuple[str, Any] | None = None,
+    text: frozenset[str] = frozenset(),
 ) -> Scan:
     """The cleaned rows of ``source``, optionally only those above a watermark or without one.
 
@@ -163,13 +167,15 @@ def open_scan(
         after: ``(column, watermark)`` for incremental ingestion: only rows with ``column >
             watermark`` or ``column IS NULL`` (the caller counts those and leaves them out).
             Pushed into SQL sources.
+        text: CSV columns to read as text whatever they look like (missing ones are ignored):
+            batch scoring reads a model's inputs so, and its coercion parses them.
 
     Raises:
         ConfigError: A file is missing, an option is wrong, or ``columns`` does not fit.
         DataValidationError: The source cannot be read.
     """
     if source.format == "csv":
-        scan = _csv(con, source, resolve_files(source, root), workdir)
+        scan = _csv(con, source, resolve_files(source, root), workdir, text)
     elif source.format == "sql":
         from keel.data.sqlsource import fetch_parts
 
@@ -201,7 +207,11 @@ def open_scan(
 
 
 def _csv(
-    con: duckdb.DuckDBPyConnection, source: SourceConfig, files: list[Path], workdir: Path
+    con: duckdb.DuckDBPyConnection,
+    source: SourceConfig,
+    files: list[Path],
+    workdir: Path,
+    text: frozenset[str] = frozenset(),
 ) -> Scan:
     encoding = source.encoding or detect_encoding(files[0])
     duck_encoding, readable = readable_files(files, encoding, workdir)
@@ -214,19 +224,24 @@ def _csv(
         "header": source.header,
     }
     options |= {key: value for key, value in given.items() if value is not None}
-    tokens = list(dict.fromkeys(["", *source.na_values, *(f" {t}" for t in source.na_values)]))
+    # a blank cell (" ") is missing, as cleaning makes it: a number column with blanks stays numeric
+    blanks = ["", " ", "  "]
+    tokens = list(dict.fromkeys([*blanks, *source.na_values, *(f" {t}" for t in source.na_values)]))
     # rejects on from the start: the sniffer then skips bad rows as the scan will
-    options |= {"nullstr": tokens, "store_rejects": True}
+    options |= {"nullstr": tokens, "store_rejects": True, "auto_type_candidates": _TYPES}
     names = sql([str(f) for f in readable])
     plain = _describe(con, f"SELECT * FROM read_csv({names}, {_options(options)})", files[0])
     final = _final_names(plain, source, files[0])
+    by_final = dict(zip(final, plain, strict=True))
     if source.types:
         unknown = sorted(set(source.types) - set(final))
         if unknown:
             msg = f"types: column(s) {unknown} are not in {files[0]} (columns: {final})."
             raise ConfigError(msg, field="types")
-        by_final = dict(zip(final, plain, strict=True))
         options["types"] = {by_final[name]: kind for name, kind in source.types.items()}
+    as_text = {by_final[name]: "VARCHAR" for name in text if name in by_final}
+    if as_text:  # the caller's coercion parses them, as it parses the same text sent as JSON
+        options["types"] = as_text | options.get("types", {})
     select = f"SELECT * FROM read_csv({names}, {_options(options)})"
     aliases = {str(r): str(f) for r, f in zip(readable, files, strict=True) if r != f}
     renamed = {raw: new for raw, new in zip(plain, final, strict=True) if raw != new}
@@ -235,8 +250,12 @@ def _csv(
 
 
 def _sniffed(con: duckdb.DuckDBPyConnection, file: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """The dialect DuckDB's sniffer settles on (with what keel.yaml gave), for the metadata."""
-    keep = ("encoding", "skip", "delim", "quote", "escape", "comment", "header")
+    """The dialect DuckDB's sniffer settles on (with what keel.yaml gave), for the metadata.
+
+    Sniffed with the scan's own options, bad-row skipping included: without it a file with a
+    few malformed lines sniffs as another dialect than the one the scan reads it with."""
+    keep = {"encoding", "skip", "delim", "quote", "escape", "comment", "header"}
+    keep |= {"nullstr", "store_rejects", "auto_type_candidates"}
     given = {key: value for key, value in options.items() if key in keep}
     query = (
         "SELECT Delimiter, Quote, Escape, Comment, HasHeader "
