@@ -28,62 +28,156 @@ class _StepParams(Frozen):
 
 
 class ImputeStep(_StepParams):
-    strategy: Literal["mean", "median", "mode", "most_frequent", "constant"] = "median"
-    fill_value: float | str | None = None
-    indicator: bool = False
+    strategy: Literal["mean", "median", "mode", "most_frequent", "constant"] = Field(
+        default="median",
+        description="mean, median, mode (the most frequent value; most_frequent is an alias) or "
+        "constant.",
+    )
+    fill_value: float | str | None = Field(
+        default=None,
+        description="The constant (default 0 for numbers, __missing__ for strings).",
+    )
+    indicator: bool = Field(
+        default=False,
+        description="Also output <column>:missing, 1.0 where the value was missing.",
+    )
 
 
 class ClipStep(_StepParams):
-    lower: float | None = None
-    upper: float | None = None
-    lower_quantile: float | None = Field(default=None, ge=0, le=1)
-    upper_quantile: float | None = Field(default=None, ge=0, le=1)
+    lower: float | None = Field(
+        default=None,
+        description="A fixed lower bound.",
+    )
+    upper: float | None = Field(
+        default=None,
+        description="A fixed upper bound.",
+    )
+    lower_quantile: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Fit the lower bound as this quantile (0-1) of the training values.",
+    )
+    upper_quantile: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Fit the upper bound as this quantile (0-1) of the training values.",
+    )
 
 
 class BucketizeStep(_StepParams):
-    strategy: Literal["quantile", "fixed"] = "quantile"
-    n_bins: int = Field(default=10, ge=2)
-    boundaries: list[float] | None = None
-    encode: Literal["ordinal", "onehot"] = "ordinal"
+    strategy: Literal["quantile", "fixed"] = Field(
+        default="quantile",
+        description="quantile (n_bins buckets of about equal counts) or fixed (at boundaries).",
+    )
+    n_bins: int = Field(
+        default=10,
+        ge=2,
+        description="Number of quantile buckets.",
+    )
+    boundaries: list[float] | None = Field(
+        default=None,
+        description="The sorted inner edges of the buckets (strategy: fixed).",
+    )
+    encode: Literal["ordinal", "onehot"] = Field(
+        default="ordinal",
+        description="ordinal (one column: the bucket's index) or onehot (one column per bucket).",
+    )
 
 
 class OneHotStep(_StepParams):
-    max_categories: int = Field(default=50, ge=1)
-    unseen: Literal["auto", "other", "ignore", "error"] = "auto"
+    max_categories: int = Field(
+        default=50,
+        ge=1,
+        description="The most frequent categories kept; rarer ones share an other column.",
+    )
+    unseen: Literal["auto", "other", "ignore", "error"] = Field(
+        default="auto",
+        description="Where a value outside the kept categories goes. auto: the other column if "
+        "rare categories were folded into it, else nowhere (all zeros); other: always "
+        "an other column; ignore: never one; error: a value never seen in training is "
+        "an error.",
+    )
 
 
 class OrdinalStep(_StepParams):
-    unknown_value: float = -1.0
+    unknown_value: float = Field(
+        default=-1.0,
+        description="The output for a value never seen in training (missing stays NaN).",
+    )
 
 
 class HashStep(_StepParams):
-    n_features: int = Field(default=32, ge=1)
-    seed: int = 0
+    n_features: int = Field(
+        default=32,
+        ge=1,
+        description="Number of hash columns.",
+    )
+    seed: int = Field(
+        default=0,
+        description="The hash seed.",
+    )
 
 
 class TargetEncodeStep(_StepParams):
-    smoothing: float = Field(default=20.0, ge=0)
-    folds: int = Field(default=5, ge=2)
-    seed: int = 0
+    smoothing: float = Field(
+        default=20.0,
+        ge=0,
+        description="Weight of the prior (the target's mean), in rows.",
+    )
+    folds: int = Field(
+        default=5,
+        ge=2,
+        description="Folds of the out-of-fold encodings of the training rows.",
+    )
+    seed: int = Field(
+        default=0,
+        description="Seeds the fold assignment.",
+    )
 
 
 class CrossStep(_StepParams):
-    separator: str = "|"
+    separator: str = Field(
+        default="|",
+        description="Joins the parts into one category.",
+    )
 
 
 _DatePart = Literal["year", "month", "day", "dayofweek", "hour", "minute", "dayofyear"]
 
 
 class DatetimeStep(_StepParams):
-    parts: list[_DatePart] | None = None
-    cyclical: list[_DatePart] | None = None
+    parts: list[_DatePart] | None = Field(
+        default=None,
+        description="Parts output as numbers (default year, month, day, hour; dayofweek counts "
+        "Monday as 0).",
+    )
+    cyclical: list[_DatePart] | None = Field(
+        default=None,
+        description="Parts output as sin and cos of their cycle (default month, dayofweek, hour).",
+    )
 
 
 class TfIdfStep(_StepParams):
-    max_features: int = Field(default=100, ge=1)
-    min_df: int = Field(default=1, ge=1)
-    lowercase: bool = True
-    sublinear_tf: bool = False
+    max_features: int = Field(
+        default=100,
+        ge=1,
+        description="Vocabulary size: the most frequent terms in the training text.",
+    )
+    min_df: int = Field(
+        default=1,
+        ge=1,
+        description="Training documents a term must appear in at least.",
+    )
+    lowercase: bool = Field(
+        default=True,
+        description="Lower-case the text before splitting it into terms.",
+    )
+    sublinear_tf: bool = Field(
+        default=False,
+        description="Use 1 + log(tf) instead of raw term counts.",
+    )
 
 
 #: Transform kind -> its parameters (the same kinds as ``keel.features.transform.KINDS``).
@@ -153,8 +247,14 @@ class TransformConfig(Frozen):
     combines its columns into one category instead.
     """
 
-    columns: list[str] = Field(min_length=1)
-    steps: list[TransformStep] = Field(min_length=1)
+    columns: list[str] = Field(
+        min_length=1,
+        description="The columns this chain applies to (or column: x for one).",
+    )
+    steps: list[TransformStep] = Field(
+        min_length=1,
+        description="The steps in order, each {kind: ..., parameters}.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -169,10 +269,23 @@ class TransformConfig(Frozen):
 class CustomFeatureConfig(Frozen):
     """A ``@keel.feature`` function: ``{function: mypkg.feats:age_bucket, inputs: [age], ...}``."""
 
-    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    inputs: list[str] = Field(min_length=1)
-    output: str = Field(min_length=1)
-    type: Literal["float", "int", "string", "bool"] = "float"
+    function: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="A @keel.feature function as module:function, importable from the project "
+        "directory.",
+    )
+    inputs: list[str] = Field(
+        min_length=1,
+        description="The columns passed to it, in order.",
+    )
+    output: str = Field(
+        min_length=1,
+        description="The new column's name.",
+    )
+    type: Literal["float", "int", "string", "bool"] = Field(
+        default="float",
+        description="The new column's type.",
+    )
 
 
 class FeaturesConfig(Frozen):
@@ -183,14 +296,37 @@ class FeaturesConfig(Frozen):
     (max_categories).
     """
 
-    numeric_impute: Literal["mean", "median", "constant"] = "median"
-    categorical_impute: Literal["most_frequent", "constant"] = "most_frequent"
-    scale: Literal["standard", "none"] = "standard"
-    max_categories: int = Field(default=50, ge=2)
+    numeric_impute: Literal["mean", "median", "constant"] = Field(
+        default="median",
+        description="How the default chain fills missing numbers (constant: 0).",
+    )
+    categorical_impute: Literal["most_frequent", "constant"] = Field(
+        default="most_frequent",
+        description="How the default chain fills missing strings (constant: __missing__).",
+    )
+    scale: Literal["standard", "none"] = Field(
+        default="standard",
+        description="standard: the default chain standardizes numbers (mean 0, standard deviation "
+        "1); none: leaves them as they are.",
+    )
+    max_categories: int = Field(
+        default=50,
+        ge=2,
+        description="The default one-hot encoding keeps this many of a column's most frequent "
+        "categories; the rest share an other column.",
+    )
     transforms: list[TransformConfig] = Field(default_factory=list)
     custom: list[CustomFeatureConfig] = Field(default_factory=list)
-    views: list[str] = Field(default_factory=list)
-    entity_timestamp: str | None = None
+    views: list[str] = Field(
+        default_factory=list,
+        description="Features of feature views to join onto the training and test rows, as "
+        "view:feature or view:*.",
+    )
+    entity_timestamp: str | None = Field(
+        default=None,
+        description="The column giving each training row's point in time for those joins "
+        "(default: the view's timestamp column).",
+    )
 
     @field_validator("views")
     @classmethod
@@ -221,10 +357,21 @@ class AggregationConfig(Frozen):
     """A feature aggregated over a trailing time window: ``count``/``sum``/``mean``/``min``/``max``
     of ``column`` over the events in ``(t - window, t]`` (``count`` needs no column)."""
 
-    function: Literal["count", "sum", "mean", "min", "max"]
-    column: str | None = None
-    window: str
-    name: str | None = Field(default=None, pattern=_NAME)
+    function: Literal["count", "sum", "mean", "min", "max"] = Field(
+        description="The aggregation over the window.",
+    )
+    column: str | None = Field(
+        default=None,
+        description="The source column aggregated (every function but count needs one).",
+    )
+    window: str = Field(
+        description="The trailing window: 30s, 15m, 12h, 7d, 2w.",
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=_NAME,
+        description="The feature's name (default <column>_<function>_<window>).",
+    )
 
     @field_validator("window")
     @classmethod
@@ -258,15 +405,42 @@ class FeatureViewConfig(Frozen):
     once it was created.
     """
 
-    name: str = Field(pattern=_NAME)
-    entities: list[str] = Field(min_length=1)
-    timestamp: str
-    created_timestamp: str | None = None
-    ttl: str = "0"
+    name: str = Field(
+        pattern=_NAME,
+        description="The view's name, used in view:feature references.",
+    )
+    entities: list[str] = Field(
+        min_length=1,
+        description="The entity key columns.",
+    )
+    timestamp: str = Field(
+        description="The event-time column: when each value became true.",
+    )
+    created_timestamp: str | None = Field(
+        default=None,
+        description="When each row was written: joins then use a row only once it existed "
+        "(bitemporal).",
+    )
+    ttl: str = Field(
+        default="0",
+        description="How old a value may be at the entity's time, e.g. 2d (0: no limit).",
+    )
     source: SourceConfig | None = None
-    snapshot: str | None = Field(default=None, pattern=r"^[0-9a-f]{6,64}$")
-    features: list[str | AggregationConfig] = Field(min_length=1)
-    description: str = ""
+    snapshot: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{6,64}$",
+        description="A data snapshot's sha256 (or a prefix of 6+ digits) as the source, instead "
+        "of source.",
+    )
+    features: list[str | AggregationConfig] = Field(
+        min_length=1,
+        description="Source columns (the latest value at or before the entity's time, within ttl) "
+        "and aggregations over trailing windows.",
+    )
+    description: str = Field(
+        default="",
+        description="Free text, shown by keel features list.",
+    )
 
     @field_validator("ttl")
     @classmethod

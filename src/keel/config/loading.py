@@ -203,12 +203,13 @@ def _fields_at(loc: Path_) -> list[str]:
     for part in loc:
         if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
             continue
-        field = model.model_fields.get(part)
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         if field is None:
             return []
         model = _model_in(field.annotation)
     if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
+        # a field spelt differently in keel.yaml (``schema:``) is offered by that spelling
+        return [f.alias or n for n, f in model.model_fields.items()]
     return []
 
 

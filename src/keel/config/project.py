@@ -38,8 +38,17 @@ _GATE = re.compile(
 class EvaluateConfig(Frozen):
     """Evaluation slices and the gates a new version must pass to take the alias."""
 
-    slices: list[str] = Field(default_factory=list)
-    gates: list[str] = Field(default_factory=list)
+    slices: list[str] = Field(
+        default_factory=list,
+        description="Columns whose values get their own test metrics (and the worst slice is "
+        "named).",
+    )
+    gates: list[str] = Field(
+        default_factory=list,
+        description="Conditions '<metric> <op> <number>' (e.g. 'roc_auc >= 0.9') a new version "
+        "must meet on the test data to take registry.alias; keel run exits 1 when one "
+        "fails.",
+    )
 
     @field_validator("gates")
     @classmethod
@@ -65,42 +74,81 @@ class EvaluateConfig(Frozen):
 class RegistryConfig(Frozen):
     """Which alias a version that passes the gates takes."""
 
-    alias: str = "production"
+    alias: str = Field(
+        default="production",
+        description="The alias a version that passes the gates takes (NAME@ALIAS; what keel serve "
+        "serves).",
+    )
 
 
 class ServeConfig(Frozen):
     """The online server's address."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    log_predictions: bool = True
+    host: str = Field(
+        default="127.0.0.1",
+        description="The address keel serve binds (0.0.0.0: every interface).",
+    )
+    port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        description="The port keel serve listens on.",
+    )
+    log_predictions: bool = Field(
+        default=True,
+        description="Append every request's inputs and predictions to .keel/predictions/ (what "
+        "keel monitor reads).",
+    )
 
 
 class PSIThresholds(Frozen):
     """PSI verdict thresholds: below ``warn`` is stable, at or above ``alert`` is drift."""
 
-    warn: float = Field(default=0.1, gt=0)
-    alert: float = Field(default=0.25, gt=0)
+    warn: float = Field(
+        default=0.1,
+        gt=0,
+        description="PSI at or above which a feature's verdict is moderate.",
+    )
+    alert: float = Field(
+        default=0.25,
+        gt=0,
+        description="PSI at or above which a feature's verdict is drift (keel monitor exits 1).",
+    )
 
 
 class MonitorConfig(Frozen):
     """Drift monitoring of served inputs against the training statistics."""
 
     psi: PSIThresholds = Field(default_factory=PSIThresholds)
-    min_rows: int = Field(default=100, ge=1)
+    min_rows: int = Field(
+        default=100,
+        ge=1,
+        description="With fewer rows than this the verdict is insufficient_data: PSI is noise "
+        "there.",
+    )
 
 
 class StoreConfig(Frozen):
     """Where metadata and artifacts live; ``KEEL_DB_URL`` and ``KEEL_ARTIFACTS`` override."""
 
-    db_url: str | None = None
-    artifacts: str | None = None
+    db_url: str | None = Field(
+        default=None,
+        description="The metadata store's SQLAlchemy URL (e.g. postgresql+psycopg://...); default "
+        "SQLite in .keel/keel.db. KEEL_DB_URL overrides.",
+    )
+    artifacts: str | None = Field(
+        default=None,
+        description="The artifact store's root: a path or an fsspec URL (s3://bucket/keel); "
+        "default .keel/artifacts. KEEL_ARTIFACTS overrides.",
+    )
 
 
 class KeelConfig(Frozen):
     """A whole keel.yaml."""
 
-    project: str
+    project: str = Field(
+        description="The project's name, shown by keel run and in reports.",
+    )
     data: DataConfig
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     model: ModelConfig
@@ -122,9 +170,25 @@ class KeelConfig(Frozen):
         return views
 
     search: SearchConfig | None = None
+    schema_mode: Literal["reviewed", "auto"] = Field(
+        default="reviewed",
+        alias="schema",
+        description="reviewed: schema.yaml is the reviewed contract; when the data's columns "
+        "or types no longer match it, keel run stops with the difference (refresh it with "
+        "'keel schema infer --update'). auto: keel run refreshes schema.yaml itself, keeping "
+        "the edits on unchanged columns, and warns.",
+    )
     automl: AutoMLConfig = Field(default_factory=AutoMLConfig)
-    executor: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where search trials (and Ray Train fits) run: local processes, or ray. "
+        "KEEL_EXECUTOR overrides.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster to use with executor: ray (ray://host:10001, auto); unset: a "
+        "local Ray. KEEL_RAY_ADDRESS overrides.",
+    )
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     def resolve_path(self, root: Path, path: str) -> Path:

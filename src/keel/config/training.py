@@ -31,18 +31,66 @@ __all__ = [
 class LightGBMParams(Frozen):
     """LightGBM hyper-parameters Keel accepts (scikit-learn names)."""
 
-    n_estimators: int = Field(default=400, ge=1)
-    learning_rate: float = Field(default=0.05, gt=0)
-    num_leaves: int = Field(default=31, ge=2)
-    max_depth: int = -1
-    min_child_samples: int = Field(default=20, ge=1)
-    subsample: float = Field(default=1.0, gt=0, le=1)
-    subsample_freq: int = Field(default=0, ge=0)
-    colsample_bytree: float = Field(default=1.0, gt=0, le=1)
-    reg_alpha: float = Field(default=0.0, ge=0)
-    reg_lambda: float = Field(default=0.0, ge=0)
-    min_split_gain: float = Field(default=0.0, ge=0)
-    class_weight: Literal["balanced"] | None = None
+    n_estimators: int = Field(
+        default=400,
+        ge=1,
+        description="Boosting rounds at most (early stopping may use fewer).",
+    )
+    learning_rate: float = Field(
+        default=0.05,
+        gt=0,
+        description="Shrinkage of each tree's contribution.",
+    )
+    num_leaves: int = Field(
+        default=31,
+        ge=2,
+        description="Leaves per tree at most: the main capacity knob.",
+    )
+    max_depth: int = Field(
+        default=-1,
+        description="Depth limit of each tree (-1: none).",
+    )
+    min_child_samples: int = Field(
+        default=20,
+        ge=1,
+        description="Rows a leaf needs at least.",
+    )
+    subsample: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of rows each bagging round uses (with subsample_freq > 0).",
+    )
+    subsample_freq: int = Field(
+        default=0,
+        ge=0,
+        description="Bag every this many rounds (0: no bagging).",
+    )
+    colsample_bytree: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of features each tree sees.",
+    )
+    reg_alpha: float = Field(
+        default=0.0,
+        ge=0,
+        description="L1 regularisation of leaf values.",
+    )
+    reg_lambda: float = Field(
+        default=0.0,
+        ge=0,
+        description="L2 regularisation of leaf values.",
+    )
+    min_split_gain: float = Field(
+        default=0.0,
+        ge=0,
+        description="Loss reduction a split needs at least.",
+    )
+    class_weight: Literal["balanced"] | None = Field(
+        default=None,
+        description="balanced: weight classes inversely to their frequency (classification).",
+    )
 
 
 class ModelConfig(Frozen):
@@ -53,14 +101,46 @@ class ModelConfig(Frozen):
     (``sklearn`` takes ``estimator: module.Class`` plus the estimator's keyword arguments).
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    flavor: Literal["lightgbm", "xgboost", "sklearn", "mlp", "auto"] = "lightgbm"
-    task: Literal["binary", "multiclass", "regression"] = "binary"
-    params: LightGBMParams | dict[str, Any] = Field(default_factory=dict, validate_default=True)
-    sample_weight: str | None = None
-    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
-    early_stopping_rounds: int | None = Field(default=50, ge=1)
-    seed: int = 0
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="The registered model's name (NAME in NAME@VERSION and NAME@ALIAS).",
+    )
+    flavor: Literal["lightgbm", "xgboost", "sklearn", "mlp", "auto"] = Field(
+        default="lightgbm",
+        description="The trainer: lightgbm, xgboost (the xgboost extra), sklearn, mlp (the torch "
+        "extra), or auto (model families compete, see automl).",
+    )
+    task: Literal["binary", "multiclass", "regression"] = Field(
+        default="binary",
+        description="binary (two classes), multiclass (three or more) or regression (a number).",
+    )
+    params: LightGBMParams | dict[str, Any] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="The trainer's hyper-parameters: for lightgbm the keys of model.params below "
+        "(checked); for the other flavors a mapping their trainer checks.",
+    )
+    sample_weight: str | None = Field(
+        default=None,
+        description="A numeric column that weights each training row (list it in data.drop too).",
+    )
+    validation_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=0.5,
+        description="Share of the training rows held out for early stopping (split as "
+        "split.method says).",
+    )
+    early_stopping_rounds: int | None = Field(
+        default=50,
+        ge=1,
+        description="Stop when the validation loss has not improved for this many rounds (null: "
+        "never).",
+    )
+    seed: int = Field(
+        default=0,
+        description="Seeds training: the same data, config and seed give the same model bytes.",
+    )
 
     @field_validator("params", mode="wrap")
     @classmethod
@@ -83,16 +163,43 @@ class ModelConfig(Frozen):
 
 
 class SplitConfig(Frozen):
-    """How the training data is split for validation (early stopping) and cross-validation.
+    """How the training data is split: a held-out test split when ``data.test`` is not set,
+    then validation (early stopping) and cross-validation.
 
     ``auto`` is stratified for classification and random for regression; ``time`` puts every
-    validation row after every training row by ``column``; ``group`` keeps each value of
+    held-out row after every training row by ``column``; ``group`` keeps each value of
     ``column`` on one side. ``folds`` >= 2 adds k-fold cross-validation with per-fold metrics.
+    The same method makes the test split (``test_fraction`` of the rows, seeded by ``seed``,
+    recorded with the ``split`` step's run) and, from the rest, the validation split.
     """
 
-    method: Literal["auto", "random", "stratified", "time", "group"] = "auto"
-    column: str | None = None
-    folds: int | None = Field(default=None, ge=2, le=50)
+    method: Literal["auto", "random", "stratified", "time", "group"] = Field(
+        default="auto",
+        description="auto (stratified on the target for classification, random for "
+        "regression), random, stratified, time (latest rows held out, by column) or group "
+        "(each value of column on one side). Used for the test split and the validation split.",
+    )
+    column: str | None = Field(
+        default=None,
+        description="The timestamp column (method: time) or group column (method: group).",
+    )
+    folds: int | None = Field(
+        default=None,
+        ge=2,
+        le=50,
+        description="k-fold cross-validation on the training rows before the final fit.",
+    )
+    test_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="Without data.test: the share of the training data held out as the test "
+        "split (of rows; of groups with method: group; the latest rows with method: time).",
+    )
+    seed: int = Field(
+        default=0,
+        description="Seeds the test split: the same seed and data give the same test rows.",
+    )
 
     @model_validator(mode="after")
     def _column_when_needed(self) -> SplitConfig:
@@ -104,12 +211,30 @@ class SplitConfig(Frozen):
 class SearchParam(Frozen):
     """One dimension of a search space: an int or float range, or categorical choices."""
 
-    type: Literal["int", "float", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = Field(default=None, gt=0)
-    choices: list[str | int | float | bool | None] | None = None
+    type: Literal["int", "float", "categorical"] = Field(
+        description="int or float (a range from low to high) or categorical (choices).",
+    )
+    low: float | None = Field(
+        default=None,
+        description="The range's lower end (int and float).",
+    )
+    high: float | None = Field(
+        default=None,
+        description="The range's upper end (int and float).",
+    )
+    log: bool = Field(
+        default=False,
+        description="Sample the range on a log scale (needs low > 0).",
+    )
+    step: float | None = Field(
+        default=None,
+        gt=0,
+        description="Only values low + k * step (needed for float parameters with sampler: grid).",
+    )
+    choices: list[str | int | float | bool | None] | None = Field(
+        default=None,
+        description="The values to choose from (categorical).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchParam:
@@ -148,16 +273,48 @@ class SearchConfig(Frozen):
     ``metric`` defaults per task (binary roc_auc, multiclass log_loss, regression r2).
     """
 
-    trials: int | None = Field(default=None, ge=1)
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    trials: int | None = Field(
+        default=None,
+        ge=1,
+        description="Completed trials the study should have (a resumed study counts those done); "
+        "with neither this nor timeout_seconds, 20.",
+    )
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Wall-time budget of one keel run's search.",
+    )
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        default="tpe",
+        description="How trials pick parameters: tpe (Bayesian), random, or grid (every "
+        "combination).",
+    )
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        default="median",
+        description="Stops unpromising trials early from their validation curve (not on Ray).",
+    )
     metric: (
         Literal["roc_auc", "pr_auc", "accuracy", "log_loss", "f1", "r2", "rmse", "mae"] | None
-    ) = None
-    direction: Literal["maximize", "minimize"] | None = None
-    workers: int = Field(default=1, ge=1, le=256)
-    space: dict[str, SearchParam] = Field(default_factory=dict)
+    ) = Field(
+        default=None,
+        description="The validation metric to optimise; default per task: binary roc_auc, "
+        "multiclass log_loss, regression r2.",
+    )
+    direction: Literal["maximize", "minimize"] | None = Field(
+        default=None,
+        description="Whether the metric is maximised or minimised; default: from the metric.",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Trials run at a time (local processes, or Ray tasks with executor: ray).",
+    )
+    space: dict[str, SearchParam] = Field(
+        default_factory=dict,
+        description="Parameter name to its range or choices, e.g. num_leaves: {type: int, low: 8, "
+        "high: 256, log: true}.",
+    )
 
     @model_validator(mode="after")
     def _grid_needs_steps(self) -> SearchConfig:
@@ -177,8 +334,15 @@ AutoMLFamily = Literal["lightgbm", "xgboost", "linear", "random_forest", "mlp"]
 class AutoMLConfig(Frozen):
     """``model.flavor: auto``: which families compete, and the total wall-time budget."""
 
-    time_budget_seconds: float = Field(default=120.0, gt=0)
-    families: list[AutoMLFamily] = Field(default_factory=lambda: list(get_args(AutoMLFamily)))
+    time_budget_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Wall time for the whole AutoML search.",
+    )
+    families: list[AutoMLFamily] = Field(
+        default_factory=lambda: list(get_args(AutoMLFamily)),
+        description="The model families that compete.",
+    )
 
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -192,10 +356,26 @@ class ResourcesConfig(Frozen):
     each reserves these cpus / gpus / memory, so one model can use more than one machine.
     """
 
-    cpus: float = Field(default=1.0, gt=0)
-    gpus: float = Field(default=0.0, ge=0)
-    memory: int | str | None = None
-    workers: int = Field(default=1, ge=1)
+    cpus: float = Field(
+        default=1.0,
+        gt=0,
+        description="CPUs per trial; also the threads a local fit trains with.",
+    )
+    gpus: float = Field(
+        default=0.0,
+        ge=0,
+        description="GPUs per trial (Ray).",
+    )
+    memory: int | str | None = Field(
+        default=None,
+        description="Memory per trial (Ray): bytes, or a size such as 512MB or 4GB.",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Ray Train workers for the final LightGBM/XGBoost fit with executor: ray "
+        "(rows split across them).",
+    )
 
     @field_validator("memory")
     @classmethod
