@@ -9,6 +9,7 @@ from pathlib import Path
 from keel.config import CONFIG_FILE, KeelConfig, load_config
 from keel.errors import ConfigError
 from keel.store.artifacts import ArtifactStore
+from keel.store.database import anchor_sqlite_url
 from keel.store.metadata import MetadataStore
 
 __all__ = ["Project", "find_project"]
@@ -58,15 +59,23 @@ class Project:
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
-        """The content-addressed artifact store."""
+        """The content-addressed artifact store (a relative local path is the project's)."""
         root = os.environ.get("KEEL_ARTIFACTS") or self.config.store.artifacts
+        if root and "://" not in root:
+            root = str(self.root / Path(root).expanduser())
         return ArtifactStore(root or str(self.state_dir / "artifacts"))
 
     @cached_property
     def metadata(self) -> MetadataStore:
-        """The metadata store (runs, lineage, registry, audit)."""
+        """The metadata store (runs, lineage, registry, audit).
+
+        A relative ``sqlite:///path`` (``KEEL_DB_URL`` or ``store.db_url``) is a path in the
+        project directory, wherever the command runs.
+        """
         url = os.environ.get("KEEL_DB_URL") or self.config.store.db_url
-        return MetadataStore(url or f"sqlite:///{self.state_dir / 'keel.db'}")
+        if url:
+            return MetadataStore(anchor_sqlite_url(url, self.root))
+        return MetadataStore(f"sqlite:///{self.state_dir / 'keel.db'}")
 
     @property
     def predictions_dir(self) -> Path:

@@ -99,7 +99,8 @@ def test_blocking_anomaly_stops_the_run_before_training(tmp_path: Path) -> None:
     root = make_project(tmp_path / "adult")
     keel.run(root)
     schema = yaml.safe_load((root / "schema.yaml").read_text())
-    schema["columns"]["age"]["type"] = "string"  # the reviewed contract now disagrees with data
+    # the reviewed contract now disagrees with the data (not stale: a reviewer's stricter range)
+    schema["columns"]["age"].update(max=30, severities={"out_of_range": "error"})
     (root / "schema.yaml").write_text(yaml.safe_dump(schema, sort_keys=False))
     with pytest.raises(DataValidationError, match="age"):
         keel.run(root)

@@ -198,7 +198,7 @@ def test_batch_predict_per_task(ran: Any, tmp_path: Path) -> None:
 
         version = project.metadata.resolve(f"bikes-{task}")
         package = ModelPackage.load(project.artifacts, version.package_sha256)
-        assert predict_file(package, tmp_path / "in.csv", tmp_path / "out.parquet") == 4
+        assert predict_file(package, tmp_path / "in.csv", tmp_path / "out.parquet").rows == 4
     scored = pq.read_table(tmp_path / "out.parquet").to_pandas()
     extra = {
         "regression": set(),

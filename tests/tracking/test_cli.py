@@ -84,3 +84,25 @@ def test_unknown_run_exits_1(project: tuple[Path, list[str]]) -> None:
     assert missing.returncode == 1 and "feedbeef" in missing.stderr
     short = keel_cli("runs", "compare", ids[0], cwd=root)
     assert short.returncode == 2 and "compare needs 2" in short.stderr
+
+
+def test_list_at_80_columns_keeps_step_names_whole(tmp_path: Path) -> None:
+    root = keel.init(tmp_path / "adult", example="adult")
+    steps = ("ingest_train", "feature_views", "tune/trial", "evaluate")
+    with Project(root) as proj:
+        for i, step in enumerate(steps):
+            run = proj.metadata.start_run(step, cache_key=f"k{i}", config_hash="c",
+                                          code_version="v")  # fmt: skip
+            metrics = {"validation_multi_logloss": 0.5, "validation_roc_auc": 0.9, "roc_auc": 0.91}
+            proj.metadata.finish_run(run.id, status="succeeded", facts={"metrics": metrics})
+    env = os.environ | {"COLUMNS": "80"}
+    done = subprocess.run([sys.executable, "-m", "keel.cli", "runs", "list"], cwd=root, env=env,
+                          text=True, capture_output=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), done.stdout
+    assert "…" not in done.stdout
+    for step in steps:
+        assert any(f" {step} " in line for line in lines), (step, done.stdout)
+    assert "succeeded" in done.stdout and "4 run(s)" in done.stdout
+    assert "left out at this width" in done.stdout

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -52,20 +53,30 @@ def list_(
         emit_json({"runs": found})
         return
     metrics = _metric_columns(found, f"{filter or ''} {sort or ''}")
-    table = Table(show_edge=False)
-    for column in ("run", "step", "status", "started", "seconds", *metrics):
-        table.add_column(column, no_wrap=column != "step")
-    for run in found:
-        table.add_row(
+    header = ["run", "step", "status", "started", "seconds"]
+    rows = [
+        [
             run["id"][:12],
-            escape(run["step"]),
+            run["step"],
             run["status"],
-            run["started_at"][:19].replace("T", " "),
+            run["started_at"][:16].replace("T", " "),
             _num(run["duration_seconds"]),
             *(_num(run["metrics"].get(m)) for m in metrics),
-        )
+        ]
+        for run in found
+    ]
+    shown = _fitting(header, metrics, rows, out.width)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for i, column in enumerate([*header, *shown]):
+        # never squeeze the run's own columns: metric columns that do not fit are left out
+        width = max(len(column), *(len(row[i]) for row in rows)) if rows else len(column)
+        table.add_column(escape(column), no_wrap=True, min_width=width)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row[: len(header) + len(shown)]))
     out.print(table)
-    out.print(f"{len(found)} run(s)", highlight=False)
+    hidden = len(metrics) - len(shown)
+    more = f"; {hidden} metric column(s) left out at this width (see --format json)" * bool(hidden)
+    out.print(f"{len(found)} run(s){more}", highlight=False)
 
 
 def _metric_columns(found: list[dict[str, Any]], query: str) -> list[str]:
@@ -76,12 +87,29 @@ def _metric_columns(found: list[dict[str, Any]], query: str) -> list[str]:
     return (named + common)[:_METRIC_COLUMNS]
 
 
+def _fitting(header: list[str], metrics: list[str], rows: list[list[str]], width: int) -> list[str]:
+    """The metric columns, in order, that fit beside the fixed columns in ``width`` characters."""
+
+    def cost(i: int, name: str) -> int:  # the widest cell and the two spaces before the next
+        return max(len(name), *(len(row[i]) for row in rows)) + 2 if rows else len(name) + 2
+
+    used = sum(cost(i, name) for i, name in enumerate(header)) - 2
+    shown = []
+    for i, name in enumerate(metrics, start=len(header)):
+        if used + cost(i, name) > width:
+            break
+        used += cost(i, name)
+        shown.append(name)
+    return shown
+
+
 def show(
     run: Annotated[str, typer.Argument(help="Run id or a prefix (6+ hex digits).")],
     project: ProjectOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """One run: params, metrics, learning curves, environment, inputs/outputs and lineage."""
+    """One run: warnings, params, metrics, learning curves, environment, inputs/outputs and
+    lineage."""
     from keel import api
 
     shown = api.get_run(run, project=project)
@@ -107,6 +135,7 @@ def _print_run(shown: dict[str, Any]) -> None:
     for label, value in facts:
         if value is not None:
             out.print(f"{label:>11}: {escape(str(value))}", highlight=False)
+    _print_warnings(shown.get("warnings") or [], reused=shown["reused_run"])
     for section in ("params", "metrics", "tags", "snapshots"):
         if shown[section]:
             out.print(f"[bold]{section}[/]")
@@ -135,6 +164,15 @@ def _print_run(shown: dict[str, Any]) -> None:
         out.print(f"  python {env.get('python')} on {env.get('platform')}", highlight=False)
         out.print(f"  git {git.get('commit') or '-'} {git.get('branch') or ''}", highlight=False)
         out.print(f"  {escape(packages)}", highlight=False)
+
+
+def _print_warnings(warnings: list[str], *, reused: str | None) -> None:
+    if not warnings:
+        return
+    source = f" (of the reused run {reused[:12]})" if reused else ""
+    out.print(f"[bold yellow]warnings[/] {len(warnings)}{escape(source)}", highlight=False)
+    for message in warnings:
+        out.print(f"  - {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _print_lineage(lineage: dict[str, Any]) -> None:

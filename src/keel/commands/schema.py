@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
+from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, err, out
 
 if TYPE_CHECKING:
+    from keel.project import Project
     from keel.validate.evolution import SchemaChange
 
 __all__ = ["register"]
@@ -34,27 +35,98 @@ def register(app: typer.Typer) -> None:
 
 def infer(
     data: Annotated[
-        str, typer.Argument(help="CSV or Parquet file, or a snapshot sha (prefix) of the project.")
-    ],
+        str | None,
+        typer.Argument(
+            help="CSV or Parquet file, or a snapshot sha (prefix) of the project. With "
+            "--update: default the project's training data (data.train)."
+        ),
+    ] = None,
     target: Annotated[str | None, typer.Option(help="The label column.")] = None,
     sensitive: Annotated[
         str | None, typer.Option(help="Comma-separated columns to audit for fairness.")
     ] = None,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Refresh the project's schema.yaml from its data: new columns added, removed "
+            "ones dropped, changed types updated; your edits on other columns are kept.",
+        ),
+    ] = False,
     fmt: Annotated[
         SchemaFormat, typer.Option("--format", "-f", help="Output format.")
     ] = SchemaFormat.yaml,
     project: ProjectOpt = None,
 ) -> None:
-    """Infer a schema (types, nullability, domains, roles) and print it: `> schema.yaml`."""
+    """Infer a schema (types, nullability, domains, roles) and print it: `> schema.yaml`.
+
+    With --update, refresh the project's schema.yaml in place instead (what `keel run` asks
+    for when the data's columns or types no longer match it).
+    """
     from keel import api
     from keel.validate.schema import schema_to_yaml
 
+    if update:
+        _update(data, target=target, sensitive=sensitive, fmt=fmt, project=project)
+        return
+    if data is None:
+        msg = "Missing argument 'DATA': name a CSV or Parquet file or a snapshot, or pass --update."
+        raise typer.BadParameter(msg, param_hint="DATA")
     sensitive_columns = [c.strip() for c in (sensitive or "").split(",") if c.strip()]
     schema = api.infer_schema(data, target=target, sensitive=sensitive_columns, project=project)
     if fmt is SchemaFormat.json:
         emit_json(schema.to_dict(exclude_defaults=True))
     else:
         typer.echo(schema_to_yaml(schema), nl=False)
+
+
+def _update(
+    data: str | None,
+    *,
+    target: str | None,
+    sensitive: str | None,
+    fmt: SchemaFormat,
+    project: Path | None,
+) -> None:
+    """Refresh the project's schema.yaml; the roles come from keel.yaml."""
+    from keel.pipeline.contract import update_schema
+    from keel.project import Project
+
+    if target is not None or sensitive is not None:
+        msg = "with --update the target and sensitive columns come from keel.yaml; drop them."
+        raise typer.BadParameter(msg, param_hint="--target/--sensitive")
+    with Project(project) as proj:
+        statistics = None if data is None else _statistics(data, proj)
+        result = update_schema(proj, statistics)
+    if fmt is SchemaFormat.json:
+        changes = [c.to_dict() for c in result.changes]
+        emit_json(
+            {
+                "path": str(result.path),
+                "created": result.created,
+                "changes": changes,
+                "notes": list(result.notes),
+            }
+        )
+        return
+    for note in result.notes:
+        err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
+    if result.created:
+        out.print(escape(f"{result.path}: inferred (there was none); review it."), highlight=False)
+    elif not result.changes:
+        out.print(escape(f"{result.path}: up to date with the data."), highlight=False)
+    else:
+        out.print(escape(f"{result.path}: refreshed, {len(result.changes)} change(s):"))
+        for change in result.changes:
+            out.print(f"  - {escape(change.message)}", highlight=False, soft_wrap=True)
+        out.print("Review the new and changed columns, then run 'keel run'.", highlight=False)
+
+
+def _statistics(data: str, project: Project) -> dict[str, Any]:
+    from keel import api
+    from keel.validate.statistics import compute_statistics
+
+    return compute_statistics(api.resolve_data(data, project=project.root))
 
 
 def diff(

@@ -8,7 +8,10 @@ the outputs of the run it reused, so lineage stays a query.
 Every run records the environment it ran on (Python, packages, platform, the project's git
 commit), its duration, CPU seconds and peak memory; a step's ``ctx.facts["params"]``,
 ``["metrics"]``, ``["history"]`` and ``["tags"]`` become queryable tracking records
-(``keel runs list --filter "metrics.roc_auc > 0.9"``).
+(``keel runs list --filter "metrics.validation_roc_auc > 0.9"``). What a step says with
+``ctx.warn(...)`` is printed and kept with its run (``params["warnings"]``), so
+``keel runs show RUN_ID`` shows it again; a cached run keeps (without printing them again) the
+warnings of the run it reused.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from keel import __version__
 from keel.config import config_hash
@@ -53,6 +57,17 @@ class StepContext:
     inputs: dict[str, Artifact]
     run_id: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Tell the user something they should act on: printed now (``warning: ...``) and
+        stored with this step's run, where ``keel runs show RUN_ID`` shows it later.
+
+        Args:
+            message: What happened, where, and what to do about it (one or more sentences).
+        """
+        self.warnings.append(message)
+        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 StepFn = Callable[[StepContext], dict[str, Artifact]]
@@ -79,6 +94,7 @@ class StepResult:
     seconds: float
     outputs: dict[str, str]
     facts: dict[str, Any]
+    warnings: tuple[str, ...] = ()
 
 
 def run_steps(
@@ -125,19 +141,21 @@ def _run_one(
     environment = capture_environment(project.root)
     cached = meta.find_cached_run(key) if use_cache else None
     if cached is not None and all(project.artifacts.exists(s) for s in cached.outputs.values()):
+        # the reused run's warnings still hold for its outputs: keep them here too (the
+        # summary counts them; printing them in full again on every rerun would be noise)
+        reused = tuple(str(w) for w in cached.params.get("warnings", []))
         run = meta.start_run(
             step.name,
             cache_key=key,
             config_hash=section_hash,
             code_version=code_version,
-            params={"reused_run": cached.id},
+            params={"reused_run": cached.id, **_warnings_param(list(reused))},
             environment=environment,
         )
         meta.finish_run(run.id, status="cached", inputs=_shas(inputs), outputs=dict(cached.outputs))
         facts = dict(cached.params.get("facts", {}))
-        return StepResult(
-            step.name, run.id, "cached", time.perf_counter() - started, dict(cached.outputs), facts
-        )
+        seconds = time.perf_counter() - started
+        return StepResult(step.name, run.id, "cached", seconds, dict(cached.outputs), facts, reused)
     run = meta.start_run(
         step.name,
         cache_key=key,
@@ -159,17 +177,22 @@ def _run_one(
             outputs=shas,
             cpu_seconds=_cpu_seconds() - cpu0,
             peak_memory_mb=_peak_mb(),
+            params=_warnings_param(context.warnings),
             facts=_jsonable(context.facts),
         )
     except BaseException as exc:
         # The run must not stay 'running': record it as failed, with what the step reported.
         error = exc.message if isinstance(exc, KeelError) else repr(exc)
         with contextlib.suppress(KeelError):  # an unreachable store: the step's error matters
-            _finish_failed(project, run.id, inputs, error, cpu0, context.facts)
+            _finish_failed(project, run.id, inputs, error, cpu0, context)
         raise
-    return StepResult(
-        step.name, run.id, "succeeded", time.perf_counter() - started, shas, context.facts
-    )
+    seconds = time.perf_counter() - started
+    said = tuple(context.warnings)
+    return StepResult(step.name, run.id, "succeeded", seconds, shas, context.facts, said)
+
+
+def _warnings_param(warnings: list[str]) -> dict[str, Any]:
+    return {"warnings": list(warnings)} if warnings else {}
 
 
 def _finish_failed(
@@ -178,7 +201,7 @@ def _finish_failed(
     inputs: dict[str, Artifact],
     error: str,
     cpu0: float,
-    facts: dict[str, Any],
+    context: StepContext,
 ) -> None:
     meta = project.metadata
     if meta.get_run(run_id).status != "running":
@@ -189,9 +212,10 @@ def _finish_failed(
         "error": error,
         "cpu_seconds": _cpu_seconds() - cpu0,
         "peak_memory_mb": _peak_mb(),
+        "params": _warnings_param(context.warnings),
     }
     try:
-        meta.finish_run(run_id, **common, facts=_jsonable(facts))
+        meta.finish_run(run_id, **common, facts=_jsonable(context.facts))
     except KeelError:
         # Facts the store cannot take (the reason the success path failed, perhaps).
         meta.finish_run(run_id, **common)

@@ -21,7 +21,7 @@ from sqlalchemy.pool import StaticPool
 
 from keel.errors import BackendError, ConfigError
 
-__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Database"]
+__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Database", "anchor_sqlite_url"]
 
 HEAD_REVISION = "0002"
 """The newest migration; opening skips Alembic entirely when the database is already here."""
@@ -114,6 +114,29 @@ class Database:
                         f"{HEAD_REVISION!r}): {exc}. Upgrade Keel, or use another database."
                     )
                     raise ConfigError(msg, field="db_url") from exc
+
+
+def anchor_sqlite_url(url: str, root: Path) -> str:
+    """A SQLite URL whose relative file path is taken from ``root`` (the project directory), not
+    from wherever the command runs; ``~`` is expanded. Other URLs (PostgreSQL, absolute or
+    in-memory SQLite, a malformed URL the store will report) come back unchanged.
+
+    Example:
+        >>> anchor_sqlite_url("sqlite:///.keel/keel.db", Path("/srv/proj"))
+        'sqlite:////srv/proj/.keel/keel.db'
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return url
+    if parsed.get_backend_name() != "sqlite" or _is_sqlite_memory(parsed):
+        return url
+    assert parsed.database is not None  # not in memory
+    path = Path(parsed.database).expanduser()
+    if path.is_absolute() and parsed.database == str(path):
+        return url
+    anchored = path if path.is_absolute() else Path(root).expanduser().absolute() / path
+    return parsed.set(database=str(anchored)).render_as_string(hide_password=False)
 
 
 def _current_revision(engine: sa.Engine) -> str | None:

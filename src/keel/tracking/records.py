@@ -54,7 +54,8 @@ def show_run(store: MetadataStore, ref: str) -> dict[str, Any]:
 
 
 def run_record(tracked: TrackedRun) -> dict[str, Any]:
-    """The run's fields, params, metrics, tags, snapshots, inputs and outputs as JSON-able data."""
+    """The run's fields, params, metrics, tags, snapshots, inputs, outputs and warnings as
+    JSON-able data."""
     run = tracked.run
     return {
         "id": run.id,
@@ -76,6 +77,8 @@ def run_record(tracked: TrackedRun) -> dict[str, Any]:
         "snapshots": tracked.snapshots,
         "inputs": run.inputs,
         "outputs": run.outputs,
+        # what the step said with ctx.warn (a cached run repeats the reused run's)
+        "warnings": [str(w) for w in run.params.get("warnings", [])],
     }
 
 

@@ -58,8 +58,9 @@ def validation_split(
     method: str = "auto",
     values: np.ndarray | None = None,
     column: str | None = None,
+    purpose: str = "validation",
 ) -> Indices:
-    """Training and validation row indices.
+    """Training and validation row indices (or training and test: see ``purpose``).
 
     Args:
         y: The encoded target (its length is the number of rows; classes for stratifying).
@@ -69,6 +70,7 @@ def validation_split(
         method: One of :data:`METHODS`.
         values: The timestamp (``time``) or group (``group``) column's values.
         column: That column's name, for messages.
+        purpose: What the held-out rows are for (``validation``, ``test``), for messages.
 
     Raises:
         ConfigError: A method that cannot apply (stratified regression, time without column).
@@ -86,7 +88,7 @@ def validation_split(
             )
         except ValueError as exc:
             raise DataValidationError(
-                f"cannot make a {method} validation split of {n} rows: {exc}. Use more data, "
+                f"cannot make a {method} {purpose} split of {n} rows: {exc}. Use more data, "
                 "or split.method: random.",
                 field="split.method",
             ) from exc

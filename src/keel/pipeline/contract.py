@@ -1,0 +1,199 @@
+"""``schema.yaml``, the project's data contract: inferred on the first run for review, checked
+against the data on every run, refreshed when the data's columns or types changed.
+
+With ``schema: reviewed`` (the default) a ``schema.yaml`` that no longer matches the training
+data (a column added or removed, a type changed) stops ``keel run`` with the difference and the
+command that refreshes it, ``keel schema infer --update``; with ``schema: auto`` the run refreshes
+it and warns. A refresh keeps the reviewer's edits (see :mod:`keel.validate.refresh`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import DataValidationError
+from keel.project import Project
+
+if TYPE_CHECKING:
+    from keel.validate.evolution import SchemaChange
+    from keel.validate.schema import Schema
+
+__all__ = [
+    "SCHEMA_FILE",
+    "SchemaUpdate",
+    "check_schema",
+    "holdout_notes",
+    "infer_project_schema",
+    "refreshed_message",
+    "schema_text",
+    "stale_message",
+    "training_statistics",
+    "update_schema",
+]
+
+SCHEMA_FILE = "schema.yaml"
+UPDATE_COMMAND = "keel schema infer --update"
+
+
+@dataclass(frozen=True)
+class SchemaUpdate:
+    """What refreshing ``schema.yaml`` did.
+
+    Attributes:
+        path: The schema file.
+        changes: What no longer matched the data (empty: it was up to date).
+        created: There was no schema file; it was inferred from scratch.
+        notes: Choices made for the project on creation that the user should know of.
+    """
+
+    path: Path
+    changes: tuple[SchemaChange, ...]
+    created: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def infer_project_schema(project: Project, statistics: dict[str, Any]) -> Schema:
+    """The schema inferred from training statistics with the roles keel.yaml declares."""
+    from keel.validate.schema import infer_schema
+
+    data = project.config.data
+    return infer_schema(
+        statistics,
+        target=data.target,
+        sensitive=data.sensitive,
+        drop=data.drop,
+        max_null_fraction=data.max_null_fraction,
+    )
+
+
+def check_schema(project: Project, statistics: dict[str, Any]) -> SchemaUpdate:
+    """Check ``schema.yaml`` against the training data's statistics (infer it if missing).
+
+    Returns:
+        What was done: nothing (``changes`` empty), created, or refreshed (``schema: auto``).
+
+    Raises:
+        DataValidationError: With ``schema: reviewed``, the data's columns or types no longer
+            match ``schema.yaml``; the message lists the differences and the refresh command.
+        ConfigError: ``schema.yaml`` is not a valid schema.
+    """
+    return _reconcile(project, infer_project_schema(project, statistics), statistics, write=False)
+
+
+def schema_text(project: Project, statistics: dict[str, Any]) -> str:
+    """``schema.yaml``'s text; when there is none (first run, or deleted) it is inferred from
+    the statistics and written first, for review."""
+    path = project.root / SCHEMA_FILE
+    if not path.exists():
+        _create(project, infer_project_schema(project, statistics), statistics, path)
+    return path.read_text(encoding="utf-8")
+
+
+def update_schema(project: Project, statistics: dict[str, Any] | None = None) -> SchemaUpdate:
+    """Refresh ``schema.yaml`` from the project's training data (``keel schema infer --update``).
+
+    Columns added to the data come in as inferred, removed ones go, a column whose type changed
+    takes the new type and domain; everything else keeps the reviewer's edits.
+
+    Args:
+        project: The project.
+        statistics: The data's statistics; default: ingest ``data.train`` (a snapshot, as
+            ``keel data ingest`` makes) and compute them.
+    """
+    if statistics is None:
+        statistics = training_statistics(project)
+    return _reconcile(project, infer_project_schema(project, statistics), statistics, write=True)
+
+
+def training_statistics(project: Project) -> dict[str, Any]:
+    """Statistics of ``data.train``, ingested into a snapshot as ``keel run`` reads it."""
+    from keel.data import ingest
+    from keel.validate.statistics import compute_statistics
+
+    result = ingest(project.config.data.train, project.root, project, split="train")
+    return compute_statistics(project.artifacts.local_path(result.snapshot.sha256))
+
+
+def _reconcile(
+    project: Project, inferred: Schema, statistics: dict[str, Any], *, write: bool
+) -> SchemaUpdate:
+    from keel.validate.refresh import refresh_schema, stale_changes
+    from keel.validate.schema import read_schema, write_schema
+
+    path = project.root / SCHEMA_FILE
+    if not path.exists():
+        return SchemaUpdate(
+            path, (), created=True, notes=_create(project, inferred, statistics, path)
+        )
+    reviewed = read_schema(path)
+    changes = tuple(stale_changes(reviewed, inferred))
+    if not changes:
+        return SchemaUpdate(path, ())
+    if not write and project.config.schema_mode == "reviewed":
+        raise DataValidationError(stale_message(changes), details=_details(changes))
+    write_schema(refresh_schema(reviewed, inferred), path)
+    return SchemaUpdate(path, changes)
+
+
+def _create(
+    project: Project, inferred: Schema, statistics: dict[str, Any], path: Path
+) -> tuple[str, ...]:
+    """Write a new schema.yaml; the notes say what was chosen for this project."""
+    from dataclasses import replace
+
+    from keel.validate.schema import write_schema
+
+    if _time_holdout(project) and "distribution_shift" not in inferred.severities:
+        # the test split is a later period: its shift from the training rows is expected, so
+        # it is a warning there, not an error that stops every first run (the reviewer decides)
+        severities = {**inferred.severities, "distribution_shift": "warning"}
+        inferred = replace(inferred, severities=severities)
+    write_schema(inferred, path)
+    return holdout_notes(project, inferred)
+
+
+def holdout_notes(project: Project, schema: Schema) -> tuple[str, ...]:
+    """What the user should know of a schema for a project that holds out its test split by
+    time: that distribution shift is a warning there (as a new schema has it)."""
+    if not _time_holdout(project) or schema.severities.get("distribution_shift") != "warning":
+        return ()
+    return (
+        f"{SCHEMA_FILE}: the test split is the latest rows by '{project.config.split.column}' "
+        "(split.method: time), so distribution shift against the training rows is a warning, "
+        "not an error (severities: {distribution_shift: warning}); set it to error in "
+        f"{SCHEMA_FILE} to stop runs on it.",
+    )
+
+
+def _time_holdout(project: Project) -> bool:
+    return project.config.data.test is None and project.config.split.method == "time"
+
+
+def stale_message(changes: tuple[SchemaChange, ...]) -> str:
+    """Why the run stopped, and the two ways on."""
+    from keel.validate.refresh import describe_changes
+
+    return (
+        f"{SCHEMA_FILE} no longer matches the training data ({len(changes)} difference(s)):\n"
+        f"{describe_changes(list(changes))}\n"
+        f"If the data changed, run '{UPDATE_COMMAND}' to refresh {SCHEMA_FILE} (your edits on "
+        "unchanged columns are kept), review it and run again; or set 'schema: auto' in "
+        f"keel.yaml to refresh it on every run. If {SCHEMA_FILE} is right, fix the data."
+    )
+
+
+def refreshed_message(update: SchemaUpdate) -> str:
+    """What an automatic refresh changed, for a warning."""
+    from keel.validate.refresh import describe_changes
+
+    return (
+        f"{SCHEMA_FILE} was refreshed from the data (schema: auto), {len(update.changes)} "
+        f"change(s):\n{describe_changes(list(update.changes))}\nReview the new and changed "
+        "columns (roles, ranges, categories)."
+    )
+
+
+def _details(changes: tuple[SchemaChange, ...]) -> dict[str, Any]:
+    return {"changes": [c.to_dict() for c in changes], "fix": UPDATE_COMMAND}
