@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from keel import errors
@@ -91,3 +95,77 @@ def test_chaining_keeps_the_cause() -> None:
         except FileNotFoundError as exc:
             raise ConfigError("keel.yaml: no such file") from exc
     assert info.value.__cause__ is cause
+
+
+# --- keel init: a user's mistake is a headline and a message, never a traceback -----------------
+
+INIT_MISTAKES = [
+    # arguments after `keel init p`, exit code, what the message says
+    (["--from", "nope.csv", "--target", "y"], 2, "nope.csv: no such data file"),
+    (["--from", "ok.csv", "--target", "species"], 2, "Did you mean 'Species'? Columns: age,"),
+    (["--from", "ok.csv"], 2, "--target is missing: name the column to predict."),
+    (["--from", "one.csv", "--target", "b"], 2, "has one value in one.csv ('x' in all 2 rows)"),
+    (["--from", "ok.csv", "--target", "Species", "--example", "adult"], 2, "not both"),
+    (["--target", "y"], 2, "add --from FILE"),
+    (["--example", "bikes"], 2, "Did you mean 'bike-sharing'?"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), INIT_MISTAKES)
+def test_init_mistakes_exit_with_a_message(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    (tmp_path / "one.csv").write_text("a,b\n1,x\n2,x\n")
+    (tmp_path / "ok.csv").write_text("age,Species\n1,a\n2,b\n3,a\n")
+    result = subprocess.run([sys.executable, "-m", "keel.cli", "init", "p", *args], cwd=tmp_path,
+                            text=True, capture_output=True, timeout=120)  # fmt: skip
+    assert result.returncode == code
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "p" / "keel.yaml").exists()
+
+
+# --- reading a file: the wrong delimiter, no header, none of the columns (issue 12) --------
+
+
+def _keel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "keel.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=120)  # fmt: skip
+
+
+@pytest.fixture
+def reading_files(tmp_path: Path) -> Path:
+    lines = ["name;city;age", "ann;paris;31", "bob;rome;42", "cy;oslo;27"]
+    (tmp_path / "ref.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "no-header.csv").write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")
+    other = ["x,y", "1,2"]
+    (tmp_path / "other.csv").write_text("\n".join(other) + "\n", encoding="utf-8")
+    schema = "columns:\n  name: {type: string}\n  city: {type: string}\n  age: {type: int}\n"
+    (tmp_path / "schema.yaml").write_text(schema, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (["ref.csv", "--reference", "ref.csv", "--delimiter", ","], 1,
+         ["none of the 3 reference columns was found", "pass --delimiter ';'"]),
+        (["no-header.csv", "--reference", "ref.csv"], 1,
+         ["none of the 3 reference columns was found", "--columns name,city,age"]),
+        (["other.csv", "--schema", "schema.yaml"], 1,
+         ["none of the 3 schema columns was found", "Expected: name, city, age", "Found 2: x, y"]),
+        (["ref.csv", "--quote", "''"], 2, ["--quote: quote must be one character"]),
+        (["ref.csv", "--columns", "a,a,b"], 2, ["--columns: columns: 'a' appears twice"]),
+        (["missing.csv"], 2, ["neither a file nor a snapshot"]),
+    ],
+    ids=["wrong-delimiter", "no-header", "none-of-the-columns", "bad-quote", "twice", "missing"],
+)  # fmt: skip
+def test_validate_reading_mistakes_exit_non_zero_with_the_fix(
+    reading_files: Path, args: list[str], code: int, expected: list[str]
+) -> None:
+    result = _keel("validate", *args, cwd=reading_files)
+    assert result.returncode == code, result.stdout + result.stderr
+    for text in expected:
+        assert text in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "OK" not in result.stdout

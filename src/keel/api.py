@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.console import Console
 from keel.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
+    from keel.data.reader import ReadOptions
     from keel.project import Project
     from keel.registry.package import ModelPackage
 
@@ -43,7 +45,8 @@ __all__ = [
     "validate",
 ]
 
-EXAMPLES = ("adult",)
+#: Bundled example projects (``keel init --example NAME``): the data files ship with each.
+EXAMPLES = ("adult", "bike-sharing", "california-housing")
 
 
 def _project(path: str | Path | None) -> Project:
@@ -72,30 +75,66 @@ def _examples_root() -> Path:
     raise NotFoundError("the bundled examples are not installed; reinstall keel from source.")
 
 
-def init(directory: str | Path, *, example: str = "adult", force: bool = False) -> Path:
-    """Scaffold a project (keel.yaml + data) from a bundled example.
+def init(
+    directory: str | Path,
+    *,
+    example: str | None = None,
+    source: str | Path | None = None,
+    target: str | None = None,
+    copy: bool = True,
+    force: bool = False,
+) -> Path:
+    """Scaffold a project: a bundled example, or a keel.yaml for a data file of your own.
+
+    Args:
+        directory: The project directory (created when missing).
+        example: A bundled example (see :data:`EXAMPLES`); ``adult`` when no ``source``.
+        source: A CSV or Parquet file to write a keel.yaml for, with ``target``; every
+            inferred choice (task, positive label, gates, slices) is commented in the file.
+        target: The column to predict (with ``source``).
+        copy: Copy ``source`` into ``directory/data/`` (default) rather than reference it.
+        force: Overwrite an existing keel.yaml.
+
+    Returns:
+        The project directory.
 
     Raises:
-        ConfigError: Unknown example, or the directory already holds a keel.yaml.
+        ConfigError: An unknown example; both an example and a source, or a target without a
+            source; an unreadable source or an unknown target; a keel.yaml already there.
+
+    Example:
+        >>> keel.init("penguins", source="penguins.csv", target="species")
     """
+    if source is not None:
+        if example is not None:
+            raise ConfigError("give either an example or a source file (--from), not both.")
+        from keel.commands.init import init_from_file
+
+        return init_from_file(directory, source, target, copy=copy, force=force).directory
+    if target is not None:
+        raise ConfigError("target (--target) goes with a source file: add --from FILE.")
+    example = example or "adult"
     if example not in EXAMPLES:
-        raise ConfigError(f"unknown example '{example}'. Available: {', '.join(EXAMPLES)}.")
-    target = Path(directory)
-    if (target / "keel.yaml").exists() and not force:
+        close = difflib.get_close_matches(example, EXAMPLES, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        msg = f"unknown example '{example}'.{hint} Examples: {', '.join(EXAMPLES)}."
+        raise ConfigError(msg, field="--example")
+    target_dir = Path(directory)
+    if (target_dir / "keel.yaml").exists() and not force:
         raise ConfigError(
-            f"{target / 'keel.yaml'} already exists. Use another directory or --force."
+            f"{target_dir / 'keel.yaml'} already exists. Use another directory or --force."
         )
-    source = _examples_root() / example
-    target.mkdir(parents=True, exist_ok=True)
-    for item in source.iterdir():
+    bundled = _examples_root() / example
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for item in bundled.iterdir():
         if item.name in (".keel", "schema.yaml"):
             continue
-        destination = target / item.name
+        destination = target_dir / item.name
         if item.is_dir():
             shutil.copytree(item, destination, dirs_exist_ok=True)
         else:
             shutil.copy2(item, destination)
-    return target
+    return target_dir
 
 
 def run(
@@ -104,8 +143,8 @@ def run(
     """Run the pipeline (ingest ... register), reusing cached steps unless ``cache=False``.
 
     Returns:
-        ``{"project", "steps": [{"step", "status", "seconds", "run_id", "outputs", "facts"}],
-        "model": {"name", "version", "promoted", "alias", "metrics", "gates"}}``.
+        ``{"project", "steps": [{"step", "status", "seconds", "run_id", "outputs", "facts",
+        "warnings"}], "model": {"name", "version", "promoted", "alias", "metrics", "gates"}}``.
     """
     from keel.pipeline.runner import run_steps
     from keel.pipeline.steps import default_steps
@@ -126,6 +165,7 @@ def run(
                     "run_id": r.run_id,
                     "outputs": r.outputs,
                     "facts": r.facts,
+                    "warnings": list(r.warnings),
                 }
                 for r in results
             ],
@@ -245,7 +285,14 @@ def models(project: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:
-    """A model's versions (or one version's details when ``ref`` names one)."""
+    """A model's versions (or one version's details when ``ref`` names one).
+
+    Returns:
+        ``{"name", "aliases", "versions": [{"version", "package_sha256", "model_sha256",
+        "run_id", "created_at", "aliases", "metrics", "slices"}]}``; ``slices`` holds the test
+        metrics per value of each ``evaluate.slices`` column (``{"sex": {"Female": {...},
+        "_gap": {...}}}``), from the package's manifest.
+    """
     with _project(project) as proj:
         name = ref.split("@", 1)[0]
         versions = proj.metadata.list_versions(name)
@@ -277,6 +324,7 @@ def _version(v: Any, project: Project) -> dict[str, Any]:
         "created_at": v.created_at.isoformat(),
         "aliases": list(v.aliases),
         "metrics": v.metrics,
+        "slices": (manifest.get("metrics") or {}).get("slices") or {},
     }
 
 
@@ -289,39 +337,75 @@ def _plain(value: Any) -> Any:
 
 
 def predict(
-    ref: str, source: str | Path, output: str | Path, *, project: str | Path | None = None
+    ref: str,
+    source: str | Path,
+    output: str | Path,
+    *,
+    project: str | Path | None = None,
+    read: ReadOptions | None = None,
 ) -> dict[str, Any]:
-    """Batch-score a CSV or Parquet file into a Parquet file."""
+    """Batch-score a CSV or Parquet file into a Parquet file.
+
+    Rows whose values do not convert to the model's input types are not scored: they go to
+    ``<output>.rejects.csv`` with their line numbers (``rejected`` and ``rejects`` say so).
+    ``read`` says how to read a CSV (delimiter, header, ...; default: detected; NA tokens:
+    the training source's); ``dialect`` is what it was read as, ``bad_lines`` the lines that
+    could not be read as rows.
+    """
     from keel.serve.batch import predict_file
 
     with _project(project) as proj:
         version = proj.metadata.resolve(ref)
         package = _package(proj, version.package_sha256)
-        rows = predict_file(package, source, output, version=str(version.version))
+        read = _reading(read, proj)
+        scored = predict_file(package, source, output, version=str(version.version), read=read)
         return {
             "model": version.name,
             "version": version.version,
-            "rows": rows,
+            "rows": scored.rows,
             "output": str(output),
+            "rejected": scored.rejected,
+            "rejects": None if scored.rejects is None else str(scored.rejects),
+            "warnings": scored.warnings,
+            "dialect": None if scored.dialect is None else scored.dialect.to_dict(),
+            "bad_lines": [line.to_dict() for line in scored.bad_lines],
         }
 
 
 def monitor(
-    ref: str, *, source: str | Path | None = None, project: str | Path | None = None
+    ref: str,
+    *,
+    source: str | Path | None = None,
+    project: str | Path | None = None,
+    read: ReadOptions | None = None,
 ) -> dict[str, Any]:
-    """PSI drift of served inputs (or a file) against the model's training statistics."""
-    from keel.monitor.drift import compute_drift
+    """PSI drift of served inputs (or a file) against the model's training statistics.
+
+    A ``source`` file is read as ``read`` says (default: its dialect detected, the training
+    source's NA tokens); it must hold
+    every model input column (else DataValidationError naming the likely fix). The result's
+    ``dialect`` is what it was read as, ``bad_lines`` the lines that could not be read.
+    """
+    from dataclasses import replace
+
+    from keel.data.columns import check_columns
+    from keel.data.files import open_data
+    from keel.data.reader import CsvFile, dialect_of
+    from keel.monitor.drift import compute_drift, log_table
     from keel.serve.predlog import read_prediction_log
 
     with _project(project) as proj:
         version = proj.metadata.resolve(ref)
         package = _package(proj, version.package_sha256)
-        current: pa.Table | Path
+        current: pa.Table | Path | CsvFile
         if source is not None:  # read in batches by compute_drift, whatever its size
-            current, origin = Path(source), str(source)
+            # the inputs read as text: the model's coercion parses them as serving does
+            options = replace(_reading(read, proj), text=tuple(package.pipeline.inputs))
+            current, origin = open_data(Path(source), options), str(source)
+            check_columns(current, list(package.pipeline.inputs), of="model input")
         else:
             rows = [r["inputs"] for r in read_prediction_log(proj.predictions_dir, version.name)]
-            current = pa.Table.from_pylist(rows) if rows else pa.table({})
+            current = log_table(rows, list(package.pipeline.inputs))
             origin = f"prediction log ({proj.predictions_dir / version.name})"
         cfg = proj.config.monitor
         columns = list(package.pipeline.inputs)
@@ -332,8 +416,30 @@ def monitor(
             warn=cfg.psi.warn,
             alert=cfg.psi.alert,
             min_rows=cfg.min_rows,
+            coercer=package.pipeline.coercer(),
         )
-        return {"model": version.name, "version": version.version, "source": origin, **report}
+        dialect = dialect_of(current)
+        bad = current.bad_lines if isinstance(current, CsvFile) else ()
+        return {
+            "model": version.name,
+            "version": version.version,
+            "source": origin,
+            **report,
+            "dialect": None if dialect is None else dialect.to_dict(),
+            "bad_lines": [line.to_dict() for line in bad],
+        }
+
+
+def _reading(read: ReadOptions | None, project: Project) -> ReadOptions:
+    """``read``, with the training source's NA tokens unless it names its own: a file to
+    score is read as the training data was."""
+    from dataclasses import replace
+
+    from keel.data.reader import ReadOptions
+
+    read = read or ReadOptions()
+    tokens = tuple(project.config.data.train.na_values)
+    return read if read.na_values or not tokens else replace(read, na_values=tokens)
 
 
 # --- data verbs ------------------------------------------------------------------------------
@@ -455,30 +561,52 @@ def validate(
     outliers: bool = False,
     label_noise: bool = False,
     project: str | Path | None = None,
+    read: ReadOptions | None = None,
 ) -> Any:
     """Validate data against a schema and a reference; returns a ``ValidationReport``.
 
     Args:
-        data: What to check (see :func:`resolve_data`).
+        data: What to check (see :func:`resolve_data`), or a file opened by
+            :func:`keel.data.reader.open_file`.
         schema: A ``Schema``, a schema.yaml path, or None to infer one from the reference.
         reference: Data (as ``data``), a statistics dict, or a statistics JSON file or artifact.
         target: The label column (label shift, label noise).
         outliers: Also look for outlying rows (sampled).
         label_noise: Also look for likely mislabeled rows (sampled; needs ``target``).
         project: Where snapshot shas are looked up.
+        read: How to read a CSV ``data`` (delimiter, header, ...); default: detected.
+
+    Raises:
+        DataValidationError: None of the schema's (or reference's) columns is in the data:
+            the message says how the file was read and the likely fix.
 
     Example:
         >>> report = keel.validate("new.csv", reference="train.parquet", target="income")
         >>> report.ok, [a.kind for a in report.anomalies]
     """
+    from keel.data.columns import check_columns
+    from keel.data.files import open_data
+    from keel.data.reader import CsvFile
     from keel.validate.anomalies import validate_data
     from keel.validate.schema import Schema, read_schema
 
     contract = schema if isinstance(schema, Schema) or schema is None else read_schema(Path(schema))
     ref = None if reference is None else _load_reference(reference, project)
     name = Path(str(data)).name if isinstance(data, str | Path) else "data"
+    opened = (
+        data if isinstance(data, CsvFile) else resolve_data(data, project=project, keep_csv=True)
+    )
+    if isinstance(opened, Path):  # files are streamed, not loaded
+        opened = open_data(opened, read)
+    if isinstance(opened, CsvFile):
+        name = opened.path.name
+    expected = (
+        list(contract.columns) if contract is not None else list((ref or {}).get("columns", []))
+    )
+    of = "schema" if contract is not None else "reference"
+    check_columns(opened, expected, of=of, some_missing_ok=True, where=name)
     return validate_data(
-        resolve_data(data, project=project, keep_csv=True),  # files are streamed, not loaded
+        opened,
         schema=contract,
         reference=ref,
         target=target,

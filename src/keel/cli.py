@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from keel.commands import data as data_commands
 from keel.commands import features as features_commands
+from keel.commands import reading
 from keel.commands import runs as runs_commands
 from keel.commands import schema as schema_commands
 from keel.commands import tune as tune_commands
 from keel.commands import validate as validate_commands
 from keel.commands.output import Format, FormatOpt, ProjectOpt, err, out
 from keel.commands.output import emit_json as _emit_json
-from keel.errors import KeelError
+from keel.errors import ConfigError, KeelError
 
 app = typer.Typer(
     name="keel",
@@ -39,22 +41,76 @@ tune_commands.register(app)
 _state: dict[str, Any] = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from keel import __version__
+
+        typer.echo(f"keel {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     _state["debug"] = debug
 
 
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
-    example: Annotated[str, typer.Option(help="Bundled example to start from.")] = "adult",
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="A CSV or Parquet file: write a keel.yaml for it (with --target)."
+        ),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="The column to predict (with --from).")] = None,
+    example: Annotated[
+        str | None,
+        typer.Option(
+            help="Bundled example: adult (the default), bike-sharing, california-housing."
+        ),
+    ] = None,
+    copy: Annotated[
+        bool,
+        typer.Option(
+            "--copy/--no-copy",
+            help="Copy the --from file into DIRECTORY/data/ (default), or reference it in place.",
+        ),
+    ] = True,
     force: Annotated[bool, typer.Option(help="Overwrite an existing keel.yaml.")] = False,
 ) -> None:
-    """Scaffold a project (keel.yaml + data) from a bundled example."""
+    """Scaffold a project: a bundled example, or a commented keel.yaml for your own file.
+
+    keel init churn --from churn.csv --target Churn infers the task, the positive label, the
+    gates and the slices from the data, and explains each choice in keel.yaml.
+    """
     from keel import api
 
-    target = api.init(directory, example=example, force=force)
-    out.print(f"Created project '{example}' in {target}. Next: cd {target} && keel run")
+    if source is None:
+        created = api.init(directory, example=example, target=target, force=force)
+        name = example or "adult"
+        out.print(f"Created project '{name}' in {created}. Next: cd {created} && keel run")
+        return
+    if example is not None:
+        raise ConfigError("give either --example or --from, not both.")
+    from keel.commands.init import init_from_file
+
+    made = init_from_file(directory, source, target, copy=copy, force=force)
+    out.print(
+        f"Wrote {made.config} for {made.data}: {made.task} model of '{made.target}'.",
+        highlight=False,
+    )
+    for warning in made.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    out.print(f"Review the comments in it, then: cd {made.directory} && keel run", highlight=False)
 
 
 @app.command()
@@ -88,6 +144,7 @@ def _print_run(summary: dict[str, Any]) -> None:
         detail = ", ".join(f"{k}={_short(v)}" for k, v in facts.items())
         table.add_row(step["step"], status, f"{step['seconds']:.2f}", detail)
     out.print(table)
+    _print_warning_count(summary["steps"])
     model = summary["model"]
     metrics = model["metrics"]
     out.print(f"model {model['name']} version {model['version']}: {_headline(metrics)} (test)")
@@ -98,6 +155,26 @@ def _print_run(summary: dict[str, Any]) -> None:
         out.print(f"alias '{model['alias']}' -> version {model['version']}")
     elif model["gates"]:
         out.print("[red]gates failed: the alias was not moved[/]")
+
+
+def _print_warning_count(steps: list[dict[str, Any]]) -> None:
+    """How many warnings the run had, and the command that shows each step's again."""
+    warned = [s for s in steps if s.get("warnings")]
+    if not warned:
+        return
+    count = sum(len(s["warnings"]) for s in warned)
+    cached = sum(len(s["warnings"]) for s in warned if s["status"] == "cached")
+    fresh = count - cached
+    where = ", ".join(
+        part
+        for part in (
+            f"{fresh} printed above" * bool(fresh),
+            f"{cached} from cached steps" * bool(cached),
+        )
+        if part
+    )
+    shows = "; ".join(f"keel runs show {s['run_id'][:12]} ({s['step']})" for s in warned)
+    out.print(f"[yellow]{count} warning(s)[/] ({where}); to see them: {shows}")
 
 
 def _short(value: Any) -> str:
@@ -174,6 +251,20 @@ def models_show(
             f"  v{v['version']}  {v['created_at']}  sha256={v['package_sha256'][:16]}  "
             f"{_headline(metrics)}  {' '.join(v['aliases'])}"
         )
+        if len(shown["versions"]) == 1:  # one version's details: its metrics per slice too
+            _print_slices(v.get("slices") or {})
+
+
+def _print_slices(slices: dict[str, Any]) -> None:
+    for column, groups in slices.items():
+        out.print(f"    slice [bold]{escape(column)}[/]", highlight=False)
+        for value, metrics in groups.items():
+            line = _headline(metrics) if value != "_gap" else _gaps(metrics)
+            out.print(f"      {escape(value)}: {line}", highlight=False)
+
+
+def _gaps(gaps: dict[str, Any]) -> str:
+    return " ".join(f"{name}={_short(value)}" for name, value in gaps.items())
 
 
 @app.command()
@@ -217,23 +308,43 @@ def serve(
 def predict(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="CSV (with header) or Parquet file.")
+        Path, typer.Option("--input", "-i", help="CSV or Parquet file (see the reading options).")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    delimiter: reading.DelimiterOpt = None,
+    header: reading.HeaderOpt = None,
+    columns: reading.ColumnsOpt = None,
+    encoding: reading.EncodingOpt = None,
+    quote: reading.QuoteOpt = None,
     project: ProjectOpt = None,
     format: FormatOpt = Format.text,
 ) -> None:
-    """Batch-score a file with a registered model."""
+    """Batch-score a file with a registered model.
+
+    A CSV's delimiter, quoting, header and encoding are detected unless given; what it was
+    read as is printed. Malformed lines are not scored; each is reported with its line.
+    """
     from keel import api
 
-    result = api.predict(ref, input, output, project=project)
+    read = reading.read_options(delimiter, header, columns, encoding, quote)
+    result = api.predict(ref, input, output, project=project, read=read)
     if format is Format.json:
         _emit_json(result)
     else:
+        reading.print_dialect(input, result["dialect"])
+        reading.print_bad_lines(result["bad_lines"])
         out.print(
             f"scored {result['rows']} rows with {result['model']}@{result['version']}"
             f" -> {result['output']}"
         )
+        for what, count in result["warnings"].items():
+            err.print(f"[yellow]warning:[/] {count} rows scored with {what}", highlight=False)
+        if result["rejected"]:
+            err.print(
+                f"[yellow]warning:[/] {result['rejected']} rows not scored (values that do not "
+                f"convert): see {result['rejects']}",
+                highlight=False,
+            )
 
 
 @app.command()
@@ -243,23 +354,36 @@ def monitor(
         Path | None,
         typer.Option("--input", "-i", help="Compare this file instead of the prediction log."),
     ] = None,
+    delimiter: reading.DelimiterOpt = None,
+    header: reading.HeaderOpt = None,
+    columns: reading.ColumnsOpt = None,
+    encoding: reading.EncodingOpt = None,
+    quote: reading.QuoteOpt = None,
     project: ProjectOpt = None,
     format: FormatOpt = Format.text,
 ) -> None:
-    """PSI drift per feature: served inputs (or a file) vs the training statistics."""
+    """PSI drift per feature: served inputs (or a file) vs the training statistics.
+
+    An --input CSV is read like `keel predict` reads one (detected unless given; printed); a
+    file without the model's input columns is an error that names the likely fix.
+    """
     from keel import api
 
-    report = api.monitor(ref, source=input, project=project)
+    read = reading.read_options(delimiter, header, columns, encoding, quote)
+    report = api.monitor(ref, source=input, project=project, read=read)
     if format is Format.json:
         _emit_json(report)
     else:
+        if input is not None:
+            reading.print_dialect(input, report["dialect"])
+            reading.print_bad_lines(report["bad_lines"])
         _print_monitor(report)
     if report["verdict"] == "drift":
         raise typer.Exit(1)
 
 
 def _print_monitor(report: dict[str, Any]) -> None:
-    colors = {"stable": "green", "moderate": "yellow", "drift": "red"}
+    colors = {"stable": "green", "moderate": "yellow", "drift": "red", "insufficient_data": "dim"}
     out.print(
         f"drift report for {report['model']}@{report['version']}: {report['rows']} rows from "
         f"{report['source']} vs {report['reference_rows']} training rows"

@@ -139,8 +139,22 @@ def test_server_rejects_bad_requests_with_422(server: str) -> None:
     missing = {k: v for k, v in ROW.items() if k != "occupation"}
     status, body = post(f"{server}/v1/models/adult/predict", {"instances": [missing]})
     assert status == 422 and body["field"] == "instances[0].occupation"
-    status, body = post(f"{server}/v1/models/adult/predict", {"instances": [dict(ROW, age="50")]})
+    status, body = post(f"{server}/v1/models/adult/predict", {"instances": [dict(ROW, age="5O")]})
     assert status == 422 and body["field"] == "instances[0].age" and "int" in body["message"]
+    status, body = post(f"{server}/v1/models/adult/predict", {"instances": [dict(ROW, age=2.5)]})
+    assert (
+        status == 422 and body["message"] == "instances[0].age: float 2.5 is not an integer (int)."
+    )
+    # the same value as text is the same model input as the number
+    status, text = post(f"{server}/v1/models/adult/predict", {"instances": [dict(ROW, age=" 50 ")]})
+    status, number = post(f"{server}/v1/models/adult/predict", {"instances": [ROW]})
+    assert text["probabilities"] == number["probabilities"]
+    # a category never seen in training is scored, with a warning that names it
+    status, body = post(
+        f"{server}/v1/models/adult/predict", {"instances": [dict(ROW, race="Martian")]}
+    )
+    assert status == 200 and body["warnings"][0]["field"] == "instances[0].race"
+    assert body["warnings"][0]["kind"] == "unseen_category"
     status, _ = post(f"{server}/v1/models/adult/predict", b"{oops")
     assert status == 422
 

@@ -120,8 +120,15 @@ def test_all_null_and_missing_columns(adult_statistics: dict[str, Any]) -> None:
             "sex": ["Male"] * 134 + ["Female"] * 66,  # the training mix
         }
     )
-    report = compute_drift(adult_statistics, current, columns=["age", "workclass", "sex", "race"])
-    assert report["missing_columns"] == ["race"]
+    with pytest.raises(DataValidationError) as info:  # never "stable" on a column it lacks
+        compute_drift(adult_statistics, current, columns=["age", "workclass", "sex", "race"])
+    assert info.value.field == "race"
+    assert "only some of the model's input columns" in info.value.message
+    assert "missing ['race']" in info.value.message
+    with pytest.raises(DataValidationError, match="none of the model's input columns"):
+        compute_drift(adult_statistics, pa.table({"x": [1]}), columns=["age", "sex"])
+    report = compute_drift(adult_statistics, current, columns=["age", "workclass", "sex"])
+    assert report["missing_columns"] == []
     columns = by_column(report)
     assert set(columns) == {"age", "workclass", "sex"}
     # everything in the null bin, which was (nearly) empty in training: drift
@@ -159,11 +166,10 @@ def test_a_file_is_read_in_batches_with_the_same_report(
     kind: str,
 ) -> None:
     """A Parquet file by row-group batches, a CSV streamed (every CSV counts as large here)."""
-    from keel.data import sources
+    from keel.data import reader
     from keel.monitor import drift
 
-    monkeypatch.setattr(sources, "STREAM_CSV_BYTES", 0)
-    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(reader, "STREAM_CSV_BYTES", 0)
     monkeypatch.setattr(drift, "BATCH_ROWS", 3000)
     batches: list[int] = []
     as_types = drift._as_reference_types
@@ -180,9 +186,17 @@ def test_a_file_is_read_in_batches_with_the_same_report(
     else:
         pv.write_csv(shifted, path)
     columns = features(shifted)
-    from_file = compute_drift(adult_statistics, path, columns=[*columns, "not_there"])
+    from_file = compute_drift(adult_statistics, path, columns=columns)
     assert len(batches) == 6 and sum(batches) == 16281  # read 3,000 rows at a time
-    in_memory = compute_drift(adult_statistics, shifted, columns=[*columns, "not_there"])
+    in_memory = compute_drift(adult_statistics, shifted, columns=columns)
     assert from_file == in_memory
     assert from_file["rows"] == 16281 and from_file["drifted_columns"] == ["age"]
-    assert from_file["missing_columns"] == ["not_there"]
+    assert from_file["missing_columns"] == []
+
+
+def test_too_few_rows_are_not_enough_data_for_any_column(adult_statistics: dict[str, Any]) -> None:
+    current = pa.table({"age": [90], "sex": ["Female"]})
+    report = compute_drift(adult_statistics, current, columns=["age", "sex"], min_rows=100)
+    assert report["verdict"] == "insufficient_data"
+    assert report["drifted_columns"] == []
+    assert {c["verdict"] for c in report["columns"]} == {"insufficient_data"}

@@ -54,9 +54,10 @@ def test_predict_many_rows_and_nulls(client: TestClient) -> None:
     ("instance", "field", "words"),
     [
         ({k: v for k, v in ROW.items() if k != "age"}, "instances[0].age", "missing field"),
-        (dict(ROW, age="thirty"), "instances[0].age", "expected a number"),
-        (dict(ROW, age=True), "instances[0].age", "expected a number"),
-        (dict(ROW, sex=1), "instances[0].sex", "expected a string"),
+        (dict(ROW, age="thirty"), "instances[0].age", "str 'thirty' is not an integer (int)"),
+        (dict(ROW, age=True), "instances[0].age", "bool True is not an integer (int)"),
+        (dict(ROW, age=2.5), "instances[0].age", "float 2.5 is not an integer (int)"),
+        (dict(ROW, sex=1.5), "instances[0].sex", "float 1.5 is not text (string)"),
         (dict(ROW, height=180), "instances[0].height", "unknown field"),
     ],
 )

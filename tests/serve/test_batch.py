@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import keel
-from keel.data import sources
+from keel.data import reader
 from keel.data.sources import read_source
 from keel.errors import KeelError
 from keel.project import Project
@@ -27,10 +27,9 @@ def adult_test(adult_project: Path) -> pa.Table:
 
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches of 1,000 rows, and every CSV streamed with its types from the first 64 KiB."""
+    """Batches of 1,000 rows, and every CSV streamed with its types from DuckDB's sample."""
     monkeypatch.setattr(batch, "BATCH_ROWS", 1000)
-    monkeypatch.setattr(sources, "STREAM_CSV_BYTES", 0)
-    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(reader, "STREAM_CSV_BYTES", 0)
 
 
 @pytest.mark.usefixtures("small_batches")
@@ -66,6 +65,28 @@ def test_a_bad_late_row_leaves_no_output(
         handle.write('thirty,"Private",1,"HS-grad",9,"Divorced","Sales","Unmarried",')
         handle.write('"White","Female",0,0,40,"United-States"\n')
     out = tmp_path / "out.parquet"
-    with pytest.raises(KeelError, match="age"):
-        keel.predict("adult@production", source, out, project=adult_project)
+    result = keel.predict("adult@production", source, out, project=adult_project)
+    # the late row is not scored: it goes to the rejects file with its line; the rest is
+    assert result["rows"] == adult_test.num_rows and result["rejected"] == 1
+    rejects = pv.read_csv(result["rejects"]).to_pylist()
+    assert rejects == [
+        {
+            "line": adult_test.num_rows + 2,  # the header is line 1
+            "field": "age",
+            "value": "thirty",
+            "reason": "age: 'thirty' is not an integer (int)",
+        }
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.csv",
+        "out.parquet",
+        "out.rejects.csv",
+    ]
+
+
+def test_a_file_that_does_not_parse_leaves_no_output(adult_project: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("age,workclass\n", encoding="utf-8")
+    with pytest.raises(KeelError, match="model input"):
+        keel.predict("adult@production", source, tmp_path / "out.parquet", project=adult_project)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no output, no temp file

@@ -100,10 +100,8 @@ class FeaturePipeline:
                 field=unknown[0],
             )
         coercer = Coercer.from_state(self.rules) if self.rules else Coercer.from_types(self.inputs)
-        if coercer.names != list(self.inputs) or any(
-            r.type != self.inputs[r.name] for r in coercer.rules
-        ):
-            raise ConfigError("rules must name the inputs, in order, with the same types.")
+        if {r.name: r.type for r in coercer.rules} != self.inputs:  # (JSON may sort the keys)
+            raise ConfigError("rules must name the inputs, with the same types.")
         self._coercer = coercer
         return coercer
 

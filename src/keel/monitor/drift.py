@@ -14,48 +14,74 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from keel.data.files import open_data, read_batches, retyped
+from keel.data.reader import CsvFile
 from keel.errors import DataValidationError
 from keel.validate.shift import EPSILON, psi
 from keel.validate.statistics import compute_statistics
 
 if TYPE_CHECKING:
-    from keel.data.sources import CsvFile
+    from keel.validate.coerce import Coercer
 
-__all__ = ["EPSILON", "compute_drift", "psi"]
+__all__ = ["EPSILON", "compute_drift", "log_table", "psi"]
 
 BATCH_ROWS = 1 << 18  # rows cast at a time (the statistics regroup them into larger batches)
 
 
 def compute_drift(
     reference: dict[str, Any],
-    current: pa.Table | str | Path,
+    current: pa.Table | CsvFile | str | Path,
     *,
     columns: list[str],
     warn: float = 0.1,
     alert: float = 0.25,
     min_rows: int = 100,
+    coercer: Coercer | None = None,
 ) -> dict[str, Any]:
     """Per-column PSI with a verdict (``stable``, ``moderate``, ``drift``).
+
+    With fewer than ``min_rows`` rows every verdict is ``insufficient_data``: PSI of a handful
+    of rows is noise, never "drift" or "stable".
 
     Args:
         reference: Training statistics (with frozen bins).
         current: The data to compare (served inputs, or a Parquet or CSV file, which is read in
-            batches: bounded memory whatever its size).
+            batches: bounded memory whatever its size; a CSV as
+            :func:`keel.data.reader.open_file` opened it, or with its dialect detected).
         columns: Columns to check (the model's inputs).
         warn: PSI at or above which a column is ``moderate``.
         alert: PSI at or above which a column has ``drift``.
         min_rows: Below this many rows the verdict is ``insufficient_data``: PSI is noise there.
+        coercer: The model's coercion rules: values are read as serving reads them (``Yes``
+            and ``true`` are one boolean; ``"42"`` is a number) before they are counted, and
+            values that do not convert are counted per column (``invalid``) instead.
 
     Returns:
-        ``{"rows", "verdict", "columns": [{"column", "psi", "verdict", "kind"}], ...}``.
+        ``{"rows", "verdict", "columns": [{"column", "psi", "verdict", "kind", "invalid"}],
+        ...}``.
+
+    Raises:
+        DataValidationError: The data has rows but lacks some of ``columns`` (lists what was
+            expected and what was found).
     """
-    opened = current if isinstance(current, pa.Table) else open_data(Path(current))
+    opened = current if isinstance(current, pa.Table | CsvFile) else open_data(Path(current))
     names = _names(opened)
+    missing = [c for c in columns if c not in names]
+    if missing and names:
+        raise DataValidationError(
+            f"{'none' if len(missing) == len(columns) else 'only some'} of the model's input "
+            f"columns are in the data: missing {missing}; found {names[:20]}. Expected "
+            f"{columns}. Check the file's delimiter and header, or pass the right file.",
+            field=missing[0],
+        )
     present = [c for c in columns if c in names and c in reference["columns"]]
-    rows, stats = retyped(opened, lambda: _statistics(opened, present, reference))
+    rules = None if coercer is None else coercer.subset(present)
+    invalid: dict[str, int] = dict.fromkeys(present, 0)
+    rows, stats = retyped(opened, lambda: _statistics(opened, present, reference, rules, invalid))
+    enough = rows >= min_rows
     results = []
     for name in present:
         ref = reference["columns"][name]
@@ -64,10 +90,15 @@ def compute_drift(
         )
         verdict = "drift" if value >= alert else "moderate" if value >= warn else "stable"
         results.append(
-            {"column": name, "kind": ref["kind"], "psi": round(value, 6), "verdict": verdict}
+            {
+                "column": name,
+                "kind": ref["kind"],
+                "psi": round(value, 6),
+                "verdict": verdict if enough else "insufficient_data",
+                "invalid": invalid[name],
+            }
         )
     results.sort(key=lambda r: -r["psi"])
-    enough = rows >= min_rows
     drifted = [r["column"] for r in results if r["verdict"] == "drift"]
     if not enough:
         verdict = "insufficient_data"
@@ -84,6 +115,28 @@ def compute_drift(
     }
 
 
+def log_table(rows: list[dict[str, Any]], columns: list[str]) -> pa.Table:
+    """Logged request rows as a table, one column per input, whatever JSON types clients sent
+    (a column that mixes ``"Yes"`` and ``true`` becomes text, which the coercer reads)."""
+    if not rows:
+        return pa.table({})
+    arrays = []
+    for name in columns:
+        values = [row.get(name) if isinstance(row, dict) else None for row in rows]
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            text = [None if v is None else _text(v) for v in values]
+            arrays.append(pa.array(text, type=pa.string()))
+    return pa.table(arrays, names=columns)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _names(opened: pa.Table | Path | CsvFile) -> list[str]:
     if isinstance(opened, Path):
         return list(pq.read_schema(opened).names)
@@ -91,10 +144,15 @@ def _names(opened: pa.Table | Path | CsvFile) -> list[str]:
 
 
 def _statistics(
-    opened: pa.Table | Path | CsvFile, present: list[str], reference: dict[str, Any]
+    opened: pa.Table | Path | CsvFile,
+    present: list[str],
+    reference: dict[str, Any],
+    coercer: Coercer | None,
+    invalid: dict[str, int],
 ) -> tuple[int, dict[str, Any]]:
     """Rows, and the statistics of ``present`` cast to the training kinds, on its bins."""
     rows = 0
+    invalid.update(dict.fromkeys(invalid, 0))  # a retry after widening a CSV's types counts anew
     schema = pa.schema(
         [
             (n, pa.float64() if reference["columns"][n]["kind"] == "numeric" else pa.string())
@@ -106,11 +164,30 @@ def _statistics(
         nonlocal rows
         for table in read_batches(opened, present or None, BATCH_ROWS):
             rows += table.num_rows
+            if coercer is not None:
+                table = _coerced(table, coercer, invalid)
             yield from _as_reference_types(table, present, reference).to_batches()
 
     reader = pa.RecordBatchReader.from_batches(schema, batches())
     stats = compute_statistics(reader, reference=reference)
     return rows, stats
+
+
+def _coerced(table: pa.Table, coercer: Coercer, invalid: dict[str, int]) -> pa.Table:
+    """The columns as serving reads them; booleans spelled as in training (the reference
+    counted the training spellings), values that do not convert counted and left missing."""
+    coerced = coercer.table(table)
+    for issue in coerced.issues:
+        if issue.kind == "type_mismatch":
+            invalid[issue.column] += issue.count
+    columns = []
+    for rule, column in zip(coercer.rules, coerced.table.columns, strict=True):
+        if rule.type == "bool":
+            spelled = pa.array([rule.false_values[0], rule.true_values[0]], type=pa.string())
+            codes = pc.cast(column, pa.int8())
+            column = pc.take(spelled, codes)
+        columns.append(column)
+    return pa.table(columns, names=coercer.names)
 
 
 def _as_reference_types(table: pa.Table, columns: list[str], reference: dict[str, Any]) -> pa.Table:

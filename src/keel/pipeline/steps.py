@@ -12,18 +12,18 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import yaml
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from keel.config import SourceConfig
 from keel.errors import ConfigError, DataValidationError
+from keel.pipeline import contract
 from keel.pipeline.runner import Step, StepContext
 from keel.project import Project
 from keel.types import Artifact
 
 __all__ = ["SCHEMA_FILE", "default_steps", "read_snapshot", "target_labels"]
 
-SCHEMA_FILE = "schema.yaml"
+SCHEMA_FILE = contract.SCHEMA_FILE
 
 
 def read_snapshot(project: Project, artifact: Artifact) -> pa.Table:
@@ -58,7 +58,7 @@ def _snapshot(ctx: StepContext, source: SourceConfig, split: str) -> dict[str, A
     if result.skipped_null_watermark:
         ctx.facts["skipped_null_watermark"] = result.skipped_null_watermark
     for warning in result.warnings:
-        ctx.console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        ctx.warn(warning)
     outputs = {f"{split}_snapshot": result.snapshot}
     if result.quarantine is not None:
         outputs[f"{split}_quarantine"] = result.quarantine
@@ -74,7 +74,11 @@ def ingest_test(ctx: StepContext) -> dict[str, Artifact]:
     """CSV/Parquet -> cleaned Parquet snapshot of the held-out test data."""
     test = ctx.project.config.data.test
     if test is None:
-        raise ConfigError("data.test is not set; add a test source to keel.yaml.")
+        raise ConfigError(
+            "data.test is not set, so there is no test source to ingest; keel run holds out "
+            "split.test_fraction of data.train instead (the 'split' step).",
+            field="data.test",
+        )
     return _snapshot(ctx, test, "test")
 
 
@@ -104,29 +108,28 @@ def profile(ctx: StepContext) -> dict[str, Artifact]:
 
 def effective_schema_text(project: Project, statistics: Artifact) -> str:
     """schema.yaml's text if the project has one (reviewed), else the schema inferred now."""
-    path = project.root / SCHEMA_FILE
-    if path.exists():
-        return path.read_text(encoding="utf-8")
-    from keel.validate.schema import infer_schema, write_schema
-
-    data = project.config.data
-    schema = infer_schema(
-        _json(project, statistics),
-        target=data.target,
-        sensitive=data.sensitive,
-        drop=data.drop,
-        max_null_fraction=data.max_null_fraction,
-    )
-    write_schema(schema, path)
-    return path.read_text(encoding="utf-8")
+    return contract.schema_text(project, _json(project, statistics))
 
 
 def schema(ctx: StepContext) -> dict[str, Artifact]:
-    """Infer schema.yaml on first run (for review); afterwards the reviewed file is the contract."""
+    """Infer schema.yaml on first run (for review); afterwards the reviewed file is the contract.
+
+    When the data's columns or types no longer match it, the run stops with the difference and
+    ``keel schema infer --update`` (or, with ``schema: auto``, refreshes it and warns).
+    """
+    from keel.pipeline.contract import check_schema, holdout_notes, refreshed_message
     from keel.validate.schema import read_schema
 
-    text = effective_schema_text(ctx.project, ctx.inputs["statistics"])
+    update = check_schema(ctx.project, _json(ctx.project, ctx.inputs["statistics"]))
+    if update.changes:
+        ctx.warn(refreshed_message(update))
+        ctx.facts["refreshed_changes"] = len(update.changes)
+    text = (ctx.project.root / SCHEMA_FILE).read_text(encoding="utf-8")
     parsed = read_schema(ctx.project.root / SCHEMA_FILE)
+    # the project's first schema run: say what the new schema chose for it
+    first = len(ctx.project.metadata.list_runs(step="schema", limit=2)) == 1
+    for note in update.notes or (holdout_notes(ctx.project, parsed) if first else ()):
+        ctx.warn(note)
     target = ctx.project.config.data.target
     if parsed.target() != target:
         raise ConfigError(
@@ -226,10 +229,12 @@ def features(ctx: StepContext) -> dict[str, Artifact]:
     """
     from keel.features.custom import importable_from
     from keel.features.pipeline import FeaturePipeline
+    from keel.validate.coerce import Coercer
 
     contract = _load_schema(ctx.project, ctx.inputs["schema"])
     table = read_snapshot(ctx.project, ctx.inputs["train_snapshot"])
-    inputs = {name: contract.columns[name].type for name in contract.features()}
+    names = contract.features()
+    inputs = {name: contract.columns[name].type for name in names}
     cfg = ctx.project.config.features
     pipe = FeaturePipeline(
         inputs=inputs,
@@ -239,13 +244,25 @@ def features(ctx: StepContext) -> dict[str, Artifact]:
         max_categories=cfg.max_categories,
         transforms=[t.model_dump() for t in cfg.transforms],
         custom=[c.model_dump() for c in cfg.custom],
+        rules=Coercer.from_schema(contract, names).state(),
     )
     encodes = any(s.kind == "target_encode" for t in cfg.transforms for s in t.steps)
     y = target_labels(ctx.project, table)[0] if encodes else None
+    coerced = coerce_inputs(ctx, pipe, table, "train")
     with importable_from(ctx.project.root):
-        pipe.fit(table, y)
+        pipe.fit(coerced, y)
     ctx.facts.update(inputs=len(inputs), features=pipe.n_features_)
     return {"features": _put_json(ctx, pipe.state(), "features")}
+
+
+def coerce_inputs(ctx: StepContext, pipe: Any, table: pa.Table, split: str) -> Any:
+    """The model inputs of ``table`` through the pipeline's coercion rules (the same ones
+    serving applies); what did not fit is a run warning, or stops the run when it is an error."""
+    coerced = pipe.coerce(table)
+    for issue in coerced.warnings:
+        ctx.warn(f"{split} data: {issue.message} ({issue.count} rows; {issue.kind})")
+    coerced.raise_errors(f"{split} data: ")
+    return coerced
 
 
 def _features_section(project: Project) -> Any:
@@ -414,7 +431,7 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     model, bundle, _ = load_bundle(ctx.project.artifacts, ctx.inputs["model"])
     task = bundle["task"]
     y, classes = target_labels(ctx.project, table, classes=bundle["classes"] or None)
-    prediction = model.predict(pipe.transform(table))
+    prediction = model.predict(pipe.transform(coerce_inputs(ctx, pipe, table, "test")))
     slices = ctx.project.config.evaluate.slices
     missing = [s for s in slices if s not in table.column_names]
     if missing:
@@ -506,10 +523,11 @@ def _feature_view_steps(project: Project) -> list[Step]:
 
 def default_steps(project: Project) -> list[Step]:
     """The steps of ``keel run`` for a project, in order."""
+    from keel.pipeline.holdout import split_step
     from keel.train.search.step import tune_steps
 
     data = project.config.data
-    steps = [
+    ingest = [
         Step(
             "ingest_train",
             ingest_train,
@@ -517,9 +535,13 @@ def default_steps(project: Project) -> list[Step]:
             lambda p: p.config.data.train,
             _raw_file_key(data.train),
         ),
-        Step(
-            "ingest_test", ingest_test, (), lambda p: p.config.data.test, _raw_file_key(data.test)
-        ),
+        # without data.test, a test split is held out of the training snapshot
+        Step("ingest_test", ingest_test, (), lambda p: p.config.data.test, _raw_file_key(data.test))
+        if data.test is not None
+        else split_step(),
+    ]
+    steps = [
+        *ingest,
         *_feature_view_steps(project),
         Step("profile", profile, ("train_snapshot",)),
         Step("schema", schema, ("statistics",), lambda p: p.config.data.target, _schema_key),

@@ -25,6 +25,7 @@ from keel.types import Artifact
 
 if TYPE_CHECKING:
     from keel.train.base import Trainer
+    from keel.validate.coerce import Finding
 
 __all__ = ["MANIFEST", "ModelPackage", "build_package", "model_file_of", "signature_outputs"]
 
@@ -173,14 +174,24 @@ class ModelPackage:
             return np.asarray(self._class_array[np.argmax(proba, axis=1)])
         return np.where(proba >= 0.5, self.classes[1], self.classes[0])
 
-    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[Any] | None]:
-        """The online path: check and transform request dicts, no DataFrame.
+    def predict_rows(
+        self, rows: Sequence[Mapping[str, Any]], *, findings: list[Finding] | None = None
+    ) -> tuple[list[Any], list[Any] | None]:
+        """The online path: coerce and transform request dicts, no DataFrame.
+
+        Args:
+            rows: Field name -> value, one dict per instance.
+            findings: A list to append warnings to (a value out of range, a category not seen
+                in training); values that do not convert raise instead.
 
         Returns:
             ``(labels, P(positive))`` for binary, ``(labels, [per-class probabilities])`` for
             multiclass, ``(values, None)`` for regression.
+
+        Raises:
+            DataValidationError: A field is missing, unknown or does not convert (names it).
         """
-        out = self.model.predict(self.pipeline.transform_rows(rows))
+        out = self.model.predict(self.pipeline.transform_rows(rows, findings=findings))
         if self.task == "regression":
             return [float(v) for v in out], None
         if self.task == "multiclass":

@@ -38,6 +38,7 @@ from keel.errors import ConfigError, DataValidationError, KeelError, NotFoundErr
 from keel.features.custom import importable_from
 from keel.registry.package import ModelPackage
 from keel.serve.predlog import PredictionLog
+from keel.validate.coerce import Finding
 
 __all__ = ["LoadedModel", "ServerApp", "create_app"]
 
@@ -47,6 +48,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_INSTANCES = 10_000
+MAX_WARNINGS = 100  # per answer: a hostile request cannot grow the answer past this
 _JSON = [(b"content-type", b"application/json")]
 _PREFIX, _SUFFIX = "/v1/models/", "/predict"
 _FEATURES = "/v1/features"
@@ -262,7 +264,8 @@ class ServerApp:
                     f"model '{name}' is not served here. Served models: {known}.", field="name"
                 )
             instances = self._instances(body)
-            labels, probabilities = model.package.predict_rows(instances)
+            findings: list[Finding] = []
+            labels, probabilities = model.package.predict_rows(instances, findings=findings)
         except KeelError as exc:
             return exc.http_status, orjson.dumps(exc.to_dict())
         request_id = uuid.uuid4().hex
@@ -274,6 +277,8 @@ class ServerApp:
             answer["probabilities"] = probabilities
         answer["model_version"] = model.version
         answer["request_id"] = request_id
+        if findings:  # values scored with a warning: out of range, or unseen in training
+            answer["warnings"] = [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
         return 200, orjson.dumps(answer)
 
     @staticmethod

@@ -4,77 +4,261 @@ Parquet input is read a row group batch at a time and a CSV over 64 MiB in batch
 (:class:`keel.data.sources.CsvFile`), so scoring a file of any size holds one batch in memory;
 each batch's predictions are appended to the output as they are made. The output is written
 to a temporary file and renamed when every row is scored, so a crash leaves no partial output.
+
+Every batch goes through the model's coercion rules (:mod:`keel.validate.coerce`), the same
+the server applies to a request: a row with a value that does not convert is not scored but
+written to the rejects file (``<output>.rejects.csv``: line, field, value, reason), and values
+scored with a warning (out of range, unseen category) are counted per column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
+from keel.data.columns import check_columns
 from keel.data.files import open_data, read_batches, retyped
+from keel.data.reader import BadLine, CsvFile, Dialect, ReadOptions, dialect_of
 from keel.registry.package import ModelPackage
+from keel.validate.coerce import Coerced
 
-__all__ = ["BATCH_ROWS", "predict_file"]
+__all__ = ["BATCH_ROWS", "REJECTS_SCHEMA", "Scored", "predict_file", "rejects_path"]
 
 BATCH_ROWS = 1 << 18
+REJECTS_SCHEMA = pa.schema(
+    [("line", pa.int64()), ("field", pa.string()), ("value", pa.string()), ("reason", pa.string())]
+)
+
+
+@dataclass
+class Scored:
+    """What a batch-scoring run did.
+
+    Attributes:
+        rows: Rows scored (written to the output).
+        rejected: Rows not scored: a value did not convert (see the rejects file).
+        rejects: The rejects file, or None when no row was rejected.
+        warnings: Per column and kind (``age: out_of_range``), rows scored with a warning.
+        dialect: What the input was read as (delimiter, header, ...; or Parquet).
+        bad_lines: Lines of a CSV input that could not be read as rows (file, line, reason,
+            raw text); they are not scored.
+    """
+
+    rows: int = 0
+    rejected: int = 0
+    rejects: Path | None = None
+    warnings: dict[str, int] = field(default_factory=dict)
+    dialect: Dialect | None = None
+    bad_lines: tuple[BadLine, ...] = ()
+
+
+def rejects_path(output: str | Path) -> Path:
+    """Where rows that could not be scored go: ``scored.parquet`` -> ``scored.rejects.csv``."""
+    target = Path(output)
+    return target.with_name(f"{target.stem}.rejects.csv")
 
 
 def predict_file(
-    package: ModelPackage, source: str | Path, output: str | Path, *, version: str = ""
-) -> int:
+    package: ModelPackage,
+    source: str | Path,
+    output: str | Path,
+    *,
+    version: str = "",
+    read: ReadOptions | None = None,
+) -> Scored:
     """Score every row of ``source`` with the batch path of the same feature pipeline.
 
     The output holds the input columns plus ``prediction``, then ``probability`` (binary: of
     the positive class) or one ``probability_<class>`` column per class (multiclass), and
     ``model_version``, written atomically. Regression outputs the value as ``prediction``.
-    Returns the number of rows scored.
+    Rows whose values do not convert to the model's input types are written, with their line
+    number (CSV: the file's line; Parquet: the row number, from 1), to
+    :func:`rejects_path` instead.
 
     Raises:
         ConfigError: The file is missing or neither CSV nor Parquet.
-        DataValidationError: The CSV does not parse, or a row does not fit the model's inputs.
+        DataValidationError: The CSV does not parse, or an input column is missing.
     """
     path = Path(source)
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    opened = open_data(path)
+    rejects = rejects_path(target)
+    tmp_rejects = rejects.with_name(f".{rejects.name}.tmp")
+    # the inputs read as text: the coercion parses them exactly as it parses JSON text
+    options = replace(read or ReadOptions(), text=tuple(package.pipeline.inputs))
+    opened = open_data(path, options)
+    check_columns(opened, list(package.pipeline.inputs), of="model input")
     try:
-        rows = retyped(
-            opened, lambda: _write(package, read_batches(opened, None, BATCH_ROWS), tmp, version)
+        scored = retyped(
+            opened,
+            lambda: _write(
+                package,
+                read_batches(opened, None, BATCH_ROWS),
+                _Outputs(tmp, tmp_rejects),
+                version,
+                _lines(opened),
+            ),
         )
+        scored.dialect = dialect_of(opened)
+        scored.bad_lines = opened.bad_lines if isinstance(opened, CsvFile) else ()
+        if scored.bad_lines:  # malformed lines are rejects too, after the rows that were read
+            _write_bad(tmp_rejects, scored.bad_lines, header=not scored.rejected)
+            scored.rejected += len(scored.bad_lines)
         tmp.replace(target)
+        if scored.rejected:
+            tmp_rejects.replace(rejects)
+            scored.rejects = rejects
+        else:
+            rejects.unlink(missing_ok=True)  # an old run's rejects would describe other data
     finally:
         tmp.unlink(missing_ok=True)
-    return rows
+        tmp_rejects.unlink(missing_ok=True)
+    return scored
 
 
-def _write(package: ModelPackage, tables: Iterator[pa.Table], tmp: Path, version: str) -> int:
-    rows = 0
+@dataclass
+class _Outputs:
+    scored: Path
+    rejects: Path
     writer: pq.ParquetWriter | None = None
+    rejects_writer: pv.CSVWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.scored, table.schema)
+        self.writer.write_table(table)
+
+    def reject(self, table: pa.Table) -> None:
+        if self.rejects_writer is None:
+            self.rejects_writer = pv.CSVWriter(self.rejects, REJECTS_SCHEMA)
+        self.rejects_writer.write_table(table)
+
+    def close(self) -> None:
+        for writer in (self.writer, self.rejects_writer):
+            if writer is not None:
+                writer.close()
+        if self.writer is None:  # no batch at all: an empty file with no columns
+            pq.write_table(pa.table({}), self.scored)
+
+
+def _lines(opened: object) -> Callable[[int, int], np.ndarray]:
+    """Row ``start .. start + count - 1`` -> its line in the file (CSV) or row number (Parquet)."""
+    if isinstance(opened, CsvFile):
+        return opened.line_numbers
+    return lambda start, count: np.arange(start + 1, start + count + 1, dtype=np.int64)
+
+
+def _bad_rows(bad: tuple[BadLine, ...]) -> pa.Table:
+    """Malformed lines as rejects: no field; the line's text as the value."""
+    return pa.table(
+        [
+            pa.array([b.line for b in bad], type=pa.int64()),
+            pa.array([None] * len(bad), type=pa.string()),
+            pa.array([b.raw for b in bad], type=pa.string()),
+            pa.array([b.reason for b in bad], type=pa.string()),
+        ],
+        schema=REJECTS_SCHEMA,
+    )
+
+
+def _write_bad(path: Path, bad: tuple[BadLine, ...], *, header: bool) -> None:
+    """Append the malformed lines to the rejects file (a new one when ``header``)."""
+    with path.open("wb" if header else "ab") as handle:
+        options = pv.WriteOptions(include_header=header)
+        writer = pv.CSVWriter(handle, REJECTS_SCHEMA, write_options=options)
+        writer.write_table(_bad_rows(bad))
+        writer.close()
+
+
+def _write(
+    package: ModelPackage,
+    tables: Iterator[pa.Table],
+    outputs: _Outputs,
+    version: str,
+    lines: Callable[[int, int], np.ndarray],
+) -> Scored:
+    scored = Scored()
+    offset = 0
     try:
         for table in tables:
-            scored = _score(package, table, version)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, scored.schema)
-            writer.write_table(scored)
-            rows += table.num_rows
+            coerced = package.pipeline.coerce(table)
+            for issue in coerced.warnings:
+                key = f"{issue.column}: {issue.kind}"
+                scored.warnings[key] = scored.warnings.get(key, 0) + issue.count
+            keep = ~coerced.rejected
+            if not keep.all():
+                outputs.reject(_rejected_rows(coerced, table, lines(offset, len(keep))))
+                scored.rejected += int(coerced.rejected.sum())
+                mask = pa.array(keep)
+                table = table.filter(mask)
+                coerced = Coerced(
+                    coerced.table.filter(mask), coerced.warnings, np.zeros(len(table), bool)
+                )
+            if table.num_rows or outputs.writer is None:
+                outputs.write(_score(package, table, coerced, version))
+            scored.rows += table.num_rows
+            offset += len(keep)
     finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:  # no batch at all: an empty file with no columns
-        pq.write_table(pa.table({}), tmp)
-    return rows
+        outputs.close()
+    return scored
 
 
-def _score(package: ModelPackage, table: pa.Table, version: str) -> pa.Table:
+def _numbers_as_read(package: ModelPackage, table: pa.Table, coerced: Coerced) -> pa.Table:
+    """The output's number inputs as the model read them (the file's text parsed by the
+    rules): ``int`` inputs as int64, ``float`` ones as float64."""
+    for rule in package.pipeline.coercer().rules:
+        if rule.type not in ("int", "float") or rule.name not in table.column_names:
+            continue
+        values = coerced.table.column(rule.name)
+        if rule.type == "int":
+            values = values.cast(pa.int64(), safe=False)  # integral: the rules refuse 2.5
+        index = table.schema.get_field_index(rule.name)
+        table = table.set_column(index, rule.name, values)
+    return table
+
+
+def _rejected_rows(coerced: Coerced, raw: pa.Table, lines: np.ndarray) -> pa.Table:
+    """One line per value that did not convert: line, field, value (as text), reason."""
+    parts = []
+    for issue in coerced.errors:
+        values = raw.column(issue.column).take(pa.array(issue.rows))
+        text = values.cast(pa.string()) if not pa.types.is_string(values.type) else values
+        parts.append(
+            pa.table(
+                [
+                    pa.array(lines[issue.rows], type=pa.int64()),
+                    pa.array([issue.column] * issue.count, type=pa.string()),
+                    text,
+                    pa.array([issue.message] * issue.count, type=pa.string()),
+                ],
+                schema=REJECTS_SCHEMA,
+            )
+        )
+    table = pa.concat_tables(parts)
+    order = np.argsort(table.column("line").to_numpy(), kind="stable")
+    return table.take(pa.array(order))
+
+
+def _score(package: ModelPackage, table: pa.Table, coerced: Coerced, version: str) -> pa.Table:
+    x = package.pipeline.transform(coerced)
+    table = _numbers_as_read(package, table, coerced)
+    if not len(x):  # every row rejected: the model is not asked about nothing
+        width = len(package.classes) if package.task == "multiclass" else 0
+        predicted = np.zeros((0, width) if width else 0, dtype=np.float64)
+    else:
+        predicted = package.model.predict(x)
     if package.task == "regression":
-        values = pa.array(package.predict(table), type=pa.float64())
+        values = pa.array(predicted, type=pa.float64())
         scored = table.append_column("prediction", values)
     else:
-        proba = package.predict_proba(table)
+        proba = predicted
         labels = pa.array(package.labels(proba).tolist(), type=pa.string())
         scored = table.append_column("prediction", labels)
         if proba.ndim == 1:

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,9 @@ from keel.validate.schema import Schema, infer_schema
 from keel.validate.sketches import decode_exact
 from keel.validate.statistics import DataSource, column_kind, compute_statistics
 
+if TYPE_CHECKING:
+    from keel.data.reader import CsvFile
+
 __all__ = [
     "Anomaly",
     "ColumnProfile",
@@ -40,7 +43,7 @@ __all__ = [
 ]
 
 Severity = Literal["error", "warning"]
-DataInput: TypeAlias = pa.Table | str | os.PathLike[str]
+DataInput: TypeAlias = "pa.Table | CsvFile | str | os.PathLike[str]"  # CsvFile: keel.data.reader
 
 # Roles whose values are expected to move (dates, ids): no domain or shift checks on them.
 UNCHECKED_ROLES = frozenset({"timestamp", "entity", "pii"})
@@ -154,6 +157,9 @@ def validate_data(
         found = _contract(source, schema, name, cur_stats)
         found += _row_count(rows, ref_stats, schema, name)
         found += repeated.result()
+    from keel.validate.malformed import malformed_rows  # lines a CSV file could not give
+
+    found = [*malformed_rows(source.source.csv, schema, name), *found]
     notes: list[str] = []
     found += _constant(cur_stats, ref_stats, schema, name)
     metrics: dict[str, dict[str, Any]] = {}

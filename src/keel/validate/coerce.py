@@ -267,6 +267,15 @@ class Coercer:
             rules.append(rule)
         return cls(rules)
 
+    def subset(self, names: Sequence[str]) -> Coercer:
+        """The rules of ``names`` only (monitoring reads the inputs a file has)."""
+        by_name = {rule.name: rule for rule in self.rules}
+        return Coercer([by_name[name] for name in names])
+
+    def rule(self, name: str) -> InputRule:
+        """The rule of one input."""
+        return next(rule for rule in self.rules if rule.name == name)
+
     def state(self) -> list[dict[str, Any]]:
         """The rules as JSON-able data."""
         return [rule.state() for rule in self.rules]
@@ -496,8 +505,10 @@ def _numbers(rule: InputRule, array: pa.Array) -> tuple[pa.Array, list[Issue]]:
         values = array.cast(pa.float64())
         bad = pc.is_inf(values)  # NaN is missing, as in pandas
         if rule.type == "int":
-            fraction = pc.and_(pc.invert(pc.is_nan(values)), pc.not_equal(pc.floor(values), values))
-            bad = pc.or_(bad, fraction)
+            fraction = pc.and_kleene(
+                pc.invert(pc.is_nan(values)), pc.not_equal(pc.floor(values), values)
+            )
+            bad = pc.or_kleene(bad, fraction)
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         text = _trim(array.cast(pa.string()))
         text = pc.if_else(pc.equal(text, ""), None, text)
@@ -506,8 +517,8 @@ def _numbers(rule: InputRule, array: pa.Array) -> tuple[pa.Array, list[Issue]]:
         bad = pc.invert(number)  # null where the text is null: not bad
         finite = pc.is_finite(parsed)
         if rule.type == "int":
-            finite = pc.and_(finite, pc.equal(pc.floor(parsed), parsed))
-        bad = pc.or_(bad, pc.invert(finite))
+            finite = pc.and_kleene(finite, pc.equal(pc.floor(parsed), parsed))
+        bad = pc.or_kleene(bad, pc.invert(finite))
         values = parsed
     elif pa.types.is_null(kind):
         return pa.nulls(len(array), pa.float64()), []
@@ -523,7 +534,7 @@ def _numbers(rule: InputRule, array: pa.Array) -> tuple[pa.Array, list[Issue]]:
     if rule.min is not None or rule.max is not None:
         low = pc.less(values, rule.min) if rule.min is not None else None
         high = pc.greater(values, rule.max) if rule.max is not None else None
-        outside = low if high is None else high if low is None else pc.or_(low, high)
+        outside = low if high is None else high if low is None else pc.or_kleene(low, high)
         mask = _mask(outside)
         if mask.any():
             issues.append(_issue(rule, "out_of_range", rule.out_of_range, mask, array))
@@ -546,7 +557,7 @@ def _strings(rule: InputRule, array: pa.Array) -> tuple[pa.Array, list[Issue]]:
         return pa.nulls(len(array), pa.string()), issues
     if rule.categories is not None:
         known = pa.array(rule.categories, type=pa.string())
-        mask = _mask(pc.and_(text.is_valid(), pc.invert(pc.is_in(text, value_set=known))))
+        mask = _mask(pc.and_kleene(text.is_valid(), pc.invert(pc.is_in(text, value_set=known))))
         if mask.any():
             issues.append(_issue(rule, "unseen_category", rule.unseen, mask, text))
     return text, issues
@@ -568,7 +579,7 @@ def _booleans(rule: InputRule, array: pa.Array) -> tuple[pa.Array, list[Issue]]:
         is_true = pc.is_in(text, value_set=pa.array(sorted(trues), type=pa.string()))
         is_false = pc.is_in(text, value_set=pa.array(sorted(falses), type=pa.string()))
         values = pc.if_else(is_true, True, pc.if_else(is_false, False, None))
-        bad = pc.and_(text.is_valid(), pc.invert(pc.or_(is_true, is_false)))
+        bad = pc.and_kleene(text.is_valid(), pc.invert(pc.or_kleene(is_true, is_false)))
     else:
         values = pa.nulls(len(array), pa.bool_())
         bad = array.is_valid()

@@ -48,6 +48,7 @@ AnomalyKind = Literal[
     "label_noise",
     "outliers",
     "row_count",
+    "malformed_row",
 ]
 
 
@@ -486,6 +487,10 @@ _HEADER = """\
 # columns reach the model). Drift thresholds per column, warn/error (defaults): psi 0.1/0.25
 # (psi_alert), js 0.1/0.2 (base 2), wasserstein 0.1/0.5 (W1 in reference standard deviations);
 # override with e.g. `js_warn: 0.05`. Severities per anomaly kind: `severities: {kind: warning}`.
+# The same types, ranges and categories check every served request and scored file: a value
+# that does not convert (type_mismatch) rejects its row unless its severity is warning. A bool
+# column accepts true/false and its true_values/false_values (as seen in training, any case).
+# `pii: false` marks a column reviewed as not personal data (silences the name-based note).
 """
 
 
