@@ -21,6 +21,8 @@ from typing import Any
 
 from rich.console import Console
 
+from keel.settings import load_settings
+
 console = Console()
 
 SAMPLE = {
@@ -127,7 +129,7 @@ def main() -> None:
             highlight=False,
         )
         console.print(f"metrics: curl -s {base}/metrics    project: {workdir}\nCtrl-C to stop.")
-        if os.environ.get("KEEL_DEMO_EXIT"):
+        if load_settings().demo_exit:
             return
         server.wait()
     except KeyboardInterrupt:

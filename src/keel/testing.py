@@ -1,4 +1,5 @@
-"""Public contract suites for Keel's storage seams, reusable by plugin authors.
+"""Public contract suites for Keel's seams (stores, trainer flavors, tasks), reusable by
+plugin authors.
 
 Each suite is a class of ``test_*`` methods that take one argument, ``store``. Use it with
 pytest by subclassing and providing a ``store`` fixture::
@@ -15,6 +16,10 @@ pytest by subclassing and providing a ``store`` fixture::
 or without pytest, with ``check_artifact_store(make_store)`` and
 ``check_metadata_store(make_store)``, which run every check on a fresh store and raise
 ``AssertionError`` naming the check that failed. The suites need nothing beyond Keel itself.
+
+Trainer flavors and tasks (built-in or plug-in) have :class:`TrainerContract` and
+:class:`TaskContract`, with ``check_trainer_plugin(cls, kinds=...)`` and
+``check_task_plugin(task, target_values)`` (see :mod:`keel.train.contract`).
 """
 
 from __future__ import annotations
@@ -35,13 +40,23 @@ from keel.errors import ConfigError, ConflictError, IntegrityError, NotFoundErro
 from keel.store.artifacts import CHUNK_SIZE, ArtifactStore
 from keel.store.metadata import MetadataStore
 from keel.store.tracking_tables import Condition, Order
+from keel.train.contract import (
+    TaskContract,
+    TrainerContract,
+    check_task_plugin,
+    check_trainer_plugin,
+)
 from keel.types import Artifact, LineageEdge, Run
 
 __all__ = [
     "ArtifactStoreContract",
     "MetadataStoreContract",
+    "TaskContract",
+    "TrainerContract",
     "check_artifact_store",
     "check_metadata_store",
+    "check_task_plugin",
+    "check_trainer_plugin",
     "postgres_schema",
 ]
 

@@ -73,10 +73,11 @@ def test_params_must_be_a_mapping(tmp_path: Path) -> None:
 
 
 def test_unknown_task_and_flavor_list_the_choices(tmp_path: Path) -> None:
-    assert "'binary', 'multiclass' or 'regression'" in error(
-        tmp_path, "model:\n  name: m\n  task: ranking\n"
-    )
-    assert "catboost" in error(tmp_path, "model:\n  name: m\n  flavor: catboost\n")
+    task = error(tmp_path, "model:\n  name: m\n  task: ranking\n")
+    assert "'ranking' is not a registered task; use one of binary, multiclass, regression" in task
+    assert "'keel.tasks' entry-point group" in task
+    flavor = error(tmp_path, "model:\n  name: m\n  flavor: catboost\n")
+    assert "'catboost'" in flavor and "lightgbm, xgboost, sklearn, mlp, auto" in flavor
 
 
 def test_split_section(tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from keel.config.features import STEP_PARAMS, TransformStep
-from keel.config.loading import ENVIRONMENT
 from keel.config.project import KeelConfig
+from keel.plugins import REGISTRIES
+from keel.settings import SETTINGS
 
 __all__ = ["REGENERATE", "render_reference", "undocumented_fields"]
 
@@ -55,6 +56,7 @@ def render_reference() -> str:
         parts.append(_section(path, model, homes, sections))
     parts.append(_steps())
     parts.append(_environment())
+    parts.append(_plugins())
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -116,6 +118,7 @@ def _contents(sections: list[tuple[str, type[BaseModel]]]) -> str:
         lines.append(f"- [`{label}`](#{_anchor(path)})")
     lines.append("- [transform step kinds](#transform-steps)")
     lines.append("- [environment variables](#environment)")
+    lines.append("- [plug-ins (entry points)](#plugins)")
     return "\n".join(lines) + "\n"
 
 
@@ -194,12 +197,35 @@ def _environment() -> str:
         '<a id="environment"></a>',
         "## Environment variables",
         "",
-        "Read when keel.yaml is loaded; each overrides the setting it names.",
+        "Read when keel.yaml is loaded, never at import (the table is `keel.settings.SETTINGS`); "
+        "each overrides the setting it names. An empty variable counts as unset.",
         "",
-        "| variable | effect |",
-        "|---|---|",
+        "| variable | default | effect |",
+        "|---|---|---|",
     ]
-    lines += [f"| `{name}` | {_cell(text)} |" for name, text in ENVIRONMENT.items()]
+    lines += [
+        f"| `{s.variable}` | {f'`{s.default}`' if s.default else ''} | {_cell(s.help)} |"
+        for s in SETTINGS
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _plugins() -> str:
+    lines = [
+        '<a id="plugins"></a>',
+        "## Plug-ins (entry points)",
+        "",
+        "A package adds a flavor, a task, an online store, an executor or an alert sink by "
+        "declaring a Python entry point in one of these groups (see `keel.plugins`); keel.yaml "
+        "then accepts its name. `keel.testing` has contract suites that prove a trainer or a "
+        "task plug-in right.",
+        "",
+        "| group | chosen by | built-in |",
+        "|---|---|---|",
+    ]
+    for group, registry in REGISTRIES.items():
+        builtins = ", ".join(f"`{name}`" for name in registry.builtins) or "none"
+        lines.append(f"| `{group}` | `{registry.setting}` | {builtins} |")
     return "\n".join(lines) + "\n"
 
 

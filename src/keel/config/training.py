@@ -14,8 +14,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from keel.config.base import Frozen
+from keel.plugins import TASKS, TRAINERS
 
 __all__ = [
     "AutoMLConfig",
@@ -105,14 +107,16 @@ class ModelConfig(Frozen):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="The registered model's name (NAME in NAME@VERSION and NAME@ALIAS).",
     )
-    flavor: Literal["lightgbm", "xgboost", "sklearn", "mlp", "auto"] = Field(
+    flavor: str = Field(
         default="lightgbm",
         description="The trainer: lightgbm, xgboost (the xgboost extra), sklearn, mlp (the torch "
-        "extra), or auto (model families compete, see automl).",
+        "extra), auto (model families compete, see automl), or a flavor an installed plug-in "
+        "registers (entry-point group keel.trainers).",
     )
-    task: Literal["binary", "multiclass", "regression"] = Field(
+    task: str = Field(
         default="binary",
-        description="binary (two classes), multiclass (three or more) or regression (a number).",
+        description="binary (two classes), multiclass (three or more), regression (a number), or "
+        "a task an installed plug-in registers (entry-point group keel.tasks).",
     )
     params: LightGBMParams | dict[str, Any] = Field(
         default_factory=dict,
@@ -142,12 +146,28 @@ class ModelConfig(Frozen):
         description="Seeds training: the same data, config and seed give the same model bytes.",
     )
 
+    @field_validator("flavor")
+    @classmethod
+    def _registered_flavor(cls, value: str) -> str:
+        if value != "auto" and value not in TRAINERS:
+            raise PydanticCustomError("unregistered", TRAINERS.unknown(value, also=("auto",)))
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _registered_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise PydanticCustomError("unregistered", TASKS.unknown(value))
+        return value
+
     @field_validator("params", mode="wrap")
     @classmethod
     def _params_for_flavor(
         cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
     ) -> LightGBMParams | dict[str, Any]:
-        if info.data.get("flavor", "lightgbm") == "lightgbm":
+        if "flavor" not in info.data:  # an unknown flavor: its error says it all
+            return dict(value) if isinstance(value, Mapping) else {}
+        if info.data["flavor"] == "lightgbm":
             # a ValidationError raised here keeps its locations: model.params.<key>
             return LightGBMParams.model_validate(value)
         if isinstance(value, BaseModel):

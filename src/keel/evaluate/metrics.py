@@ -88,13 +88,11 @@ def regression_metrics(y: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:
 
 
 def task_metrics(task: str, y: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:
-    """The metrics of a task: :func:`binary_metrics`, :func:`multiclass_metrics` or
-    :func:`regression_metrics`."""
-    if task == "binary":
-        return binary_metrics(y, prediction)
-    if task == "multiclass":
-        return multiclass_metrics(y, prediction)
-    return regression_metrics(y, prediction)
+    """The metrics of a registered task (``Task.metrics``): :func:`binary_metrics`,
+    :func:`multiclass_metrics`, :func:`regression_metrics`, or a plug-in task's."""
+    from keel.train.tasks import task_for
+
+    return task_for(task).metrics(y, prediction)
 
 
 def slice_metrics(
@@ -106,22 +104,21 @@ def slice_metrics(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Metrics per value of each slicing column, e.g. ``{"sex": {"Female": {...}, ...}}``.
 
-    A ``_gap`` entry per column gives the largest difference across groups: for binary models
-    in selection rate (demographic parity difference) and accuracy, for multiclass in accuracy,
-    for regression in RMSE.
+    A ``_gap`` entry per column gives the largest difference across groups of each of the
+    task's ``gaps``: for binary models in selection rate (demographic parity difference) and
+    accuracy, for multiclass in accuracy, for regression in RMSE.
     """
+    from keel.train.tasks import task_for
+
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    gap_of = {
-        "binary": {"selection_rate_difference": "positive_rate", "accuracy_difference": "accuracy"},
-        "multiclass": {"accuracy_difference": "accuracy"},
-        "regression": {"rmse_difference": "rmse"},
-    }[task]
+    spec = task_for(task)
+    gap_of = spec.gaps
     for column, values in groups.items():
         per: dict[str, dict[str, Any]] = {}
         labels = np.where(values == None, "<null>", values).astype(str)  # noqa: E711
         for value in np.unique(labels):
             mask = labels == value
-            per[str(value)] = task_metrics(task, y[mask], proba[mask])
+            per[str(value)] = spec.metrics(y[mask], proba[mask])
         gaps = {}
         for gap, metric in gap_of.items():
             seen = [m[metric] for m in per.values() if m[metric] is not None]

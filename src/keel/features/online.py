@@ -16,7 +16,6 @@ composite keys) after casting request values to the key's type recorded at mater
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -29,6 +28,7 @@ import orjson
 import pyarrow as pa
 
 from keel.errors import BackendError, ConfigError, DataValidationError, NotFoundError
+from keel.plugins import ONLINE_STORES
 
 if TYPE_CHECKING:
     from keel.features.views import FeatureView
@@ -43,12 +43,9 @@ __all__ = [
     "open_online_store",
 ]
 
-#: URL scheme -> "module:Class" of the backend (imported on first use).
-BACKENDS: dict[str, str] = {
-    "sqlite": "keel.features.online:SQLiteOnlineStore",
-    "redis": "keel.features.online:RedisOnlineStore",
-    "rediss": "keel.features.online:RedisOnlineStore",
-}
+#: URL scheme -> "module:Class" of the built-in backends (imported on first use); plug-ins
+#: add schemes through the ``keel.online_stores`` entry-point group (see :mod:`keel.plugins`).
+BACKENDS: Mapping[str, str] = ONLINE_STORES.builtins
 
 _BATCH = 5_000
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC
@@ -94,27 +91,29 @@ class OnlineStore(Protocol):
 
 
 def open_online_store(url: str | None, project: Project | None) -> OnlineStore:
-    """The backend for ``url`` (default ``$KEEL_ONLINE_STORE``, else the project's SQLite file).
+    """The backend for ``url`` (default ``$KEEL_ONLINE_STORE``, else the project's SQLite file):
+    a built-in scheme or one an installed plug-in registers.
 
     Raises:
         ConfigError: The scheme is unknown (the message lists the known ones), or no URL and no
             project were given.
     """
-    import importlib
+    from keel.settings import load_settings
 
-    url = url or os.environ.get("KEEL_ONLINE_STORE") or None
+    url = url or load_settings().online_store
     if url is None:
         if project is None:
             raise ConfigError("no online store: pass online_url= or set KEEL_ONLINE_STORE.")
         url = f"sqlite:///{project.state_dir / 'online.db'}"
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    target = BACKENDS.get(scheme)
-    if target is None:
-        known = ", ".join(f"{s}://" for s in BACKENDS)
-        msg = f"KEEL_ONLINE_STORE={url!r}: unknown scheme '{scheme}'. Known: {known}."
+    if scheme not in ONLINE_STORES:
+        known = ", ".join(f"{s}://" for s in ONLINE_STORES.names())
+        msg = (
+            f"KEEL_ONLINE_STORE={url!r}: unknown scheme '{scheme}'. Known: {known}. A plug-in "
+            f"adds a scheme through the '{ONLINE_STORES.group}' entry-point group."
+        )
         raise ConfigError(msg, field="KEEL_ONLINE_STORE")
-    module, name = target.split(":")
-    backend: type[_Base] = getattr(importlib.import_module(module), name)
+    backend: type[_Base] = ONLINE_STORES.load(scheme)
     namespace = project.config.project if project is not None else "default"
     return backend(url, namespace=namespace)
 

@@ -24,7 +24,6 @@ features agree by construction.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from keel.config import AggregationConfig, parse_duration
 from keel.data.scan import fetch_table, quote_ident
 from keel.errors import DataValidationError
 from keel.features.views import FeatureView
+from keel.settings import load_settings
 
 if TYPE_CHECKING:
     import duckdb
@@ -57,7 +57,8 @@ def connect() -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{os.environ.get('KEEL_DUCKDB_MEMORY', _MEMORY_LIMIT)}'")
+        memory = load_settings().duckdb_memory or _MEMORY_LIMIT
+        con.execute(f"SET memory_limit = '{memory}'")
         con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/keel-duckdb'")
         yield con
     finally:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from keel.errors import ConfigError, IntegrityError
 from keel.features.pipeline import FeaturePipeline
 from keel.store.artifacts import ArtifactStore
+from keel.train.tasks import Task, task_for
 from keel.types import Artifact
 
 if TYPE_CHECKING:
@@ -87,14 +88,9 @@ def build_package(
 
 
 def signature_outputs(task: str, classes: list[str]) -> list[dict[str, Any]]:
-    """What a model answers, per task: label and P(positive), label and per-class
-    probabilities, or a value."""
-    if task == "regression":
-        return [{"name": "prediction", "type": "float"}]
-    label = {"name": "prediction", "type": "string", "classes": classes}
-    if task == "multiclass":
-        return [label, {"name": "probabilities", "type": "float[]", "classes": classes}]
-    return [label, {"name": "probability", "type": "float", "of": classes[1]}]
+    """What a model answers (``Task.outputs``): label and P(positive), label and per-class
+    probabilities, a value, or what a plug-in task answers."""
+    return task_for(task).outputs(classes)
 
 
 def model_file_of(manifest: Mapping[str, Any]) -> str:
@@ -117,7 +113,7 @@ class ModelPackage:
         self.task: str = manifest.get("task", "binary")
         self.flavor: str = manifest.get("flavor", "lightgbm")
         self.classes: list[str] = manifest["classes"]
-        self._class_array = np.asarray(self.classes, dtype=object)
+        self.task_spec: Task = task_for(self.task)
         self.pipeline = FeaturePipeline.from_state(manifest["features"])
         self.model = model
         self.booster = getattr(model, "booster_", None)  # the LightGBM/XGBoost booster, if any
@@ -156,23 +152,21 @@ class ModelPackage:
         Raises:
             ConfigError: The model is a regression model (use :meth:`predict`).
         """
-        if self.task == "regression":
+        if self.task_spec.kind == "regression":
             raise ConfigError(
-                f"model '{self.name}' is a regression model: it has no probabilities. Use "
+                f"model '{self.name}' is a {self.task} model: it has no probabilities. Use "
                 "predict() for its values."
             )
         return self.model.predict(self._matrix(data))
 
     def predict(self, data: pa.Table | Any) -> np.ndarray:
         """Class labels (classification) or values (regression) for a table or DataFrame."""
-        out = self.model.predict(self._matrix(data))
-        return out if self.task == "regression" else self.labels(out)
+        return self.labels(self.model.predict(self._matrix(data)))
 
     def labels(self, proba: np.ndarray) -> np.ndarray:
-        """Class labels for P(positive) (threshold 0.5) or for per-class probabilities (argmax)."""
-        if proba.ndim == 2:
-            return np.asarray(self._class_array[np.argmax(proba, axis=1)])
-        return np.where(proba >= 0.5, self.classes[1], self.classes[0])
+        """The task's answers for the model's raw predictions: labels for P(positive)
+        (threshold 0.5) or per-class probabilities (argmax), values for regression."""
+        return self.task_spec.columns(proba, self.classes)["prediction"]
 
     def predict_rows(
         self, rows: Sequence[Mapping[str, Any]], *, findings: list[Finding] | None = None
@@ -192,14 +186,7 @@ class ModelPackage:
             DataValidationError: A field is missing, unknown or does not convert (names it).
         """
         out = self.model.predict(self.pipeline.transform_rows(rows, findings=findings))
-        if self.task == "regression":
-            return [float(v) for v in out], None
-        if self.task == "multiclass":
-            labels = self._class_array[np.argmax(out, axis=1)].tolist()
-            return labels, out.tolist()
-        probabilities = [float(p) for p in out]
-        labels = [self.classes[1] if p >= 0.5 else self.classes[0] for p in probabilities]
-        return labels, probabilities
+        return self.task_spec.answer(out, self.classes)
 
     def export(self, store: ArtifactStore, directory: Path) -> Path:
         """Write the package as a directory (manifest + files) for shipping elsewhere."""

@@ -1,4 +1,6 @@
-"""Trainers: one :class:`Trainer` protocol over LightGBM, XGBoost, scikit-learn and a PyTorch MLP.
+"""Trainers: one :class:`Trainer` protocol over LightGBM, XGBoost, scikit-learn, a PyTorch MLP
+and any flavor a plug-in registers; one :class:`Task` protocol over binary, multiclass,
+regression and any task a plug-in registers.
 
 Example::
 
@@ -10,18 +12,20 @@ Example::
     files = result.model.save()         # {"model.lgb.txt": b"..."}
 
 Flavors load lazily (``torch`` and ``xgboost`` are extras): importing ``keel.train`` imports
-neither.
+neither. Flavors and tasks are registries (:data:`keel.plugins.TRAINERS`,
+:data:`keel.plugins.TASKS`) that packages extend through the ``keel.trainers`` and
+``keel.tasks`` entry-point groups.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from keel.errors import ConfigError
+from keel.plugins import TRAINERS
 from keel.train.base import (
     TASKS,
     FitResult,
@@ -34,55 +38,52 @@ from keel.train.base import (
 
 if TYPE_CHECKING:
     from keel.train.splits import cross_validate
+    from keel.train.tasks import Task, task_for, task_names
 
 __all__ = [
     "FLAVORS",
     "TASKS",
     "FitResult",
+    "Task",
     "Trainer",
     "cross_validate",
     "fit",
+    "flavors",
     "primary_metric",
+    "task_for",
+    "task_names",
     "trainer_for",
 ]
 
-#: Model flavors, each a lazy ``module:Class`` path (extras import only when chosen).
-_TRAINERS: dict[str, str] = {
-    "lightgbm": "keel.train.lightgbm:LightGBMTrainer",
-    "xgboost": "keel.train.xgboost:XGBoostTrainer",
-    "sklearn": "keel.train.sklearn:SklearnTrainer",
-    "mlp": "keel.train.mlp:MLPTrainer",
-}
-_EXTRAS = {"xgboost": "xgboost", "mlp": "torch"}
+#: The built-in flavors (:func:`flavors` adds installed plug-ins).
+FLAVORS: tuple[str, ...] = tuple(TRAINERS.builtins)
 
-FLAVORS: tuple[str, ...] = tuple(_TRAINERS)
+
+def flavors() -> tuple[str, ...]:
+    """Every registered flavor: the built-ins, then installed plug-ins."""
+    return TRAINERS.names()
 
 
 def trainer_for(flavor: str) -> type[Trainer]:
-    """The trainer class of a flavor.
+    """The trainer class of a flavor, built-in or plug-in.
 
     Raises:
-        ConfigError: Unknown flavor (the message lists the choices), or its extra is missing.
+        ConfigError: Unknown flavor (the message lists the choices and how a plug-in adds
+            one), its extra is missing, or a plug-in's class does not fit the protocol.
     """
-    path = _TRAINERS.get(flavor)
-    if path is None:
-        raise ConfigError(
-            f"model.flavor '{flavor}' is not a flavor Keel trains; use one of "
-            f"{', '.join(FLAVORS)}.",
-            field="model.flavor",
-        )
-    module_name, class_name = path.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        extra = _EXTRAS.get(flavor, flavor)
+    trainer = TRAINERS.load(flavor)
+    missing = [m for m in ("fit", "predict", "save", "load") if not hasattr(trainer, m)]
+    if not isinstance(trainer, type) or missing or getattr(trainer, "flavor", None) != flavor:
+        what = getattr(trainer, "__name__", type(trainer).__name__)
         msg = (
-            f"model.flavor '{flavor}' needs the '{extra}' extra ({exc.name} is not installed). "
-            f"Install it with: pip install 'keel[{extra}]'."
+            f"model.flavor '{flavor}': {what} is not a keel Trainer class for it (needs fit, "
+            f"predict, save, load and flavor = '{flavor}'; missing: {', '.join(missing) or 'none'}"
+            f", flavor: {getattr(trainer, 'flavor', None)!r}). Run "
+            "keel.testing.check_trainer_plugin on it."
         )
-        raise ConfigError(msg, field="model.flavor") from exc
-    trainer: type[Trainer] = getattr(module, class_name)
-    return trainer
+        raise ConfigError(msg, field="model.flavor")
+    found: type[Trainer] = trainer
+    return found
 
 
 def fit(
@@ -103,9 +104,10 @@ def fit(
 
     Args:
         x: Feature matrix (rows, features), float.
-        y: Encoded labels ``0..k-1`` (classification) or values (regression).
-        flavor: One of :data:`FLAVORS`.
-        task: ``binary``, ``multiclass`` or ``regression``.
+        y: The target as the task encodes it: ``0..k-1`` (classification) or values.
+        flavor: A registered flavor (:func:`flavors`).
+        task: A registered task (``binary``, ``multiclass``, ``regression`` or a plug-in's);
+            the trainer fits its kind.
         params: The flavor's hyper-parameters (``class_weight: balanced`` for every
             classifier); ``sklearn`` takes ``{"estimator": "module.Class", **kwargs}``.
         seed: Seeds every random source of the fit: same data and seed, same model bytes.
@@ -123,11 +125,11 @@ def fit(
     Raises:
         ConfigError: Unknown flavor, task or parameter.
     """
-    check_task(task)
+    kind = check_task(task)
     if (x_valid is None) != (y_valid is None):
         raise ConfigError("pass both x_valid and y_valid, or neither.", field="x_valid")
     trainer_class = trainer_for(flavor)
-    model = trainer_class(task=task, params=dict(params), seed=seed).fit(
+    model = trainer_class(task=kind, params=dict(params), seed=seed).fit(
         x,
         y,
         x_valid=x_valid,
@@ -144,4 +146,8 @@ def __getattr__(name: str) -> Any:
         from keel.train.splits import cross_validate as found
 
         return found
+    if name in ("Task", "task_for", "task_names"):
+        from keel.train import tasks
+
+        return getattr(tasks, name)
     raise AttributeError(f"module 'keel.train' has no attribute {name!r}")

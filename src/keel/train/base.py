@@ -5,9 +5,11 @@ A trainer follows scikit-learn's contract: a keyword-only ``__init__`` that stor
 end in ``_``. It saves to named files in safe formats (text, JSON, UBJSON, skops, safetensors) and
 loads back from them without unpickling anything.
 
-Predictions have one shape per task: P(positive) as a 1-D array for ``binary``, an ``(n, k)``
-matrix of class probabilities for ``multiclass`` (classes encoded ``0..k-1``), and values for
-``regression``. Validation metrics per iteration use the same names for every flavor (see
+A trainer is given a task *kind* (:data:`KINDS`): every task, built-in or plug-in (see
+:mod:`keel.train.tasks`), is fitted as one of them. Predictions have one shape per kind:
+P(positive) as a 1-D array for ``binary``, an ``(n, k)`` matrix of class probabilities for
+``multiclass`` (classes encoded ``0..k-1``), and values for ``regression``.
+Validation metrics per iteration use the same names for every flavor (see
 :data:`HISTORY_METRICS`); the first one is what early stopping watches.
 """
 
@@ -23,10 +25,11 @@ from keel.errors import ConfigError, DataValidationError
 
 __all__ = [
     "HISTORY_METRICS",
+    "KINDS",
     "TASKS",
     "FitResult",
     "OnIteration",
-    "Task",
+    "TaskKind",
     "Trainer",
     "TrainerBase",
     "balanced_weights",
@@ -40,8 +43,11 @@ __all__ = [
     "unknown_param",
 ]
 
-Task = Literal["binary", "multiclass", "regression"]
-TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
+#: What a trainer fits and predicts (the shape of ``predict``); every task has one of them.
+TaskKind = Literal["binary", "multiclass", "regression"]
+KINDS: tuple[TaskKind, ...] = ("binary", "multiclass", "regression")
+#: The built-in tasks, one per kind (``keel.train.task_names()`` adds installed plug-ins).
+TASKS: tuple[str, ...] = KINDS
 
 #: Called after each boosting round / epoch with (iteration from 1, validation metrics).
 OnIteration = Callable[[int, Mapping[str, float]], None]
@@ -130,15 +136,15 @@ class FitResult:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-def check_task(task: str) -> Task:
-    """``task`` as a :data:`Task`, or a ConfigError naming the choices."""
-    for known in TASKS:
+def check_task(task: str) -> TaskKind:
+    """The kind a trainer fits for a task (a kind is its own), or a ConfigError naming the
+    registered tasks."""
+    for known in KINDS:
         if task == known:
             return known
-    raise ConfigError(
-        f"model.task '{task}' is not a task Keel trains; use one of {', '.join(TASKS)}.",
-        field="model.task",
-    )
+    from keel.train.tasks import task_for
+
+    return task_for(task).kind
 
 
 def primary_metric(task: str) -> tuple[str, Literal["minimize", "maximize"]]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from keel.errors import ConfigError, DataValidationError
 from keel.train.base import check_task
+from keel.train.tasks import task_for
 
 __all__ = ["METHODS", "cross_validate", "fold_indices", "resolve_method", "validation_split"]
 
@@ -37,11 +38,11 @@ def resolve_method(method: str, task: str, column: str | None) -> str:
             field="split.method",
         )
     if method == "auto":
-        return "random" if check_task(task) == "regression" else "stratified"
-    if method == "stratified" and task == "regression":
+        return "stratified" if task_for(task).stratify else "random"
+    if method == "stratified" and check_task(task) == "regression":
         raise ConfigError(
             "split.method stratified needs a classification task; use random (or time/group) "
-            "for model.task: regression.",
+            f"for model.task: {task}.",
             field="split.method",
         )
     if method in ("time", "group") and not column:

@@ -29,6 +29,7 @@ import orjson
 
 from keel.config import KeelConfig, ResourcesConfig, SearchConfig
 from keel.errors import ConfigError, KeelError
+from keel.train.base import check_task
 from keel.train.search.objective import (
     Objective,
     TrialData,
@@ -158,7 +159,7 @@ def family_objective(
     family: str, task: str, metric: str, direction: str, seed: int, threads: int = 1
 ) -> Objective:
     """The search objective of one AutoML family for a task (``threads`` per fit)."""
-    flavor, base, space = FAMILIES[family](task)
+    flavor, base, space = FAMILIES[family](check_task(task))  # families differ per kind
     if "n_jobs" in base:
         base = {**base, "n_jobs": threads}
     return Objective(

@@ -14,7 +14,6 @@ another machine cannot report to the driver's study, so with Ray every trial run
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -48,16 +47,27 @@ def executor_settings(config: KeelConfig) -> tuple[str, str | None]:
     ``KEEL_RAY_ADDRESS`` (read now, at use, never at import).
 
     Raises:
-        ConfigError: ``KEEL_EXECUTOR`` is neither ``local`` nor ``ray``.
+        ConfigError: ``KEEL_EXECUTOR`` names no registered executor (local, ray, plug-ins).
     """
-    executor = os.environ.get("KEEL_EXECUTOR") or config.executor
-    if executor not in ("local", "ray"):
+    from keel.plugins import EXECUTORS
+    from keel.settings import load_settings
+
+    settings = load_settings()
+    executor = settings.executor or config.executor
+    if executor not in EXECUTORS:
         raise ConfigError(
-            f"KEEL_EXECUTOR={executor!r} is not an executor; use local or ray.",
+            f"KEEL_EXECUTOR={executor!r} is not an executor: {EXECUTORS.unknown(executor)}.",
             field="executor",
         )
-    address = os.environ.get("KEEL_RAY_ADDRESS") or config.ray_address
-    return executor, address
+    if executor not in ("local", "ray"):
+        # a plug-in executor is a known name, but steps and trials run only locally or on Ray
+        # until pipeline executors load through keel.plugins.EXECUTORS (issue 13, item 4)
+        raise ConfigError(
+            f"executor {executor!r} comes from a plug-in, and this Keel runs steps and trials "
+            "only with the local or ray executor; set executor: local or ray.",
+            field="executor",
+        )
+    return executor, settings.ray_address or config.ray_address
 
 
 def _ray() -> Any:

@@ -17,6 +17,7 @@ import numpy as np
 
 from keel.config import SearchParam
 from keel.errors import ConfigError
+from keel.train.base import check_task
 
 if TYPE_CHECKING:
     import optuna
@@ -57,13 +58,13 @@ _TASK_METRICS = {
 
 
 def default_metric(task: str) -> str:
-    """The metric a search optimises when ``search.metric`` is not set."""
-    return _TASK_METRICS.get(task, ("roc_auc",))[0]
+    """The metric a search optimises when ``search.metric`` is not set (per task kind)."""
+    return _TASK_METRICS[check_task(task)][0]
 
 
 def check_metric(metric: str, task: str, direction: str | None) -> str:
     """The direction of ``metric`` for ``task``; ConfigError when they do not fit together."""
-    allowed = _TASK_METRICS.get(task, ())
+    allowed = _TASK_METRICS[check_task(task)]
     if metric not in allowed:
         raise ConfigError(
             f"search.metric '{metric}' does not apply to a {task} model; use one of "
@@ -148,6 +149,7 @@ def score_metric(metric: str, task: str, y: np.ndarray, prediction: np.ndarray) 
     """``metric`` of predictions (P(positive), class probabilities or values) against ``y``."""
     from sklearn import metrics as m
 
+    task = check_task(task)
     if task == "regression":
         error = prediction.astype(np.float64) - y.astype(np.float64)
         if metric == "rmse":
@@ -185,7 +187,7 @@ def _intermediate(
 ) -> Callable[[Mapping[str, float]], float | None]:
     """Per-iteration validation metrics -> the value pruning compares (same direction as the
     search metric; a monotone proxy when the trainer does not record the metric itself)."""
-    metric, task = objective.metric, objective.task
+    metric, task = objective.metric, check_task(objective.task)
     if metric in ("roc_auc", "log_loss", "rmse", "mae") and not (
         task == "multiclass" and metric == "roc_auc"
     ):

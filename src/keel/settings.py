@@ -1,0 +1,119 @@
+"""Keel's environment variables: one typed table, read when asked (at load time), never at import.
+
+Every ``KEEL_*`` variable Keel reads is a field of :class:`Settings` with its variable name and
+what it overrides; :func:`load_settings` reads them all from the environment at once. No other
+module reads ``os.environ`` for a setting, so this table is the whole list (the keel.yaml
+reference renders it)::
+
+    from keel.settings import load_settings
+
+    url = load_settings().db_url or config.store.db_url   # KEEL_DB_URL wins over keel.yaml
+
+Values are trimmed; an empty variable counts as unset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["SETTINGS", "Setting", "Settings", "environment_variable", "load_settings"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, what it does and its default (for the docs)."""
+
+    variable: str
+    help: str
+    default: str | None = None
+
+
+def _env(variable: str, help: str, default: str | None = None, kind: type = str) -> Any:
+    meta = {"setting": Setting(variable, help, default), "kind": kind}
+    return field(default=None, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting an environment variable gives; None where the variable is unset.
+
+    Attributes:
+        env: ``KEEL_ENV``, the overlay ``keel.<env>.yaml`` merged over keel.yaml.
+        db_url: ``KEEL_DB_URL``, the metadata store URL (overrides ``store.db_url``).
+        artifacts: ``KEEL_ARTIFACTS``, the artifact store root (overrides ``store.artifacts``).
+        online_store: ``KEEL_ONLINE_STORE``, the online feature store URL.
+        executor: ``KEEL_EXECUTOR``, the executor's name (overrides ``executor``).
+        ray_address: ``KEEL_RAY_ADDRESS``, the Ray cluster (overrides ``ray_address``).
+        duckdb_memory: ``KEEL_DUCKDB_MEMORY``, DuckDB's memory limit for point-in-time joins.
+        demo_exit: ``KEEL_DEMO_EXIT``, ``keel demo`` returns instead of serving until Ctrl-C.
+    """
+
+    env: str | None = _env(
+        "KEEL_ENV", "name of the overlay file keel.<env>.yaml merged over keel.yaml"
+    )
+    db_url: str | None = _env(
+        "KEEL_DB_URL",
+        "metadata store URL (any SQLAlchemy URL); overrides store.db_url",
+        "sqlite:///<project>/.keel/keel.db",
+    )
+    artifacts: str | None = _env(
+        "KEEL_ARTIFACTS",
+        "artifact store root (path or fsspec URL); overrides store.artifacts",
+        "<project>/.keel/artifacts",
+    )
+    online_store: str | None = _env(
+        "KEEL_ONLINE_STORE",
+        "online feature store URL: sqlite:///path, redis://host:port/db, or a plug-in's scheme",
+        "sqlite:///<project>/.keel/online.db",
+    )
+    executor: str | None = _env(
+        "KEEL_EXECUTOR",
+        "where search trials and Ray Train fits run: local, ray or a plug-in executor; "
+        "overrides executor:",
+        "local",
+    )
+    ray_address: str | None = _env(
+        "KEEL_RAY_ADDRESS",
+        "Ray cluster address (ray://host:10001, auto); overrides ray_address:",
+    )
+    duckdb_memory: str | None = _env(
+        "KEEL_DUCKDB_MEMORY",
+        "DuckDB memory limit of point-in-time feature joins (e.g. 8GB)",
+        "4GB",
+    )
+    demo_exit: bool | None = _env(
+        "KEEL_DEMO_EXIT",
+        "any non-empty value: keel demo returns once the server answers instead of waiting for "
+        "Ctrl-C (for scripts and tests)",
+        kind=bool,
+    )
+
+
+#: The table: every environment variable Keel reads, in documentation order.
+SETTINGS: tuple[Setting, ...] = tuple(f.metadata["setting"] for f in fields(Settings))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting from the environment now.
+
+    Args:
+        environ: The variables to read (default: ``os.environ``), e.g. a test's own mapping.
+
+    Returns:
+        The settings; a variable that is unset or empty is None.
+    """
+    source = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for item in fields(Settings):
+        raw = (source.get(item.metadata["setting"].variable) or "").strip()
+        if raw:
+            values[item.name] = True if item.metadata["kind"] is bool else raw
+    return Settings(**values)
+
+
+def environment_variable(name: str) -> str | None:
+    """A variable keel.yaml interpolates as ``${NAME}`` (any name, the user's own), read now."""
+    return os.environ.get(name)
