@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import os
+import logging
 from functools import cached_property
 from pathlib import Path
 
 from keel.config import CONFIG_FILE, KeelConfig, load_config
-from keel.errors import ConfigError
+from keel.errors import ConfigError, KeelError
+from keel.settings import load_settings
 from keel.store.artifacts import ArtifactStore
 from keel.store.database import anchor_sqlite_url
+from keel.store.leases import ReapedRun
 from keel.store.metadata import MetadataStore
 
 __all__ = ["Project", "find_project"]
 
 STATE_DIR = ".keel"
+_log = logging.getLogger("keel")
 
 
 def find_project(start: str | Path | None = None) -> Path:
@@ -49,6 +52,8 @@ class Project:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = find_project(root)
         self.config: KeelConfig = load_config(self.root)
+        self.reaped_runs: tuple[ReapedRun, ...] = ()
+        """Runs of dead processes that opening :attr:`metadata` marked failed."""
 
     @property
     def state_dir(self) -> Path:
@@ -60,7 +65,7 @@ class Project:
     @cached_property
     def artifacts(self) -> ArtifactStore:
         """The content-addressed artifact store (a relative local path is the project's)."""
-        root = os.environ.get("KEEL_ARTIFACTS") or self.config.store.artifacts
+        root = load_settings().artifacts or self.config.store.artifacts
         if root and "://" not in root:
             root = str(self.root / Path(root).expanduser())
         return ArtifactStore(root or str(self.state_dir / "artifacts"))
@@ -70,12 +75,25 @@ class Project:
         """The metadata store (runs, lineage, registry, audit).
 
         A relative ``sqlite:///path`` (``KEEL_DB_URL`` or ``store.db_url``) is a path in the
-        project directory, wherever the command runs.
+        project directory, wherever the command runs. Opening it marks failed the runs whose
+        process died (``kill -9``, out of memory): they are in :attr:`reaped_runs`.
         """
-        url = os.environ.get("KEEL_DB_URL") or self.config.store.db_url
+        store = MetadataStore(self.db_url)
+        try:
+            self.reaped_runs = tuple(store.reap_dead_runs())
+        except KeelError as exc:
+            # Not ours to fail on (a read-only database user, say): the next opener reaps them.
+            _log.warning("could not mark the runs of dead processes failed: %s", exc)
+        return store
+
+    @property
+    def db_url(self) -> str:
+        """The metadata database URL: ``KEEL_DB_URL``, else ``store.db_url`` (a relative
+        ``sqlite:///path`` is in the project directory), else ``.keel/keel.db``."""
+        url = load_settings().db_url or self.config.store.db_url
         if url:
-            return MetadataStore(anchor_sqlite_url(url, self.root))
-        return MetadataStore(f"sqlite:///{self.state_dir / 'keel.db'}")
+            return anchor_sqlite_url(url, self.root)
+        return f"sqlite:///{self.state_dir / 'keel.db'}"
 
     @property
     def predictions_dir(self) -> Path:

@@ -13,6 +13,8 @@ scored with a warning (out of range, unseen category) are counted per column.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -88,9 +90,11 @@ def predict_file(
     path = Path(source)
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    # this writer's own temporary files: two scorings of one output never share them
+    mine = f"{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = target.with_name(f".{target.name}.{mine}")
     rejects = rejects_path(target)
-    tmp_rejects = rejects.with_name(f".{rejects.name}.tmp")
+    tmp_rejects = rejects.with_name(f".{rejects.name}.{mine}")
     # the inputs read as text: the coercion parses them exactly as it parses JSON text
     options = replace(read or ReadOptions(), text=tuple(package.pipeline.inputs))
     opened = open_data(path, options)
@@ -250,22 +254,17 @@ def _score(package: ModelPackage, table: pa.Table, coerced: Coerced, version: st
     x = package.pipeline.transform(coerced)
     table = _numbers_as_read(package, table, coerced)
     if not len(x):  # every row rejected: the model is not asked about nothing
-        width = len(package.classes) if package.task == "multiclass" else 0
+        width = len(package.classes) if package.task_spec.kind == "multiclass" else 0
         predicted = np.zeros((0, width) if width else 0, dtype=np.float64)
     else:
         predicted = package.model.predict(x)
-    if package.task == "regression":
-        values = pa.array(predicted, type=pa.float64())
-        scored = table.append_column("prediction", values)
-    else:
-        proba = predicted
-        labels = pa.array(package.labels(proba).tolist(), type=pa.string())
-        scored = table.append_column("prediction", labels)
-        if proba.ndim == 1:
-            scored = scored.append_column("probability", pa.array(proba, type=pa.float64()))
-        else:
-            for i, name in enumerate(package.classes):
-                column = pa.array(proba[:, i], type=pa.float64())
-                scored = scored.append_column(f"probability_{name}", column)
+    scored = table
+    for name, values in package.task_spec.columns(predicted, package.classes).items():
+        array = np.asarray(values)
+        if array.dtype.kind in "fiub":
+            column = pa.array(array, type=pa.float64())
+        else:  # labels
+            column = pa.array([str(v) for v in array.tolist()], type=pa.string())
+        scored = scored.append_column(name, column)
     versions = pa.array([version], type=pa.string()).take([0] * table.num_rows)
     return scored.append_column("model_version", versions)

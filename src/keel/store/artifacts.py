@@ -21,6 +21,8 @@ import re
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -29,13 +31,29 @@ import fsspec
 from keel.errors import BackendError, ConfigError, IntegrityError, NotFoundError
 from keel.types import Artifact
 
-__all__ = ["CHUNK_SIZE", "ArtifactStore", "ByteSource"]
+__all__ = ["CHUNK_SIZE", "ArtifactStore", "ByteSource", "StoredFile"]
 
 CHUNK_SIZE = 1 << 20
 TMP_PREFIX = ".tmp-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _LOCAL_SCHEMES = frozenset({"file", "local"})
 _CACHE_NAME = "keel-artifact-cache"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in an artifact store: a blob, or a temporary file a writer left behind.
+
+    Attributes:
+        uri: Where it is.
+        size: Its size in bytes.
+        modified: When it was last written, in seconds since the epoch (None: the
+            filesystem does not say).
+    """
+
+    uri: str
+    size: int
+    modified: float | None
 
 
 class ByteSource(Protocol):
@@ -175,6 +193,46 @@ class ArtifactStore:
         for key in self._backend.blob_keys():
             yield key.rsplit("/", 1)[-1]
 
+    def stat(self, sha256: str) -> StoredFile:
+        """Where a blob is, its size and when it was written (without reading it).
+
+        Raises:
+            NotFoundError: No blob has this sha256.
+        """
+        key = _key(_check_sha(sha256))
+        with self._reading(key):
+            size, modified = self._backend.stat(key)
+        return StoredFile(self._backend.uri(key), size, modified)
+
+    def delete(self, sha256: str) -> None:
+        """Remove a blob. Only for blobs nothing refers to (``keel doctor --fix`` removes those
+        an interrupted run left); deleting a blob a run or model refers to breaks it.
+
+        Raises:
+            NotFoundError: No blob has this sha256.
+        """
+        key = _key(_check_sha(sha256))
+        with self._reading(key):
+            self._backend.delete(key)
+
+    def temp_files(self) -> list[StoredFile]:
+        """The temporary files writers left behind (a crash between staging and renaming);
+        a writer still busy has one too, so look at ``modified`` before removing any."""
+        with self._writing():
+            return [StoredFile(uri, size, mtime) for uri, size, mtime in self._backend.temps()]
+
+    def remove_temp_file(self, uri: str) -> None:
+        """Remove one of :meth:`temp_files`; anything else is refused.
+
+        Raises:
+            ConfigError: ``uri`` is not a temporary file of this store.
+        """
+        if not any(uri == found.uri for found in self.temp_files()):
+            msg = f"{uri} is not a temporary file of artifact store {self._root}; not removed"
+            raise ConfigError(msg, field="uri")
+        with self._writing():
+            self._backend.remove_temp(uri)
+
     def _artifact(self, kind: str, sha: str, size: int, meta: dict[str, Any] | None) -> Artifact:
         uri = self._backend.uri(_key(sha))
         return Artifact(kind=kind, uri=uri, sha256=sha, size=size, metadata=dict(meta or {}))
@@ -256,6 +314,10 @@ class _Backend(Protocol):
     def staging_dir(self) -> Path: ...
     def commit(self, staged: Path, key: str) -> None: ...
     def blob_keys(self) -> Iterator[str]: ...
+    def stat(self, key: str) -> tuple[int, float | None]: ...
+    def delete(self, key: str) -> None: ...
+    def temps(self) -> Iterator[tuple[str, int, float | None]]: ...
+    def remove_temp(self, uri: str) -> None: ...
 
 
 class _LocalBackend:
@@ -302,6 +364,25 @@ class _LocalBackend:
             for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
                 if _SHA256.fullmatch(entry.name) and entry.name[:2] == shard.name:
                     yield f"sha256/{shard.name}/{entry.name}"
+
+    def stat(self, key: str) -> tuple[int, float | None]:
+        info = (self.root / key).stat()
+        return info.st_size, info.st_mtime
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink()
+
+    def temps(self) -> Iterator[tuple[str, int, float | None]]:
+        staging = self.staging_dir()
+        if not staging.is_dir():
+            return
+        for entry in sorted(os.scandir(staging), key=lambda e: e.name):
+            if entry.name.startswith(TMP_PREFIX) and entry.is_file():
+                info = entry.stat()
+                yield str(staging / entry.name), info.st_size, info.st_mtime
+
+    def remove_temp(self, uri: str) -> None:
+        Path(uri).unlink(missing_ok=True)
 
 
 class _FsspecBackend:
@@ -365,6 +446,26 @@ class _FsspecBackend:
             name, shard = parts[-1], parts[-2]
             if _SHA256.fullmatch(name) and name[:2] == shard:
                 yield f"sha256/{shard}/{name}"
+
+    def stat(self, key: str) -> tuple[int, float | None]:
+        info = self.fs.info(self._path(key))
+        return int(info.get("size") or 0), _modified(info)
+
+    def delete(self, key: str) -> None:
+        self.fs.rm(self._path(key))
+
+    def temps(self) -> Iterator[tuple[str, int, float | None]]:
+        # Uploads in flight are renamed from beside their blob (see commit).
+        base = self._path("sha256")
+        if not self.fs.isdir(base):
+            return
+        for path, info in sorted(self.fs.find(base, detail=True).items()):
+            if str(path).rstrip("/").rsplit("/", 1)[-1].startswith(TMP_PREFIX):
+                uri = str(self.fs.unstrip_protocol(path))
+                yield uri, int(info.get("size") or 0), _modified(info)
+
+    def remove_temp(self, uri: str) -> None:
+        self.fs.rm(self.fs._strip_protocol(uri))
 
 
 def _open_backend(root: str, cache_dir: Path) -> _Backend:
@@ -431,6 +532,22 @@ def _hash_stream(stream: IO[bytes]) -> str:
 def _hash_file(path: Path) -> str:
     with open(path, "rb") as stream:
         return _hash_stream(stream)
+
+
+def _modified(info: dict[str, Any]) -> float | None:
+    """An fsspec ``info()``'s last-modified time, whichever name the filesystem gives it."""
+    for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(name)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -17,12 +17,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
 
 from keel.errors import ConfigError, ConflictError, NotFoundError
-from keel.store import registry_tables, tracking_tables
+from keel.store import leases, registry_tables, tracking_tables
 from keel.store.database import Database
 from keel.store.environment import capture_environment, environment_id
-from keel.store.tables import artifacts, audit_log, lineage, runs, utc_now
+from keel.store.leases import Owner, ReapedRun, RunningRun
+from keel.store.tables import artifacts, audit_log, lineage, model_versions, runs, utc_now
 from keel.store.tracking_tables import Condition, Order, TrackedRun
 from keel.types import Artifact, LineageEdge, ModelVersion, Run
 
@@ -140,6 +142,8 @@ class MetadataStore:
         params: Mapping[str, Any] | None = None,
         environment: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        owner: Owner | None = None,
+        lease_seconds: float | None = None,
     ) -> Run:
         """Record that a step started; the run's status is ``running``.
 
@@ -153,6 +157,10 @@ class MetadataStore:
                 :func:`~keel.store.environment.capture_environment` (git commit of the cwd).
                 The pipeline passes the capture for the project directory.
             tags: Labels to record now (``facts["tags"]`` at finish adds more).
+            owner: The process that runs the step; by default this one. If it dies before
+                ``finish_run``, the next :meth:`reap_dead_runs` marks the run failed.
+            lease_seconds: Start a lease that long (see :meth:`heartbeat`); by default none
+                until :func:`~keel.store.leases.keep_alive` renews it.
 
         Returns:
             The new run, with a fresh uuid4 hex id.
@@ -187,6 +195,7 @@ class MetadataStore:
                     params=run.params,
                     environment_id=env_id,
                     summary=tracking_tables.summarize(tag_facts, None),
+                    **leases.owner_values(owner or Owner.current(), lease_seconds, run.started_at),
                 )
             )
             for table, rows in tag_rows.items():
@@ -266,6 +275,63 @@ class MetadataStore:
                 conn.execute(sa.insert(lineage), edges)
             tracking_tables.insert_facts(conn, run_id, fact_rows)
             return _load_runs(conn, [run_id])[0]
+
+    def heartbeat(
+        self, run_id: str, *, lease_seconds: float = leases.DEFAULT_LEASE_SECONDS
+    ) -> bool:
+        """Renew a running run's lease: it holds ``lease_seconds`` from now.
+
+        :func:`~keel.store.leases.keep_alive` calls this every few seconds while a step runs;
+        a run on another host whose lease lapsed is marked failed by :meth:`reap_dead_runs`.
+
+        Returns:
+            False when the run is no longer ``running`` (finished, or reaped as dead).
+        """
+        if isinstance(self._db.engine.pool, StaticPool):
+            # One connection shared by every thread (in-memory SQLite): a heartbeat thread must
+            # not use it, and no other process can see the run to judge it anyway.
+            return True
+        with self._db.write() as conn:
+            return leases.renew(conn, run_id, lease_seconds)
+
+    def running_runs(self) -> list[RunningRun]:
+        """Every ``running`` run, oldest first, with the verdict on whether its owner lives."""
+        with self._db.read() as conn:
+            return leases.list_running(conn)
+
+    def reap_dead_runs(
+        self, *, reaper: str | None = None, include_unknown: bool = False
+    ) -> list[ReapedRun]:
+        """Mark failed the running runs whose owner died: its process is gone (same host) or
+        its lease expired (another host). Opening a :class:`~keel.project.Project` does this.
+
+        Args:
+            reaper: Who is asking, for the error message; default this command and process.
+            include_unknown: Also the runs whose owner cannot be checked from here (no owner
+                recorded, or another host without a lease): ``keel doctor --fix``.
+
+        Returns:
+            The runs marked failed, with the error recorded on each.
+        """
+        dead = {"dead", "expired", "unknown"} if include_unknown else {"dead", "expired"}
+        found = [run for run in self.running_runs() if run.liveness in dead]
+        if not found:
+            return []
+        with self._db.write() as conn:
+            return leases.mark_failed(conn, found, reaper=reaper or leases.reaper_name())
+
+    def artifact_references(self) -> dict[str, str | None]:
+        """Every sha256 the store refers to: recorded artifacts (with their kind), run inputs
+        and outputs, and registered model packages (kind None when only referenced)."""
+        found: dict[str, str | None] = {}
+        with self._db.read() as conn:
+            for sha in conn.scalars(sa.select(lineage.c.sha256).distinct()):
+                found[sha] = None
+            for sha in conn.scalars(sa.select(model_versions.c.package_sha256).distinct()):
+                found[sha] = None
+            for sha, kind in conn.execute(sa.select(artifacts.c.sha256, artifacts.c.kind)):
+                found[sha] = kind
+        return found
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id or unique prefix (at least 6 hex digits), with its lineage.

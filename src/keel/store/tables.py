@@ -17,6 +17,7 @@ __all__ = [
     "artifacts",
     "audit_log",
     "environments",
+    "events",
     "lineage",
     "model_versions",
     "models",
@@ -25,6 +26,9 @@ __all__ = [
     "run_params",
     "run_tags",
     "runs",
+    "schedule_ticks",
+    "scheduler_leases",
+    "schedules",
     "schema",
     "utc_now",
 ]
@@ -93,6 +97,11 @@ runs = sa.Table(
     sa.Column("summary", sa.JSON(), nullable=True),
     # No foreign key: adding one to an existing SQLite table means rebuilding it.
     sa.Column("environment_id", sa.String(64), nullable=True),
+    # Who runs a running run, and until when its lease holds: see keel.store.leases.
+    sa.Column("owner_host", sa.String(255), nullable=True),
+    sa.Column("owner_pid", sa.Integer(), nullable=True),
+    sa.Column("owner_started_at", sa.Float(), nullable=True),
+    sa.Column("lease_expires_at", UtcDateTime(), nullable=True),
     sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'cached')", name="status"),
     # "newest runs (of a step / with a status)" walk one of these and stop after LIMIT rows;
     # ending in id makes them covering, so the walk never reads the table itself.
@@ -244,4 +253,85 @@ run_tags = sa.Table(
     sa.Column("value", sa.String(VALUE_LENGTH), nullable=False),
     sa.Index("ix_run_tags_key_value_run_id", "key", "value", "run_id"),
     sqlite_with_rowid=False,
+)
+
+
+# -- scheduling (store/schedule_tables.py queries these) --------------------------------------
+
+schedules = sa.Table(
+    "schedules",
+    schema,
+    sa.Column("name", sa.String(100), primary_key=True),
+    # cron: a 5-field expression in `timezone`; every: a fixed period; event: a trigger below
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("cron", sa.String(200), nullable=True),
+    sa.Column("every_seconds", sa.Integer(), nullable=True),
+    sa.Column("event", sa.String(16), nullable=True),
+    # registry and alert events: only those about this model (null: any)
+    sa.Column("event_filter", sa.String(300), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("catchup", sa.String(8), nullable=False),
+    sa.Column("paused", sa.Boolean(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # Time schedules: the newest tick accounted for (run or skipped); events: what was seen.
+    sa.Column("last_tick_at", UtcDateTime(), nullable=True),
+    sa.Column("cursor", sa.JSON(), nullable=True),
+    # Bumped by every change, so the leader advances a schedule with a compare-and-set.
+    sa.Column("revision", sa.Integer(), nullable=False),
+    sa.CheckConstraint("kind IN ('cron', 'every', 'event')", name="kind"),
+    sa.CheckConstraint("catchup IN ('none', 'latest', 'all')", name="catchup"),
+)
+
+# One row per tick a scheduler claimed; the unique (schedule, tick_at) is what makes two
+# schedulers unable to run one tick twice, whatever their leases say.
+schedule_ticks = sa.Table(
+    "schedule_ticks",
+    schema,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    # No foreign key: a removed schedule's history stays.
+    sa.Column("schedule", sa.String(100), nullable=False),
+    sa.Column("tick_at", UtcDateTime(), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("missed", sa.Integer(), nullable=False),
+    sa.Column("claimed_at", UtcDateTime(), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=True),
+    sa.Column("ended_at", UtcDateTime(), nullable=True),
+    sa.Column("overhead_ms", sa.Float(), nullable=True),
+    sa.Column("pipeline_run_id", sa.String(64), nullable=True),
+    sa.Column("summary", sa.JSON(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.UniqueConstraint("schedule", "tick_at"),
+    sa.CheckConstraint(
+        "status IN ('running', 'succeeded', 'failed', 'cancelled', 'skipped')", name="status"
+    ),
+    sa.Index("ix_schedule_ticks_status", "status"),
+)
+
+# One row per lease (one today: "scheduler"): whoever holds an unexpired row is the leader.
+scheduler_leases = sa.Table(
+    "scheduler_leases",
+    schema,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    # +1 on every change of owner: a fencing token a stale leader's writes are checked against
+    sa.Column("generation", sa.Integer(), nullable=False),
+    sa.Column("acquired_at", UtcDateTime(), nullable=False),
+    sa.Column("renewed_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+# Things that happened that a schedule may trigger on: monitoring writes kind 'alert'.
+events = sa.Table(
+    "events",
+    schema,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_events_kind_id", "kind", "id"),
 )

@@ -11,6 +11,7 @@ import difflib
 import math
 import os
 import re
+import uuid
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -507,13 +508,20 @@ def schema_to_yaml(schema: Schema) -> str:
 
 
 def write_schema(schema: Schema, path: Path) -> None:
-    """Write ``schema.yaml`` atomically (temp file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(schema_to_yaml(schema))
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    """Write ``schema.yaml`` atomically (temp file, fsync, rename).
+
+    The temporary file is this writer's own (pid and a random part in its name), so two
+    processes writing at once never share one; the last rename wins.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("x", encoding="utf-8") as handle:
+            handle.write(schema_to_yaml(schema))
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_schema(path: Path) -> Schema:
