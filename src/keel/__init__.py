@@ -11,7 +11,7 @@ import sys
 from types import ModuleType as _ModuleType  # keel.types (the submodule) would shadow "types"
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from keel.version import __version__
 
 _EXPORTS: dict[str, str] = {
     "init": "keel.api",
@@ -40,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     "KeelConfig": "keel.config",
     "FeaturePipeline": "keel.features.pipeline",
     "feature": "keel.features.custom",
+    "step": "keel.pipeline.declare",
+    "StepContext": "keel.pipeline.runner",
     "FeatureStore": "keel.features.store",
     "FeatureView": "keel.features.views",
     "ModelPackage": "keel.registry.package",
@@ -90,6 +92,8 @@ if TYPE_CHECKING:
     from keel.features.pipeline import FeaturePipeline
     from keel.features.store import FeatureStore
     from keel.features.views import FeatureView
+    from keel.pipeline.declare import step
+    from keel.pipeline.runner import StepContext
     from keel.project import Project
     from keel.registry.package import ModelPackage
     from keel.serve.app import create_app

@@ -138,25 +138,52 @@ def init(
 
 
 def run(
-    project: str | Path | None = None, *, console: Console | None = None, cache: bool = True
+    project: str | Path | None = None,
+    *,
+    console: Console | None = None,
+    cache: bool = True,
+    explain: bool = False,
+    trigger: str = "manual",
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Run the pipeline (ingest ... register), reusing cached steps unless ``cache=False``.
+    """Run the pipeline (Keel's steps and the project's custom ones), reusing cached steps
+    unless ``cache=False``.
+
+    Args:
+        project: The project directory (default: the nearest keel.yaml).
+        console: Where progress goes (default: nowhere).
+        cache: False executes every step even when an identical run exists.
+        explain: Print per step whether its cache hit, and what changed when it did not.
+        trigger: What started the run: ``manual``, ``schedule``, ``event`` or ``retry``.
+        reason: Why, in words (the schedule or event), recorded with every step run.
 
     Returns:
-        ``{"project", "steps": [{"step", "status", "seconds", "run_id", "outputs", "facts",
-        "warnings"}], "model": {"name", "version", "promoted", "alias", "metrics", "gates"}}``.
+        ``{"project", "pipeline_run", "trigger", "steps": [{"step", "status", "seconds",
+        "run_id", "outputs", "facts", "warnings", "explain"}], "model": {"name", "version",
+        "promoted", "alias", "metrics", "gates"}}``.
     """
-    from keel.pipeline.runner import run_steps
-    from keel.pipeline.steps import default_steps
+    import uuid
 
+    from keel.pipeline.runner import run_steps
+    from keel.pipeline.standard import pipeline_steps
+
+    pipeline_run = uuid.uuid4().hex
     with _project(project) as proj:
         results = run_steps(
-            proj, default_steps(proj), console=console or Console(quiet=True), use_cache=cache
+            proj,
+            pipeline_steps(proj),
+            console=console or Console(quiet=True),
+            use_cache=cache,
+            explain=explain,
+            tags={"pipeline_run": pipeline_run, "trigger": trigger}
+            | ({"reason": reason} if reason else {}),
         )
-        register = results[-1].facts
+        register = next((r.facts for r in results if r.step == "register"), {})
         evaluate = next(r for r in results if r.step == "evaluate").facts
         return {
             "project": str(proj.root),
+            "pipeline_run": pipeline_run,
+            "trigger": trigger,
             "steps": [
                 {
                     "step": r.step,
@@ -166,6 +193,7 @@ def run(
                     "outputs": r.outputs,
                     "facts": r.facts,
                     "warnings": list(r.warnings),
+                    "explain": r.explain,
                 }
                 for r in results
             ],
@@ -190,7 +218,7 @@ def tune(
         ``{"study", "trials_before", "trials_run", "best_trial", "best_value", "metric",
         "best_params", "steps", "model": {"name", "version", "promoted", "metrics"}}``.
     """
-    from keel.train.search.step import extend_search
+    from keel.pipeline.tune import extend_search
 
     with _project(project) as proj:
         return extend_search(proj, trials, console or Console(quiet=True))

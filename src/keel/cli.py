@@ -15,9 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from keel.commands import data as data_commands
+from keel.commands import doctor as doctor_commands
 from keel.commands import features as features_commands
 from keel.commands import reading
 from keel.commands import runs as runs_commands
+from keel.commands import schedule as schedule_commands
 from keel.commands import schema as schema_commands
 from keel.commands import tune as tune_commands
 from keel.commands import validate as validate_commands
@@ -37,13 +39,15 @@ app.add_typer(models_app, name="models")
 for _group in (data_commands, features_commands, runs_commands, schema_commands, validate_commands):
     _group.register(app)
 tune_commands.register(app)
+schedule_commands.register(app)
+doctor_commands.register(app)
 
 _state: dict[str, Any] = {"debug": False}
 
 
 def _print_version(value: bool) -> None:
     if value:
-        from keel import __version__
+        from keel.version import __version__
 
         typer.echo(f"keel {__version__}")
         raise typer.Exit()
@@ -120,12 +124,20 @@ def run(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Execute every step, even unchanged ones.")
     ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Say per step whether its cache hit, and what changed (code, config, raw "
+            "files, which input) when it did not.",
+        ),
+    ] = False,
 ) -> None:
     """Run the pipeline: ingest, profile, schema, validate, features, train, evaluate, register."""
     from keel import api
 
     console = err if format is Format.json else out
-    summary = api.run(project, console=console, cache=not no_cache)
+    summary = api.run(project, console=console, cache=not no_cache, explain=explain)
     if format is Format.json:
         _emit_json(summary)
     else:

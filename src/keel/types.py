@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["Artifact", "LineageEdge", "ModelVersion", "Run", "RunStatus"]
+__all__ = [
+    "Artifact",
+    "LineageEdge",
+    "ModelVersion",
+    "Run",
+    "RunStatus",
+    "jsonable",
+]
 
 RunStatus = Literal["running", "succeeded", "failed", "cached"]
 
@@ -94,3 +101,15 @@ class ModelVersion:
     created_at: datetime
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     aliases: tuple[str, ...] = ()
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with pydantic models dumped, tuples as lists and keys as text: what a run's
+    facts and a step's config section are stored (and hashed) as."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

@@ -196,7 +196,7 @@ def test_a_split_that_cannot_apply_names_the_setting(tmp_path: Path) -> None:
 
 
 def test_with_data_test_there_is_no_split_step(tmp_path: Path) -> None:
-    from keel.pipeline.steps import default_steps
+    from keel.pipeline.standard import default_steps
 
     root = keel.init(tmp_path / "adult", example="adult")
     with Project(root) as project:

@@ -115,9 +115,14 @@ def test_no_cache_reruns_and_the_same_seed_gives_the_same_model_bytes(tmp_path: 
     first = keel.run(root)
     again = keel.run(root, cache=False)
     assert {s["status"] for s in again["steps"]} == {"succeeded"}
-    assert (first["model"]["version"], again["model"]["version"]) == (1, 2)
+    # the same bytes: the register step registers nothing new (still version 1)
+    assert (first["model"]["version"], again["model"]["version"]) == (1, 1)
+    register = next(s for s in again["steps"] if s["step"] == "register")
+    assert register["facts"]["unchanged"] is True
     versions = keel.show_model("adult", project=root)["versions"]
-    assert versions[0]["model_sha256"] == versions[1]["model_sha256"]
+    assert len(versions) == 1
+    model = next(s for s in again["steps"] if s["step"] == "train")["outputs"]["model"]
+    assert model == next(s for s in first["steps"] if s["step"] == "train")["outputs"]["model"]
     with Project(root) as project:
         data = project.artifacts.get(versions[0]["model_sha256"])
     assert hashlib.sha256(data).hexdigest() == versions[0]["model_sha256"]
@@ -137,7 +142,7 @@ def test_reproduce_refuses_register_and_changed_config(tmp_path: Path) -> None:
     root = make_project(tmp_path / "adult")
     summary = keel.run(root)
     runs = {s["step"]: s["run_id"] for s in summary["steps"]}
-    with pytest.raises(ConfigError, match="registers a new model version"):
+    with pytest.raises(ConfigError, match="which registers"):
         keel.reproduce(runs["register"], project=root)
     config = yaml.safe_load((root / "keel.yaml").read_text())
     config["model"]["params"]["num_leaves"] = 9

@@ -15,7 +15,7 @@ from rich.console import Console
 from keel.config import load_config
 from keel.errors import ConfigError, DataValidationError
 from keel.pipeline.runner import StepResult, run_steps
-from keel.pipeline.steps import default_steps
+from keel.pipeline.standard import default_steps
 from keel.project import Project
 from keel.validate.refresh import refresh_schema, stale_changes
 from keel.validate.schema import ColumnSchema, Schema, read_schema

@@ -39,7 +39,7 @@ def test_warn_prints_and_stores_with_the_run(project: Path) -> None:
     buffer = io.StringIO()
     console = Console(file=buffer, width=200, force_terminal=False)
     with Project(project) as proj:
-        (result,) = run_steps(proj, [Step("noisy", noisy)], console=console)
+        (result,) = run_steps(proj, [Step("noisy", noisy, outputs=("out",))], console=console)
         assert result.warnings == (
             "column 'x' has [brackets] and 3 blank values; fill them",
             "second warning",
@@ -55,9 +55,13 @@ def test_warn_prints_and_stores_with_the_run(project: Path) -> None:
 
 def test_a_cached_run_keeps_the_warnings_without_printing_them(project: Path) -> None:
     with Project(project) as proj:
-        (first,) = run_steps(proj, [Step("noisy", noisy)], console=Console(quiet=True))
+        (first,) = run_steps(
+            proj, [Step("noisy", noisy, outputs=("out",))], console=Console(quiet=True)
+        )
         buffer = io.StringIO()
-        (again,) = run_steps(proj, [Step("noisy", noisy)], console=Console(file=buffer))
+        (again,) = run_steps(
+            proj, [Step("noisy", noisy, outputs=("out",))], console=Console(file=buffer)
+        )
     assert again.status == "cached" and again.warnings == first.warnings
     assert "warning" not in buffer.getvalue()
     shown = keel.get_run(again.run_id, project=project)
@@ -74,7 +78,9 @@ def test_a_failed_run_keeps_the_warnings_it_gave(project: Path) -> None:
 
 def test_runs_show_prints_every_warning(project: Path) -> None:
     with Project(project) as proj:
-        (result,) = run_steps(proj, [Step("noisy", noisy)], console=Console(quiet=True))
+        (result,) = run_steps(
+            proj, [Step("noisy", noisy, outputs=("out",))], console=Console(quiet=True)
+        )
     env = os.environ | {"COLUMNS": "200"}
     command = [sys.executable, "-m", "keel.cli", "runs", "show", result.run_id[:10]]
     done = subprocess.run(command, cwd=project, env=env, text=True, capture_output=True,
@@ -87,7 +93,7 @@ def test_runs_show_prints_every_warning(project: Path) -> None:
 
 def test_ingest_warnings_are_stored_with_the_ingest_run(tmp_path: Path) -> None:
     """An incremental source that skips rows (no watermark) says so, and the run keeps it."""
-    from keel.pipeline.steps import default_steps
+    from keel.pipeline.standard import default_steps
 
     root = tmp_path / "inc"
     root.mkdir()

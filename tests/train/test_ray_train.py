@@ -160,13 +160,13 @@ def test_the_worker_count_joins_the_train_steps_cache_key(
     from types import SimpleNamespace
 
     from keel.pipeline.runner import Step, step_config_hash
-    from keel.pipeline.steps import _train_section, train
+    from keel.pipeline.steps import train, train_section
 
     def key(executor: str, workers: int) -> str:
         config = adult_config.model_copy(
             update={"executor": executor, "resources": ResourcesConfig(workers=workers)}
         )
-        step = Step("train", train, (), _train_section)
+        step = Step("train", train, (), train_section)
         return step_config_hash(step, SimpleNamespace(config=config))  # type: ignore[arg-type]
 
     monkeypatch.delenv("KEEL_EXECUTOR", raising=False)

@@ -20,6 +20,7 @@ from keel.config.features import (
     parse_duration,
 )
 from keel.config.loading import CONFIG_FILE, ENVIRONMENT, config_hash, load_config
+from keel.config.pipeline import CustomStepConfig, PipelineConfig
 from keel.config.project import (
     EvaluateConfig,
     KeelConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "AggregationConfig",
     "AutoMLConfig",
     "CustomFeatureConfig",
+    "CustomStepConfig",
     "DataConfig",
     "EvaluateConfig",
     "FeatureViewConfig",
@@ -54,6 +56,7 @@ __all__ = [
     "LightGBMParams",
     "ModelConfig",
     "MonitorConfig",
+    "PipelineConfig",
     "RegistryConfig",
     "ResourcesConfig",
     "SearchConfig",

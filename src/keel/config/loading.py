@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,21 +26,14 @@ from pydantic import BaseModel, ValidationError
 from keel.config.base import dotted
 from keel.config.project import KeelConfig
 from keel.errors import ConfigError
+from keel.settings import SETTINGS, environment_variable, load_settings
 
 __all__ = ["CONFIG_FILE", "ENVIRONMENT", "config_hash", "load_config"]
 
 CONFIG_FILE = "keel.yaml"
 
-#: Environment variables Keel reads, and what each overrides. Read at load time, never at import.
-ENVIRONMENT: dict[str, str] = {
-    "KEEL_ENV": "name of the overlay file keel.<env>.yaml merged over keel.yaml",
-    "KEEL_DB_URL": "metadata store URL (any SQLAlchemy URL); default sqlite:///<project>/.keel/keel.db",
-    "KEEL_ARTIFACTS": "artifact store root (path or fsspec URL); default <project>/.keel/artifacts",
-    "KEEL_ONLINE_STORE": "online feature store URL: sqlite:///path or redis://host:port/db; "
-    "default sqlite:///<project>/.keel/online.db",
-    "KEEL_EXECUTOR": "where search trials run: local (processes) or ray; overrides executor:",
-    "KEEL_RAY_ADDRESS": "Ray cluster address (ray://host:10001, auto); overrides ray_address:",
-}
+#: Environment variables Keel reads, and what each does (from :data:`keel.settings.SETTINGS`).
+ENVIRONMENT: dict[str, str] = {s.variable: s.help for s in SETTINGS}
 
 
 def config_hash(value: BaseModel | Mapping[str, Any]) -> str:
@@ -74,7 +66,7 @@ def load_config(path: str | Path = CONFIG_FILE, *, env: str | None = None) -> Ke
     if file.is_dir():
         file = file / CONFIG_FILE
     data, lines = _read_yaml(file)
-    env = env if env is not None else os.environ.get("KEEL_ENV") or None
+    env = env if env is not None else load_settings().env
     if env:
         overlay = file.with_name(f"{file.stem}.{env}{file.suffix}")
         if not overlay.exists():
@@ -86,10 +78,12 @@ def load_config(path: str | Path = CONFIG_FILE, *, env: str | None = None) -> Ke
         lines.update(extra_lines)
     data = _interpolate(data, (), lines)
     try:
-        return KeelConfig.model_validate(data)
+        config = KeelConfig.model_validate(data)
     except ValidationError as exc:
         first = dotted(tuple(exc.errors()[0]["loc"])) if exc.errors() else None
         raise ConfigError(_explain(exc, lines, file), field=first) from exc
+    config._where = dict(lines)  # where each key is, for errors found later (custom steps)
+    return config
 
 
 def _read_yaml(file: Path) -> tuple[dict[str, Any], dict[Path_, str]]:
@@ -150,7 +144,7 @@ def _interpolate(value: Any, at: Path_, lines: dict[Path_, str]) -> Any:
 
         def expand(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            found = os.environ.get(name)
+            found = environment_variable(name)
             # shell semantics: ':-' also replaces a variable that is set but empty
             if found or (found is not None and default is None):
                 return found

@@ -7,11 +7,13 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
+from pydantic_core import PydanticCustomError
 
 from keel.config.base import Frozen
 from keel.config.data import DataConfig
 from keel.config.features import FeaturesConfig, FeatureViewConfig
+from keel.config.pipeline import PipelineConfig
 from keel.config.training import (
     AutoMLConfig,
     ModelConfig,
@@ -19,6 +21,7 @@ from keel.config.training import (
     SearchConfig,
     SplitConfig,
 )
+from keel.plugins import EXECUTORS
 
 __all__ = [
     "EvaluateConfig",
@@ -160,6 +163,13 @@ class KeelConfig(Frozen):
     store: StoreConfig = Field(default_factory=StoreConfig)
     feature_views: list[FeatureViewConfig] = Field(default_factory=list)
 
+    @field_validator("executor")
+    @classmethod
+    def _registered_executor(cls, value: str) -> str:
+        if value not in EXECUTORS:
+            raise PydanticCustomError("unregistered", EXECUTORS.unknown(value))
+        return value
+
     @field_validator("feature_views")
     @classmethod
     def _unique_views(cls, views: list[FeatureViewConfig]) -> list[FeatureViewConfig]:
@@ -179,9 +189,10 @@ class KeelConfig(Frozen):
         "the edits on unchanged columns, and warns.",
     )
     automl: AutoMLConfig = Field(default_factory=AutoMLConfig)
-    executor: Literal["local", "ray"] = Field(
+    executor: str = Field(
         default="local",
-        description="Where search trials (and Ray Train fits) run: local processes, or ray. "
+        description="Where search trials (and Ray Train fits) run: local processes, ray, or an "
+        "executor an installed plug-in registers (entry-point group keel.executors). "
         "KEEL_EXECUTOR overrides.",
     )
     ray_address: str | None = Field(
@@ -190,6 +201,12 @@ class KeelConfig(Frozen):
         "local Ray. KEEL_RAY_ADDRESS overrides.",
     )
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    _where: dict[tuple[str | int, ...], str] = PrivateAttr(default_factory=dict)
+
+    def where(self, *path: str | int) -> str:
+        """``keel.yaml:LINE`` of a key, e.g. ``where("pipeline", "steps", 0)``."""
+        return self._where.get(tuple(path), "keel.yaml")
 
     def resolve_path(self, root: Path, path: str) -> Path:
         """A data path from the config, relative to the project root unless absolute."""

@@ -22,16 +22,12 @@ import numpy as np
 import pyarrow as pa
 
 from keel.errors import ConfigError
-from keel.pipeline.runner import Step, StepContext
+from keel.pipeline.declare import step
+from keel.pipeline.runner import StepContext
 from keel.project import Project
 from keel.types import Artifact
 
-__all__ = ["holdout_rows", "split_step"]
-
-
-def split_step() -> Step:
-    """The ``split`` step: ``train_snapshot`` in, ``train_snapshot`` and ``test_snapshot`` out."""
-    return Step("split", split, ("train_snapshot",), _section)
+__all__ = ["holdout_rows", "split"]
 
 
 def _section(project: Project) -> dict[str, Any]:
@@ -46,6 +42,12 @@ def _section(project: Project) -> dict[str, Any]:
     }
 
 
+@step(
+    name="split",
+    inputs={"train_snapshot": "snapshot"},
+    outputs={"train_snapshot": "snapshot", "test_snapshot": "snapshot"},
+    section=lambda p: _section(p),
+)
 def split(ctx: StepContext) -> dict[str, Artifact]:
     """Hold out ``split.test_fraction`` of the training snapshot as the test split."""
     from keel.data import read_snapshot

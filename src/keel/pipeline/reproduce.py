@@ -8,13 +8,9 @@ from rich.console import Console
 
 from keel.errors import ConfigError, ConflictError, NotFoundError
 from keel.pipeline.runner import StepContext, code_version_of, step_config_hash
-from keel.pipeline.steps import default_steps
 from keel.project import Project
 
 __all__ = ["reproduce_run"]
-
-# Steps whose execution changes shared state beyond adding artifacts.
-_SIDE_EFFECTS = {"register": "it registers a new model version; reproduce the 'train' run instead"}
 
 
 def reproduce_run(
@@ -48,10 +44,15 @@ def reproduce_run(
             f"run {run.id[:12]} ({run.step}) is {run.status}; only a run that "
             "succeeded has outputs to compare."
         )
-    if run.step in _SIDE_EFFECTS:
-        raise ConfigError(f"run {run.id[:12]} is a '{run.step}' step: {_SIDE_EFFECTS[run.step]}.")
-    steps = {step.name: step for step in default_steps(project)}
+    from keel.pipeline.standard import pipeline_steps
+
+    steps = {step.name: step for step in pipeline_steps(project)}
     step = steps.get(run.step)
+    if step is not None and step.effects:
+        raise ConfigError(
+            f"run {run.id[:12]} is a '{run.step}' step, which {', '.join(step.effects)} (it "
+            "changes shared state beyond adding artifacts); reproduce the step before it."
+        )
     if step is None:
         raise NotFoundError(
             f"run {run.id[:12]} is a '{run.step}' step, which this pipeline no "
@@ -65,7 +66,7 @@ def reproduce_run(
     inputs = {name: meta.get_artifact(sha) for name, sha in run.inputs.items()}
     context = StepContext(project=project, console=console or Console(quiet=True),
                           inputs=inputs, run_id=run.id)  # fmt: skip
-    produced = step.fn(context)
+    produced = step.call(context)
     outputs = {
         name: {
             "recorded": sha,

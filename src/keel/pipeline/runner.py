@@ -1,4 +1,6 @@
-"""Run steps in order; each is a recorded Run with lineage, reused from cache when nothing changed.
+"""Run declared steps in order; each is a recorded Run with lineage, reused from cache when
+nothing changed. The steps are planned first (:func:`keel.pipeline.graph.plan`): every input is
+bound to the step that writes it and the whole graph is checked before anything runs.
 
 Cache key = Keel version + the step's source (comments stripped) + the hash of the config
 section it reads + the sha256 of each input artifact + any extra key the step names (e.g. the
@@ -30,17 +32,21 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from keel import __version__
 from keel.config import config_hash
 from keel.errors import KeelError
+from keel.pipeline.declare import Port, StepSpec
+from keel.pipeline.graph import plan
 from keel.project import Project
 from keel.store.environment import capture_environment
-from keel.types import Artifact
+from keel.store.leases import keep_alive
+from keel.types import Artifact, jsonable
+from keel.version import __version__
 
 __all__ = [
     "Step",
     "StepContext",
     "StepResult",
+    "StepSpec",
     "code_version_of",
     "run_steps",
     "source_hash",
@@ -58,6 +64,7 @@ class StepContext:
     run_id: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         """Tell the user something they should act on: printed now (``warning: ...``) and
@@ -69,19 +76,72 @@ class StepContext:
         self.warnings.append(message)
         self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
+    def read_table(self, artifact: Artifact) -> Any:
+        """The Arrow table in a Parquet artifact (a snapshot), its sha256 verified."""
+        from keel.data import read_snapshot
 
-StepFn = Callable[[StepContext], dict[str, Artifact]]
+        return read_snapshot(self.project.artifacts, artifact)
+
+    def put_table(self, table: Any, *, parent: Artifact | None = None, **metadata: Any) -> Artifact:
+        """Store an Arrow table as a Parquet ``snapshot`` artifact (content-addressed: the same
+        rows give the same hash) and return it; ``parent`` is the snapshot it was made from."""
+        import tempfile
+        from pathlib import Path
+
+        import pyarrow.parquet as pq
+
+        from keel.data.snapshots import ROW_GROUP_ROWS, schema_fingerprint
+
+        with tempfile.TemporaryDirectory(prefix="keel-step-") as tmp:
+            path = Path(tmp) / "table.parquet"
+            pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+            described = {
+                "rows": table.num_rows,
+                "columns": table.column_names,
+                "schema_fingerprint": schema_fingerprint(table.schema),
+                "step": self.run_id,
+            }
+            if parent is not None:
+                described |= {"parent": parent.sha256, "source": parent.metadata.get("source")}
+            return self.project.artifacts.put(path, kind="snapshot", metadata=described | metadata)
+
+    def read_json(self, artifact: Artifact) -> Any:
+        """A JSON artifact's value (an evaluation, statistics...), its sha256 verified."""
+        import orjson
+
+        return orjson.loads(self.project.artifacts.get(artifact.sha256))
+
+    def put_json(self, value: Any, *, kind: str, **metadata: Any) -> Artifact:
+        """Store a JSON-able value as an artifact (keys sorted: equal values, equal hashes)."""
+        import orjson
+
+        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+        return self.project.artifacts.put(data, kind=kind, metadata=metadata)
 
 
-@dataclass(frozen=True)
-class Step:
-    """A named step: its function, the outputs of earlier steps it reads, its config section."""
+StepFn = Callable[..., dict[str, Artifact]]
 
-    name: str
-    fn: StepFn
-    inputs: tuple[str, ...] = ()
-    section: Callable[[Project], Any] = lambda project: {}
-    extra_key: Callable[[Project, dict[str, Artifact]], str] | None = None
+
+def Step(
+    name: str,
+    fn: StepFn,
+    inputs: tuple[str, ...] = (),
+    section: Callable[[Project], Any] | None = None,
+    extra_key: Callable[[Project, dict[str, Artifact]], str] | None = None,
+    *,
+    outputs: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
+) -> StepSpec:
+    """A step declared inline (inputs and outputs by name, kind ``any``): for small pipelines
+    and tests; Keel's own steps use :func:`keel.pipeline.declare.step`."""
+    return StepSpec(
+        name=name,
+        fn=fn,
+        inputs=tuple(Port(n, optional=n in optional) for n in inputs),
+        outputs=tuple(Port(n, optional=n in optional) for n in outputs),
+        section=section or (lambda project: {}),
+        extra_key=extra_key,
+    )
 
 
 @dataclass(frozen=True)
@@ -95,40 +155,86 @@ class StepResult:
     outputs: dict[str, str]
     facts: dict[str, Any]
     warnings: tuple[str, ...] = ()
+    explain: str = ""
 
 
 def run_steps(
-    project: Project, steps: list[Step], *, console: Console, use_cache: bool = True
+    project: Project,
+    steps: list[StepSpec],
+    *,
+    console: Console,
+    use_cache: bool = True,
+    explain: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> list[StepResult]:
-    """Run (or reuse) each step in order, recording runs and lineage in the metadata store.
+    """Plan the steps, then run (or reuse) each in order, recording runs and lineage.
 
     Args:
         project: The project.
-        steps: The steps, in an order where every input is an earlier step's output.
+        steps: The declared steps, in order (see :func:`keel.pipeline.graph.order_steps`).
         console: Where steps draw progress.
         use_cache: False executes every step even when an identical run exists.
+        explain: Print, per step, whether its cache hit and, when not, what changed since its
+            last run (its code, config, raw files or which input); also in ``StepResult``.
+        tags: Recorded on every step run (the pipeline run's id, its trigger).
 
     Raises:
+        PipelineGraphError: The graph is not valid (nothing ran); lists every problem.
         KeelError: A step failed; its run is recorded as failed with the message.
     """
-    available: dict[str, Artifact] = {}
+    bound = plan(steps)
+    available: dict[tuple[str, str], Artifact] = {}
     results = []
-    for step in steps:
-        inputs = {name: available[name] for name in step.inputs}
-        result = _run_one(project, step, inputs, console, use_cache=use_cache)
+    for item in bound:
+        inputs = {
+            name: available[source]
+            for name, source in item.sources.items()
+            if source is not None and source in available
+        }
+        missing = [p.name for p in item.spec.inputs if not p.optional and p.name not in inputs]
+        if missing:  # an optional output the producer did not write this time
+            source = item.sources[missing[0]]
+            writer = f"step '{source[0]}'" if source else "any step"
+            raise KeelError(
+                f"{item.spec.where}: its input '{missing[0]}' was not written by {writer} in "
+                "this run."
+            )
+        result = _run_one(
+            project, item.spec, inputs, console, use_cache=use_cache, explain=explain, tags=tags
+        )
+        declared = {port.name for port in item.spec.outputs}
         for name, sha in result.outputs.items():
-            available[name] = project.metadata.get_artifact(sha)
+            if name not in declared:
+                raise KeelError(
+                    f"{item.spec.where} wrote '{name}', which it does not declare (outputs: "
+                    f"{', '.join(sorted(declared))}). Declare it in @keel.step(outputs=...)."
+                )
+            available[(item.spec.name, name)] = project.metadata.get_artifact(sha)
         results.append(result)
     return results
 
 
 def _run_one(
-    project: Project, step: Step, inputs: dict[str, Artifact], console: Console, *, use_cache: bool
+    project: Project,
+    step: StepSpec,
+    inputs: dict[str, Artifact],
+    console: Console,
+    *,
+    use_cache: bool,
+    explain: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> StepResult:
     started = time.perf_counter()
     section_hash = step_config_hash(step, project)
     extra = step.extra_key(project, inputs) if step.extra_key else ""
-    code = source_hash(step.fn)
+    code = step.code or source_hash(step.fn)
+    parts = {
+        "keel": __version__,
+        "code": code,
+        "config": section_hash,
+        "extra": hashlib.sha256(extra.encode()).hexdigest(),
+        "inputs": {n: a.sha256 for n, a in sorted(inputs.items())},
+    }
     key = _digest(
         __version__,
         code,
@@ -140,7 +246,11 @@ def _run_one(
     meta = project.metadata
     environment = capture_environment(project.root)
     cached = meta.find_cached_run(key) if use_cache else None
-    if cached is not None and all(project.artifacts.exists(s) for s in cached.outputs.values()):
+    intact = cached is not None and _outputs_intact(project, cached.outputs)
+    why = _why(project, step.name, parts, cached, intact, use_cache) if explain else ""
+    if why:
+        console.print(f"  {step.name}: {escape(why)}", highlight=False)
+    if cached is not None and intact:
         # the reused run's warnings still hold for its outputs: keep them here too (the
         # summary counts them; printing them in full again on every rerun would be noise)
         reused = tuple(str(w) for w in cached.params.get("warnings", []))
@@ -149,24 +259,33 @@ def _run_one(
             cache_key=key,
             config_hash=section_hash,
             code_version=code_version,
-            params={"reused_run": cached.id, **_warnings_param(list(reused))},
+            params={"reused_run": cached.id, "key": parts, **_warnings_param(list(reused))},
             environment=environment,
+            tags=tags,
         )
         meta.finish_run(run.id, status="cached", inputs=_shas(inputs), outputs=dict(cached.outputs))
         facts = dict(cached.params.get("facts", {}))
         seconds = time.perf_counter() - started
-        return StepResult(step.name, run.id, "cached", seconds, dict(cached.outputs), facts, reused)
+        outs = dict(cached.outputs)
+        return StepResult(step.name, run.id, "cached", seconds, outs, facts, reused, why)
     run = meta.start_run(
         step.name,
         cache_key=key,
         config_hash=section_hash,
         code_version=code_version,
+        params={"key": parts},
         environment=environment,
+        tags=tags,
     )
     cpu0 = _cpu_seconds()
-    context = StepContext(project=project, console=console, inputs=inputs, run_id=run.id)
+    context = StepContext(
+        project=project, console=console, inputs=inputs, run_id=run.id, params=dict(step.params)
+    )
     try:
-        outputs = step.fn(context)
+        # the run's lease is renewed while it works: another host sees it alive, and a run
+        # whose process died is marked failed the next time anything opens the store
+        with keep_alive(meta, run.id):
+            outputs = step.call(context)
         for artifact in outputs.values():
             meta.record_artifact(artifact)
         shas = {name: a.sha256 for name, a in outputs.items()}
@@ -178,7 +297,7 @@ def _run_one(
             cpu_seconds=_cpu_seconds() - cpu0,
             peak_memory_mb=_peak_mb(),
             params=_warnings_param(context.warnings),
-            facts=_jsonable(context.facts),
+            facts=jsonable(context.facts),
         )
     except BaseException as exc:
         # The run must not stay 'running': record it as failed, with what the step reported.
@@ -188,7 +307,48 @@ def _run_one(
         raise
     seconds = time.perf_counter() - started
     said = tuple(context.warnings)
-    return StepResult(step.name, run.id, "succeeded", seconds, shas, context.facts, said)
+    return StepResult(step.name, run.id, "succeeded", seconds, shas, context.facts, said, why)
+
+
+def _outputs_intact(project: Project, outputs: dict[str, str]) -> bool:
+    """Every output of a cached run is still in the artifact store with its recorded hash."""
+    from keel.errors import IntegrityError, NotFoundError
+
+    for sha in outputs.values():
+        try:
+            project.artifacts.verify(sha)
+        except (IntegrityError, NotFoundError):
+            return False
+    return True
+
+
+def _why(
+    project: Project,
+    name: str,
+    parts: dict[str, Any],
+    cached: Any,
+    intact: bool,
+    use_cache: bool,
+) -> str:
+    """Hit, or miss and what changed since the step's last run (the first difference found)."""
+    if not use_cache:
+        return "miss: --no-cache"
+    if cached is not None and intact:
+        return "hit"
+    if cached is not None:
+        return "miss: a cached output is missing or corrupt in the artifact store; re-running"
+    previous = next(
+        (r for r in project.metadata.list_runs(step=name, limit=20) if "key" in r.params), None
+    )
+    if previous is None:
+        return "miss: no earlier run of this step"
+    before = previous.params["key"]
+    labels = {"keel": "Keel's version", "code": "the step's code", "config": "its config",
+              "extra": "its source data"}  # fmt: skip
+    changed = [label for part, label in labels.items() if before.get(part) != parts[part]]
+    old, new = before.get("inputs", {}), parts["inputs"]
+    changed += [f"input '{n}'" for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]
+    return "miss: " + (", ".join(changed) + " changed" if changed else "no identical earlier run")
 
 
 def _warnings_param(warnings: list[str]) -> dict[str, Any]:
@@ -215,7 +375,7 @@ def _finish_failed(
         "params": _warnings_param(context.warnings),
     }
     try:
-        meta.finish_run(run_id, **common, facts=_jsonable(context.facts))
+        meta.finish_run(run_id, **common, facts=jsonable(context.facts))
     except KeelError:
         # Facts the store cannot take (the reason the success path failed, perhaps).
         meta.finish_run(run_id, **common)
@@ -233,14 +393,14 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
-def step_config_hash(step: Step, project: Project) -> str:
+def step_config_hash(step: StepSpec, project: Project) -> str:
     """Hash of the config section a step reads, as recorded in its runs."""
-    return config_hash({"section": _jsonable(step.section(project))})
+    return config_hash({"section": jsonable(step.section(project))})
 
 
-def code_version_of(step: Step) -> str:
+def code_version_of(step: StepSpec) -> str:
     """Keel's version plus the hash of the step's source, as recorded in its runs."""
-    return f"keel-{__version__}+{source_hash(step.fn)[:12]}"
+    return f"keel-{__version__}+{(step.code or source_hash(step.fn))[:12]}"
 
 
 def source_hash(fn: Callable[..., Any]) -> str:
@@ -262,13 +422,3 @@ def _cpu_seconds() -> float:
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value

@@ -1,11 +1,11 @@
-"""The training pipeline's steps: ingest -> profile -> schema -> validate -> features -> train
--> evaluate -> register. Each reads artifacts and returns artifacts; the runner records them."""
+"""The work of Keel's own steps: ingest -> profile -> schema -> validate -> features -> train
+-> evaluate -> register. Each reads artifacts and returns artifacts; the runner records them.
+What each step reads and writes is declared in :mod:`keel.pipeline.standard`."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,11 +17,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from keel.config import SourceConfig
 from keel.errors import ConfigError, DataValidationError
 from keel.pipeline import contract
-from keel.pipeline.runner import Step, StepContext
+from keel.pipeline.runner import StepContext
 from keel.project import Project
 from keel.types import Artifact
 
-__all__ = ["SCHEMA_FILE", "default_steps", "read_snapshot", "target_labels"]
+__all__ = ["SCHEMA_FILE", "read_snapshot", "target_labels"]
 
 SCHEMA_FILE = contract.SCHEMA_FILE
 
@@ -82,15 +82,6 @@ def ingest_test(ctx: StepContext) -> dict[str, Artifact]:
     return _snapshot(ctx, test, "test")
 
 
-def _raw_file_key(source: SourceConfig | None) -> Any:
-    def key(project: Project, inputs: dict[str, Artifact]) -> str:
-        from keel.data import source_fingerprint
-
-        return "" if source is None else source_fingerprint(source, project.root)
-
-    return key
-
-
 # --- profile and schema ----------------------------------------------------------------------
 
 
@@ -140,7 +131,8 @@ def schema(ctx: StepContext) -> dict[str, Artifact]:
     return {"schema": ctx.project.artifacts.put(text.encode(), kind="schema")}
 
 
-def _schema_key(project: Project, inputs: dict[str, Artifact]) -> str:
+def schema_key(project: Project, inputs: dict[str, Artifact]) -> str:
+    """The schema step's extra cache key: the text of schema.yaml (inferred first if none)."""
     text = effective_schema_text(project, inputs["statistics"])
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -265,7 +257,7 @@ def coerce_inputs(ctx: StepContext, pipe: Any, table: pa.Table, split: str) -> A
     return coerced
 
 
-def _features_section(project: Project) -> Any:
+def features_section(project: Project) -> Any:
     """The features step's cache section: the config plus each custom function's source hash,
     so editing a ``@keel.feature`` function re-fits the pipeline."""
     from keel.features.custom import CustomFeature, importable_from
@@ -276,7 +268,7 @@ def _features_section(project: Project) -> Any:
     return [cfg, hashes] if hashes else cfg
 
 
-def _train_section(project: Project) -> list[Any]:
+def train_section(project: Project) -> list[Any]:
     """The train step's cache section; a data-parallel fit (Ray Train) is another model, so its
     worker count joins the key (a local fit's key is unchanged)."""
     from keel.train.search.distributed import executor_settings
@@ -469,6 +461,12 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
     evaluation = _json(project, ctx.inputs["evaluation"])
     lineage = {name: a.sha256 for name, a in ctx.inputs.items()}
     _, bundle, files = load_bundle(project.artifacts, ctx.inputs["model"])
+    state = _json(project, ctx.inputs["features"])
+    same = _same_as_latest(project, cfg.model.name, files[bundle["model_file"]], state)
+    if same is not None:  # byte-identical model and features: nothing new to register
+        number, existing = same
+        ctx.facts.update(version=number, unchanged=True, promoted=False, gates=[], alias=None)
+        return {"package": existing}
     package = build_package(
         project.artifacts,
         name=cfg.model.name,
@@ -476,7 +474,7 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
         task=bundle["task"],
         model_files=files,
         model_file=bundle["model_file"],
-        pipeline_state=_json(project, ctx.inputs["features"]),
+        pipeline_state=state,
         classes=evaluation["classes"],
         metrics=evaluation["metrics"] | {"slices": evaluation["slices"]},
         statistics=_json(project, ctx.inputs["statistics"]),
@@ -507,85 +505,23 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
     return {"package": package}
 
 
-def _feature_view_steps(project: Project) -> list[Step]:
-    """With ``features.views``: join them point-in-time onto train and test (new snapshots)."""
-    if not project.config.features.views:
-        return []
-    from keel.features.store import join_feature_views, views_fingerprint
+def _same_as_latest(
+    project: Project, name: str, model: bytes, features: Any
+) -> tuple[int, Artifact] | None:
+    """The latest version and its package when its model file and feature pipeline are this
+    run's, byte for byte (a rerun with --no-cache, or a change that did not reach the model)."""
+    from keel.errors import NotFoundError
+    from keel.registry.package import model_file_of
 
-    def section(p: Project) -> Any:
-        cfg = p.config
-        return [cfg.features.views, cfg.features.entity_timestamp, cfg.feature_views]
-
-    inputs = ("train_snapshot", "test_snapshot")
-    return [Step("feature_views", join_feature_views, inputs, section, views_fingerprint)]
-
-
-def default_steps(project: Project) -> list[Step]:
-    """The steps of ``keel run`` for a project, in order."""
-    from keel.pipeline.holdout import split_step
-    from keel.train.search.step import tune_steps
-
-    data = project.config.data
-    ingest = [
-        Step(
-            "ingest_train",
-            ingest_train,
-            (),
-            lambda p: p.config.data.train,
-            _raw_file_key(data.train),
-        ),
-        # without data.test, a test split is held out of the training snapshot
-        Step("ingest_test", ingest_test, (), lambda p: p.config.data.test, _raw_file_key(data.test))
-        if data.test is not None
-        else split_step(),
-    ]
-    steps = [
-        *ingest,
-        *_feature_view_steps(project),
-        Step("profile", profile, ("train_snapshot",)),
-        Step("schema", schema, ("statistics",), lambda p: p.config.data.target, _schema_key),
-        Step("validate", validate, ("schema", "statistics", "train_snapshot", "test_snapshot")),
-        Step("features", features, ("schema", "train_snapshot"), _features_section),
-        *tune_steps(project),  # search: / flavor auto -> best_params for train
-        Step("train", train, ("train_snapshot", "features"), _train_section),
-        Step(
-            "evaluate",
-            evaluate,
-            ("test_snapshot", "features", "model"),
-            lambda p: [
-                p.config.evaluate.slices,
-                p.config.data.target,
-                p.config.data.positive_label,
-            ],
-        ),
-        Step(
-            "register",
-            register,
-            (
-                "model",
-                "features",
-                "statistics",
-                "evaluation",
-                "schema",
-                "train_snapshot",
-                "test_snapshot",
-                "validation",
-            ),
-            lambda p: [p.config.model.name, p.config.evaluate.gates, p.config.registry.alias],
-        ),
-    ]
-    return _with_best_params(steps)
-
-
-def _with_best_params(steps: list[Step]) -> list[Step]:
-    """A ``tune`` step before ``train`` hands it the ``best_params`` artifact to train with."""
-    names = [s.name for s in steps]
-    if "tune" not in names or "train" not in names or names.index("tune") > names.index("train"):
-        return steps
-    return [
-        replace(s, inputs=(*s.inputs, "best_params"))
-        if s.name == "train" and "best_params" not in s.inputs
-        else s
-        for s in steps
-    ]
+    try:
+        versions = project.metadata.list_versions(name)
+    except NotFoundError:
+        return None
+    if not versions:
+        return None
+    latest = versions[-1]
+    manifest = orjson.loads(project.artifacts.get(latest.package_sha256))
+    recorded = manifest["files"][model_file_of(manifest)]["sha256"]
+    if recorded != hashlib.sha256(model).hexdigest() or manifest["features"] != features:
+        return None
+    return latest.version, project.metadata.get_artifact(latest.package_sha256)

@@ -1,5 +1,8 @@
 """The pipeline's ``tune`` step: search (or AutoML), then the ``best_params`` artifact.
 
+The search itself (objective, studies, AutoML, Ray trials) is :mod:`keel.train.search`; this
+module declares the step and prepares its data exactly as the ``train`` step does.
+
 It runs before ``train`` when keel.yaml has ``search:`` or ``model.flavor: auto``. The ``train``
 step reads ``best_params`` (``{"flavor", "params"}``) and trains the registered model with the
 best trial's configuration.
@@ -13,13 +16,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from keel.config import KeelConfig, SearchConfig
+from keel.pipeline.declare import spec_of, step
 from keel.train.search.objective import Objective, TrialData, check_metric, default_metric
 from keel.train.search.study import study_key
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from keel.pipeline.runner import Step, StepContext
+    from keel.pipeline.declare import StepSpec
+    from keel.pipeline.runner import StepContext
     from keel.project import Project
     from keel.types import Artifact
 
@@ -132,20 +137,29 @@ def search_data(ctx: StepContext) -> TrialData:
     )
 
 
-def tune_steps(project: Project) -> list[Step]:
-    """The ``tune`` step for ``default_steps`` (empty without ``search:`` or flavor auto)."""
-    from keel.pipeline.runner import Step
-
+def tune_steps(project: Project) -> list[StepSpec]:
+    """The ``tune`` step for ``default_steps`` (empty without ``search:`` or flavor auto):
+    ``train_snapshot`` and ``features`` in, ``best_params`` (which ``train`` reads) and the
+    ``search`` report out."""
     if not tunes(project.config):
         return []
-
-    def section(p: Project) -> Any:
-        c = p.config
-        return [c.search, c.model, c.automl, c.split, c.data.target, c.data.positive_label]
-
-    return [Step("tune", tune_step, _TUNE_INPUTS, section, study_state)]
+    declared = spec_of(tune_step)
+    assert declared is not None
+    return [declared]
 
 
+def _tune_section(p: Project) -> Any:
+    c = p.config
+    return [c.search, c.model, c.automl, c.split, c.data.target, c.data.positive_label]
+
+
+@step(
+    name="tune",
+    inputs={"train_snapshot": "snapshot", "features": "features"},
+    outputs={"best_params": "best-params", "search": "search"},
+    section=lambda p: _tune_section(p),
+    key=lambda p, inputs: study_state(p, inputs),
+)
 def tune_step(ctx: StepContext) -> dict[str, Artifact]:
     """Run the search (or AutoML) on the training snapshot; output ``best_params`` and a
     ``search`` report with every trial (or the AutoML leaderboard).
@@ -216,7 +230,7 @@ def extend_search(project: Project, trials: int, console: Console) -> dict[str, 
     """
     from keel.errors import ConfigError
     from keel.pipeline.runner import run_steps
-    from keel.pipeline.steps import default_steps
+    from keel.pipeline.standard import default_steps
 
     config = project.config
     if config.search is None or config.model.flavor == "auto":
@@ -241,7 +255,7 @@ def extend_search(project: Project, trials: int, console: Console) -> dict[str, 
     results = run_steps(project, default_steps(project), console=console)
     tune = next(r for r in results if r.step == "tune").facts
     evaluate = next(r for r in results if r.step == "evaluate").facts
-    register = results[-1].facts
+    register = next((r.facts for r in results if r.step == "register"), {})
     return {
         "study": name,
         "trials_before": before,

@@ -33,12 +33,12 @@ from prometheus_client import (
     generate_latest,
 )
 
-from keel import __version__
 from keel.errors import ConfigError, DataValidationError, KeelError, NotFoundError
 from keel.features.custom import importable_from
 from keel.registry.package import ModelPackage
 from keel.serve.predlog import PredictionLog
 from keel.validate.coerce import Finding
+from keel.version import __version__
 
 __all__ = ["LoadedModel", "ServerApp", "create_app"]
 
@@ -360,7 +360,7 @@ class ServerApp:
                     }
                     for i in signature["inputs"]
                 ],
-                "outputs": _outputs(model.package.task, len(model.package.classes)),
+                "outputs": _outputs(signature["outputs"]),
                 "classes": model.package.classes,
                 "package_sha256": model.package.sha256,
             }
@@ -400,14 +400,17 @@ def _route_label(path: str) -> str:
 _DATATYPES = {"int": "INT64", "float": "FP64", "string": "BYTES", "bool": "BOOL"}
 
 
-def _outputs(task: str, classes: int) -> list[dict[str, Any]]:
-    """Open Inference Protocol output tensors per task."""
-    if task == "regression":
-        return [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
-    label = {"name": "prediction", "datatype": "BYTES", "shape": [-1]}
-    if task == "multiclass":
-        return [label, {"name": "probabilities", "datatype": "FP64", "shape": [-1, classes]}]
-    return [label, {"name": "probability", "datatype": "FP64", "shape": [-1]}]
+def _outputs(outputs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Open Inference Protocol output tensors of a signature's outputs (any task)."""
+    tensors = []
+    for output in outputs:
+        if output["type"] == "float[]":  # one probability per class
+            shape = [-1, len(output.get("classes", []))]
+            tensors.append({"name": output["name"], "datatype": "FP64", "shape": shape})
+        else:
+            datatype = _DATATYPES.get(output["type"], "BYTES")
+            tensors.append({"name": output["name"], "datatype": datatype, "shape": [-1]})
+    return tensors
 
 
 def create_app(

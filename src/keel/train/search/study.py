@@ -246,7 +246,7 @@ class TrialRecorder:
         """Open a run for trial ``number``; returns its id (None when not recording)."""
         if self.metadata is None:
             return None
-        from keel import __version__
+        from keel.version import __version__
 
         run = self.metadata.start_run(
             "tune/trial",
@@ -276,9 +276,9 @@ class TrialRecorder:
         """Close a trial's run with its facts (``params``, ``metrics``, ``history``, ``tags``)."""
         if self.metadata is None or run_id is None:
             return
-        from keel.pipeline.runner import _jsonable
+        from keel.types import jsonable
 
-        facts = _jsonable(facts)
+        facts = jsonable(facts)
         status: Literal["failed", "succeeded"] = "failed" if state == "fail" else "succeeded"
         error = facts.get("error") if state == "fail" else None
         # stores with tracking keep params/metrics/history/tags queryable (and the rest as

@@ -1,0 +1,219 @@
+"""Declared steps: a plain function with named, typed inputs and outputs and its side effects.
+
+A step is any function ``fn(ctx, **inputs) -> {output name: Artifact}`` decorated with
+:func:`step`, which records what it reads and writes::
+
+    @keel.step(inputs={"train_snapshot": "snapshot"}, outputs={"train_snapshot": "snapshot"})
+    def add_ratio(ctx: keel.StepContext, train_snapshot: keel.Artifact) -> dict[str, Artifact]:
+        table = ctx.read_table(train_snapshot)
+        ratio = pc.divide(table["capital-gain"], pc.add(table["hours-per-week"], 1))
+        return {"train_snapshot": ctx.put_table(table.append_column("ratio", ratio))}
+
+Inputs and outputs are artifact names of the pipeline (``train_snapshot``, ``features``,
+``model``, ``evaluation``, ...) with a kind (``snapshot``, ``model``, ...; ``any`` matches
+every kind). A step that reads a name and writes it again *refines* it: the steps after it get
+its version. Keel's own steps are declared the same way (:mod:`keel.pipeline.steps`), and
+:mod:`keel.pipeline.graph` checks the whole graph before anything runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from keel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keel.project import Project
+    from keel.types import Artifact
+
+__all__ = ["EFFECTS", "Port", "StepSpec", "spec_of", "step"]
+
+#: Side effects a step may declare: what it changes beyond adding artifacts.
+EFFECTS = ("registers", "serves", "writes_files", "network")
+ANY = "any"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Port:
+    """One named input or output of a step.
+
+    Attributes:
+        name: The artifact name in the pipeline (``train_snapshot``).
+        kind: Its kind (``snapshot``, ``model``...), or ``any``.
+        optional: An input the step can do without; an output it may not write.
+    """
+
+    name: str
+    kind: str = ANY
+    optional: bool = False
+
+
+def _no_section(project: Project) -> Any:
+    return {}
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A declared step.
+
+    Attributes:
+        name: Unique in the pipeline; names its runs.
+        fn: ``fn(ctx)`` or ``fn(ctx, **inputs)``, returning ``{output name: Artifact}``.
+        inputs: What it reads, by parameter name.
+        outputs: What it writes.
+        effects: Declared side effects (see :data:`EFFECTS`); ``registers`` steps are not
+            re-executed by ``keel reproduce``.
+        section: The configuration it reads (part of its cache key).
+        extra_key: More cache key (e.g. a raw file's fingerprint), from project and inputs.
+        after: Steps it must run after, besides those whose outputs it reads.
+        wiring: Input parameter -> the pipeline name it reads (default: the same name).
+        origin: Where it was declared (``keel.yaml:42`` for a custom step), for messages.
+        params: Values from keel.yaml the step reads as ``ctx.params``.
+        code: A hash of its code when more than its own source counts (a custom step: the
+            project functions it calls too); None: the function's source.
+    """
+
+    name: str
+    fn: Callable[..., dict[str, Artifact]]
+    inputs: tuple[Port, ...] = ()
+    outputs: tuple[Port, ...] = ()
+    effects: tuple[str, ...] = ()
+    section: Callable[[Project], Any] = _no_section
+    extra_key: Callable[[Project, dict[str, Artifact]], str] | None = None
+    after: tuple[str, ...] = ()
+    wiring: Mapping[str, str] = field(default_factory=dict)
+    origin: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    code: str | None = None
+
+    def source(self, port: Port) -> str:
+        """The pipeline name an input reads."""
+        return self.wiring.get(port.name, port.name)
+
+    @property
+    def where(self) -> str:
+        """The step, and where it was declared, for messages."""
+        return f"step '{self.name}'" + (f" ({self.origin})" if self.origin else "")
+
+    def call(self, ctx: Any) -> dict[str, Artifact]:
+        """Run the function with its inputs as keyword arguments (those it takes)."""
+        parameters = inspect.signature(self.fn).parameters
+        named = {
+            port.name: ctx.inputs.get(port.name)
+            for port in self.inputs
+            if port.name in parameters and (port.name in ctx.inputs or not port.optional)
+        }
+        return self.fn(ctx, **named)
+
+    def with_input(self, name: str, *, kind: str = ANY, optional: bool = False) -> StepSpec:
+        """This step reading one more input."""
+        if any(port.name == name for port in self.inputs):
+            return self
+        return replace(self, inputs=(*self.inputs, Port(name, kind, optional)))
+
+
+@overload
+def step(fn: F, /) -> F: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, str] | None = None,
+    optional: tuple[str, ...] = (),
+    effects: tuple[str, ...] = (),
+    section: Callable[[Project], Any] | None = None,
+    key: Callable[[Project, dict[str, Artifact]], str] | None = None,
+) -> Callable[[F], F]: ...
+
+
+def step(
+    fn: F | None = None,
+    *,
+    name: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, str] | None = None,
+    optional: tuple[str, ...] = (),
+    effects: tuple[str, ...] = (),
+    section: Callable[[Project], Any] | None = None,
+    key: Callable[[Project, dict[str, Artifact]], str] | None = None,
+) -> Any:
+    """Declare a pipeline step (a decorator, with or without arguments).
+
+    Args:
+        fn: The function: its first parameter is the step context, the others its inputs.
+        name: The step's name (default: the function's).
+        inputs: Input name -> kind; default: every parameter after the context, kind ``any``.
+        outputs: Output name -> kind; required (a step that writes nothing is not a step).
+        optional: Inputs it can do without and outputs it may not write.
+        effects: Side effects, from :data:`EFFECTS`.
+        section: The configuration it reads, from the project (joins its cache key).
+        key: More cache key from the project and the inputs.
+
+    Raises:
+        ConfigError: No outputs, an unknown effect, or inputs that are not parameters.
+
+    Example:
+        >>> @step(outputs={"report": "report"})
+        ... def audit(ctx, evaluation): ...
+    """
+
+    def declare(function: F) -> F:
+        spec = _spec(function, name, inputs, outputs, optional, effects, section, key)
+        function.__keel_step__ = spec  # type: ignore[attr-defined]
+        return function
+
+    return declare(fn) if fn is not None else declare
+
+
+def spec_of(function: Any) -> StepSpec | None:
+    """The declaration :func:`step` attached to a function, if any."""
+    spec = getattr(function, "__keel_step__", None)
+    return spec if isinstance(spec, StepSpec) else None
+
+
+def _spec(
+    function: Callable[..., Any],
+    name: str | None,
+    inputs: Mapping[str, str] | None,
+    outputs: Mapping[str, str] | None,
+    optional: tuple[str, ...],
+    effects: tuple[str, ...],
+    section: Callable[[Project], Any] | None,
+    key: Callable[[Project, dict[str, Artifact]], str] | None,
+) -> StepSpec:
+    label = getattr(function, "__qualname__", repr(function))
+    if not outputs:
+        raise ConfigError(f"@keel.step {label}: declare its outputs, e.g. outputs={{'x': 'any'}}.")
+    unknown = [e for e in effects if e not in EFFECTS]
+    if unknown:
+        raise ConfigError(f"@keel.step {label}: unknown effect {unknown[0]!r}; effects: {EFFECTS}.")
+    parameters = list(inspect.signature(function).parameters.values())
+    if not parameters:
+        raise ConfigError(f"@keel.step {label}: its first parameter is the step context (ctx).")
+    takes = {p.name for p in parameters[1:]}
+    var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    declared = dict(inputs) if inputs is not None else dict.fromkeys(sorted(takes), ANY)
+    if inputs is not None and not var_keyword and len(parameters) > 1:
+        missing = sorted(set(declared) - takes)
+        if missing:
+            msg = f"@keel.step {label}: input {missing[0]!r} is not a parameter of the function."
+            raise ConfigError(msg)
+    defaults = {p.name for p in parameters[1:] if p.default is not inspect.Parameter.empty}
+    ins = tuple(Port(n, k, n in optional or n in defaults) for n, k in declared.items())
+    outs = tuple(Port(n, k, n in optional) for n, k in outputs.items())
+    return StepSpec(
+        name=name or function.__name__,
+        fn=function,
+        inputs=ins,
+        outputs=outs,
+        effects=tuple(effects),
+        section=section or _no_section,
+        extra_key=key,
+    )

@@ -1,0 +1,177 @@
+"""Keel's own steps, declared the way a user declares theirs, and the pipeline of a project.
+
+``keel run`` runs :func:`pipeline_steps`: the standard steps below (those that apply to the
+project's keel.yaml) with the project's custom steps (``pipeline.steps``) placed among them,
+planned and checked as one graph (:mod:`keel.pipeline.graph`) before anything runs.
+
+===============  ========================================  ==================================
+step             reads                                     writes
+===============  ========================================  ==================================
+ingest_train     data.train                                train_snapshot (train_quarantine)
+ingest_test      data.test                                 test_snapshot (test_quarantine)
+split            train_snapshot (without data.test)        train_snapshot, test_snapshot
+feature_views    train_snapshot, test_snapshot             train_snapshot, test_snapshot
+profile          train_snapshot                            statistics
+schema           statistics                                schema
+validate         schema, statistics, snapshots             validation, validation_report
+features         schema, train_snapshot                    features
+tune             train_snapshot, features                  best_params, search
+train            train_snapshot, features (best_params)    model
+evaluate         test_snapshot, features, model            evaluation
+register         model, features, evaluation, ...          package (registers a version)
+===============  ========================================  ==================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keel.pipeline import steps as std
+from keel.pipeline.declare import StepSpec, spec_of, step
+from keel.project import Project
+from keel.types import Artifact
+
+__all__ = ["default_steps", "pipeline_steps"]
+
+_SNAPSHOT, _QUARANTINE = "snapshot", "quarantine"
+
+
+def _raw_file_key(split: str) -> Any:
+    """The raw source files' fingerprint joins the ingest step's cache key."""
+
+    def key(project: Project, inputs: dict[str, Artifact]) -> str:
+        from keel.data import source_fingerprint
+
+        source = getattr(project.config.data, split)
+        return "" if source is None else source_fingerprint(source, project.root)
+
+    return key
+
+
+def _declared(function: Any) -> StepSpec:
+    spec = spec_of(function)
+    assert spec is not None, f"{function} is not a declared step"
+    return spec
+
+
+INGEST_TRAIN = step(
+    name="ingest_train",
+    outputs={"train_snapshot": _SNAPSHOT, "train_quarantine": _QUARANTINE},
+    optional=("train_quarantine",),
+    section=lambda p: p.config.data.train,
+    key=_raw_file_key("train"),
+)(std.ingest_train)
+INGEST_TEST = step(
+    name="ingest_test",
+    outputs={"test_snapshot": _SNAPSHOT, "test_quarantine": _QUARANTINE},
+    optional=("test_quarantine",),
+    section=lambda p: p.config.data.test,
+    key=_raw_file_key("test"),
+)(std.ingest_test)
+PROFILE = step(
+    name="profile", inputs={"train_snapshot": _SNAPSHOT}, outputs={"statistics": "statistics"}
+)(std.profile)
+SCHEMA = step(
+    name="schema",
+    inputs={"statistics": "statistics"},
+    outputs={"schema": "schema"},
+    section=lambda p: p.config.data.target,
+    key=std.schema_key,
+)(std.schema)
+VALIDATE = step(
+    name="validate",
+    inputs={
+        "schema": "schema",
+        "statistics": "statistics",
+        "train_snapshot": _SNAPSHOT,
+        "test_snapshot": _SNAPSHOT,
+    },
+    outputs={"validation": "validation", "validation_report": "report"},
+)(std.validate)
+FEATURES = step(
+    name="features",
+    inputs={"schema": "schema", "train_snapshot": _SNAPSHOT},
+    outputs={"features": "features"},
+    section=std.features_section,
+)(std.features)
+TRAIN = step(
+    name="train",
+    inputs={"train_snapshot": _SNAPSHOT, "features": "features", "best_params": "best-params"},
+    optional=("best_params",),
+    outputs={"model": "model"},
+    section=std.train_section,
+)(std.train)
+EVALUATE = step(
+    name="evaluate",
+    inputs={"test_snapshot": _SNAPSHOT, "features": "features", "model": "model"},
+    outputs={"evaluation": "evaluation"},
+    section=lambda p: [
+        p.config.evaluate.slices,
+        p.config.data.target,
+        p.config.data.positive_label,
+    ],
+)(std.evaluate)
+REGISTER = step(
+    name="register",
+    inputs={
+        "model": "model",
+        "features": "features",
+        "statistics": "statistics",
+        "evaluation": "evaluation",
+        "schema": "schema",
+        "train_snapshot": _SNAPSHOT,
+        "test_snapshot": _SNAPSHOT,
+        "validation": "validation",
+    },
+    outputs={"package": "model-package"},
+    effects=("registers",),
+    section=lambda p: [p.config.model.name, p.config.evaluate.gates, p.config.registry.alias],
+)(std.register)
+
+
+def _feature_views(project: Project) -> list[StepSpec]:
+    """With ``features.views``: join them point-in-time onto train and test (new snapshots)."""
+    if not project.config.features.views:
+        return []
+    from keel.features.store import join_feature_views, views_fingerprint
+
+    def section(p: Project) -> Any:
+        cfg = p.config
+        return [cfg.features.views, cfg.features.entity_timestamp, cfg.feature_views]
+
+    both = {"train_snapshot": _SNAPSHOT, "test_snapshot": _SNAPSHOT}
+    declared = step(
+        name="feature_views", inputs=both, outputs=both, section=section, key=views_fingerprint
+    )
+    return [_declared(declared(join_feature_views))]
+
+
+def default_steps(project: Project) -> list[StepSpec]:
+    """Keel's own steps for a project, in order (those its keel.yaml calls for)."""
+    from keel.pipeline.holdout import split
+    from keel.pipeline.tune import tune_steps
+
+    # without data.test, the split step holds a test split out of the training snapshot
+    test = [_declared(INGEST_TEST)] if project.config.data.test is not None else [_declared(split)]
+    return [
+        _declared(INGEST_TRAIN),
+        *test,
+        *_feature_views(project),
+        *(_declared(f) for f in (PROFILE, SCHEMA, VALIDATE, FEATURES)),
+        *tune_steps(project),  # search: / flavor auto -> best_params for train
+        *(_declared(f) for f in (TRAIN, EVALUATE, REGISTER)),
+    ]
+
+
+def pipeline_steps(project: Project) -> list[StepSpec]:
+    """The project's pipeline: Keel's steps with its custom steps placed among them.
+
+    Raises:
+        ConfigError: A custom step cannot be imported or is not a declared step (names it and
+            its keel.yaml line); PipelineGraphError: an ``after:`` names no step or forms a
+            cycle.
+    """
+    from keel.pipeline.custom import custom_steps, wired
+    from keel.pipeline.graph import order_steps
+
+    return wired(order_steps(default_steps(project), custom_steps(project)), project)
