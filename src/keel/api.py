@@ -175,8 +175,9 @@ def run(
             console=console or Console(quiet=True),
             use_cache=cache,
             explain=explain,
-            tags={"pipeline_run": pipeline_run, "trigger": trigger}
-            | ({"reason": reason} if reason else {}),
+            pipeline_run=pipeline_run,
+            trigger=trigger,
+            reason=reason,
         )
         register = next((r.facts for r in results if r.step == "register"), {})
         evaluate = next(r for r in results if r.step == "evaluate").facts
@@ -264,6 +265,27 @@ def get_run(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
 
     with _project(project) as proj:
         return show_run(proj.metadata, run)
+
+
+def pipeline_runs(*, limit: int = 50, project: str | Path | None = None) -> list[dict[str, Any]]:
+    """Pipeline runs (one per ``keel run``), newest first: trigger, status, steps."""
+    from keel.store import pipeline_runs as records
+
+    with _project(project) as proj:
+        return [run.to_dict() for run in records.recent(proj.metadata.database, limit)]
+
+
+def get_pipeline_run(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """One pipeline run (id or unique prefix): trigger, reason, status, each step's outcome
+    (run id, status, cache hit or miss, seconds, CPU seconds, peak memory while it ran).
+
+    Raises:
+        NotFoundError: No pipeline run matches, or the prefix matches several.
+    """
+    from keel.store import pipeline_runs as records
+
+    with _project(project) as proj:
+        return records.get(proj.metadata.database, ref).to_dict()
 
 
 def compare_runs(run_ids: list[str], *, project: str | Path | None = None) -> dict[str, Any]:

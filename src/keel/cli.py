@@ -167,6 +167,11 @@ def _print_run(summary: dict[str, Any]) -> None:
         out.print(f"alias '{model['alias']}' -> version {model['version']}")
     elif model["gates"]:
         out.print("[red]gates failed: the alias was not moved[/]")
+    register = next((s for s in summary["steps"] if s["step"] == "register"), None)
+    if register is not None and register["facts"].get("unchanged"):
+        out.print(f"model unchanged: still version {model['version']} (nothing new registered)")
+    short = summary["pipeline_run"][:12]
+    out.print(f"pipeline run {short}: keel runs show {short}")
 
 
 def _print_warning_count(steps: list[dict[str, Any]]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from keel.config import CONFIG_FILE, KeelConfig, load_config
 from keel.errors import ConfigError, KeelError
 from keel.settings import load_settings
+from keel.store import pipeline_runs
 from keel.store.artifacts import ArtifactStore
 from keel.store.database import anchor_sqlite_url
 from keel.store.leases import ReapedRun
@@ -81,6 +82,7 @@ class Project:
         store = MetadataStore(self.db_url)
         try:
             self.reaped_runs = tuple(store.reap_dead_runs())
+            pipeline_runs.reap_dead(store.database)
         except KeelError as exc:
             # Not ours to fail on (a read-only database user, say): the next opener reaps them.
             _log.warning("could not mark the runs of dead processes failed: %s", exc)

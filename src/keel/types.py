@@ -57,7 +57,7 @@ class Run:
         started_at: When it began (UTC).
         ended_at: When it ended (UTC), or None while running.
         cpu_seconds: User + system CPU time spent in the step.
-        peak_memory_mb: Peak resident memory of the process at the end of the step.
+        peak_memory_mb: Peak resident memory of the process while the step ran (sampled).
         error: The error message when it failed.
         params: Small JSON-able facts (step parameters, the run it reused from cache, ...).
         inputs: Artifact sha256 by input name.

@@ -42,12 +42,18 @@ def list_(
         typer.Option("--sort", help="E.g. 'metrics.roc_auc desc' (default: newest first)."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most this many.")] = 50,
+    pipeline: Annotated[
+        bool, typer.Option("--pipeline", help="List pipeline runs (one per keel run) instead.")
+    ] = False,
     project: ProjectOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Runs matching a filter, sorted: step, status, duration and key metrics."""
     from keel import api
 
+    if pipeline:
+        _list_pipeline_runs(api.pipeline_runs(limit=limit, project=project), fmt)
+        return
     found = api.runs(filter, sort=sort, limit=limit, project=project)
     if fmt is Format.json:
         emit_json({"runs": found})
@@ -103,16 +109,78 @@ def _fitting(header: list[str], metrics: list[str], rows: list[list[str]], width
     return shown
 
 
+def _list_pipeline_runs(found: list[dict[str, Any]], fmt: Format) -> None:
+    if fmt is Format.json:
+        emit_json({"pipeline_runs": found})
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for column in ("pipeline run", "trigger", "status", "started", "steps", "hits"):
+        table.add_column(column, no_wrap=True)
+    for run in found:
+        hits = sum(1 for s in run["steps"] if s["cache"] == "hit")
+        table.add_row(
+            run["id"][:12],
+            escape(run["trigger"]),
+            run["status"],
+            run["started_at"][:16].replace("T", " "),
+            str(len(run["steps"])),
+            str(hits),
+        )
+    out.print(table)
+    out.print(f"{len(found)} pipeline run(s); one in full: keel runs show ID", highlight=False)
+
+
+def _print_pipeline_run(shown: dict[str, Any]) -> None:
+    out.print(f"pipeline run {shown['id']}: {shown['status']}", highlight=False)
+    reason = f" ({shown['reason']})" if shown["reason"] else ""
+    out.print(f"  trigger  {escape(shown['trigger'])}{escape(reason)}", highlight=False)
+    out.print(f"  started  {shown['started_at']}", highlight=False)
+    out.print(f"  ended    {shown['ended_at'] or '-'}", highlight=False)
+    if shown["error"]:
+        out.print(f"  error    {escape(shown['error'])}", highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for column in ("step", "run", "status", "cache", "seconds", "cpu s", "peak MB"):
+        table.add_column(column, no_wrap=True)
+    for step in shown["steps"]:
+        table.add_row(
+            escape(step["step"]),
+            step["run_id"][:12],
+            step["status"],
+            step["cache"],
+            _num(step["seconds"]),
+            _num(step["cpu_seconds"]),
+            _num(step["peak_rss_mb"]),
+        )
+    out.print(table)
+
+
 def show(
-    run: Annotated[str, typer.Argument(help="Run id or a prefix (6+ hex digits).")],
+    run: Annotated[
+        str, typer.Argument(help="Run id or a prefix (6+ hex digits); a pipeline run's too.")
+    ],
+    pipeline: Annotated[
+        bool, typer.Option("--pipeline", help="RUN is a pipeline run (one keel run).")
+    ] = False,
     project: ProjectOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """One run: warnings, params, metrics, learning curves, environment, inputs/outputs and
-    lineage."""
+    lineage; or, for a pipeline run's id, its trigger, status and every step's outcome."""
     from keel import api
+    from keel.errors import NotFoundError
 
-    shown = api.get_run(run, project=project)
+    if not pipeline:
+        try:
+            shown = api.get_run(run, project=project)
+        except NotFoundError:
+            pipeline = True  # not a step run: perhaps a pipeline run
+    if pipeline:
+        whole = api.get_pipeline_run(run, project=project)
+        if fmt is Format.json:
+            emit_json(whole)
+        else:
+            _print_pipeline_run(whole)
+        return
     if fmt is Format.json:
         emit_json(shown)
         return

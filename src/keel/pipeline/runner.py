@@ -22,9 +22,9 @@ import contextlib
 import hashlib
 import inspect
 import io
-import resource
 import time
 import tokenize
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,10 +35,13 @@ from rich.markup import escape
 from keel.config import config_hash
 from keel.errors import KeelError
 from keel.pipeline.declare import Port, StepSpec
-from keel.pipeline.graph import plan
+from keel.pipeline.graph import Bound, plan
+from keel.pipeline.usage import StepUsage
 from keel.project import Project
+from keel.store import pipeline_runs
 from keel.store.environment import capture_environment
 from keel.store.leases import keep_alive
+from keel.store.pipeline_runs import StepOutcome
 from keel.types import Artifact, jsonable
 from keel.version import __version__
 
@@ -156,6 +159,8 @@ class StepResult:
     facts: dict[str, Any]
     warnings: tuple[str, ...] = ()
     explain: str = ""
+    cpu_seconds: float | None = None
+    peak_rss_mb: float | None = None
 
 
 def run_steps(
@@ -165,7 +170,9 @@ def run_steps(
     console: Console,
     use_cache: bool = True,
     explain: bool = False,
-    tags: dict[str, str] | None = None,
+    pipeline_run: str | None = None,
+    trigger: str = "manual",
+    reason: str | None = None,
 ) -> list[StepResult]:
     """Plan the steps, then run (or reuse) each in order, recording runs and lineage.
 
@@ -176,15 +183,46 @@ def run_steps(
         use_cache: False executes every step even when an identical run exists.
         explain: Print, per step, whether its cache hit and, when not, what changed since its
             last run (its code, config, raw files or which input); also in ``StepResult``.
-        tags: Recorded on every step run (the pipeline run's id, its trigger).
+        pipeline_run: The pipeline run's id (default: a new one). The run is recorded with
+            its trigger, reason, status and each step's outcome (``keel runs show ID``), and
+            every step run is tagged with it.
+        trigger: ``manual``, ``schedule``, ``event`` or ``retry``.
+        reason: Why it ran (a schedule's name, an event), in words.
 
     Raises:
         PipelineGraphError: The graph is not valid (nothing ran); lists every problem.
         KeelError: A step failed; its run is recorded as failed with the message.
     """
     bound = plan(steps)
+    run_id = pipeline_run or uuid.uuid4().hex
+    database = project.metadata.database
+    pipeline_runs.start(
+        database, run_id, config_hash=config_hash(project.config), trigger=trigger, reason=reason
+    )
+    tags = {"pipeline_run": run_id, "trigger": trigger} | ({"reason": reason} if reason else {})
+    results: list[StepResult] = []
+    try:
+        _run_bound(project, bound, results, console, use_cache, explain, tags)
+    except BaseException as exc:
+        error = exc.message if isinstance(exc, KeelError) else repr(exc)
+        with contextlib.suppress(KeelError):
+            outcomes = [*_outcomes(results), *_failed_step(project, bound, results)]
+            pipeline_runs.finish(database, run_id, status="failed", steps=outcomes, error=error)
+        raise
+    pipeline_runs.finish(database, run_id, status="succeeded", steps=_outcomes(results), error=None)
+    return results
+
+
+def _run_bound(
+    project: Project,
+    bound: list[Bound],
+    results: list[StepResult],
+    console: Console,
+    use_cache: bool,
+    explain: bool,
+    tags: dict[str, str],
+) -> None:
     available: dict[tuple[str, str], Artifact] = {}
-    results = []
     for item in bound:
         inputs = {
             name: available[source]
@@ -211,7 +249,38 @@ def run_steps(
                 )
             available[(item.spec.name, name)] = project.metadata.get_artifact(sha)
         results.append(result)
-    return results
+
+
+def _outcomes(results: list[StepResult]) -> list[StepOutcome]:
+    return [
+        StepOutcome(
+            step=r.step,
+            run_id=r.run_id,
+            status=r.status,
+            cache="hit" if r.status == "cached" else "miss",
+            seconds=r.seconds,
+            cpu_seconds=r.cpu_seconds,
+            peak_rss_mb=r.peak_rss_mb,
+        )
+        for r in results
+    ]
+
+
+def _failed_step(
+    project: Project, bound: list[Bound], results: list[StepResult]
+) -> list[StepOutcome]:
+    """The step that failed (the one after the last that finished), from its recorded run."""
+    if len(results) >= len(bound):
+        return []
+    name = bound[len(results)].spec.name
+    runs = project.metadata.list_runs(step=name, limit=1)
+    if not runs or runs[0].status != "failed":
+        return []
+    run = runs[0]
+    seconds = ((run.ended_at or run.started_at) - run.started_at).total_seconds()
+    return [
+        StepOutcome(name, run.id, "failed", "miss", seconds, run.cpu_seconds, run.peak_memory_mb)
+    ]
 
 
 def _run_one(
@@ -277,14 +346,14 @@ def _run_one(
         environment=environment,
         tags=tags,
     )
-    cpu0 = _cpu_seconds()
     context = StepContext(
         project=project, console=console, inputs=inputs, run_id=run.id, params=dict(step.params)
     )
+    usage = StepUsage()
     try:
         # the run's lease is renewed while it works: another host sees it alive, and a run
         # whose process died is marked failed the next time anything opens the store
-        with keep_alive(meta, run.id):
+        with keep_alive(meta, run.id), usage:
             outputs = step.call(context)
         for artifact in outputs.values():
             meta.record_artifact(artifact)
@@ -294,8 +363,8 @@ def _run_one(
             status="succeeded",
             inputs=_shas(inputs),
             outputs=shas,
-            cpu_seconds=_cpu_seconds() - cpu0,
-            peak_memory_mb=_peak_mb(),
+            cpu_seconds=usage.cpu_seconds,
+            peak_memory_mb=usage.peak_rss_mb,
             params=_warnings_param(context.warnings),
             facts=jsonable(context.facts),
         )
@@ -303,11 +372,14 @@ def _run_one(
         # The run must not stay 'running': record it as failed, with what the step reported.
         error = exc.message if isinstance(exc, KeelError) else repr(exc)
         with contextlib.suppress(KeelError):  # an unreachable store: the step's error matters
-            _finish_failed(project, run.id, inputs, error, cpu0, context)
+            _finish_failed(project, run.id, inputs, error, usage, context)
         raise
     seconds = time.perf_counter() - started
     said = tuple(context.warnings)
-    return StepResult(step.name, run.id, "succeeded", seconds, shas, context.facts, said, why)
+    return StepResult(
+        step.name, run.id, "succeeded", seconds, shas, context.facts, said, why,
+        cpu_seconds=usage.cpu_seconds, peak_rss_mb=usage.peak_rss_mb,
+    )  # fmt: skip
 
 
 def _outputs_intact(project: Project, outputs: dict[str, str]) -> bool:
@@ -337,10 +409,11 @@ def _why(
         return "hit"
     if cached is not None:
         return "miss: a cached output is missing or corrupt in the artifact store; re-running"
-    previous = next(
-        (r for r in project.metadata.list_runs(step=name, limit=20) if "key" in r.params), None
-    )
+    earlier = project.metadata.list_runs(step=name, limit=20)
+    previous = next((r for r in earlier if "key" in r.params), None)
     if previous is None:
+        if earlier:
+            return "miss: no identical earlier run (those recorded by an older Keel keep no key)"
         return "miss: no earlier run of this step"
     before = previous.params["key"]
     labels = {"keel": "Keel's version", "code": "the step's code", "config": "its config",
@@ -360,7 +433,7 @@ def _finish_failed(
     run_id: str,
     inputs: dict[str, Artifact],
     error: str,
-    cpu0: float,
+    usage: StepUsage,
     context: StepContext,
 ) -> None:
     meta = project.metadata
@@ -370,8 +443,8 @@ def _finish_failed(
         "status": "failed",
         "inputs": _shas(inputs),
         "error": error,
-        "cpu_seconds": _cpu_seconds() - cpu0,
-        "peak_memory_mb": _peak_mb(),
+        "cpu_seconds": usage.cpu_seconds,
+        "peak_memory_mb": usage.peak_rss_mb,
         "params": _warnings_param(context.warnings),
     }
     try:
@@ -413,12 +486,3 @@ def source_hash(fn: Callable[..., Any]) -> str:
         not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
     ]
     return hashlib.sha256(" ".join(tokens).encode()).hexdigest()
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

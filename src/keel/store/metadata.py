@@ -69,6 +69,11 @@ class MetadataStore:
     def __repr__(self) -> str:
         return f"MetadataStore({self.url!r})"
 
+    @property
+    def database(self) -> Database:
+        """The database connection (for the stores that share it: pipeline runs)."""
+        return self._db
+
     def __enter__(self) -> MetadataStore:
         return self
 

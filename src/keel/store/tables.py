@@ -21,6 +21,7 @@ __all__ = [
     "lineage",
     "model_versions",
     "models",
+    "pipeline_runs",
     "run_metric_history",
     "run_metrics",
     "run_params",
@@ -334,4 +335,24 @@ events = sa.Table(
     sa.Column("payload", sa.JSON(), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Index("ix_events_kind_id", "kind", "id"),
+)
+
+# One row per `keel run` (or scheduled run): its trigger, status and each step's outcome.
+pipeline_runs = sa.Table(
+    "pipeline_runs",
+    schema,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("config_hash", sa.String(128), nullable=False),
+    sa.Column("trigger", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("ended_at", UtcDateTime(), nullable=True),
+    # [{step, run_id, status, cache, seconds, cpu_seconds, peak_rss_mb}] in execution order
+    sa.Column("steps", sa.JSON(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("owner_host", sa.String(255), nullable=True),
+    sa.Column("owner_pid", sa.Integer(), nullable=True),
+    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+    sa.Index("ix_pipeline_runs_started_at_id", "started_at", "id"),
 )

@@ -1,0 +1,185 @@
+"""Pipeline runs: one record per ``keel run`` (manual, scheduled, event or retry).
+
+A pipeline run groups the step runs of one execution of the pipeline: its trigger and reason,
+the config hash, its status, and per step the run id, status, whether the cache hit, seconds,
+CPU seconds and the peak memory while that step ran. A run whose process died while it was
+``running`` is marked failed, like its step runs, the next time the store is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from keel.errors import ConfigError, NotFoundError
+from keel.store.database import Database
+from keel.store.leases import this_host
+from keel.store.tables import pipeline_runs, utc_now
+
+__all__ = ["PipelineRun", "StepOutcome", "Trigger"]
+
+Trigger = Literal["manual", "schedule", "event", "retry"]
+TRIGGERS: tuple[str, ...] = ("manual", "schedule", "event", "retry")
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How one step of a pipeline run went."""
+
+    step: str
+    run_id: str
+    status: str
+    cache: Literal["hit", "miss"]
+    seconds: float
+    cpu_seconds: float | None = None
+    peak_rss_mb: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able."""
+        return {
+            "step": self.step,
+            "run_id": self.run_id,
+            "status": self.status,
+            "cache": self.cache,
+            "seconds": round(self.seconds, 4),
+            "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 4),
+            "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1),
+        }
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One execution of a project's pipeline."""
+
+    id: str
+    config_hash: str
+    trigger: str
+    reason: str | None
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    steps: tuple[dict[str, Any], ...]
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, times as ISO 8601."""
+        return {
+            "id": self.id,
+            "config_hash": self.config_hash,
+            "trigger": self.trigger,
+            "reason": self.reason,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": None if self.ended_at is None else self.ended_at.isoformat(),
+            "steps": list(self.steps),
+            "error": self.error,
+        }
+
+
+def start(db: Database, run_id: str, *, config_hash: str, trigger: str, reason: str | None) -> None:
+    """Record a pipeline run as ``running``.
+
+    Raises:
+        ConfigError: ``trigger`` is not one of manual, schedule, event, retry.
+    """
+    if trigger not in TRIGGERS:
+        msg = f"trigger {trigger!r} is not one of {', '.join(TRIGGERS)}."
+        raise ConfigError(msg, field="trigger")
+    values: dict[str, Any] = {
+        "id": run_id,
+        "config_hash": config_hash,
+        "trigger": trigger,
+        "reason": reason,
+        "status": "running",
+        "started_at": utc_now(),
+        "steps": [],
+        "owner_host": this_host()[:255],
+        "owner_pid": os.getpid(),
+    }
+    with db.write() as conn:
+        conn.execute(pipeline_runs.insert().values(**values))
+
+
+def finish(
+    db: Database, run_id: str, *, status: str, steps: list[StepOutcome], error: str | None
+) -> None:
+    """Close a pipeline run with its steps' outcomes."""
+    values: dict[str, Any] = {
+        "status": status,
+        "ended_at": utc_now(),
+        "steps": [step.to_dict() for step in steps],
+        "error": None if error is None else error[:4000],
+    }
+    with db.write() as conn:
+        conn.execute(pipeline_runs.update().where(pipeline_runs.c.id == run_id).values(**values))
+
+
+def get(db: Database, ref: str) -> PipelineRun:
+    """A pipeline run by id or unique prefix.
+
+    Raises:
+        NotFoundError: No pipeline run matches, or the prefix is ambiguous.
+    """
+    query = sa.select(pipeline_runs).where(pipeline_runs.c.id.startswith(ref, autoescape=True))
+    with db.read() as conn:
+        rows = conn.execute(query.limit(2)).mappings().all()
+    if len(rows) != 1:
+        what = "no pipeline run" if not rows else "more than one pipeline run"
+        raise NotFoundError(f"{what} matches '{ref}'. List them with 'keel runs list --pipeline'.")
+    return _record(rows[0])
+
+
+def recent(db: Database, limit: int = 50) -> list[PipelineRun]:
+    """Pipeline runs, newest first."""
+    query = sa.select(pipeline_runs).order_by(
+        pipeline_runs.c.started_at.desc(), pipeline_runs.c.id.desc()
+    )
+    with db.read() as conn:
+        rows = conn.execute(query.limit(limit)).mappings().all()
+    return [_record(row) for row in rows]
+
+
+def reap_dead(db: Database) -> int:
+    """Mark failed the ``running`` pipeline runs of this host whose process is gone (or whose
+    pid now belongs to a later process); returns how many. Other hosts' runs are left alone."""
+    columns = (pipeline_runs.c.id, pipeline_runs.c.owner_host, pipeline_runs.c.owner_pid)
+    query = sa.select(*columns, pipeline_runs.c.started_at)
+    with db.read() as conn:
+        rows = conn.execute(query.where(pipeline_runs.c.status == "running")).all()
+    dead = [row.id for row in rows if not _alive(row.owner_host, row.owner_pid, row.started_at)]
+    if dead:
+        error = "the process running this pipeline died; its step runs say where it stopped"
+        with db.write() as conn:
+            conn.execute(
+                pipeline_runs.update()
+                .where(pipeline_runs.c.id.in_(dead), pipeline_runs.c.status == "running")
+                .values(status="failed", ended_at=utc_now(), error=error)
+            )
+    return len(dead)
+
+
+def _alive(host: str | None, pid: int | None, started_at: datetime) -> bool:
+    from keel.store.leases import process_start_time
+
+    if host != this_host() or pid is None:
+        return True  # cannot be judged from here
+    began = process_start_time(pid)
+    return began is not None and began <= started_at.timestamp() + 1.0
+
+
+def _record(row: Any) -> PipelineRun:
+    return PipelineRun(
+        id=row["id"],
+        config_hash=row["config_hash"],
+        trigger=row["trigger"],
+        reason=row["reason"],
+        status=row["status"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        steps=tuple(row["steps"] or ()),
+        error=row["error"],
+    )

@@ -1,0 +1,99 @@
+"""Every `keel run` is a recorded pipeline run: trigger, status, each step's outcome."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import keel
+from keel import api
+from keel.errors import NotFoundError
+from keel.project import Project
+from keel.store import pipeline_runs
+from keel.store.tables import pipeline_runs as table
+from tests.pipeline.test_runner import make_project
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    root = make_project(tmp_path_factory.mktemp("pipeline-runs") / "adult")
+    first = keel.run(root)
+    second = keel.run(root, trigger="schedule", reason="nightly")
+    return root, first, second
+
+
+def test_a_run_is_recorded_with_each_steps_outcome(ran: Any) -> None:
+    root, first, second = ran
+    record = api.get_pipeline_run(first["pipeline_run"][:10], project=root)
+    assert record["status"] == "succeeded" and record["trigger"] == "manual"
+    steps = record["steps"]
+    assert [s["step"] for s in steps] == [s["step"] for s in first["steps"]]
+    assert {s["cache"] for s in steps} == {"miss"}
+    train = next(s for s in steps if s["step"] == "train")
+    assert train["cpu_seconds"] > 0 and train["peak_rss_mb"] > 50  # sampled while it ran
+    assert [s["run_id"] for s in steps] == [s["run_id"] for s in first["steps"]]
+    again = api.get_pipeline_run(second["pipeline_run"], project=root)
+    assert (again["trigger"], again["reason"]) == ("schedule", "nightly")
+    assert {s["cache"] for s in again["steps"]} == {"hit"}
+    listed = api.pipeline_runs(project=root)
+    assert [r["id"] for r in listed[:2]] == [second["pipeline_run"], first["pipeline_run"]]
+    # each step run is tagged with its pipeline run: a filter finds them
+    tagged = keel.runs(f'tags.pipeline_run = "{second["pipeline_run"]}"', project=root)
+    assert len(tagged) == len(second["steps"])
+    with pytest.raises(NotFoundError, match="no pipeline run matches 'ffffffff'"):
+        api.get_pipeline_run("ffffffff", project=root)
+
+
+def test_a_failed_run_names_the_step_that_failed(ran: Any) -> None:
+    root, _, _ = ran
+    config = yaml.safe_load((root / "keel.yaml").read_text())
+    original = dict(config["evaluate"])
+    config["evaluate"]["slices"] = ["no_such_column"]
+    (root / "keel.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        with pytest.raises(keel.ConfigError):
+            keel.run(root)
+        record = api.pipeline_runs(project=root, limit=1)[0]
+        assert record["status"] == "failed" and "no_such_column" in record["error"]
+        assert record["steps"][-1]["step"] == "evaluate"
+        assert record["steps"][-1]["status"] == "failed"
+    finally:
+        config["evaluate"] = original
+        (root / "keel.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def test_a_dead_process_pipeline_run_is_marked_failed(ran: Any) -> None:
+    root, _, _ = ran
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    with Project(root) as project:
+        database = project.metadata.database
+        pipeline_runs.start(database, "d" * 32, config_hash="x", trigger="manual", reason=None)
+        with database.write() as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.id == "d" * 32)
+                .values(owner_pid=int(dead.stdout), started_at=datetime.now(UTC))
+            )
+    with Project(root) as project:  # opening the store reaps the dead
+        record = pipeline_runs.get(project.metadata.database, "d" * 8)
+    assert record.status == "failed" and "died" in (record.error or "")
+
+
+def test_the_cli_lists_and_shows_pipeline_runs(ran: Any) -> None:
+    root, first, _ = ran
+    run = [sys.executable, "-m", "keel.cli", "runs"]
+    listed = subprocess.run([*run, "list", "--pipeline", "--format", "json"], cwd=root,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert first["pipeline_run"] in [r["id"] for r in json.loads(listed.stdout)["pipeline_runs"]]
+    shown = subprocess.run([*run, "show", first["pipeline_run"][:12]], cwd=root,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert f"pipeline run {first['pipeline_run']}: succeeded" in shown.stdout
+    assert "register" in shown.stdout and "peak MB" in shown.stdout
