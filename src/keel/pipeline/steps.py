@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -283,7 +284,6 @@ def train_section(project: Project) -> list[Any]:
 def train(ctx: StepContext) -> dict[str, Artifact]:
     """Train ``model.flavor`` (or the tuned ``best_params``) on the transformed training data,
     early stopping on the ``split:`` validation rows; k-fold CV first when ``split.folds``."""
-    from keel.features.pipeline import FeaturePipeline
     from keel.train import fit
     from keel.train.bundle import put_bundle
     from keel.train.ray_train import (
@@ -292,13 +292,11 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
         fit_data_parallel,
     )
     from keel.train.search.distributed import executor_settings
-    from keel.train.splits import cross_validate, validation_split
+    from keel.train.splits import cross_validate
 
     project, cfg = ctx.project, ctx.project.config
-    table = read_snapshot(project, ctx.inputs["train_snapshot"])
-    pipe = FeaturePipeline.from_state(_json(project, ctx.inputs["features"]))
-    y, classes = target_labels(project, table)
-    x = pipe.transform_training(table, y)  # out-of-fold target encodings: no row sees its label
+    data = training_data(project, ctx.inputs["train_snapshot"], ctx.inputs["features"])
+    x, y, classes, weights = data.x, data.y, data.classes, data.weights
     flavor: str = cfg.model.flavor
     params = cfg.model.param_mapping()
     if "best_params" in ctx.inputs:
@@ -312,9 +310,7 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
     if cfg.model.flavor != "auto":
         check_data_parallel(flavor, workers)
     parallel = workers > 1 and flavor in DATA_PARALLEL_FLAVORS
-    weights = sample_weights(project, table, inputs=pipe.inputs)
     split, task = cfg.split, cfg.model.task
-    values = _column_values(table, split.column) if split.method in ("time", "group") else None
     common: dict[str, Any] = {
         "flavor": flavor,
         "task": task,
@@ -329,22 +325,14 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
             **common,
             folds=split.folds,
             method=split.method,
-            values=values,
+            values=data.values,
             column=split.column,
             sample_weight=weights,
             early_stopping_rounds=stopping,
             validation_fraction=cfg.model.validation_fraction,
         )
         ctx.facts["cv"] = cv
-    fit_rows, valid_rows = validation_split(
-        y,
-        task=task,
-        fraction=cfg.model.validation_fraction,
-        seed=cfg.model.seed,
-        method=split.method,
-        values=values,
-        column=split.column,
-    )
+    fit_rows, valid_rows = data.fit_rows, data.valid_rows
     total = int(params.get("n_estimators", params.get("epochs", 1)) or 1)
     columns = [
         TextColumn("  train"),
@@ -410,6 +398,64 @@ def _column_values(table: pa.Table, column: str | None, *, field: str = "split.c
             field=field,
         )
     return table.column(column).to_numpy()
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training rows as the ``train`` and ``tune`` steps see them, made once, one way.
+
+    Attributes:
+        x: The feature matrix (out-of-fold target encodings: no row sees its own label).
+        y: The encoded target.
+        classes: Class names by code (empty for regression).
+        weights: ``model.sample_weight`` per row, or None.
+        values: The ``split.column`` values for time and group splits, else None.
+        fit_rows: Rows the model is fitted on.
+        valid_rows: Rows early stopping watches (``model.validation_fraction``, per ``split:``).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    weights: np.ndarray | None
+    values: Any
+    fit_rows: np.ndarray
+    valid_rows: np.ndarray
+
+
+def training_data(project: Project, snapshot: Artifact, features: Artifact) -> TrainingData:
+    """The training snapshot transformed by the fitted feature pipeline and split into fit and
+    validation rows: the one preparation both the final fit and every search trial use.
+
+    Raises:
+        ConfigError: ``split.column`` or ``model.sample_weight`` names no column, or the weight
+            column is a model input.
+        DataValidationError: Weights are missing, negative or not numbers; a value does not
+            convert to its input's type.
+    """
+    from keel.features.custom import importable_from
+    from keel.features.pipeline import FeaturePipeline
+    from keel.train.splits import validation_split
+
+    cfg = project.config
+    table = read_snapshot(project, snapshot)
+    with importable_from(project.root):  # custom feature modules live in the project
+        pipe = FeaturePipeline.from_state(_json(project, features))
+        y, classes = target_labels(project, table)
+        x = pipe.transform_training(table, y)
+    weights = sample_weights(project, table, inputs=pipe.inputs)
+    split = cfg.split
+    values = _column_values(table, split.column) if split.method in ("time", "group") else None
+    fit_rows, valid_rows = validation_split(
+        y,
+        task=cfg.model.task,
+        fraction=cfg.model.validation_fraction,
+        seed=cfg.model.seed,
+        method=split.method,
+        values=values,
+        column=split.column,
+    )
+    return TrainingData(x, y, classes, weights, values, fit_rows, valid_rows)
 
 
 def evaluate(ctx: StepContext) -> dict[str, Artifact]:

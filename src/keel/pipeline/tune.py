@@ -99,42 +99,14 @@ def study_state(project: Project, inputs: dict[str, Artifact]) -> str:
 
 
 def search_data(ctx: StepContext) -> TrialData:
-    """The training data transformed and split into fit and validation rows exactly as the
-    ``train`` step does it (out-of-fold target encodings, ``split:`` in keel.yaml, the
-    ``model.sample_weight`` column), so trials and the final model see the same data."""
-    from keel.features.custom import importable_from
-    from keel.features.pipeline import FeaturePipeline
-    from keel.pipeline import steps
-    from keel.train.splits import validation_split
+    """The training data each trial fits on: :func:`keel.pipeline.steps.training_data`, the
+    same preparation the ``train`` step fits the final model on."""
+    from keel.pipeline.steps import training_data
 
-    project, config = ctx.project, ctx.project.config
-    table = steps.read_snapshot(project, ctx.inputs["train_snapshot"])
-    state = orjson.loads(project.artifacts.get(ctx.inputs["features"].sha256))
-    with importable_from(project.root):
-        pipe = FeaturePipeline.from_state(state)
-    y, _ = steps.target_labels(project, table)
-    x = pipe.transform_training(table, y)
-    weights = steps.sample_weights(project, table, inputs=pipe.inputs)
-    split, model = config.split, config.model
-    values = None
-    if split.method in ("time", "group") and split.column in table.column_names:
-        values = table.column(split.column).to_numpy()
-    fit_rows, valid_rows = validation_split(
-        y,
-        task=model.task,
-        fraction=model.validation_fraction,
-        seed=model.seed,
-        method=split.method,
-        values=values,
-        column=split.column,
-    )
-    return TrialData(
-        x[fit_rows],
-        y[fit_rows],
-        x[valid_rows],
-        y[valid_rows],
-        sample_weight=None if weights is None else weights[fit_rows],
-    )
+    data = training_data(ctx.project, ctx.inputs["train_snapshot"], ctx.inputs["features"])
+    fit, valid = data.fit_rows, data.valid_rows
+    weights = None if data.weights is None else data.weights[fit]
+    return TrialData(data.x[fit], data.y[fit], data.x[valid], data.y[valid], sample_weight=weights)
 
 
 def tune_steps(project: Project) -> list[StepSpec]:
