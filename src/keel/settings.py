@@ -17,9 +17,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["SETTINGS", "Setting", "Settings", "environment_variable", "load_settings"]
+if TYPE_CHECKING:
+    from keel.config import KeelConfig
+
+__all__ = [
+    "SETTINGS",
+    "Setting",
+    "Settings",
+    "environment_variable",
+    "executor_settings",
+    "load_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -117,3 +127,31 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def environment_variable(name: str) -> str | None:
     """A variable keel.yaml interpolates as ``${NAME}`` (any name, the user's own), read now."""
     return os.environ.get(name)
+
+
+def executor_settings(config: KeelConfig) -> tuple[str, str | None]:
+    """``(executor, ray_address)`` from keel.yaml, overridden by ``KEEL_EXECUTOR`` and
+    ``KEEL_RAY_ADDRESS`` (read now, at use, never at import).
+
+    Raises:
+        ConfigError: ``KEEL_EXECUTOR`` names no registered executor (local, ray, plug-ins).
+    """
+    from keel.errors import ConfigError
+    from keel.plugins import EXECUTORS
+
+    settings = load_settings()
+    executor = settings.executor or config.executor
+    if executor not in EXECUTORS:
+        raise ConfigError(
+            f"KEEL_EXECUTOR={executor!r} is not an executor: {EXECUTORS.unknown(executor)}.",
+            field="executor",
+        )
+    if executor not in ("local", "ray"):
+        # a plug-in executor is a known name, but steps and trials run only locally or on Ray
+        # until pipeline executors load through keel.plugins.EXECUTORS (issue 13, item 4)
+        raise ConfigError(
+            f"executor {executor!r} comes from a plug-in, and this Keel runs steps and trials "
+            "only with the local or ray executor; set executor: local or ray.",
+            field="executor",
+        )
+    return executor, settings.ray_address or config.ray_address

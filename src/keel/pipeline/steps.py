@@ -272,7 +272,7 @@ def features_section(project: Project) -> Any:
 def train_section(project: Project) -> list[Any]:
     """The train step's cache section; a data-parallel fit (Ray Train) is another model, so its
     worker count joins the key (a local fit's key is unchanged)."""
-    from keel.train.search.distributed import executor_settings
+    from keel.settings import executor_settings
 
     cfg = project.config
     section: list[Any] = [cfg.model, cfg.split, cfg.data.target, cfg.data.positive_label]
@@ -284,6 +284,7 @@ def train_section(project: Project) -> list[Any]:
 def train(ctx: StepContext) -> dict[str, Artifact]:
     """Train ``model.flavor`` (or the tuned ``best_params``) on the transformed training data,
     early stopping on the ``split:`` validation rows; k-fold CV first when ``split.folds``."""
+    from keel.settings import executor_settings
     from keel.train import fit
     from keel.train.bundle import put_bundle
     from keel.train.ray_train import (
@@ -291,7 +292,6 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
         check_data_parallel,
         fit_data_parallel,
     )
-    from keel.train.search.distributed import executor_settings
     from keel.train.splits import cross_validate
 
     project, cfg = ctx.project, ctx.project.config

@@ -139,7 +139,7 @@ def tune_step(ctx: StepContext) -> dict[str, Artifact]:
     Args:
         ctx: The step context (inputs ``train_snapshot`` and ``features``).
     """
-    from keel.train.search.distributed import executor_settings
+    from keel.settings import executor_settings
     from keel.train.search.tune import run_search
 
     project, config = ctx.project, ctx.project.config

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from keel.config import ResourcesConfig
 from keel.errors import ConfigError, KeelError
+from keel.settings import executor_settings
 from keel.train.search.objective import Objective, TrialData, TrialOutcome, parse_space, suggest
 from keel.train.search.study import Budget, TrialRecorder, trial_facts
 
 if TYPE_CHECKING:
     import optuna
 
-    from keel.config import KeelConfig
 
 __all__ = [
     "RayTrials",
@@ -40,34 +40,6 @@ __all__ = [
 ]
 
 _INSTALL = "Install Ray with: pip install 'keel[ray]'."
-
-
-def executor_settings(config: KeelConfig) -> tuple[str, str | None]:
-    """``(executor, ray_address)`` from keel.yaml, overridden by ``KEEL_EXECUTOR`` and
-    ``KEEL_RAY_ADDRESS`` (read now, at use, never at import).
-
-    Raises:
-        ConfigError: ``KEEL_EXECUTOR`` names no registered executor (local, ray, plug-ins).
-    """
-    from keel.plugins import EXECUTORS
-    from keel.settings import load_settings
-
-    settings = load_settings()
-    executor = settings.executor or config.executor
-    if executor not in EXECUTORS:
-        raise ConfigError(
-            f"KEEL_EXECUTOR={executor!r} is not an executor: {EXECUTORS.unknown(executor)}.",
-            field="executor",
-        )
-    if executor not in ("local", "ray"):
-        # a plug-in executor is a known name, but steps and trials run only locally or on Ray
-        # until pipeline executors load through keel.plugins.EXECUTORS (issue 13, item 4)
-        raise ConfigError(
-            f"executor {executor!r} comes from a plug-in, and this Keel runs steps and trials "
-            "only with the local or ray executor; set executor: local or ray.",
-            field="executor",
-        )
-    return executor, settings.ray_address or config.ray_address
 
 
 def _ray() -> Any:
