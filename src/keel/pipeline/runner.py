@@ -311,7 +311,7 @@ def _run_one(
         extra,
         *(f"{n}={a.sha256}" for n, a in sorted(inputs.items())),
     )
-    code_version = code_version_of(step)
+    code_version = code_version_of(step, code)
     meta = project.metadata
     environment = capture_environment(project.root)
     cached = meta.find_cached_run(key) if use_cache else None
@@ -471,9 +471,10 @@ def step_config_hash(step: StepSpec, project: Project) -> str:
     return config_hash({"section": jsonable(step.section(project))})
 
 
-def code_version_of(step: StepSpec) -> str:
-    """Keel's version plus the hash of the step's source, as recorded in its runs."""
-    return f"keel-{__version__}+{(step.code or source_hash(step.fn))[:12]}"
+def code_version_of(step: StepSpec, code: str | None = None) -> str:
+    """Keel's version plus the hash of the step's code (``code`` when already computed), as
+    recorded in its runs."""
+    return f"keel-{__version__}+{(code or step.code or source_hash(step.fn))[:12]}"
 
 
 def source_hash(fn: Callable[..., Any]) -> str:
