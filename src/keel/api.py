@@ -13,7 +13,7 @@ import difflib
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 from rich.console import Console
@@ -23,6 +23,7 @@ from keel.errors import ConfigError, NotFoundError
 if TYPE_CHECKING:
     from keel.data.reader import ReadOptions
     from keel.project import Project
+    from keel.registry.lineage import LineageGraph
     from keel.registry.package import ModelPackage
 
 __all__ = [
@@ -286,6 +287,24 @@ def get_pipeline_run(ref: str, *, project: str | Path | None = None) -> dict[str
 
     with _project(project) as proj:
         return records.get(proj.metadata.database, ref).to_dict()
+
+
+def lineage(
+    ref: str,
+    *,
+    direction: Literal["up", "down"] = "up",
+    max_nodes: int = 500,
+    project: str | Path | None = None,
+) -> LineageGraph:
+    """Where ``ref`` came from (``up``) or what it influenced (``down``), down to served
+    predictions; ``ref`` is an artifact sha256, run id, NAME@VERSION, NAME@ALIAS or request id.
+    """
+    from keel.registry.lineage import trace
+    from keel.serve.lookup import LoggedPredictions
+
+    proj = _project(project)
+    source = LoggedPredictions(proj.predictions_dir)
+    return trace(proj.metadata, ref, direction=direction, predictions=source, max_nodes=max_nodes)
 
 
 def compare_runs(run_ids: list[str], *, project: str | Path | None = None) -> dict[str, Any]:

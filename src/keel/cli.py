@@ -17,6 +17,7 @@ from rich.table import Table
 from keel.commands import data as data_commands
 from keel.commands import doctor as doctor_commands
 from keel.commands import features as features_commands
+from keel.commands import lineage as lineage_commands
 from keel.commands import reading
 from keel.commands import runs as runs_commands
 from keel.commands import schedule as schedule_commands
@@ -41,6 +42,7 @@ for _group in (data_commands, features_commands, runs_commands, schema_commands,
 tune_commands.register(app)
 schedule_commands.register(app)
 doctor_commands.register(app)
+lineage_commands.register(app)
 
 _state: dict[str, Any] = {"debug": False}
 
