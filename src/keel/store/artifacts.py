@@ -26,8 +26,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import fsspec
-
 from keel.errors import BackendError, ConfigError, IntegrityError, NotFoundError
 from keel.types import Artifact
 
@@ -37,6 +35,9 @@ CHUNK_SIZE = 1 << 20
 TMP_PREFIX = ".tmp-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _LOCAL_SCHEMES = frozenset({"file", "local"})
+# "s3://bucket", "file:///tmp", "simplecache::s3://b": a local path needs no fsspec (100 ms to
+# import), so the scheme is read here and fsspec imported only for another filesystem
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)(://|::)")
 _CACHE_NAME = "keel-artifact-cache"
 
 
@@ -470,9 +471,13 @@ class _FsspecBackend:
 
 def _open_backend(root: str, cache_dir: Path) -> _Backend:
     """Choose the backend for ``root`` by its URL scheme: the one place that does."""
-    protocol, path = fsspec.core.split_protocol(root)
-    if protocol is None or protocol in _LOCAL_SCHEMES:
+    scheme = _SCHEME.match(root)
+    if scheme is None or (scheme[1].lower() in _LOCAL_SCHEMES and scheme[2] == "://"):
+        path = root[scheme.end() :] if scheme else root
         return _LocalBackend(Path(path).expanduser().absolute())
+    import fsspec
+
+    protocol = scheme[1]
     try:
         fs, fs_path = fsspec.core.url_to_fs(root)
     except ValueError as exc:
