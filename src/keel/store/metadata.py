@@ -7,11 +7,7 @@ migrated with Alembic when the store opens, and every write runs in one transact
 
 from __future__ import annotations
 
-import json
-import math
-import random
 import re
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
@@ -20,23 +16,25 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from keel.errors import ConfigError, ConflictError, NotFoundError
-from keel.store import leases, registry_tables, tracking_tables
+from keel.store import leases, tracking_tables
 from keel.store.database import Database
 from keel.store.environment import capture_environment, environment_id
 from keel.store.leases import Owner, ReapedRun, RunningRun
-from keel.store.tables import artifacts, audit_log, lineage, model_versions, runs, utc_now
+from keel.store.registry_store import RegistryMethods
+from keel.store.tables import artifacts, lineage, model_versions, runs, utc_now
 from keel.store.tracking_tables import Condition, Order, TrackedRun
-from keel.types import Artifact, LineageEdge, ModelVersion, Run
+from keel.store.values import check_sha as _check_sha
+from keel.store.values import to_json as _to_json
+from keel.types import Artifact, LineageEdge, Run
 
 __all__ = ["MetadataStore"]
 
 FinishStatus = Literal["succeeded", "failed", "cached"]
 _HEX = re.compile(r"[0-9a-f]+")
 _MIN_PREFIX = 6
-_REGISTER_ATTEMPTS = 20
 
 
-class MetadataStore:
+class MetadataStore(RegistryMethods):
     """Runs, artifacts, lineage, model versions, aliases and the audit log in one database.
 
     Args:
@@ -434,143 +432,6 @@ class MetadataStore:
                 for row in conn.execute(query).mappings()
             ]
 
-    # -- model registry ----------------------------------------------------------------------
-
-    def register_model_version(
-        self,
-        name: str,
-        *,
-        package_sha256: str,
-        run_id: str | None,
-        metrics: Mapping[str, Any],
-        actor: str = "keel",
-    ) -> ModelVersion:
-        """Register the next version of a model, creating the model if it is new.
-
-        The version number is ``max + 1``, allocated inside the transaction; concurrent
-        registrations each get their own number. Non-finite metric values are stored as null.
-
-        Args:
-            name: Model name (letters, digits, ``_``, ``.``, ``-``).
-            package_sha256: sha256 of the model package artifact.
-            run_id: The run that produced the package, or None.
-            metrics: JSON-able evaluation metrics.
-            actor: Who registered it, for the audit log.
-
-        Returns:
-            The new version.
-
-        Raises:
-            NotFoundError: ``run_id`` names no recorded run.
-            ConflictError: The version could not be allocated after repeated contention.
-        """
-        registry_tables.check_model_name(name)
-        sha = _check_sha(package_sha256, "package_sha256")
-        clean = _to_json(metrics, "metrics")
-        for attempt in range(_REGISTER_ATTEMPTS):
-            try:
-                with self._db.write() as conn:
-                    return registry_tables.register(
-                        conn, name, package_sha256=sha, run_id=run_id, metrics=clean, actor=actor
-                    )
-            except sa.exc.IntegrityError as exc:
-                if attempt == _REGISTER_ATTEMPTS - 1:
-                    msg = (
-                        f"could not allocate a version of model {name!r} after "
-                        f"{_REGISTER_ATTEMPTS} attempts: other writers kept taking it. Retry."
-                    )
-                    raise ConflictError(msg, field="name") from exc
-                time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def get_model_version(self, name: str, version: int) -> ModelVersion:
-        """One version of a model, with the aliases that point at it.
-
-        Raises:
-            NotFoundError: The model or version does not exist (the message lists what does).
-        """
-        with self._db.read() as conn:
-            return registry_tables.load_version(conn, name, version)
-
-    def resolve(self, ref: str) -> ModelVersion:
-        """Resolve a model reference to a version.
-
-        ``name`` means the ``production`` alias when set, else the latest version;
-        ``name@3`` is version 3; ``name@latest`` the newest; ``name@staging`` an alias.
-
-        Raises:
-            NotFoundError: Unknown model, version or alias; the message lists the known ones.
-            ConfigError: ``ref`` is empty or ends in ``@``.
-        """
-        with self._db.read() as conn:
-            return registry_tables.resolve(conn, ref)
-
-    def list_models(self) -> list[dict[str, Any]]:
-        """One summary per model, sorted by name.
-
-        Returns:
-            Dicts with ``name``, ``latest_version``, ``aliases`` (alias -> version),
-            ``versions`` (count), ``created_at`` and ``description``.
-        """
-        with self._db.read() as conn:
-            return registry_tables.list_models(conn)
-
-    def list_versions(self, name: str) -> list[ModelVersion]:
-        """Every version of a model, oldest first. NotFoundError for an unknown model."""
-        with self._db.read() as conn:
-            return registry_tables.list_versions(conn, name)
-
-    def set_alias(
-        self, name: str, alias: str, version: int, *, actor: str = "keel", reason: str = ""
-    ) -> None:
-        """Point an alias (``production``, ``staging``, ...) at a version, and audit the move.
-
-        The audit row (action ``set_alias``) records the version the alias pointed at before.
-
-        Raises:
-            NotFoundError: The model or version does not exist.
-            ConfigError: The alias is invalid or reserved (``latest``, digits).
-        """
-        registry_tables.check_alias(alias)
-        with self._db.write() as conn:
-            registry_tables.set_alias(conn, name, alias, version, actor=actor, reason=reason)
-
-    def delete_alias(self, name: str, alias: str, *, actor: str = "keel") -> None:
-        """Remove an alias and audit it. NotFoundError when the alias is not set."""
-        with self._db.write() as conn:
-            registry_tables.delete_alias(conn, name, alias, actor=actor)
-
-    # -- audit log ---------------------------------------------------------------------------
-
-    def audit(
-        self,
-        action: str,
-        target: str,
-        *,
-        actor: str = "keel",
-        details: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Append an entry to the audit log (e.g. ``deploy``, ``rollback``, ``promote``)."""
-        clean = _to_json(details or {}, "details")
-        with self._db.write() as conn:
-            registry_tables.record_audit(conn, action, target, actor, clean)
-
-    def list_audit(self, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Audit entries newest first: dicts with id, at, actor, action, target, details."""
-        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
-        if target is not None:
-            query = query.where(audit_log.c.target == target)
-        with self._db.read() as conn:
-            return [dict(row) for row in conn.execute(query).mappings()]
-
-
-def _check_sha(value: str, field: str) -> str:
-    sha = value.lower() if isinstance(value, str) else ""
-    if len(sha) != 64 or not _HEX.fullmatch(sha):
-        msg = f"{field} {value!r} is not a sha256: expected 64 hex digits"
-        raise ConfigError(msg, field=field)
-    return sha
-
 
 def _resolve_prefix(
     conn: sa.Connection, column: sa.Column[str], value: str, *, what: str, full: int
@@ -686,35 +547,3 @@ def _artifact(row: sa.RowMapping) -> Artifact:
         size=int(row["size"]),
         metadata=dict(row["metadata"]),
     )
-
-
-def _to_json(value: Mapping[str, Any], field: str) -> dict[str, Any]:
-    """A plain-JSON copy: numpy scalars become numbers, NaN and infinities become null."""
-    try:
-        text = json.dumps(_finite(value), default=_json_default, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        msg = f"{field} must be JSON-serialisable (str, number, bool, None, list, dict): {exc}"
-        raise ConfigError(msg, field=field) from exc
-    result = json.loads(text)
-    if not isinstance(result, dict):
-        raise ConfigError(f"{field} must be a mapping, got {type(value).__name__}", field=field)
-    return result
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if hasattr(value, "tolist") and callable(value.tolist):
-        # numpy scalars and arrays.
-        return _finite(value.tolist())
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")

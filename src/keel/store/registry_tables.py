@@ -1,26 +1,54 @@
-"""Queries over the model registry tables (models, model_versions, aliases) and the audit log.
+"""Queries over the model registry tables (models, model_versions, aliases, alias_history),
+the audit log and the registry's events.
 
-Each function takes a connection that is already in a transaction; ``MetadataStore`` owns the
-transactions, the retries and the public API.
+Each function takes a connection that is already in a transaction; ``MetadataStore`` and
+``keel.registry.Registry`` own the transactions. Every change writes its audit row, its alias
+history and its event (with the webhook deliveries it owes) in the caller's transaction.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
-from keel.errors import ConfigError, NotFoundError
-from keel.store.tables import aliases, audit_log, model_versions, models, runs, utc_now
+from keel.errors import ConfigError, ConflictError, NotFoundError
+from keel.store.tables import (
+    alias_history,
+    aliases,
+    audit_log,
+    events,
+    model_versions,
+    models,
+    runs,
+    utc_now,
+    webhook_deliveries,
+)
 from keel.types import ModelVersion
 
+if TYPE_CHECKING:
+    from keel.config.registry import WebhookConfig
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY: Final = _Any()
+"""``expected`` for :func:`move_alias`: whatever holds the alias now (no optimistic check)."""
+
 __all__ = [
+    "ANY",
     "delete_alias",
+    "emit_event",
     "list_models",
     "list_versions",
+    "load_model",
     "load_version",
+    "move_alias",
     "record_audit",
     "register",
     "resolve",
@@ -55,13 +83,47 @@ def check_alias(alias: str) -> None:
 
 def record_audit(
     conn: sa.Connection, action: str, target: str, actor: str, details: Mapping[str, Any]
-) -> None:
-    """Append one row to the audit log."""
-    conn.execute(
+) -> int:
+    """Append one row to the audit log; its id."""
+    key = conn.execute(
         sa.insert(audit_log).values(
             at=utc_now(), actor=actor, action=action, target=target, details=dict(details)
         )
-    )
+    ).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def emit_event(
+    conn: sa.Connection,
+    kind: str,
+    subject: str,
+    payload: Mapping[str, Any],
+    webhooks: Sequence[WebhookConfig] = (),
+) -> int:
+    """Append an event, and a pending delivery for each webhook that wants ``kind``; its id."""
+    now = utc_now()
+    key = conn.execute(
+        sa.insert(events).values(kind=kind, subject=subject, payload=dict(payload), created_at=now)
+    ).inserted_primary_key
+    assert key is not None
+    event_id = int(key[0])
+    rows = [
+        {
+            "event_id": event_id,
+            "url": hook.url,
+            "secret_env": hook.secret_env,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for hook in webhooks
+        if not hook.events or kind in hook.events
+    ]
+    if rows:
+        conn.execute(sa.insert(webhook_deliveries), rows)
+    return event_id
 
 
 def register(
@@ -72,8 +134,10 @@ def register(
     run_id: str | None,
     metrics: dict[str, Any],
     actor: str,
+    webhooks: Sequence[WebhookConfig] = (),
 ) -> ModelVersion:
-    """Insert the next version of ``name`` (creating the model), and audit it.
+    """Insert the next version of ``name`` (creating the model), audit it and emit
+    ``model_registered``.
 
     Raises ``sqlalchemy.exc.IntegrityError`` when another writer took the same version first;
     the caller retries in a new transaction.
@@ -86,13 +150,18 @@ def register(
         raise NotFoundError(msg, field="run_id")
     now = utc_now()
     # Locks the model row on PostgreSQL so concurrent registrations queue instead of retrying.
-    exists = conn.scalar(sa.select(models.c.name).where(models.c.name == name).with_for_update())
+    exists = conn.execute(
+        sa.select(models.c.name, models.c.last_version)
+        .where(models.c.name == name)
+        .with_for_update()
+    ).first()
     if exists is None:
         conn.execute(sa.insert(models).values(name=name, created_at=now, description=""))
     latest = conn.scalar(
         sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.name == name)
     )
-    version = (latest or 0) + 1
+    # never reuse a deleted version's number: audit rows and packages still name it
+    version = max(latest or 0, (exists[1] if exists is not None else None) or 0) + 1
     conn.execute(
         sa.insert(model_versions).values(
             name=name,
@@ -103,8 +172,11 @@ def register(
             created_at=now,
         )
     )
+    conn.execute(sa.update(models).where(models.c.name == name).values(last_version=version))
     details = {"version": version, "package_sha256": package_sha256, "run_id": run_id}
-    record_audit(conn, "register", name, actor, details)
+    audit_id = record_audit(conn, "register", name, actor, details)
+    payload = {**details, "name": name, "actor": actor, "audit_id": audit_id}
+    emit_event(conn, "model_registered", name, payload, webhooks)
     return ModelVersion(name, version, package_sha256, run_id, now, metrics=metrics)
 
 
@@ -192,7 +264,20 @@ def resolve(conn: sa.Connection, ref: str) -> ModelVersion:
         raise ConfigError(msg, field="ref")
     _require_model(conn, name)
     if selector.isdigit():
-        return load_version(conn, name, int(selector))
+        found = load_version(conn, name, int(selector))
+        archived = conn.execute(
+            sa.select(model_versions.c.archived_at, model_versions.c.archived_by).where(
+                model_versions.c.name == name, model_versions.c.version == found.version
+            )
+        ).first()
+        if archived is not None and archived[0] is not None:
+            msg = (
+                f"version {found.version} of model {name!r} is archived (by {archived[1]} at "
+                f"{archived[0]:%Y-%m-%d %H:%M} UTC): it cannot be loaded or served. Restore it "
+                f"with `keel models restore {name} {found.version}`."
+            )
+            raise NotFoundError(msg, field="ref", details={"archived": True})
+        return found
     if sep and selector != LATEST:
         version = _alias_version(conn, name, selector)
         if version is None:
@@ -208,41 +293,188 @@ def resolve(conn: sa.Connection, ref: str) -> ModelVersion:
         if version is not None:
             return load_version(conn, name, version)
     latest = conn.scalar(
-        sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.name == name)
+        sa.select(sa.func.max(model_versions.c.version)).where(
+            model_versions.c.name == name, model_versions.c.archived_at.is_(None)
+        )
     )
     if latest is None:
-        raise NotFoundError(f"model {name!r} has no versions yet", field="ref")
+        raise NotFoundError(
+            f"model {name!r} has no versions yet (or every version is archived)", field="ref"
+        )
     return load_version(conn, name, int(latest))
+
+
+def move_alias(
+    conn: sa.Connection,
+    name: str,
+    alias: str,
+    version: int,
+    *,
+    actor: str,
+    reason: str,
+    action: str = "set_alias",
+    expected: int | _Any | None = ANY,
+    details: Mapping[str, Any] | None = None,
+    webhooks: Sequence[WebhookConfig] = (),
+) -> tuple[int | None, int]:
+    """Point ``alias`` at ``version``: the alias row, its history, one audit row (``action``)
+    and an ``alias_moved`` event, in the caller's transaction.
+
+    ``expected`` is the version the caller believes holds the alias (None: unset); when another
+    writer moved it first the update matches no row and ConflictError names what moved.
+
+    Returns:
+        ``(previous_version, audit_id)``.
+
+    Raises:
+        NotFoundError: The model or version does not exist.
+        ConflictError: The version is archived, or the alias moved since the caller read it.
+    """
+    load_version(conn, name, version)
+    archived = conn.scalar(
+        sa.select(model_versions.c.archived_at).where(
+            model_versions.c.name == name, model_versions.c.version == version
+        )
+    )
+    if archived is not None:
+        msg = (
+            f"version {version} of model {name!r} is archived and cannot take alias "
+            f"{alias!r}; restore it first with `keel models restore {name} {version}`."
+        )
+        raise ConflictError(msg, field="version")
+    previous = _alias_version(conn, name, alias) if isinstance(expected, _Any) else expected
+    if previous is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.insert(aliases).values(name=name, alias=alias, version=version))
+        except sa.exc.IntegrityError as exc:
+            raise _moved(conn, name, alias, None) from exc
+    else:
+        done = conn.execute(
+            sa.update(aliases)
+            .where(aliases.c.name == name, aliases.c.alias == alias, aliases.c.version == previous)
+            .values(version=version)
+        )
+        if done.rowcount != 1:
+            raise _moved(conn, name, alias, previous)
+    audit_id = _record_move(
+        conn,
+        name,
+        alias,
+        version,
+        previous,
+        actor=actor,
+        reason=reason,
+        action=action,
+        details=details,
+        webhooks=webhooks,
+    )
+    return previous, audit_id
 
 
 def set_alias(
     conn: sa.Connection, name: str, alias: str, version: int, *, actor: str, reason: str
 ) -> None:
     """Point ``alias`` at ``version`` (which must exist) and audit the move."""
-    load_version(conn, name, version)
-    previous = _alias_version(conn, name, alias)
-    if previous is None:
-        conn.execute(sa.insert(aliases).values(name=name, alias=alias, version=version))
-    else:
-        conn.execute(
-            sa.update(aliases)
-            .where(aliases.c.name == name, aliases.c.alias == alias)
-            .values(version=version)
-        )
-    details = {"alias": alias, "version": version, "previous_version": previous, "reason": reason}
-    record_audit(conn, "set_alias", name, actor, details)
+    move_alias(conn, name, alias, version, actor=actor, reason=reason)
 
 
-def delete_alias(conn: sa.Connection, name: str, alias: str, *, actor: str) -> None:
-    """Remove ``alias`` from ``name`` and audit it; NotFoundError when it is not set."""
+def delete_alias(
+    conn: sa.Connection,
+    name: str,
+    alias: str,
+    *,
+    actor: str,
+    reason: str = "",
+    webhooks: Sequence[WebhookConfig] = (),
+) -> int:
+    """Remove ``alias`` from ``name``, audit it and emit ``alias_removed``; the version it held.
+
+    Raises:
+        NotFoundError: The alias is not set.
+    """
     _require_model(conn, name)
     previous = _alias_version(conn, name, alias)
     if previous is None:
         msg = f"model {name!r} has no alias {alias!r}; aliases: {_describe_aliases(conn, name)}"
         raise NotFoundError(msg, field="alias")
     conn.execute(sa.delete(aliases).where(aliases.c.name == name, aliases.c.alias == alias))
-    details = {"alias": alias, "previous_version": previous}
-    record_audit(conn, "delete_alias", name, actor, details)
+    _record_move(
+        conn,
+        name,
+        alias,
+        None,
+        previous,
+        actor=actor,
+        reason=reason,
+        action="delete_alias",
+        details=None,
+        webhooks=webhooks,
+    )
+    return previous
+
+
+def _record_move(
+    conn: sa.Connection,
+    name: str,
+    alias: str,
+    version: int | None,
+    previous: int | None,
+    *,
+    actor: str,
+    reason: str,
+    action: str,
+    details: Mapping[str, Any] | None,
+    webhooks: Sequence[WebhookConfig],
+) -> int:
+    now = utc_now()
+    conn.execute(
+        sa.insert(alias_history).values(
+            name=name,
+            alias=alias,
+            version=version,
+            previous_version=previous,
+            action=action,
+            actor=actor,
+            reason=reason,
+            at=now,
+        )
+    )
+    audited: dict[str, Any] = {"alias": alias, "previous_version": previous, "reason": reason}
+    if version is not None:
+        audited["version"] = version
+    audited.update(details or {})
+    audit_id = record_audit(conn, action, name, actor, audited)
+    kind = "alias_removed" if version is None else "alias_moved"
+    payload = {**audited, "name": name, "action": action, "actor": actor, "audit_id": audit_id}
+    emit_event(conn, kind, name, payload, webhooks)
+    return audit_id
+
+
+def _moved(conn: sa.Connection, name: str, alias: str, expected: int | None) -> ConflictError:
+    now_holds = _alias_version(conn, name, alias)
+    last = conn.execute(
+        sa.select(alias_history.c.actor, alias_history.c.at)
+        .where(alias_history.c.name == name, alias_history.c.alias == alias)
+        .order_by(alias_history.c.id.desc())
+        .limit(1)
+    ).first()
+    by = f" by {last[0]} at {last[1]:%Y-%m-%d %H:%M:%S} UTC" if last is not None else ""
+    was = "unset" if expected is None else f"version {expected}"
+    now = "unset" if now_holds is None else f"version {now_holds}"
+    msg = (
+        f"{name}@{alias} moved under you: you expected {was}, it now holds {now}{by}. Nothing "
+        "was changed; look at `keel models history "
+        f"{name} --alias {alias}` and retry if you still want the move."
+    )
+    return ConflictError(
+        msg, field="alias", details={"expected": expected, "current": now_holds, "alias": alias}
+    )
+
+
+def load_model(conn: sa.Connection, name: str) -> None:
+    """Raise NotFoundError (listing the known models) unless model ``name`` exists."""
+    _require_model(conn, name)
 
 
 def _require_model(conn: sa.Connection, name: str) -> None:

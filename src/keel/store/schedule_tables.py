@@ -41,8 +41,10 @@ Trigger = Literal["schedule", "event"]
 
 EVENT_KINDS: tuple[str, ...] = ("new_data", "registry", "alert")
 CATCHUP: tuple[str, ...] = ("none", "latest", "all")
-REGISTRY_ACTIONS: tuple[str, ...] = ("register", "set_alias", "delete_alias")
-"""The audit-log actions a ``registry`` schedule triggers on: a new version, an alias move."""
+REGISTRY_ACTIONS: tuple[str, ...] = ("register", "set_alias", "delete_alias", "promote", "rollback")
+"""The audit-log actions a ``registry`` schedule triggers on: a new version, an alias move
+(``promote`` and ``rollback`` are the registry's moves; an approval that applies is a
+``promote``)."""
 
 
 @dataclass(frozen=True, slots=True)

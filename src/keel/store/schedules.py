@@ -53,6 +53,11 @@ class ScheduleStore:
         """The database URL with its password masked."""
         return self._db.display_url
 
+    @property
+    def database(self) -> Database:
+        """The open metadata database (webhook delivery shares it)."""
+        return self._db
+
     def __enter__(self) -> ScheduleStore:
         return self
 

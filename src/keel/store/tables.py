@@ -13,7 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 __all__ = [
+    "alias_history",
     "aliases",
+    "api_tokens",
     "artifacts",
     "audit_log",
     "environments",
@@ -22,6 +24,8 @@ __all__ = [
     "model_versions",
     "models",
     "pipeline_runs",
+    "promotion_decisions",
+    "promotion_requests",
     "run_metric_history",
     "run_metrics",
     "run_params",
@@ -32,6 +36,7 @@ __all__ = [
     "schedules",
     "schema",
     "utc_now",
+    "webhook_deliveries",
 ]
 
 KEY_LENGTH = 250
@@ -145,6 +150,8 @@ models = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("description", sa.Text(), nullable=False),
+    # The highest version ever registered: a deleted version's number is never given again.
+    sa.Column("last_version", sa.Integer(), nullable=True),
 )
 
 model_versions = sa.Table(
@@ -166,6 +173,9 @@ model_versions = sa.Table(
     ),
     sa.Column("metrics", sa.JSON(), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
+    # An archived version keeps its package and history but cannot take an alias.
+    sa.Column("archived_at", UtcDateTime(), nullable=True),
+    sa.Column("archived_by", sa.String(200), nullable=True),
 )
 
 aliases = sa.Table(
@@ -189,8 +199,101 @@ audit_log = sa.Table(
     sa.Column("at", UtcDateTime(), nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("action", sa.String(100), nullable=False),
-    sa.Column("target", sa.String(300), nullable=False, index=True),
+    sa.Column("target", sa.String(300), nullable=False),
     sa.Column("details", sa.JSON(), nullable=False),
+    # Filters walk (column, id) newest first and stop after LIMIT rows.
+    sa.Index("ix_audit_log_actor_id", "actor", "id"),
+    sa.Index("ix_audit_log_action_id", "action", "id"),
+    sa.Index("ix_audit_log_target_id", "target", "id"),
+    sa.Index("ix_audit_log_at_id", "at", "id"),
+)
+"""Append-only: migration 0006 adds triggers (SQLite and PostgreSQL) that refuse UPDATE and
+DELETE on it."""
+
+# Every move of an alias, newest last: what rollback reads to find the previous holder.
+alias_history = sa.Table(
+    "alias_history",
+    schema,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("alias", sa.String(100), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=True),  # None: the alias was removed
+    sa.Column("previous_version", sa.Integer(), nullable=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Index("ix_alias_history_name_alias_id", "name", "alias", "id"),
+)
+
+# A promotion to an alias that needs approvals waits here until enough people approve it.
+promotion_requests = sa.Table(
+    "promotion_requests",
+    schema,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("alias", sa.String(100), nullable=False),
+    sa.Column("from_version", sa.Integer(), nullable=True),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("required_approvals", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("decided_at", UtcDateTime(), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'applied', 'rejected', 'cancelled')", name="status"),
+    sa.Index("ix_promotion_requests_status_created_at", "status", "created_at"),
+    sa.Index("ix_promotion_requests_name_alias", "name", "alias"),
+)
+
+promotion_decisions = sa.Table(
+    "promotion_decisions",
+    schema,
+    sa.Column(
+        "request_id",
+        sa.String(32),
+        sa.ForeignKey("promotion_requests.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("actor", sa.String(200), primary_key=True),
+    sa.Column("decision", sa.String(8), nullable=False),
+    sa.Column("comment", sa.Text(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.CheckConstraint("decision IN ('approve', 'reject')", name="decision"),
+)
+
+# One row per (event, webhook): what keel.registry.webhooks.deliver_pending sends and retries.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    schema,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Integer(), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("secret_env", sa.String(200), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime(), nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("last_status_code", sa.Integer(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("delivered_at", UtcDateTime(), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+    sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# API tokens for the server: only the sha256 of each secret is kept.
+api_tokens = sa.Table(
+    "api_tokens",
+    schema,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("scopes", sa.JSON(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    sa.Column("expires_at", UtcDateTime(), nullable=True),
+    sa.Column("rate_limit_per_minute", sa.Integer(), nullable=True),
 )
 
 
