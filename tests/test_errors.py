@@ -19,6 +19,7 @@ from keel.errors import (
     KeelError,
     NotFittedError,
     NotFoundError,
+    UnsafeModelError,
 )
 
 TREE = [
@@ -30,6 +31,7 @@ TREE = [
     (NotFoundError, 404, 1, LookupError),
     (ConflictError, 409, 1, None),
     (IntegrityError, 500, 1, None),
+    (UnsafeModelError, 500, 1, None),
     (NotFittedError, 500, 1, ValueError),
     (BackendError, 503, 1, None),
 ]

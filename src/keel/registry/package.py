@@ -1,14 +1,21 @@
 """The model package: a manifest (``keel-model.json``) plus model files in safe formats.
 
 Each file is a content-addressed artifact; the manifest lists every file's sha256 and is itself
-the package artifact, so one hash pins the whole package. Loading re-hashes every file and never
-unpickles anything: each flavor's trainer saves safe formats (LightGBM text, XGBoost UBJSON, skops
-with an explicit trusted-type list, safetensors + JSON) and the feature pipeline is JSON state.
+the package artifact, so one hash pins the whole package (and an Ed25519 signature of the
+manifest, :mod:`keel.registry.signing`, signs all of it). Loading re-hashes every file (a
+mismatch names the file) and never unpickles anything: each flavor's trainer saves safe formats
+(LightGBM text, XGBoost UBJSON, skops checked against an exact type allowlist before loading,
+safetensors + JSON) and the feature pipeline is JSON state. Load registered versions through
+:func:`keel.registry.verify.load_package`, which also enforces ``registry.require_signature``.
 """
 
 from __future__ import annotations
 
+import ast
+import os
+import re
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +25,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from keel.errors import ConfigError, IntegrityError
+from keel.errors import ConfigError, IntegrityError, UnsafeModelError
 from keel.features.pipeline import FeaturePipeline
 from keel.store.artifacts import ArtifactStore
 from keel.train.tasks import Task, task_for
@@ -28,12 +35,22 @@ if TYPE_CHECKING:
     from keel.train.base import Trainer
     from keel.validate.coerce import Finding
 
-__all__ = ["MANIFEST", "ModelPackage", "build_package", "model_file_of", "signature_outputs"]
+__all__ = [
+    "FILE_NAME",
+    "MANIFEST",
+    "ModelPackage",
+    "build_package",
+    "check_custom_features",
+    "model_file_of",
+    "signature_outputs",
+]
 
 MANIFEST = "keel-model.json"
 FORMAT = "keel-model/1"
 MODEL_FILE = "model.lgb.txt"  # the LightGBM model file; other flavors name theirs in the manifest
 STATISTICS_FILE = "statistics.json"
+#: What a file in a package may be called: a plain name, never a path.
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")
 
 
 def build_package(
@@ -98,6 +115,92 @@ def model_file_of(manifest: Mapping[str, Any]) -> str:
     return str(manifest.get("model_file", MODEL_FILE))
 
 
+def check_custom_features(state: Mapping[str, Any]) -> None:
+    """Refuse, before importing anything, a custom feature whose ``module:function`` is not
+    found as a Python source file on the path that uses Keel and defines that name: importing
+    a module runs it, so a manifest must not pick an arbitrary module (``antigravity``, a
+    library's CLI entry module) to import. Modules already imported pass (importing them again
+    runs nothing); the ``@keel.feature`` mark and the source hash are checked after import.
+
+    Raises:
+        UnsafeModelError: The module is not found as source, or defines no such decorated
+            function.
+    """
+    for spec in state.get("custom") or []:
+        path = str(spec.get("function", ""))
+        module, _, name = path.partition(":")
+        if module in sys.modules:
+            continue
+        source = _module_source(module)
+        if source is None or not _defines_feature(source, name):
+            raise UnsafeModelError(
+                f"custom feature '{spec.get('output')}' names {path!r}, which is not defined in a "
+                "Python source file on the path that uses keel; refused before importing it. "
+                "Install or deploy the feature module the model was trained with.",
+                field="function",
+            )
+
+
+def _module_source(module: str) -> str | None:
+    """A module's source text, found on ``sys.path`` and the working directory without
+    importing it or its parent packages."""
+    from importlib.machinery import PathFinder
+
+    locations: list[str] | None = [*sys.path, os.getcwd()]
+    spec = None
+    for depth, part in enumerate(module.split(".")):
+        if not part.isidentifier() or locations is None:
+            return None
+        spec = PathFinder.find_spec(".".join(module.split(".")[: depth + 1]), locations)
+        if spec is None:
+            return None
+        search = spec.submodule_search_locations
+        locations = list(search) if search is not None else None
+    origin = getattr(spec, "origin", None)
+    if not origin or not str(origin).endswith(".py"):
+        return None
+    try:
+        return Path(origin).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _defines_feature(source: str, name: str) -> bool:
+    """Whether a module's source binds ``name`` at top level (a def, an assignment or an
+    import) and uses Keel at all: a module that never mentions keel holds no Keel feature."""
+    if "keel" not in source:
+        return False
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound = [node.name]
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound = [t.id for t in targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            bound = [(a.asname or a.name).split(".")[0] for a in node.names]
+        else:
+            continue
+        if name in bound:
+            return True
+    return False
+
+
+def _read_file(store: ArtifactStore, name: str, sha256: str) -> bytes:
+    """A package file's bytes, re-hashed; a mismatch names the file."""
+    try:
+        return store.get(sha256)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"model package file {name} is corrupt: {exc.message}",
+            field=name,
+            details={**exc.details, "file": name},
+        ) from exc
+
+
 class ModelPackage:
     """A loaded, verified model package: the feature pipeline and the model, ready to predict.
 
@@ -130,8 +233,12 @@ class ModelPackage:
         manifest = orjson.loads(store.get(sha256))
         if manifest.get("format") != FORMAT:
             raise IntegrityError(f"artifact {sha256[:12]} is not a {FORMAT} package manifest.")
-        files = {name: store.get(spec["sha256"]) for name, spec in manifest["files"].items()}
+        files = {
+            name: _read_file(store, name, spec["sha256"])
+            for name, spec in manifest["files"].items()
+        }
         statistics = orjson.loads(files.pop(STATISTICS_FILE))
+        check_custom_features(manifest["features"])
         model = trainer_for(manifest.get("flavor", "lightgbm")).load(files)
         return cls(manifest, model, statistics, sha256)
 
@@ -193,5 +300,8 @@ class ModelPackage:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MANIFEST).write_bytes(store.get(self.sha256))
         for file_name, spec in self.manifest["files"].items():
+            if not FILE_NAME.fullmatch(file_name):
+                msg = f"package file name {file_name!r} is not a plain file name; not written"
+                raise UnsafeModelError(msg, field="files")
             shutil.copyfile(store.local_path(spec["sha256"]), directory / file_name)
         return directory

@@ -1,9 +1,11 @@
 """scikit-learn trainer: any estimator or pipeline by import path, saved with skops.
 
-Loading never unpickles. skops lists the types a file would construct; Keel trusts only those
-from scikit-learn, NumPy and SciPy (:func:`trusted_types`) and refuses any other with the type's
-name, so a model file cannot smuggle in arbitrary code. Saved bytes are made reproducible
-(skops names its entries by ``id()`` and stamps the time): same data and seed, same file.
+Loading never unpickles. Before anything is built, every type a file names (read from its
+``schema.json``) must be on an exact allowlist of the estimators and NumPy/SciPy types this
+flavor saves (:mod:`keel.train.skops_types`; never a module prefix); any other is refused with
+its name (:func:`trusted_types`), so a model file cannot smuggle in arbitrary code. Saved bytes
+are made reproducible (skops names its entries by ``id()`` and stamps the time): same data and
+seed, same file.
 
 A ``model.params`` example (nested mappings with an ``estimator`` key are built too)::
 
@@ -27,14 +29,27 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import orjson
 
-from keel.errors import ConfigError, IntegrityError, NotFittedError
+from keel.errors import ConfigError, NotFittedError, UnsafeModelError
 from keel.train.base import OnIteration, TrainerBase, check_task, n_classes_of, score, unknown_param
+from keel.train.skops_types import (
+    ALLOWED_FUNCTIONS,
+    ALLOWED_LOADERS,
+    ALLOWED_TYPES,
+    REFERENCE_LOADERS,
+)
 
-__all__ = ["SklearnTrainer", "build_estimator", "dumps_model", "loads_model", "trusted_types"]
+__all__ = [
+    "SklearnTrainer",
+    "build_estimator",
+    "dumps_model",
+    "loads_model",
+    "refused_types",
+    "skops_types",
+    "trusted_types",
+]
 
 MODEL_FILE = "model.skops"
 META_FILE = "sklearn.json"
-TRUSTED_MODULES = ("sklearn", "numpy", "scipy")
 _ID = re.compile(r'("__id__": |"file": ")(\d+)')
 
 
@@ -154,30 +169,84 @@ def build_estimator(spec: Mapping[str, Any], *, seed: int) -> Any:
         raise ConfigError(msg, field="model.params") from exc
 
 
-def trusted_types(data: bytes) -> list[str]:
-    """The types in a skops file, all from scikit-learn, NumPy or SciPy.
+def skops_types(data: bytes) -> list[tuple[str, str]]:
+    """``(loader, type)`` for every node of a skops file, read from its ``schema.json``
+    without constructing anything (a method names ``module.Class.method``).
 
     Raises:
-        IntegrityError: The file would construct a type from any other module.
+        UnsafeModelError: The bytes are not a skops file (no readable ``schema.json``).
     """
-    from skops.io import get_untrusted_types
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = orjson.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, orjson.JSONDecodeError, OSError) as exc:
+        msg = f"the scikit-learn model file is not a readable skops file ({exc}); refused."
+        raise UnsafeModelError(msg) from exc
+    found: set[tuple[str, str]] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__module__" in node or "__class__" in node or "__loader__" in node:
+                name = f"{node.get('__module__')}.{node.get('__class__')}"
+                loader = str(node.get("__loader__"))
+                content = node.get("content")
+                if loader == "MethodNode" and isinstance(content, dict):
+                    name = f"{name}.{content.get('func')}"
+                found.add((loader, name))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return sorted(found)
 
-    found = list(get_untrusted_types(data=data))
-    refused = [t for t in found if t.split(".", 1)[0] not in TRUSTED_MODULES]
+
+def refused_types(data: bytes) -> list[str]:
+    """What in a skops file is outside the allowlist (:mod:`keel.train.skops_types`): a type
+    Keel's flavors never save, a function built rather than referred to, or a node kind that
+    calls what it names. Empty: the file is safe to load. Nothing is constructed.
+    """
+    refused = set()
+    for loader, name in skops_types(data):
+        if loader not in ALLOWED_LOADERS:
+            refused.add(f"{name} (loaded by {loader})")
+        elif name in ALLOWED_FUNCTIONS and loader not in REFERENCE_LOADERS:
+            refused.add(f"{name} (a function, loaded by {loader})")
+        elif name not in ALLOWED_TYPES and name not in ALLOWED_FUNCTIONS:
+            refused.add(name)
+    return sorted(refused)
+
+
+def trusted_types(data: bytes) -> list[str]:
+    """The types a skops file constructs, every one on the allowlist; checked before loading.
+
+    Raises:
+        UnsafeModelError: The file names anything else (each refused name is in the message).
+    """
+    refused = refused_types(data)
     if refused:
-        raise IntegrityError(
-            f"the scikit-learn model file would load types Keel does not trust: {refused}. "
-            f"Only types from {', '.join(TRUSTED_MODULES)} are loaded; retrain with estimators "
-            "from those libraries."
+        raise UnsafeModelError(
+            f"the scikit-learn model file would load types Keel does not trust: {refused}; "
+            "refused before loading. Keel loads only the scikit-learn estimators and NumPy/"
+            "SciPy types its sklearn flavor saves (keel.train.skops_types); retrain with "
+            "those, or review and add the type there.",
+            details={"refused": refused},
         )
-    return found
+    return sorted({name for _, name in skops_types(data)})
 
 
 def loads_model(data: bytes) -> Any:
-    """An estimator from skops bytes, trusting only :func:`trusted_types`; never pickle."""
-    from skops.io import loads
+    """An estimator from skops bytes, after :func:`trusted_types` accepted every type in it;
+    never pickle."""
+    from skops.io import get_untrusted_types, loads
 
-    return loads(data, trusted=trusted_types(data))
+    trusted = trusted_types(data)
+    extra = sorted(set(get_untrusted_types(data=data)) - set(trusted))
+    if extra:  # skops sees a type our schema walk did not: refuse rather than guess
+        raise UnsafeModelError(
+            f"the scikit-learn model file names types Keel does not trust: {extra}; refused.",
+            details={"refused": extra},
+        )
+    return loads(data, trusted=trusted)
 
 
 def dumps_model(estimator: Any) -> bytes:
