@@ -1,4 +1,5 @@
-"""`keel runs` commands: list (filter, sort), show and compare tracked runs."""
+"""`keel runs` commands: list (filter, sort), show and compare tracked runs; cancel a
+pipeline run."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ _METRIC_COLUMNS = 4
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `keel` app."""
     group = typer.Typer(
-        help="Tracked runs: list with --filter/--sort, show one, compare several.",
+        help="Tracked runs: list with --filter/--sort, show one, compare several, cancel a "
+        "pipeline run.",
         no_args_is_help=True,
     )
     group.command("list")(list_)
     group.command("show")(show)
     group.command("compare")(compare)
+    group.command("cancel")(cancel)
     app.add_typer(group, name="runs")
 
 
@@ -130,8 +133,32 @@ def _list_pipeline_runs(found: list[dict[str, Any]], fmt: Format) -> None:
     out.print(f"{len(found)} pipeline run(s); one in full: keel runs show ID", highlight=False)
 
 
+def cancel(
+    run: Annotated[str, typer.Argument(help="A pipeline run's id or a unique prefix.")],
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Cancel a running pipeline run: the keel run executing it notices within a second,
+    stops its running steps and records them and the run cancelled (resume it later with
+    keel run --resume ID)."""
+    from keel import api
+
+    requested = api.cancel_pipeline_run(run, project=project)
+    if fmt is Format.json:
+        emit_json(requested)
+        return
+    short = requested["id"][:12]
+    out.print(
+        f"pipeline run {short}: cancel requested; its runner stops it within a second "
+        f"(keel runs show {short}).",
+        highlight=False,
+    )
+
+
 def _print_pipeline_run(shown: dict[str, Any]) -> None:
     out.print(f"pipeline run {shown['id']}: {shown['status']}", highlight=False)
+    if shown.get("resumes"):
+        out.print(f"  resumes  {shown['resumes']}", highlight=False)
     reason = f" ({shown['reason']})" if shown["reason"] else ""
     out.print(f"  trigger  {escape(shown['trigger'])}{escape(reason)}", highlight=False)
     out.print(f"  started  {shown['started_at']}", highlight=False)
@@ -139,13 +166,14 @@ def _print_pipeline_run(shown: dict[str, Any]) -> None:
     if shown["error"]:
         out.print(f"  error    {escape(shown['error'])}", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for column in ("step", "run", "status", "cache", "seconds", "cpu s", "peak MB"):
+    for column in ("step", "run", "status", "attempt", "cache", "seconds", "cpu s", "peak MB"):
         table.add_column(column, no_wrap=True)
     for step in shown["steps"]:
         table.add_row(
             escape(step["step"]),
-            step["run_id"][:12],
+            step["run_id"][:12] or "-",
             step["status"],
+            str(step.get("attempt", 1)),
             step["cache"],
             _num(step["seconds"]),
             _num(step["cpu_seconds"]),

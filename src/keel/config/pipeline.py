@@ -1,4 +1,5 @@
-"""The ``pipeline:`` section: custom steps among Keel's own, and how inputs are wired."""
+"""The ``pipeline:`` section: custom steps among Keel's own, how inputs are wired, and how
+steps run: retries with backoff and the resources each step holds."""
 
 from __future__ import annotations
 
@@ -9,9 +10,40 @@ from pydantic import Field, field_validator
 
 from keel.config.base import Frozen
 
-__all__ = ["CustomStepConfig", "PipelineConfig"]
+__all__ = ["BackoffConfig", "CustomStepConfig", "PipelineConfig", "StepResourcesConfig"]
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+_MAX_RETRIES = 20
+
+
+class StepResourcesConfig(Frozen):
+    """What one step holds while it runs; the executor starts it only when that fits."""
+
+    cpus: float | None = Field(
+        default=None, gt=0, description="CPUs (default: what the step declares, else 1)."
+    )
+    memory: int | str | None = Field(
+        default=None, description="Memory: bytes, or a size such as 512MB or 4GB."
+    )
+    gpus: float | None = Field(default=None, ge=0, description="GPUs (Ray).")
+
+    def declared(self) -> dict[str, Any]:
+        """The keys set here."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class BackoffConfig(Frozen):
+    """The wait before retry n (1, 2, ...): ``min(cap, base * factor ** (n - 1))`` seconds."""
+
+    base: float = Field(default=1.0, ge=0, description="Seconds before the first retry.")
+    factor: float = Field(default=2.0, ge=1, description="Each wait is this many times longer.")
+    cap: float = Field(default=60.0, ge=0, description="The longest wait, in seconds.")
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 is the first)."""
+        return float(min(self.cap, self.base * self.factor ** max(retry - 1, 0)))
 
 
 class CustomStepConfig(Frozen):
@@ -40,6 +72,14 @@ class CustomStepConfig(Frozen):
         description="Values the step reads as ctx.params (part of its cache key).",
     )
 
+    retries: int | None = Field(
+        default=None, ge=0, le=_MAX_RETRIES,
+        description="Attempts after a transient failure (default: pipeline.retries).",
+    )  # fmt: skip
+    resources: StepResourcesConfig | None = Field(
+        default=None, description="What the step holds while it runs (default: 1 CPU)."
+    )
+
     @field_validator("function")
     @classmethod
     def _import_path(cls, value: str) -> str:
@@ -61,3 +101,31 @@ class PipelineConfig(Frozen):
         description="Rewire a step's inputs: step -> {input: artifact}, e.g. {train: "
         "{train_snapshot: enriched}} trains on a custom step's output.",
     )
+    retries: dict[str, int] = Field(
+        default_factory=dict,
+        description="Attempts after a transient failure (not a config or data error): "
+        "'default' for every step and per step by name, e.g. {default: 0, train: 2}.",
+    )
+    backoff: BackoffConfig = Field(
+        default_factory=BackoffConfig,
+        description="Waits between attempts: exponential from base seconds, capped.",
+    )
+    resources: dict[str, StepResourcesConfig] = Field(
+        default_factory=dict,
+        description="Per step name, what it holds while it runs (cpus, memory, gpus), e.g. "
+        "{train: {cpus: 2}}; steps run in parallel while the sum fits resources.cpus.",
+    )
+
+    @field_validator("retries")
+    @classmethod
+    def _retry_counts(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, count in value.items():
+            if not 0 <= count <= _MAX_RETRIES:
+                raise ValueError(f"retries.{name} is {count}; give 0 to {_MAX_RETRIES}")
+        return value
+
+    def retries_of(self, step: str, declared: int | None) -> int:
+        """A step's retries: its own entry here, else what it declares, else ``default``."""
+        if step in self.retries:
+            return self.retries[step]
+        return declared if declared is not None else self.retries.get("default", 0)

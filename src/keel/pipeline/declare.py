@@ -29,11 +29,13 @@ if TYPE_CHECKING:
     from keel.project import Project
     from keel.types import Artifact
 
-__all__ = ["EFFECTS", "Port", "StepSpec", "spec_of", "step"]
+__all__ = ["EFFECTS", "Port", "StepResources", "StepSpec", "spec_of", "step"]
 
 #: Side effects a step may declare: what it changes beyond adding artifacts.
 EFFECTS = ("registers", "serves", "writes_files", "network")
 ANY = "any"
+#: The most retries a step may ask for.
+MAX_RETRIES = 20
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -50,6 +52,56 @@ class Port:
     name: str
     kind: str = ANY
     optional: bool = False
+
+
+@dataclass(frozen=True)
+class StepResources:
+    """What one execution of a step holds while it runs: an executor starts a step only when
+    these fit beside the steps already running (locally: ``resources.cpus`` and memory in all;
+    on Ray: a node with them free).
+
+    Attributes:
+        cpus: CPUs (default 1).
+        memory: Bytes of memory, or None: not counted.
+        gpus: GPUs (Ray; the local executor runs a GPU step only when none other is running).
+    """
+
+    cpus: float = 1.0
+    memory: int | None = None
+    gpus: float = 0.0
+
+    @classmethod
+    def of(cls, value: StepResources | Mapping[str, Any] | None, where: str) -> StepResources:
+        """From a mapping (``{"cpus": 2, "memory": "4GB"}``) or as it is.
+
+        Raises:
+            ConfigError: An unknown key, or a value that is not a positive number / size.
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, StepResources):
+            return value
+        from pydantic import ValidationError
+
+        from keel.config import ResourcesConfig
+
+        unknown = sorted(set(value) - {"cpus", "memory", "gpus"})
+        if unknown:
+            msg = f"{where}: resources has no key {unknown[0]!r} (keys: cpus, memory, gpus)."
+            raise ConfigError(msg, field="resources")
+        try:
+            parsed = ResourcesConfig.model_validate(dict(value))
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            at = ".".join(str(p) for p in problem["loc"])
+            msg = f"{where}: resources.{at}: {problem['msg']}."
+            raise ConfigError(msg, field="resources") from exc
+        return cls(parsed.cpus, parsed.memory_bytes(), parsed.gpus)
+
+    def describe(self) -> str:
+        """``2 CPU, 0 GPU, memory 4.0 GiB`` for messages."""
+        memory = "unset" if self.memory is None else f"{self.memory / 1024**3:.1f} GiB"
+        return f"{self.cpus:g} CPU, {self.gpus:g} GPU, memory {memory}"
 
 
 def _no_section(project: Project) -> Any:
@@ -75,6 +127,8 @@ class StepSpec:
         params: Values from keel.yaml the step reads as ``ctx.params``.
         code: A hash of its code when more than its own source counts (a custom step: the
             project functions it calls too); None: the function's source.
+        resources: What it holds while it runs (default 1 CPU); keel.yaml can override.
+        retries: Attempts after a transient failure (None: ``pipeline.retries.default``).
     """
 
     name: str
@@ -89,6 +143,8 @@ class StepSpec:
     origin: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     code: str | None = None
+    resources: StepResources = field(default_factory=StepResources)
+    retries: int | None = None
 
     def source(self, port: Port) -> str:
         """The pipeline name an input reads."""
@@ -130,6 +186,8 @@ def step(
     effects: tuple[str, ...] = (),
     section: Callable[[Project], Any] | None = None,
     key: Callable[[Project, dict[str, Artifact]], str] | None = None,
+    resources: StepResources | Mapping[str, Any] | None = None,
+    retries: int | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -143,6 +201,8 @@ def step(
     effects: tuple[str, ...] = (),
     section: Callable[[Project], Any] | None = None,
     key: Callable[[Project, dict[str, Artifact]], str] | None = None,
+    resources: StepResources | Mapping[str, Any] | None = None,
+    retries: int | None = None,
 ) -> Any:
     """Declare a pipeline step (a decorator, with or without arguments).
 
@@ -155,9 +215,15 @@ def step(
         effects: Side effects, from :data:`EFFECTS`.
         section: The configuration it reads, from the project (joins its cache key).
         key: More cache key from the project and the inputs.
+        resources: What one execution holds, e.g. ``{"cpus": 2, "memory": "4GB"}`` (default
+            1 CPU); the executor runs it only when that fits (``pipeline.resources`` in
+            keel.yaml overrides).
+        retries: Attempts after a transient failure (default ``pipeline.retries``); a config
+            or data error is never retried.
 
     Raises:
-        ConfigError: No outputs, an unknown effect, or inputs that are not parameters.
+        ConfigError: No outputs, an unknown effect, inputs that are not parameters, or bad
+            resources / retries.
 
     Example:
         >>> @step(outputs={"report": "report"})
@@ -166,6 +232,11 @@ def step(
 
     def declare(function: F) -> F:
         spec = _spec(function, name, inputs, outputs, optional, effects, section, key)
+        label = f"@keel.step {spec.name}"
+        if retries is not None and not 0 <= retries <= MAX_RETRIES:
+            msg = f"{label}: retries={retries}; give 0 to {MAX_RETRIES}."
+            raise ConfigError(msg, field="retries")
+        spec = replace(spec, resources=StepResources.of(resources, label), retries=retries)
         function.__keel_step__ = spec  # type: ignore[attr-defined]
         return function
 

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from keel.errors import ConfigError
 from keel.pipeline.declare import ANY, Port, StepSpec
 
-__all__ = ["Bound", "PipelineGraphError", "order_steps", "plan"]
+__all__ = ["Bound", "PipelineGraphError", "dependencies", "order_steps", "plan"]
+
+#: Output kind of a data gate: a step reading a snapshot waits for every earlier step writing it.
+GATE_KIND = "validation"
 
 
 class PipelineGraphError(ConfigError):
@@ -115,6 +118,27 @@ def plan(steps: Sequence[StepSpec]) -> list[Bound]:
     if problems:
         raise PipelineGraphError(_joined(problems))
     return bound
+
+
+def dependencies(bound: Sequence[Bound]) -> dict[str, tuple[str, ...]]:
+    """Per step, the steps it waits for: those whose outputs it reads, those its ``after``
+    names and, for a step reading a snapshot, every earlier data gate (a step writing a
+    ``validation``: bad data stops the run before anything trains on it). Steps with no path
+    between them may run at the same time.
+    """
+    gates: list[str] = []
+    waits: dict[str, tuple[str, ...]] = {}
+    for item in bound:
+        spec = item.spec
+        before = {source[0] for source in item.sources.values() if source is not None}
+        before |= set(spec.after)
+        if any(port.kind == "snapshot" for port in spec.inputs):
+            before |= set(gates)
+        before.discard(spec.name)
+        waits[spec.name] = tuple(sorted(before))
+        if any(port.kind == GATE_KIND for port in spec.outputs):
+            gates.append(spec.name)
+    return waits
 
 
 def _missing(spec: StepSpec, name: str, later: Sequence[StepSpec]) -> str:

@@ -1,6 +1,9 @@
-"""Run declared steps in order; each is a recorded Run with lineage, reused from cache when
-nothing changed. The steps are planned first (:func:`keel.pipeline.graph.plan`): every input is
-bound to the step that writes it and the whole graph is checked before anything runs.
+"""Run declared steps; each is a recorded Run with lineage, reused from cache when nothing
+changed. The steps are planned first (:func:`keel.pipeline.graph.plan`): every input is bound to
+the step that writes it and the whole graph is checked before anything runs. The project's
+executor (:mod:`keel.pipeline.executors`) then runs them, independent ones at the same time;
+a transient failure is retried with backoff (``pipeline.retries``), and a run is stopped by
+``keel runs cancel`` or Ctrl-C (a running step sees ``ctx.cancelled`` at its safe points).
 
 Cache key = Keel version + the step's source (comments stripped) + the hash of the config
 section it reads + the sha256 of each input artifact + any extra key the step names (e.g. the
@@ -22,39 +25,62 @@ import contextlib
 import hashlib
 import inspect
 import io
+import threading
 import time
 import tokenize
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from rich.console import Console
 from rich.markup import escape
 
 from keel.config import config_hash
-from keel.errors import KeelError
-from keel.pipeline.declare import Port, StepSpec
-from keel.pipeline.graph import Bound, plan
+from keel.config.pipeline import BackoffConfig
+from keel.errors import (
+    ConfigError,
+    DataValidationError,
+    GateError,
+    KeelError,
+    NotFittedError,
+    NotFoundError,
+)
+from keel.pipeline.declare import Port, StepResources, StepSpec
+from keel.pipeline.graph import plan
 from keel.pipeline.usage import StepUsage
 from keel.project import Project
 from keel.store import pipeline_runs
 from keel.store.environment import capture_environment
 from keel.store.leases import keep_alive
-from keel.store.pipeline_runs import StepOutcome
 from keel.types import Artifact, jsonable
 from keel.version import __version__
 
 __all__ = [
+    "Cancelled",
     "Step",
+    "StepCall",
     "StepContext",
     "StepResult",
     "StepSpec",
     "code_version_of",
+    "run_call",
     "run_steps",
     "source_hash",
     "step_config_hash",
+    "transient",
 ]
+
+#: Errors that are the user's to fix (config, data, a failed check): never retried.
+_USER_ERRORS = (ConfigError, DataValidationError, GateError, NotFoundError, NotFittedError)
+
+
+class Cancelled(KeelError):
+    """The pipeline run was cancelled (``keel runs cancel``); a step that checks
+    ``ctx.check_cancelled()`` raises it to stop at a safe point."""
+
+    http_status: ClassVar[int] = 409
+    exit_code: ClassVar[int] = 130
 
 
 @dataclass
@@ -68,6 +94,23 @@ class StepContext:
     facts: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the pipeline run is being cancelled (``keel runs cancel``, Ctrl-C): a long
+        step checks it at safe points (between epochs, chunks, files) and stops."""
+        return self.cancelled.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`Cancelled` when the run is being cancelled (call it at safe points:
+        nothing half-written; the step's run is recorded cancelled).
+
+        Raises:
+            Cancelled: The pipeline run is being cancelled.
+        """
+        if self.cancelled.is_set():
+            raise Cancelled(f"step run {self.run_id[:12]} stopped: its pipeline run was cancelled")
 
     def warn(self, message: str) -> None:
         """Tell the user something they should act on: printed now (``warning: ...``) and
@@ -161,6 +204,39 @@ class StepResult:
     explain: str = ""
     cpu_seconds: float | None = None
     peak_rss_mb: float | None = None
+    attempt: int = 1
+    error: str | None = None
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """One step to execute, as an executor receives it (plain data: it travels to a Ray
+    worker, which opens the project at ``root``).
+
+    Attributes:
+        root: The project directory.
+        spec: The step.
+        inputs: Its input artifacts by parameter name.
+        use_cache: Reuse an identical earlier run.
+        explain: Say why the cache hit or missed.
+        tags: Tags of every run it records (the pipeline run, the trigger).
+        resources: What it holds while it runs.
+        retries: Attempts after a transient failure.
+        backoff: The waits between attempts.
+        reuse: A run whose outputs it takes instead of executing (resume), if any.
+    """
+
+    root: str
+    spec: StepSpec
+    inputs: dict[str, Artifact]
+    use_cache: bool
+    explain: bool
+    tags: dict[str, str]
+    resources: StepResources = field(default_factory=StepResources)
+    retries: int = 0
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    reuse: str | None = None
 
 
 def run_steps(
@@ -173,8 +249,12 @@ def run_steps(
     pipeline_run: str | None = None,
     trigger: str = "manual",
     reason: str | None = None,
+    reuse: Mapping[str, str] | None = None,
+    executor: str | None = None,
 ) -> list[StepResult]:
-    """Plan the steps, then run (or reuse) each in order, recording runs and lineage.
+    """Plan the steps, then run (or reuse) each on the project's executor, recording runs and
+    lineage: independent steps may run at the same time (within ``resources:``), dependents
+    start once their inputs are written, and the results come back in the steps' order.
 
     Args:
         project: The project.
@@ -188,99 +268,91 @@ def run_steps(
             every step run is tagged with it.
         trigger: ``manual``, ``schedule``, ``event`` or ``retry``.
         reason: Why it ran (a schedule's name, an event), in words.
+        reuse: Step name -> a run whose outputs it takes instead of executing (resume).
+        executor: ``local``, ``ray`` or a plug-in's (default: keel.yaml ``executor:``).
 
     Raises:
         PipelineGraphError: The graph is not valid (nothing ran); lists every problem.
-        KeelError: A step failed; its run is recorded as failed with the message.
+        ConfigError: A step asks for more resources than the executor can ever give.
+        Cancelled: ``keel runs cancel`` stopped the run (recorded ``cancelled``).
+        KeyboardInterrupt: Ctrl-C stopped it (recorded ``cancelled`` first).
+        KeelError: A step failed (after its retries); its run is recorded failed.
     """
+    from keel.pipeline.executors import load_executor, run_graph, step_calls
+
     bound = plan(steps)
     run_id = pipeline_run or uuid.uuid4().hex
     database = project.metadata.database
+    project.artifacts  # noqa: B018 - opened once here, before steps share it across threads
+    chosen = load_executor(project, executor)
+    calls = step_calls(project, bound, use_cache=use_cache, explain=explain, reuse=reuse or {})
+    chosen.prepare(project, list(calls.values()), console)  # fails before anything is recorded
     pipeline_runs.start(
         database, run_id, config_hash=config_hash(project.config), trigger=trigger, reason=reason
     )
     tags = {"pipeline_run": run_id, "trigger": trigger} | ({"reason": reason} if reason else {})
-    results: list[StepResult] = []
     try:
-        _run_bound(project, bound, results, console, use_cache, explain, tags)
+        graph = run_graph(project, bound, calls, chosen, tags=tags, pipeline_run=run_id)
     except BaseException as exc:
         error = exc.message if isinstance(exc, KeelError) else repr(exc)
         with contextlib.suppress(KeelError):
-            outcomes = [*_outcomes(results), *_failed_step(project, bound, results)]
-            pipeline_runs.finish(database, run_id, status="failed", steps=outcomes, error=error)
+            pipeline_runs.finish(database, run_id, status="failed", steps=[], error=error)
         raise
-    pipeline_runs.finish(database, run_id, status="succeeded", steps=_outcomes(results), error=None)
-    return results
+    finally:
+        chosen.close()
+    status, message = "succeeded", None
+    if graph.cancelled is not None:
+        status, message = "cancelled", graph.cancelled
+    elif graph.failure is not None:
+        status, message = "failed", graph.failure_message
+    with contextlib.suppress(KeelError):  # an unreachable store: the steps' outcome matters
+        pipeline_runs.finish(database, run_id, status=status, steps=graph.outcomes, error=message)
+    if graph.interrupted:
+        raise KeyboardInterrupt
+    if graph.cancelled is not None:
+        raise Cancelled(f"pipeline run {run_id} was cancelled ({graph.cancelled}).")
+    if graph.failure is not None:
+        raise graph.failure
+    return graph.results
 
 
-def _run_bound(
-    project: Project,
-    bound: list[Bound],
-    results: list[StepResult],
-    console: Console,
-    use_cache: bool,
-    explain: bool,
-    tags: dict[str, str],
-) -> None:
-    available: dict[tuple[str, str], Artifact] = {}
-    for item in bound:
-        inputs = {
-            name: available[source]
-            for name, source in item.sources.items()
-            if source is not None and source in available
-        }
-        missing = [p.name for p in item.spec.inputs if not p.optional and p.name not in inputs]
-        if missing:  # an optional output the producer did not write this time
-            source = item.sources[missing[0]]
-            writer = f"step '{source[0]}'" if source else "any step"
-            raise KeelError(
-                f"{item.spec.where}: its input '{missing[0]}' was not written by {writer} in "
-                "this run."
-            )
+def run_call(
+    project: Project, call: StepCall, console: Console, cancelled: threading.Event
+) -> StepResult:
+    """Execute one step (on an executor's worker), retrying a transient failure with
+    exponential backoff: every attempt is its own recorded run, tagged with its number (and
+    ``trigger: retry`` after the first). Never raises for the step's own failure: the result
+    says ``failed`` or ``cancelled`` and carries the exception."""
+    attempt = 1
+    while True:
+        tags = call.tags | {"attempt": str(attempt)} | ({"trigger": "retry"} if attempt > 1 else {})
         result = _run_one(
-            project, item.spec, inputs, console, use_cache=use_cache, explain=explain, tags=tags
+            project, call.spec, call.inputs, console, use_cache=call.use_cache,
+            explain=call.explain, tags=tags, cancelled=cancelled,
+            reuse=call.reuse if attempt == 1 else None,
+        )  # fmt: skip
+        result = replace(result, attempt=attempt)
+        if result.status != "failed" or attempt > call.retries:
+            return result
+        if result.exception is None or not transient(result.exception):
+            return result
+        wait = call.backoff.delay(attempt)
+        console.print(
+            f"  {call.spec.name}: attempt {attempt} failed ({escape(result.error or '')}); "
+            f"retrying in {wait:.1f} s ({call.retries - attempt + 1} left)",
+            highlight=False,
         )
-        declared = {port.name for port in item.spec.outputs}
-        for name, sha in result.outputs.items():
-            if name not in declared:
-                raise KeelError(
-                    f"{item.spec.where} wrote '{name}', which it does not declare (outputs: "
-                    f"{', '.join(sorted(declared))}). Declare it in @keel.step(outputs=...)."
-                )
-            available[(item.spec.name, name)] = project.metadata.get_artifact(sha)
-        results.append(result)
+        if cancelled.wait(wait):
+            return replace(result, status="cancelled")
+        attempt += 1
 
 
-def _outcomes(results: list[StepResult]) -> list[StepOutcome]:
-    return [
-        StepOutcome(
-            step=r.step,
-            run_id=r.run_id,
-            status=r.status,
-            cache="hit" if r.status == "cached" else "miss",
-            seconds=r.seconds,
-            cpu_seconds=r.cpu_seconds,
-            peak_rss_mb=r.peak_rss_mb,
-        )
-        for r in results
-    ]
-
-
-def _failed_step(
-    project: Project, bound: list[Bound], results: list[StepResult]
-) -> list[StepOutcome]:
-    """The step that failed (the one after the last that finished), from its recorded run."""
-    if len(results) >= len(bound):
-        return []
-    name = bound[len(results)].spec.name
-    runs = project.metadata.list_runs(step=name, limit=1)
-    if not runs or runs[0].status != "failed":
-        return []
-    run = runs[0]
-    seconds = ((run.ended_at or run.started_at) - run.started_at).total_seconds()
-    return [
-        StepOutcome(name, run.id, "failed", "miss", seconds, run.cpu_seconds, run.peak_memory_mb)
-    ]
+def transient(exc: BaseException) -> bool:
+    """Whether a failure may pass on retry: not a user's error (config, data, a failed check,
+    something missing), not a cancellation; a database, filesystem or any other error may."""
+    if not isinstance(exc, Exception) or isinstance(exc, Cancelled):
+        return False
+    return not isinstance(exc, _USER_ERRORS)
 
 
 def _run_one(
@@ -292,6 +364,8 @@ def _run_one(
     use_cache: bool,
     explain: bool = False,
     tags: dict[str, str] | None = None,
+    cancelled: threading.Event | None = None,
+    reuse: str | None = None,
 ) -> StepResult:
     started = time.perf_counter()
     section_hash = step_config_hash(step, project)
@@ -314,9 +388,16 @@ def _run_one(
     code_version = code_version_of(step, code)
     meta = project.metadata
     environment = capture_environment(project.root)
-    cached = meta.find_cached_run(key) if use_cache else None
+    if reuse is not None:  # resume: the outputs of the run the resumed pipeline run made
+        cached: Any = meta.get_run(reuse)
+        if cached.status == "cached" and cached.params.get("reused_run"):
+            cached = meta.get_run(cached.params["reused_run"])  # the run that made them
+    else:
+        cached = meta.find_cached_run(key) if use_cache else None
     intact = cached is not None and _outputs_intact(project, cached.outputs)
     why = _why(project, step.name, parts, cached, intact, use_cache) if explain else ""
+    if reuse is not None and explain:
+        why = f"reused: run {reuse[:12]} of the resumed pipeline run" if intact else why
     if why:
         console.print(f"  {step.name}: {escape(why)}", highlight=False)
     if cached is not None and intact:
@@ -349,8 +430,11 @@ def _run_one(
     context = StepContext(
         project=project, console=console, inputs=inputs, run_id=run.id, params=dict(step.params)
     )
+    if cancelled is not None:
+        context.cancelled = cancelled
     usage = StepUsage()
     try:
+        context.check_cancelled()
         # the run's lease is renewed while it works: another host sees it alive, and a run
         # whose process died is marked failed the next time anything opens the store
         with keep_alive(meta, run.id), usage:
@@ -370,10 +454,22 @@ def _run_one(
         )
     except BaseException as exc:
         # The run must not stay 'running': record it as failed, with what the step reported.
+        stopped = isinstance(exc, Cancelled | KeyboardInterrupt)
         error = exc.message if isinstance(exc, KeelError) else repr(exc)
+        if stopped:  # the runs table has no 'cancelled' status: the error says it
+            error = (
+                f"cancelled: {error}" if isinstance(exc, Cancelled) else "cancelled (interrupted)"
+            )
         with contextlib.suppress(KeelError):  # an unreachable store: the step's error matters
             _finish_failed(project, run.id, inputs, error, usage, context)
-        raise
+        if isinstance(exc, SystemExit | GeneratorExit):
+            raise
+        return StepResult(
+            step.name, run.id, "cancelled" if stopped else "failed",
+            time.perf_counter() - started, {}, context.facts, tuple(context.warnings), why,
+            cpu_seconds=usage.cpu_seconds, peak_rss_mb=usage.peak_rss_mb, error=error,
+            exception=exc,
+        )  # fmt: skip
     seconds = time.perf_counter() - started
     said = tuple(context.warnings)
     return StepResult(

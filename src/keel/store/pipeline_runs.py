@@ -2,8 +2,18 @@
 
 A pipeline run groups the step runs of one execution of the pipeline: its trigger and reason,
 the config hash, its status, and per step the run id, status, whether the cache hit, seconds,
-CPU seconds and the peak memory while that step ran. A run whose process died while it was
-``running`` is marked failed, like its step runs, the next time the store is opened.
+CPU seconds, the peak memory while that step ran and which attempt it was (retries). A run
+whose process died while it was ``running`` is marked failed, like its step runs, the next time
+the store is opened.
+
+Statuses: ``running``; ``cancel_requested`` (``keel runs cancel``: the runner, which polls it,
+stops); then ``succeeded``, ``failed`` or ``cancelled``. The table's status column takes
+running, succeeded and failed only (migration 0005's check), so the two others are kept in it
+as ``running`` / ``failed`` with the ``error`` column saying so (:data:`CANCEL_REQUESTED`,
+:data:`CANCELLED`); this module alone reads and writes them, and :class:`PipelineRun` shows
+the status it means. A step's status is ``succeeded``,
+``cached``, ``failed``, ``cancelled`` or ``not_run`` (a step failed or the run was cancelled
+before it started). A resumed run's reason is ``resumes <id>`` (:attr:`PipelineRun.resumes`).
 """
 
 from __future__ import annotations
@@ -15,15 +25,22 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from keel.errors import ConfigError, NotFoundError
+from keel.errors import ConfigError, ConflictError, NotFoundError
 from keel.store.database import Database
 from keel.store.leases import this_host
 from keel.store.tables import pipeline_runs, utc_now
 
-__all__ = ["PipelineRun", "StepOutcome", "Trigger"]
+__all__ = ["ACTIVE", "PipelineRun", "StepOutcome", "Trigger"]
 
 Trigger = Literal["manual", "schedule", "event", "retry"]
 TRIGGERS: tuple[str, ...] = ("manual", "schedule", "event", "retry")
+#: Statuses of a pipeline run still in progress.
+ACTIVE: tuple[str, ...] = ("running", "cancel_requested")
+#: ``error`` of a running run someone asked to cancel (its status column stays ``running``).
+CANCEL_REQUESTED = "cancel requested"
+#: How the ``error`` of a cancelled run begins (its status column says ``failed``).
+CANCELLED = "cancelled: "
+_RESUMES = "resumes "
 
 
 @dataclass(frozen=True)
@@ -37,10 +54,15 @@ class StepOutcome:
     seconds: float
     cpu_seconds: float | None = None
     peak_rss_mb: float | None = None
+    attempt: int = 1
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able."""
-        return {
+        extra: dict[str, Any] = {"attempt": self.attempt}
+        if self.error is not None:
+            extra["error"] = self.error[:2000]
+        return extra | {
             "step": self.step,
             "run_id": self.run_id,
             "status": self.status,
@@ -65,9 +87,17 @@ class PipelineRun:
     steps: tuple[dict[str, Any], ...]
     error: str | None
 
+    @property
+    def resumes(self) -> str | None:
+        """The pipeline run this one resumed (``keel run --resume``), if any."""
+        if self.reason and self.reason.startswith(_RESUMES):
+            return self.reason[len(_RESUMES) :].split()[0]
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, times as ISO 8601."""
         return {
+            "resumes": self.resumes,
             "id": self.id,
             "config_hash": self.config_hash,
             "trigger": self.trigger,
@@ -107,7 +137,10 @@ def start(db: Database, run_id: str, *, config_hash: str, trigger: str, reason: 
 def finish(
     db: Database, run_id: str, *, status: str, steps: list[StepOutcome], error: str | None
 ) -> None:
-    """Close a pipeline run with its steps' outcomes."""
+    """Close a pipeline run with its steps' outcomes (status succeeded, failed or
+    cancelled)."""
+    if status == "cancelled":
+        status, error = "failed", CANCELLED + (error or "cancelled")
     values: dict[str, Any] = {
         "status": status,
         "ended_at": utc_now(),
@@ -116,6 +149,58 @@ def finish(
     }
     with db.write() as conn:
         conn.execute(pipeline_runs.update().where(pipeline_runs.c.id == run_id).values(**values))
+
+
+def resume_reason(run_id: str) -> str:
+    """The reason recorded on a run that resumes ``run_id``."""
+    return f"{_RESUMES}{run_id}"
+
+
+def request_cancel(db: Database, ref: str) -> PipelineRun:
+    """Ask the process running a pipeline run to stop it (status ``cancel_requested``); the
+    runner polls the status, stops its steps and records them and the run ``cancelled``.
+
+    Raises:
+        NotFoundError: No pipeline run matches ``ref``.
+        ConflictError: The run has already ended (its status says how).
+    """
+    run = get(db, ref)
+    with db.write() as conn:
+        changed = conn.execute(
+            pipeline_runs.update()
+            .where(
+                pipeline_runs.c.id == run.id,
+                pipeline_runs.c.status == "running",
+                pipeline_runs.c.error.is_(None),
+            )
+            .values(error=CANCEL_REQUESTED)
+        ).rowcount
+    if not changed:
+        current = get(db, run.id)
+        if current.status == "cancel_requested":
+            return current
+        raise ConflictError(
+            f"pipeline run {run.id} is not running (status {current.status}); nothing to "
+            "cancel. Resume a failed or cancelled run with 'keel run --resume ID'.",
+            field="pipeline_run",
+        )
+    return get(db, run.id)
+
+
+def status_of(db: Database, run_id: str) -> str | None:
+    """A pipeline run's status now (None: no such run)."""
+    query = sa.select(pipeline_runs.c.status, pipeline_runs.c.error)
+    with db.read() as conn:
+        found = conn.execute(query.where(pipeline_runs.c.id == run_id)).one_or_none()
+    return None if found is None else _status(found.status, found.error)
+
+
+def _status(stored: str, error: str | None) -> str:
+    if stored == "running" and error == CANCEL_REQUESTED:
+        return "cancel_requested"
+    if stored == "failed" and error is not None and error.startswith(CANCELLED):
+        return "cancelled"
+    return stored
 
 
 def get(db: Database, ref: str) -> PipelineRun:
@@ -177,9 +262,9 @@ def _record(row: Any) -> PipelineRun:
         config_hash=row["config_hash"],
         trigger=row["trigger"],
         reason=row["reason"],
-        status=row["status"],
+        status=_status(row["status"], row["error"]),
         started_at=row["started_at"],
         ended_at=row["ended_at"],
         steps=tuple(row["steps"] or ()),
-        error=row["error"],
+        error=None if row["error"] == CANCEL_REQUESTED else row["error"],
     )
