@@ -62,7 +62,15 @@ class Config:
     max_requests: int = 2_000_000
     warmup_s: int = 2
     floor_calls: int = 1000
-    servers: tuple[str, ...] = ("keel", "keel_nolog", "mlflow", "http_floor")
+    servers: tuple[str, ...] = (
+        "keel",
+        "keel_auth",
+        "keel_bare",
+        "keel_base",
+        "keel_nolog",
+        "mlflow",
+        "http_floor",
+    )
     quick: bool = False
 
     @classmethod
@@ -96,6 +104,7 @@ class Server:
     cwd: Path = HERE
     before_start: Callable[[], None] | None = None
     after_stop: Callable[[], dict[str, Any]] | None = None
+    token: str | None = None  # sent as "Authorization: Bearer" (keel serve --auth required)
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -173,10 +182,13 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
+def post(
+    url: str, body: bytes, timeout: float = 5.0, token: str | None = None
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status), response.read()
@@ -192,7 +204,7 @@ def wait_ready(proc: subprocess.Popen[bytes], server: Server, url: str, started:
         if proc.poll() is not None:
             raise RuntimeError(f"{server.key} exited with code {proc.returncode} before ready")
         try:
-            status, answer = post(url, body, timeout=2.0)
+            status, answer = post(url, body, timeout=2.0, token=server.token)
         except (OSError, urllib.error.URLError) as exc:
             last = repr(exc)
         else:
@@ -206,8 +218,11 @@ def wait_ready(proc: subprocess.Popen[bytes], server: Server, url: str, started:
     raise RuntimeError(f"{server.key} not ready in {READY_TIMEOUT_S:.0f} s (last: {last})")
 
 
-def wrk(config: Config, url: str, body_file: Path, conns: int, seconds: int) -> dict[str, Any]:
+def wrk(
+    config: Config, url: str, body_file: Path, conns: int, seconds: int, token: str | None = None
+) -> dict[str, Any]:
     env = dict(os.environ, BODY_FILE=str(body_file), MAX_REQUESTS=str(config.max_requests))
+    env["AUTH_TOKEN"] = token or ""
     cmd = [
         "taskset",
         "-c",
@@ -250,11 +265,11 @@ def measure(config: Config, server: Server, log: Path) -> dict[str, Any]:
         with running(replace(server, cmd=cmd), port, log) as proc:
             record["startup_s"] = wait_ready(proc, server, url, started)
             record["rss_idle_mb"] = tree_rss_mb(proc.pid)
-            wrk(config, url, server.body_file, 8, config.warmup_s)
+            wrk(config, url, server.body_file, 8, config.warmup_s, server.token)
             record["loads"] = {}
             for conns in config.conns:
                 cpu_before = tree_cpu_s(proc.pid)
-                load = wrk(config, url, server.body_file, conns, config.duration_s)
+                load = wrk(config, url, server.body_file, conns, config.duration_s, server.token)
                 cpu = tree_cpu_s(proc.pid) - cpu_before
                 load["server_cpu_us_per_req"] = cpu / max(load["requests"], 1) * 1e6
                 record["loads"][str(conns)] = load
@@ -396,6 +411,25 @@ def build_servers(
             body_file=keel_body,
             check=keel_check,
         ),
+        "keel_auth": Server(
+            key="keel_auth",
+            label="keel serve --auth required (token checked per request, log on)",
+            cmd=[*keel_serve, "--port", "{port}", "--auth", "required"],
+            path="/v1/models/adult/predict",
+            body_file=keel_body,
+            check=keel_check,
+            before_start=clear_log,
+            token=bench_token(project),
+        ),
+        "keel_bare": Server(
+            key="keel_bare",
+            label="same server, hardening off (no auth, limits, request id, metrics middleware)",
+            cmd=[sys.executable, str(HERE / "keel_bare.py"), str(project), "{port}"],
+            path="/v1/models/adult/predict",
+            body_file=keel_body,
+            check=keel_check,
+            before_start=clear_log,
+        ),
         "http_floor": Server(
             key="http_floor",
             label="HTTP floor (bare ASGI on uvicorn, constant answer)",
@@ -405,6 +439,29 @@ def build_servers(
             check=floor_check,
         ),
     }
+    base = os.environ.get("BASE_SRC")  # another checkout's src/: the server before a change
+    if base:
+        servers["keel_base"] = Server(
+            key="keel_base",
+            label=f"keel serve from {base} (before)",
+            cmd=[
+                sys.executable,
+                "-m",
+                "keel.cli",
+                "serve",
+                "--project",
+                str(project),
+                "--host",
+                HOST,
+                "--port",
+                "{port}",
+            ],
+            path="/v1/models/adult/predict",
+            body_file=keel_body,
+            check=keel_check,
+            before_start=clear_log,
+            env={"PYTHONPATH": base},
+        )
     if mlflow is not None:
         mlflow_serve = [mlflow["bin"], "models", "serve", "-m", mlflow["model_uri"]]
         mlflow_serve += ["--env-manager", "local"]
@@ -424,6 +481,19 @@ def build_servers(
             cwd=work,
         )
     return [servers[k] for k in config.servers if k in servers]
+
+
+def bench_token(project: Path) -> str:
+    """A fresh predict token in the project's registry (for the auth-on server)."""
+    import uuid
+
+    from keel.project import Project
+    from keel.store.tokens import create_token
+
+    with Project(project) as proj:
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        _, secret = create_token(proj.metadata.database, name, ["predict"], created_by="bench")
+    return secret
 
 
 def run_floor(config: Config, project: Path, body: Path) -> dict[str, Any]:

@@ -8,6 +8,10 @@ wrk.method = "POST"
 wrk.body = handle:read("*a")
 handle:close()
 wrk.headers["Content-Type"] = "application/json"
+local token = os.getenv("AUTH_TOKEN") or ""
+if token ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
 
 local limit = tonumber(os.getenv("MAX_REQUESTS") or "500000")
 local seen = 0

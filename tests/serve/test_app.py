@@ -13,13 +13,8 @@ import keel
 from keel.project import Project
 from keel.serve.app import create_app
 from keel.serve.predlog import read_prediction_log
+from tests.serve.conftest import ROW
 
-ROW: dict[str, Any] = {
-    "age": 39, "workclass": "State-gov", "fnlwgt": 77516, "education": "Bachelors",
-    "education-num": 13, "marital-status": "Never-married", "occupation": "Adm-clerical",
-    "relationship": "Not-in-family", "race": "White", "sex": "Male", "capital-gain": 2174,
-    "capital-loss": 0, "hours-per-week": 40, "native-country": "United-States",
-}  # fmt: skip
 URL = "/v1/models/adult/predict"
 
 
@@ -78,7 +73,7 @@ def test_bad_fields_get_422_naming_the_field(
      b'{"instances": [1, 2]}', b""],
 )  # fmt: skip
 def test_malformed_requests_never_500(client: TestClient, payload: bytes) -> None:
-    response = client.post(URL, content=payload)
+    response = client.post(URL, content=payload, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.json()["message"]
 
@@ -92,7 +87,8 @@ def test_unknown_model_is_404(client: TestClient) -> None:
 
 def test_health_metadata_and_metrics(client: TestClient) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
-    assert client.get("/v2/health/ready").json() == {"ready": True}
+    ready = client.get("/v2/health/ready").json()
+    assert ready == {"ready": True, "status": "ready", "reasons": []}
     meta = client.get("/v2/models/adult").json()
     inputs = {i["name"]: i["datatype"] for i in meta["inputs"]}
     assert inputs["age"] == "INT64" and inputs["sex"] == "BYTES" and len(inputs) == 14

@@ -1,66 +1,72 @@
-"""The online server: simple JSON predict, Open Inference Protocol health and metadata, metrics.
+"""The online server: one ASGI application, every route behind the same middleware.
 
-``POST /v1/models/{name}/predict`` is answered by a bare ASGI handler in front of the FastAPI
-app: JSON parsed with orjson, each instance checked against the model's signature and turned
-into features by the same :class:`~keel.features.FeaturePipeline` code that training ran, one
-``Booster.predict`` on a NumPy matrix. No DataFrame and no framework routing on that path;
-everything else (health, metadata, ``/metrics``, OpenAPI docs) goes through FastAPI.
+Routes: the simple JSON API (``POST /v1/models/{name}/predict``), Open Inference Protocol v2
+(``POST /v2/models/{name}[/versions/{v}]/infer``, server and model metadata and readiness,
+``/v2/health/live|ready``), online features (``POST /v1/features``), ``/metrics``,
+``/openapi.json`` and ``/docs`` (served from the package, no CDN).
 
-``POST /v1/features`` answers online feature lookups (``{"features": ["view:feature"],
-"entities": [{key: value}]}``) from the online store on the same bare path. A model trained with
-feature views (``features.views``; its lineage names them) takes requests that carry only entity
-keys: the missing view features are filled from the online store before the pipeline runs.
+Every request passes :class:`~keel.serve.middleware.Observe` (request id, errors, metrics,
+access log) and :class:`~keel.serve.middleware.Guard` (token and scope, JSON content type).
+Predict, infer and features are then answered by this module's router: the body is read under
+the limits (:mod:`keel.serve.limits`), and parsing, coercion, the feature pipeline and the
+model run in a small pool of worker threads (``serve.threads``, each pinned to one OpenMP
+thread), never on the event loop. When the queue ahead of a prediction would already break
+``serve.slo_p99_ms`` the request is shed with 503 and ``Retry-After``. Everything else goes to
+a FastAPI app (metadata, health, metrics, docs).
+
+The model table is replaced, never mutated: the :class:`~keel.serve.reload.Reloader` follows
+each served reference in the registry and swaps a moved alias in with one assignment. Every
+prediction answer names its ``model_version`` and ``request_id`` (also the ``Keel-Model-Version``
+and ``Keel-Request-Id`` headers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from keel.errors import ConfigError, DataValidationError, KeelError, NotFoundError
-from keel.features.custom import importable_from
-from keel.registry.package import ModelPackage
+from keel.errors import DataValidationError, KeelError, NotFoundError
+from keel.serve import oip
+from keel.serve.auth import Authenticator
+from keel.serve.features import fill_views, lookup
+from keel.serve.limits import Limits, Overloaded, parse_json, read_body
+from keel.serve.metrics import Metrics
+from keel.serve.middleware import Guard, Observe, Receive, Route, Scope, Send
+from keel.serve.models import LoadedModel, pin_threads, warm
+from keel.serve.openapi import DOCS_HTML, add_fast_routes
 from keel.serve.predlog import PredictionLog
+from keel.serve.reload import Reloader
+from keel.serve.workers import Workers
 from keel.validate.coerce import Finding
 from keel.version import __version__
 
-__all__ = ["LoadedModel", "ServerApp", "create_app"]
+__all__ = ["LoadedModel", "ServeSettings", "ServerApp", "create_app"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-MAX_INSTANCES = 10_000
 MAX_WARNINGS = 100  # per answer: a hostile request cannot grow the answer past this
-_JSON = [(b"content-type", b"application/json")]
-_PREFIX, _SUFFIX = "/v1/models/", "/predict"
-_FEATURES = "/v1/features"
-_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_JSON = (b"content-type", b"application/json")
+_PREDICT_EXAMPLE = '{"instances": [{"field": value, ...}]}'
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    """A package ready to serve, with the registry version it came from."""
+class ServeSettings:
+    """How the server runs (``serve:`` in keel.yaml)."""
 
-    package: ModelPackage
-    version: str
+    limits: Limits = field(default_factory=Limits)
+    threads: int = 1
+    slo_p99_ms: float = 100.0
+    reload_interval_s: float | None = 1.0  # None: do not follow the registry
 
 
 class ServerApp:
@@ -71,8 +77,9 @@ class ServerApp:
         prediction_log: Where served predictions go, or None to not log them.
         feature_store: The project's feature store, for ``/v1/features`` and entity-only
             requests; None when the project declares no feature views.
-        fills: Model name -> the feature views it was trained with
-            (:func:`keel.features.store.training_views`), for entity-only requests.
+        settings: Limits, threads, latency objective, reload interval.
+        auth: Checks tokens, or None when auth is off.
+        project: The project whose registry the server follows (hot reload); None: no reload.
     """
 
     def __init__(
@@ -81,197 +88,105 @@ class ServerApp:
         *,
         prediction_log: PredictionLog | None,
         feature_store: Any = None,
-        fills: dict[str, dict[str, Any]] | None = None,
+        settings: ServeSettings | None = None,
+        auth: Authenticator | None = None,
+        project: Any = None,
     ) -> None:
-        self.models = models
+        self.models: Mapping[str, LoadedModel] = models
         self.log = prediction_log
         self.feature_store = feature_store
-        self.fills = fills or {}
-        # per model: entity keys of its views that are not model inputs (dropped after lookup)
-        self._key_only: dict[str, list[str]] = {}
-        for name, used in self.fills.items():
-            inputs = {i["name"] for i in models[name].package.signature["inputs"]}
-            keys = {k for spec in used["views"].values() for k in spec["entities"]}
-            self._key_only[name] = sorted(keys - inputs)
-        self.registry = CollectorRegistry()
-        self.latency = Histogram(
-            "keel_request_duration_seconds",
-            "Request latency by route.",
-            ["route"],
-            registry=self.registry,
-            buckets=_BUCKETS,
-        )
-        self.requests = Counter(
-            "keel_requests",
-            "Requests by route and HTTP status.",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self.predictions = Counter(
-            "keel_predictions",
-            "Rows predicted by model and version.",
-            ["model", "version"],
-            registry=self.registry,
-        )
-        self._predict_latency = self.latency.labels("predict")
+        self.settings = settings or ServeSettings()
+        self.auth = auth
+        self.metrics = Metrics()
+        self.reloader: Reloader | None = None
+        if project is not None and self.settings.reload_interval_s is not None:
+            self.reloader = Reloader(
+                project,
+                lambda: self.models,
+                self._swap,
+                interval=self.settings.reload_interval_s,
+            )
+            self.metrics.export(
+                "keel_model_swaps",
+                "Models swapped in by hot reload.",
+                lambda: float(self.reloader.swaps if self.reloader else 0),
+            )
+        if self.log is not None:
+            log = self.log
+            self.metrics.export(
+                "keel_prediction_log_dropped",
+                "Requests the prediction log dropped (queue full or write failed).",
+                lambda: float(log.dropped),
+            )
+        self._workers = Workers(self.settings.threads, initializer=lambda: pin_threads(1))
+        self._inflight = 0
+        self._seconds = 0.001  # moving average of one prediction's service time
+        self.project = project
         self.api = self._build_api()
+        self._stack = Observe(Guard(self._route, auth, _change_auth(project)), self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
-                await self._predict(path[len(_PREFIX) : -len(_SUFFIX)], receive, send)
-                return
-            if path == _FEATURES:
-                await self._features(receive, send)
-                return
-        if scope["type"] != "http":
+        await self._stack(scope, receive, send)
+
+    def _swap(self, models: dict[str, LoadedModel]) -> None:
+        self.models = models
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: Route | None = scope.get("keel.route")
+        if route is None or not route.fast:
             await self.api(scope, receive, send)
             return
-        await self._measured(scope, receive, send)
-
-    async def _measured(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve a non-predict route through FastAPI, counting it in the metrics."""
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        route = _route_label(scope["path"])
-        try:
-            await self.api(scope, receive, send_status)
-        finally:
-            self.latency.labels(route).observe(time.perf_counter() - started)
-            self.requests.labels(route, str(status)).inc()
-
-    # --- the hot path ------------------------------------------------------------------------
-
-    async def _predict(self, name: str, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        if name in self.fills:
-            status, payload = self._filled(name, body)
+        body = await read_body(
+            receive, scope["keel.headers"].get(b"content-length"), self.settings.limits
+        )
+        request_id: str = scope["keel.request_id"]
+        if route.label == "features":
+            status, payload, version = await self._run(self._lookup, body)
         else:
-            status, payload = self._answer(name, body)
-        await send({"type": "http.response.start", "status": status, "headers": _JSON})
+            model = self._model(route.model, route.version)
+            answer = self._infer if route.label == "infer" else self._predict
+            status, payload, version = await self._run(answer, route.model, model, body, request_id)
+        headers = [_JSON, (b"content-length", str(len(payload)).encode())]
+        if version:
+            headers.append((b"keel-model-version", version.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        self._predict_latency.observe(time.perf_counter() - started)
-        self.requests.labels("predict", str(status)).inc()
 
-    def _filled(self, name: str, body: bytes) -> tuple[int, bytes]:
-        """Fill the view features an instance lacks from the online store, then answer."""
-        try:
-            request = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return self._answer(name, body)  # which explains the bad JSON
-        instances = request.get("instances") if isinstance(request, dict) else None
-        if isinstance(instances, list) and 0 < len(instances) <= MAX_INSTANCES:
-            try:
-                self._fill(self.fills[name], instances, self._key_only.get(name, ()))
-            except KeelError as exc:
-                return exc.http_status, orjson.dumps(exc.to_dict())
-            body = orjson.dumps(request)
-        return self._answer(name, body)
-
-    def _fill(self, used: dict[str, Any], instances: list[Any], key_only: Sequence[str]) -> None:
-        if self.feature_store is None:
-            raise NotFoundError(
-                "this model was trained with feature views but the project declares none; "
-                "restore its feature_views: in keel.yaml.",
-                field="features",
-            )
-        for view, spec in used["views"].items():
-            names = spec["features"]
-            lacking = [
-                row
-                for row in instances
-                if isinstance(row, dict) and any(f not in row for f in names)
-            ]
-            if not lacking:
-                continue
-            try:
-                found = self.feature_store.online(lacking, [f"{view}:{f}" for f in names])
-            except ConfigError as exc:
-                raise DataValidationError(exc.message, field=exc.field) from exc
-            for row, values in zip(lacking, found, strict=True):
-                for feature in names:
-                    row.setdefault(feature, values[feature])
-        for row in instances:  # entity keys that only served the lookup
-            if isinstance(row, dict):
-                for key in key_only:
-                    row.pop(key, None)
-
-    async def _features(self, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        try:
-            status, payload = 200, orjson.dumps({"results": self._lookup(body)})
-        except KeelError as exc:
-            status, payload = exc.http_status, orjson.dumps(exc.to_dict())
-        await send({"type": "http.response.start", "status": status, "headers": _JSON})
-        await send({"type": "http.response.body", "body": payload})
-        self.latency.labels("features").observe(time.perf_counter() - started)
-        self.requests.labels("features", str(status)).inc()
-
-    def _lookup(self, body: bytes) -> list[dict[str, Any]]:
-        """``{"features": [...], "entities": [...]}`` -> one dict of values per entity."""
-        if self.feature_store is None:
-            raise NotFoundError("this project declares no feature views.", field="features")
-        try:
-            request = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise DataValidationError(
-                f'request body is not valid JSON ({exc}). Send {{"features": ["view:feature"], '
-                '"entities": [{"key": value}]}.',
-                field="body",
-            ) from exc
-        features = request.get("features") if isinstance(request, dict) else None
-        entities = request.get("entities") if isinstance(request, dict) else None
-        if not isinstance(features, list) or not features:
-            raise DataValidationError(
-                'request needs "features": a non-empty list of "view:feature".', field="features"
-            )
-        if not isinstance(entities, list) or not entities or len(entities) > MAX_INSTANCES:
-            raise DataValidationError(
-                f'request needs "entities": a list of 1 to {MAX_INSTANCES} objects of entity keys.',
-                field="entities",
-            )
-        try:
-            return list(self.feature_store.online(entities, features))
-        except ConfigError as exc:
-            raise DataValidationError(exc.message, field=exc.field) from exc
-
-    def _answer(self, name: str, body: bytes) -> tuple[int, bytes]:
-        try:
-            model = self.models.get(name)
-            if model is None:
-                known = ", ".join(sorted(self.models)) or "none"
-                raise NotFoundError(
-                    f"model '{name}' is not served here. Served models: {known}.", field="name"
+    async def _run(self, work: Any, *args: Any) -> tuple[int, bytes, str]:
+        """Run ``work`` in a worker thread unless the queue would break the latency objective."""
+        threads = self.settings.threads
+        if self._inflight >= threads:
+            wait_ms = (self._inflight / threads) * self._seconds * 1000.0
+            if wait_ms > self.settings.slo_p99_ms:
+                self.metrics.shed.inc()
+                raise Overloaded(
+                    f"the server is at capacity: {self._inflight} predictions queued would wait "
+                    f"~{wait_ms:.0f} ms, past serve.slo_p99_ms={self.settings.slo_p99_ms:g}; "
+                    "retry shortly or add capacity.",
+                    retry_after=1,
                 )
-            instances = self._instances(body)
-            findings: list[Finding] = []
-            labels, probabilities = model.package.predict_rows(instances, findings=findings)
+        self._inflight += 1
+        self.metrics.inflight.inc()
+        try:
+            result: tuple[int, bytes, str] = await self._workers.run(work, *args)
+            return result
+        finally:
+            self._inflight -= 1
+            self.metrics.inflight.dec()
+
+    # --- in a worker thread -------------------------------------------------------------------
+
+    def _predict(
+        self, name: str, model: LoadedModel, body: bytes, request_id: str
+    ) -> tuple[int, bytes, str]:
+        started = time.perf_counter()
+        try:
+            request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
+            instances = self._instances(request)
+            labels, probabilities, findings = self._score(model, instances)
         except KeelError as exc:
-            return exc.http_status, orjson.dumps(exc.to_dict())
-        request_id = uuid.uuid4().hex
-        if self.log is not None:
-            self.log.append(request_id, name, model.version, instances, labels, probabilities)
-        self.predictions.labels(name, model.version).inc(len(labels))
+            return exc.http_status, orjson.dumps(exc.to_dict()), model.version
+        self._logged(name, model, request_id, instances, labels, probabilities)
         answer: dict[str, Any] = {"predictions": labels}
         if probabilities is not None:  # classification; a regression answer is values only
             answer["probabilities"] = probabilities
@@ -279,51 +194,156 @@ class ServerApp:
         answer["request_id"] = request_id
         if findings:  # values scored with a warning: out of range, or unseen in training
             answer["warnings"] = [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
-        return 200, orjson.dumps(answer)
+        self._seconds = 0.9 * self._seconds + 0.1 * (time.perf_counter() - started)
+        return 200, orjson.dumps(answer), model.version
 
-    @staticmethod
-    def _instances(body: bytes) -> list[Any]:
+    def _infer(
+        self, name: str, model: LoadedModel, body: bytes, request_id: str
+    ) -> tuple[int, bytes, str]:
+        started = time.perf_counter()
         try:
-            request = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise DataValidationError(
-                f"request body is not valid JSON ({exc}). Send "
-                '{"instances": [{"field": value, ...}]}.',
-                field="body",
-            ) from exc
+            request = parse_json(body, self.settings.limits, example=oip.EXAMPLE)
+            instances = oip.rows_of(request, self.settings.limits.max_instances)
+            labels, probabilities, findings = self._score(model, instances)
+        except KeelError as exc:
+            error = oip.error_body(exc.to_dict())  # names input tensors, not instances
+            return exc.http_status, orjson.dumps(error), model.version
+        self._logged(name, model, request_id, instances, labels, probabilities)
+        given = request.get("id")
+        answer: dict[str, Any] = {
+            "model_name": name,
+            "model_version": model.version,
+            "id": given if isinstance(given, str) else request_id,
+            "request_id": request_id,
+            "outputs": oip.answer_of(model.package.signature["outputs"], labels, probabilities),
+        }
+        if findings:
+            answer["parameters"] = {
+                "warnings": [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
+            }
+        self._seconds = 0.9 * self._seconds + 0.1 * (time.perf_counter() - started)
+        return 200, orjson.dumps(answer), model.version
+
+    def _score(
+        self, model: LoadedModel, instances: list[Any]
+    ) -> tuple[list[Any], list[Any] | None, list[Finding]]:
+        if model.fills is not None:
+            fill_views(self.feature_store, model.fills, instances, model.key_only)
+        findings: list[Finding] = []
+        labels, probabilities = model.package.predict_rows(instances, findings=findings)
+        return labels, probabilities, findings
+
+    def _logged(
+        self,
+        name: str,
+        model: LoadedModel,
+        request_id: str,
+        instances: list[Any],
+        labels: list[Any],
+        probabilities: list[Any] | None,
+    ) -> None:
+        if self.log is not None:
+            self.log.append(
+                request_id,
+                name,
+                model.version,
+                instances,
+                labels,
+                probabilities,
+                role="primary",
+                pipeline_hash=model.pipeline_hash,
+            )
+        self.metrics.predictions.labels(name, model.version).inc(len(labels))
+
+    def _instances(self, request: Any) -> list[Any]:
         instances = request.get("instances") if isinstance(request, dict) else None
         if not isinstance(instances, list) or not instances:
             raise DataValidationError(
                 'request must be {"instances": [{...}, ...]} with at least one instance.',
                 field="instances",
             )
-        if len(instances) > MAX_INSTANCES:
+        limit = self.settings.limits.max_instances
+        if len(instances) > limit:
             raise DataValidationError(
-                f"at most {MAX_INSTANCES} instances per request; got "
+                f"at most {limit} instances per request (serve.max_instances); got "
                 f"{len(instances)}. Use 'keel predict' for batch scoring.",
                 field="instances",
             )
         return instances
 
+    def _lookup(self, body: bytes) -> tuple[int, bytes, str]:
+        try:
+            request = parse_json(
+                body,
+                self.settings.limits,
+                example='{"features": ["view:feature"], "entities": [{...}]}',
+            )
+            results = lookup(self.feature_store, request, self.settings.limits.max_instances)
+        except KeelError as exc:
+            return exc.http_status, orjson.dumps(exc.to_dict()), ""
+        return 200, orjson.dumps({"results": results}), ""
+
     # --- everything else ---------------------------------------------------------------------
 
-    def _build_api(self) -> FastAPI:
-        @asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            if self.log is not None:
-                self.log.start()
-            # The loaded models are long-lived: keep them out of the collector's generations so
-            # a full collection during traffic does not walk them (shorter latency tails).
-            gc.collect()
-            gc.freeze()
+    def _model(self, name: str, version: str | None = None) -> LoadedModel:
+        model = self.models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFoundError(
+                f"model '{name}' is not served here. Served models: {known}.", field="name"
+            )
+        if version is not None and version != model.version:
+            raise NotFoundError(
+                f"model '{name}' version {version} is not served here; this server serves "
+                f"version {model.version} ({model.ref}).",
+                field="version",
+            )
+        return model
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Whether the server can answer, and why it is degraded (empty when healthy)."""
+        ready = bool(self.models) or self.feature_store is not None
+        reasons = []
+        if self.log is not None and self.log.problem is not None:
+            reasons.append(self.log.problem)
+        if self.reloader is not None:
+            reasons.extend(self.reloader.problems.values())
+        return ready, reasons
+
+    @asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        if self.log is not None:
+            self.log.start()
+        for model in self.models.values():  # the first request does not pay for lazy setup
+            await self._workers.run(warm, model)
+        reloading = None
+        if self.reloader is not None:
+            reloading = asyncio.create_task(self.reloader.run())
+        # The loaded models are long-lived: keep them out of the collector's generations so
+        # a full collection during traffic does not walk them (shorter latency tails).
+        gc.collect()
+        gc.freeze()
+        try:
             yield
-            gc.unfreeze()  # let shutdown collect them (extension types report frozen ones as leaks)
+        finally:
+            if reloading is not None:
+                reloading.cancel()
+            gc.unfreeze()  # let shutdown collect them (extension types report frozen as leaks)
+            self._workers.close()
             if self.log is not None:
                 self.log.close()
             if self.feature_store is not None:
                 self.feature_store.close()
 
-        api = FastAPI(title="Keel model server", version=__version__, lifespan=lifespan)
+    def _build_api(self) -> FastAPI:
+        api = FastAPI(
+            title="Keel model server",
+            version=__version__,
+            lifespan=self._lifespan,
+            docs_url=None,
+            redoc_url=None,
+        )
+        docs = resources.files("keel.serve").joinpath("static", DOCS_HTML).read_text()
 
         @api.exception_handler(KeelError)
         async def keel_error(request: Any, exc: KeelError) -> JSONResponse:
@@ -335,8 +355,10 @@ class ServerApp:
 
         @api.get("/v2/health/ready")
         async def ready() -> JSONResponse:
-            ok = bool(self.models) or self.feature_store is not None
-            return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+            ok, reasons = self.readiness()
+            status = "degraded" if ok and reasons else ("ready" if ok else "not ready")
+            body = {"ready": ok, "status": status, "reasons": reasons}
+            return JSONResponse(body, status_code=200 if ok else 503)
 
         @api.get("/v2")
         async def server_metadata() -> dict[str, Any]:
@@ -345,106 +367,115 @@ class ServerApp:
         @api.get("/v2/models/{name}")
         async def model_metadata(name: str) -> dict[str, Any]:
             model = self._model(name)
-            signature = model.package.signature
-            return {
-                "name": name,
-                "versions": [model.version],
-                "platform": f"keel-{model.package.flavor}",
-                "task": model.package.task,
-                "inputs": [
-                    {
-                        "name": i["name"],
-                        "datatype": _DATATYPES[i["type"]],
-                        "shape": [-1],
-                        "parameters": {"type": i["type"], "nullable": i["nullable"]},
-                    }
-                    for i in signature["inputs"]
-                ],
-                "outputs": _outputs(signature["outputs"]),
-                "classes": model.package.classes,
-                "package_sha256": model.package.sha256,
-            }
+            return oip.model_metadata(name, model.version, model.package)
+
+        @api.get("/v2/models/{name}/versions/{version}")
+        async def version_metadata(name: str, version: str) -> dict[str, Any]:
+            model = self._model(name, version)
+            return oip.model_metadata(name, model.version, model.package)
 
         @api.get("/v2/models/{name}/ready")
         async def model_ready(name: str) -> dict[str, Any]:
-            self._model(name)
-            return {"name": name, "ready": True}
+            model = self._model(name)
+            return {"name": name, "version": model.version, "ready": True}
+
+        @api.get("/v2/models/{name}/versions/{version}/ready")
+        async def version_ready(name: str, version: str) -> dict[str, Any]:
+            self._model(name, version)
+            return {"name": name, "version": version, "ready": True}
 
         @api.get("/metrics")
         async def metrics() -> Response:
-            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+        @api.get("/docs", include_in_schema=False)
+        async def docs_page() -> HTMLResponse:
+            return HTMLResponse(docs)
+
+        if self.project is not None:
+            from keel.serve.registry_routes import registry_router
+
+            api.include_router(registry_router(self.project))
+
+        def openapi() -> dict[str, Any]:
+            if api.openapi_schema is None:
+                document = get_openapi(title=api.title, version=api.version, routes=api.routes)
+                document.setdefault("components", {})["securitySchemes"] = {
+                    "bearer": {"type": "http", "scheme": "bearer"}
+                }
+                api.openapi_schema = add_fast_routes(document)
+            return api.openapi_schema
+
+        api.openapi = openapi  # type: ignore[method-assign]
         return api
 
-    def _model(self, name: str) -> LoadedModel:
-        model = self.models.get(name)
-        if model is None:
-            known = ", ".join(sorted(self.models)) or "none"
-            raise NotFoundError(
-                f"model '{name}' is not served here. Served models: {known}.", field="name"
-            )
-        return model
 
+def _change_auth(project: Any) -> Authenticator | None:
+    """The token check for registry changes when the server runs without auth."""
+    if project is None:
+        return None
+    from keel.store.tokens import verify_token
 
-def _route_label(path: str) -> str:
-    """A bounded label for a path, so metrics cardinality does not grow with model names."""
-    if path.startswith("/v2/health/"):
-        return path
-    if path.startswith("/v2/models/"):
-        return "model_ready" if path.endswith("/ready") else "model_metadata"
-    if path in ("/metrics", "/v2", "/docs", "/openapi.json", _FEATURES):
-        return path
-    return "other"
-
-
-_DATATYPES = {"int": "INT64", "float": "FP64", "string": "BYTES", "bool": "BOOL"}
-
-
-def _outputs(outputs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Open Inference Protocol output tensors of a signature's outputs (any task)."""
-    tensors = []
-    for output in outputs:
-        if output["type"] == "float[]":  # one probability per class
-            shape = [-1, len(output.get("classes", []))]
-            tensors.append({"name": output["name"], "datatype": "FP64", "shape": shape})
-        else:
-            datatype = _DATATYPES.get(output["type"], "BYTES")
-            tensors.append({"name": output["name"], "datatype": datatype, "shape": [-1]})
-    return tensors
+    database = project.metadata.database
+    return Authenticator(lambda secret: verify_token(database, secret))
 
 
 def create_app(
-    project: Any, *, models: list[str] | None = None, log_predictions: bool | None = None
+    project: Any,
+    *,
+    models: list[str] | None = None,
+    log_predictions: bool | None = None,
+    auth: Authenticator | None = None,
+    reload: bool = True,
 ) -> ServerApp:
-    """The server app for a project: loads each model's ``production`` version (else the latest).
+    """The server app for a project, configured by its ``serve:`` section.
 
-    A project with feature views and no registered model serves ``/v1/features`` alone.
+    Each reference is followed in the registry: ``name`` serves the ``production`` alias (else
+    the newest version), ``name@alias`` that alias, ``name@3`` version 3 (never moves). A
+    project with feature views and no registered model serves ``/v1/features`` alone.
 
     Args:
         project: A :class:`keel.project.Project`.
-        models: References to serve (``name``, ``name@alias``, ``name@3``); default all models.
+        models: References to serve; default every registered model by name.
         log_predictions: Override ``serve.log_predictions`` from keel.yaml.
+        auth: Token checks (:func:`keel.serve.tokens.authenticator`), or None for none.
+        reload: Follow the registry (hot reload every ``serve.reload_interval_s``).
 
     Raises:
         NotFoundError: A reference does not resolve, or the registry is empty.
     """
+    from keel.serve.models import load_served
+
     refs = models or [m["name"] for m in project.metadata.list_models()]
     if not refs and not project.config.feature_views:
         raise NotFoundError("no registered models to serve. Run 'keel run' first.")
-    from keel.features.store import FeatureStore, training_views
+    loaded = dict(load_served(project, ref) for ref in refs)
+    config = project.config.serve
+    enabled = config.log_predictions if log_predictions is None else log_predictions
+    log = (
+        PredictionLog(project.predictions_dir, max_queue=config.log_queue_size) if enabled else None
+    )
+    store = None
+    if project.config.feature_views:
+        from keel.features.store import FeatureStore
 
-    loaded = {}
-    fills = {}
-    for ref in refs:
-        version = project.metadata.resolve(ref)
-        # custom feature modules kept in the project import from its root, wherever we run
-        with importable_from(project.root):
-            package = ModelPackage.load(project.artifacts, version.package_sha256)
-        loaded[version.name] = LoadedModel(package, str(version.version))
-        used = training_views(project, version.package_sha256)
-        if used is not None:
-            fills[version.name] = used
-    enabled = project.config.serve.log_predictions if log_predictions is None else log_predictions
-    log = PredictionLog(project.predictions_dir) if enabled else None
-    store = FeatureStore(project) if project.config.feature_views else None
-    return ServerApp(loaded, prediction_log=log, feature_store=store, fills=fills)
+        store = FeatureStore(project)
+    settings = ServeSettings(
+        limits=Limits(
+            max_body=int(config.max_body_mb * 1024 * 1024),
+            max_instances=config.max_instances,
+            max_depth=config.max_json_depth,
+            body_timeout_s=config.body_timeout_s,
+        ),
+        threads=config.threads,
+        slo_p99_ms=config.slo_p99_ms,
+        reload_interval_s=config.reload_interval_s if reload else None,
+    )
+    return ServerApp(
+        loaded,
+        prediction_log=log,
+        feature_store=store,
+        settings=settings,
+        auth=auth,
+        project=project,
+    )

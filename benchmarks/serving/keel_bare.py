@@ -1,0 +1,40 @@
+"""The Keel server with its hardening off, for measuring what the hardening costs.
+
+The same :class:`keel.serve.app.ServerApp` (same worker threads, prediction log, router) with
+the middleware stack (request id, error answers, metrics, access log, auth, content type)
+replaced by the three scope keys the router reads, and the same uvicorn settings as
+``keel serve`` minus the guarded protocol (header deadline, connection cap). Benchmark only.
+
+usage: python keel_bare.py PROJECT PORT
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Any
+
+import uvicorn
+
+from keel.project import Project
+from keel.serve.app import create_app
+from keel.serve.middleware import classify
+
+
+def main(project: str, port: int) -> None:
+    app = create_app(Project(project), reload=False)
+    route = app._route
+
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope["keel.headers"] = dict(scope["headers"])
+            scope["keel.route"] = classify(scope["method"], scope["path"])
+            scope["keel.request_id"] = uuid.uuid4().hex
+        await route(scope, receive, send)
+
+    uvicorn.run(bare, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools", lifespan="on")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,133 @@
+"""Token auth for the server: bearer tokens with scopes, a short cache, per-token rate limits.
+
+A request carries ``Authorization: Bearer <secret>``. The secret is checked by a verifier
+(``secret -> token info or None``; the server wires :func:`keel.store.tokens.verify_token`) whose
+answer is cached for ``ttl`` seconds, so a request costs a dictionary lookup, not a database
+query, and a revoked token stops working within ``ttl``. Unknown secrets are cached too (a
+bounded cache, emptied when full), so guessing does not turn into database load.
+
+Scopes: ``predict`` (predict, infer, features), ``read`` (metadata, metrics, the OpenAPI
+document), ``admin`` (implies every scope). Health endpoints need none. A token with
+``rate_limit_per_minute`` gets a token bucket of that size refilled continuously; an empty
+bucket answers 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from keel.serve.limits import Forbidden, TooManyRequests, Unauthorized
+
+__all__ = ["Authenticator", "Token", "Verifier"]
+
+_CACHE_SIZE = 10_000
+
+
+class Token(Protocol):
+    """What the server needs of a verified token (:class:`keel.store.tokens.TokenInfo`)."""
+
+    @property
+    def id(self) -> int | str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
+    @property
+    def rate_limit_per_minute(self) -> int | None: ...
+
+
+Verifier = Callable[[str], Token | None]
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class Authenticator:
+    """Checks a request's bearer token for a scope, with a cache and rate limits.
+
+    Args:
+        verify: Secret -> the token, or None when it is unknown, revoked or expired.
+        ttl: Seconds a verification is trusted (revocation is visible within it).
+        clock: Monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self, verify: Verifier, *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.verify = verify
+        self.ttl = ttl
+        self.clock = clock
+        self._cache: dict[str, tuple[Token | None, float]] = {}
+        self._buckets: dict[int | str, _Bucket] = {}
+
+    def check(self, authorization: bytes | None, scope: str) -> Token:
+        """The token of an ``Authorization`` header if it grants ``scope``.
+
+        Raises:
+            Unauthorized: No bearer token, or an unknown, revoked or expired one (401).
+            Forbidden: The token lacks the scope (403).
+            TooManyRequests: The token's rate limit is spent (429, with Retry-After).
+        """
+        secret = _bearer(authorization)
+        now = self.clock()
+        cached = self._cache.get(secret)
+        if cached is None or cached[1] <= now:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            cached = (self.verify(secret), now + self.ttl)
+            self._cache[secret] = cached
+        token = cached[0]
+        if token is None:
+            raise Unauthorized(
+                "the bearer token is unknown, revoked or expired; create one with "
+                "'keel tokens create NAME --scope predict'.",
+                field="authorization",
+            )
+        if scope not in token.scopes and "admin" not in token.scopes:
+            granted = ", ".join(token.scopes) or "none"
+            raise Forbidden(
+                f"token '{token.name}' lacks the '{scope}' scope this route needs "
+                f"(it has: {granted}); create a token with '--scope {scope}'.",
+                field="authorization",
+            )
+        if token.rate_limit_per_minute is not None:
+            self._spend(token, token.rate_limit_per_minute, now)
+        return token
+
+    def _spend(self, token: Token, per_minute: int, now: float) -> None:
+        bucket = self._buckets.get(token.id)
+        if bucket is None:
+            bucket = self._buckets[token.id] = _Bucket(float(per_minute), now)
+        rate = per_minute / 60.0
+        bucket.tokens = min(float(per_minute), bucket.tokens + (now - bucket.at) * rate)
+        bucket.at = now
+        if bucket.tokens < 1.0:
+            wait = math.ceil((1.0 - bucket.tokens) / rate) if rate > 0 else 60
+            raise TooManyRequests(
+                f"token '{token.name}' is limited to {per_minute} requests per minute; "
+                f"retry after {wait} s.",
+                retry_after=wait,
+            )
+        bucket.tokens -= 1.0
+
+
+def _bearer(authorization: bytes | None) -> str:
+    if authorization is None:
+        raise Unauthorized(
+            "this server requires a token: send 'Authorization: Bearer <token>' (create one "
+            "with 'keel tokens create NAME --scope predict').",
+            field="authorization",
+        )
+    scheme, _, secret = authorization.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized(
+            "the Authorization header must be 'Bearer <token>'.", field="authorization"
+        )
+    return secret.strip()

@@ -1,0 +1,189 @@
+"""The middleware every request passes through, predict included: pure ASGI, no framework.
+
+:class:`Observe` (outermost) classifies the route, gives the request an id (the
+``Keel-Request-Id`` header on every response; a well-formed incoming ``Keel-Request-Id`` or
+``X-Request-Id`` is kept), turns a :class:`~keel.errors.KeelError` raised below into its JSON
+answer (with ``Retry-After`` when it has one), counts the request in the metrics and writes the
+access log. :class:`Guard` checks the token for the route's scope
+(when auth is on) and that a POST body is JSON. Body size, body deadline and JSON shape are
+enforced where the body is read (:mod:`keel.serve.limits`).
+
+Both are plain ``async def __call__(scope, receive, send)`` classes (Starlette's
+``BaseHTTPMiddleware`` costs a task and a stream per request); together they add a few
+microseconds (``benchmarks/serving/overhead.py``: 2-5 µs with auth on).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from keel.errors import KeelError
+from keel.serve.auth import Authenticator
+from keel.serve.limits import Unauthorized, check_content_type
+from keel.serve.metrics import Metrics
+
+__all__ = ["ASGIApp", "Guard", "Observe", "Route", "classify"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_log = logging.getLogger("keel.serve.access")
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a request is: a bounded metrics label, the scope it needs, its model and version."""
+
+    label: str
+    scope: str | None  # None: open (health)
+    model: str = ""
+    version: str | None = None
+    fast: bool = False  # answered by the server's own router (predict, infer, features)
+    changes: bool = False  # changes state: needs a token even where auth is off (loopback)
+
+
+_OPEN = {
+    "/v2/health/live": Route("/v2/health/live", None),
+    "/v2/health/ready": Route("/v2/health/ready", None),
+}
+_READ = {p: Route(p, "read") for p in ("/metrics", "/v2", "/docs", "/openapi.json")}
+_FEATURES = Route("features", "predict", fast=True)
+_OTHER = Route("other", "read")
+_REGISTRY_READ = Route("registry", "read")
+_REGISTRY_CHANGE = Route("registry_change", "admin", changes=True)
+
+
+def classify(method: str, path: str) -> Route:
+    """The route of a request (no regular expressions: a few string tests)."""
+    found = _OPEN.get(path) or _READ.get(path)
+    if found is not None:
+        return found
+    if path.startswith("/v1/models/") and path.endswith("/predict") and method == "POST":
+        return Route("predict", "predict", path[11:-8], fast=True)
+    if path.startswith("/v2/models/"):
+        rest = path[11:]
+        if rest.endswith("/infer") and method == "POST":
+            name, version = _name_version(rest[:-6])
+            return Route("infer", "predict", name, version, fast=True)
+        label = "model_ready" if rest.endswith("/ready") else "model_metadata"
+        return Route(label, "read")
+    if path == "/v1/features" and method == "POST":
+        return _FEATURES
+    if path.startswith("/v1/registry/"):
+        return _REGISTRY_READ if method in ("GET", "HEAD") else _REGISTRY_CHANGE
+    return _OTHER
+
+
+def _name_version(rest: str) -> tuple[str, str | None]:
+    name, marker, version = rest.partition("/versions/")
+    return name, (version if marker else None)
+
+
+class Observe:
+    """Request id, error answers, metrics and access log for every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        # request ids: 80 random bits per server start + a counter (unique, and no system
+        # call per request as uuid4 makes); 32 hex characters like a uuid4's hex
+        self._prefix = secrets.token_hex(10)
+        self._counter = itertools.count(1)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        scope["keel.headers"] = headers
+        route = scope["keel.route"] = classify(scope["method"], scope["path"])
+        given = headers.get(b"keel-request-id") or headers.get(b"x-request-id")
+        request_id = given.decode("latin-1") if given else ""
+        if not request_id or not _ID.fullmatch(request_id):
+            request_id = f"{self._prefix}{next(self._counter):012x}"
+        scope["keel.request_id"] = request_id
+        id_header = (b"keel-request-id", request_id.encode())
+        status = 500
+        started_response = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started_response = True
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except KeelError as exc:
+            if started_response:
+                raise
+            await _answer_error(send_with_id, exc)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.observe(route.label, status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %s %d %.3f ms",
+                    request_id,
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                )
+
+
+async def _answer_error(send: Send, exc: KeelError) -> None:
+    body = orjson.dumps(exc.to_dict())
+    headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    if exc.http_status in (408, 413):  # the rest of the body is not read: end the connection
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """Auth (the route's scope) and the JSON content type of POST bodies."""
+
+    def __init__(
+        self, app: ASGIApp, auth: Authenticator | None, changes: Authenticator | None = None
+    ) -> None:
+        self.app = app
+        self.auth = auth
+        self.changes = auth or changes  # state changes are checked even with auth off
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["keel.headers"]
+            route = scope["keel.route"]
+            checker = self.changes if route.changes else self.auth
+            if checker is not None and route.scope is not None:
+                scope["keel.token"] = checker.check(headers.get(b"authorization"), route.scope)
+            elif route.changes:
+                raise Unauthorized(
+                    "this server cannot check tokens, so it refuses changes; serve a project "
+                    "to change its registry over HTTP.",
+                    field="authorization",
+                )
+            if scope["method"] == "POST":
+                check_content_type(headers.get(b"content-type"))
+        await self.app(scope, receive, send)

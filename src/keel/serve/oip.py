@@ -1,0 +1,192 @@
+"""Open Inference Protocol v2 (KServe, Triton, Seldon MLServer): tensors in, tensors out.
+
+A request names one input tensor per model input, each a column of the batch::
+
+    {"id": "42",
+     "inputs": [{"name": "age", "datatype": "INT64", "shape": [2], "data": [39, 52]},
+                {"name": "sex", "datatype": "BYTES", "shape": [2], "data": ["Male", "Female"]}]}
+
+:func:`rows_of` turns the columns into the instances the simple API takes (the same coercion
+and feature pipeline then run, so both APIs answer bit for bit alike) and :func:`answer_of`
+turns the answer into one output tensor per signature output (``prediction``, ``probability``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from keel.errors import DataValidationError
+
+__all__ = ["DATATYPES", "answer_of", "error_body", "model_metadata", "output_tensors", "rows_of"]
+
+_INSTANCE = re.compile(r"instances\[(\d+)\]\.(.+)")
+DATATYPES = {"int": "INT64", "float": "FP64", "string": "BYTES", "bool": "BOOL"}
+_KNOWN = {
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+}
+EXAMPLE = '{"inputs": [{"name": "age", "datatype": "INT64", "shape": [1], "data": [39]}, ...]}'
+
+
+def rows_of(request: Any, max_instances: int) -> list[dict[str, Any]]:
+    """The instances of an inference request (one dict per row).
+
+    Raises:
+        DataValidationError: Not an inference request, a malformed tensor (naming it), tensors
+            of different lengths, or more than ``max_instances`` rows.
+    """
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise DataValidationError(
+            f'an inference request needs "inputs": a list of tensors, e.g. {EXAMPLE}.',
+            field="inputs",
+        )
+    columns: dict[str, list[Any]] = {}
+    for index, tensor in enumerate(inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise DataValidationError(f'{where} must be a tensor with a "name".', field=where)
+        name = tensor["name"]
+        where = f"inputs[{index}] ({name})"
+        datatype, shape, data = tensor.get("datatype"), tensor.get("shape"), tensor.get("data")
+        if datatype not in _KNOWN:
+            raise DataValidationError(
+                f"{where}: datatype {datatype!r} is not an Open Inference Protocol type; "
+                "use INT64, FP64, BYTES or BOOL.",
+                field=f"inputs[{index}].datatype",
+            )
+        if not isinstance(data, list):
+            raise DataValidationError(f'{where}: "data" must be a list.', field=where)
+        data = _flat(data, where)
+        rows = _rows(shape, where)
+        if rows != len(data):
+            raise DataValidationError(
+                f'{where}: shape {shape} says {rows} values but "data" has {len(data)}.',
+                field=f"inputs[{index}].shape",
+            )
+        if name in columns:
+            raise DataValidationError(f"{where}: input named twice.", field=where)
+        columns[name] = data
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise DataValidationError(
+            f"input tensors have different lengths ({sorted(lengths)}); each is one column of "
+            "the same batch.",
+            field="inputs",
+        )
+    count = lengths.pop()
+    if count == 0 or count > max_instances:
+        raise DataValidationError(
+            f"an inference request carries 1 to {max_instances} rows; got {count}.",
+            field="inputs",
+        )
+    names = list(columns)
+    return [{name: columns[name][row] for name in names} for row in range(count)]
+
+
+def error_body(body: dict[str, Any]) -> dict[str, Any]:
+    """An error answer in the request's terms: ``instances[3].age`` -> ``inputs[age].data[3]``."""
+    field = body.get("field")
+    if isinstance(field, str):
+        match = _INSTANCE.match(field)
+        if match is not None:
+            row, name = match.groups()
+            where = f"inputs[{name}].data[{row}]"
+            body = dict(body, field=where, message=body["message"].replace(field, where, 1))
+    return body
+
+
+def _flat(data: list[Any], where: str) -> list[Any]:
+    if data and isinstance(data[0], list):  # row-major nested form, [[v], [v], ...]
+        flat: list[Any] = []
+        for item in data:
+            if not isinstance(item, list) or len(item) != 1:
+                raise DataValidationError(
+                    f'{where}: nested "data" must hold one value per row.', field=where
+                )
+            flat.append(item[0])
+        return flat
+    return data
+
+
+def _rows(shape: Any, where: str) -> int:
+    ok = (
+        isinstance(shape, list)
+        and shape
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    )
+    if not ok or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+        raise DataValidationError(
+            f"{where}: shape {shape!r} must be [rows] or [rows, 1] (one column per input).",
+            field=where,
+        )
+    return int(shape[0])
+
+
+def answer_of(
+    outputs: Sequence[dict[str, Any]], labels: list[Any], probabilities: list[Any] | None
+) -> list[dict[str, Any]]:
+    """Output tensors of a prediction, in the signature's order."""
+    tensors = []
+    for spec, values in zip(output_tensors(outputs), (labels, probabilities), strict=False):
+        if values is None:
+            continue
+        data = values
+        if len(spec["shape"]) == 2:  # per-class probabilities, flattened row-major
+            data = [p for row in values for p in row]
+            shape = [len(values), spec["shape"][1]]
+        else:
+            shape = [len(values)]
+        tensors.append(
+            {"name": spec["name"], "datatype": spec["datatype"], "shape": shape, "data": data}
+        )
+    return tensors
+
+
+def output_tensors(outputs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Open Inference Protocol output tensors of a signature's outputs (any task)."""
+    tensors = []
+    for output in outputs:
+        if output["type"] == "float[]":  # one probability per class
+            shape = [-1, len(output.get("classes", []))]
+            tensors.append({"name": output["name"], "datatype": "FP64", "shape": shape})
+        else:
+            datatype = DATATYPES.get(output["type"], "BYTES")
+            tensors.append({"name": output["name"], "datatype": datatype, "shape": [-1]})
+    return tensors
+
+
+def model_metadata(name: str, version: str, package: Any) -> dict[str, Any]:
+    """The model metadata response (``GET /v2/models/{name}``)."""
+    signature = package.signature
+    return {
+        "name": name,
+        "versions": [version],
+        "platform": f"keel-{package.flavor}",
+        "task": package.task,
+        "inputs": [
+            {
+                "name": i["name"],
+                "datatype": DATATYPES[i["type"]],
+                "shape": [-1],
+                "parameters": {"type": i["type"], "nullable": i["nullable"]},
+            }
+            for i in signature["inputs"]
+        ],
+        "outputs": output_tensors(signature["outputs"]),
+        "classes": package.classes,
+        "package_sha256": package.sha256,
+    }
