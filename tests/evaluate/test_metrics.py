@@ -1,6 +1,8 @@
-"""Binary metrics against scikit-learn, slice gaps, and promotion gates."""
+"""Binary metrics against scikit-learn, slice gaps, and gates on plain metric names."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +18,18 @@ from sklearn.metrics import (
 )
 
 from keel.config import EvaluateConfig
-from keel.evaluate.metrics import binary_metrics, check_gates, slice_metrics
+from keel.evaluate.bootstrap import BootstrapSettings
+from keel.evaluate.evaluation import Estimate, Evaluation, MetricSet
+from keel.evaluate.gates import evaluate_gates
+from keel.evaluate.metrics import binary_metrics, slice_metrics
+
+
+def check_gates(metrics: dict[str, Any], gates: list[tuple[str, str, float]]) -> list[Any]:
+    """The gates of an evaluation with these point metrics: ``{gate, value, passed}`` each."""
+    estimates = {k: Estimate(v) for k, v in metrics.items()}
+    ev = Evaluation("binary", "", (), 0.5, BootstrapSettings(0), 30, MetricSet(10, estimates))
+    return [{"gate": g.gate, "value": g.value, "passed": g.passed}
+            for g in evaluate_gates(ev, gates)]  # fmt: skip
 
 
 def labelled(n: int = 500, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:

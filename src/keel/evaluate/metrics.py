@@ -1,26 +1,23 @@
-"""Metrics per task (binary, multiclass, regression), overall and per slice, and promotion gates.
+"""Point metrics per task (binary, multiclass, regression), overall and per slice.
 
-Gates compare any of these names: ``roc_auc >= 0.9`` (binary), ``macro_f1 >= 0.6`` (multiclass),
-``rmse <= 50`` (regression).
+Gates (:mod:`keel.evaluate.gates`) compare any of these names: ``roc_auc >= 0.9`` (binary),
+``macro_f1 >= 0.6`` (multiclass), ``rmse <= 50`` (regression); their intervals come from
+:mod:`keel.evaluate.bootstrap`.
 """
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "binary_metrics",
-    "check_gates",
     "multiclass_metrics",
     "regression_metrics",
     "slice_metrics",
     "task_metrics",
 ]
-
-_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 
 
 def binary_metrics(y: np.ndarray, proba: np.ndarray, *, threshold: float = 0.5) -> dict[str, Any]:
@@ -126,15 +123,3 @@ def slice_metrics(
         per["_gap"] = gaps
         out[column] = per
     return out
-
-
-def check_gates(
-    metrics: dict[str, Any], gates: list[tuple[str, str, float]]
-) -> list[dict[str, Any]]:
-    """Each gate with the observed value and whether it passed; an unknown metric fails."""
-    results = []
-    for metric, op, threshold in gates:
-        value = metrics.get(metric)
-        passed = value is not None and bool(_OPS[op](value, threshold))
-        results.append({"gate": f"{metric} {op} {threshold:g}", "value": value, "passed": passed})
-    return results

@@ -1,0 +1,272 @@
+"""Bootstrap confidence intervals for every metric, vectorised over resamples.
+
+A resample is a row of multinomial counts (how often each test row was drawn, summing to n).
+Every metric is a function of count-weighted sums, so one ``counts @ components`` product gives
+a metric for a whole chunk of resamples at once; ROC AUC is the count-weighted Mann-Whitney
+statistic read off a cumulative sum over rows sorted by score (ties count one half), the same
+number scikit-learn's ``roc_auc_score(..., sample_weight=counts)`` gives. Slices reuse the
+resamples of the whole test set (as TFMA does), and a champion scored on the same rows gets
+the same counts: the paired bootstrap of :mod:`keel.evaluate.comparison`.
+
+Example:
+    >>> settings = BootstrapSettings(resamples=1000, seed=0)
+    >>> (draws,) = metric_draws("binary", y, proba, [None], settings)
+    >>> percentile_interval(draws["roc_auc"], 0.95)
+    (0.921, 0.934)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "BootstrapSettings",
+    "metric_draws",
+    "percentile_interval",
+    "resample_counts",
+    "weighted_auc",
+]
+
+Draws = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """How to resample: ``resamples`` multinomial draws of all rows (0: no intervals), from
+    ``seed``, summarised as central ``confidence`` percentile intervals."""
+
+    resamples: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+    chunk: int = 100
+
+
+def resample_counts(n: int, settings: BootstrapSettings) -> Iterator[np.ndarray]:
+    """``(b, n)`` float32 count matrices (exact: counts are small integers), ``settings.chunk``
+    resamples at a time; the same seed gives the same resamples, whatever is computed from
+    them."""
+    rng = np.random.default_rng(settings.seed)
+    done = 0
+    while done < settings.resamples:
+        b = min(settings.chunk, settings.resamples - done)
+        drawn = rng.integers(0, n, size=(b, n), dtype=np.int32)
+        drawn += (np.arange(b, dtype=np.int32) * n)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=b * n).reshape(b, n)
+        done += b
+        yield counts.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """Rows sorted by score, each row's tie block ``[lo, hi)``, and the positives."""
+
+    order: np.ndarray | None  # None: the rows are already in score order
+    lo: np.ndarray
+    hi: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+
+    @classmethod
+    def of(cls, score: np.ndarray, y: np.ndarray) -> _Ranked:
+        order = np.argsort(score, kind="stable")
+        ranked = score[order]
+        new = np.ones(len(ranked), dtype=bool)
+        new[1:] = ranked[1:] != ranked[:-1]
+        level = np.cumsum(new) - 1
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:], len(ranked))
+        labels = y[order].astype(bool)
+        positive = np.flatnonzero(labels)
+        kept = None if bool(np.all(order[1:] > order[:-1])) else order
+        return cls(kept, starts[level][positive], ends[level][positive], positive, ~labels)
+
+
+def weighted_auc(counts: np.ndarray, score: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ROC AUC of 0/1 labels ``y`` against ``score`` for each row of weights ``counts``
+    (``(b, n)``); NaN where a resample holds only one class."""
+    return _auc(counts, _Ranked.of(score, y))
+
+
+def _auc(counts: np.ndarray, ranked: _Ranked) -> np.ndarray:
+    c = counts if ranked.order is None else counts[:, ranked.order]
+    negatives = c * ranked.negative
+    below = np.zeros((len(c), c.shape[1] + 1), dtype=np.float32)
+    np.cumsum(negatives, axis=1, out=below[:, 1:])  # exact: integers below 2**24
+    # negatives strictly below a positive's tie block plus half of those inside it
+    inside = below[:, ranked.lo] + below[:, ranked.hi]
+    wins = 0.5 * np.einsum("ij,ij->i", c[:, ranked.positive], inside, dtype=np.float64)
+    pairs = c[:, ranked.positive].sum(axis=1, dtype=np.float64) * below[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, wins / np.where(pairs > 0, pairs, 1.0), np.nan)
+
+
+def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """``top / bottom``, 0 where ``bottom`` is 0 (scikit-learn's ``zero_division=0``)."""
+    return np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), 0.0)
+
+
+def _binary(y: np.ndarray, proba: np.ndarray, threshold: float) -> _Plan:
+    p = np.asarray(proba, dtype=np.float64)
+    truth = y.astype(np.float64)
+    predicted = (p >= threshold).astype(np.float64)
+    clipped = np.clip(p, 1e-15, 1 - 1e-15)
+    loss = -(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped))
+    parts = np.column_stack(
+        [np.ones_like(truth), truth, predicted, truth * predicted, loss, (p - truth) ** 2]
+    ).astype(np.float32)  # sums for intervals: float32 is ample and halves the work
+
+    def metrics(s: np.ndarray) -> Draws:
+        n, pos, pred, hit = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
+        return {
+            "accuracy": _ratio(n - pos - pred + 2 * hit, n),
+            "log_loss": _ratio(s[:, 4], n),
+            "precision": _ratio(hit, pred),
+            "recall": _ratio(hit, pos),
+            "positive_rate": _ratio(pred, n),
+            "base_rate": _ratio(pos, n),
+            "brier": _ratio(s[:, 5], n),
+        }
+
+    return _Plan(parts, metrics, {"roc_auc": (p, y.astype(np.int64))})
+
+
+def _multiclass(y: np.ndarray, proba: np.ndarray) -> _Plan:
+    k = proba.shape[1]
+    codes = y.astype(np.int64)
+    clipped = np.clip(proba, 1e-15, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    predicted = np.argmax(proba, axis=1)
+    truth = np.eye(k)[codes]
+    chosen = np.eye(k)[predicted]
+    loss = -np.log(clipped[np.arange(len(codes)), codes])
+    ones = np.ones(len(codes))
+    parts = np.column_stack(
+        [ones, (predicted == codes).astype(np.float64), loss, truth, chosen, truth * chosen]
+    ).astype(np.float32)
+
+    def metrics(s: np.ndarray) -> Draws:
+        n = s[:, 0]
+        true_k, pred_k, hit_k = s[:, 3 : 3 + k], s[:, 3 + k : 3 + 2 * k], s[:, 3 + 2 * k :]
+        return {
+            "accuracy": _ratio(s[:, 1], n),
+            "log_loss": _ratio(s[:, 2], n),
+            "macro_f1": _ratio(2 * hit_k, true_k + pred_k).mean(axis=1),
+        }
+
+    scores = {f"auc_{c}": (clipped[:, c], (codes == c).astype(np.int64)) for c in range(k)}
+    return _Plan(parts, metrics, scores, macro_auc=k)
+
+
+def _regression(y: np.ndarray, prediction: np.ndarray) -> _Plan:
+    truth = y.astype(np.float64)
+    guess = np.asarray(prediction, dtype=np.float64)
+    error = guess - truth
+    # float64: R2's spread is a difference of large sums
+    parts = np.column_stack([np.ones_like(truth), error**2, np.abs(error), truth, truth**2, guess])
+
+    def metrics(s: np.ndarray) -> Draws:
+        n = s[:, 0]
+        spread = s[:, 4] - _ratio(s[:, 3] ** 2, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2 = np.where(spread > 1e-12 * np.maximum(s[:, 4], 1.0), 1 - s[:, 1] / spread, np.nan)
+        return {
+            "rmse": np.sqrt(_ratio(s[:, 1], n)),
+            "mae": _ratio(s[:, 2], n),
+            "r2": r2,
+            "mean_prediction": _ratio(s[:, 5], n),
+        }
+
+    return _Plan(parts, metrics, {})
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Per-row components whose count-weighted sums give the metrics, plus AUC scores."""
+
+    parts: np.ndarray
+    metrics: Callable[[np.ndarray], Draws]
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]
+    macro_auc: int = 0
+
+
+def _plan(kind: str, y: np.ndarray, prediction: np.ndarray, threshold: float) -> _Plan:
+    if kind == "binary":
+        return _binary(y, prediction, threshold)
+    if kind == "multiclass":
+        return _multiclass(y, prediction)
+    return _regression(y, prediction)
+
+
+def metric_draws(
+    kind: str,
+    y: np.ndarray,
+    prediction: np.ndarray,
+    subsets: Sequence[np.ndarray | None],
+    settings: BootstrapSettings,
+    *,
+    threshold: float = 0.5,
+    order: np.ndarray | None = None,
+) -> list[Draws]:
+    """Each metric's value on every resample, for each subset of rows (None: all rows).
+
+    Args:
+        kind: The task's kind: ``binary`` (P(positive)), ``multiclass`` (``(rows, k)``
+            probabilities) or ``regression`` (values).
+        y: Encoded labels (0/1, class codes) or target values.
+        prediction: The model's raw predictions for every row.
+        subsets: Row indices of each subset (a slice), None for the whole set.
+        settings: Resamples, seed and chunk size.
+        threshold: The decision threshold of a binary model.
+        order: Which row each column of the resample counts belongs to (a permutation); the
+            default puts a binary model's rows in score order, which spares its overall AUC a
+            gather per resample. Pass the same order to pair two models' draws.
+
+    Returns:
+        Per subset, metric name -> ``(resamples,)`` array (NaN where undefined, e.g. AUC on a
+        resample with one class).
+    """
+    if order is None:
+        order = np.argsort(prediction, kind="stable") if kind == "binary" else np.arange(len(y))
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    # work in the rows' resample positions: row order[j] is drawn count[:, j] times
+    y, prediction = y[order], prediction[order]
+    subsets = [None if rows is None else position[rows] for rows in subsets]
+    if kind == "binary":  # each slice's rows in score order too: one gather per slice
+        subsets = [None if r is None else r[np.argsort(prediction[r], kind="stable")]
+                   for r in subsets]  # fmt: skip
+    plans = [
+        (rows, _plan(kind, y if rows is None else y[rows],
+                     prediction if rows is None else prediction[rows], threshold))
+        for rows in subsets
+    ]  # fmt: skip
+    ranked = [{name: _Ranked.of(s, t) for name, (s, t) in plan.scores.items()} for _, plan in plans]
+    chunks: list[list[Draws]] = [[] for _ in plans]
+    for counts in resample_counts(len(y), settings):
+        for i, (rows, plan) in enumerate(plans):
+            c = counts if rows is None else counts[:, rows]
+            draws = plan.metrics((c @ plan.parts).astype(np.float64))
+            aucs = {name: _auc(c, r) for name, r in ranked[i].items()}
+            if plan.macro_auc:
+                draws["roc_auc"] = np.mean(np.column_stack(list(aucs.values())), axis=1)
+            else:
+                draws |= aucs
+            chunks[i].append(draws)
+    return [
+        {name: np.concatenate([d[name] for d in parts]) for name in parts[0]} if parts else {}
+        for parts in chunks
+    ]
+
+
+def percentile_interval(draws: np.ndarray, confidence: float) -> tuple[float, float] | None:
+    """The central ``confidence`` percentile interval of finite draws; None when fewer than
+    half the resamples define the metric (e.g. AUC of a slice that is nearly one class)."""
+    finite = draws[np.isfinite(draws)]
+    if len(finite) == 0 or len(finite) < 0.5 * len(draws):
+        return None
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(finite, [tail, 1.0 - tail])
+    return float(low), float(high)
