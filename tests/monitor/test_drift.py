@@ -89,16 +89,28 @@ def test_thresholds_choose_the_verdict(
     top = by_column(compute_drift(adult_statistics, adult_test_table, columns=columns))["age"]
     value = top["psi"]
     assert value > 0
-    moderate = compute_drift(
-        adult_statistics, adult_test_table, columns=columns, warn=value / 2, alert=value * 2
+    # the test and train samples come from one population: age's tiny PSI is not significant,
+    # so no threshold makes it drift while the false discovery rate is controlled
+    assert top["p_adjusted"] > 0.05
+    low = compute_drift(
+        adult_statistics, adult_test_table, columns=columns, warn=value / 4, alert=value / 2
     )
+    assert low["verdict"] == "stable"
+    # fdr=1 accepts any p-value: the effect size alone decides
+    moderate = compute_drift(
+        adult_statistics, adult_test_table, columns=columns, warn=value / 2, alert=value * 2,
+        fdr=1.0,
+    )  # fmt: skip
     assert by_column(moderate)["age"]["verdict"] == "moderate"
     assert moderate["verdict"] == "stable"  # only 'drift' columns change the verdict
     alert = compute_drift(
-        adult_statistics, adult_test_table, columns=columns, warn=value / 4, alert=value / 2
-    )
+        adult_statistics, adult_test_table, columns=columns, warn=value / 4, alert=value / 2,
+        fdr=1.0,
+    )  # fmt: skip
     assert alert["verdict"] == "drift"
-    assert alert["thresholds"] == {"warn": value / 4, "alert": value / 2, "min_rows": 100}
+    assert alert["thresholds"] == {
+        "warn": value / 4, "alert": value / 2, "min_rows": 100, "fdr": 1.0
+    }  # fmt: skip
 
 
 def test_too_few_rows_is_insufficient_data(
@@ -106,10 +118,10 @@ def test_too_few_rows_is_insufficient_data(
 ) -> None:
     small = adult_test_table.slice(0, 99)
     report = compute_drift(adult_statistics, small, columns=features(small), min_rows=100)
-    assert report["verdict"] == "insufficient_data"
+    assert report["verdict"] == "not_enough_data"
     assert report["rows"] == 99
     enough = compute_drift(adult_statistics, small, columns=features(small), min_rows=99)
-    assert enough["verdict"] != "insufficient_data"
+    assert enough["verdict"] != "not_enough_data"
 
 
 def test_all_null_and_missing_columns(adult_statistics: dict[str, Any]) -> None:
@@ -172,13 +184,13 @@ def test_a_file_is_read_in_batches_with_the_same_report(
     monkeypatch.setattr(reader, "STREAM_CSV_BYTES", 0)
     monkeypatch.setattr(drift, "BATCH_ROWS", 3000)
     batches: list[int] = []
-    as_types = drift._as_reference_types
+    coerced = drift.coerced_columns
 
-    def counted(table: pa.Table, *args: Any) -> pa.Table:
+    def counted(table: pa.Table, *args: Any) -> Any:
         batches.append(table.num_rows)
-        return as_types(table, *args)
+        return coerced(table, *args)
 
-    monkeypatch.setattr(drift, "_as_reference_types", counted)
+    monkeypatch.setattr(drift, "coerced_columns", counted)
     shifted = adult_test_table.set_column(0, "age", pc.add(adult_test_table["age"], 15))
     path = tmp_path / f"current.{kind}"
     if kind == "parquet":
@@ -197,6 +209,6 @@ def test_a_file_is_read_in_batches_with_the_same_report(
 def test_too_few_rows_are_not_enough_data_for_any_column(adult_statistics: dict[str, Any]) -> None:
     current = pa.table({"age": [90], "sex": ["Female"]})
     report = compute_drift(adult_statistics, current, columns=["age", "sex"], min_rows=100)
-    assert report["verdict"] == "insufficient_data"
+    assert report["verdict"] == "not_enough_data"
     assert report["drifted_columns"] == []
-    assert {c["verdict"] for c in report["columns"]} == {"insufficient_data"}
+    assert {c["verdict"] for c in report["columns"]} == {"not_enough_data"}

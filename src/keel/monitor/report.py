@@ -1,0 +1,440 @@
+"""A monitoring report: the prediction log of one model, per window, against its training.
+
+:func:`monitor_log` streams the log once (:mod:`keel.monitor.window`), counts every block into
+its panes on the training bins (:mod:`keel.monitor.counts`), then for each window merges its
+panes and reads off per-feature drift with BH decisions (:mod:`keel.monitor.drift`), the drift of
+the model's output against the training target, and for a binary classifier the CBPE estimate of
+accuracy and ROC AUC (:mod:`keel.monitor.cbpe`). The model is described by its package's manifest
+and training statistics only (:func:`load_reference`): the model itself is never loaded, so
+monitoring imports neither LightGBM nor scikit-learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from keel.errors import DataValidationError
+from keel.monitor.cbpe import Calibration, Estimate, estimate_performance
+from keel.monitor.counts import Binning, PaneCounts, binning_of, count_panes
+from keel.monitor.drift import (
+    ColumnDrift,
+    Limits,
+    PreparedColumns,
+    coerced_columns,
+    column_drift,
+    decide,
+    prepare_columns,
+)
+from keel.monitor.window import LogFilter, LogRows, WindowSpec, read_log
+
+if TYPE_CHECKING:
+    from keel.config.monitor import MonitorConfig
+    from keel.store.artifacts import ArtifactStore
+
+__all__ = [
+    "ModelReference",
+    "MonitorReport",
+    "MonitorSettings",
+    "WindowReport",
+    "load_reference",
+    "monitor_log",
+    "settings_of",
+]
+
+_JSON_TYPES = {"int": pa.float64(), "float": pa.float64(), "bool": pa.bool_()}
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Minimum rows, FDR, the per-feature rules and the windows of a monitoring run."""
+
+    min_rows: int = 100
+    fdr: float = 0.05
+    default: Limits = field(default_factory=Limits)
+    features: Mapping[str, Limits] = field(default_factory=dict)
+    prediction: Limits = field(default_factory=Limits)
+    window: WindowSpec = field(default_factory=lambda: WindowSpec("all"))
+
+
+def settings_of(config: MonitorConfig, window: WindowSpec) -> MonitorSettings:
+    """Settings from keel.yaml's ``monitor:`` section, with ``window`` chosen by the caller."""
+    default = Limits("psi", config.psi.warn, config.psi.alert)
+
+    def limits(rule: Any) -> Limits:
+        if rule is None:
+            return default
+        warn, alert = rule.levels()
+        if rule.metric == "psi" and rule.warn is None and rule.alert is None:
+            warn, alert = default.warn, default.alert
+        return Limits(rule.metric, warn, alert, rule.ignore)
+
+    return MonitorSettings(
+        min_rows=config.min_rows,
+        fdr=config.fdr,
+        default=default,
+        features={name: limits(rule) for name, rule in config.features.items()},
+        prediction=limits(config.prediction),
+        window=window,
+    )
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """What monitoring needs of a registered model: its inputs, task and training statistics."""
+
+    name: str
+    version: str
+    task: str
+    classes: tuple[str, ...]
+    inputs: Mapping[str, str]
+    statistics: Mapping[str, Any]
+    coercer: Any
+    target: str | None = None
+    calibration: Calibration | None = None
+
+
+def load_reference(
+    store: ArtifactStore, sha256: str, *, version: str, target: str | None
+) -> ModelReference:
+    """A package's manifest and training statistics (hashes verified), never its model."""
+    from keel.features.pipeline import FeaturePipeline
+
+    manifest = orjson.loads(store.get(sha256))
+    spec = manifest["files"]["statistics.json"]
+    statistics = orjson.loads(store.get(spec["sha256"]))
+    pipeline = FeaturePipeline.from_state(manifest["features"])
+    return ModelReference(
+        name=str(manifest["name"]),
+        version=version,
+        task=str(manifest.get("task", "binary")),
+        classes=tuple(str(c) for c in manifest.get("classes", [])),
+        inputs=dict(pipeline.inputs),
+        statistics=statistics,
+        coercer=pipeline.coercer(),
+        target=target if target in statistics["columns"] else None,
+    )
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """One window: its rows, drift per feature, output drift and estimated performance."""
+
+    start: str
+    end: str
+    first: float | None
+    last: float | None
+    rows: int
+    verdict: str
+    columns: tuple[ColumnDrift, ...]
+    prediction: ColumnDrift | None
+    performance: Estimate | None
+
+    @property
+    def drifted(self) -> list[str]:
+        """Features whose verdict is drift, largest PSI first."""
+        return [c.column for c in self.columns if c.verdict == "drift"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "start": self.start,
+            "end": self.end,
+            "first_request": self.first,
+            "last_request": self.last,
+            "rows": self.rows,
+            "verdict": self.verdict,
+            "drifted_columns": self.drifted,
+            "columns": [c.to_dict() for c in self.columns],
+            "prediction": None if self.prediction is None else self.prediction.to_dict(),
+            "performance": None if self.performance is None else self.performance.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    """The whole run: every window, and the selection merged into one (``overall``)."""
+
+    model: str
+    version: str
+    versions: tuple[str, ...]
+    role: str | None
+    window: str
+    source: str
+    reference_rows: int
+    missing_columns: tuple[str, ...]
+    settings: MonitorSettings
+    overall: WindowReport
+    windows: tuple[WindowReport, ...]
+    calibrated: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def latest(self) -> str:
+        """The verdict of the most recent window (what keel monitor's exit code follows)."""
+        return self.windows[-1].verdict if self.windows else self.overall.verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the overall window's fields at the top, then ``windows``."""
+        overall = self.overall.to_dict()
+        return {
+            "model": self.model,
+            "version": self.version,
+            "versions": list(self.versions),
+            "role": self.role,
+            "source": self.source,
+            "window": self.window,
+            "rows": overall["rows"],
+            "reference_rows": self.reference_rows,
+            "verdict": overall["verdict"],
+            "latest_verdict": self.latest,
+            "drifted_columns": overall["drifted_columns"],
+            "missing_columns": list(self.missing_columns),
+            "thresholds": {
+                "warn": self.settings.default.warn,
+                "alert": self.settings.default.alert,
+                "min_rows": self.settings.min_rows,
+                "fdr": self.settings.fdr,
+            },
+            "columns": overall["columns"],
+            "prediction": overall["prediction"],
+            "performance": overall["performance"]
+            and {**overall["performance"], "method": "cbpe", "calibrated": self.calibrated},
+            "windows": [w.to_dict() for w in self.windows],
+            "notes": list(self.notes),
+            "dialect": None,
+            "bad_lines": [],
+        }
+
+
+def monitor_log(
+    reference: ModelReference,
+    directory: Path,
+    *,
+    select: LogFilter = LogFilter(),
+    settings: MonitorSettings = MonitorSettings(),
+) -> MonitorReport:
+    """Drift and estimated performance of the logged predictions, per window.
+
+    Args:
+        reference: The model (:func:`load_reference`).
+        directory: The prediction log's root.
+        select: Which version, role and time range to read.
+        settings: Thresholds, FDR, minimum rows and windows.
+
+    Raises:
+        DataValidationError: The log has rows but none of the model's input columns (it was
+            written for another model): names the expected columns.
+    """
+    prepared = prepare_columns(
+        reference.statistics,
+        list(reference.inputs),
+        settings.features,
+        settings.default,
+        reference.coercer,
+    )
+    output = _output_binning(reference)
+    binary = reference.task == "binary"
+    types = {name: _JSON_TYPES.get(kind, pa.string()) for name, kind in reference.inputs.items()}
+    prediction_type = pa.float64() if reference.task == "regression" else pa.string()
+    panes: dict[int, PaneCounts] = {}
+    present: set[str] = set()
+    versions: set[str] = set()
+    first_row = 0
+    for block in read_log(
+        directory,
+        reference.name,
+        types,
+        select=select,
+        prediction_type=prediction_type,
+        binary=binary,
+    ):
+        present |= block.present
+        versions.update(block.versions)
+        _count(panes, block, prepared, output, reference, settings.window, first_row)
+        first_row += block.rows
+    rows = sum(p.rows for p in panes.values())
+    notes: list[str] = []
+    missing = tuple(c for c in reference.inputs if c not in present) if rows else ()
+    if rows and len(missing) == len(reference.inputs):
+        msg = (
+            f"the prediction log of {reference.name} holds {rows} rows but none of the model's "
+            f"input columns ({', '.join(reference.inputs)}): it was written for another model "
+            "or by another writer. Check the model name, or pass the data with --input."
+        )
+        raise DataValidationError(msg, field=next(iter(reference.inputs)))
+    if missing:
+        notes.append(
+            f"the log lacks {len(missing)} of the model's inputs ({', '.join(missing)}): they "
+            "are left out, never called stable."
+        )
+    if not rows:
+        notes.append(f"no logged predictions of {reference.name} match the selection.")
+    keep = [c for c in prepared.binnings if c not in missing]
+    windows = tuple(
+        _window(reference, prepared, keep, output, settings, spec_first, counts)
+        for spec_first, counts in _windows(panes, settings.window)
+    )
+    merged = PaneCounts()
+    for counts in panes.values():
+        merged.add(counts)
+    overall = _window(reference, prepared, keep, output, settings, None, merged)
+    small = [w for w in windows if w.verdict == "not_enough_data"]
+    if small:
+        notes.append(
+            f"{len(small)} of {len(windows)} windows hold fewer than {settings.min_rows} rows: "
+            "not enough data to judge them."
+        )
+    invalid = {n: c for n, c in merged.invalid.items() if c}
+    if invalid:
+        notes.append(
+            "values that do not convert to the model's types were left out: "
+            + ", ".join(f"{n} ({c})" for n, c in invalid.items())
+        )
+    return MonitorReport(
+        model=reference.name,
+        version=reference.version,
+        versions=tuple(sorted(versions)),
+        role=select.role,
+        window=settings.window.describe(),
+        source=f"prediction log ({directory / reference.name})",
+        reference_rows=int(reference.statistics["rows"]),
+        missing_columns=missing,
+        settings=settings,
+        overall=overall,
+        windows=windows,
+        calibrated=reference.calibration is not None,
+        notes=tuple(notes),
+    )
+
+
+def _output_binning(reference: ModelReference) -> Binning | None:
+    if reference.target is None:
+        return None
+    return binning_of(reference.target, reference.statistics["columns"][reference.target])
+
+
+def _count(
+    panes: dict[int, PaneCounts],
+    block: LogRows,
+    prepared: PreparedColumns,
+    output: Binning | None,
+    reference: ModelReference,
+    window: WindowSpec,
+    first_row: int,
+) -> None:
+    table = block.inputs.select([c for c in prepared.binnings if c in block.present])
+    sub = replace(
+        prepared,
+        binnings={n: prepared.binnings[n] for n in table.column_names},
+        coercer=None if prepared.coercer is None else prepared.coercer.subset(table.column_names),
+    )
+    columns, invalid = coerced_columns(table, sub, typed=block.typed)
+    predictions = _predictions(block.prediction, output)
+    count_panes(
+        panes,
+        window.pane_of(block.time, first_row),
+        columns,
+        prepared.binnings,
+        times=block.time,
+        invalid=invalid,
+        output=None if output is None or predictions is None else (output, predictions),
+        scores=block.probability,
+        calibrate=reference.calibration,
+    )
+
+
+def _predictions(predictions: pa.ChunkedArray, output: Binning | None) -> pa.ChunkedArray | None:
+    """The predictions in the target's kind; None when they cannot be read as it."""
+    if output is None:
+        return None
+    if output.kind != "numeric":
+        return predictions.cast(pa.string())
+    try:
+        return predictions.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _windows(panes: Mapping[int, PaneCounts], spec: WindowSpec) -> list[tuple[int, PaneCounts]]:
+    """Each window's first pane and merged counts; empty windows left out."""
+    if not panes or spec.kind == "all":
+        return []
+    keys = sorted(panes)
+    span = spec.panes
+    if span == 1:
+        starts = keys
+    else:  # every step from the first pane while a full window fits, skipping empty windows
+        last = max(keys[0], keys[-1] - span + 1)
+        starts = sorted({k - j for k in keys for j in range(span) if keys[0] <= k - j <= last})
+    out = []
+    for start in starts:
+        merged = PaneCounts()
+        for key in range(start, start + span):
+            if key in panes:
+                merged.add(panes[key])
+        if merged.rows:
+            out.append((start, merged))
+    return out
+
+
+def _window(
+    reference: ModelReference,
+    prepared: PreparedColumns,
+    keep: list[str],
+    output: Binning | None,
+    settings: MonitorSettings,
+    first_pane: int | None,
+    counts: PaneCounts,
+) -> WindowReport:
+    stats = reference.statistics["columns"]
+    drifts = [
+        column_drift(
+            prepared.binnings[name],
+            np.asarray(stats[name]["counts"]),
+            counts.columns.get(name, np.zeros(prepared.binnings[name].bins, dtype=np.int64)),
+            counts.fine.get(name),
+            prepared.limits[name],
+            counts.invalid.get(name, 0),
+        )
+        for name in keep
+    ]
+    decided = sorted(
+        decide(drifts, counts.rows, min_rows=settings.min_rows, fdr=settings.fdr),
+        key=lambda c: -c.psi,
+    )
+    prediction = None
+    if output is not None and counts.output is not None:
+        raw = column_drift(
+            output,
+            np.asarray(stats[output.column]["counts"]),
+            counts.output,
+            None,
+            settings.prediction,
+        )
+        prediction = decide([raw], counts.rows, min_rows=settings.min_rows, fdr=settings.fdr)[0]
+    enough = counts.rows >= settings.min_rows
+    performance = None
+    if enough and counts.scores is not None:
+        performance = estimate_performance(counts.scores)
+    verdict = "not_enough_data"
+    if enough:
+        verdict = "drift" if any(c.verdict == "drift" for c in decided) else "stable"
+    start, end = ("", "") if first_pane is None else settings.window.bounds(first_pane)
+    return WindowReport(
+        start=start,
+        end=end,
+        first=None if not counts.rows else counts.first,
+        last=None if not counts.rows else counts.last,
+        rows=counts.rows,
+        verdict=verdict,
+        columns=tuple(decided),
+        prediction=prediction,
+        performance=performance,
+    )

@@ -1,0 +1,482 @@
+"""Windows over the prediction log, read in bounded memory.
+
+The log is JSON Lines under ``<dir>/<model>/<YYYY-MM-DD>/<pid>-<start>.jsonl``, one line per
+request (:mod:`keel.serve.predlog`). :func:`read_log` streams it file by file, block by block
+(Arrow's JSON reader with the model's input types, so no Python loop over rows), keeps the
+requests of the chosen model version, deployment role (a record without one is ``primary``) and
+time range, and yields one :class:`LogRows` per block: the inputs as a table, and per row the
+request time, prediction and probability. A file whose values do not fit the model's types (a
+client that sent ``"42"`` for a number, or ``"Yes"`` for a boolean) is read from that point
+with orjson, each mixed column as text for the coercion rules to read as serving does; a torn
+last line (a crash mid-write) is skipped. Memory is one block (``BLOCK_BYTES``) at a time,
+whatever the log's size.
+
+A :class:`WindowSpec` cuts the rows into panes, by time (UTC-aligned: ``1d`` panes start at
+midnight) or by row count (in the log's order: by day, then by writer), and a window is one pane
+(tumbling) or ``size / step`` consecutive panes (sliding). Monitoring keeps mergeable statistics
+per pane and merges them per window, so a sliding window costs no second read.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from keel.errors import ConfigError
+from keel.monitor.counts import booleans, strings
+from keel.validate.arrays import from_numpy, numbers
+
+__all__ = [
+    "BLOCK_BYTES",
+    "LogFilter",
+    "LogRows",
+    "WindowSpec",
+    "parse_window",
+    "read_log",
+]
+
+BLOCK_BYTES = 8 << 20  # JSON bytes parsed at a time
+WHOLE_FILE_BYTES = 64 << 20  # files up to this size are read into memory once
+SLOW_REQUESTS = 4096  # requests per table on the orjson path
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_SPEC = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|rows?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """Windows of ``size`` seconds or rows, starting every ``step`` (``step == size``: tumbling).
+
+    ``kind == "all"`` is one window over everything selected.
+    """
+
+    kind: Literal["time", "rows", "all"]
+    size: int = 0
+    step: int = 0
+
+    @property
+    def panes(self) -> int:
+        """Panes per window."""
+        return 1 if self.kind == "all" else self.size // self.step
+
+    def describe(self) -> str:
+        """``1d``, ``1000rows``, ``7d every 1d`` or ``all``."""
+        if self.kind == "all":
+            return "all"
+        text = _spelled(self.size, self.kind)
+        return text if self.step == self.size else f"{text} every {_spelled(self.step, self.kind)}"
+
+    def pane_of(self, times: np.ndarray, first_row: int) -> np.ndarray:
+        """Each row's pane: ``floor(time / step)`` or ``row / step`` (int64)."""
+        if self.kind == "all":
+            return np.zeros(times.size, dtype=np.int64)
+        if self.kind == "time":
+            return np.floor(times / self.step).astype(np.int64)
+        return (np.arange(times.size, dtype=np.int64) + first_row) // self.step
+
+    def bounds(self, first_pane: int) -> tuple[str, str]:
+        """The window's start and end (ISO UTC times, or row numbers) from its first pane."""
+        if self.kind == "all":
+            return "", ""
+        start, end = first_pane * self.step, first_pane * self.step + self.size
+        if self.kind == "rows":
+            return str(start), str(end)
+        return _iso(start), _iso(end)
+
+
+def _spelled(value: int, kind: str) -> str:
+    if kind == "rows":
+        return f"{value}rows"
+    for unit in ("d", "h", "m"):
+        if value % _UNITS[unit] == 0:
+            return f"{value // _UNITS[unit]}{unit}"
+    return f"{value}s"
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _amount(text: str, field: str) -> tuple[int, Literal["time", "rows"]]:
+    match = _SPEC.match(text)
+    if match is None or int(match.group(1)) <= 0:
+        msg = (
+            f"{field}: '{text}' is not a window; write a positive number and a unit: 30m, 6h, "
+            "1d, 1w (time) or 1000rows (row count)."
+        )
+        raise ConfigError(msg, field=field)
+    number, unit = int(match.group(1)), match.group(2)
+    if unit.startswith("row"):
+        return number, "rows"
+    return number * _UNITS[unit], "time"
+
+
+def parse_window(
+    window: str | None, step: str | None = None, *, field: str = "monitor.window"
+) -> WindowSpec:
+    """A window spec from text (``1d``, ``6h``, ``1000rows``; ``step`` for sliding windows).
+
+    Raises:
+        ConfigError: Unknown unit, a step of another kind than the window, or a window that is
+            not a whole number of steps (names ``field``).
+    """
+    if window is None or window.strip().lower() in ("", "all"):
+        if step:
+            raise ConfigError(f"{field}: a step ('{step}') needs a window.", field=field)
+        return WindowSpec("all")
+    size, kind = _amount(window.lower(), field)
+    if not step:
+        return WindowSpec(kind, size, size)
+    every, step_kind = _amount(step.lower(), f"{field} step")
+    if step_kind != kind or every > size or size % every:
+        msg = (
+            f"{field}: a sliding window of {window} cannot step by {step}; the step must be of "
+            f"the same kind (time or rows) and divide the window (e.g. 7d every 1d)."
+        )
+        raise ConfigError(msg, field=field)
+    return WindowSpec(kind, size, every)
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    """Which logged requests to read: version, role (None: all) and ``[since, until)`` times."""
+
+    version: str | None = None
+    role: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+@dataclass(frozen=True)
+class LogRows:
+    """A block of logged rows (one per served instance) that passed the filter.
+
+    ``inputs`` holds one column per model input (null where a request lacked it); ``present``
+    says which inputs the block's requests carried at all; ``probability`` is P(positive) for a
+    binary classifier (NaN where not logged), else None.
+    """
+
+    inputs: pa.Table
+    present: frozenset[str]
+    time: np.ndarray
+    versions: tuple[str, ...]
+    prediction: pa.ChunkedArray
+    probability: np.ndarray | None
+    typed: bool = True  # read with the declared types (False: the orjson path, mixed types)
+
+    @property
+    def rows(self) -> int:
+        """Rows in the block."""
+        return int(self.inputs.num_rows)
+
+
+def read_log(
+    directory: Path,
+    model: str,
+    types: dict[str, pa.DataType],
+    *,
+    select: LogFilter = LogFilter(),
+    prediction_type: pa.DataType = pa.string(),
+    binary: bool = False,
+) -> Iterator[LogRows]:
+    """Stream the logged rows of ``model`` that ``select`` keeps, oldest day first.
+
+    Args:
+        directory: The log's root (``.keel/predictions``).
+        model: The model's name.
+        types: Each input column's Arrow type (float64, string or bool), as training read it.
+        select: Version, role and time range to keep.
+        prediction_type: The logged predictions' type (string labels, float64 values).
+        binary: Read ``probabilities`` as P(positive).
+    """
+    root = directory / model
+    if not root.is_dir():
+        return
+    days = sorted(p for p in root.iterdir() if p.is_dir() and _day_in(p.name, select))
+    files = [path for day in days for path in sorted(day.glob("*.jsonl"))]
+    blocks = (
+        rows for path in files for rows in _read_file(path, types, select, prediction_type, binary)
+    )
+    yield from _ahead(blocks)
+
+
+def _ahead(blocks: Iterator[LogRows]) -> Iterator[LogRows]:
+    """The same blocks, the next one parsed in a background thread while this one is counted
+    (Arrow's parser releases the GIL): one block ahead, so memory stays bounded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(next, blocks, None)
+        try:
+            while (block := pending.result()) is not None:
+                pending = reader.submit(next, blocks, None)
+                yield block
+        finally:
+            pending.cancel()
+            if not pending.cancelled():
+                pending.exception()  # let a running parse finish before the files close
+
+
+def _day_in(name: str, select: LogFilter) -> bool:
+    """Whether a ``YYYY-MM-DD`` folder can hold requests in the time range (others: yes)."""
+    try:
+        start = datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return True
+    if select.since is not None and start + 86_400 <= select.since:
+        return False
+    return not (select.until is not None and start >= select.until)
+
+
+def _schema(types: dict[str, pa.DataType], prediction_type: pa.DataType, binary: bool) -> pa.Schema:
+    row = pa.struct([(name, t) for name, t in types.items()])
+    fields = [
+        ("time", pa.float64()),
+        ("model_version", pa.string()),
+        ("role", pa.string()),
+        ("inputs", pa.list_(row)),
+        ("predictions", pa.list_(prediction_type)),
+    ]
+    if binary:
+        fields.append(("probabilities", pa.list_(pa.float64())))
+    return pa.schema(fields)
+
+
+def _read_file(
+    path: Path,
+    types: dict[str, pa.DataType],
+    select: LogFilter,
+    prediction_type: pa.DataType,
+    binary: bool,
+) -> Iterator[LogRows]:
+    """One file through Arrow's JSON reader; from the first block it cannot type, orjson."""
+    # read once when it is small enough (the key scan and the parser share the bytes)
+    data = path.read_bytes() if path.stat().st_size <= WHOLE_FILE_BYTES else None
+    present = _present(path, data, types)
+    done = 0  # requests already yielded: the orjson path resumes after them
+    parse = pj.ParseOptions(
+        explicit_schema=_schema(types, prediction_type, binary),
+        unexpected_field_behavior="ignore",
+    )
+    source: Any = io.BytesIO(data) if data is not None else path
+    try:
+        reader = pj.open_json(
+            source, read_options=pj.ReadOptions(block_size=BLOCK_BYTES), parse_options=parse
+        )
+        for batch in reader:
+            done += batch.num_rows
+            rows = _rows(pa.Table.from_batches([batch]), types, present, select, binary)
+            if rows is not None:
+                yield rows
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        yield from _read_slow(path, done, types, present, select, binary)
+
+
+def _present(path: Path, data: bytes | None, types: dict[str, pa.DataType]) -> frozenset[str]:
+    """Inputs whose key occurs in the file (the JSON reader fills an absent key with null)."""
+    if data is None:
+        found: set[str] = set()
+        with path.open("rb") as handle:
+            while chunk := handle.read(BLOCK_BYTES):
+                found.update(n for n in types if _key(n) in chunk)
+        return frozenset(found)
+    return frozenset(n for n in types if _key(n) in data)
+
+
+def _key(name: str) -> bytes:
+    return orjson.dumps(name) + b":"
+
+
+def _keep(table: pa.Table, select: LogFilter) -> pa.Table:
+    """The requests the filter keeps (scalars built from buffers: ``pa.scalar`` imports
+    pandas)."""
+    mask = pc.is_valid(table["time"])
+    if select.version is not None:
+        mask = pc.and_(mask, pc.equal(table["model_version"], strings([select.version])[0]))
+    if select.role is not None:
+        same = pc.equal(table["role"], strings([select.role])[0])
+        if select.role == "primary":  # a record without a role was served by the primary
+            same = pc.or_kleene(same, pc.is_null(table["role"]))
+        mask = pc.and_(mask, same)
+    if select.since is not None:
+        mask = pc.and_(mask, pc.greater_equal(table["time"], _float(select.since)))
+    if select.until is not None:
+        mask = pc.and_(mask, pc.less(table["time"], _float(select.until)))
+    kept = booleans(mask)
+    if kept.all():
+        return table
+    return table.take(from_numpy(np.flatnonzero(kept)))
+
+
+def _float(value: float) -> pa.Scalar:
+    return from_numpy(np.array([value], dtype=np.float64))[0]
+
+
+def _rows(
+    table: pa.Table,
+    types: dict[str, pa.DataType],
+    present: frozenset[str],
+    select: LogFilter,
+    binary: bool,
+) -> LogRows | None:
+    """Requests flattened to rows; None when the filter kept none."""
+    table = _keep(table, select)
+    if table.num_rows == 0:
+        return None
+    inputs = table["inputs"].combine_chunks()
+    rows = pc.list_flatten(inputs)
+    parents = numbers(pc.list_parent_indices(inputs))
+    predictions = pc.list_flatten(table["predictions"].combine_chunks())
+    if len(predictions) != len(rows):
+        return None  # a malformed request (answers do not match its rows): not counted
+    columns = {name: rows.field(name) for name in types}
+    times = numbers(table["time"], nulls="nan")[parents]
+    versions = tuple(sorted(str(v) for v in pc.unique(table["model_version"]).to_pylist() if v))
+    probability = None
+    if binary:
+        probs = table["probabilities"].combine_chunks()
+        lengths = np.nan_to_num(numbers(pc.list_value_length(probs), nulls="nan")).astype(int)
+        flat = numbers(pc.list_flatten(probs), nulls="nan").astype(np.float64)
+        if np.array_equal(lengths, numbers(pc.list_value_length(inputs))):
+            probability = flat
+        else:  # some requests logged no probabilities: NaN for their rows
+            probability = np.full(len(rows), np.nan)
+            probability[lengths[parents] > 0] = flat
+    return LogRows(
+        inputs=pa.table(columns),
+        present=present,
+        time=np.asarray(times, dtype=np.float64),
+        versions=versions,
+        prediction=pa.chunked_array([predictions]),
+        probability=probability,
+    )
+
+
+def _read_slow(
+    path: Path,
+    skip: int,
+    types: dict[str, pa.DataType],
+    present: frozenset[str],
+    select: LogFilter,
+    binary: bool,
+) -> Iterator[LogRows]:
+    """The file after ``skip`` requests, line by line with orjson, mixed columns as text."""
+    pending: list[dict[str, Any]] = []
+    seen = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                request = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a torn line
+            if not isinstance(request, dict):
+                continue
+            seen += 1
+            if seen <= skip:
+                continue
+            pending.append(request)
+            if len(pending) >= SLOW_REQUESTS:
+                yield from _slow_rows(pending, types, present, select, binary)
+                pending = []
+    if pending:
+        yield from _slow_rows(pending, types, present, select, binary)
+
+
+def _slow_rows(
+    requests: list[dict[str, Any]],
+    types: dict[str, pa.DataType],
+    present: frozenset[str],
+    select: LogFilter,
+    binary: bool,
+) -> Iterator[LogRows]:
+    usable = [r for r in requests if _usable(r, binary)]
+    if not usable:
+        return
+    head = pa.table(
+        {
+            "time": _arrow([_number(r.get("time")) for r in usable], pa.float64()),
+            "model_version": _arrow([str(r.get("model_version", "")) for r in usable]),
+            "role": _arrow([r.get("role") for r in usable], pa.string()),
+            "index": pa.array(np.arange(len(usable), dtype=np.int64)),
+        }
+    )
+    kept = [usable[i] for i in _keep(head, select)["index"].to_pylist()]
+    if not kept:
+        return
+    rows = [row for r in kept for row in r["inputs"]]
+    counts = np.array([len(r["inputs"]) for r in kept])
+    times = np.repeat(np.array([float(r["time"]) for r in kept]), counts)
+    predictions = _column([p for r in kept for p in r["predictions"]])
+    probability = None
+    if binary:
+        values = [
+            _number(p) for r in kept for p in (r.get("probabilities") or [None] * len(r["inputs"]))
+        ]
+        probability = np.array([math.nan if v is None else v for v in values], dtype=float)
+    yield LogRows(
+        inputs=rows_table(rows, list(types)),
+        present=present,
+        time=times,
+        versions=tuple(sorted({str(r.get("model_version", "")) for r in kept})),
+        prediction=pa.chunked_array([predictions]),
+        probability=probability,
+        typed=False,
+    )
+
+
+def _usable(request: dict[str, Any], binary: bool) -> bool:
+    inputs, predictions = request.get("inputs"), request.get("predictions")
+    if not isinstance(inputs, list) or not isinstance(predictions, list):
+        return False
+    if len(inputs) != len(predictions) or _number(request.get("time")) is None:
+        return False
+    probabilities = request.get("probabilities")
+    return not (binary and isinstance(probabilities, list) and len(probabilities) != len(inputs))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _column(values: Sequence[Any]) -> pa.Array:
+    try:
+        return _arrow(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return _arrow([None if v is None else _text(v) for v in values], pa.string())
+
+
+def _arrow(values: Sequence[Any], data_type: pa.DataType | None = None) -> pa.Array:
+    """An Arrow array of Python values, through an object ndarray: given a list, pyarrow looks
+    for pandas objects in it and so imports pandas (0.8 s)."""
+    holder = np.empty(len(values), dtype=object)
+    holder[:] = values
+    return pa.array(holder, type=data_type)
+
+
+def rows_table(rows: Sequence[Any], columns: list[str]) -> pa.Table:
+    """Request rows as a table, one column per input, whatever JSON types clients sent (a
+    column that mixes ``"Yes"`` and ``true`` becomes text, which the coercion rules read)."""
+    arrays = [
+        _column([row.get(name) if isinstance(row, dict) else None for row in rows])
+        for name in columns
+    ]
+    return pa.table(arrays, names=columns)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
