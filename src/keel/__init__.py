@@ -19,6 +19,9 @@ _EXPORTS: dict[str, str] = {
     "load_model": "keel.api",
     "models": "keel.api",
     "show_model": "keel.api",
+    "registry": "keel.api",
+    "Registry": "keel.registry.registry",
+    "ConflictError": "keel.errors",
     "predict": "keel.api",
     "monitor": "keel.api",
     "ingest": "keel.api",
@@ -46,6 +49,10 @@ _EXPORTS: dict[str, str] = {
     "FeatureStore": "keel.features.store",
     "FeatureView": "keel.features.views",
     "ModelPackage": "keel.registry.package",
+    "verify_package": "keel.registry.verify",
+    "export_package": "keel.registry.exchange",
+    "import_package": "keel.registry.exchange",
+    "generate_keys": "keel.registry.signing",
     "create_app": "keel.serve.app",
     "Artifact": "keel.types",
     "Run": "keel.types",
@@ -55,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "DataValidationError": "keel.errors",
     "NotFoundError": "keel.errors",
     "IntegrityError": "keel.errors",
+    "UnsafeModelError": "keel.errors",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -73,6 +81,7 @@ if TYPE_CHECKING:
         models,
         monitor,
         predict,
+        registry,
         reproduce,
         run,
         runs,
@@ -85,10 +94,12 @@ if TYPE_CHECKING:
     from keel.data.snapshots import IngestResult
     from keel.errors import (
         ConfigError,
+        ConflictError,
         DataValidationError,
         IntegrityError,
         KeelError,
         NotFoundError,
+        UnsafeModelError,
     )
     from keel.features.custom import feature
     from keel.features.pipeline import FeaturePipeline
@@ -97,7 +108,11 @@ if TYPE_CHECKING:
     from keel.pipeline.declare import step
     from keel.pipeline.runner import StepContext
     from keel.project import Project
+    from keel.registry.exchange import export_package, import_package
     from keel.registry.package import ModelPackage
+    from keel.registry.registry import Registry
+    from keel.registry.signing import generate_keys
+    from keel.registry.verify import verify_package
     from keel.serve.app import create_app
     from keel.types import Artifact, ModelVersion, Run
     from keel.validate.anomalies import ValidationReport

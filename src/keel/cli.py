@@ -14,14 +14,21 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from keel.commands import audit as audit_commands
 from keel.commands import data as data_commands
 from keel.commands import doctor as doctor_commands
 from keel.commands import features as features_commands
+from keel.commands import keys as keys_commands
 from keel.commands import lineage as lineage_commands
+from keel.commands import models as models_commands
+from keel.commands import monitor as monitor_commands
+from keel.commands import packages as packages_commands
 from keel.commands import reading
 from keel.commands import runs as runs_commands
 from keel.commands import schedule as schedule_commands
 from keel.commands import schema as schema_commands
+from keel.commands import serve as serve_commands
+from keel.commands import tokens as tokens_commands
 from keel.commands import tune as tune_commands
 from keel.commands import validate as validate_commands
 from keel.commands.output import Format, FormatOpt, ProjectOpt, err, out
@@ -35,14 +42,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="List and inspect registered models.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
 for _group in (data_commands, features_commands, runs_commands, schema_commands, validate_commands):
     _group.register(app)
 tune_commands.register(app)
 schedule_commands.register(app)
 doctor_commands.register(app)
 lineage_commands.register(app)
+monitor_commands.register(app)
+models_app = models_commands.register(app)
+audit_commands.register(app)
+tokens_commands.register(app)
+serve_commands.register(app)
+keys_commands.register(app)
+packages_commands.register(models_app)
 
 _state: dict[str, Any] = {"debug": False}
 
@@ -134,17 +146,29 @@ def run(
             "files, which input) when it did not.",
         ),
     ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="PIPELINE_RUN",
+            help="Resume a failed or cancelled pipeline run from its failed step, reusing "
+            "the outputs of the steps that succeeded (keel.yaml must be unchanged).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the pipeline: ingest, profile, schema, validate, features, train, evaluate, register."""
+    """Run the pipeline: ingest, profile, schema, validate, features, train, evaluate, register.
+
+    Independent steps run at the same time within resources: (executor: local or ray);
+    Ctrl-C or 'keel runs cancel ID' stops it, recorded cancelled."""
     from keel import api
 
     console = err if format is Format.json else out
-    summary = api.run(project, console=console, cache=not no_cache, explain=explain)
+    summary = api.run(project, console=console, cache=not no_cache, explain=explain, resume=resume)
     if format is Format.json:
         _emit_json(summary)
     else:
         _print_run(summary)
-    if summary["model"]["gates"] and not summary["model"]["promoted"]:
+    if not all(gate["passed"] for gate in summary["model"]["gates"]):
         raise typer.Exit(1)
 
 
@@ -164,16 +188,28 @@ def _print_run(summary: dict[str, Any]) -> None:
     out.print(f"model {model['name']} version {model['version']}: {_headline(metrics)} (test)")
     for gate in model["gates"]:
         mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"
-        out.print(f"  gate {gate['gate']}: {mark} (value {_short(gate['value'])})")
+        reason = str(gate.get("reason") or "")
+        # a plain comparison says it all; an undefined value, a slice too small to gate or the
+        # champion comparison says why
+        plain = reason.startswith(f"{gate.get('path')} = ") or not reason
+        why = "" if plain else f": {escape(reason)}"
+        out.print(f"  gate {gate['gate']}: {mark} (value {_short(gate['value'])}){why}")
     if model["promoted"]:
         out.print(f"alias '{model['alias']}' -> version {model['version']}")
+    elif model.get("pending_request"):
+        request = model["pending_request"]
+        out.print(
+            f"promotion to the alias awaits approval: request {request} "
+            f"(keel models approve {request})"
+        )
     elif model["gates"]:
         out.print("[red]gates failed: the alias was not moved[/]")
     register = next((s for s in summary["steps"] if s["step"] == "register"), None)
     if register is not None and register["facts"].get("unchanged"):
         out.print(f"model unchanged: still version {model['version']} (nothing new registered)")
     short = summary["pipeline_run"][:12]
-    out.print(f"pipeline run {short}: keel runs show {short}")
+    resumed = f" (resumes {summary['resumes'][:12]})" if summary.get("resumes") else ""
+    out.print(f"pipeline run {short}{resumed}: keel runs show {short}")
 
 
 def _print_warning_count(steps: list[dict[str, Any]]) -> None:
@@ -232,97 +268,6 @@ def reproduce(
         raise typer.Exit(1)
 
 
-@models_app.command("list")
-def models_list(project: ProjectOpt = None, format: FormatOpt = Format.text) -> None:
-    """Registered models, their latest version and aliases."""
-    from keel import api
-
-    found = api.models(project)
-    if format is Format.json:
-        _emit_json({"models": found})
-        return
-    table = Table(show_edge=False)
-    for col in ("model", "latest", "versions", "aliases"):
-        table.add_column(col)
-    for m in found:
-        aliases = ", ".join(f"{a}->{v}" for a, v in m["aliases"].items())
-        table.add_row(m["name"], str(m["latest_version"]), str(m["versions"]), aliases)
-    out.print(table)
-
-
-@models_app.command("show")
-def models_show(
-    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
-    project: ProjectOpt = None,
-    format: FormatOpt = Format.text,
-) -> None:
-    """Versions, aliases, metrics and package sha256 of a model."""
-    from keel import api
-
-    shown = api.show_model(ref, project=project)
-    if format is Format.json:
-        _emit_json(shown)
-        return
-    out.print(f"[bold]{shown['name']}[/]  aliases: {shown['aliases']}")
-    for v in shown["versions"]:
-        metrics = v["metrics"]
-        out.print(
-            f"  v{v['version']}  {v['created_at']}  sha256={v['package_sha256'][:16]}  "
-            f"{_headline(metrics)}  {' '.join(v['aliases'])}"
-        )
-        if len(shown["versions"]) == 1:  # one version's details: its metrics per slice too
-            _print_slices(v.get("slices") or {})
-
-
-def _print_slices(slices: dict[str, Any]) -> None:
-    for column, groups in slices.items():
-        out.print(f"    slice [bold]{escape(column)}[/]", highlight=False)
-        for value, metrics in groups.items():
-            line = _headline(metrics) if value != "_gap" else _gaps(metrics)
-            out.print(f"      {escape(value)}: {line}", highlight=False)
-
-
-def _gaps(gaps: dict[str, Any]) -> str:
-    return " ".join(f"{name}={_short(value)}" for name, value in gaps.items())
-
-
-@app.command()
-def serve(
-    project: ProjectOpt = None,
-    host: Annotated[
-        str | None, typer.Option(help="Address to bind (default serve.host, 127.0.0.1).")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default serve.port, 8000).")] = None,
-    model: Annotated[
-        list[str] | None, typer.Option("--model", "-m", help="Model reference(s) to serve.")
-    ] = None,
-    no_log: Annotated[
-        bool, typer.Option("--no-log", help="Do not write the prediction log.")
-    ] = False,
-) -> None:
-    """Serve registered models over HTTP (predict, health, metadata, /metrics)."""
-    import uvicorn
-
-    from keel.project import Project
-    from keel.serve.app import create_app
-
-    proj = Project(project)
-    server_app = create_app(proj, models=model, log_predictions=False if no_log else None)
-    bind_host, bind_port = host or proj.config.serve.host, port or proj.config.serve.port
-    names = ", ".join(f"{n}@{m.version}" for n, m in server_app.models.items()) or "features"
-    err.print(f"serving {names} on http://{bind_host}:{bind_port} (Ctrl-C to stop)")
-    uvicorn.run(
-        server_app,
-        host=bind_host,
-        port=bind_port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-    )
-
-
 @app.command()
 def predict(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
@@ -364,62 +309,6 @@ def predict(
                 f"convert): see {result['rejects']}",
                 highlight=False,
             )
-
-
-@app.command()
-def monitor(
-    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
-    input: Annotated[
-        Path | None,
-        typer.Option("--input", "-i", help="Compare this file instead of the prediction log."),
-    ] = None,
-    delimiter: reading.DelimiterOpt = None,
-    header: reading.HeaderOpt = None,
-    columns: reading.ColumnsOpt = None,
-    encoding: reading.EncodingOpt = None,
-    quote: reading.QuoteOpt = None,
-    project: ProjectOpt = None,
-    format: FormatOpt = Format.text,
-) -> None:
-    """PSI drift per feature: served inputs (or a file) vs the training statistics.
-
-    An --input CSV is read like `keel predict` reads one (detected unless given; printed); a
-    file without the model's input columns is an error that names the likely fix.
-    """
-    from keel import api
-
-    read = reading.read_options(delimiter, header, columns, encoding, quote)
-    report = api.monitor(ref, source=input, project=project, read=read)
-    if format is Format.json:
-        _emit_json(report)
-    else:
-        if input is not None:
-            reading.print_dialect(input, report["dialect"])
-            reading.print_bad_lines(report["bad_lines"])
-        _print_monitor(report)
-    if report["verdict"] == "drift":
-        raise typer.Exit(1)
-
-
-def _print_monitor(report: dict[str, Any]) -> None:
-    colors = {"stable": "green", "moderate": "yellow", "drift": "red", "insufficient_data": "dim"}
-    out.print(
-        f"drift report for {report['model']}@{report['version']}: {report['rows']} rows from "
-        f"{report['source']} vs {report['reference_rows']} training rows"
-    )
-    table = Table(show_edge=False)
-    for col in ("feature", "kind", "psi", "verdict"):
-        table.add_column(col)
-    for row in report["columns"]:
-        color = colors[row["verdict"]]
-        table.add_row(
-            row["column"], row["kind"], f"{row['psi']:.4f}", f"[{color}]{row['verdict']}[/]"
-        )
-    out.print(table)
-    out.print(
-        f"verdict: {report['verdict']}"
-        + (f" ({', '.join(report['drifted_columns'])})" if report["drifted_columns"] else "")
-    )
 
 
 def main() -> None:

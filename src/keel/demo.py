@@ -91,7 +91,8 @@ def _test_rows(project: Path, count: int) -> list[dict[str, Any]]:
 def main() -> None:
     """Run the demo; returns when the user presses Ctrl-C."""
     from keel import api
-    from keel.cli import _print_monitor, _print_run
+    from keel.cli import _print_run
+    from keel.commands.monitor import print_report as _print_monitor
 
     workdir = Path(tempfile.mkdtemp(prefix="keel-demo-")) / "adult"
     console.rule("1. keel init --example adult")

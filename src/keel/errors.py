@@ -7,6 +7,8 @@
     ├── NotFoundError(LookupError)  404 / exit 1   unknown model, version, alias, run, artifact
     ├── ConflictError               409 / exit 1   the state changed under you
     ├── IntegrityError              500 / exit 1   stored bytes do not match their sha256
+    │   └── UnsafeModelError        500 / exit 1   a model file names a type Keel won't build,
+    │                                              or its signature is missing or untrusted
     ├── NotFittedError(ValueError)  500 / exit 1   a transform or model used before fit
     └── BackendError                503 / exit 1   a database, filesystem or server is unavailable
 
@@ -28,6 +30,7 @@ __all__ = [
     "KeelError",
     "NotFittedError",
     "NotFoundError",
+    "UnsafeModelError",
 ]
 
 
@@ -96,6 +99,12 @@ class ConflictError(KeelError):
 
 class IntegrityError(KeelError):
     """Stored bytes do not hash to the sha256 they were recorded with."""
+
+
+class UnsafeModelError(IntegrityError):
+    """A model package is refused before anything in it is loaded: a model file would
+    construct a type outside the allowlist, or a required signature is missing, made by an
+    untrusted key, or does not match."""
 
 
 class NotFittedError(KeelError, ValueError):

@@ -26,6 +26,7 @@ __all__ = [
     "SETTINGS",
     "Setting",
     "Settings",
+    "current_actor",
     "environment_variable",
     "executor_settings",
     "load_settings",
@@ -58,7 +59,10 @@ class Settings:
         executor: ``KEEL_EXECUTOR``, the executor's name (overrides ``executor``).
         ray_address: ``KEEL_RAY_ADDRESS``, the Ray cluster (overrides ``ray_address``).
         duckdb_memory: ``KEEL_DUCKDB_MEMORY``, DuckDB's memory limit for point-in-time joins.
+        actor: ``KEEL_ACTOR``, who audited changes are recorded as (default: the OS user).
         demo_exit: ``KEEL_DEMO_EXIT``, ``keel demo`` returns instead of serving until Ctrl-C.
+        signing_key: ``KEEL_SIGNING_KEY``, the Ed25519 private key (PEM text or a file path)
+            that signs packages when ``registry.sign`` is on.
     """
 
     env: str | None = _env(
@@ -94,11 +98,22 @@ class Settings:
         "DuckDB memory limit of point-in-time feature joins (e.g. 8GB)",
         "4GB",
     )
+    actor: str | None = _env(
+        "KEEL_ACTOR",
+        "who registry changes, approvals and token changes are recorded as in the audit log "
+        "(--actor overrides it)",
+        "the OS user",
+    )
     demo_exit: bool | None = _env(
         "KEEL_DEMO_EXIT",
         "any non-empty value: keel demo returns once the server answers instead of waiting for "
         "Ctrl-C (for scripts and tests)",
         kind=bool,
+    )
+    signing_key: str | None = _env(
+        "KEEL_SIGNING_KEY",
+        "Ed25519 private key that signs model packages (registry.sign): the PEM text itself or "
+        "the path of a PEM file (keel keys generate); never stored in keel.yaml or the store",
     )
 
 
@@ -124,6 +139,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(**values)
 
 
+def current_actor(explicit: str | None = None) -> str:
+    """Who is acting, for the audit log: ``explicit`` (``--actor``), else ``KEEL_ACTOR``, else
+    the OS user (``getpass.getuser()``), else ``"unknown"``."""
+    if explicit is not None and explicit.strip():
+        return explicit.strip()
+    configured = load_settings().actor
+    if configured:
+        return configured
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no such user in the password database (containers)
+        return "unknown"
+
+
 def environment_variable(name: str) -> str | None:
     """A variable keel.yaml interpolates as ``${NAME}`` (any name, the user's own), read now."""
     return os.environ.get(name)
@@ -146,12 +177,6 @@ def executor_settings(config: KeelConfig) -> tuple[str, str | None]:
             f"KEEL_EXECUTOR={executor!r} is not an executor: {EXECUTORS.unknown(executor)}.",
             field="executor",
         )
-    if executor not in ("local", "ray"):
-        # a plug-in executor is a known name, but steps and trials run only locally or on Ray
-        # until pipeline executors load through keel.plugins.EXECUTORS (issue 13, item 4)
-        raise ConfigError(
-            f"executor {executor!r} comes from a plug-in, and this Keel runs steps and trials "
-            "only with the local or ray executor; set executor: local or ray.",
-            field="executor",
-        )
+    # a plug-in executor runs pipeline steps (keel.pipeline.executors.load_executor); search
+    # trials and fits inside a step run on Ray only with executor: ray, else locally
     return executor, settings.ray_address or config.ray_address

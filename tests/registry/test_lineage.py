@@ -18,8 +18,9 @@ from keel.serve.predlog import PredictionLog
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = Path(keel.init(tmp_path_factory.mktemp("lineage") / "housing",
-                          example="california-housing"))  # fmt: skip
+    root = Path(
+        keel.init(tmp_path_factory.mktemp("lineage") / "housing", example="california-housing")
+    )
     keel.run(project=root)
     keel.run(project=root)  # all cached: the walk must still find one producer per artifact
     log = PredictionLog(Project(root).predictions_dir)
@@ -65,8 +66,13 @@ def test_predictions_beyond_the_limit_are_counted(project: Path) -> None:
 
     proj = Project(project)
     source = LoggedPredictions(proj.predictions_dir)
-    graph = trace(proj.metadata, "version:california-housing@1", direction="down",
-                  predictions=source, prediction_limit=2)  # fmt: skip
+    graph = trace(
+        proj.metadata,
+        "version:california-housing@1",
+        direction="down",
+        predictions=source,
+        prediction_limit=2,
+    )
     assert len(graph.of_kind("prediction")) == 2
     (more,) = graph.of_kind("predictions")
     assert more.attributes["total"] == 5
@@ -77,8 +83,11 @@ def test_unknown_and_ambiguous_references_say_what_to_give(project: Path) -> Non
         keel.lineage("no-such-thing", project=project)
     with pytest.raises(NotFoundError, match="keel models list"):
         keel.lineage("california-housing@7", project=project)
-    train = next(n for n in keel.lineage("req-0", project=project).of_kind("run")
-                 if n.attributes["step"] == "train")  # fmt: skip
+    train = next(
+        n
+        for n in keel.lineage("req-0", project=project).of_kind("run")
+        if n.attributes["step"] == "train"
+    )
     run_prefix = train.id.removeprefix("run:")[:12]
     log = PredictionLog(Project(project).predictions_dir)
     log.append(run_prefix, "other-model", "1", [{"x": 1}], [0.0], None)  # a request id clash

@@ -25,10 +25,10 @@ from keel.config.project import (
     EvaluateConfig,
     KeelConfig,
     MonitorConfig,
-    RegistryConfig,
     ServeConfig,
     StoreConfig,
 )
+from keel.config.registry import REGISTRY_EVENTS, RegistryConfig, WebhookConfig
 from keel.config.training import (
     AutoMLConfig,
     LightGBMParams,
@@ -42,6 +42,7 @@ from keel.config.training import (
 __all__ = [
     "CONFIG_FILE",
     "ENVIRONMENT",
+    "REGISTRY_EVENTS",
     "STEP_PARAMS",
     "AggregationConfig",
     "AutoMLConfig",
@@ -66,6 +67,7 @@ __all__ = [
     "SplitConfig",
     "StoreConfig",
     "TransformConfig",
+    "WebhookConfig",
     "config_hash",
     "load_config",
     "parse_duration",

@@ -3,7 +3,6 @@ registry, serving, monitoring, stores."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -12,8 +11,11 @@ from pydantic_core import PydanticCustomError
 
 from keel.config.base import Frozen
 from keel.config.data import DataConfig
+from keel.config.evaluate import EvaluateConfig
 from keel.config.features import FeaturesConfig, FeatureViewConfig
+from keel.config.monitor import MonitorConfig
 from keel.config.pipeline import PipelineConfig
+from keel.config.registry import RegistryConfig
 from keel.config.training import (
     AutoMLConfig,
     ModelConfig,
@@ -33,59 +35,8 @@ __all__ = [
 ]
 
 
-_GATE = re.compile(
-    r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<|==)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
-)
-
-
-class EvaluateConfig(Frozen):
-    """Evaluation slices and the gates a new version must pass to take the alias."""
-
-    slices: list[str] = Field(
-        default_factory=list,
-        description="Columns whose values get their own test metrics (and the worst slice is "
-        "named).",
-    )
-    gates: list[str] = Field(
-        default_factory=list,
-        description="Conditions '<metric> <op> <number>' (e.g. 'roc_auc >= 0.9') a new version "
-        "must meet on the test data to take registry.alias; keel run exits 1 when one "
-        "fails.",
-    )
-
-    @field_validator("gates")
-    @classmethod
-    def _gate_syntax(cls, gates: list[str]) -> list[str]:
-        for gate in gates:
-            if not _GATE.match(gate):
-                raise ValueError(
-                    f"gate {gate!r} is not '<metric> <op> <number>' (op one of >=, <=, >, <, ==),"
-                    " e.g. 'roc_auc >= 0.9'"
-                )
-        return gates
-
-    def parsed_gates(self) -> list[tuple[str, str, float]]:
-        """Gates as ``(metric, operator, threshold)`` triples."""
-        out = []
-        for gate in self.gates:
-            match = _GATE.match(gate)
-            assert match is not None  # checked by the validator
-            out.append((match.group(1), match.group(2), float(match.group(3))))
-        return out
-
-
-class RegistryConfig(Frozen):
-    """Which alias a version that passes the gates takes."""
-
-    alias: str = Field(
-        default="production",
-        description="The alias a version that passes the gates takes (NAME@ALIAS; what keel serve "
-        "serves).",
-    )
-
-
 class ServeConfig(Frozen):
-    """The online server's address."""
+    """The online server: address, limits, auth, threads, prediction log and reload."""
 
     host: str = Field(
         default="127.0.0.1",
@@ -102,32 +53,68 @@ class ServeConfig(Frozen):
         description="Append every request's inputs and predictions to .keel/predictions/ (what "
         "keel monitor reads).",
     )
-
-
-class PSIThresholds(Frozen):
-    """PSI verdict thresholds: below ``warn`` is stable, at or above ``alert`` is drift."""
-
-    warn: float = Field(
-        default=0.1,
-        gt=0,
-        description="PSI at or above which a feature's verdict is moderate.",
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="Token auth (keel tokens create): auto = required when binding to anything "
+        "but loopback, off on 127.0.0.1/::1; required = always; off = never (loopback only).",
     )
-    alert: float = Field(
-        default=0.25,
+    max_body_mb: float = Field(
+        default=8.0,
         gt=0,
-        description="PSI at or above which a feature's verdict is drift (keel monitor exits 1).",
+        le=1024,
+        description="Largest request body in MiB; a larger one gets 413 as soon as it is seen.",
     )
-
-
-class MonitorConfig(Frozen):
-    """Drift monitoring of served inputs against the training statistics."""
-
-    psi: PSIThresholds = Field(default_factory=PSIThresholds)
-    min_rows: int = Field(
-        default=100,
+    max_instances: int = Field(
+        default=10_000,
         ge=1,
-        description="With fewer rows than this the verdict is insufficient_data: PSI is noise "
-        "there.",
+        description="Most instances one predict or infer request may carry.",
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=2,
+        le=512,
+        description="Deepest nesting of objects and arrays a request body may have.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client has to send the whole body once headers arrived (408).",
+    )
+    idle_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds an idle keep-alive connection (or one that never finishes its "
+        "headers) stays open.",
+    )
+    max_connections: int = Field(
+        default=2048,
+        ge=1,
+        description="Most open connections; a new one beyond it closes the oldest idle one (or "
+        "itself, when every connection is busy).",
+    )
+    slo_p99_ms: float = Field(
+        default=100.0,
+        gt=0,
+        description="Latency objective: a prediction that would queue past it is shed with "
+        "503 and Retry-After instead of waiting.",
+    )
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Prediction worker threads; each model call uses one OpenMP thread.",
+    )
+    log_queue_size: int = Field(
+        default=100_000,
+        ge=1,
+        description="Requests the prediction log may hold before writing; beyond it new ones "
+        "are dropped and counted (keel_prediction_log_dropped_total).",
+    )
+    reload_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between checks for registry alias moves; a moved alias is loaded, "
+        "warmed and swapped in without failing a request.",
     )
 
 
@@ -191,9 +178,10 @@ class KeelConfig(Frozen):
     automl: AutoMLConfig = Field(default_factory=AutoMLConfig)
     executor: str = Field(
         default="local",
-        description="Where search trials (and Ray Train fits) run: local processes, ray, or an "
-        "executor an installed plug-in registers (entry-point group keel.executors). "
-        "KEEL_EXECUTOR overrides.",
+        description="Where pipeline steps, search trials (and Ray Train fits) run: local "
+        "(steps in threads within resources.cpus, trials in processes), ray, or an executor an "
+        "installed plug-in registers (entry-point group keel.executors). KEEL_EXECUTOR "
+        "overrides.",
     )
     ray_address: str | None = Field(
         default=None,

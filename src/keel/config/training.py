@@ -379,7 +379,8 @@ class ResourcesConfig(Frozen):
     cpus: float = Field(
         default=1.0,
         gt=0,
-        description="CPUs per trial; also the threads a local fit trains with.",
+        description="CPUs per trial; also the threads a local fit trains with, and the CPUs "
+        "all pipeline steps running at once may hold with executor: local.",
     )
     gpus: float = Field(
         default=0.0,

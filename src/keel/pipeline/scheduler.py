@@ -297,9 +297,25 @@ class Scheduler:
             except (KeelError, OSError) as exc:
                 message = exc.message if isinstance(exc, KeelError) else str(exc)
                 self.log(f"schedule {schedule.name}: {message}")
+        self._deliver_webhooks()
         self._slept_since = self.clock()
         self.passes += 1
         return max(wait, 0.0)
+
+    def _deliver_webhooks(self) -> None:
+        """Send the registry's due webhook deliveries (bounded: 20 POSTs of at most 5 s)."""
+        from keel.registry.webhooks import deliver_pending
+
+        try:
+            report = deliver_pending(self.store.database, limit=20, timeout=5.0)
+        except KeelError as exc:
+            self.log(f"webhook delivery failed: {exc.message}")
+            return
+        if report.attempted:
+            self.log(
+                f"webhooks: {report.delivered} delivered, {report.retrying} to retry, "
+                f"{report.failed} failed"
+            )
 
     def _run_time(self, schedule: Schedule, generation: int) -> float:
         assert schedule.kind in ("cron", "every") and schedule.last_tick_at is not None

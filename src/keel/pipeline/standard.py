@@ -28,6 +28,7 @@ from typing import Any
 
 from keel.pipeline import steps as std
 from keel.pipeline.declare import StepSpec, spec_of, step
+from keel.pipeline.evaluation_inputs import champion_key
 from keel.project import Project
 from keel.types import Artifact
 
@@ -106,10 +107,12 @@ EVALUATE = step(
     inputs={"test_snapshot": _SNAPSHOT, "features": "features", "model": "model"},
     outputs={"evaluation": "evaluation"},
     section=lambda p: [
-        p.config.evaluate.slices,
+        p.config.evaluate,
+        p.config.data.sensitive,
         p.config.data.target,
         p.config.data.positive_label,
     ],
+    key=champion_key,  # a new champion: a new comparison
 )(std.evaluate)
 REGISTER = step(
     name="register",
@@ -125,7 +128,13 @@ REGISTER = step(
     },
     outputs={"package": "model-package"},
     effects=("registers",),
-    section=lambda p: [p.config.model.name, p.config.evaluate.gates, p.config.registry.alias],
+    section=lambda p: [
+        p.config.model.name,
+        p.config.evaluate.gates,
+        p.config.registry.alias,
+        # only when set, so projects without approvals keep their cache keys
+        *([p.config.registry.approvals] if p.config.registry.approvals else []),
+    ],
 )(std.register)
 
 

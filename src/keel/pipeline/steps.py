@@ -7,13 +7,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
-import pyarrow as pa
-import yaml
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from keel.config import SourceConfig
 from keel.errors import ConfigError, DataValidationError
@@ -21,6 +17,10 @@ from keel.pipeline import contract
 from keel.pipeline.runner import StepContext
 from keel.project import Project
 from keel.types import Artifact
+
+if TYPE_CHECKING:  # imported where used: a cached `keel run` needs neither NumPy nor Arrow
+    import numpy as np
+    import pyarrow as pa
 
 __all__ = ["SCHEMA_FILE", "read_snapshot", "target_labels"]
 
@@ -139,6 +139,8 @@ def schema_key(project: Project, inputs: dict[str, Artifact]) -> str:
 
 
 def _load_schema(project: Project, artifact: Artifact) -> Any:
+    import yaml
+
     from keel.validate.schema import Schema
 
     return Schema.from_dict(yaml.safe_load(project.artifacts.get(artifact.sha256)))
@@ -284,6 +286,8 @@ def train_section(project: Project) -> list[Any]:
 def train(ctx: StepContext) -> dict[str, Artifact]:
     """Train ``model.flavor`` (or the tuned ``best_params``) on the transformed training data,
     early stopping on the ``split:`` validation rows; k-fold CV first when ``split.folds``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from keel.settings import executor_settings
     from keel.train import fit
     from keel.train.bundle import put_bundle
@@ -375,6 +379,8 @@ def sample_weights(
             f"a feature. Add it to data.drop (or set its role to ignored in {SCHEMA_FILE}).",
             field="model.sample_weight",
         )
+    import numpy as np
+
     values = _column_values(table, column, field="model.sample_weight")
     try:
         weights = np.asarray(values, dtype=np.float64)
@@ -459,38 +465,43 @@ def training_data(project: Project, snapshot: Artifact, features: Artifact) -> T
 
 
 def evaluate(ctx: StepContext) -> dict[str, Artifact]:
-    """Metrics of the model's task on the test data, overall and per slice (e.g. sex, race)."""
-    from keel.evaluate.metrics import slice_metrics, task_metrics
+    """Metrics with bootstrap intervals on the test data, overall and per slice; calibration or
+    residuals; worst slices; fairness by ``data.sensitive``; the champion comparison; and
+    every gate's verdict (:mod:`keel.evaluate.evaluation`)."""
+    from keel.evaluate.evaluation import evaluate_predictions
+    from keel.evaluate.footprint import measure_footprint
     from keel.features.pipeline import FeaturePipeline
+    from keel.pipeline.evaluation_inputs import champion_predictions, evaluation_columns
     from keel.train.bundle import load_bundle
 
-    table = read_snapshot(ctx.project, ctx.inputs["test_snapshot"])
-    pipe = FeaturePipeline.from_state(_json(ctx.project, ctx.inputs["features"]))
-    model, bundle, _ = load_bundle(ctx.project.artifacts, ctx.inputs["model"])
-    task = bundle["task"]
-    y, classes = target_labels(ctx.project, table, classes=bundle["classes"] or None)
+    project, cfg = ctx.project, ctx.project.config
+    table = read_snapshot(project, ctx.inputs["test_snapshot"])
+    pipe = FeaturePipeline.from_state(_json(project, ctx.inputs["features"]))
+    model, bundle, files = load_bundle(project.artifacts, ctx.inputs["model"])
+    y, classes = target_labels(project, table, classes=bundle["classes"] or None)
     prediction = model.predict(pipe.transform(coerce_inputs(ctx, pipe, table, "test")))
-    slices = ctx.project.config.evaluate.slices
-    missing = [s for s in slices if s not in table.column_names]
-    if missing:
-        raise ConfigError(
-            f"evaluate.slices: {missing} not in the data (columns: {table.column_names})."
-        )
-    groups = {s: np.asarray(table.column(s).to_pylist(), dtype=object) for s in slices}
-    report = {
-        "dataset": "test",
-        "task": task,
-        "flavor": bundle["flavor"],
-        "classes": classes,
-        "metrics": task_metrics(task, y, prediction),
-        "slices": slice_metrics(y, prediction, groups, task=task),
-    }
+    slices, sensitive, search = evaluation_columns(project, table, list(pipe.inputs))
+    sample = table.select(list(pipe.inputs)).slice(0, 200).to_pylist()
+    footprint = measure_footprint(pipe, model, sample, files)
+    try:
+        evaluation = evaluate_predictions(
+            bundle["task"], y, prediction, config=cfg.evaluate, classes=classes,
+            flavor=bundle["flavor"], slices=slices, sensitive=sensitive, search=search,
+            champion=champion_predictions(ctx, table, classes), footprint=footprint,
+        )  # fmt: skip
+    except ValueError as exc:  # the comparison's metric is not one of the task's
+        field = "evaluate.challenger_vs_champion.metric"
+        raise ConfigError(f"{field}: {exc}.", field=field) from exc
+    report = evaluation.to_json()
     # numbers only: a metric that cannot be computed (None) is left out of the tracked facts
     ctx.facts["metrics"] = {
         k: v
         for k, v in report["metrics"].items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+    failed = [g.gate for g in evaluation.gates if not g.passed]
+    ctx.facts.update(gates_judged=len(evaluation.gates), gates_failed=len(failed),
+                     worst_slices=len(evaluation.worst_slices))  # fmt: skip
     return {"evaluation": _put_json(ctx, report, "evaluation")}
 
 
@@ -499,8 +510,10 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
 
 def register(ctx: StepContext) -> dict[str, Artifact]:
     """Package the model, register it as a new version, move the alias if the gates pass."""
-    from keel.evaluate.metrics import check_gates
+    from keel.evaluate.evaluation import Evaluation
     from keel.registry.package import build_package
+    from keel.registry.records import PromotionRequest
+    from keel.registry.registry import Registry
     from keel.train.bundle import load_bundle
 
     project, cfg = ctx.project, ctx.project.config
@@ -527,27 +540,39 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
         lineage={"artifacts": lineage},
     )
     project.metadata.record_artifact(package)
-    version = project.metadata.register_model_version(
+    if cfg.registry.sign:  # Ed25519 over the manifest (KEEL_SIGNING_KEY), before it is visible
+        from keel.registry.signing import sign_package
+
+        sign_package(project, package.sha256)
+    # Through the registry: audited, evented (webhooks), and honouring registry.approvals.
+    registry = Registry(project.metadata.database, cfg.registry)
+    version = registry.register(
         cfg.model.name,
         package_sha256=package.sha256,
         run_id=ctx.run_id,
         metrics=evaluation["metrics"],
     )
-    gates = check_gates(evaluation["metrics"], cfg.evaluate.parsed_gates())
+    # every gate's verdict was judged and stored with the evaluation (keel.evaluate.gates)
+    gates = [g.to_json() for g in Evaluation.from_json(evaluation).gates]
     promoted = all(g["passed"] for g in gates)
+    pending: str | None = None
     if promoted:
-        project.metadata.set_alias(
+        outcome = registry.promote(
             cfg.model.name,
-            cfg.registry.alias,
             version.version,
+            alias=cfg.registry.alias,
             reason="gates passed: " + ", ".join(g["gate"] for g in gates),
         )
+        if isinstance(outcome, PromotionRequest):  # the alias needs approvals: it waits
+            promoted, pending = False, outcome.id
     ctx.facts.update(
         version=version.version,
         gates=gates,
         promoted=promoted,
         alias=cfg.registry.alias if promoted else None,
     )
+    if pending is not None:
+        ctx.facts.update(pending_request=pending)
     return {"package": package}
 
 

@@ -116,8 +116,7 @@ def _look(source: SourceConfig, root: Path, seen: dict[str, Any]) -> dict[str, A
         if source.incremental is None:
             return {"data": None}
         return {"data": _watermark(source, root)}
-    from keel.data.scan import resolve_files
-    from keel.data.sources import source_fingerprint
+    from keel.data.fingerprint import resolve_files, source_fingerprint
 
     try:
         files = resolve_files(source, root)
@@ -185,7 +184,7 @@ def _describe_change(row: dict[str, Any]) -> str:
     details = row.get("details") or {}
     if row["action"] == "register":
         return f"{row['target']} version {details.get('version')} registered"
-    if row["action"] == "set_alias":
+    if row["action"] in ("set_alias", "promote", "rollback"):
         return f"{row['target']}@{details.get('alias')} -> version {details.get('version')}"
     return f"{row['target']}@{details.get('alias')} removed"
 

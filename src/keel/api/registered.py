@@ -1,0 +1,226 @@
+"""The Python API for registered models: the registry, loading, prediction, monitoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from keel.data.reader import ReadOptions
+    from keel.project import Project
+    from keel.registry.package import ModelPackage
+    from keel.registry.registry import Registry
+from keel.api.projects import _project, _reading
+
+
+def _package(project: Project, sha256: str) -> ModelPackage:
+    """A registered model package, verified (hashes; the signature when
+    registry.require_signature is on; scikit-learn types) and loaded with the project's custom
+    feature modules importable."""
+    from keel.registry.verify import load_package
+
+    return load_package(project, sha256)
+
+
+class Model:
+    """A registered model version, loaded and verified, ready to predict."""
+
+    def __init__(self, package: ModelPackage, name: str, version: int) -> None:
+        self.package = package
+        self.name = name
+        self.version = version
+
+    def predict(self, data: Any) -> Any:
+        """Class labels (or regression values) for a DataFrame or Arrow table (batch path)."""
+        return self.package.predict(data)
+
+    def predict_proba(self, data: Any) -> Any:
+        """P(positive class), or per-class probabilities (multiclass), for a DataFrame/table."""
+        return self.package.predict_proba(data)
+
+    def predict_rows(self, rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any] | None]:
+        """The online path: request dicts in, (labels or values, probabilities or None) out."""
+        return self.package.predict_rows(rows)
+
+    def __repr__(self) -> str:
+        return f"Model({self.name}@{self.version}, sha256={self.package.sha256[:12]})"
+
+
+def load_model(ref: str, *, project: str | Path | None = None) -> Model:
+    """Load ``name``, ``name@version`` or ``name@alias`` from the registry, verifying hashes."""
+    with _project(project) as proj:
+        version = proj.metadata.resolve(ref)
+        package = _package(proj, version.package_sha256)
+        return Model(package, version.name, version.version)
+
+
+def models(project: str | Path | None = None) -> list[dict[str, Any]]:
+    """Registered models with their latest version and aliases."""
+    with _project(project) as proj:
+        return [_plain(m) for m in proj.metadata.list_models()]
+
+
+def registry(project: str | Path | None = None, *, actor: str | None = None) -> Registry:
+    """The project's model registry: promote, approve, rollback, archive, audit, ...
+
+    ``actor`` is who the audit log records (default ``KEEL_ACTOR``, else the OS user). Close it
+    (or use ``with``) to release the project's database::
+
+        with keel.registry() as reg:
+            reg.promote("churn", 3, alias="production", reason="better AUC")
+    """
+    from keel.registry.registry import Registry
+
+    proj = _project(project)
+    return Registry(proj.metadata.database, proj.config.registry, actor=actor, on_close=proj.close)
+
+
+def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """A model's versions (or one version's details when ``ref`` names one).
+
+    Returns:
+        ``{"name", "aliases", "versions": [{"version", "package_sha256", "model_sha256",
+        "run_id", "created_at", "aliases", "metrics", "slices", "gates"}]}``; ``gates`` holds
+        each gate's ``gate``, ``path``, ``op``, ``bound``, ``value``, ``passed`` and ``reason``
+        from the version's evaluation; ``slices`` holds the test
+        metrics per value of each ``evaluate.slices`` column (``{"sex": {"Female": {...},
+        "_gap": {...}}}``), from the package's manifest.
+    """
+    with _project(project) as proj:
+        name = ref.split("@", 1)[0]
+        versions = proj.metadata.list_versions(name)
+        if not versions:
+            proj.metadata.resolve(ref)  # raises NotFoundError with the known models
+        chosen = proj.metadata.resolve(ref) if "@" in ref else None
+        return {
+            "name": name,
+            "versions": [
+                _version(v, proj) for v in versions if chosen is None or v.version == chosen.version
+            ],
+            "aliases": next(
+                (m["aliases"] for m in proj.metadata.list_models() if m["name"] == name),
+                {},
+            ),
+        }
+
+
+def _version(v: Any, project: Project) -> dict[str, Any]:
+    import orjson
+
+    from keel.registry.package import model_file_of
+
+    manifest = orjson.loads(project.artifacts.get(v.package_sha256))
+    return {
+        "version": v.version,
+        "package_sha256": v.package_sha256,
+        "model_sha256": manifest["files"][model_file_of(manifest)]["sha256"],
+        "run_id": v.run_id,
+        "created_at": v.created_at.isoformat(),
+        "aliases": list(v.aliases),
+        "metrics": v.metrics,
+        "slices": (manifest.get("metrics") or {}).get("slices") or {},
+        "gates": _gates(manifest, project),
+    }
+
+
+def _gates(manifest: dict[str, Any], project: Project) -> list[dict[str, Any]]:
+    """Each gate's value, bound and verdict, from the evaluation the version was registered
+    with (``[]`` for versions evaluated before gates were stored)."""
+    import orjson
+
+    sha = ((manifest.get("lineage") or {}).get("artifacts") or {}).get("evaluation")
+    if not sha:
+        return []
+    try:
+        evaluation = orjson.loads(project.artifacts.get(sha))
+    except NotFoundError:
+        return []
+    return list(evaluation.get("gates") or [])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def predict(
+    ref: str,
+    source: str | Path,
+    output: str | Path,
+    *,
+    project: str | Path | None = None,
+    read: ReadOptions | None = None,
+) -> dict[str, Any]:
+    """Batch-score a CSV or Parquet file into a Parquet file.
+
+    Rows whose values do not convert to the model's input types are not scored: they go to
+    ``<output>.rejects.csv`` with their line numbers (``rejected`` and ``rejects`` say so).
+    ``read`` says how to read a CSV (delimiter, header, ...; default: detected; NA tokens:
+    the training source's); ``dialect`` is what it was read as, ``bad_lines`` the lines that
+    could not be read as rows.
+    """
+    from keel.serve.batch import predict_file
+
+    with _project(project) as proj:
+        version = proj.metadata.resolve(ref)
+        package = _package(proj, version.package_sha256)
+        read = _reading(read, proj)
+        scored = predict_file(package, source, output, version=str(version.version), read=read)
+        return {
+            "model": version.name,
+            "version": version.version,
+            "rows": scored.rows,
+            "output": str(output),
+            "rejected": scored.rejected,
+            "rejects": None if scored.rejects is None else str(scored.rejects),
+            "warnings": scored.warnings,
+            "dialect": None if scored.dialect is None else scored.dialect.to_dict(),
+            "bad_lines": [line.to_dict() for line in scored.bad_lines],
+        }
+
+
+def monitor(
+    ref: str,
+    *,
+    source: str | Path | None = None,
+    project: str | Path | None = None,
+    read: ReadOptions | None = None,
+    version: str | None = None,
+    role: str | None = None,
+    window: str | None = None,
+    step: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> dict[str, Any]:
+    """Drift of served inputs (or a file) against the model's training statistics, per window:
+    PSI, Jensen-Shannon, Wasserstein, a test with its BH-adjusted p-value per feature, the
+    output's drift, and CBPE-estimated accuracy and ROC AUC for a binary classifier.
+
+    The logged rows of ``ref``'s version are read (``version="all"``: every version; ``role``:
+    one deployment role; ``since``/``until``: ISO times) in ``window`` s (``1d``, ``1000rows``;
+    ``step`` slides them; default keel.yaml's ``monitor.window``, else one window). A window
+    with fewer than ``monitor.min_rows`` rows says ``not_enough_data``. A ``source`` file is
+    read as ``read`` says and must hold every model input column (else DataValidationError
+    naming the likely fix). See :func:`keel.monitor.check.check_model`.
+    """
+    from keel.features.custom import importable_from
+    from keel.monitor.check import check_model
+
+    with _project(project) as proj, importable_from(proj.root):
+        return check_model(
+            proj,
+            ref,
+            source=source,
+            read=read,
+            version=version,
+            role=role,
+            window=window,
+            step=step,
+            since=since,
+            until=until,
+        )
