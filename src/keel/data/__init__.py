@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from keel.data.columns import check_columns
     from keel.data.dialect import BadLine, Dialect, ReadOptions
+    from keel.data.fingerprint import source_fingerprint
     from keel.data.reader import open_file, read_file
     from keel.data.snapshots import (
         IngestResult,
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
         read_snapshot,
         show_snapshot,
     )
-    from keel.data.sources import read_source, read_table, source_fingerprint
+    from keel.data.sources import read_source, read_table
 
 __all__ = [
     "BadLine",
@@ -53,7 +54,7 @@ _HOMES = {
     "show_snapshot": "keel.data.snapshots",
     "read_source": "keel.data.sources",
     "read_table": "keel.data.sources",
-    "source_fingerprint": "keel.data.sources",
+    "source_fingerprint": "keel.data.fingerprint",
 }
 
 

@@ -12,7 +12,6 @@ to its column's type) are kept in DuckDB's ``reject_errors`` table with file and
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import pyarrow as pa
 
 from keel.config import SourceConfig
 from keel.data.encoding import detect_encoding, readable_files
+from keel.data.fingerprint import resolve_files
 from keel.errors import ConfigError, DataValidationError
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
 
 #: DuckDB's memory cap during ingestion; larger intermediate state spills to the work directory.
 MEMORY_LIMIT = "512MB"
-_GLOB_CHARS = frozenset("*?[")
 #: Each line of a file as one text cell (blank lines kept as NULL so row numbers are lines).
 _LINES = (
     "read_csv({file}, columns = {{'raw': 'VARCHAR'}}, header = false, delim = chr(0), "
@@ -124,28 +123,6 @@ def fetch_table(con: duckdb.DuckDBPyConnection, select: str) -> pa.Table:
 def quote_ident(name: str) -> str:
     """A double-quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def resolve_files(source: SourceConfig, root: Path) -> list[Path]:
-    """The files a path or glob names, relative to ``root`` unless absolute, sorted.
-
-    Raises:
-        ConfigError: The source has no path, or nothing matches it.
-    """
-    if source.path is None:
-        raise ConfigError(f"a {source.format} source has no 'path'.", field="path")
-    path = Path(source.path).expanduser()
-    path = path if path.is_absolute() else root / path
-    if _GLOB_CHARS.isdisjoint(source.path):
-        if not path.exists():
-            msg = f"{path}: data file not found (data source path '{source.path}')."
-            raise ConfigError(msg, field="path")
-        return [path]
-    files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-    if not files:
-        msg = f"{path}: no file matches the data source glob '{source.path}'. Check the pattern."
-        raise ConfigError(msg, field="path")
-    return files
 
 
 def open_scan(

@@ -9,7 +9,6 @@ adult.test's trailing dots on labels).
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from keel.config import SourceConfig
+from keel.data.fingerprint import source_fingerprint, source_identity
 from keel.data.reader import (
     CSV_SUFFIXES,
     STREAM_CSV_BYTES,
@@ -76,45 +76,6 @@ def read_source(source: SourceConfig, root: Path) -> pa.Table:
     limit = source.max_bad_rows
     check_bad_rows(rejects, good_rows=table.num_rows, limit=limit, where=where, quarantine=None)
     return table
-
-
-def source_identity(source: SourceConfig) -> str:
-    """What names a source across ingestions: its path (or glob) as declared, or for ``sql``
-    and ``duckdb`` sources a digest of URL and query (the password never appears)."""
-    if source.format in ("sql", "duckdb"):
-        from keel.data.sqlsource import safe_url
-
-        url = safe_url(source.url) if source.url else "duckdb"
-        digest = hashlib.sha256(f"{source.url}\n{source.query}".encode()).hexdigest()[:16]
-        return f"{source.format}:{url}#{digest}"
-    assert source.path is not None  # checked by SourceConfig
-    return source.path
-
-
-def source_fingerprint(source: SourceConfig, root: Path) -> str:
-    """A sha256 that changes when the source's data may have changed, for cache keys.
-
-    Files (and every file a glob matches) are hashed by content, with their names. ``sql`` and
-    ``duckdb`` sources cannot be fingerprinted without reading them, so they get a fresh value
-    every call: the ingest step always runs (incremental ingestion keeps that cheap).
-
-    Raises:
-        ConfigError: A file is missing or a glob matches nothing.
-    """
-    from keel.data.scan import resolve_files
-
-    digest = hashlib.sha256(source_identity(source).encode())
-    if source.format in ("sql", "duckdb"):
-        import uuid
-
-        digest.update(uuid.uuid4().bytes)
-        return digest.hexdigest()
-    for file in resolve_files(source, root):
-        digest.update(f"\n{file.name}\n".encode())
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_table(path: str | Path, options: ReadOptions | None = None) -> pa.Table:

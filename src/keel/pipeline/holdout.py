@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from keel.errors import ConfigError
 from keel.pipeline.declare import step
 from keel.pipeline.runner import StepContext
 from keel.project import Project
 from keel.types import Artifact
+
+if TYPE_CHECKING:  # imported where used: declaring the step must not load NumPy and Arrow
+    import numpy as np
+    import pyarrow as pa
 
 __all__ = ["holdout_rows", "split"]
 
@@ -81,6 +82,8 @@ def holdout_rows(table: pa.Table, project: Project) -> tuple[np.ndarray, np.ndar
             apply (stratified regression, time or group without a column).
         DataValidationError: Too few rows, classes, timestamps or groups to split.
     """
+    import numpy as np
+
     from keel.train.splits import resolve_method, validation_split
 
     cfg, data, task = project.config.split, project.config.data, project.config.model.task
