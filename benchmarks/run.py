@@ -238,6 +238,7 @@ def previous_sections(path: Path) -> dict[str, list[str]]:
         return {}
     blocks: dict[str, list[str]] = {}
     current: str | None = None
+    sub: str | None = None  # a ### subsection of a generated section, kept by its title
     for line in path.read_text().splitlines():
         for name in BENCHMARKS:
             if current is None and line.startswith(f"- {name}: "):
@@ -245,20 +246,38 @@ def previous_sections(path: Path) -> dict[str, list[str]]:
         if line.startswith("- keel ") and current == "machine":
             blocks["versions"] = [line]
         if line.startswith("## "):
+            sub = None
             titled = (n for n, t in SECTION_TITLES.items() if line.startswith(t))
             current = next(titled, "notes" if line == "## Notes" else None)
             if line == "## Machine and versions":
                 current = "machine"
                 continue
+            if current is None and not line.startswith("# "):
+                current = f"extra:{line}"  # measured by hand (a script of its own): kept as is
             if current and current != "machine":
                 blocks[current] = []
                 if current == "notes":
                     continue
+        elif line.startswith("### ") and current in BENCHMARKS:
+            sub = f"sub:{current}:{line}"
+            blocks[sub] = []
         if current == "notes" and not line.startswith("- "):
             continue
         if current and current != "machine":
             blocks[current].append(line)
+            if sub is not None:
+                blocks[sub].append(line)
     return blocks
+
+
+def _kept_subsections(name: str, rendered: list[str], previous: dict[str, list[str]]) -> list[str]:
+    """The ### subsections of a section's previous text that its renderer does not write."""
+    titles = {p for line in rendered for p in line.splitlines() if p.startswith("### ")}
+    kept: list[str] = []
+    for key, lines in previous.items():
+        if key.startswith(f"sub:{name}:") and lines and lines[0] not in titles:
+            kept += [*lines, ""] if lines[-1:] != [""] else lines
+    return kept
 
 
 def _generated_note(note: str) -> bool:
@@ -300,9 +319,13 @@ def _sections(
             body += [training_bench.render(raw).rstrip("\n"), ""]
         else:
             body += [validation_render.render(raw).rstrip("\n"), ""]
+        body += _kept_subsections(name, body, previous)
         line, changed = _provenance(name, raw)
         header.append(line)
         notes += [changed] if changed else []
+    for key, lines in previous.items():
+        if key.startswith("extra:"):
+            body += [*lines, ""] if lines[-1:] != [""] else lines
     return body, header, notes
 
 
