@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,9 @@ from keel.registry.records import PromotionRequest
 from keel.registry.registry import UNSET, Registry
 
 __all__ = ["registry_router"]
+
+_MAX_VERSION = 2**31 - 1  # what every database's INTEGER holds
+Version = Annotated[int, Path(ge=1, le=_MAX_VERSION, description="The version number.")]
 
 
 class _Body(BaseModel):
@@ -31,10 +34,14 @@ class _Body(BaseModel):
 class PromoteBody(_Body):
     """Move an alias to a version (or open a request when the alias needs approvals)."""
 
-    version: int = Field(ge=1, description="The version the alias should point to.")
+    version: int = Field(
+        ge=1, le=_MAX_VERSION, description="The version the alias should point to."
+    )
     reason: str = Field("", max_length=2000, description="Why, for the audit log.")
     expected_version: int | None = Field(
         None,
+        ge=1,
+        le=_MAX_VERSION,
         description="The version you believe holds the alias now (null: unset); refused with "
         "409 if it moved. Omit it to compare with the holder read just before the move.",
     )
@@ -43,7 +50,9 @@ class PromoteBody(_Body):
 class RollbackBody(_Body):
     """Move an alias back to its previous holder, or to an earlier one."""
 
-    to: int | None = Field(None, ge=1, description="An earlier holder (default: the one before).")
+    to: int | None = Field(
+        None, ge=1, le=_MAX_VERSION, description="An earlier holder (default: the one before)."
+    )
     reason: str = Field("", max_length=2000)
 
 
@@ -80,7 +89,7 @@ def registry_router(project: Any) -> APIRouter:
         return {"name": name, "versions": [v.to_json() for v in versions]}
 
     @router.get("/models/{name}/versions/{version}", summary="One version")
-    def show_version(request: Request, name: str, version: int) -> dict[str, Any]:
+    def show_version(request: Request, name: str, version: Version) -> dict[str, Any]:
         return registry(request).show(name, version).to_json()
 
     @router.get("/models/{name}/aliases/{alias}", summary="The version an alias points to")
@@ -150,15 +159,15 @@ def registry_router(project: Any) -> APIRouter:
         return registry(request).reject(request_id, comment=body.comment).to_json()
 
     @router.post("/models/{name}/versions/{version}/archive", summary="Archive a version")
-    def archive(request: Request, name: str, version: int, body: ReasonBody) -> dict[str, Any]:
+    def archive(request: Request, name: str, version: Version, body: ReasonBody) -> dict[str, Any]:
         return registry(request).archive(name, version, reason=body.reason).to_json()
 
     @router.post("/models/{name}/versions/{version}/restore", summary="Restore a version")
-    def restore(request: Request, name: str, version: int, body: ReasonBody) -> dict[str, Any]:
+    def restore(request: Request, name: str, version: Version, body: ReasonBody) -> dict[str, Any]:
         return registry(request).restore(name, version, reason=body.reason).to_json()
 
     @router.delete("/models/{name}/versions/{version}", summary="Delete an unaliased version")
-    def delete(request: Request, name: str, version: int, reason: str = "") -> dict[str, Any]:
+    def delete(request: Request, name: str, version: Version, reason: str = "") -> dict[str, Any]:
         return registry(request).delete(name, version, reason=reason).to_json()
 
     return router
