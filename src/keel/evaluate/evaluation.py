@@ -95,6 +95,7 @@ class Evaluation:
     comparison: Comparison | None = None
     gates: tuple[GateResult, ...] = ()
     footprint: Footprint | None = None
+    importance: Mapping[str, float] = field(default_factory=dict)  # mean |SHAP| per input
 
     @property
     def promoted(self) -> bool:
@@ -134,6 +135,7 @@ class Evaluation:
             "comparison": None if self.comparison is None else self.comparison.to_json(),
             "gates": [g.to_json() for g in self.gates],
             "footprint": None if self.footprint is None else self.footprint.to_json(),
+            "importance": dict(self.importance),
         }
 
     @classmethod
@@ -167,6 +169,7 @@ class Evaluation:
             comparison=Comparison.from_json(c) if (c := data.get("comparison")) else None,
             gates=tuple(GateResult.from_json(g) for g in data.get("gates", [])),
             footprint=Footprint.from_json(f) if (f := data.get("footprint")) else None,
+            importance=dict(data.get("importance") or {}),
         )
 
 

@@ -302,6 +302,28 @@ class FeaturePipeline:
         self._check_fitted()
         return list(self.feature_names_)
 
+    def feature_inputs(self) -> list[tuple[str, ...]]:
+        """For each output column, the input columns it is computed from, in input order.
+
+        A one-hot or missing-indicator column comes from its one input; a cross from each
+        crossed input; a custom feature from the inputs of its function.
+        """
+        self._check_fitted()
+        custom = {feature.output: feature.inputs for feature in self.custom_}
+
+        def sources(name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+            if name in custom and name not in seen:
+                return set().union(*(sources(i, seen | {name}) for i in custom[name]))
+            return {name}
+
+        order = {name: i for i, name in enumerate(self.inputs)}
+        out: list[tuple[str, ...]] = [()] * self.n_features_
+        for chain in self.chains_:
+            found = set().union(*(sources(c) for c in chain.columns))
+            ordered = tuple(sorted(found, key=lambda n: order.get(n, len(order))))
+            out[chain.offset : chain.offset + chain.width] = [ordered] * chain.width
+        return out
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "n_features_"):
             raise NotFittedError("FeaturePipeline is not fitted; call fit(table) first.")

@@ -38,6 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from keel.errors import DataValidationError, KeelError, NotFoundError
+from keel.evaluate.explain import explain_rows
 from keel.serve import oip
 from keel.serve.auth import Authenticator
 from keel.serve.features import fill_views, lookup
@@ -145,6 +146,7 @@ class ServerApp:
         else:
             model = self._model(route.model, route.version)
             answer = self._infer if route.label == "infer" else self._predict
+            answer = self._explain if route.label == "explain" else answer
             status, payload, version = await self._run(answer, route.model, model, body, request_id)
         headers = [_JSON, (b"content-length", str(len(payload)).encode())]
         if version:
@@ -184,10 +186,13 @@ class ServerApp:
             request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
             instances = self._instances(request)
             labels, probabilities, findings = self._score(model, instances)
+            explained = explain_rows(model.package, instances) if _explains(request) else None
         except KeelError as exc:
             return exc.http_status, orjson.dumps(exc.to_dict()), model.version
         self._logged(name, model, request_id, instances, labels, probabilities)
         answer: dict[str, Any] = {"predictions": labels}
+        if explained is not None:  # "explain": true
+            answer["explanations"] = explained.to_json()
         if probabilities is not None:  # classification; a regression answer is values only
             answer["probabilities"] = probabilities
         answer["model_version"] = model.version
@@ -195,6 +200,20 @@ class ServerApp:
         if findings:  # values scored with a warning: out of range, or unseen in training
             answer["warnings"] = [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
         self._seconds = 0.9 * self._seconds + 0.1 * (time.perf_counter() - started)
+        return 200, orjson.dumps(answer), model.version
+
+    def _explain(
+        self, name: str, model: LoadedModel, body: bytes, request_id: str
+    ) -> tuple[int, bytes, str]:
+        try:
+            request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
+            instances = self._instances(request)
+            if model.fills is not None:
+                fill_views(self.feature_store, model.fills, instances, model.key_only)
+            answer = explain_rows(model.package, instances).to_json()
+        except KeelError as exc:
+            return exc.http_status, orjson.dumps(exc.to_dict()), model.version
+        answer.update(model_version=model.version, request_id=request_id)
         return 200, orjson.dumps(answer), model.version
 
     def _infer(
@@ -408,6 +427,15 @@ class ServerApp:
 
         api.openapi = openapi  # type: ignore[method-assign]
         return api
+
+
+def _explains(request: Any) -> bool:
+    """Whether a predict request asks for explanations (``"explain": true``)."""
+    flag = request.get("explain", False) if isinstance(request, dict) else False
+    if not isinstance(flag, bool):
+        msg = f'"explain" must be true or false; got {flag!r}.'
+        raise DataValidationError(msg, field="explain")
+    return flag
 
 
 def _change_auth(project: Any) -> Authenticator | None:

@@ -74,6 +74,8 @@ def classify(method: str, path: str) -> Route:
         return found
     if path.startswith("/v1/models/") and path.endswith("/predict") and method == "POST":
         return Route("predict", "predict", path[11:-8], fast=True)
+    if path.startswith("/v1/models/") and path.endswith("/explain") and method == "POST":
+        return Route("explain", "predict", path[11:-8], fast=True)
     if path.startswith("/v2/models/"):
         rest = path[11:]
         if rest.endswith("/infer") and method == "POST":

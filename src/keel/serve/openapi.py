@@ -21,11 +21,27 @@ class PredictRequest(BaseModel):
     instances: list[dict[str, Value]] = Field(
         min_length=1, description="One object per row: input name -> value."
     )
+    explain: bool = Field(
+        default=False, description="Predict only: add each input column's contribution."
+    )
 
 
 class Warning_(BaseModel):
     field: str | None = None
     message: str
+
+
+class ExplainResponse(BaseModel):
+    method: str = Field(description="lightgbm.pred_contrib or xgboost.pred_contribs (TreeSHAP).")
+    columns: list[str] = Field(description="The input columns contributions are folded to.")
+    outputs: list[str] = Field(description="log_odds, the class names, or value.")
+    base_value: float | dict[str, float]
+    rows: list[dict[str, Any]] = Field(
+        description="Per row: margin, prediction, contributions (input column -> value); per "
+        "class for multiclass. base_value + sum(contributions) = margin."
+    )
+    model_version: str | None = None
+    request_id: str | None = None
 
 
 class PredictResponse(BaseModel):
@@ -36,6 +52,9 @@ class PredictResponse(BaseModel):
     model_version: str
     request_id: str
     warnings: list[Warning_] | None = None
+    explanations: ExplainResponse | None = Field(
+        default=None, description='With "explain": true: as the explain route answers.'
+    )
 
 
 class Tensor(BaseModel):
@@ -96,6 +115,7 @@ def add_fast_routes(document: dict[str, Any]) -> dict[str, Any]:
     models = (
         PredictRequest,
         PredictResponse,
+        ExplainResponse,
         InferRequest,
         InferResponse,
         FeaturesRequest,
@@ -110,6 +130,9 @@ def add_fast_routes(document: dict[str, Any]) -> dict[str, Any]:
     paths = document.setdefault("paths", {})
     paths["/v1/models/{name}/predict"] = _post(
         "Predict (simple JSON API)", "PredictRequest", "PredictResponse", [_NAME]
+    )
+    paths["/v1/models/{name}/explain"] = _post(
+        "Explain (exact TreeSHAP per input column)", "PredictRequest", "ExplainResponse", [_NAME]
     )
     paths["/v2/models/{name}/infer"] = _post(
         "Infer (Open Inference Protocol v2)", "InferRequest", "InferResponse", [_NAME]

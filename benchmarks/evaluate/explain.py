@@ -1,0 +1,190 @@
+"""Explaining one Adult row: in process, served (c=1), and the evaluate step's added cost.
+
+    .venv/bin/python benchmarks/evaluate/explain.py [CALLS] [--shap PYTHON] [--project DIR]
+
+Trains the Adult example with ``keel run`` in a temporary directory (the default keel.yaml:
+600 trees with early stopping; or uses ``--project DIR``, an Adult project already run), then
+times, each as the median and p99 of CALLS (default
+1,000) calls after a warm-up:
+
+- ``pred_contrib``: LightGBM's ``Booster.predict(x, pred_contrib=True, num_threads=1)`` on
+  the transformed row: the floor.
+- ``explain``: ``keel.load_model(...).explain([row])``: coerce, transform, TreeSHAP, fold to
+  the input columns (target <= 1.5 ms).
+- ``explain_json``: the same plus ``to_json()`` and ``orjson.dumps`` (what the server does).
+- served ``explain`` and ``predict`` at concurrency 1 over one keep-alive connection to
+  ``keel serve`` on 127.0.0.1 (target: explain p50 <= 2 ms).
+- ``importance``: ``global_importance`` on 500 test rows (what the evaluate step adds).
+
+With ``--shap PYTHON`` (a Python with ``shap`` and ``lightgbm`` installed, e.g. a separate
+venv), ``shap.TreeExplainer(booster)`` on a one-row DataFrame of the transformed features is
+timed in that interpreter on the same model file. Prints Markdown rows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+import keel
+
+ROW: dict[str, Any] = {
+    "age": 39, "workclass": "State-gov", "fnlwgt": 77516, "education": "Bachelors",
+    "education-num": 13, "marital-status": "Never-married", "occupation": "Adm-clerical",
+    "relationship": "Not-in-family", "race": "White", "sex": "Male", "capital-gain": 2174,
+    "capital-loss": 0, "hours-per-week": 40, "native-country": "United-States",
+}  # fmt: skip
+
+SHAP_SCRIPT = """
+import sys, time, numpy as np, pandas as pd, lightgbm as lgb, shap
+booster = lgb.Booster(model_file=sys.argv[1])
+x = pd.DataFrame(np.load(sys.argv[2]), columns=booster.feature_name())
+explainer = shap.TreeExplainer(booster)
+calls = int(sys.argv[3])
+for _ in range(100):
+    explainer.shap_values(x)
+samples = []
+for _ in range(calls):
+    t = time.perf_counter(); explainer.shap_values(x); samples.append(time.perf_counter() - t)
+exact = np.asarray(explainer.shap_values(x)).ravel()
+print(float(np.median(samples) * 1000), float(np.percentile(samples, 99) * 1000),
+      ",".join(repr(float(v)) for v in exact), repr(float(np.ravel(explainer.expected_value)[0])))
+"""
+
+
+def timed(fn: Callable[[], object], calls: int, warm: int = 50) -> tuple[float, float]:
+    """Median and p99 milliseconds over ``calls`` calls, after a warm-up."""
+    for _ in range(max(warm, calls // 10)):
+        fn()
+    samples = np.empty(calls)
+    for i in range(calls):
+        start = time.perf_counter()
+        fn()
+        samples[i] = time.perf_counter() - start
+    return float(np.median(samples) * 1e3), float(np.percentile(samples, 99) * 1e3)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def served(root: Path, calls: int) -> dict[str, tuple[float, float]]:
+    port = _free_port()
+    command = [sys.executable, "-m", "keel.cli", "serve", "--project", str(root), "--port",
+               str(port)]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/v2/health/live").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            body = orjson.dumps({"instances": [ROW]})
+            headers = {"content-type": "application/json"}
+            out = {}
+            for route in ("explain", "predict"):
+                path = f"/v1/models/adult/{route}"
+                assert client.post(path, content=body, headers=headers).status_code == 200
+                out[route] = timed(lambda p=path: client.post(p, content=body, headers=headers),
+                                   calls)  # fmt: skip
+            return out
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+
+
+def peer(python: str, booster: Any, x: np.ndarray, calls: int, work: Path) -> list[str]:
+    model_file, row_file = work / "model.txt", work / "row.npy"
+    booster.save_model(str(model_file))
+    np.save(row_file, x)
+    result = subprocess.run(
+        [python, "-c", SHAP_SCRIPT, str(model_file), str(row_file), str(calls)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout.split()
+
+
+def main(calls: int, shap_python: str | None, project: str | None) -> None:
+    from keel.evaluate.explain import explain_rows, global_importance
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(project) if project else keel.init(Path(tmp) / "adult", example="adult")
+        if not project:
+            started = time.perf_counter()
+            steps = keel.run(root)["steps"]
+            seconds = {s["step"]: s["seconds"] for s in steps}
+            print(f"keel run: {time.perf_counter() - started:.1f} s: {seconds}", file=sys.stderr)
+        model = keel.load_model("adult", project=root)
+        package = model.package
+        x = package.pipeline.transform_rows([ROW])
+        booster = package.model.booster_
+        rows: dict[str, tuple[float, float]] = {
+            "LightGBM pred_contrib on the transformed row (floor)": timed(
+                lambda: booster.predict(x, pred_contrib=True, num_threads=1), calls
+            ),
+            "`Model.explain([row])` (coerce, transform, TreeSHAP, fold)": timed(
+                lambda: model.explain([ROW]), calls
+            ),
+            "the same + `to_json()` + `orjson.dumps` (the server's work)": timed(
+                lambda: orjson.dumps(explain_rows(package, [ROW]).to_json()), calls
+            ),
+        }
+        print(f"| explaining one Adult row ({booster.num_trees()} trees) | median ms | p99 ms |")
+        print("|---|---|---|")
+        for name, (p50, p99) in rows.items():
+            print(f"| {name} | {p50:.3f} | {p99:.3f} |")
+        for route, (p50, p99) in served(root, calls).items():
+            print(f"| served `{route}`, c=1, keep-alive | {p50:.3f} | {p99:.3f} |")
+        if shap_python:
+            p50, p99, values, base = peer(shap_python, booster, x, calls, Path(tmp))
+            ours = booster.predict(x, pred_contrib=True).ravel()
+            theirs = np.array([float(v) for v in values.split(",")] + [float(base)])
+            same = bool(np.allclose(ours, theirs, atol=1e-9))
+            print(f"| `shap.TreeExplainer` on a 1-row DataFrame (same values: {same}) | "
+                  f"{float(p50):.3f} | {float(p99):.3f} |")  # fmt: skip
+        _importance(package, root, global_importance)
+
+
+def _importance(package: Any, root: Path, global_importance: Any) -> None:
+    from keel.config import load_config
+    from keel.data.sources import read_source
+
+    cfg = load_config(root, env="")
+    assert cfg.data.test is not None
+    test = read_source(cfg.data.test, root).drop(["income"])
+    x = package.pipeline.transform(test)
+    p50, _ = timed(lambda: global_importance(package, x), 7, warm=1)
+    print(f"\nglobal importance (mean |SHAP|) on 500 of {len(x):,} test rows: {p50:.1f} ms")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    options: dict[str, str | None] = {"--shap": None, "--project": None}
+    for flag in options:
+        if flag in args:
+            at = args.index(flag)
+            options[flag] = args[at + 1]
+            del args[at : at + 2]
+    main(int(args[0]) if args else 1000, options["--shap"], options["--project"])

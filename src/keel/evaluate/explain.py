@@ -1,0 +1,272 @@
+"""Explanations: each input column's contribution to a prediction, and global importance.
+
+For tree models the contributions are the library's own exact TreeSHAP values (LightGBM's
+``pred_contrib``, XGBoost's ``pred_contribs``): no sampling, no extra dependency, about a
+millisecond a row. They are computed per model feature and folded back to the input column each
+feature came from (a one-hot column, a missing indicator or a derived column is summed into its
+input; a feature computed from several inputs, a cross or a custom feature, is split equally
+between them), so that for every row and output::
+
+    base_value + sum(contributions) == raw margin
+
+The margin is the model's raw output: log-odds for a binary classifier, one log-odds score per
+class for multiclass (softmax gives the probabilities), the value for regression.
+
+Other flavors (scikit-learn, MLP) are not explained: model-agnostic SHAP (Kernel/Permutation)
+costs thousands of model calls per row and needs background data the package does not carry.
+
+Example:
+    >>> ex = explain_rows(package, [{"age": 39, "sex": "Male", ...}])
+    >>> ex.to_json()["rows"][0]["contributions"]["age"]
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from keel.errors import ConfigError
+from keel.features.pipeline import FeaturePipeline
+
+__all__ = [
+    "TREE_FLAVORS",
+    "Explainable",
+    "Explanation",
+    "ModelParts",
+    "explain_matrix",
+    "explain_rows",
+    "explain_table",
+    "fold_matrix",
+    "global_importance",
+]
+
+TREE_FLAVORS = ("lightgbm", "xgboost")
+IMPORTANCE_ROWS = 500  # test rows global importance is computed on (bounds the step's cost)
+_FOLDS: weakref.WeakKeyDictionary[FeaturePipeline, tuple[tuple[str, ...], np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
+SMALL_BATCH = 16  # rows explained on one thread: OpenMP's start-up costs more than it saves
+
+
+class Explainable(Protocol):
+    """What explaining needs of a model package (``keel.registry.package.ModelPackage``)."""
+
+    @property
+    def pipeline(self) -> FeaturePipeline: ...
+    @property
+    def model(self) -> Any: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def flavor(self) -> str: ...
+    @property
+    def classes(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """A fitted pipeline and model to explain, when there is no package yet (the evaluate
+    step)."""
+
+    pipeline: FeaturePipeline
+    model: Any
+    task: str
+    flavor: str
+    classes: list[str]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Per-row contributions of each input column to the model's raw margin.
+
+    Attributes:
+        columns: The input columns, in the model's input order.
+        outputs: What each margin is of: ``("log_odds",)`` (binary), the class names
+            (multiclass), ``("value",)`` (regression).
+        base_value: The margin with no information, per output: shape ``(k,)``.
+        contributions: Shape ``(rows, k, columns)``.
+        margin: The raw margin, ``base_value + contributions.sum(-1)``: shape ``(rows, k)``.
+        prediction: P(positive) (binary), class probabilities ``(rows, k)`` (multiclass), or
+            the value (regression).
+        method: How the contributions were computed (``lightgbm.pred_contrib``, ...).
+    """
+
+    columns: tuple[str, ...]
+    outputs: tuple[str, ...]
+    base_value: np.ndarray
+    contributions: np.ndarray
+    margin: np.ndarray
+    prediction: np.ndarray
+    method: str
+
+    @property
+    def rows(self) -> int:
+        return int(self.contributions.shape[0])
+
+    def row_json(self) -> list[dict[str, Any]]:
+        """One object per row: ``{"margin", "prediction", "contributions": {column: value}}``
+        (for multiclass each of these is keyed by class)."""
+        single = len(self.outputs) == 1
+        contributions = self.contributions.tolist()
+        margins = self.margin.tolist()
+        predictions = self.prediction.tolist()
+        rows = []
+        for contrib, margin, prediction in zip(contributions, margins, predictions, strict=True):
+            per_output = [dict(zip(self.columns, c, strict=True)) for c in contrib]
+            if single:
+                rows.append(
+                    {"margin": margin[0], "prediction": prediction, "contributions": per_output[0]}
+                )
+            else:
+                rows.append(
+                    {
+                        "margin": dict(zip(self.outputs, margin, strict=True)),
+                        "prediction": dict(zip(self.outputs, prediction, strict=True)),
+                        "contributions": dict(zip(self.outputs, per_output, strict=True)),
+                    }
+                )
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"method", "columns", "outputs", "base_value", "rows": [...]}``; ``base_value`` is
+        a number, or one per class for multiclass."""
+        base = self.base_value.tolist()
+        single = len(self.outputs) == 1
+        by_output = base[0] if single else dict(zip(self.outputs, base, strict=True))
+        return {
+            "method": self.method,
+            "columns": list(self.columns),
+            "outputs": list(self.outputs),
+            "base_value": by_output,
+            "rows": self.row_json(),
+        }
+
+    def importance(self) -> dict[str, float]:
+        """Mean |contribution| per input column over the rows (summed over classes)."""
+        mean = np.abs(self.contributions).mean(axis=0).sum(axis=0)
+        return {c: float(v) for c, v in zip(self.columns, mean, strict=True)}
+
+
+def fold_matrix(pipeline: FeaturePipeline) -> tuple[tuple[str, ...], np.ndarray]:
+    """``(input columns, F)``: ``F[j, i]`` is the share of model feature ``j`` that goes to
+    input ``i`` (1, or 1/n for a feature computed from n inputs); each row of F sums to 1.
+    Built once per fitted pipeline (a pipeline is not changed after fitting)."""
+    cached = _FOLDS.get(pipeline)
+    if cached is None:
+        cached = _FOLDS[pipeline] = _fold(pipeline)
+    return cached
+
+
+def _fold(pipeline: FeaturePipeline) -> tuple[tuple[str, ...], np.ndarray]:
+    columns = tuple(pipeline.inputs)
+    index = {name: i for i, name in enumerate(columns)}
+    sources = pipeline.feature_inputs()
+    fold = np.zeros((len(sources), len(columns)), dtype=np.float64)
+    for j, names in enumerate(sources):  # once per model feature, never per row
+        known = [index[n] for n in names if n in index]
+        if not known:
+            msg = f"model feature {j} comes from no input column ({names}); re-train the model."
+            raise ConfigError(msg, field="features")
+        fold[j, known] = 1.0 / len(known)
+    return columns, fold
+
+
+def _tree_contributions(model: Any, flavor: str, x: np.ndarray, k: int) -> tuple[np.ndarray, str]:
+    """Contributions per model feature plus the bias, shape ``(rows, k, features + 1)``."""
+    booster = getattr(model, "booster_", None)
+    if booster is None:
+        raise ConfigError(f"the {flavor} model holds no booster to explain.", field="model")
+    if flavor == "lightgbm":
+        threads = 1 if len(x) <= SMALL_BATCH else 0  # 0: LightGBM's default (all cores)
+        raw = np.asarray(booster.predict(x, pred_contrib=True, num_threads=threads), np.float64)
+        return raw.reshape(x.shape[0], k, x.shape[1] + 1), "lightgbm.pred_contrib"
+    import xgboost as xgb
+
+    raw = np.asarray(booster.predict(xgb.DMatrix(x), pred_contribs=True), dtype=np.float64)
+    return raw.reshape(x.shape[0], k, x.shape[1] + 1), "xgboost.pred_contribs"
+
+
+def _outputs(task_kind: str, classes: Sequence[str]) -> tuple[str, ...]:
+    if task_kind == "multiclass":
+        return tuple(classes)
+    return ("log_odds",) if task_kind == "binary" else ("value",)
+
+
+def _prediction(task_kind: str, margin: np.ndarray) -> np.ndarray:
+    if task_kind == "binary":
+        return np.asarray(1.0 / (1.0 + np.exp(-margin[:, 0])))
+    if task_kind == "multiclass":
+        shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
+        return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+    return np.asarray(margin[:, 0])
+
+
+def explain_matrix(package: Explainable, x: np.ndarray) -> Explanation:
+    """Explain rows already transformed by the package's feature pipeline.
+
+    Raises:
+        ConfigError: The model's flavor has no exact explanation (names the supported ones).
+    """
+    from keel.train.tasks import task_for
+
+    flavor = package.flavor
+    if flavor not in TREE_FLAVORS:
+        raise ConfigError(
+            f"model flavor '{flavor}' cannot be explained: exact contributions come from tree "
+            f"models ({', '.join(TREE_FLAVORS)}); model-agnostic SHAP is not built in (it costs "
+            "thousands of model calls per row).",
+            field="flavor",
+        )
+    kind = task_for(package.task).kind
+    outputs = _outputs(kind, package.classes)
+    raw, method = _tree_contributions(package.model, flavor, x, len(outputs))
+    columns, fold = fold_matrix(package.pipeline)
+    contributions = raw[:, :, :-1] @ fold  # (rows, k, features) @ (features, columns)
+    base = raw[0, :, -1].copy() if len(raw) else np.zeros(len(outputs))
+    margin = raw.sum(axis=2)
+    return Explanation(
+        columns, outputs, base, contributions, margin, _prediction(kind, margin), method
+    )
+
+
+def explain_rows(
+    package: Explainable, rows: Sequence[Mapping[str, Any]], *, prefix: str = "instances"
+) -> Explanation:
+    """Explain request dicts (the online path, as the server predicts them).
+
+    Raises:
+        DataValidationError: A field is missing, unknown or does not convert (names it).
+        ConfigError: The model's flavor cannot be explained.
+    """
+    return explain_matrix(package, package.pipeline.transform_rows(rows, prefix=prefix))
+
+
+def explain_table(package: Explainable, data: pa.Table | Any) -> Explanation:
+    """Explain every row of an Arrow table or DataFrame (the batch path).
+
+    Raises:
+        DataValidationError: A column is missing or a value does not convert.
+        ConfigError: The model's flavor cannot be explained.
+    """
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    return explain_matrix(package, package.pipeline.transform(table))
+
+
+def global_importance(
+    package: Explainable, x: np.ndarray, *, limit: int = IMPORTANCE_ROWS
+) -> dict[str, float]:
+    """Mean |contribution| per input column over ``limit`` rows of ``x`` spread evenly over
+    it, largest first; ``{}`` for a flavor that cannot be explained.
+
+    TreeSHAP costs about 1.4 ms a row for 200 trees of 31 leaves on one core, so the default
+    500 rows add well under a second to the evaluate step."""
+    if package.flavor not in TREE_FLAVORS or len(x) == 0:
+        return {}
+    step = max(1, -(-len(x) // limit))  # ceil: at most ``limit`` rows
+    importance = explain_matrix(package, x[::step][:limit]).importance()
+    return dict(sorted(importance.items(), key=lambda item: -item[1]))
