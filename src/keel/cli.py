@@ -17,6 +17,7 @@ from rich.table import Table
 from keel.commands import audit as audit_commands
 from keel.commands import data as data_commands
 from keel.commands import doctor as doctor_commands
+from keel.commands import explain as explain_commands
 from keel.commands import features as features_commands
 from keel.commands import keys as keys_commands
 from keel.commands import lineage as lineage_commands
@@ -54,6 +55,7 @@ audit_commands.register(app)
 tokens_commands.register(app)
 serve_commands.register(app)
 keys_commands.register(app)
+explain_commands.register(app)
 packages_commands.register(models_app)
 
 _state: dict[str, Any] = {"debug": False}

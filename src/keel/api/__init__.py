@@ -39,6 +39,7 @@ from keel.api.projects import (
 from keel.api.registered import (
     Model,
     load_model,
+    model_card,
     models,
     monitor,
     predict,
@@ -60,6 +61,7 @@ __all__ = [
     "lineage",
     "load_data",
     "load_model",
+    "model_card",
     "models",
     "monitor",
     "pipeline_runs",

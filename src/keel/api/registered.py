@@ -9,6 +9,7 @@ from keel.errors import NotFoundError
 
 if TYPE_CHECKING:
     from keel.data.reader import ReadOptions
+    from keel.evaluate.explain import Explanation
     from keel.project import Project
     from keel.registry.package import ModelPackage
     from keel.registry.registry import Registry
@@ -43,6 +44,15 @@ class Model:
     def predict_rows(self, rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any] | None]:
         """The online path: request dicts in, (labels or values, probabilities or None) out."""
         return self.package.predict_rows(rows)
+
+    def explain(self, rows: Any) -> Explanation:
+        """Each input column's exact contribution to the raw margin (tree models), for request
+        dicts, a DataFrame or an Arrow table; see :mod:`keel.evaluate.explain`."""
+        from keel.evaluate.explain import explain_rows, explain_table
+
+        if isinstance(rows, list | tuple):
+            return explain_rows(self.package, rows, prefix="rows")
+        return explain_table(self.package, rows)
 
     def __repr__(self) -> str:
         return f"Model({self.name}@{self.version}, sha256={self.package.sha256[:12]})"
@@ -104,6 +114,29 @@ def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]
                 {},
             ),
         }
+
+
+def model_card(
+    ref: str, format: str = "html", project: str | Path | None = None, *, fresh: bool = False
+) -> str:
+    """A registered version's model card: ``html`` (one self-contained page, plots as inline
+    SVG, nothing fetched) or ``md`` (Markdown, plots as ``data:`` images).
+
+    The card stored when the version was registered is returned; a version registered before
+    cards existed (or any, with ``fresh=True``: after editing keel.yaml's ``card:``) gets one
+    rendered now (:mod:`keel.registry.card`).
+
+    Raises:
+        NotFoundError: No such model, version or alias.
+        ConfigError: ``format`` is not ``html`` or ``md``.
+
+    Example:
+        >>> Path("card.html").write_text(keel.model_card("adult@production"))
+    """
+    from keel.registry.card import model_card as card_of
+
+    with _project(project) as proj:
+        return card_of(proj, ref, fmt=format, fresh=fresh)
 
 
 def _version(v: Any, project: Project) -> dict[str, Any]:

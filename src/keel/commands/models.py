@@ -1,4 +1,4 @@
-"""`keel models`: list, show, promote, rollback, approve, reject, archive, restore, delete,
+"""`keel models`: list, show, card, promote, rollback, approve, reject, archive, restore, delete,
 history and requests."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from keel.commands.card import card
 from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> typer.Typer:
         ("restore", restore),
         ("delete", delete),
         ("history", history),
+        ("card", card),
     ):
         group.command(name)(command)
     app.add_typer(group, name="models")

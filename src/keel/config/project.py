@@ -10,6 +10,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from pydantic_core import PydanticCustomError
 
 from keel.config.base import Frozen
+from keel.config.card import CardConfig
 from keel.config.data import DataConfig
 from keel.config.evaluate import EvaluateConfig
 from keel.config.features import FeaturesConfig, FeatureViewConfig
@@ -148,6 +149,7 @@ class KeelConfig(Frozen):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
     feature_views: list[FeatureViewConfig] = Field(default_factory=list)
 
     @field_validator("executor")

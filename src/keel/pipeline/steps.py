@@ -468,7 +468,10 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     """Metrics with bootstrap intervals on the test data, overall and per slice; calibration or
     residuals; worst slices; fairness by ``data.sensitive``; the champion comparison; and
     every gate's verdict (:mod:`keel.evaluate.evaluation`)."""
+    from dataclasses import replace
+
     from keel.evaluate.evaluation import evaluate_predictions
+    from keel.evaluate.explain import ModelParts, global_importance
     from keel.evaluate.footprint import measure_footprint
     from keel.features.pipeline import FeaturePipeline
     from keel.pipeline.evaluation_inputs import champion_predictions, evaluation_columns
@@ -479,7 +482,8 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     pipe = FeaturePipeline.from_state(_json(project, ctx.inputs["features"]))
     model, bundle, files = load_bundle(project.artifacts, ctx.inputs["model"])
     y, classes = target_labels(project, table, classes=bundle["classes"] or None)
-    prediction = model.predict(pipe.transform(coerce_inputs(ctx, pipe, table, "test")))
+    x = pipe.transform(coerce_inputs(ctx, pipe, table, "test"))
+    prediction = model.predict(x)
     slices, sensitive, search = evaluation_columns(project, table, list(pipe.inputs))
     sample = table.select(list(pipe.inputs)).slice(0, 200).to_pylist()
     footprint = measure_footprint(pipe, model, sample, files)
@@ -492,6 +496,8 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     except ValueError as exc:  # the comparison's metric is not one of the task's
         field = "evaluate.challenger_vs_champion.metric"
         raise ConfigError(f"{field}: {exc}.", field=field) from exc
+    parts = ModelParts(pipe, model, bundle["task"], bundle["flavor"], list(classes))
+    evaluation = replace(evaluation, importance=global_importance(parts, x))  # mean |SHAP|
     report = evaluation.to_json()
     # numbers only: a metric that cannot be computed (None) is left out of the tracked facts
     ctx.facts["metrics"] = {
@@ -510,7 +516,9 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
 
 def register(ctx: StepContext) -> dict[str, Artifact]:
     """Package the model, register it as a new version, move the alias if the gates pass."""
+    from keel.errors import KeelError
     from keel.evaluate.evaluation import Evaluation
+    from keel.registry.card import store_cards
     from keel.registry.package import build_package
     from keel.registry.records import PromotionRequest
     from keel.registry.registry import Registry
@@ -552,6 +560,10 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
         run_id=ctx.run_id,
         metrics=evaluation["metrics"],
     )
+    try:  # the card (Markdown + HTML) is a view of what is stored: it never undoes the version
+        store_cards(project, project.metadata.resolve(f"{cfg.model.name}@{version.version}"))
+    except (KeelError, OSError, ValueError) as exc:
+        ctx.warn(f"model card not stored ({exc}); 'keel models card' renders it on demand")
     # every gate's verdict was judged and stored with the evaluation (keel.evaluate.gates)
     gates = [g.to_json() for g in Evaluation.from_json(evaluation).gates]
     promoted = all(g["passed"] for g in gates)
