@@ -15,7 +15,7 @@ __all__ = [
     "jsonable",
 ]
 
-RunStatus = Literal["running", "succeeded", "failed", "cached"]
+RunStatus = Literal["running", "succeeded", "failed", "cached", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)

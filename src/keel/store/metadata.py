@@ -29,7 +29,7 @@ from keel.types import Artifact, LineageEdge, Run
 
 __all__ = ["MetadataStore"]
 
-FinishStatus = Literal["succeeded", "failed", "cached"]
+FinishStatus = Literal["succeeded", "failed", "cached", "cancelled"]
 _HEX = re.compile(r"[0-9a-f]+")
 _MIN_PREFIX = 6
 
@@ -223,7 +223,8 @@ class MetadataStore(RegistryMethods):
 
         Args:
             run_id: The id ``start_run`` returned.
-            status: ``succeeded``, ``failed`` or ``cached`` (reused a cached run's outputs).
+            status: ``succeeded``, ``failed``, ``cached`` (reused a cached run's outputs) or
+                ``cancelled`` (its pipeline run was cancelled while it ran).
             outputs: Artifact sha256 by output name.
             inputs: Artifact sha256 by input name.
             cpu_seconds: CPU time the step used.

@@ -7,11 +7,11 @@ whose process died while it was ``running`` is marked failed, like its step runs
 the store is opened.
 
 Statuses: ``running``; ``cancel_requested`` (``keel runs cancel``: the runner, which polls it,
-stops); then ``succeeded``, ``failed`` or ``cancelled``. The table's status column takes
-running, succeeded and failed only (migration 0005's check), so the two others are kept in it
-as ``running`` / ``failed`` with the ``error`` column saying so (:data:`CANCEL_REQUESTED`,
-:data:`CANCELLED`); this module alone reads and writes them, and :class:`PipelineRun` shows
-the status it means. A step's status is ``succeeded``,
+stops); then ``succeeded``, ``failed`` or ``cancelled`` (Ctrl-C or ``keel runs cancel``), each
+stored as such since migration 0010. Rows written before it kept the two cancel statuses as
+``running`` / ``failed`` with the ``error`` column saying so (:data:`CANCEL_REQUESTED`,
+:data:`CANCELLED`); the migration rewrites them and this module still reads that form as the
+status it meant. A step's status is ``succeeded``,
 ``cached``, ``failed``, ``cancelled`` or ``not_run`` (a step failed or the run was cancelled
 before it started). A resumed run's reason is ``resumes <id>`` (:attr:`PipelineRun.resumes`).
 """
@@ -30,15 +30,17 @@ from keel.store.database import Database
 from keel.store.leases import this_host
 from keel.store.tables import pipeline_runs, utc_now
 
-__all__ = ["ACTIVE", "PipelineRun", "StepOutcome", "Trigger"]
+__all__ = ["ACTIVE", "FINISHED", "PipelineRun", "StepOutcome", "Trigger"]
 
 Trigger = Literal["manual", "schedule", "event", "retry"]
 TRIGGERS: tuple[str, ...] = ("manual", "schedule", "event", "retry")
 #: Statuses of a pipeline run still in progress.
 ACTIVE: tuple[str, ...] = ("running", "cancel_requested")
-#: ``error`` of a running run someone asked to cancel (its status column stays ``running``).
+#: Statuses :func:`finish` records.
+FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+#: Before migration 0010: the ``error`` of a running run someone asked to cancel.
 CANCEL_REQUESTED = "cancel requested"
-#: How the ``error`` of a cancelled run begins (its status column says ``failed``).
+#: Before migration 0010: how the ``error`` of a cancelled (stored ``failed``) run began.
 CANCELLED = "cancelled: "
 _RESUMES = "resumes "
 
@@ -138,9 +140,14 @@ def finish(
     db: Database, run_id: str, *, status: str, steps: list[StepOutcome], error: str | None
 ) -> None:
     """Close a pipeline run with its steps' outcomes (status succeeded, failed or
-    cancelled)."""
-    if status == "cancelled":
-        status, error = "failed", CANCELLED + (error or "cancelled")
+    cancelled; ``error`` says why it did not succeed).
+
+    Raises:
+        ConfigError: ``status`` is not one of them.
+    """
+    if status not in FINISHED:
+        msg = f"pipeline run status {status!r} is not one of {', '.join(FINISHED)}."
+        raise ConfigError(msg, field="status")
     values: dict[str, Any] = {
         "status": status,
         "ended_at": utc_now(),
@@ -168,12 +175,8 @@ def request_cancel(db: Database, ref: str) -> PipelineRun:
     with db.write() as conn:
         changed = conn.execute(
             pipeline_runs.update()
-            .where(
-                pipeline_runs.c.id == run.id,
-                pipeline_runs.c.status == "running",
-                pipeline_runs.c.error.is_(None),
-            )
-            .values(error=CANCEL_REQUESTED)
+            .where(pipeline_runs.c.id == run.id, pipeline_runs.c.status == "running")
+            .values(status="cancel_requested")
         ).rowcount
     if not changed:
         current = get(db, run.id)
@@ -196,11 +199,21 @@ def status_of(db: Database, run_id: str) -> str | None:
 
 
 def _status(stored: str, error: str | None) -> str:
+    """The status a row means, rows written before migration 0010 included."""
     if stored == "running" and error == CANCEL_REQUESTED:
         return "cancel_requested"
     if stored == "failed" and error is not None and error.startswith(CANCELLED):
         return "cancelled"
     return stored
+
+
+def _error(stored: str, error: str | None) -> str | None:
+    """The error a row means: without the markers rows before migration 0010 carried."""
+    if error is None or (stored == "running" and error == CANCEL_REQUESTED):
+        return None
+    if stored == "failed" and error.startswith(CANCELLED):
+        return error[len(CANCELLED) :]
+    return error
 
 
 def get(db: Database, ref: str) -> PipelineRun:
@@ -229,19 +242,20 @@ def recent(db: Database, limit: int = 50) -> list[PipelineRun]:
 
 
 def reap_dead(db: Database) -> int:
-    """Mark failed the ``running`` pipeline runs of this host whose process is gone (or whose
-    pid now belongs to a later process); returns how many. Other hosts' runs are left alone."""
+    """Mark failed the ``running`` (or ``cancel_requested``) pipeline runs of this host whose
+    process is gone (or whose pid now belongs to a later process); returns how many. Other
+    hosts' runs are left alone."""
     columns = (pipeline_runs.c.id, pipeline_runs.c.owner_host, pipeline_runs.c.owner_pid)
     query = sa.select(*columns, pipeline_runs.c.started_at)
     with db.read() as conn:
-        rows = conn.execute(query.where(pipeline_runs.c.status == "running")).all()
+        rows = conn.execute(query.where(pipeline_runs.c.status.in_(ACTIVE))).all()
     dead = [row.id for row in rows if not _alive(row.owner_host, row.owner_pid, row.started_at)]
     if dead:
         error = "the process running this pipeline died; its step runs say where it stopped"
         with db.write() as conn:
             conn.execute(
                 pipeline_runs.update()
-                .where(pipeline_runs.c.id.in_(dead), pipeline_runs.c.status == "running")
+                .where(pipeline_runs.c.id.in_(dead), pipeline_runs.c.status.in_(ACTIVE))
                 .values(status="failed", ended_at=utc_now(), error=error)
             )
     return len(dead)
@@ -266,5 +280,5 @@ def _record(row: Any) -> PipelineRun:
         started_at=row["started_at"],
         ended_at=row["ended_at"],
         steps=tuple(row["steps"] or ()),
-        error=None if row["error"] == CANCEL_REQUESTED else row["error"],
+        error=_error(row["status"], row["error"]),
     )

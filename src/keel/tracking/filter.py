@@ -31,7 +31,7 @@ FILTER_HELP = (
 )
 SORT_HELP = 'e.g. --sort "metrics.roc_auc desc" or --sort "duration, started_at desc"'
 
-_STATUSES = ("running", "succeeded", "failed", "cached")
+_STATUSES = ("running", "succeeded", "failed", "cached", "cancelled")
 _NUMERIC = ("duration", "cpu_seconds", "peak_memory_mb")
 _TIMES = ("started_at", "ended_at")
 _NAMESPACES = ("metrics", "params", "tags")

@@ -1,0 +1,220 @@
+"""The deployment tables' queries: deployments, their event history, traffic stats, the lease.
+
+Plain functions over a connection, so the caller chooses the transaction (the controller writes
+a decision, its event and its audit row in one). At most one deployment per model name is
+active: the ``active_name`` column holds the name while it is, and a unique constraint refuses
+a second one on every database (:func:`insert` turns that into a :class:`ConflictError`).
+
+The controller lease is a row of ``scheduler_leases`` named :data:`CONTROLLER_LEASE`: of many
+servers, the one holding it unexpired drives the canaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.errors import ConflictError, NotFoundError
+from keel.store.tables import (
+    deployment_events,
+    deployment_stats,
+    deployments,
+    scheduler_leases,
+    utc_now,
+)
+
+__all__ = [
+    "CONTROLLER_LEASE",
+    "active",
+    "add_event",
+    "add_stats",
+    "events_of",
+    "insert",
+    "list_deployments",
+    "load",
+    "stats_between",
+    "take_lease",
+    "update",
+]
+
+CONTROLLER_LEASE = "deployments"
+"""The lease a server holds while it runs the deployment controller."""
+
+
+def insert(conn: sa.Connection, row: Mapping[str, Any]) -> None:
+    """Add a deployment; ConflictError when the model already has an active one."""
+    name = row["model_name"]
+    current = conn.execute(
+        sa.select(deployments.c.id, deployments.c.kind).where(deployments.c.active_name == name)
+    ).first()
+    if current is not None:
+        raise _second(name, current.id, current.kind)
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.insert(deployments).values(**row, active_name=name))
+    except sa.exc.IntegrityError as exc:  # a concurrent creator won the race
+        raise _second(name, "(just created)", "deployment") from exc
+
+
+def _second(name: str, other: str, kind: str) -> ConflictError:
+    msg = (
+        f"model {name!r} already has an active {kind} deployment {other}; promote or abort it "
+        f"first (`keel deployments promote {name}` or `keel deployments abort {name}`)."
+    )
+    return ConflictError(msg, field="name")
+
+
+def load(conn: sa.Connection, ref: str) -> dict[str, Any]:
+    """A deployment by id, or the active (else latest) one of a model name.
+
+    Raises:
+        NotFoundError: Neither a deployment id nor a model with deployments.
+    """
+    row = conn.execute(sa.select(deployments).where(deployments.c.id == ref)).mappings().first()
+    if row is None:
+        query = (
+            sa.select(deployments)
+            .where(deployments.c.model_name == ref)
+            .order_by((deployments.c.active_name.is_(None)), deployments.c.created_at.desc())
+            .limit(1)
+        )
+        row = conn.execute(query).mappings().first()
+    if row is None:
+        msg = (
+            f"no deployment {ref!r}: name a model with a deployment or a deployment id "
+            "(`keel deployments list` shows them)."
+        )
+        raise NotFoundError(msg, field="deployment")
+    return dict(row)
+
+
+def active(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Every active deployment (one indexed query: the servers poll it every interval)."""
+    query = sa.select(deployments).where(deployments.c.active_name.is_not(None))
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def list_deployments(
+    conn: sa.Connection, *, name: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Deployments newest first, of one model name or all."""
+    query = sa.select(deployments).order_by(deployments.c.created_at.desc()).limit(limit)
+    if name is not None:
+        query = query.where(deployments.c.model_name == name)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def update(
+    conn: sa.Connection, deployment_id: str, *, since: datetime | None = None, **values: Any
+) -> None:
+    """Change an active deployment; ConflictError when it ended meanwhile, or (``since``: the
+    interval start the caller measured from) another controller already decided on it."""
+    if values.get("status", "active") != "active":
+        values["active_name"] = None
+        values.setdefault("ended_at", utc_now())
+    values.setdefault("updated_at", utc_now())
+    query = sa.update(deployments).where(
+        deployments.c.id == deployment_id, deployments.c.status == "active"
+    )
+    if since is not None:
+        query = query.where(deployments.c.step_started_at == since)
+    done = conn.execute(query.values(**values))
+    if done.rowcount != 1:
+        msg = f"deployment {deployment_id} changed meanwhile (another process decided on it)."
+        raise ConflictError(msg, field="deployment")
+
+
+def add_event(
+    conn: sa.Connection, deployment_id: str, action: str, actor: str, details: Mapping[str, Any]
+) -> None:
+    """Append one decision to a deployment's history."""
+    conn.execute(
+        sa.insert(deployment_events).values(
+            deployment_id=deployment_id,
+            action=action,
+            actor=actor,
+            at=utc_now(),
+            details=dict(details),
+        )
+    )
+
+
+def events_of(conn: sa.Connection, deployment_id: str) -> list[dict[str, Any]]:
+    """A deployment's history, oldest first."""
+    query = (
+        sa.select(deployment_events)
+        .where(deployment_events.c.deployment_id == deployment_id)
+        .order_by(deployment_events.c.id)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def add_stats(conn: sa.Connection, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert per-interval traffic rows (server, deployment_id, version, role, bucket,
+    requests, errors, latency, compared, disagreed); how many."""
+    batch = [dict(row) for row in rows]
+    if batch:
+        conn.execute(sa.insert(deployment_stats), batch)
+    return len(batch)
+
+
+def stats_between(
+    conn: sa.Connection,
+    deployment_id: str,
+    since: datetime,
+    until: datetime,
+    *,
+    roles: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Traffic rows of a deployment with ``since < bucket <= until``."""
+    query = sa.select(deployment_stats).where(
+        deployment_stats.c.deployment_id == deployment_id,
+        deployment_stats.c.bucket > since,
+        deployment_stats.c.bucket <= until,
+    )
+    if roles is not None:
+        query = query.where(deployment_stats.c.role.in_(list(roles)))
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def take_lease(
+    conn: sa.Connection, owner: str, *, seconds: float, now: datetime | None = None
+) -> bool:
+    """Take or renew the controller lease for ``owner``; False while another holds it."""
+    now = now or utc_now()
+    lease = scheduler_leases.c
+    mine = lease.owner == owner
+    done = conn.execute(
+        sa.update(scheduler_leases)
+        .where(lease.name == CONTROLLER_LEASE, sa.or_(lease.expires_at <= now, mine))
+        .values(
+            owner=owner,
+            generation=lease.generation + sa.case((mine, 0), else_=1),
+            acquired_at=sa.case((mine, lease.acquired_at), else_=now),
+            renewed_at=now,
+            expires_at=now + timedelta(seconds=seconds),
+        )
+    )
+    if done.rowcount == 1:
+        return True
+    exists = conn.scalar(sa.select(lease.name).where(lease.name == CONTROLLER_LEASE))
+    if exists is not None:
+        return False
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                sa.insert(scheduler_leases).values(
+                    name=CONTROLLER_LEASE,
+                    owner=owner,
+                    generation=1,
+                    acquired_at=now,
+                    renewed_at=now,
+                    expires_at=now + timedelta(seconds=seconds),
+                )
+            )
+    except sa.exc.IntegrityError:
+        return False
+    return True
