@@ -65,6 +65,8 @@ _FEATURES = Route("features", "predict", fast=True)
 _OTHER = Route("other", "read")
 _REGISTRY_READ = Route("registry", "read")
 _REGISTRY_CHANGE = Route("registry_change", "admin", changes=True)
+_DEPLOYMENTS_READ = Route("deployments", "read")
+_DEPLOYMENTS_CHANGE = Route("deployments_change", "admin", changes=True)
 
 
 def classify(method: str, path: str) -> Route:
@@ -76,6 +78,8 @@ def classify(method: str, path: str) -> Route:
         return Route("predict", "predict", path[11:-8], fast=True)
     if path.startswith("/v1/models/") and path.endswith("/explain") and method == "POST":
         return Route("explain", "predict", path[11:-8], fast=True)
+    if path.startswith("/v1/models/") and path.endswith("/feedback") and method == "POST":
+        return Route("feedback", "predict", path[11:-9])  # labels: whoever may predict
     if path.startswith("/v2/models/"):
         rest = path[11:]
         if rest.endswith("/infer") and method == "POST":
@@ -87,6 +91,8 @@ def classify(method: str, path: str) -> Route:
         return _FEATURES
     if path.startswith("/v1/registry/"):
         return _REGISTRY_READ if method in ("GET", "HEAD") else _REGISTRY_CHANGE
+    if path == "/v1/deployments" or path.startswith("/v1/deployments/"):
+        return _DEPLOYMENTS_READ if method in ("GET", "HEAD") else _DEPLOYMENTS_CHANGE
     return _OTHER
 
 

@@ -34,6 +34,8 @@ class LoadedModel:
         fills: The feature views it was trained with (entity-only requests), or None.
         key_only: Entity keys of those views that are not model inputs (dropped after lookup).
         pipeline_hash: sha256 prefix of the feature pipeline's state (logged per prediction).
+        role: The deployment role it answers in (``primary``, ``canary``, ``ab``, ``shadow``),
+            logged with each prediction.
     """
 
     package: ModelPackage
@@ -42,6 +44,7 @@ class LoadedModel:
     fills: dict[str, Any] | None = None
     key_only: tuple[str, ...] = field(default=())
     pipeline_hash: str = ""
+    role: str = "primary"
 
     @property
     def input_names(self) -> list[str]:

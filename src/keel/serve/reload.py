@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from keel.serve.models import LoadedModel, load_served, warm
@@ -32,6 +32,8 @@ class Reloader:
         get_models: The server's current model table (name -> loaded model).
         set_models: Replace the server's model table (one atomic assignment).
         interval: Seconds between checks.
+        after: Run after each check (the server's :class:`~keel.serve.routing.Deployer` pass:
+            deployments, traffic stats, the canary controller), or None.
     """
 
     def __init__(
@@ -41,8 +43,10 @@ class Reloader:
         set_models: Callable[[dict[str, LoadedModel]], None],
         *,
         interval: float = 1.0,
+        after: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.project = project
+        self.after = after
         self.get_models = get_models
         self.set_models = set_models
         self.interval = interval
@@ -55,6 +59,8 @@ class Reloader:
             await asyncio.sleep(self.interval)
             try:
                 await self.check()
+                if self.after is not None:
+                    await self.after()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database may be briefly unavailable; retry later

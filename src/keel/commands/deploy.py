@@ -1,0 +1,249 @@
+"""`keel deploy` (canary, shadow, A/B) and `keel deployments list|status|promote|abort`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from keel.commands.models import ActorOpt
+from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
+
+__all__ = ["register"]
+
+RefArg = Annotated[str, typer.Argument(help="A model name (its active, else latest deployment) "
+                                            "or a deployment id.")]  # fmt: skip
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why, for the audit log.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `keel deploy` and `keel deployments ...` to the `keel` app."""
+    app.command("deploy")(deploy)
+    group = typer.Typer(
+        help="Deployments (canary, shadow, A/B): list, status, promote, abort.",
+        no_args_is_help=True,
+    )
+    for name, command in (
+        ("list", list_),
+        ("status", status),
+        ("promote", promote),
+        ("abort", abort),
+    ):
+        group.command(name)(command)
+    app.add_typer(group, name="deployments")
+
+
+def deploy(
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    canary: Annotated[
+        int | None, typer.Option("--canary", help="Canary this version (stepped traffic).")
+    ] = None,
+    shadow: Annotated[
+        int | None,
+        typer.Option("--shadow", help="Mirror traffic to this version (answers not returned)."),
+    ] = None,
+    ab: Annotated[
+        str | None, typer.Option("--ab", help="A/B arms VERSION:WEIGHT, e.g. 3:50,4:50.")
+    ] = None,
+    steps: Annotated[
+        str,
+        typer.Option(
+            "--steps",
+            help="Canary traffic percentages; checks that hold at the last step below 100 "
+            "promote it.",
+        ),
+    ] = "5,25,50,100",
+    interval: Annotated[
+        str, typer.Option("--interval", help="How long each canary interval lasts (30s, 5m, 1h).")
+    ] = "5m",
+    check: Annotated[
+        str,
+        typer.Option(
+            "--check",
+            help="Bounds on the canary's own traffic per interval: error_rate, p50_ms, p95_ms, "
+            "p99_ms, requests; e.g. 'error_rate<=0.01,p99_ms<=50'.",
+        ),
+    ] = "error_rate<=0.01",
+    failures: Annotated[
+        int, typer.Option("--failures", help="Bad intervals in a row that roll the canary back.")
+    ] = 2,
+    min_requests: Annotated[
+        int,
+        typer.Option("--min-requests", help="Canary requests an interval needs to be judged."),
+    ] = 20,
+    sticky_key: Annotated[
+        str | None,
+        typer.Option(
+            "--sticky-key",
+            help="Request field (top level or in the first instance) whose value keeps a "
+            "client on one arm.",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Run the canary controller here until the canary ends."),
+    ] = False,
+    reason: ReasonOpt = "",
+    actor: ActorOpt = None,
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Start a canary, shadow or A/B deployment; running servers pick it up within a second."""
+    from keel.api.deployments import deploy as start
+
+    def said(line: str) -> None:
+        if fmt is Format.text:
+            out.print(escape(line), highlight=False)
+
+    made = start(
+        name,
+        canary=canary,
+        shadow=shadow,
+        ab=ab,
+        steps=steps,
+        interval=interval,
+        check=check,
+        failures=failures,
+        min_requests=min_requests,
+        sticky_key=sticky_key,
+        reason=reason,
+        wait=wait,
+        on_decision=said,
+        project=project,
+        actor=actor,
+    )
+    if fmt is Format.json:
+        emit_json(made)
+        return
+    _print_deployment(made)
+
+
+def list_(
+    name: Annotated[str | None, typer.Option("--model", "-m", help="Only this model.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Deployments, newest first."""
+    from keel.api.deployments import list_deployments
+
+    found = list_deployments(name=name, limit=limit, project=project)
+    if fmt is Format.json:
+        emit_json({"deployments": found})
+        return
+    table = Table(show_edge=False)
+    for column in ("id", "model", "kind", "status", "arms", "created", "by"):
+        table.add_column(column)
+    for d in found:
+        table.add_row(
+            d["id"],
+            escape(d["name"]),
+            d["kind"],
+            d["status"],
+            _arms(d),
+            d["created_at"][:19],
+            escape(d["created_by"]),
+        )
+    out.print(table)
+
+
+def status(ref: RefArg, project: ProjectOpt = None, fmt: FormatOpt = Format.text) -> None:
+    """A deployment's arms and weights, each arm's traffic, errors and latency, its history."""
+    from keel.api.deployments import deployment_status
+
+    shown = deployment_status(ref, project=project)
+    if fmt is Format.json:
+        emit_json(shown)
+        return
+    _print_deployment(shown)
+
+
+def promote(
+    ref: RefArg,
+    version: Annotated[
+        int | None, typer.Option("--version", help="The winning arm (A/B deployments).")
+    ] = None,
+    reason: ReasonOpt = "",
+    actor: ActorOpt = None,
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """End a deployment by promoting its candidate: the project's alias moves (audited)."""
+    from keel.api.deployments import promote_deployment
+
+    done = promote_deployment(ref, version=version, reason=reason, project=project, actor=actor)
+    _print_deployment(done) if fmt is Format.text else emit_json(done)
+
+
+def abort(
+    ref: RefArg,
+    reason: ReasonOpt = "",
+    actor: ActorOpt = None,
+    project: ProjectOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """End a deployment: its traffic returns to the primary, no alias moves."""
+    from keel.api.deployments import abort_deployment
+
+    done = abort_deployment(ref, reason=reason, project=project, actor=actor)
+    _print_deployment(done) if fmt is Format.text else emit_json(done)
+
+
+def _arms(d: dict[str, Any]) -> str:
+    return ", ".join(
+        f"v{a['version']} shadow (mirrored)"
+        if a["role"] == "shadow"
+        else f"v{a['version']} {a['role']} {a['weight']:g}%"
+        for a in d["arms"]
+    )
+
+
+def _print_deployment(d: dict[str, Any]) -> None:
+    spec = d["spec"]
+    out.print(
+        f"[bold]{escape(d['name'])}[/] {d['kind']} deployment {d['id']}: {d['status']}"
+        f"{' (' + escape(d['reason']) + ')' if d['reason'] else ''}",
+        highlight=False,
+    )
+    out.print(f"  arms: {escape(_arms(d))}   primary: v{spec['primary']}", highlight=False)
+    if d["kind"] == "canary":
+        steps = ",".join(f"{s:g}" for s in spec["steps"])
+        out.print(
+            f"  step {d['step'] + 1}/{len(spec['steps'])} of {steps}  every "
+            f"{spec['interval_s']:g}s  checks {', '.join(spec['checks'])}  bad intervals "
+            f"{d['bad_intervals']}/{spec['failures']}  min requests {spec['min_requests']}",
+            highlight=False,
+        )
+    if d.get("traffic"):
+        table = Table(show_edge=False)
+        columns = ("version", "role", "requests", "errors", "error rate", "p50 ms", "p95 ms")
+        for column in (*columns, "p99 ms", "disagreement"):
+            table.add_column(column)
+        for t in d["traffic"]:
+            table.add_row(
+                f"v{t['version']}",
+                t["role"],
+                str(t["requests"]),
+                str(t["errors"]),
+                _num(t["error_rate"]),
+                _num(t["p50_ms"]),
+                _num(t["p95_ms"]),
+                _num(t["p99_ms"]),
+                _num(t.get("disagreement_rate")),
+            )
+        out.print(table)
+    for event in d.get("events", []):
+        measured = event.get("measured") or {}
+        values = ", ".join(f"{k}={_num(v)}" for k, v in measured.items())
+        out.print(
+            escape(f"  {event['at'][:19]}  {event['action']:<12} by {event['actor']}  {values}"),
+            highlight=False,
+        )
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

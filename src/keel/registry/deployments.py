@@ -1,0 +1,366 @@
+"""Deployments as values: arms, checks, the spec, the latency histogram and merged traffic.
+
+A deployment routes one model name's traffic across versions: ``canary`` (a new version takes
+a stepped share while its checks hold), ``shadow`` (the primary answers; a copy of each request
+goes to the shadow version, whose answers are logged and compared, never returned) and ``ab``
+(fixed weights, sticky by a request key). :mod:`keel.registry.rollout` stores and drives them;
+the server (:mod:`keel.serve.routing`) routes by them.
+
+Latency is counted in :data:`LATENCY_EDGES_MS`, fixed log-spaced buckets (each 30 % wider than
+the one before, 10 µs to ~2.5 min), so histograms from many servers and intervals merge by
+adding counts and a percentile is read off the merged counts (an upper bound within 30 %).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from keel.errors import ConfigError
+
+__all__ = [
+    "LATENCY_EDGES_MS",
+    "Arm",
+    "Check",
+    "Deployment",
+    "Measured",
+    "Spec",
+    "bucket_of",
+    "parse_ab",
+    "parse_checks",
+    "parse_interval",
+    "parse_steps",
+]
+
+Kind = Literal["canary", "shadow", "ab"]
+Status = Literal["active", "promoted", "rolled_back", "aborted"]
+Role = Literal["primary", "canary", "shadow", "ab"]
+
+LATENCY_EDGES_MS: tuple[float, ...] = tuple(0.01 * 1.3**k for k in range(64))
+"""Upper edges of the latency buckets in milliseconds; one more bucket holds the rest."""
+_LOG_GROWTH = math.log(1.3)
+METRICS = ("error_rate", "p50_ms", "p95_ms", "p99_ms", "requests")
+"""What a check may bound."""
+_CLAUSE = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def bucket_of(milliseconds: float) -> int:
+    """The latency bucket of one observation (``len(LATENCY_EDGES_MS)`` for the overflow)."""
+    if milliseconds <= LATENCY_EDGES_MS[0]:
+        return 0
+    index = math.ceil(math.log(milliseconds / LATENCY_EDGES_MS[0]) / _LOG_GROWTH - 1e-9)
+    return min(index, len(LATENCY_EDGES_MS))
+
+
+@dataclass(frozen=True)
+class Check:
+    """One bound a canary's own traffic must meet, e.g. ``p99_ms <= 50``."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def holds(self, value: float | None) -> bool:
+        """Whether ``value`` meets the bound (an undefined value does not)."""
+        if value is None:
+            return False
+        return {
+            "<=": value <= self.bound,
+            "<": value < self.bound,
+            ">=": value >= self.bound,
+            ">": value > self.bound,
+        }[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.bound:g}"
+
+
+def parse_checks(text: str) -> tuple[Check, ...]:
+    """``"error_rate<=0.01,p99_ms<=50"`` -> checks.
+
+    Raises:
+        ConfigError: A clause is malformed or names an unknown metric (the clause is named).
+    """
+    checks = []
+    for clause in text.split(","):
+        if not clause.strip():
+            continue
+        found = _CLAUSE.match(clause)
+        if found is None:
+            msg = (
+                f"bad check clause {clause.strip()!r} in --check {text!r}: write METRIC<=NUMBER "
+                f"(or <, >=, >), e.g. 'error_rate<=0.01,p99_ms<=50'."
+            )
+            raise ConfigError(msg, field="check")
+        metric, op, number = found.groups()
+        if metric not in METRICS:
+            msg = (
+                f"bad check clause {clause.strip()!r}: unknown metric {metric!r}; use one of "
+                f"{', '.join(METRICS)}."
+            )
+            raise ConfigError(msg, field="check")
+        try:
+            bound = float(number)
+        except ValueError:
+            msg = f"bad check clause {clause.strip()!r}: {number!r} is not a number."
+            raise ConfigError(msg, field="check") from None
+        checks.append(Check(metric, op, bound))
+    if not checks:
+        raise ConfigError(
+            f"--check {text!r} has no clause, e.g. 'error_rate<=0.01'.", field="check"
+        )
+    return tuple(checks)
+
+
+def parse_steps(text: str) -> tuple[float, ...]:
+    """``"5,25,50,100"`` -> increasing traffic percentages in (0, 100]."""
+    try:
+        steps = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        msg = f"--steps {text!r}: write increasing percentages, e.g. 5,25,50,100."
+        raise ConfigError(msg, field="steps") from None
+    if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+        msg = (
+            f"--steps {text!r}: percentages must increase, each above 0 and at most 100, "
+            "e.g. 5,25,50,100."
+        )
+        raise ConfigError(msg, field="steps")
+    return steps
+
+
+def parse_interval(text: str) -> float:
+    """``"5m"``, ``"30s"``, ``"1.5"`` (seconds), ``"500ms"`` -> seconds (at least 0.1)."""
+    found = _DURATION.match(text)
+    if found is None or float(found.group(1)) * _UNITS[found.group(2)] < 0.1:
+        msg = f"--interval {text!r}: write a duration of at least 100ms, e.g. 30s, 5m or 1h."
+        raise ConfigError(msg, field="interval")
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def parse_ab(text: str) -> tuple[tuple[int, float], ...]:
+    """``"3:50,4:50"`` -> ((version, weight), ...): at least two distinct versions."""
+    arms = []
+    for part in text.split(","):
+        version, sep, weight = part.strip().partition(":")
+        try:
+            arm = (int(version), float(weight) if sep else 1.0)
+        except ValueError:
+            msg = f"--ab {text!r}: bad arm {part.strip()!r}; write VERSION:WEIGHT, e.g. 3:50,4:50."
+            raise ConfigError(msg, field="ab") from None
+        if arm[0] < 1 or not arm[1] > 0 or not math.isfinite(arm[1]):
+            msg = f"--ab {text!r}: arm {part.strip()!r} needs a version >= 1 and a weight > 0."
+            raise ConfigError(msg, field="ab")
+        arms.append(arm)
+    if len({v for v, _ in arms}) != len(arms) or len(arms) < 2:
+        msg = f"--ab {text!r}: name at least two different versions, e.g. 3:50,4:50."
+        raise ConfigError(msg, field="ab")
+    return tuple(arms)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A version's share of a deployment's traffic (``weight`` in percent; shadow: 0)."""
+
+    version: int
+    role: Role
+    weight: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "role": self.role, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a deployment does: its arms and, for a canary, how it steps and what it checks."""
+
+    arms: tuple[Arm, ...]
+    primary: int | None = None  # the version the primary arm held at creation
+    steps: tuple[float, ...] = ()
+    interval_s: float = 300.0
+    checks: tuple[Check, ...] = ()
+    failures: int = 2
+    min_requests: int = 20
+    sticky_key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "arms": [a.to_json() for a in self.arms],
+            "primary": self.primary,
+            "steps": list(self.steps),
+            "interval_s": self.interval_s,
+            "checks": [str(c) for c in self.checks],
+            "failures": self.failures,
+            "min_requests": self.min_requests,
+            "sticky_key": self.sticky_key,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Spec:
+        checks = ",".join(data.get("checks") or ())
+        return cls(
+            arms=tuple(Arm(int(a["version"]), a["role"], float(a["weight"])) for a in data["arms"]),
+            primary=data.get("primary"),
+            steps=tuple(float(s) for s in data.get("steps") or ()),
+            interval_s=float(data.get("interval_s", 300.0)),
+            checks=parse_checks(checks) if checks else (),
+            failures=int(data.get("failures", 2)),
+            min_requests=int(data.get("min_requests", 20)),
+            sticky_key=data.get("sticky_key"),
+        )
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A stored deployment.
+
+    Attributes:
+        step: Index into ``spec.steps`` (canary); the canary's weight is ``steps[step]``.
+        bad_intervals: Consecutive intervals whose checks failed (rollback at ``failures``).
+        interval_started_at: When the interval under measurement began.
+    """
+
+    id: str
+    name: str
+    kind: Kind
+    status: Status
+    spec: Spec
+    step: int
+    bad_intervals: int
+    interval_started_at: datetime
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    reason: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Deployment:
+        return cls(
+            id=row["id"],
+            name=row["model_name"],
+            kind=row["kind"],
+            status=row["status"],
+            spec=Spec.from_json(row["spec"]),
+            step=int(row["step"]),
+            bad_intervals=int(row["bad_intervals"]),
+            interval_started_at=row["step_started_at"],
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            ended_at=row["ended_at"],
+            reason=row["reason"],
+        )
+
+    @property
+    def arms(self) -> tuple[Arm, ...]:
+        """The arms with their current weights (a canary's weight is its current step)."""
+        if self.kind != "canary":
+            return self.spec.arms
+        weight = self.spec.steps[self.step]
+        return tuple(
+            Arm(a.version, a.role, weight if a.role == "canary" else 100.0 - weight)
+            for a in self.spec.arms
+        )
+
+    @property
+    def candidate(self) -> int:
+        """The version under test (canary or shadow; an A/B deployment's first arm)."""
+        chosen = [a for a in self.spec.arms if a.role in ("canary", "shadow")] or self.spec.arms
+        return chosen[0].version
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "arms": [a.to_json() for a in self.arms],
+            "spec": self.spec.to_json(),
+            "step": self.step,
+            "bad_intervals": self.bad_intervals,
+            "interval_started_at": self.interval_started_at.isoformat(),
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One version's merged traffic over a window (any number of servers and buckets)."""
+
+    version: int
+    role: str
+    requests: int = 0
+    errors: int = 0
+    latency: tuple[int, ...] = field(default=(0,) * (len(LATENCY_EDGES_MS) + 1))
+    compared: int = 0
+    disagreed: int = 0
+
+    @classmethod
+    def merge(cls, version: int, role: str, rows: Iterable[Mapping[str, Any]]) -> Measured:
+        """Add up stored rows (``latency`` as ``{bucket index: count}``)."""
+        counts = [0] * (len(LATENCY_EDGES_MS) + 1)
+        requests = errors = compared = disagreed = 0
+        for row in rows:
+            requests += int(row["requests"])
+            errors += int(row["errors"])
+            compared += int(row.get("compared", 0))
+            disagreed += int(row.get("disagreed", 0))
+            for index, count in (row["latency"] or {}).items():
+                counts[min(int(index), len(counts) - 1)] += int(count)
+        return cls(version, role, requests, errors, tuple(counts), compared, disagreed)
+
+    def percentile_ms(self, q: float) -> float | None:
+        """The ``q``-th percentile (0-100) of latency, as its bucket's upper edge."""
+        total = sum(self.latency)
+        if total == 0:
+            return None
+        rank = math.ceil(total * q / 100.0)
+        seen = 0
+        for index, count in enumerate(self.latency):
+            seen += count
+            if seen >= rank:
+                return LATENCY_EDGES_MS[min(index, len(LATENCY_EDGES_MS) - 1)]
+        return LATENCY_EDGES_MS[-1]
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    def value(self, metric: str) -> float | None:
+        """A check's metric over this window."""
+        if metric == "error_rate":
+            return self.error_rate
+        if metric == "requests":
+            return float(self.requests)
+        return self.percentile_ms(float(metric[1:3]))  # p50_ms, p95_ms, p99_ms
+
+    def to_json(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "version": self.version,
+            "role": self.role,
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": self.error_rate,
+            "p50_ms": self.percentile_ms(50),
+            "p95_ms": self.percentile_ms(95),
+            "p99_ms": self.percentile_ms(99),
+        }
+        if self.role == "shadow":
+            answer["compared"] = self.compared
+            answer["disagreement_rate"] = self.disagreed / self.compared if self.compared else None
+        return answer
+
+
+def checks_of(text: str | Sequence[Check]) -> tuple[Check, ...]:
+    """Checks from a ``--check`` string or already parsed."""
+    return parse_checks(text) if isinstance(text, str) else tuple(text)

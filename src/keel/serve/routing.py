@@ -1,0 +1,399 @@
+"""Deployments in the server: which version answers a request, and what each version measured.
+
+The server's routing table maps a model name to a :class:`Route` built from its active
+deployment (:mod:`keel.registry.rollout`): canary and A/B arms by weight, chosen at random per
+request, or by a stable hash of a sticky key's value (a top-level request field, else the first
+instance's field; requests without it are split at random), so the same key always lands on the
+same arm. An arm whose model is None is the primary: whatever the server's reference (e.g.
+``adult@production``) loads now. A shadow version gets a copy of each answered predict request
+through :class:`Shadows`, a bounded queue and one thread off the response path: a full queue
+drops the copy (counted), the primary never waits.
+
+:class:`Traffic` counts each (deployment, version, role)'s requests, errors (5xx and model
+failures, not 4xx client mistakes) and latency in the fixed buckets of
+:data:`~keel.registry.deployments.LATENCY_EDGES_MS`; :class:`Deployer` runs after each registry
+check: it follows the deployments table (one indexed query), loads and warms the versions they
+need beside the served ones, swaps the routing table in one assignment, flushes the counts to
+``deployment_stats`` (every :data:`FLUSH_EVERY_S`, or a quarter of the shortest canary
+interval) and, while it holds the controller lease, runs the canary controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import queue
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+from keel.registry.deployments import Deployment, bucket_of
+from keel.serve.models import LoadedModel, load_served, pin_threads, warm
+
+__all__ = ["Arm", "Deployer", "Route", "Shadows", "Traffic", "sticky_value"]
+
+log = logging.getLogger("keel.serve")
+FLUSH_EVERY_S = 5.0
+"""How often a server writes its traffic counts at most (canaries: a quarter interval)."""
+_SCALE = float(2**64)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way a request can go: a loaded version (None: the primary), its role and weight."""
+
+    model: LoadedModel | None
+    role: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class Route:
+    """A model name's active deployment, as the request path needs it.
+
+    Attributes:
+        deployment: The deployment's id (stats are keyed by it).
+        arms: Canary or A/B arms; empty for a shadow deployment (the primary answers).
+        shadow: The shadow version, or None.
+        sticky_key: The request field whose value fixes the arm, or None (random).
+        versions: Every version this route loaded (for pinned ``/versions/{v}`` requests).
+    """
+
+    deployment: str
+    kind: str
+    arms: tuple[Arm, ...] = ()
+    shadow: LoadedModel | None = None
+    sticky_key: str | None = None
+    versions: Mapping[str, LoadedModel] = field(default_factory=dict)
+    _edges: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        total = sum(arm.weight for arm in self.arms) or 1.0
+        running, edges = 0.0, []
+        for arm in self.arms:
+            running += 100.0 * arm.weight / total
+            edges.append(running)
+        object.__setattr__(self, "_edges", tuple(edges))
+
+    def choose(self, key: Any = None) -> Arm | None:
+        """The arm for a request whose sticky value is ``key`` (None: random); None: primary."""
+        if not self.arms:
+            return None
+        if key is None:
+            point = random.random() * 100.0
+        else:
+            digest = hashlib.blake2b(str(key).encode(), digest_size=8).digest()
+            point = int.from_bytes(digest, "big") / _SCALE * 100.0
+        for arm, edge in zip(self.arms, self._edges, strict=True):
+            if point < edge:
+                return arm
+        return self.arms[-1]
+
+
+def sticky_value(request: Any, key: str) -> Any:
+    """``request[key]``, else the first instance's ``key``, else None."""
+    if not isinstance(request, dict):
+        return None
+    if key in request and isinstance(request[key], str | int | float):
+        return request[key]
+    instances = request.get("instances")
+    if isinstance(instances, list) and instances and isinstance(instances[0], dict):
+        value = instances[0].get(key)
+        if isinstance(value, str | int | float):
+            return value
+    return None
+
+
+class _Counts:
+    __slots__ = ("compared", "disagreed", "errors", "latency", "requests")
+
+    def __init__(self) -> None:
+        self.requests = self.errors = self.compared = self.disagreed = 0
+        self.latency: dict[int, int] = {}
+
+
+class Traffic:
+    """Per (deployment, version, role) request counts and latency histograms (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, str], _Counts] = {}
+
+    def record(
+        self,
+        deployment: str,
+        version: str,
+        role: str,
+        seconds: float,
+        *,
+        error: bool = False,
+        compared: int = 0,
+        disagreed: int = 0,
+    ) -> None:
+        """Count one request."""
+        bucket = bucket_of(seconds * 1000.0)
+        with self._lock:
+            counts = self._counts.get((deployment, version, role))
+            if counts is None:
+                counts = self._counts[(deployment, version, role)] = _Counts()
+            counts.requests += 1
+            counts.errors += error
+            counts.compared += compared
+            counts.disagreed += disagreed
+            counts.latency[bucket] = counts.latency.get(bucket, 0) + 1
+
+    def drain(self) -> list[dict[str, Any]]:
+        """The counts since the last drain as ``deployment_stats`` values, and reset."""
+        with self._lock:
+            taken, self._counts = self._counts, {}
+        return [
+            {
+                "deployment_id": deployment,
+                "version": version,
+                "role": role,
+                "requests": c.requests,
+                "errors": c.errors,
+                "latency": {str(k): v for k, v in sorted(c.latency.items())},
+                "compared": c.compared,
+                "disagreed": c.disagreed,
+            }
+            for (deployment, version, role), c in taken.items()
+        ]
+
+
+@dataclass(frozen=True)
+class _Copy:
+    name: str
+    deployment: str
+    model: LoadedModel
+    body: bytes
+    answer: bytes
+    request_id: str
+
+
+class Shadows:
+    """Mirrors answered requests to shadow versions off the response path.
+
+    Args:
+        score: Scores instances with a model: ``(model, instances) -> (labels, probabilities)``.
+        traffic: Where the shadow's latency, errors and disagreements are counted.
+        log: ``(request_id, name, model, instances, labels, probabilities)`` -> logged with
+            role ``shadow``; None: not logged.
+        max_queue: Copies waiting at most; more are dropped and counted in :attr:`dropped`.
+    """
+
+    def __init__(
+        self,
+        score: Callable[[LoadedModel, list[Any]], tuple[list[Any], list[Any] | None]],
+        traffic: Traffic,
+        log: Callable[[str, str, LoadedModel, list[Any], list[Any], list[Any] | None], None] | None,
+        *,
+        max_queue: int = 1000,
+    ) -> None:
+        self.score = score
+        self.traffic = traffic
+        self.log = log
+        self.dropped = 0
+        self._queue: queue.Queue[_Copy | None] = queue.Queue(max_queue)
+        self._thread: threading.Thread | None = None
+
+    def submit(self, name: str, deployment: str, model: LoadedModel, body: bytes,
+               answer: bytes, request_id: str) -> None:  # fmt: skip
+        """Queue a copy (never blocks: a full queue drops it)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="keel-shadow", daemon=True)
+            self._thread.start()
+        try:
+            self._queue.put_nowait(_Copy(name, deployment, model, body, answer, request_id))
+        except queue.Full:
+            self.dropped += 1
+
+    def close(self) -> None:
+        """Stop the thread after the copies already queued."""
+        if self._thread is not None:
+            try:
+                self._queue.put(None, timeout=5)
+            except queue.Full:
+                return
+            self._thread.join(timeout=10)
+
+    def _work(self) -> None:
+        pin_threads(1)
+        while True:
+            copy = self._queue.get()
+            if copy is None:
+                return
+            try:
+                self._mirror(copy)
+            except Exception as exc:  # never let one copy stop the mirroring
+                log.warning("shadow copy of %s failed: %s", copy.request_id, exc)
+
+    def _mirror(self, copy: _Copy) -> None:
+        instances = orjson.loads(copy.body)["instances"]
+        primary = orjson.loads(copy.answer)["predictions"]
+        started = time.perf_counter()
+        try:
+            labels, probabilities = self.score(copy.model, instances)
+        except Exception as exc:  # a failing shadow is measured, never felt by the client
+            elapsed = time.perf_counter() - started
+            self.traffic.record(copy.deployment, copy.model.version, "shadow", elapsed, error=True)
+            log.debug("shadow %s@%s failed: %s", copy.name, copy.model.version, exc)
+            return
+        elapsed = time.perf_counter() - started
+        disagreed = sum(1 for a, b in zip(labels, primary, strict=False) if a != b)
+        self.traffic.record(
+            copy.deployment, copy.model.version, "shadow", elapsed,
+            compared=len(labels), disagreed=disagreed,
+        )  # fmt: skip
+        if self.log is not None:
+            self.log(copy.request_id, copy.name, copy.model, instances, labels, probabilities)
+
+
+class Deployer:
+    """Follows the deployments table into the server's routing table; flushes stats; ticks.
+
+    Args:
+        project: The served :class:`keel.project.Project`.
+        get_models: The server's primaries (name -> loaded model).
+        set_routes: Replace the routing table (one assignment).
+        traffic: The server's counts, flushed to ``deployment_stats`` each pass.
+        interval: Seconds between passes (the lease lasts a few of them).
+    """
+
+    def __init__(
+        self,
+        project: Any,
+        get_models: Callable[[], Mapping[str, LoadedModel]],
+        set_routes: Callable[[dict[str, Route]], None],
+        traffic: Traffic,
+        *,
+        interval: float = 1.0,
+    ) -> None:
+        self.project = project
+        self.get_models = get_models
+        self.set_routes = set_routes
+        self.traffic = traffic
+        self.lease_s = max(5.0, 3 * interval)
+        self.server = f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.problems: dict[str, str] = {}
+        self.leading = False
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}
+        self._seen: tuple[Any, ...] = ()
+        self._flushed = time.monotonic()
+
+    async def step(self) -> None:
+        """One pass: follow, flush, and run the controller when leading."""
+        found = await asyncio.to_thread(self._active)
+        await self.follow(found)
+        intervals = [d.spec.interval_s for d in found if d.kind == "canary"]
+        # a row per version every few seconds (a quarter of the shortest canary interval)
+        every = min([FLUSH_EVERY_S, *(i / 4 for i in intervals)])
+        if time.monotonic() - self._flushed < every:
+            return
+        self._flushed = time.monotonic()
+        rows = self.traffic.drain()
+        if rows or intervals:  # an idle server writes nothing
+            await asyncio.to_thread(self._flush_and_tick, rows, bool(intervals))
+
+    def _active(self) -> list[Deployment]:
+        from keel.registry.rollout import Rollouts
+
+        return Rollouts(self.project.metadata.database).active()
+
+    async def follow(self, found: Sequence[Deployment]) -> None:
+        """Load what the active deployments need; swap the routing table when it changed."""
+        models = self.get_models()
+        wanted = tuple(
+            (d.id, d.name, d.arms, models[d.name].version) for d in found if d.name in models
+        )
+        if wanted == self._seen:
+            return
+        routes: dict[str, Route] = {}
+        loaded: dict[tuple[str, str], LoadedModel] = {}
+        for deployment in found:
+            primary = models.get(deployment.name)
+            if primary is None:
+                continue  # this server does not serve that model
+            try:
+                route = await self._route(deployment, primary, loaded)
+            except Exception as exc:
+                self.problems[deployment.name] = (
+                    f"deployment {deployment.id} of {deployment.name}: could not load a "
+                    f"version (serving the primary alone): {exc}"
+                )
+                log.warning("%s", self.problems[deployment.name])
+                return  # retried next pass; the table is left as it is
+            routes[deployment.name] = route
+            self.problems.pop(deployment.name, None)
+        self._loaded = loaded
+        self._seen = wanted
+        self.set_routes(routes)  # one assignment: the swap
+        log.warning("routing: %s", {n: r.kind for n, r in routes.items()} or "primaries only")
+
+    async def _route(
+        self,
+        deployment: Deployment,
+        primary: LoadedModel,
+        loaded: dict[tuple[str, str], LoadedModel],
+    ) -> Route:
+        arms, shadow = [], None
+        versions: dict[str, LoadedModel] = {}
+        for arm in deployment.arms:
+            version = str(arm.version)
+            model: LoadedModel | None = None
+            if arm.role != "primary":
+                model = primary
+                if version != primary.version:
+                    key = (deployment.name, version)
+                    model = self._loaded.get(key) or loaded.get(key)
+                    if model is None:
+                        ref = f"{deployment.name}@{version}"
+                        model = await asyncio.to_thread(_load_warm, self.project, ref)
+                    loaded[key] = model
+                versions[version] = model  # pinned requests: logged as primary
+                model = replace(model, role=arm.role)  # routed ones are logged in their role
+            if arm.role == "shadow":
+                shadow = model
+            else:
+                arms.append(Arm(model, arm.role, arm.weight))
+        if deployment.kind == "canary":  # the rest of the traffic stays with the primary
+            arms.append(Arm(None, "primary", max(0.0, 100.0 - sum(a.weight for a in arms))))
+        return Route(
+            deployment.id,
+            deployment.kind,
+            tuple(arms),
+            shadow,
+            deployment.spec.sticky_key,
+            versions,
+        )
+
+    def _flush_and_tick(self, rows: list[dict[str, Any]], canaries: bool) -> None:
+        from keel.registry.rollout import Rollouts
+        from keel.store import deployment_store as ds
+        from keel.store.tables import utc_now
+
+        database = self.project.metadata.database
+        now = utc_now()
+        with database.write() as conn:
+            ds.add_stats(conn, [{**row, "server": self.server, "bucket": now} for row in rows])
+            if canaries:  # one server of many drives them
+                self.leading = ds.take_lease(conn, self.server, seconds=self.lease_s, now=now)
+        if canaries and self.leading:
+            config = self.project.config.registry
+            rollouts = Rollouts(database, config, actor="keel-controller", alias=config.alias)
+            for decision in rollouts.tick():
+                log.warning("deployment %s", decision)
+
+
+def _load_warm(project: Any, ref: str) -> LoadedModel:
+    _, model = load_served(project, ref)
+    warm(model)
+    return model

@@ -1,0 +1,288 @@
+"""Deployments in a real server on 127.0.0.1: a slow canary rolled back and a good one promoted
+(both in the audit trail), A/B weights within a binomial bound and sticky keys, shadow answers
+that never reach the client, pinned versions, REST with an admin token, and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+import keel
+from keel.project import Project
+from keel.registry.registry import Registry
+from keel.serve.models import LoadedModel
+from keel.serve.routing import Arm, Route, sticky_value
+from keel.store.tokens import create_token
+from tests.serve.conftest import ROW, copy_project, keel_serve
+
+PREDICT = "/v1/models/adult/predict"
+SLOW_MS = 120
+SLOW_FEATURE = f'''"""A custom feature that is genuinely slow on the request path (few rows)."""
+
+import time
+
+import numpy as np
+
+import keel
+
+
+@keel.feature(vectorized=True)
+def age_copy(age: np.ndarray) -> np.ndarray:
+    if len(age) < 100:  # serving: one request's rows; training passes whole columns
+        time.sleep({SLOW_MS / 1000})
+    return np.asarray(age, dtype=float)
+'''
+
+
+@pytest.fixture(scope="module")
+def versions(adult_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Adult with v1 = production (fast), v2 = retrained with a slow custom feature (registered
+    under another alias, not promoted), v3 = v1's package again (fast)."""
+    root = copy_project(
+        adult_project, tmp_path_factory.mktemp("deploy") / "adult", "  reload_interval_s: 0.2\n"
+    )
+    (root / "slow_feats.py").write_text(SLOW_FEATURE)
+    config = root / "keel.yaml"
+    original = config.read_text()
+    custom = (
+        "features:\n  custom:\n    - {function: 'slow_feats:age_copy', inputs: [age], "
+        "output: age_copy, type: float}\n"
+    )
+    trained = (
+        original.replace("features:\n", custom, 1)
+        .replace("registry:\n  alias: production", "registry:\n  alias: candidate", 1)
+        .replace("n_estimators: 600", "n_estimators: 60", 1)  # quick: only its speed matters
+    )
+    config.write_text(trained)
+    summary = keel.run(root)
+    assert summary["model"]["version"] == 2
+    config.write_text(original)
+    with Project(root) as project:
+        reg = Registry(project.metadata.database, actor="test")
+        assert reg.resolve("adult@production").version == 1
+        package = reg.show("adult", 1).package_sha256
+        reg.register("adult", package_sha256=package, run_id=None, metrics={})
+    return root
+
+
+def _predict(http: httpx.Client, url: str, body: dict[str, object]) -> tuple[str, str]:
+    answer = http.post(f"{url}{PREDICT}", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["model_version"], answer.headers["keel-model-version"]
+
+
+def _until(condition: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_slow_canary_is_rolled_back_and_a_good_one_promoted(versions: Path) -> None:
+    root = copy_project(versions, versions.parent / "canary")
+    seen: Counter[str] = Counter()
+    with keel_serve(root) as served, httpx.Client(timeout=10) as http:
+        bad = keel.deploy(
+            "adult", canary=2, steps="50,100", interval="1s", check="p99_ms<=80",
+            min_requests=5, failures=2, project=root, actor="release-bot",
+        )  # fmt: skip
+
+        def ended(ident: str) -> bool:
+            for _ in range(20):
+                body_version, header = _predict(http, served.url, {"instances": [ROW]})
+                assert body_version == header
+                seen[body_version] += 1
+            return keel.deployment_status(ident, project=root)["status"] != "active"
+
+        _until(lambda: ended(bad["id"]), 40, "the slow canary was never judged")
+        status = keel.deployment_status(bad["id"], project=root)
+        assert status["status"] == "rolled_back", status["events"]
+        assert seen["2"] > 0 and seen["1"] > 0  # the canary answered part of the traffic
+        canary = next(t for t in status["traffic"] if t["role"] == "canary")
+        assert canary["p99_ms"] > 80 and canary["requests"] >= 5
+        # its traffic returns to the primary within a reload interval or two
+        time.sleep(0.6)
+        assert {_predict(http, served.url, {"instances": [ROW]})[0] for _ in range(30)} == {"1"}
+
+        good = keel.deploy(
+            "adult", canary=3, steps="50", interval="1s", check="error_rate<=0.01,p99_ms<=80",
+            min_requests=5, project=root, actor="release-bot",
+        )  # fmt: skip
+        _until(lambda: ended(good["id"]), 40, "the good canary was never judged")
+        status = keel.deployment_status(good["id"], project=root)
+        assert status["status"] == "promoted", status["events"]
+        _until(
+            lambda: _predict(http, served.url, {"instances": [ROW]})[0] == "3",
+            5,
+            "the promoted version never reached the server",
+        )
+    with Project(root) as project:
+        reg = Registry(project.metadata.database)
+        assert reg.resolve("adult@production").version == 3
+        actions = [(e.action, e.details.get("version")) for e in reg.audit(target="adult")]
+    assert ("deploy_rolled_back", 2) in actions
+    assert ("deploy_promoted", 3) in actions
+    assert ("promote", 3) in actions  # the alias moved through the registry's promote
+    audit = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "audit", "--project", str(root), "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "deploy_rolled_back" in audit.stdout and "deploy_promoted" in audit.stdout
+
+
+def test_ab_weights_sticky_keys_pinned_versions_and_rest(versions: Path) -> None:
+    root = copy_project(versions, versions.parent / "ab")
+    with Project(root) as project:
+        _, admin = create_token(project.metadata.database, "ops", ["admin"], created_by="test")
+    with keel_serve(root) as served, httpx.Client(timeout=10) as http:
+        auth = {"authorization": f"Bearer {admin}"}
+        made = http.post(
+            f"{served.url}/v1/deployments",
+            json={"name": "adult", "kind": "ab", "arms": "1:30,3:70", "sticky_key": "user_id"},
+            headers=auth,
+        )
+        assert made.status_code == 200, made.text
+        refused = http.post(f"{served.url}/v1/deployments", json={"name": "adult", "kind": "ab"})
+        assert refused.status_code == 401
+        second = http.post(
+            f"{served.url}/v1/deployments",
+            json={"name": "adult", "kind": "shadow", "version": 2},
+            headers=auth,
+        )
+        assert second.status_code == 409 and "already has an active" in second.text
+        _until(
+            lambda: _predict(http, served.url, {"instances": [ROW]})[0] == "3", 5, "no A/B route"
+        )
+        n = 2000
+        counts = Counter(_predict(http, served.url, {"instances": [ROW]})[0] for _ in range(n))
+        bound = 4 * math.sqrt(n * 0.3 * 0.7)  # four standard deviations of the binomial
+        assert abs(counts["1"] - 0.3 * n) < bound, counts
+        assert counts["1"] + counts["3"] == n
+        # sticky: the same user always gets the same arm, and users spread over both
+        arms = {}
+        for user in range(40):
+            got = {
+                _predict(http, served.url, {"user_id": f"u{user}", "instances": [ROW]})[0]
+                for _ in range(4)
+            }
+            assert len(got) == 1, (user, got)
+            arms[user] = got.pop()
+        assert set(arms.values()) == {"1", "3"}
+        # pinned versions bypass routing
+        pinned = http.post(
+            f"{served.url}/v1/models/adult/versions/1/predict", json={"instances": [ROW]}
+        )
+        assert pinned.json()["model_version"] == "1"
+        pinned = http.post(
+            f"{served.url}/v1/models/adult/versions/3/predict", json={"instances": [ROW]}
+        )
+        assert pinned.json()["model_version"] == "3"
+        listed = http.get(f"{served.url}/v1/deployments").json()["deployments"]
+        assert [d["kind"] for d in listed] == ["ab"]
+
+        def flushed() -> bool:  # servers write their counts every few seconds
+            traffic = http.get(f"{served.url}/v1/deployments/adult").json()["traffic"]
+            return sum(t["requests"] for t in traffic) >= n + 160
+
+        _until(flushed, 15, "the A/B traffic was never flushed")
+        status = http.get(f"{served.url}/v1/deployments/adult").json()
+        traffic = {t["version"]: t for t in status["traffic"]}
+        assert traffic[3]["requests"] > traffic[1]["requests"] > 0
+        assert traffic[3]["error_rate"] == 0.0 and traffic[3]["p99_ms"] is not None
+        aborted = http.post(
+            f"{served.url}/v1/deployments/adult/abort", json={"reason": "done"}, headers=auth
+        )
+        assert aborted.json()["status"] == "aborted"
+        _until(
+            lambda: all(
+                _predict(http, served.url, {"instances": [ROW]})[0] == "1" for _ in range(20)
+            ),
+            5,
+            "the aborted A/B test still routes",
+        )
+    with Project(root) as project:
+        [entry] = Registry(project.metadata.database).audit(action="deploy_aborted")
+    assert entry.actor == "token:ops"
+
+
+def test_shadow_answers_never_reach_the_client(versions: Path) -> None:
+    root = copy_project(versions, versions.parent / "shadow")
+    with keel_serve(root) as served, httpx.Client(timeout=10) as http:
+        made = keel.deploy("adult", shadow=2, project=root)
+        _until(lambda: _pinned_ok(served.url, "2"), 5, "the shadow was never loaded")
+        rows = [{**ROW, "age": age} for age in range(20, 80, 3)]
+        took = []
+        for row in rows * 3:
+            started = time.perf_counter()
+            assert _predict(http, served.url, {"instances": [row]}) == ("1", "1")
+            took.append(time.perf_counter() - started)
+        took.sort()
+        assert took[len(took) // 2] < SLOW_MS / 1000  # the slow shadow is off the response path
+
+        def measured() -> bool:
+            status = keel.deployment_status(made["id"], project=root)
+            shadow = [t for t in status["traffic"] if t["role"] == "shadow"]
+            return bool(shadow) and shadow[0]["compared"] >= len(rows) * 3
+
+        _until(measured, 20, "the shadow's answers were never counted")
+        status = keel.deployment_status(made["id"], project=root)
+        shadow = next(t for t in status["traffic"] if t["role"] == "shadow")
+        assert shadow["p50_ms"] >= SLOW_MS * 0.9
+        assert 0.0 <= shadow["disagreement_rate"] <= 1.0
+    logged = [
+        json.loads(line)
+        for path in (root / ".keel" / "predictions").rglob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    roles = Counter((r["role"], r["model_version"]) for r in logged)
+    assert roles[("shadow", "2")] == len(rows) * 3  # pinned probes are logged as primary
+    assert roles[("primary", "1")] >= len(rows) * 3
+
+
+def _pinned_ok(url: str, version: str) -> bool:
+    path = f"{url}/v1/models/adult/versions/{version}/predict"
+    return httpx.post(path, json={"instances": [ROW]}).status_code == 200
+
+
+def test_cli_bad_input_gives_clear_errors(versions: Path) -> None:
+    root = copy_project(versions, versions.parent / "cli")
+
+    def keel_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "keel.cli", *args, "--project", str(root)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    bad = keel_cli("deploy", "adult", "--canary", "2", "--check", "error_rate<=0.01,p99<=50")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "bad check clause 'p99<=50'" in bad.stderr
+    unknown = keel_cli("deploy", "adult", "--canary", "99")
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    assert "99" in unknown.stderr
+    first = keel_cli("deploy", "adult", "--shadow", "2", "--format", "json")
+    assert first.returncode == 0, first.stderr
+    again = keel_cli("deploy", "adult", "--canary", "3")
+    assert again.returncode != 0 and "already has an active shadow" in again.stderr
+    shown = keel_cli("deployments", "status", "adult")
+    assert shown.returncode == 0 and "shadow deployment" in shown.stdout
+    aborted = keel_cli("deployments", "abort", "adult", "--reason", "test")
+    assert aborted.returncode == 0 and "aborted" in aborted.stdout
+
+
+def test_route_weights_and_stable_sticky_hash() -> None:
+    model = object.__new__(LoadedModel)
+    canary = Route("d", "canary", (Arm(model, "canary", 25.0), Arm(None, "primary", 75.0)))
+    picks = Counter(canary.choose().role for _ in range(20_000))  # type: ignore[union-attr]
+    assert abs(picks["canary"] - 5000) < 4 * math.sqrt(20_000 * 0.25 * 0.75)
+    assert len({canary.choose("user-1") for _ in range(50)}) == 1
+    assert sticky_value({"user_id": 7, "instances": [{}]}, "user_id") == 7
+    assert sticky_value({"instances": [{"user_id": "a"}]}, "user_id") == "a"
+    assert sticky_value({"instances": [{}]}, "user_id") is None
