@@ -117,6 +117,47 @@ class ServeConfig(Frozen):
         description="Seconds between checks for registry alias moves; a moved alias is loaded, "
         "warmed and swapped in without failing a request.",
     )
+    batching: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Score concurrent predict/infer requests for one model version in one "
+        "model call: auto = when measured to help (never at concurrency 1, never when it "
+        "would change an output), on = always, off = never.",
+    )
+    max_batch: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Most rows (and requests) in one batched model call.",
+    )
+    max_batch_wait_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=1000,
+        description="Longest a batch waits for more requests while a thread is free; the wait "
+        "also never lets the batch's estimated latency pass slo_p99_ms.",
+    )
+    log_pii: Literal["hash", "drop"] = Field(
+        default="hash",
+        description="Columns whose schema role is pii (or marked pii: true) in the prediction "
+        "log: hash = HMAC-SHA256 hex with the project secret .keel/secret.key (equal values "
+        "stay joinable), drop = left out.",
+    )
+
+    @field_validator("batching", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: object) -> object:
+        """YAML reads a bare ``on``/``off`` as true/false: take them as meant."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Server processes sharing the port (keel serve --workers); a supervisor "
+        "restarts one that dies. At most 4 per CPU core.",
+    )
 
 
 class StoreConfig(Frozen):

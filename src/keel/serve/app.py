@@ -28,30 +28,27 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from importlib import resources
+from functools import partial
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from keel.errors import DataValidationError, KeelError, NotFoundError
 from keel.evaluate.explain import explain_rows
-from keel.serve import oip
+from keel.serve import oip, routing
 from keel.serve.auth import Authenticator
+from keel.serve.batching import Batcher, BatchPolicy, CostModel, Hooks, Job, score_batch
+from keel.serve.control import build_api
 from keel.serve.features import fill_views, lookup
 from keel.serve.limits import Limits, Overloaded, parse_json, read_body
 from keel.serve.metrics import Metrics
 from keel.serve.middleware import Guard, Observe, Receive, Route, Scope, Send
 from keel.serve.models import LoadedModel, pin_threads, warm
-from keel.serve.openapi import DOCS_HTML, add_fast_routes
-from keel.serve.predlog import PredictionLog
+from keel.serve.predlog import PredictionLog, pii_policy
 from keel.serve.reload import Reloader
 from keel.serve.workers import Workers
 from keel.validate.coerce import Finding
-from keel.version import __version__
 
 __all__ = ["LoadedModel", "ServeSettings", "ServerApp", "create_app"]
 
@@ -68,6 +65,7 @@ class ServeSettings:
     threads: int = 1
     slo_p99_ms: float = 100.0
     reload_interval_s: float | None = 1.0  # None: do not follow the registry
+    batching: BatchPolicy = field(default_factory=BatchPolicy)
 
 
 class ServerApp:
@@ -100,12 +98,32 @@ class ServerApp:
         self.auth = auth
         self.metrics = Metrics()
         self.reloader: Reloader | None = None
+        # deployments (canary, shadow, A/B): name -> route, replaced whole by the deployer
+        self.routes: Mapping[str, routing.Route] = {}
+        self.traffic = routing.Traffic()
+        self.shadows = routing.Shadows(
+            self._shadow_score, self.traffic, self._shadow_log if self.log is not None else None
+        )
+        self.deployer: routing.Deployer | None = None
         if project is not None and self.settings.reload_interval_s is not None:
+            self.deployer = routing.Deployer(
+                project,
+                lambda: self.models,
+                self._route_by,
+                self.traffic,
+                interval=self.settings.reload_interval_s,
+            )
             self.reloader = Reloader(
                 project,
                 lambda: self.models,
                 self._swap,
                 interval=self.settings.reload_interval_s,
+                after=self.deployer.step,
+            )
+            self.metrics.export(
+                "keel_shadow_dropped",
+                "Shadow copies dropped because the shadow queue was full.",
+                lambda: float(self.shadows.dropped),
             )
             self.metrics.export(
                 "keel_model_swaps",
@@ -120,10 +138,21 @@ class ServerApp:
                 lambda: float(log.dropped),
             )
         self._workers = Workers(self.settings.threads, initializer=lambda: pin_threads(1))
+        self._batcher: Batcher | None = None  # serve.batching: off -> None
+        if self.settings.batching.mode != "off":
+            policy = self.settings.batching
+            self._batcher = Batcher(self._workers, self._scored, policy, self.metrics.registry)
         self._inflight = 0
         self._seconds = 0.001  # moving average of one prediction's service time
         self.project = project
-        self.api = self._build_api()
+        # delayed labels: the request ids issued lately (POST /v1/models/{name}/feedback)
+        key = () if project is None else tuple(project.config.monitor.feedback.key)
+        # imported here: the label checks pull in SQLAlchemy and Arrow, which importing
+        # keel.serve.app must not
+        from keel.serve.feedback_routes import FeedbackState
+
+        self.feedback = FeedbackState(key)
+        self.api = build_api(self)
         self._stack = Observe(Guard(self._route, auth, _change_auth(project)), self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,6 +160,9 @@ class ServerApp:
 
     def _swap(self, models: dict[str, LoadedModel]) -> None:
         self.models = models
+
+    def _route_by(self, routes: dict[str, routing.Route]) -> None:
+        self.routes = routes
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         route: Route | None = scope.get("keel.route")
@@ -144,18 +176,43 @@ class ServerApp:
         if route.label == "features":
             status, payload, version = await self._run(self._lookup, body)
         else:
-            model = self._model(route.model, route.version)
-            answer = self._infer if route.label == "infer" else self._predict
-            answer = self._explain if route.label == "explain" else answer
-            status, payload, version = await self._run(answer, route.model, model, body, request_id)
+            name, pinned = _pinned(route.model, route.version)
+            model = self.model(name, pinned)
+            deployed = self.routes.get(name) if pinned is None else None
+            if deployed is not None and route.label != "explain":  # a deployment picks the arm
+                model = await self._arm(deployed, model, body)
+            started, status = time.perf_counter(), 500
+            try:
+                if self._batcher is not None and _batchable(route.label, body):
+                    job = Job(route.label, body, request_id)
+                    submit = self._batcher.submit
+                    answered = await self._run(submit, name, model, job, batched=True)
+                    status, payload, version = answered
+                else:
+                    answer = self._infer if route.label == "infer" else self._predict
+                    answer = self._explain if route.label == "explain" else answer
+                    answered = await self._run(answer, name, model, body, request_id)
+                    status, payload, version = answered
+            finally:
+                if deployed is not None and route.label != "explain":
+                    seconds = time.perf_counter() - started
+                    self.traffic.record(deployed.deployment, model.version, model.role, seconds,
+                                        error=status >= 500)  # fmt: skip
+            shadow = deployed.shadow if deployed is not None else None
+            if shadow is not None and status == 200 and route.label == "predict":
+                assert deployed is not None  # mirrored off the response path:
+                self.shadows.submit(name, deployed.deployment, shadow, body, payload, request_id)
         headers = [_JSON, (b"content-length", str(len(payload)).encode())]
         if version:
             headers.append((b"keel-model-version", version.encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _run(self, work: Any, *args: Any) -> tuple[int, bytes, str]:
-        """Run ``work`` in a worker thread unless the queue would break the latency objective."""
+    async def _run(self, work: Any, *args: Any, batched: bool = False) -> tuple[int, bytes, str]:
+        """Run ``work`` in a worker thread unless the queue would break the latency objective.
+
+        ``batched``: ``work`` is the batcher's submit (awaited here; it hands a batch to a thread).
+        """
         threads = self.settings.threads
         if self._inflight >= threads:
             wait_ms = (self._inflight / threads) * self._seconds * 1000.0
@@ -170,37 +227,55 @@ class ServerApp:
         self._inflight += 1
         self.metrics.inflight.inc()
         try:
-            result: tuple[int, bytes, str] = await self._workers.run(work, *args)
+            pending = work(*args) if batched else self._workers.run(work, *args)
+            result: tuple[int, bytes, str] = await pending
             return result
         finally:
             self._inflight -= 1
             self.metrics.inflight.dec()
 
+    async def _arm(self, deployed: routing.Route, primary: LoadedModel, body: bytes) -> LoadedModel:
+        """The version that answers this request under its model's deployment."""
+        key = None
+        if deployed.sticky_key is not None:  # parsed in a worker thread, never on the loop
+            key = await self._workers.run(self._sticky, deployed.sticky_key, body)
+        arm = deployed.choose(key)
+        return primary if arm is None or arm.model is None else arm.model
+
     # --- in a worker thread -------------------------------------------------------------------
+
+    def _sticky(self, key: str, body: bytes) -> Any:
+        try:
+            request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
+        except KeelError:
+            return None  # the answer reports the bad request
+        return routing.sticky_value(request, key)
+
+    def _shadow_score(
+        self, model: LoadedModel, instances: list[Any]
+    ) -> tuple[list[Any], list[Any] | None]:
+        if model.fills is not None:
+            fill_views(self.feature_store, model.fills, instances, model.key_only)
+        labels, probabilities = model.package.predict_rows(instances, findings=[])
+        return labels, probabilities
+
+    def _shadow_log(
+        self,
+        request_id: str,
+        name: str,
+        model: LoadedModel,
+        instances: list[Any],
+        labels: list[Any],
+        probabilities: list[Any] | None,
+    ) -> None:
+        if self.log is not None:
+            self.log.append(request_id, name, model.version, instances, labels, probabilities,
+                            role="shadow", pipeline_hash=model.pipeline_hash)  # fmt: skip
 
     def _predict(
         self, name: str, model: LoadedModel, body: bytes, request_id: str
     ) -> tuple[int, bytes, str]:
-        started = time.perf_counter()
-        try:
-            request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
-            instances = self._instances(request)
-            labels, probabilities, findings = self._score(model, instances)
-            explained = explain_rows(model.package, instances) if _explains(request) else None
-        except KeelError as exc:
-            return exc.http_status, orjson.dumps(exc.to_dict()), model.version
-        self._logged(name, model, request_id, instances, labels, probabilities)
-        answer: dict[str, Any] = {"predictions": labels}
-        if explained is not None:  # "explain": true
-            answer["explanations"] = explained.to_json()
-        if probabilities is not None:  # classification; a regression answer is values only
-            answer["probabilities"] = probabilities
-        answer["model_version"] = model.version
-        answer["request_id"] = request_id
-        if findings:  # values scored with a warning: out of range, or unseen in training
-            answer["warnings"] = [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
-        self._seconds = 0.9 * self._seconds + 0.1 * (time.perf_counter() - started)
-        return 200, orjson.dumps(answer), model.version
+        return self._scored((name, model), [Job("predict", body, request_id)])[0]
 
     def _explain(
         self, name: str, model: LoadedModel, body: bytes, request_id: str
@@ -219,38 +294,81 @@ class ServerApp:
     def _infer(
         self, name: str, model: LoadedModel, body: bytes, request_id: str
     ) -> tuple[int, bytes, str]:
-        started = time.perf_counter()
-        try:
-            request = parse_json(body, self.settings.limits, example=oip.EXAMPLE)
-            instances = oip.rows_of(request, self.settings.limits.max_instances)
-            labels, probabilities, findings = self._score(model, instances)
-        except KeelError as exc:
-            error = oip.error_body(exc.to_dict())  # names input tensors, not instances
-            return exc.http_status, orjson.dumps(error), model.version
-        self._logged(name, model, request_id, instances, labels, probabilities)
-        given = request.get("id")
-        answer: dict[str, Any] = {
-            "model_name": name,
-            "model_version": model.version,
-            "id": given if isinstance(given, str) else request_id,
-            "request_id": request_id,
-            "outputs": oip.answer_of(model.package.signature["outputs"], labels, probabilities),
-        }
-        if findings:
-            answer["parameters"] = {
-                "warnings": [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
-            }
-        self._seconds = 0.9 * self._seconds + 0.1 * (time.perf_counter() - started)
-        return 200, orjson.dumps(answer), model.version
+        return self._scored((name, model), [Job("infer", body, request_id)])[0]
 
-    def _score(
-        self, model: LoadedModel, instances: list[Any]
-    ) -> tuple[list[Any], list[Any] | None, list[Finding]]:
+    def _scored(
+        self,
+        target: tuple[str, LoadedModel],
+        jobs: list[Job],
+        cost: CostModel | None = None,
+        max_rows: int = 64,
+    ) -> list[tuple[int, bytes, str]]:
+        """Score predict/infer requests for one model version (unbatched: a batch of one)."""
+        name, model = target
+        started = time.perf_counter()
+        hooks = Hooks(
+            partial(self._parse, model), partial(self._answer, name, model), partial(_failed, model)
+        )
+        results: list[tuple[int, bytes, str]] = score_batch(
+            model.package, jobs, hooks, cost, max_rows
+        )
+        elapsed = (time.perf_counter() - started) / len(jobs)  # per request, amortised
+        self._seconds = 0.9 * self._seconds + 0.1 * elapsed
+        return results
+
+    def _parse(self, model: LoadedModel, job: Job) -> tuple[Any, list[Any]]:
+        """A request's parsed body and the instances to score (feature views filled)."""
+        if job.label == "infer":
+            request = parse_json(job.body, self.settings.limits, example=oip.EXAMPLE)
+            instances = oip.rows_of(request, self.settings.limits.max_instances)
+        else:
+            request = parse_json(job.body, self.settings.limits, example=_PREDICT_EXAMPLE)
+            instances = self._instances(request)
+            _explains(request)  # a bad "explain" value is refused before scoring
         if model.fills is not None:
             fill_views(self.feature_store, model.fills, instances, model.key_only)
-        findings: list[Finding] = []
-        labels, probabilities = model.package.predict_rows(instances, findings=findings)
-        return labels, probabilities, findings
+        return request, instances
+
+    def _answer(
+        self,
+        name: str,
+        model: LoadedModel,
+        job: Job,
+        request: Any,
+        instances: list[Any],
+        labels: list[Any],
+        probabilities: list[Any] | None,
+        findings: list[Finding],
+    ) -> tuple[int, bytes, str]:
+        """A scored request's answer (logged); predict and OIP infer formats."""
+        if job.label == "infer":
+            self._logged(name, model, job.request_id, instances, labels, probabilities)
+            given = request.get("id")
+            outputs = model.package.signature["outputs"]
+            answer: dict[str, Any] = {
+                "model_name": name,
+                "model_version": model.version,
+                "id": given if isinstance(given, str) else job.request_id,
+                "request_id": job.request_id,
+                "outputs": oip.answer_of(outputs, labels, probabilities),
+            }
+            if findings:
+                answer["parameters"] = {
+                    "warnings": [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
+                }
+            return 200, orjson.dumps(answer), model.version
+        explained = explain_rows(model.package, instances) if _explains(request) else None
+        self._logged(name, model, job.request_id, instances, labels, probabilities)
+        answer = {"predictions": labels}
+        if explained is not None:  # "explain": true
+            answer["explanations"] = explained.to_json()
+        if probabilities is not None:  # classification; a regression answer is values only
+            answer["probabilities"] = probabilities
+        answer["model_version"] = model.version
+        answer["request_id"] = job.request_id
+        if findings:  # values scored with a warning: out of range, or unseen in training
+            answer["warnings"] = [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
+        return 200, orjson.dumps(answer), model.version
 
     def _logged(
         self,
@@ -269,9 +387,10 @@ class ServerApp:
                 instances,
                 labels,
                 probabilities,
-                role="primary",
+                role=model.role,
                 pipeline_hash=model.pipeline_hash,
             )
+            self.feedback.issued(name, model, request_id, instances)
         self.metrics.predictions.labels(name, model.version).inc(len(labels))
 
     def _instances(self, request: Any) -> list[Any]:
@@ -304,7 +423,7 @@ class ServerApp:
 
     # --- everything else ---------------------------------------------------------------------
 
-    def _model(self, name: str, version: str | None = None) -> LoadedModel:
+    def model(self, name: str, version: str | None = None) -> LoadedModel:
         model = self.models.get(name)
         if model is None:
             known = ", ".join(sorted(self.models)) or "none"
@@ -312,6 +431,9 @@ class ServerApp:
                 f"model '{name}' is not served here. Served models: {known}.", field="name"
             )
         if version is not None and version != model.version:
+            deployed = self.routes.get(name)  # a version a deployment loaded beside it
+            if deployed is not None and version in deployed.versions:
+                return deployed.versions[version]
             raise NotFoundError(
                 f"model '{name}' version {version} is not served here; this server serves "
                 f"version {model.version} ({model.ref}).",
@@ -327,10 +449,12 @@ class ServerApp:
             reasons.append(self.log.problem)
         if self.reloader is not None:
             reasons.extend(self.reloader.problems.values())
+        if self.deployer is not None:
+            reasons.extend(self.deployer.problems.values())
         return ready, reasons
 
     @asynccontextmanager
-    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         if self.log is not None:
             self.log.start()
         for model in self.models.values():  # the first request does not pay for lazy setup
@@ -349,84 +473,28 @@ class ServerApp:
                 reloading.cancel()
             gc.unfreeze()  # let shutdown collect them (extension types report frozen as leaks)
             self._workers.close()
+            self.shadows.close()
             if self.log is not None:
                 self.log.close()
             if self.feature_store is not None:
                 self.feature_store.close()
 
-    def _build_api(self) -> FastAPI:
-        api = FastAPI(
-            title="Keel model server",
-            version=__version__,
-            lifespan=self._lifespan,
-            docs_url=None,
-            redoc_url=None,
-        )
-        docs = resources.files("keel.serve").joinpath("static", DOCS_HTML).read_text()
 
-        @api.exception_handler(KeelError)
-        async def keel_error(request: Any, exc: KeelError) -> JSONResponse:
-            return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+def _batchable(label: str, body: bytes) -> bool:
+    """Predict and infer requests are batched; explanations (route or flag) are not."""
+    return label in ("predict", "infer") and b'"explain"' not in body
 
-        @api.get("/v2/health/live")
-        async def live() -> dict[str, bool]:
-            return {"live": True}
 
-        @api.get("/v2/health/ready")
-        async def ready() -> JSONResponse:
-            ok, reasons = self.readiness()
-            status = "degraded" if ok and reasons else ("ready" if ok else "not ready")
-            body = {"ready": ok, "status": status, "reasons": reasons}
-            return JSONResponse(body, status_code=200 if ok else 503)
+def _failed(model: LoadedModel, job: Job, exc: KeelError) -> tuple[int, bytes, str]:
+    """A request's error answer: OIP errors name input tensors, not instances."""
+    error = oip.error_body(exc.to_dict()) if job.label == "infer" else exc.to_dict()
+    return exc.http_status, orjson.dumps(error), model.version
 
-        @api.get("/v2")
-        async def server_metadata() -> dict[str, Any]:
-            return {"name": "keel", "version": __version__, "extensions": []}
 
-        @api.get("/v2/models/{name}")
-        async def model_metadata(name: str) -> dict[str, Any]:
-            model = self._model(name)
-            return oip.model_metadata(name, model.version, model.package)
-
-        @api.get("/v2/models/{name}/versions/{version}")
-        async def version_metadata(name: str, version: str) -> dict[str, Any]:
-            model = self._model(name, version)
-            return oip.model_metadata(name, model.version, model.package)
-
-        @api.get("/v2/models/{name}/ready")
-        async def model_ready(name: str) -> dict[str, Any]:
-            model = self._model(name)
-            return {"name": name, "version": model.version, "ready": True}
-
-        @api.get("/v2/models/{name}/versions/{version}/ready")
-        async def version_ready(name: str, version: str) -> dict[str, Any]:
-            self._model(name, version)
-            return {"name": name, "version": version, "ready": True}
-
-        @api.get("/metrics")
-        async def metrics() -> Response:
-            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-        @api.get("/docs", include_in_schema=False)
-        async def docs_page() -> HTMLResponse:
-            return HTMLResponse(docs)
-
-        if self.project is not None:
-            from keel.serve.registry_routes import registry_router
-
-            api.include_router(registry_router(self.project))
-
-        def openapi() -> dict[str, Any]:
-            if api.openapi_schema is None:
-                document = get_openapi(title=api.title, version=api.version, routes=api.routes)
-                document.setdefault("components", {})["securitySchemes"] = {
-                    "bearer": {"type": "http", "scheme": "bearer"}
-                }
-                api.openapi_schema = add_fast_routes(document)
-            return api.openapi_schema
-
-        api.openapi = openapi  # type: ignore[method-assign]
-        return api
+def _pinned(model: str, version: str | None) -> tuple[str, str | None]:
+    """``adult/versions/2`` (a pinned ``/v1/models/{name}/versions/{v}/...`` path) -> name, v."""
+    name, marker, pinned = model.partition("/versions/")
+    return (name, pinned or None) if marker else (model, version)
 
 
 def _explains(request: Any) -> bool:
@@ -480,9 +548,10 @@ def create_app(
     loaded = dict(load_served(project, ref) for ref in refs)
     config = project.config.serve
     enabled = config.log_predictions if log_predictions is None else log_predictions
-    log = (
-        PredictionLog(project.predictions_dir, max_queue=config.log_queue_size) if enabled else None
-    )
+    log = None
+    if enabled:  # personal data columns hashed or dropped (serve.log_pii)
+        pii = pii_policy(project, config.log_pii)
+        log = PredictionLog(project.predictions_dir, max_queue=config.log_queue_size, pii=pii)
     store = None
     if project.config.feature_views:
         from keel.features.store import FeatureStore
@@ -498,6 +567,13 @@ def create_app(
         threads=config.threads,
         slo_p99_ms=config.slo_p99_ms,
         reload_interval_s=config.reload_interval_s if reload else None,
+        batching=BatchPolicy(
+            mode=config.batching,
+            max_batch=config.max_batch,
+            max_wait_s=config.max_batch_wait_ms / 1000.0,
+            slo_s=config.slo_p99_ms / 1000.0,
+            slots=config.threads,
+        ),
     )
     return ServerApp(
         loaded,

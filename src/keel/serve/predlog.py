@@ -13,24 +13,157 @@ writer: the batch it held is dropped and counted, :attr:`PredictionLog.problem` 
 server's readiness reports it as degraded) and the next interval tries again, clearing the
 problem once a write succeeds. Each record carries the request id, model version, deployment
 role and the feature pipeline's hash.
+
+Personal data is never written in clear: the inputs of columns whose schema role is ``pii``
+(or that ``schema.yaml`` marks ``pii: true``) are replaced by their keyed hash (HMAC-SHA256,
+hex, with the project secret ``.keel/secret.key``; equal values stay joinable, the secret never
+leaves that file) or dropped (``serve.log_pii``). A record whose inputs were hashed lists the
+columns under ``hashed``, for readers such as monitoring: a hashed input is text that cannot be
+compared with training values in clear.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import os
+import secrets
+import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
-__all__ = ["PredictionLog", "read_prediction_log"]
+from keel.errors import ConfigError
+
+__all__ = [
+    "SECRET_FILE",
+    "PiiPolicy",
+    "PredictionLog",
+    "pii_policy",
+    "project_secret",
+    "read_prediction_log",
+]
 
 _DAY = 86_400
+SECRET_FILE = "secret.key"  # under .keel/: the project's HMAC key, 0600, created once
+_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class PiiPolicy:
+    """What the log does with personal data columns.
+
+    Attributes:
+        columns: The input columns holding personal data.
+        mode: ``hash`` (HMAC-SHA256 hex with ``key``) or ``drop``.
+        key: The project secret (never shown: left out of ``repr``).
+    """
+
+    columns: frozenset[str]
+    mode: Literal["hash", "drop"] = "hash"
+    key: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode == "hash" and len(self.key) < 16:
+            raise ConfigError("a pii hash key must hold at least 16 bytes.", field="log_pii")
+
+    def hash(self, value: Any) -> Any:
+        """A value's keyed hash (hex); null stays null. Text as is, other values as JSON."""
+        if value is None:
+            return None
+        data = value.encode() if isinstance(value, str) else orjson.dumps(value)
+        return hmac.new(self.key, data, hashlib.sha256).hexdigest()
+
+    def masked(self, rows: Sequence[Any]) -> tuple[list[Any], list[str]]:
+        """The rows with personal data hashed or dropped, and the columns hashed."""
+        found = sorted({c for row in rows if isinstance(row, dict) for c in row} & self.columns)
+        if not found:
+            return list(rows), []
+        out: list[Any] = []
+        for row in rows:
+            if not isinstance(row, dict):
+                out.append(row)
+                continue
+            row = dict(row)
+            for column in found:
+                if column in row:
+                    if self.mode == "drop":
+                        del row[column]
+                    else:
+                        row[column] = self.hash(row[column])
+            out.append(row)
+        return out, (found if self.mode == "hash" else [])
+
+
+def project_secret(state_dir: Path) -> bytes:
+    """The project's secret key (``<state_dir>/secret.key``), created once with mode 0600.
+
+    Raises:
+        ConfigError: The file exists but is unreadable, too short, or readable by others.
+    """
+    path = state_dir / SECRET_FILE
+    if not path.exists():
+        # written whole to a private file, then linked in: a server process starting beside
+        # this one (serve --workers) sees no file or the whole key, never a partial one
+        draft = state_dir / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w") as handle:  # hex text: copyable
+                handle.write(secrets.token_hex(_SECRET_BYTES))
+            with contextlib.suppress(FileExistsError):  # another process won: use its key
+                os.link(draft, path)
+        finally:
+            draft.unlink()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the project secret ({exc}).") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}); run "
+            f"'chmod 600 {path}'.",
+            field="secret",
+        )
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise ConfigError(
+            f"{path} does not hold a hex key of at least 16 bytes; delete it to create a new "
+            "one (hashes logged before will no longer match).",
+            field="secret",
+        )
+    return key
+
+
+def pii_policy(project: Any, mode: Literal["hash", "drop"] = "hash") -> PiiPolicy | None:
+    """The policy for a project's personal data columns from its ``schema.yaml``.
+
+    None when there is no schema or no such column (nothing to hide, no secret created).
+    """
+    from keel.validate.schema import read_schema
+
+    path = project.root / "schema.yaml"
+    if not path.exists():
+        return None
+    schema = read_schema(path)
+    columns = frozenset(
+        name for name, col in schema.columns.items() if col.role == "pii" or col.pii is True
+    )
+    if not columns:
+        return None
+    key = project_secret(project.state_dir) if mode == "hash" else b""
+    return PiiPolicy(columns, mode, key)
 
 
 class PredictionLog:
@@ -42,6 +175,7 @@ class PredictionLog:
         max_queue: Most requests queued for the writer; beyond it new ones are dropped.
         writer: Writes one file's lines (path, joined bytes); the default appends to the file.
             Tests inject a failing one.
+        pii: Personal data columns to hash or drop; None: none.
     """
 
     def __init__(
@@ -51,8 +185,10 @@ class PredictionLog:
         interval: float = 0.5,
         max_queue: int = 100_000,
         writer: Callable[[Path, bytes], None] | None = None,
+        pii: PiiPolicy | None = None,
     ) -> None:
         self.directory = directory
+        self.pii = pii
         self.interval = interval
         self.max_queue = max_queue
         self.writer = writer or _append
@@ -88,19 +224,22 @@ class PredictionLog:
             self.dropped += 1
             return
         now = time.time()
-        line = orjson.dumps(
-            {
-                "request_id": request_id,
-                "time": now,
-                "model": model,
-                "model_version": version,
-                "role": role,
-                "feature_pipeline": pipeline_hash,
-                "inputs": inputs,
-                "predictions": predictions,
-                "probabilities": probabilities,
-            }
-        )
+        record = {
+            "request_id": request_id,
+            "time": now,
+            "model": model,
+            "model_version": version,
+            "role": role,
+            "feature_pipeline": pipeline_hash,
+            "inputs": inputs,
+            "predictions": predictions,
+            "probabilities": probabilities,
+        }
+        if self.pii is not None:
+            record["inputs"], hashed = self.pii.masked(inputs)
+            if hashed:
+                record["hashed"] = hashed
+        line = orjson.dumps(record)
         self._queue.append((model, int(now // _DAY), line))
 
     def start(self) -> None:

@@ -6,6 +6,10 @@ loop wake-up per call). Here one :class:`queue.SimpleQueue` (C, lock-free for th
 feeds the threads; a thread that finishes takes whatever else is already queued (up to
 ``batch`` items) before it wakes the loop once for all of their results. At one request at a
 time that halves the hand-over; under concurrency it amortises to a couple of microseconds.
+
+:meth:`Workers.submit_batch` hands over one call that answers many waiting requests (the
+adaptive batcher, :mod:`keel.serve.batching`): its results resolve one future each, and a
+callback on the loop says the thread is free for the next batch.
 """
 
 from __future__ import annotations
@@ -19,8 +23,21 @@ from typing import Any, TypeVar
 __all__ = ["Workers"]
 
 T = TypeVar("T")
-_Job = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
-_Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+class _Batch:
+    """The waiting requests one batch call answers, and what to run on the loop after it."""
+
+    __slots__ = ("done", "futures")
+
+    def __init__(self, futures: list[asyncio.Future[Any]], done: Callable[[], None]) -> None:
+        self.futures = futures
+        self.done = done
+
+
+_Job = tuple["asyncio.Future[Any] | _Batch", Callable[..., Any], tuple[Any, ...]]
+# (future, result, error); a future of None: the result is a callback to run on the loop
+_Done = tuple["asyncio.Future[Any] | None", Any, BaseException | None]
 
 
 class Workers:
@@ -51,6 +68,22 @@ class Workers:
         self._queue.put((future, fn, args))
         return await future
 
+    def submit_batch(
+        self,
+        fn: Callable[..., list[Any]],
+        args: tuple[Any, ...],
+        futures: list[asyncio.Future[Any]],
+        done: Callable[[], None],
+    ) -> None:
+        """Run ``fn(*args)`` in a worker thread; its i-th result resolves ``futures[i]``.
+
+        Call from the event loop. ``done`` runs on the loop once the results are delivered (or
+        the call raised: then every future gets the exception).
+        """
+        if self._loop is None:
+            self._start()
+        self._queue.put((_Batch(futures, done), fn, args))
+
     def _start(self) -> asyncio.AbstractEventLoop:
         self._loop = asyncio.get_running_loop()
         for index in range(self.threads):
@@ -78,7 +111,7 @@ class Workers:
             job = jobs.get()
             if job is None:
                 return
-            done = [_call(job)]
+            done = _call(job)
             stop = False
             while len(done) < self.batch:
                 try:
@@ -88,7 +121,7 @@ class Workers:
                 if more is None:
                     stop = True
                     break
-                done.append(_call(more))
+                done.extend(_call(more))
             try:
                 loop.call_soon_threadsafe(_deliver, done)
             except RuntimeError:  # the loop is closed: nobody waits for these any more
@@ -97,16 +130,28 @@ class Workers:
                 return
 
 
-def _call(job: _Job) -> _Done:
-    future, fn, args = job
+def _call(job: _Job) -> list[_Done]:
+    target, fn, args = job
+    if isinstance(target, _Batch):
+        try:
+            results = fn(*args)
+        except BaseException as exc:  # every request of the batch gets the error
+            done: list[_Done] = [(future, None, exc) for future in target.futures]
+        else:
+            done = [(f, r, None) for f, r in zip(target.futures, results, strict=True)]
+        done.append((None, target.done, None))
+        return done
     try:
-        return future, fn(*args), None
+        return [(target, fn(*args), None)]
     except BaseException as exc:  # delivered to the awaiting request, raised there
-        return future, None, exc
+        return [(target, None, exc)]
 
 
 def _deliver(done: list[_Done]) -> None:
     for future, result, error in done:
+        if future is None:  # a batch's results are in: its thread is free
+            result()
+            continue
         if future.cancelled():
             continue
         if error is not None:
