@@ -110,7 +110,10 @@ def check_model(
         )
         reference = replace(reference, calibration=calibration)
     report = monitor_log(reference, project.predictions_dir, select=select, settings=settings)
-    return report.to_dict()
+    from keel.monitor.labels import realised_for  # labels joined to predictions, if any
+
+    realised = realised_for(project, name, select=select, window=spec)
+    return replace(report, realised=realised).to_dict()
 
 
 def _check_file(

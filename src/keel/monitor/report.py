@@ -32,10 +32,12 @@ from keel.monitor.drift import (
     decide,
     prepare_columns,
 )
+from keel.monitor.sketches import stored_counts
 from keel.monitor.window import LogFilter, LogRows, WindowSpec, read_log
 
 if TYPE_CHECKING:
     from keel.config.monitor import MonitorConfig
+    from keel.monitor.performance import RealisedReport
     from keel.store.artifacts import ArtifactStore
 
 __all__ = [
@@ -174,6 +176,7 @@ class MonitorReport:
     windows: tuple[WindowReport, ...]
     calibrated: bool
     notes: tuple[str, ...] = ()
+    realised: RealisedReport | None = None  # labels joined to predictions (keel feedback)
 
     @property
     def latest(self) -> str:
@@ -206,11 +209,19 @@ class MonitorReport:
             "prediction": overall["prediction"],
             "performance": overall["performance"]
             and {**overall["performance"], "method": "cbpe", "calibrated": self.calibrated},
-            "windows": [w.to_dict() for w in self.windows],
+            "realised": None if self.realised is None else self.realised.summary(),
+            "windows": [_with_realised(w.to_dict(), self.realised) for w in self.windows],
             "notes": list(self.notes),
             "dialect": None,
             "bad_lines": [],
         }
+
+
+def _with_realised(window: dict[str, Any], realised: RealisedReport | None) -> dict[str, Any]:
+    """A window's JSON with its realised performance beside CBPE's estimate."""
+    found = None if realised is None else realised.window(window["start"])
+    window["realised"] = None if found is None else found.to_dict()
+    return window
 
 
 def monitor_log(
@@ -243,9 +254,9 @@ def monitor_log(
     binary = reference.task == "binary"
     types = {name: _JSON_TYPES.get(kind, pa.string()) for name, kind in reference.inputs.items()}
     prediction_type = pa.float64() if reference.task == "regression" else pa.string()
-    panes: dict[int, PaneCounts] = {}
-    present: set[str] = set()
-    versions: set[str] = set()
+    # compacted parts whose stored sketches fit are merged, not read (keel.monitor.sketches)
+    stored = stored_counts(reference, directory, select, settings.window)
+    panes, present, versions = stored.panes, stored.present, stored.versions
     first_row = 0
     for block in read_log(
         directory,
@@ -254,6 +265,7 @@ def monitor_log(
         select=select,
         prediction_type=prediction_type,
         binary=binary,
+        skip=stored.parts,
     ):
         present |= block.present
         versions.update(block.versions)
