@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from keel.commands import reading
-from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
+from keel.commands.output import Format, ProjectOpt, emit_json, err, out
 
 __all__ = ["print_report", "register"]
 
@@ -16,8 +18,27 @@ _COLORS = {"stable": "green", "moderate": "yellow", "drift": "red", "not_enough_
 
 
 def register(app: typer.Typer) -> None:
-    """Add `keel monitor` to the `keel` app."""
-    app.command("monitor")(monitor)
+    """Add `keel monitor NAME`, `keel monitor run NAME` and `keel monitor compact [NAME]`."""
+    from keel.commands.alerts import MonitorGroup, monitor_run
+
+    group = typer.Typer(
+        cls=MonitorGroup,
+        help="Drift and estimated performance per window (keel monitor NAME --help); "
+        "keel monitor run NAME fires the alerts of monitor.alerts; keel monitor compact [NAME] "
+        "rewrites closed log files as Parquet with stored sketches.",
+    )
+    group.command("check", hidden=True)(monitor)
+    group.command("run")(monitor_run)
+    group.command("compact")(monitor_compact)
+    app.add_typer(group, name="monitor")
+
+
+class MonitorFormat(StrEnum):
+    """`keel monitor --format`: the shared text and json, and Prometheus' text exposition."""
+
+    text = "text"
+    json = "json"
+    prometheus = "prometheus"
 
 
 def monitor(
@@ -59,8 +80,39 @@ def monitor(
     columns: reading.ColumnsOpt = None,
     encoding: reading.EncodingOpt = None,
     quote: reading.QuoteOpt = None,
+    arms: Annotated[
+        bool,
+        typer.Option(
+            "--arms",
+            help="Compare the arms (version/role) by realised performance from feedback "
+            "labels, with intervals and significance tests, instead of drift.",
+        ),
+    ] = False,
+    report_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write a self-contained HTML report (drift over time, performance, "
+            "alerts; inline SVG, no script) to this file.",
+        ),
+    ] = None,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact/--no-compact",
+            help="First compact closed log files into Parquet with stored sketches and apply "
+            "monitor.retention_days (keel monitor compact).",
+        ),
+    ] = True,
     project: ProjectOpt = None,
-    format: FormatOpt = Format.text,
+    output: Annotated[
+        MonitorFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output format: text, json, or prometheus (the latest window's gauges).",
+        ),
+    ] = MonitorFormat.text,
 ) -> None:
     """Drift per feature (PSI, JS, Wasserstein, a test with BH control) and, for a binary
     classifier, estimated accuracy and ROC AUC (CBPE): served inputs (or a file) vs training.
@@ -68,10 +120,26 @@ def monitor(
     Exits 1 when the latest window drifted. A window with fewer than monitor.min_rows rows says
     not_enough_data. An --input CSV is read like `keel predict` reads one (detected unless
     given; printed); a file without the model's input columns is an error that names the fix.
+    `keel monitor run NAME` checks new windows against monitor.alerts and fires alerts.
     """
     from keel import api
 
-    read = reading.read_options(delimiter, header, columns, encoding, quote)
+    format = Format.json if output is MonitorFormat.json else Format.text
+
+    if arms:
+        from keel.api.labels import compare_arms
+
+        versions = None if version in (None, "all") else [str(version)]
+        comparison = compare_arms(ref, project=project, versions=versions, since=since, until=until)
+        if format is Format.json:
+            emit_json(comparison)
+        else:
+            print_arms(comparison)
+        return
+    if compact and input is None:
+        _compact_quietly(project, ref.partition("@")[0])
+    # a file's reading options (the log needs none: keel.data.reader is not imported for it)
+    read = reading.read_options(delimiter, header, columns, encoding, quote) if input else None
     report = api.monitor(
         ref,
         source=input,
@@ -84,7 +152,16 @@ def monitor(
         since=since,
         until=until,
     )
-    if format is Format.json:
+    if report_file is not None:
+        from keel.api.alerting import render_report
+
+        written = render_report(report, report_file, project=project)
+        err.print(f"report written to {written}", highlight=False)
+    if output is MonitorFormat.prometheus:
+        from keel.monitor.html import render_prometheus
+
+        sys.stdout.write(render_prometheus(report))
+    elif format is Format.json:
         emit_json(report)
     else:
         if input is not None:
@@ -93,6 +170,53 @@ def monitor(
         print_report(report)
     if report["latest_verdict"] == "drift":
         raise typer.Exit(1)
+
+
+def _compact_quietly(project: Path | None, model: str) -> None:
+    """Compact before reading; a failure is a warning (the log reads right either way)."""
+    from keel.errors import KeelError
+    from keel.monitor.compact import compact_project
+
+    try:
+        compact_project(project, model)
+    except KeelError:
+        pass  # an unknown model or project: the check below says so
+    except OSError as exc:
+        err.print(f"[yellow]warning:[/] the prediction log was not compacted: {exc}")
+
+
+def monitor_compact(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="The model whose log to compact (default: every logged model)."),
+    ] = None,
+    project: ProjectOpt = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
+) -> None:
+    """Rewrite closed prediction-log files as Parquet partitions by version, role and day, each
+    with stored sketches (drift counts per hour) that keel monitor merges instead of re-reading
+    rows; then delete days older than monitor.retention_days.
+
+    A file is closed once its UTC day is over and it has not been written for 5 minutes: files
+    the server may still append to are left alone. Safe to interrupt and to run again: no row
+    is lost or counted twice. keel monitor NAME runs this first unless --no-compact.
+    """
+    from keel.monitor.compact import compact_project
+
+    reports = [r.to_dict() for r in compact_project(project, name)]
+    if format is Format.json:
+        emit_json(reports)
+        return
+    if not reports:
+        out.print("no prediction log to compact.")
+    for r in reports:
+        out.print(
+            f"{r['model']}: {r['files']} files ({r['rows']} rows) compacted into {r['parts']} "
+            f"Parquet parts ({r['sketches']} with sketches); {r['open_files']} still open; "
+            f"{r['expired_days']} days expired"
+        )
+        for note in r["notes"]:
+            out.print(f"[dim]note:[/] {note}", highlight=False)
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -129,6 +253,8 @@ def print_report(report: dict[str, Any]) -> None:
     performance = report.get("performance")
     if performance:
         out.print(_performance(performance))
+    if report.get("realised"):
+        out.print(_realised(report["realised"]))
     for note in report.get("notes", []):
         out.print(f"[dim]note:[/] {note}", highlight=False)
     out.print(
@@ -141,19 +267,92 @@ def _print_windows(windows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(show_edge=False)
-    for col in ("window", "rows", "drifted", "est. accuracy", "est. roc_auc", "verdict"):
+    labelled = any(w.get("realised") for w in windows)
+    names = ["window", "rows", "drifted", "est. accuracy", "est. roc_auc"]
+    names += ["labels", "realised"] if labelled else []
+    for col in [*names, "verdict"]:
         table.add_column(col)
     for window in windows:
         performance = window["performance"] or {}
-        table.add_row(
+        cells = [
             _moment(window["start"]),
             str(window["rows"]),
             ", ".join(window["drifted_columns"][:4]),
             _pm(performance.get("accuracy"), performance.get("accuracy_error")),
             _pm(performance.get("roc_auc"), performance.get("roc_auc_error")),
-            f"[{_COLORS[window['verdict']]}]{window['verdict']}[/]",
-        )
+        ]
+        if labelled:
+            realised = window.get("realised") or {}
+            cells += [str(realised.get("labelled", 0)), _headline(realised)]
+        table.add_row(*cells, f"[{_COLORS[window['verdict']]}]{window['verdict']}[/]")
     out.print(table)
+
+
+def _headline(realised: dict[str, Any]) -> str:
+    """A window's realised headline metric (accuracy, else RMSE) with its interval."""
+    if realised.get("status") != "ok":
+        return "[dim]not enough labels[/]" if realised else "-"
+    metrics = realised["metrics"]
+    name = "accuracy" if "accuracy" in metrics else "rmse"
+    return f"{name} {_interval(metrics[name])}"
+
+
+def _interval(metric: dict[str, Any]) -> str:
+    if metric["value"] is None:
+        return "-"
+    if metric["low"] is None:
+        return f"{metric['value']:.3f}"
+    return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
+
+
+def _realised(realised: dict[str, Any]) -> str:
+    head = f"realised from {realised['labelled']} labelled rows ({realised['labels']} labels)"
+    if realised["status"] != "ok":
+        return f"{head}: not enough labels (monitor.min_rows is {realised['min_rows']})"
+    shown = ", ".join(f"{n} {_interval(m)}" for n, m in realised["metrics"].items())
+    methods = {m.get("method", "bootstrap") for m in realised["metrics"].values()}
+    kind = "bootstrap" if methods == {"bootstrap"} else "normal-approximation"
+    return f"{head}: {shown} ({realised['confidence']:.0%} {kind} intervals)"
+
+
+def print_arms(comparison: dict[str, Any]) -> None:
+    """`keel monitor NAME --arms`: each arm's realised metrics, then the tests."""
+    from rich.table import Table
+
+    out.print(
+        f"arms of {comparison['model']} by realised performance (baseline: "
+        f"{comparison['baseline'] or '-'}, {comparison['confidence']:.0%} intervals)"
+    )
+    if comparison["arms"]:
+        names = list(comparison["arms"][0]["metrics"])
+        table = Table(show_edge=False)
+        for col in ["arm", "labels", *names]:
+            table.add_column(col)
+        for arm in comparison["arms"]:
+            table.add_row(
+                arm["arm"],
+                str(arm["labelled"]),
+                *(_interval(arm["metrics"][n]) if n in arm["metrics"] else "-" for n in names),
+            )
+        out.print(table)
+    if comparison["tests"]:
+        table = Table(show_edge=False)
+        for col in ("arm", "metric", "difference", "interval", "p", "test", "significant"):
+            table.add_column(col)
+        for test in comparison["tests"]:
+            interval = "-" if test["low"] is None else f"[{test['low']:+.3f}, {test['high']:+.3f}]"
+            table.add_row(
+                test["arm"],
+                test["metric"],
+                "-" if test["difference"] is None else f"{test['difference']:+.4f}",
+                interval,
+                _num(test["p_value"], "{:.3g}"),
+                test["method"],
+                "[red]yes[/]" if test["significant"] else "no",
+            )
+        out.print(table)
+    for note in comparison.get("notes", []):
+        out.print(f"[dim]note:[/] {note}", highlight=False)
 
 
 def _performance(performance: dict[str, Any]) -> str:

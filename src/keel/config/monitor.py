@@ -9,7 +9,18 @@ from pydantic import Field, field_validator, model_validator
 
 from keel.config.base import Frozen
 
-__all__ = ["DEFAULT_LEVELS", "FeatureDriftConfig", "MonitorConfig", "PSIThresholds"]
+__all__ = [
+    "ALERT_CONDITION_HELP",
+    "DEFAULT_LEVELS",
+    "AlertRuleConfig",
+    "AlertSinkConfig",
+    "CommandSinkConfig",
+    "FeatureDriftConfig",
+    "FeedbackConfig",
+    "MonitorConfig",
+    "PSIThresholds",
+    "WebhookSinkConfig",
+]
 
 #: The warn and alert levels of each drift metric when keel.yaml names none.
 DEFAULT_LEVELS = {"psi": (0.1, 0.25), "js": (0.1, 0.2), "wasserstein": (0.1, 0.5)}
@@ -73,6 +84,152 @@ class FeatureDriftConfig(Frozen):
         return self
 
 
+_DELAY = re.compile(r"^\s*\d+\s*(s|m|h|d|w)\s*$")
+
+
+class FeedbackConfig(Frozen):
+    """Delayed labels: how they join to predictions and what a second label for one does."""
+
+    key: list[str] = Field(
+        default_factory=list,
+        description="Input columns that identify a prediction, for labels sent with a key "
+        "instead of a request id (e.g. [transaction_id]); empty: request ids only.",
+    )
+    on_duplicate: Literal["reject", "replace"] = Field(
+        default="reject",
+        description="A second label for the same prediction: reject it (the first stays) or "
+        "replace the first (kept in the store as replaced).",
+    )
+    max_delay: str = Field(
+        default="30d",
+        description="How late a label may come: request ids are looked up in the prediction "
+        "log files of this span before now (30m, 12h, 30d, 2w).",
+    )
+
+    @field_validator("max_delay")
+    @classmethod
+    def _delay(cls, value: str) -> str:
+        if not _DELAY.match(value.lower()) or int(re.sub(r"\D", "", value)) <= 0:
+            raise ValueError(
+                f"'{value}' is not a delay; write a positive number and a unit: 30m, 12h, 30d, 2w"
+            )
+        return value
+
+
+# -- alerts (keel monitor run): rules over monitored quantities, and where their alerts go ------
+
+_CONDITION = re.compile(
+    r"^\s*[A-Za-z_][\w.\-]*\s*(<=|>=|<|>)\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
+    r"(\s+for\s+\d+\s+windows?)?\s*$"
+)
+_DURATION = re.compile(r"^\s*\d+\s*(s|m|h|d|w)\s*$")
+#: What an alert rule's ``when:`` accepts (keel.monitor.rules parses it).
+ALERT_CONDITION_HELP = (
+    "QUANTITY OP NUMBER [for N windows] with OP one of > >= < <=, e.g. "
+    "'drift.any_feature.psi > 0.2 for 2 windows'; QUANTITY is drift.any_feature.METRIC or "
+    "drift.FEATURE.METRIC (METRIC: psi, js, wasserstein), prediction_drift.psi or "
+    "prediction_drift.js, performance.METRIC.estimated (accuracy, roc_auc: CBPE) or "
+    "performance.METRIC.realised (labelled windows), latency.p50_ms/p90_ms/p95_ms/p99_ms, or rows"
+)
+
+
+class WebhookSinkConfig(Frozen):
+    """POST each alert as JSON, signed with HMAC-SHA256 when ``secret_env`` names a secret."""
+
+    url: str = Field(description="The http(s) URL to POST alerts to.")
+    secret_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the signing secret: the Keel-Signature "
+        "header is sha256=<hex HMAC-SHA256 of the body>.",
+    )
+    attempts: int = Field(default=4, ge=1, le=20, description="Attempts before giving up.")
+    backoff: float = Field(
+        default=1.0,
+        gt=0,
+        le=300,
+        description="Seconds before the 2nd attempt; doubled after each failure.",
+    )
+    timeout: float = Field(default=5.0, gt=0, le=60, description="Seconds per attempt.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"'{value}' is not an http:// or https:// URL")
+        return value
+
+
+class CommandSinkConfig(Frozen):
+    """Run a program with the alert as JSON on its standard input."""
+
+    argv: list[str] = Field(
+        min_length=1, description="The program and its arguments (no shell): [./page.sh, ml]."
+    )
+    timeout: float = Field(default=10.0, gt=0, le=600, description="Seconds it may run.")
+    attempts: int = Field(default=1, ge=1, le=10, description="Attempts before giving up.")
+    backoff: float = Field(
+        default=1.0, gt=0, le=300, description="Seconds before a retry; doubled each time."
+    )
+
+
+class AlertSinkConfig(Frozen):
+    """One destination of a rule's alerts: ``log``, ``{webhook: ...}`` or ``{command: ...}``."""
+
+    log: bool = Field(default=False, description="Write the alert to Keel's log (stderr).")
+    webhook: WebhookSinkConfig | None = Field(default=None, description="POST it to a URL.")
+    command: CommandSinkConfig | None = Field(default=None, description="Run a program.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, value: object) -> object:
+        return {"log": True} if value == "log" else value
+
+    @model_validator(mode="after")
+    def _one(self) -> AlertSinkConfig:
+        if sum((self.log, self.webhook is not None, self.command is not None)) != 1:
+            raise ValueError(
+                "a sink is one of: log, {webhook: {url, secret_env}}, {command: {argv: [...]}}"
+            )
+        return self
+
+
+class AlertRuleConfig(Frozen):
+    """One alert rule: a condition on a monitored quantity, its severity, cooldown and sinks."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][\w.\-]{0,99}$",
+        description="The rule's name (letters, digits, _ . -): alerts and events carry it.",
+    )
+    when: str = Field(description=f"The condition: {ALERT_CONDITION_HELP}.")
+    severity: Literal["info", "warning", "critical"] = Field(
+        default="warning", description="info, warning or critical."
+    )
+    cooldown: str = Field(
+        default="1h",
+        description="After an alert, the same rule on the same model, version and role stays "
+        "quiet for this long (in the log's time: 0s, 30m, 6h, 1d).",
+    )
+    sinks: list[AlertSinkConfig] = Field(
+        default_factory=lambda: ["log"],
+        validate_default=True,
+        description="Where alerts go: log, {webhook: {url, secret_env}}, {command: {argv}}.",
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _when(cls, value: str) -> str:
+        if not _CONDITION.match(value):
+            raise ValueError(f"'{value}' is not an alert condition; write {ALERT_CONDITION_HELP}")
+        return value
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, value: str) -> str:
+        if not _DURATION.match(value.lower()):
+            raise ValueError(f"'{value}' is not a duration; write 0s, 30m, 6h, 1d or 1w")
+        return value
+
+
 class MonitorConfig(Frozen):
     """Drift and performance monitoring of served predictions against the training statistics."""
 
@@ -111,6 +268,33 @@ class MonitorConfig(Frozen):
         description="The drift rule of the model's output (predicted labels or values against "
         "the training target); default: psi with the psi thresholds.",
     )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete prediction-log days (compacted Parquet and JSON Lines) that ended "
+        "more than this many days ago, at keel monitor compact and keel monitor; none: keep "
+        "everything.",
+    )
+
+    feedback: FeedbackConfig = Field(
+        default_factory=FeedbackConfig,
+        description="Delayed labels (keel feedback, POST /v1/models/NAME/feedback): join key, "
+        "duplicates, how late they may come.",
+    )
+
+    alerts: list[AlertRuleConfig] = Field(
+        default_factory=list,
+        description="Alert rules that keel monitor run evaluates per window: name, when, "
+        "severity, cooldown, sinks.",
+    )
+
+    @model_validator(mode="after")
+    def _alert_names(self) -> MonitorConfig:
+        names = [rule.name for rule in self.alerts]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"alert rule names must be unique; repeated: {', '.join(twice)}")
+        return self
 
     @field_validator("window", "step")
     @classmethod

@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from keel.data.files import open_data, read_batches, retyped
-from keel.data.reader import CsvFile
 from keel.errors import DataValidationError
 from keel.monitor.counts import (
     Binning,
@@ -43,6 +41,7 @@ from keel.monitor.significance import benjamini_hochberg, contingency_test
 from keel.validate.shift import EPSILON, jensen_shannon, psi
 
 if TYPE_CHECKING:
+    from keel.data.reader import CsvFile
     from keel.validate.coerce import Coercer
 
 __all__ = [
@@ -315,6 +314,10 @@ def compute_drift(
         DataValidationError: The data has rows but lacks some of ``columns`` (lists what was
             expected and what was found).
     """
+    # the data layer's readers are imported for files only: the log needs none of them
+    from keel.data.files import open_data, retyped
+    from keel.data.reader import CsvFile
+
     opened = current if isinstance(current, pa.Table | CsvFile) else open_data(Path(current))
     names = list(pq_names(opened))
     missing = [c for c in columns if c not in names]
@@ -384,6 +387,8 @@ def _count_file(opened: pa.Table | Path | CsvFile, prepared: PreparedColumns) ->
 
 
 def _tables(opened: pa.Table | Path | CsvFile, names: list[str]) -> Iterator[pa.Table]:
+    from keel.data.files import read_batches
+
     for table in read_batches(opened, names or None, BATCH_ROWS):
         if table.num_rows:
             yield table

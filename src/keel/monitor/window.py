@@ -1,7 +1,11 @@
 """Windows over the prediction log, read in bounded memory.
 
 The log is JSON Lines under ``<dir>/<model>/<YYYY-MM-DD>/<pid>-<start>.jsonl``, one line per
-request (:mod:`keel.serve.predlog`). :func:`read_log` streams it file by file, block by block
+request (:mod:`keel.serve.predlog`), and closed files are compacted into Parquet partitions by
+version, role and day (:mod:`keel.monitor.logfiles`, :mod:`keel.monitor.compact`).
+:func:`read_log` reads both, oldest day first, each request once: the Parquet parts of the
+chosen version and role only (the others are never opened), then the JSON Lines not yet
+compacted. It streams them file by file, block by block
 (Arrow's JSON reader with the model's input types, so no Python loop over rows), keeps the
 requests of the chosen model version, deployment role (a record without one is ``primary``) and
 time range, and yields one :class:`LogRows` per block: the inputs as a table, and per row the
@@ -36,6 +40,7 @@ import pyarrow.json as pj
 
 from keel.errors import ConfigError
 from keel.monitor.counts import booleans, strings
+from keel.monitor.logfiles import Part, day_folders, day_start, read_records
 from keel.validate.arrays import from_numpy, numbers
 
 __all__ = [
@@ -43,11 +48,17 @@ __all__ = [
     "LogFilter",
     "LogRows",
     "WindowSpec",
+    "day_in",
+    "log_sources",
     "parse_window",
+    "part_in",
+    "read_jsonl",
     "read_log",
+    "read_parquet",
 ]
 
 BLOCK_BYTES = 8 << 20  # JSON bytes parsed at a time
+BATCH_ROWS = 1 << 18  # Parquet rows read at a time
 WHOLE_FILE_BYTES = 64 << 20  # files up to this size are read into memory once
 SLOW_REQUESTS = 4096  # requests per table on the orjson path
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -174,6 +185,7 @@ class LogRows:
     prediction: pa.ChunkedArray
     probability: np.ndarray | None
     typed: bool = True  # read with the declared types (False: the orjson path, mixed types)
+    meta: pa.Table | None = None  # per row: request_id, model_version, role, pipeline, hashed
 
     @property
     def rows(self) -> int:
@@ -189,6 +201,7 @@ def read_log(
     select: LogFilter = LogFilter(),
     prediction_type: pa.DataType = pa.string(),
     binary: bool = False,
+    skip: frozenset[Part] = frozenset(),
 ) -> Iterator[LogRows]:
     """Stream the logged rows of ``model`` that ``select`` keeps, oldest day first.
 
@@ -199,16 +212,50 @@ def read_log(
         select: Version, role and time range to keep.
         prediction_type: The logged predictions' type (string labels, float64 values).
         binary: Read ``probabilities`` as P(positive).
+        skip: Compacted parts not to read (their stored counts were used instead).
     """
-    root = directory / model
-    if not root.is_dir():
+    sources = [s for s in log_sources(directory / model, select) if s not in skip]
+    if not sources:
         return
-    days = sorted(p for p in root.iterdir() if p.is_dir() and _day_in(p.name, select))
-    files = [path for day in days for path in sorted(day.glob("*.jsonl"))]
-    blocks = (
-        rows for path in files for rows in _read_file(path, types, select, prediction_type, binary)
-    )
-    yield from _ahead(blocks)
+
+    def blocks() -> Iterator[LogRows]:
+        for source in sources:
+            if isinstance(source, Part):
+                yield from read_parquet(source.path, types, select, prediction_type, binary)
+            else:
+                yield from read_jsonl(source, types, select, prediction_type, binary)
+
+    yield from _ahead(blocks())
+
+
+def log_sources(root: Path, select: LogFilter) -> list[Part | Path]:
+    """The compacted parts and JSON Lines files that can hold selected requests, by day.
+
+    Parts of another version or role than ``select`` names, and days outside its time range,
+    are pruned without being opened; a JSON Lines file already compacted is left out (its
+    parts hold its rows).
+    """
+    records = read_records(root)
+    sources: dict[str, list[Part | Path]] = {}
+    for record in records.values():
+        if day_in(record.day, select):
+            sources.setdefault(record.day, []).extend(p for p in record.parts if part_in(p, select))
+    for day in day_folders(root):
+        if day_in(day.name, select):
+            files = [
+                f
+                for f in sorted(day.glob("*.jsonl"))
+                if (day.name, f.stem) not in records or not records[(day.name, f.stem)].covers(f)
+            ]
+            sources.setdefault(day.name, []).extend(files)
+    return [source for day in sorted(sources) for source in sources[day]]
+
+
+def part_in(part: Part, select: LogFilter) -> bool:
+    """Whether a compacted part's version and role are selected."""
+    if select.version is not None and part.version != select.version:
+        return False
+    return select.role is None or part.role == select.role
 
 
 def _ahead(blocks: Iterator[LogRows]) -> Iterator[LogRows]:
@@ -228,23 +275,32 @@ def _ahead(blocks: Iterator[LogRows]) -> Iterator[LogRows]:
                 pending.exception()  # let a running parse finish before the files close
 
 
-def _day_in(name: str, select: LogFilter) -> bool:
-    """Whether a ``YYYY-MM-DD`` folder can hold requests in the time range (others: yes)."""
-    try:
-        start = datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
-    except ValueError:
+def day_in(name: str, select: LogFilter) -> bool:
+    """Whether a ``YYYY-MM-DD`` day can hold requests in the time range (others: yes)."""
+    start = day_start(name)
+    if start is None:
         return True
     if select.since is not None and start + 86_400 <= select.since:
         return False
     return not (select.until is not None and start >= select.until)
 
 
-def _schema(types: dict[str, pa.DataType], prediction_type: pa.DataType, binary: bool) -> pa.Schema:
+_META_FIELDS = [
+    ("request_id", pa.string()),
+    ("feature_pipeline", pa.string()),
+    ("hashed", pa.list_(pa.string())),  # inputs the server logged as keyed hashes (pii)
+]
+
+
+def _schema(
+    types: dict[str, pa.DataType], prediction_type: pa.DataType, binary: bool, meta: bool
+) -> pa.Schema:
     row = pa.struct([(name, t) for name, t in types.items()])
     fields = [
         ("time", pa.float64()),
         ("model_version", pa.string()),
         ("role", pa.string()),
+        *(_META_FIELDS if meta else []),
         ("inputs", pa.list_(row)),
         ("predictions", pa.list_(prediction_type)),
     ]
@@ -253,20 +309,23 @@ def _schema(types: dict[str, pa.DataType], prediction_type: pa.DataType, binary:
     return pa.schema(fields)
 
 
-def _read_file(
+def read_jsonl(
     path: Path,
     types: dict[str, pa.DataType],
     select: LogFilter,
     prediction_type: pa.DataType,
     binary: bool,
+    *,
+    meta: bool = False,
 ) -> Iterator[LogRows]:
-    """One file through Arrow's JSON reader; from the first block it cannot type, orjson."""
+    """One JSON Lines file through Arrow's JSON reader; from the first block it cannot type,
+    orjson. ``meta``: also each row's request id, version, role and pipeline hash."""
     # read once when it is small enough (the key scan and the parser share the bytes)
     data = path.read_bytes() if path.stat().st_size <= WHOLE_FILE_BYTES else None
     present = _present(path, data, types)
     done = 0  # requests already yielded: the orjson path resumes after them
     parse = pj.ParseOptions(
-        explicit_schema=_schema(types, prediction_type, binary),
+        explicit_schema=_schema(types, prediction_type, binary, meta),
         unexpected_field_behavior="ignore",
     )
     source: Any = io.BytesIO(data) if data is not None else path
@@ -276,11 +335,65 @@ def _read_file(
         )
         for batch in reader:
             done += batch.num_rows
-            rows = _rows(pa.Table.from_batches([batch]), types, present, select, binary)
+            rows = _rows(pa.Table.from_batches([batch]), types, present, select, binary, meta)
             if rows is not None:
                 yield rows
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        yield from _read_slow(path, done, types, present, select, binary)
+        yield from _read_slow(path, done, types, present, select, binary, meta)
+
+
+def read_parquet(
+    path: Path,
+    types: dict[str, pa.DataType],
+    select: LogFilter,
+    prediction_type: pa.DataType,
+    binary: bool,
+) -> Iterator[LogRows]:
+    """One compacted part, ``BATCH_ROWS`` rows at a time, only the columns monitoring reads.
+
+    Inputs stored with the declared types are read as typed; any other (a column the
+    compaction read as text, mixed JSON types) goes through the coercion rules like the orjson
+    path of the JSON reader.
+    """
+    import pyarrow.parquet as pq
+
+    handle = pq.ParquetFile(path)
+    schema = handle.schema_arrow
+    struct_type = schema.field("inputs").type
+    stored = {
+        struct_type.field(i).name: struct_type.field(i).type for i in range(struct_type.num_fields)
+    }
+    present = frozenset(n for n in types if n in stored)
+    typed = all(stored[n] == types[n] for n in present)
+    wanted = ["time", "model_version", "role", "prediction", "inputs"]
+    scored = binary and "probability" in schema.names
+    for batch in handle.iter_batches(
+        batch_size=BATCH_ROWS, columns=[*wanted, "probability"] if scored else wanted
+    ):
+        table = _keep(pa.Table.from_batches([batch]), select)
+        if table.num_rows == 0:
+            continue
+        struct = table["inputs"].combine_chunks()
+        columns = {
+            name: struct.field(name) if name in stored else pa.nulls(len(struct), types[name])
+            for name in types
+        }
+        probability = None
+        if binary:
+            probability = (
+                numbers(table["probability"], nulls="nan").astype(np.float64)
+                if scored
+                else np.full(table.num_rows, np.nan)
+            )
+        yield LogRows(
+            inputs=pa.table(columns),
+            present=present,
+            time=np.asarray(numbers(table["time"], nulls="nan"), dtype=np.float64),
+            versions=tuple(sorted(str(v) for v in pc.unique(table["model_version"]).to_pylist())),
+            prediction=table["prediction"],  # the report casts it to the target's kind
+            probability=probability,
+            typed=typed,
+        )
 
 
 def _present(path: Path, data: bytes | None, types: dict[str, pa.DataType]) -> frozenset[str]:
@@ -329,6 +442,7 @@ def _rows(
     present: frozenset[str],
     select: LogFilter,
     binary: bool,
+    meta: bool = False,
 ) -> LogRows | None:
     """Requests flattened to rows; None when the filter kept none."""
     table = _keep(table, select)
@@ -360,6 +474,22 @@ def _rows(
         versions=versions,
         prediction=pa.chunked_array([predictions]),
         probability=probability,
+        meta=_meta(table, parents) if meta else None,
+    )
+
+
+def _meta(table: pa.Table, parents: np.ndarray) -> pa.Table:
+    """Each row's request id, version, role (``primary`` when absent) and pipeline hash."""
+    index = from_numpy(parents.astype(np.int64))
+    role = pc.fill_null(table["role"], strings(["primary"])[0])
+    return pa.table(
+        {
+            "request_id": table["request_id"].take(index),
+            "model_version": table["model_version"].take(index),
+            "role": role.take(index),
+            "feature_pipeline": table["feature_pipeline"].take(index),
+            "hashed": table["hashed"].take(index),
+        }
     )
 
 
@@ -370,6 +500,7 @@ def _read_slow(
     present: frozenset[str],
     select: LogFilter,
     binary: bool,
+    meta: bool,
 ) -> Iterator[LogRows]:
     """The file after ``skip`` requests, line by line with orjson, mixed columns as text."""
     pending: list[dict[str, Any]] = []
@@ -387,10 +518,10 @@ def _read_slow(
                 continue
             pending.append(request)
             if len(pending) >= SLOW_REQUESTS:
-                yield from _slow_rows(pending, types, present, select, binary)
+                yield from _slow_rows(pending, types, present, select, binary, meta)
                 pending = []
     if pending:
-        yield from _slow_rows(pending, types, present, select, binary)
+        yield from _slow_rows(pending, types, present, select, binary, meta)
 
 
 def _slow_rows(
@@ -399,6 +530,7 @@ def _slow_rows(
     present: frozenset[str],
     select: LogFilter,
     binary: bool,
+    meta: bool,
 ) -> Iterator[LogRows]:
     usable = [r for r in requests if _usable(r, binary)]
     if not usable:
@@ -424,6 +556,17 @@ def _slow_rows(
             _number(p) for r in kept for p in (r.get("probabilities") or [None] * len(r["inputs"]))
         ]
         probability = np.array([math.nan if v is None else v for v in values], dtype=float)
+    described = None
+    if meta:
+        described = pa.table(
+            {
+                "request_id": _text_column([r.get("request_id") for r in kept], counts),
+                "model_version": _text_column([r.get("model_version", "") for r in kept], counts),
+                "role": _text_column([r.get("role") or "primary" for r in kept], counts),
+                "feature_pipeline": _text_column([r.get("feature_pipeline") for r in kept], counts),
+                "hashed": _names_column([r.get("hashed") for r in kept], counts),
+            }
+        )
     yield LogRows(
         inputs=rows_table(rows, list(types)),
         present=present,
@@ -432,7 +575,26 @@ def _slow_rows(
         prediction=pa.chunked_array([predictions]),
         probability=probability,
         typed=False,
+        meta=described,
     )
+
+
+def _names_column(values: list[Any], counts: np.ndarray) -> pa.Array:
+    """Per-request lists of column names (null when absent or malformed), one per row; built
+    from buffers (``pa.array`` of Python lists would import pandas)."""
+    lists = [[str(v) for v in value] if isinstance(value, list) else [] for value in values]
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum([len(names) for names in lists])
+    flat = strings([name for names in lists for name in names])
+    absent = from_numpy(np.array([not isinstance(v, list) for v in values], dtype=np.uint8))
+    array = pa.ListArray.from_arrays(from_numpy(offsets), flat, mask=pc.cast(absent, pa.bool_()))
+    return array.take(from_numpy(np.repeat(np.arange(len(values), dtype=np.int64), counts)))
+
+
+def _text_column(values: list[Any], counts: np.ndarray) -> pa.Array:
+    """Per-request values as text, repeated for each of the request's rows."""
+    text = _arrow([None if v is None else _text(v) for v in values], pa.string())
+    return text.take(from_numpy(np.repeat(np.arange(len(values), dtype=np.int64), counts)))
 
 
 def _usable(request: dict[str, Any], binary: bool) -> bool:
