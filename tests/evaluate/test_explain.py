@@ -63,6 +63,21 @@ def test_contributions_sum_to_the_raw_margin_on_1000_adult_rows(
     assert explanation.method == "lightgbm.pred_contrib"
 
 
+def test_one_row_takes_lightgbms_fast_path_with_the_same_numbers(
+    adult_parts: ModelParts, adult_test_table: pa.Table
+) -> None:
+    from keel.evaluate import explain
+
+    x = adult_parts.pipeline.transform(adult_test_table.slice(0, 3))
+    batch = explain_matrix(adult_parts, x)  # Booster.predict(pred_contrib=True)
+    for i in range(3):
+        alone = explain_matrix(adult_parts, x[i : i + 1])
+        np.testing.assert_allclose(alone.contributions[0], batch.contributions[i], atol=1e-12)
+        np.testing.assert_allclose(alone.margin[0], batch.margin[i], atol=1e-12)
+        np.testing.assert_array_equal(alone.base_value, batch.base_value)
+    assert adult_parts.model.booster_ in explain._SINGLE  # made once, kept with the booster
+
+
 def test_one_hot_and_crossed_features_fold_to_their_inputs(adult_parts: ModelParts) -> None:
     sources = adult_parts.pipeline.feature_inputs()
     names = adult_parts.pipeline.feature_names()
@@ -124,15 +139,21 @@ def test_multiclass_contributions_per_class_lightgbm_and_xgboost() -> None:
         np.testing.assert_allclose(total, explanation.margin, atol=1e-6)
         np.testing.assert_allclose(explanation.prediction, model.predict(x), atol=1e-6)
         assert set(explanation.to_json()["rows"][0]["contributions"]) == {"x", "y", "z"}
+        one = explain_matrix(parts, x[:1])  # LightGBM's single-row path, per class
+        np.testing.assert_allclose(one.contributions[0], explanation.contributions[0], atol=1e-9)
+        np.testing.assert_allclose(one.margin[0], explanation.margin[0], atol=1e-9)
 
 
-def test_a_flavor_without_exact_contributions_is_a_clear_error(
+def test_a_flavor_without_exact_contributions_goes_model_agnostic(
     adult_parts: ModelParts,
 ) -> None:
+    pytest.importorskip("shap")
     parts = ModelParts(adult_parts.pipeline, adult_parts.model, "binary", "sklearn", [])
-    with pytest.raises(ConfigError, match="flavor 'sklearn' cannot be explained"):
+    # shap's Permutation explainer (tests/evaluate/test_agnostic.py) needs the background a
+    # scikit-learn or MLP model carries; this booster has none
+    with pytest.raises(ConfigError, match="without a background sample"):
         explain_matrix(parts, np.zeros((1, adult_parts.pipeline.n_features_)))
-    assert global_importance(parts, np.zeros((1, 1))) == {}
+    assert global_importance(parts, np.zeros((1, 1))) == {}  # too costly for the step
 
 
 def test_a_regression_model_explains_in_its_own_units(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import keel
 from keel.cli import app as cli_app
 from keel.config import load_config
 from keel.errors import ConfigError
+from keel.evaluate.curves import curves_of
 from keel.project import Project
 from keel.registry import card
 from keel.registry.card import KIND, SECTIONS
@@ -193,7 +194,8 @@ def test_roc_and_pr_points_are_sklearns() -> None:
     rng = np.random.default_rng(0)
     y = rng.random(5000) < 0.3
     score = np.round(np.clip(y * 0.3 + rng.random(5000) * 0.7, 0, 1), 3)  # with ties
-    fpr, tpr, recall, precision = card._curves(y, score)
+    found = curves_of(y.astype(np.int64), score, ["no", "yes"])
+    fpr, tpr, recall, precision = found.roc[0].x, found.roc[0].y, found.pr[0].x, found.pr[0].y
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
     assert auc(fpr, tpr) == pytest.approx(roc_auc_score(y, score), abs=2e-3)  # thinned curve
     sk_fpr, sk_tpr, _ = roc_curve(y, score, drop_intermediate=False)

@@ -46,8 +46,9 @@ class Model:
         return self.package.predict_rows(rows)
 
     def explain(self, rows: Any) -> Explanation:
-        """Each input column's exact contribution to the raw margin (tree models), for request
-        dicts, a DataFrame or an Arrow table; see :mod:`keel.evaluate.explain`."""
+        """Each input column's contribution to the raw margin (exact TreeSHAP for tree models,
+        shap's Permutation estimate for others: the ``explain`` extra), for request dicts, a
+        DataFrame or an Arrow table; see :mod:`keel.evaluate.explain`."""
         from keel.evaluate.explain import explain_rows, explain_table
 
         if isinstance(rows, list | tuple):
@@ -92,9 +93,10 @@ def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]
 
     Returns:
         ``{"name", "aliases", "versions": [{"version", "package_sha256", "model_sha256",
-        "run_id", "created_at", "aliases", "metrics", "slices", "gates"}]}``; ``gates`` holds
-        each gate's ``gate``, ``path``, ``op``, ``bound``, ``value``, ``passed`` and ``reason``
-        from the version's evaluation; ``slices`` holds the test
+        "run_id", "created_at", "aliases", "metrics", "slices", "gates", "importance"}]}``;
+        ``importance`` holds mean |SHAP| and permutation importance per input column;
+        ``gates`` holds each gate's ``gate``, ``path``, ``op``, ``bound``, ``value``,
+        ``passed`` and ``reason`` from the version's evaluation; ``slices`` holds the test
         metrics per value of each ``evaluate.slices`` column (``{"sex": {"Female": {...},
         "_gap": {...}}}``), from the package's manifest.
     """
@@ -155,6 +157,24 @@ def _version(v: Any, project: Project) -> dict[str, Any]:
         "metrics": v.metrics,
         "slices": (manifest.get("metrics") or {}).get("slices") or {},
         "gates": _gates(manifest, project),
+        "importance": _importance(manifest, project),
+    }
+
+
+def _importance(manifest: dict[str, Any], project: Project) -> dict[str, Any]:
+    """Global importance from the version's evaluation: ``{"mean_abs_shap": {column: value},
+    "permutation": {"metric", "repeats", "rows", "columns": {column: {"mean", "std"}}}}``
+    (each ``{}``/None when not stored)."""
+    import orjson
+
+    sha = ((manifest.get("lineage") or {}).get("artifacts") or {}).get("evaluation")
+    try:
+        evaluation = orjson.loads(project.artifacts.get(sha)) if sha else {}
+    except NotFoundError:
+        evaluation = {}
+    return {
+        "mean_abs_shap": dict(evaluation.get("importance") or {}),
+        "permutation": evaluation.get("permutation_importance"),
     }
 
 

@@ -36,10 +36,13 @@ def explain(
     project: ProjectOpt = None,
     format: FormatOpt = Format.text,
 ) -> None:
-    """Explain a model's predictions: exact TreeSHAP contributions per input column.
+    """Explain a model's predictions: each input column's contribution to the raw output.
 
-    For every row, base value + contributions = the raw margin (log-odds for a binary
-    classifier, per class for multiclass, the value for regression).
+    LightGBM and XGBoost give exact TreeSHAP values; other flavors (scikit-learn, mlp) get
+    shap's Permutation estimate against training rows saved with the model (needs the
+    'explain' extra: pip install 'keel\\[explain]'). For every row, base value +
+    contributions = the raw output (log-odds for a binary classifier, per class for
+    multiclass, the value for regression).
     """
     from keel.api.registered import load_model
     from keel.data.sources import read_table

@@ -89,7 +89,8 @@ def show(
     project: ProjectOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Versions, aliases, metrics and package sha256 of a model (archived versions marked)."""
+    """Versions, aliases, metrics and package sha256 of a model (archived versions marked);
+    for one version also its slices, gate verdicts and input-column importance."""
     from keel import api
 
     shown = api.show_model(ref, project=project)
@@ -110,6 +111,28 @@ def show(
         if len(shown["versions"]) == 1:  # one version's details: its metrics per slice too
             _print_slices(v.get("slices") or {})
             _print_gates(v.get("gates") or [])
+            _print_importance(v.get("importance") or {})
+
+
+def _print_importance(importance: dict[str, Any], top: int = 10) -> None:
+    """The top input columns by permutation importance (mean +/- std drop in the headline
+    metric), with mean |SHAP| beside them when stored."""
+    shap = importance.get("mean_abs_shap") or {}
+    permutation = importance.get("permutation") or {}
+    columns = permutation.get("columns") or {}
+    order = list(columns) or sorted(shap, key=lambda c: -shap[c])
+    if not order:
+        return
+    head = f"drop in {permutation['metric']} +/- std" if columns else ""
+    out.print(f"    importance ({head + ', ' if head else ''}mean |SHAP|)", highlight=False)
+    for column in order[:top]:
+        drop = columns.get(column)
+        shown = f"{drop['mean']:.4g} +/- {drop['std']:.2g}" if drop else "-"
+        value = shap.get(column)
+        out.print(
+            f"      {escape(column)}: {shown}  |SHAP| {'-' if value is None else f'{value:.4g}'}",
+            highlight=False,
+        )
 
 
 def _print_gates(gates: list[dict[str, Any]]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,12 +26,17 @@ from keel.config.evaluate import EvaluateConfig
 from keel.evaluate.bootstrap import BootstrapSettings, metric_draws, percentile_interval
 from keel.evaluate.calibration import Calibration, Residuals, calibration_of, residuals_of
 from keel.evaluate.comparison import Comparison, compare_models
+from keel.evaluate.curves import Curves, curves_of
 from keel.evaluate.fairness import FeatureFairness, audit_fairness, group_codes
 from keel.evaluate.footprint import Footprint
 from keel.evaluate.gates import GateResult, evaluate_gates
+from keel.evaluate.importance import PermutationImportance, permutation_importance
 from keel.evaluate.slices import SliceFinding, find_worst_slices, row_loss
 
-__all__ = ["Estimate", "Evaluation", "MetricSet", "evaluate_predictions"]
+if TYPE_CHECKING:
+    from keel.evaluate.explain import Explainable
+
+__all__ = ["Estimate", "Evaluation", "MetricSet", "evaluate_predictions", "with_importance"]
 
 FORMAT = "keel-evaluation/2"
 
@@ -96,6 +101,8 @@ class Evaluation:
     gates: tuple[GateResult, ...] = ()
     footprint: Footprint | None = None
     importance: Mapping[str, float] = field(default_factory=dict)  # mean |SHAP| per input
+    permutation: PermutationImportance | None = None
+    curves: Curves | None = None  # ROC and PR, thinned: what a model card draws
 
     @property
     def promoted(self) -> bool:
@@ -136,6 +143,10 @@ class Evaluation:
             "gates": [g.to_json() for g in self.gates],
             "footprint": None if self.footprint is None else self.footprint.to_json(),
             "importance": dict(self.importance),
+            "permutation_importance": None
+            if self.permutation is None
+            else self.permutation.to_json(),
+            "curves": None if self.curves is None else self.curves.to_json(),
         }
 
     @classmethod
@@ -170,6 +181,10 @@ class Evaluation:
             gates=tuple(GateResult.from_json(g) for g in data.get("gates", [])),
             footprint=Footprint.from_json(f) if (f := data.get("footprint")) else None,
             importance=dict(data.get("importance") or {}),
+            permutation=PermutationImportance.from_json(p)
+            if (p := data.get("permutation_importance"))
+            else None,
+            curves=Curves.from_json(c) if (c := data.get("curves")) else None,
         )
 
 
@@ -276,6 +291,7 @@ def evaluate_predictions(
         task, kind, y, prediction, slices or {}, settings, threshold or 0.5
     )
     calibration = calibration_of(y, prediction) if kind != "regression" else None
+    curves = curves_of(y, prediction, classes) if kind != "regression" else None
     residuals = residuals_of(y, prediction) if kind == "regression" else None
     worst: list[SliceFinding] = []
     tested = 0
@@ -298,13 +314,29 @@ def evaluate_predictions(
     evaluation = Evaluation(
         task, flavor, tuple(classes), threshold, settings, cfg.min_slice_size, overall,
         per_slice, gaps, calibration, residuals, tuple(worst), tested, fairness,
-        footprint=footprint,
+        footprint=footprint, curves=curves,
     )  # fmt: skip
     gates = evaluate_gates(evaluation, cfg.parsed_gates(), cfg.gates)
     comparison = _compare(task, y, prediction, cfg, champion, settings, threshold or 0.5)
     if comparison is not None:
         gates.append(_comparison_gate(comparison))
     return Evaluation(**{**evaluation.__dict__, "comparison": comparison, "gates": tuple(gates)})
+
+
+def with_importance(
+    evaluation: Evaluation, parts: Explainable, x: np.ndarray, y: np.ndarray, *, seed: int = 0
+) -> Evaluation:
+    """The evaluation with global importance added: mean |SHAP| (tree flavors: exact and
+    cheap; a model-agnostic estimate costs tens of milliseconds a row, too much for the step)
+    and permutation importance (every flavor) on the transformed test rows ``x`` and their
+    labels ``y``."""
+    from keel.evaluate.explain import global_importance
+
+    shap = global_importance(parts, x)
+    permutation = permutation_importance(parts, x, y, seed=seed) if len(x) else None
+    if permutation is not None and not np.isfinite(permutation.baseline):
+        permutation = None  # the headline metric is undefined here (one class only)
+    return Evaluation(**{**evaluation.__dict__, "importance": shap, "permutation": permutation})
 
 
 def _compare(

@@ -12,8 +12,11 @@ between them), so that for every row and output::
 The margin is the model's raw output: log-odds for a binary classifier, one log-odds score per
 class for multiclass (softmax gives the probabilities), the value for regression.
 
-Other flavors (scikit-learn, MLP) are not explained: model-agnostic SHAP (Kernel/Permutation)
-costs thousands of model calls per row and needs background data the package does not carry.
+Other flavors (scikit-learn, the MLP, plug-ins) are explained model-agnostically by ``shap``'s
+Permutation explainer over the same input columns, against a background sample of training
+rows saved with the model (:mod:`keel.evaluate.agnostic`; the optional ``explain`` extra):
+the same :class:`Explanation`, the same sum, estimated values, and a cost of thousands of
+model rows per row explained.
 
 Example:
     >>> ex = explain_rows(package, [{"age": 39, "sex": "Male", ...}])
@@ -176,12 +179,73 @@ def _fold(pipeline: FeaturePipeline) -> tuple[tuple[str, ...], np.ndarray]:
     return columns, fold
 
 
+class _SingleRow:
+    """LightGBM's single-row fast path for contributions: the prediction config is parsed once
+    per booster (``LGBM_BoosterPredictForMatSingleRowFastInit``, one thread), not on every
+    call as ``Booster.predict`` does, and no Python predictor object is built per row."""
+
+    def __init__(self, booster: Any, features: int, k: int) -> None:
+        import ctypes
+
+        from lightgbm import basic
+
+        self._lib = getattr(basic, "_LIB")  # noqa: B009 (not in lightgbm's exported names)
+        self._ctypes = ctypes
+        self.features, self.size = features, k * (features + 1)
+        iterations = booster.best_iteration if booster.best_iteration > 0 else -1
+        self.handle = ctypes.c_void_p()
+        basic._safe_call(
+            self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle, ctypes.c_int(basic._C_API_PREDICT_CONTRIB), ctypes.c_int(0),
+                ctypes.c_int(iterations), ctypes.c_int(basic._C_API_DTYPE_FLOAT64),
+                ctypes.c_int32(features), basic._c_str("num_threads=1"),
+                ctypes.byref(self.handle),
+            )
+        )  # fmt: skip
+        self._check = basic._safe_call
+
+    def __call__(self, row: np.ndarray) -> np.ndarray:
+        ctypes = self._ctypes
+        data = np.ascontiguousarray(row, dtype=np.float64).reshape(-1)
+        out = np.empty(self.size, dtype=np.float64)
+        length = ctypes.c_int64(0)
+        self._check(
+            self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                self.handle, data.ctypes.data_as(ctypes.c_void_p), ctypes.byref(length),
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+            )
+        )  # fmt: skip
+        return out
+
+    def __del__(self) -> None:
+        handle = getattr(self, "handle", None)
+        if handle is not None and handle.value is not None:
+            self._lib.LGBM_FastConfigFree(handle)
+
+
+_SINGLE: weakref.WeakKeyDictionary[Any, _SingleRow] = weakref.WeakKeyDictionary()
+
+
+def _single_row(booster: Any, features: int, k: int) -> _SingleRow | None:
+    """The booster's fast single-row predictor, made once; None when this LightGBM build
+    lacks the C entry points (``Booster.predict`` is used instead)."""
+    fast = _SINGLE.get(booster)
+    if fast is None or fast.features != features:
+        try:
+            fast = _SINGLE[booster] = _SingleRow(booster, features, k)
+        except (AttributeError, ImportError, OSError):
+            return None
+    return fast
+
+
 def _tree_contributions(model: Any, flavor: str, x: np.ndarray, k: int) -> tuple[np.ndarray, str]:
     """Contributions per model feature plus the bias, shape ``(rows, k, features + 1)``."""
     booster = getattr(model, "booster_", None)
     if booster is None:
         raise ConfigError(f"the {flavor} model holds no booster to explain.", field="model")
     if flavor == "lightgbm":
+        if len(x) == 1 and (fast := _single_row(booster, x.shape[1], k)) is not None:
+            return fast(x).reshape(1, k, x.shape[1] + 1), "lightgbm.pred_contrib"
         threads = 1 if len(x) <= SMALL_BATCH else 0  # 0: LightGBM's default (all cores)
         raw = np.asarray(booster.predict(x, pred_contrib=True, num_threads=threads), np.float64)
         return raw.reshape(x.shape[0], k, x.shape[1] + 1), "lightgbm.pred_contrib"
@@ -191,13 +255,15 @@ def _tree_contributions(model: Any, flavor: str, x: np.ndarray, k: int) -> tuple
     return raw.reshape(x.shape[0], k, x.shape[1] + 1), "xgboost.pred_contribs"
 
 
-def _outputs(task_kind: str, classes: Sequence[str]) -> tuple[str, ...]:
+def outputs_of(task_kind: str, classes: Sequence[str]) -> tuple[str, ...]:
+    """What each raw output is of: ``("log_odds",)``, the class names, or ``("value",)``."""
     if task_kind == "multiclass":
         return tuple(classes)
     return ("log_odds",) if task_kind == "binary" else ("value",)
 
 
-def _prediction(task_kind: str, margin: np.ndarray) -> np.ndarray:
+def prediction_of(task_kind: str, margin: np.ndarray) -> np.ndarray:
+    """The prediction for raw outputs ``(rows, k)``: sigmoid, softmax or the value."""
     if task_kind == "binary":
         return np.asarray(1.0 / (1.0 + np.exp(-margin[:, 0])))
     if task_kind == "multiclass":
@@ -207,30 +273,30 @@ def _prediction(task_kind: str, margin: np.ndarray) -> np.ndarray:
 
 
 def explain_matrix(package: Explainable, x: np.ndarray) -> Explanation:
-    """Explain rows already transformed by the package's feature pipeline.
+    """Explain rows already transformed by the package's feature pipeline: exact TreeSHAP for
+    tree flavors, ``shap``'s Permutation explainer for the others
+    (:mod:`keel.evaluate.agnostic`, the ``explain`` extra).
 
     Raises:
-        ConfigError: The model's flavor has no exact explanation (names the supported ones).
+        ConfigError: A flavor without native contributions and ``shap`` not installed (names
+            ``pip install 'keel[explain]'``), or a model saved without a background sample.
     """
     from keel.train.tasks import task_for
 
     flavor = package.flavor
     if flavor not in TREE_FLAVORS:
-        raise ConfigError(
-            f"model flavor '{flavor}' cannot be explained: exact contributions come from tree "
-            f"models ({', '.join(TREE_FLAVORS)}); model-agnostic SHAP is not built in (it costs "
-            "thousands of model calls per row).",
-            field="flavor",
-        )
+        from keel.evaluate.agnostic import explain_agnostic
+
+        return explain_agnostic(package, x)
     kind = task_for(package.task).kind
-    outputs = _outputs(kind, package.classes)
+    outputs = outputs_of(kind, package.classes)
     raw, method = _tree_contributions(package.model, flavor, x, len(outputs))
     columns, fold = fold_matrix(package.pipeline)
     contributions = raw[:, :, :-1] @ fold  # (rows, k, features) @ (features, columns)
     base = raw[0, :, -1].copy() if len(raw) else np.zeros(len(outputs))
     margin = raw.sum(axis=2)
     return Explanation(
-        columns, outputs, base, contributions, margin, _prediction(kind, margin), method
+        columns, outputs, base, contributions, margin, prediction_of(kind, margin), method
     )
 
 
@@ -261,7 +327,8 @@ def global_importance(
     package: Explainable, x: np.ndarray, *, limit: int = IMPORTANCE_ROWS
 ) -> dict[str, float]:
     """Mean |contribution| per input column over ``limit`` rows of ``x`` spread evenly over
-    it, largest first; ``{}`` for a flavor that cannot be explained.
+    it, largest first; ``{}`` for a flavor without exact contributions (a model-agnostic
+    estimate would cost tens of milliseconds a row; permutation importance covers them).
 
     TreeSHAP costs about 1.4 ms a row for 200 trees of 31 leaves on one core, so the default
     500 rows add well under a second to the evaluate step."""

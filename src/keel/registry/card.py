@@ -4,8 +4,9 @@ A card gathers what is already stored with the version (the package manifest, it
 train run's facts and the evaluation: metrics with intervals, slices, calibration or residuals,
 worst slices, fairness, gate verdicts, importance) and the words of keel.yaml's ``card:``
 section, and draws its plots as inline SVG (:mod:`keel.registry.charts`): no script, no CDN,
-so it opens offline and can be attached to a review. ROC and precision-recall curves are not
-stored in the evaluation; they are recomputed from the version's own test snapshot.
+so it opens offline and can be attached to a review. ROC and precision-recall curves are the
+thinned points stored with the evaluation (nothing is predicted again); only a version
+evaluated before they were stored has them recomputed from its own test snapshot.
 
 The register step stores both renderings as ``model-card`` artifacts (metadata: the package's
 sha256 and the format); :func:`model_card` returns the stored one, or renders a version
@@ -28,6 +29,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from keel.errors import ConfigError, KeelError
+from keel.evaluate.curves import curves_of
 from keel.evaluate.evaluation import Evaluation
 from keel.registry.charts import bar_chart, interval_chart, line_chart
 
@@ -50,8 +52,6 @@ SECTIONS = (
     ("gates", "Gate verdicts"),
     ("caveats", "Caveats"),
 )
-_CURVE_POINTS = 200
-_MAX_CLASSES = 8
 
 
 @cache
@@ -199,6 +199,12 @@ def _facts(project: Project, version: ModelVersion) -> dict[str, Any]:
     if evaluation.task != "regression" and evaluation.residuals is None:
         _curve_charts(project, version.package_sha256, manifest, lineage, evaluation, charts, notes)
     facts["importance"] = _importance(raw.get("importance"), charts, notes)
+    facts["permutation"] = _permutation(evaluation, charts)
+    if facts["permutation"] and not facts["importance"]:
+        notes["importance"] = (
+            "no mean |SHAP| is stored for this version (a flavor without native contributions, "
+            "evaluated without the explain extra): permutation importance only."
+        )
     facts["caveats"] = _caveats(project, evaluation, notes)
     return facts
 
@@ -340,22 +346,18 @@ def _curve_charts(
     project: Project, package_sha256: str, manifest: Mapping[str, Any], lineage: Mapping[str, str],
     evaluation: Evaluation, charts: dict[str, str], notes: dict[str, str],
 ) -> None:  # fmt: skip
-    """ROC and PR curves, recomputed from the version's test snapshot (not stored)."""
-    try:
-        y, proba = _test_predictions(project, package_sha256, manifest, lineage)
-    except (KeelError, ValueError, KeyError) as exc:
-        notes["curves"] = f"ROC and PR curves could not be recomputed from the test data: {exc}"
-        return
-    classes = list(evaluation.classes) or ["negative", "positive"]
-    if proba.ndim == 1:
-        pairs = [(classes[-1], y == 1, proba)]
-    else:
-        pairs = [(c, y == i, proba[:, i]) for i, c in enumerate(classes[:_MAX_CLASSES])]
-    roc, pr = [], []
-    for label, hit, score in pairs:
-        fpr, tpr, recall, precision = _curves(hit, score)
-        roc.append((label, fpr, tpr))
-        pr.append((label, recall, precision))
+    """ROC and PR curves: the thinned points stored with the evaluation; for a version
+    evaluated before they were stored, recomputed from its test snapshot (loads the package)."""
+    curves = evaluation.curves
+    if curves is None:
+        try:
+            y, proba = _test_predictions(project, package_sha256, manifest, lineage)
+        except (KeelError, ValueError, KeyError) as exc:
+            notes["curves"] = f"ROC and PR curves could not be recomputed from the test data: {exc}"
+            return
+        curves = curves_of(y, proba, evaluation.classes)
+    roc = [(c.label, c.x, c.y) for c in curves.roc]
+    pr = [(c.label, c.x, c.y) for c in curves.pr]
     charts["roc"] = line_chart("roc", "ROC curve", roc, x_label="false positive rate",
                                y_label="true positive rate", diagonal=True)  # fmt: skip
     charts["pr"] = line_chart("pr", "Precision-recall curve", pr, x_label="recall",
@@ -387,22 +389,6 @@ def _test_predictions(
     return y, proba
 
 
-def _curves(hit: np.ndarray, score: np.ndarray) -> tuple[list[float], ...]:
-    """(fpr, tpr, recall, precision) at every distinct threshold, thinned to a few hundred."""
-    order = np.argsort(-score, kind="stable")
-    s, h = score[order], hit[order].astype(np.float64)
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1] if len(s) else np.array([], int)
-    tp, fp = np.cumsum(h)[last], np.cumsum(1 - h)[last]
-    positives, negatives = max(h.sum(), 1.0), max(len(h) - h.sum(), 1.0)
-    keep = np.unique(np.linspace(0, max(len(last) - 1, 0), _CURVE_POINTS).astype(int))
-    tpr, fpr = tp[keep] / positives, fp[keep] / negatives
-    precision = tp[keep] / np.maximum(tp[keep] + fp[keep], 1.0)
-    return (
-        [0.0, *fpr.tolist()], [0.0, *tpr.tolist()],
-        [0.0, *tpr.tolist()], [1.0, *precision.tolist()],
-    )  # fmt: skip
-
-
 def _importance(raw: Any, charts: dict[str, str], notes: dict[str, str]) -> list[dict[str, Any]]:
     """Global importance when the evaluation holds it: ``{feature: value}`` (one method) or
     ``{method: {feature: value}}``; the top 20 features by the first method."""
@@ -418,12 +404,31 @@ def _importance(raw: Any, charts: dict[str, str], notes: dict[str, str]) -> list
     first = next(iter(methods.values()))
     features = sorted(first, key=lambda f: -abs(float(first[f])))[:20]
     charts["importance"] = bar_chart(
-        "importance", "Global importance", features,
+        "importance", "Global importance: mean |SHAP|", features,
         [(m, [None if v.get(f) is None else float(v[f]) for f in features])
          for m, v in methods.items()],
         x_label="importance",
     )  # fmt: skip
     return [{"feature": f, **{m: v.get(f) for m, v in methods.items()}} for f in features]
+
+
+def _permutation(evaluation: Evaluation, charts: dict[str, str]) -> list[dict[str, Any]]:
+    """Permutation importance when stored: the top 20 columns by mean drop, drawn as a dot at
+    the mean with a whisker of one standard deviation each side."""
+    found = evaluation.permutation
+    if found is None or not found.mean:
+        return []
+    columns = found.ranked()[:20]
+    rows = [(c, found.mean[c], found.mean[c] - found.std[c], found.mean[c] + found.std[c])
+            for c in columns]  # fmt: skip
+    charts["permutation"] = interval_chart(
+        "permutation",
+        f"Permutation importance: drop in {found.metric} ({found.repeats} repeats, "
+        f"{found.rows:,} rows)",
+        rows,
+        x_label=f"drop in {found.metric} (mean +/- std)",
+    )
+    return [{"feature": c, "mean": found.mean[c], "std": found.std[c]} for c in columns]
 
 
 def _numbers(value: Any) -> bool:

@@ -1,6 +1,7 @@
 """PyTorch tabular MLP (extra ``torch``): seeded CPU training, early stopping on validation loss.
 
-Saved as two safe files: the state dict in safetensors and the architecture as JSON; loading
+Saved as safe files: the state dict in safetensors, the architecture as JSON and a background
+sample of training rows as ``.npy`` (:mod:`keel.train.background`); loading
 builds the network from the JSON and fills it from the tensors, no pickle. Regression targets are
 standardised for training and scaled back in :meth:`MLPTrainer.predict`.
 """
@@ -14,6 +15,7 @@ import numpy as np
 import orjson
 
 from keel.errors import ConfigError, NotFittedError
+from keel.train.background import background_files, read_background, sample_background
 from keel.train.base import (
     HISTORY_METRICS,
     OnIteration,
@@ -99,6 +101,7 @@ class MLPTrainer(TrainerBase):
                 on_iteration,
             )
         self.n_classes_ = k
+        self.background_: np.ndarray | None = sample_background(x, self.seed)  # explanations
         self.facts_ = {
             "train_rows": len(y),
             "validation_rows": 0 if y_valid is None else len(y_valid),
@@ -193,6 +196,7 @@ class MLPTrainer(TrainerBase):
         return {
             MODEL_FILE: bytes(save(state)),
             ARCHITECTURE_FILE: orjson.dumps(self.architecture_, option=orjson.OPT_SORT_KEYS),
+            **background_files(getattr(self, "background_", None)),
         }
 
     @classmethod
@@ -207,6 +211,7 @@ class MLPTrainer(TrainerBase):
         network.load_state_dict(load(files[MODEL_FILE]), strict=True)
         network.eval()
         trainer.network_ = network
+        trainer.background_ = read_background(files)
         outputs = int(architecture["outputs"])
         trainer.n_classes_ = outputs if trainer.task == "multiclass" else n_classes_of(trainer.task)
         return trainer

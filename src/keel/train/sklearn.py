@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 
 from keel.errors import ConfigError, NotFittedError, UnsafeModelError
+from keel.train.background import background_files, read_background, sample_background
 from keel.train.base import OnIteration, TrainerBase, check_task, n_classes_of, score, unknown_param
 from keel.train.skops_types import (
     ALLOWED_FUNCTIONS,
@@ -94,6 +95,7 @@ class SklearnTrainer(TrainerBase):
         except InvalidParameterError as exc:  # scikit-learn checks parameters when fitting
             raise ConfigError(f"model.params: {exc}", field="model.params") from exc
         self.estimator_ = estimator
+        self.background_: np.ndarray | None = sample_background(x, self.seed)  # explanations
         dumps_model(estimator)  # fails now, not at serving time, on a type we would not load
         if x_valid is not None and y_valid is not None:
             self.history_ = {k: [v] for k, v in score(task, y_valid, self.predict(x_valid)).items()}
@@ -121,13 +123,15 @@ class SklearnTrainer(TrainerBase):
         return full[:, 1] if self.task == "binary" else full
 
     def save(self) -> dict[str, bytes]:
-        """``model.skops`` (reproducible bytes) and ``sklearn.json`` (task, classes)."""
+        """``model.skops`` (reproducible bytes), ``sklearn.json`` (task, classes) and
+        ``background.npy`` (training rows for model-agnostic explanations)."""
         if getattr(self, "estimator_", None) is None:
             raise NotFittedError("this scikit-learn trainer is not fitted; nothing to save.")
         meta = {"task": self.task, "n_classes": self.n_classes_, "seed": self.seed}
         return {
             MODEL_FILE: dumps_model(self.estimator_),
             META_FILE: orjson.dumps(meta, option=orjson.OPT_SORT_KEYS),
+            **background_files(getattr(self, "background_", None)),
         }
 
     @classmethod
@@ -137,6 +141,7 @@ class SklearnTrainer(TrainerBase):
         trainer = cls(task=str(meta["task"]), params={}, seed=int(meta["seed"]))
         trainer.n_classes_ = int(meta["n_classes"])
         trainer.estimator_ = loads_model(files[MODEL_FILE])
+        trainer.background_ = read_background(files)
         return trainer
 
 
