@@ -1,7 +1,16 @@
-"""`keel run` end to end on UCI Adult: a fresh run, a cached rerun, and a hand-written script.
+"""`keel run` end to end on UCI Adult: a fresh run, no-op reruns, and a hand-written script.
 
 Each command runs as its own process (imports included), timed by wall clock; peak RSS comes
-from that child's own rusage (os.wait4). Medians over rounds; the order of the three rotates.
+from that child's own rusage (os.wait4). Medians over rounds; the order of fresh and floor
+rotates. After the fresh run, :data:`NOOP_RUNS` reruns with nothing changed (every step a cache
+hit; issue 13's target: median <= 0.5 s). The children write and reuse bytecode (``.pyc``, in
+``.work/pycache``), as an installed Keel does, even when this shell sets
+``PYTHONDONTWRITEBYTECODE``: compiling Keel's sources on every start is not what users pay.
+The 1-minute load average is recorded before each round (``uptime``'s first figure).
+
+Only the no-op reruns of an existing project (after one ``keel run``)::
+
+    python benchmarks/pipeline/bench.py --noop PROJECT_DIR [--runs 10]
 """
 
 from __future__ import annotations
@@ -19,12 +28,26 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 WORK = HERE.parent / ".work" / "pipeline"
 TIMEOUT_S = 600.0
+#: No-op reruns per round (every step cached).
+NOOP_RUNS = 10
+#: Issue 13: the median no-op rerun, seconds.
+NOOP_TARGET_S = 0.5
+
+
+def child_env() -> dict[str, str]:
+    """The environment of timed children: bytecode cached as in an installed Keel."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(WORK / "pycache")
+    return env
 
 
 def timed(command: list[str], cwd: Path) -> dict[str, Any]:
     """Run a command; wall seconds, peak RSS (MB) of that process, exit code and stdout."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env()
+    )
     deadline = started + TIMEOUT_S
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -51,22 +74,37 @@ def one_round(index: int) -> dict[str, Any]:
     keel = [sys.executable, "-m", "keel.cli"]
     subprocess.run([*keel, "init", str(project)], check=True, capture_output=True)
     floor = [sys.executable, str(HERE / "floor_script.py"), str(project / "data")]
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"load_1m": os.getloadavg()[0]}
     jobs = ["fresh", "floor"] if index % 2 == 0 else ["floor", "fresh"]
     for job in jobs:
         if job == "fresh":
             result["fresh"] = timed([*keel, "run", "--format", "json"], project)
-            result["cached"] = timed([*keel, "run", "--format", "json"], project)
+            result |= noop_reruns(project, NOOP_RUNS)
         else:
             result["floor"] = timed(floor, project)
     fresh = json.loads(result["fresh"]["stdout"])
-    cached = json.loads(result["cached"]["stdout"])
     result["keel_auc"] = fresh["model"]["metrics"]["roc_auc"]
     result["floor_auc"] = json.loads(result["floor"]["stdout"])["roc_auc"]
-    result["all_cached"] = all(s["status"] == "cached" for s in cached["steps"])
-    for key in ("fresh", "cached", "floor"):
+    for key in ("fresh", "floor"):
         result[key].pop("stdout")
     return result
+
+
+def noop_reruns(project: Path, runs: int) -> dict[str, Any]:
+    """``runs`` reruns of an already-run project: each wall time, and whether every step hit.
+
+    The first is a warm-up (bytecode written, files in the page cache) and is not counted."""
+    keel = [sys.executable, "-m", "keel.cli", "run", "--format", "json"]
+    timed(keel, project)
+    walls, all_cached, rss = [], True, []
+    for _ in range(runs):
+        done = timed(keel, project)
+        summary = json.loads(done["stdout"])
+        all_cached &= all(s["status"] == "cached" for s in summary["steps"])
+        walls.append(done["wall_s"])
+        rss.append(done["rss_mb"])
+    cached = {"wall_s": statistics.median(walls), "rss_mb": statistics.median(rss)}
+    return {"cached": cached, "noop_walls": walls, "all_cached": all_cached}
 
 
 def run(rounds: int) -> dict[str, Any]:
@@ -85,29 +123,60 @@ def render(raw: dict[str, Any]) -> str:
         values = [r[key][field] for r in rounds]
         return f"{min(values):.2f}–{max(values):.2f}"
 
-    fresh, cached, floor = (med(k, "wall_s") for k in ("fresh", "cached", "floor"))
-    ok = cached < 2.0 and all(r["all_cached"] for r in rounds)
+    fresh, floor = (med(k, "wall_s") for k in ("fresh", "floor"))
+    walls = [w for r in rounds for w in r.get("noop_walls", [r["cached"]["wall_s"]])]
+    cached = statistics.median(walls)
+    ok = cached <= NOOP_TARGET_S and all(r["all_cached"] for r in rounds)
+    loads = [r["load_1m"] for r in rounds if "load_1m" in r]
+    load = f"{min(loads):.2f}–{max(loads):.2f}" if loads else "not recorded"
     lines = [
         "## Pipeline: `keel run` on UCI Adult (ingest ... register)",
         "",
         "Method. A fresh project per round (`keel init --example adult`); `keel run` (all 9 steps "
-        "execute), then `keel run` again (every step reused from the cache), and the floor: a "
+        f"execute), then {NOOP_RUNS} more `keel run`s with nothing changed (every step reused from "
+        "the cache; after one warm-up), and the floor: a "
         "hand-written pandas + scikit-learn + LightGBM script doing the same preprocessing and "
         "training with the same parameters, without snapshots, statistics, validation, lineage "
         f"or registry (`benchmarks/pipeline/floor_script.py`). Each is a separate process, wall "
-        f"clock including imports; peak RSS of that process. {len(rounds)} round(s), medians.",
+        f"clock including imports, bytecode cached as in an installed Keel; peak RSS of that "
+        f"process. {len(rounds)} round(s), medians; 1-minute load average before the rounds: "
+        f"{load} (2 cores).",
         "",
         "| command | wall s (min–max) | peak RSS MB | test ROC AUC |",
         "|---|---|---|---|",
         f"| `keel run`, fresh | {fresh:.2f} ({span('fresh', 'wall_s')}) | "
         f"{med('fresh', 'rss_mb'):.0f} | {statistics.median(r['keel_auc'] for r in rounds):.4f} |",
-        f"| `keel run`, nothing changed (all cached) | {cached:.2f} ({span('cached', 'wall_s')}) | "
+        f"| `keel run`, nothing changed (all cached; median of {len(walls)}) | {cached:.2f} "
+        f"({min(walls):.2f}–{max(walls):.2f}) | "
         f"{med('cached', 'rss_mb'):.0f} | same version |",
         f"| hand-written script (floor) | {floor:.2f} ({span('floor', 'wall_s')}) | "
         f"{med('floor', 'rss_mb'):.0f} | {statistics.median(r['floor_auc'] for r in rounds):.4f} |",
         "",
-        f"`keel run` fresh / floor: {fresh / floor:.2f}×. Target from the issue: a rerun with "
-        f"nothing changed reports every step cached in under 2 s: {cached:.2f} s, "
-        f"**{'PASS' if ok else 'FAIL'}**.",
+        f"`keel run` fresh / floor: {fresh / floor:.2f}×. Target from issue 13: a rerun with "
+        f"nothing changed reports every step cached in <= {NOOP_TARGET_S} s (median): "
+        f"{cached:.2f} s, **{'PASS' if ok else 'FAIL'}**.",
     ]
     return "\n".join(lines)
+
+
+def main() -> None:
+    """``--noop PROJECT``: time no-op reruns of an existing project and print them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--noop", type=Path, required=True, help="A project run at least once.")
+    parser.add_argument("--runs", type=int, default=NOOP_RUNS)
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    result = noop_reruns(args.noop.resolve(), args.runs)
+    walls = ", ".join(f"{w:.3f}" for w in result["noop_walls"])
+    print(
+        f"no-op keel run: median {result['cached']['wall_s']:.3f} s over {args.runs} "
+        f"(all cached: {result['all_cached']}); runs: {walls}; peak RSS "
+        f"{result['cached']['rss_mb']:.0f} MB; load (1 min) before {load:.2f}, after "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -229,8 +229,10 @@ def test_cancel_stops_a_running_step_and_records_cancelled(project: Path) -> Non
     }
     with Project(project) as proj:
         (run,) = proj.metadata.list_runs(step="patient")
-        assert run.status == "failed" and (run.error or "").startswith("cancelled")
+        assert run.status == "cancelled" and "cancelled" in (run.error or "")
         assert not run.outputs
+    found = api.runs('status = "cancelled"', project=project)
+    assert [r["id"] for r in found] == [run.id]
     with pytest.raises(keel.errors.ConflictError, match="not running"):
         api.cancel_pipeline_run(record["id"], project=project)
 

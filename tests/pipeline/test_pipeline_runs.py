@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 import keel
@@ -98,3 +99,59 @@ def test_the_cli_lists_and_shows_pipeline_runs(ran: Any) -> None:
                            capture_output=True, text=True, check=True)  # fmt: skip
     assert f"pipeline run {first['pipeline_run']}: succeeded" in shown.stdout
     assert "register" in shown.stdout and "peak MB" in shown.stdout
+
+
+def test_a_cancelled_run_reads_back_cancelled_in_the_api_and_the_cli(ran: Any) -> None:
+    root, _, _ = ran
+    cancelled, old_form = "c" * 32, "e" * 32
+    with Project(root) as project:
+        database = project.metadata.database
+        pipeline_runs.start(database, cancelled, config_hash="x", trigger="manual", reason=None)
+        asked = pipeline_runs.request_cancel(database, cancelled[:10])
+        assert asked.status == "cancel_requested"
+        assert pipeline_runs.status_of(database, cancelled) == "cancel_requested"
+        step = pipeline_runs.StepOutcome("train", "", "cancelled", "miss", 1.5)
+        pipeline_runs.finish(database, cancelled, status="cancelled", steps=[step],
+                             error="cancelled with keel runs cancel")  # fmt: skip
+        with database.read() as conn:  # a real status, not failed + an error prefix
+            stored = conn.execute(sa.select(table.c.status).where(table.c.id == cancelled))
+            assert stored.scalar_one() == "cancelled"
+        # a row written before migration 0010 still reads as the status it meant
+        pipeline_runs.start(database, old_form, config_hash="x", trigger="manual", reason=None)
+        with database.write() as conn:
+            conn.execute(table.update().where(table.c.id == old_form).values(
+                status="failed", error="cancelled: interrupted (Ctrl-C)"
+            ))  # fmt: skip
+    record = api.get_pipeline_run(cancelled, project=root)
+    assert (record["status"], record["error"]) == ("cancelled", "cancelled with keel runs cancel")
+    assert record["steps"][0]["status"] == "cancelled"
+    old = api.get_pipeline_run(old_form, project=root)
+    assert (old["status"], old["error"]) == ("cancelled", "interrupted (Ctrl-C)")
+    run = [sys.executable, "-m", "keel.cli", "runs"]
+    shown = subprocess.run([*run, "show", cancelled[:12]], cwd=root, capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    assert f"pipeline run {cancelled}: cancelled" in shown.stdout
+    assert f"keel run --resume {cancelled[:12]}" in shown.stdout
+    listed = subprocess.run([*run, "list", "--pipeline"], cwd=root, capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert [cancelled[:12], "manual", "cancelled"] in [r[:3] for r in rows]
+    assert [old_form[:12], "manual", "cancelled"] in [r[:3] for r in rows]
+
+
+def test_a_cached_rerun_imports_no_step_module_nor_numpy(ran: Any) -> None:
+    """Every step hits: deciding so reads the steps' source from their files (the key is the
+    one importing them would give) and loads neither the steps' modules nor NumPy or Arrow."""
+    root, _, _ = ran
+    code = (
+        "import sys\nsys.argv = ['keel', 'run', '--format', 'json']\nfrom keel.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "heavy = ['numpy', 'pyarrow', 'lightgbm', 'keel.pipeline.steps', "
+        "'keel.pipeline.evaluate_step', 'keel.train', 'keel.features.pipeline']\n"
+        "print([m for m in heavy if m in sys.modules], file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    summary = json.loads(done.stdout)
+    assert {s["status"] for s in summary["steps"]} == {"cached"}
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr[-2000:]

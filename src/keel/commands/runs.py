@@ -67,7 +67,7 @@ def list_(
         [
             run["id"][:12],
             run["step"],
-            run["status"],
+            _status(run["status"]),
             run["started_at"][:16].replace("T", " "),
             _num(run["duration_seconds"]),
             *(_num(run["metrics"].get(m)) for m in metrics),
@@ -124,7 +124,7 @@ def _list_pipeline_runs(found: list[dict[str, Any]], fmt: Format) -> None:
         table.add_row(
             run["id"][:12],
             escape(run["trigger"]),
-            run["status"],
+            _status(run["status"]),
             run["started_at"][:16].replace("T", " "),
             str(len(run["steps"])),
             str(hits),
@@ -155,8 +155,26 @@ def cancel(
     )
 
 
+#: How `keel runs` colours a run's status (pipeline runs and step runs).
+_STATUS_STYLES = {
+    "succeeded": "green",
+    "cached": "cyan",
+    "failed": "red",
+    "cancelled": "yellow",
+    "cancel_requested": "yellow",
+}
+
+
+def _status(status: str) -> str:
+    """A status as Rich markup, coloured when it is one of the known ones."""
+    style = _STATUS_STYLES.get(status)
+    return f"[{style}]{escape(status)}[/]" if style else escape(status)
+
+
 def _print_pipeline_run(shown: dict[str, Any]) -> None:
-    out.print(f"pipeline run {shown['id']}: {shown['status']}", highlight=False)
+    out.print(f"pipeline run {shown['id']}: {_status(shown['status'])}", highlight=False)
+    if shown["status"] == "cancel_requested":
+        out.print("  (cancel requested: its runner stops it within a second)", highlight=False)
     if shown.get("resumes"):
         out.print(f"  resumes  {shown['resumes']}", highlight=False)
     reason = f" ({shown['reason']})" if shown["reason"] else ""
@@ -165,6 +183,8 @@ def _print_pipeline_run(shown: dict[str, Any]) -> None:
     out.print(f"  ended    {shown['ended_at'] or '-'}", highlight=False)
     if shown["error"]:
         out.print(f"  error    {escape(shown['error'])}", highlight=False)
+    if shown["status"] in ("failed", "cancelled"):
+        out.print(f"  resume   keel run --resume {shown['id'][:12]}", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for column in ("step", "run", "status", "attempt", "cache", "seconds", "cpu s", "peak MB"):
         table.add_column(column, no_wrap=True)
@@ -172,7 +192,7 @@ def _print_pipeline_run(shown: dict[str, Any]) -> None:
         table.add_row(
             escape(step["step"]),
             step["run_id"][:12] or "-",
-            step["status"],
+            _status(step["status"]),
             str(step.get("attempt", 1)),
             step["cache"],
             _num(step["seconds"]),

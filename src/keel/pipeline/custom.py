@@ -32,9 +32,11 @@ def custom_steps(project: Project) -> list[StepSpec]:
         ConfigError: An entry cannot be imported, is not a ``@keel.step`` function, or wires
             an input it does not have; the message names the keel.yaml line.
     """
+    config = project.config
+    if not config.pipeline.steps:  # nothing to import (nor the features package's NumPy)
+        return []
     from keel.features.custom import importable_from
 
-    config = project.config
     found = []
     with importable_from(project.root):
         for index, entry in enumerate(config.pipeline.steps):

@@ -12,13 +12,20 @@ A step is any function ``fn(ctx, **inputs) -> {output name: Artifact}`` decorate
 Inputs and outputs are artifact names of the pipeline (``train_snapshot``, ``features``,
 ``model``, ``evaluation``, ...) with a kind (``snapshot``, ``model``, ...; ``any`` matches
 every kind). A step that reads a name and writes it again *refines* it: the steps after it get
-its version. Keel's own steps are declared the same way (:mod:`keel.pipeline.steps`), and
-:mod:`keel.pipeline.graph` checks the whole graph before anything runs.
+its version. Keel's own steps are declared the same way, by import path
+(:func:`lazy_step`, in :mod:`keel.pipeline.standard`): a :class:`StepRef` stands for the
+function until the step must run, so deciding that a step is cached (its cache key hashes the
+function's source, read from its file) imports none of its dependencies. :mod:`keel.pipeline.graph`
+checks the whole graph before anything runs.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import inspect
+import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -29,7 +36,17 @@ if TYPE_CHECKING:
     from keel.project import Project
     from keel.types import Artifact
 
-__all__ = ["EFFECTS", "Port", "StepResources", "StepSpec", "spec_of", "step"]
+__all__ = [
+    "EFFECTS",
+    "Port",
+    "StepRef",
+    "StepResources",
+    "StepSpec",
+    "lazy_step",
+    "spec_of",
+    "step",
+    "target_of",
+]
 
 #: Side effects a step may declare: what it changes beyond adding artifacts.
 EFFECTS = ("registers", "serves", "writes_files", "network")
@@ -109,12 +126,109 @@ def _no_section(project: Project) -> Any:
 
 
 @dataclass(frozen=True)
+class StepRef:
+    """A step function named by its import path, imported the first time it is called.
+
+    Its source is read from the module's file without importing the module, so the runner
+    hashes it (the step's cache key) exactly as it would hash the imported function.
+
+    Attributes:
+        target: ``package.module:function`` (a function defined at the module's top level).
+    """
+
+    target: str
+
+    @property
+    def module(self) -> str:
+        """The module's dotted name."""
+        return self.target.partition(":")[0]
+
+    @property
+    def name(self) -> str:
+        """The function's name in its module."""
+        return self.target.partition(":")[2]
+
+    def resolve(self) -> Callable[..., dict[str, Artifact]]:
+        """Import the module and return the function.
+
+        Raises:
+            ConfigError: The module cannot be imported or has no such function.
+        """
+        try:
+            function = getattr(importlib.import_module(self.module), self.name)
+        except (ImportError, AttributeError) as exc:
+            msg = f"step function {self.target} cannot be imported ({type(exc).__name__}: {exc})."
+            raise ConfigError(msg) from exc
+        if not callable(function):
+            raise ConfigError(f"step function {self.target} is not a function.")
+        return function  # type: ignore[no-any-return]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Artifact]:
+        return self.resolve()(*args, **kwargs)
+
+    def source(self) -> str:
+        """The function's source lines, decorators included, as :func:`inspect.getsource`
+        returns them for the imported function; the module is located, not imported.
+
+        Raises:
+            ConfigError: The module's file cannot be found or read, or it defines no such
+                top-level function.
+        """
+        try:
+            found = importlib.util.find_spec(self.module)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(f"step function {self.target}: no module ({exc}).") from exc
+        if found is None or not found.origin or not found.has_location:
+            raise ConfigError(f"step function {self.target}: its module has no source file.")
+        try:
+            sources = _function_sources(found.origin)
+        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+            msg = f"step function {self.target}: cannot read {found.origin}: {exc}"
+            raise ConfigError(msg) from exc
+        if self.name not in sources:
+            msg = f"step function {self.target}: {found.origin} defines no {self.name}()."
+            raise ConfigError(msg)
+        return sources[self.name]
+
+
+#: Parsed module files: path -> (modification time, size, {function name: source}).
+_SOURCES: dict[str, tuple[int, int, dict[str, str]]] = {}
+
+
+def _function_sources(path: str) -> dict[str, str]:
+    """The source of every top-level function of a Python file (parsed once per version)."""
+    from pathlib import Path
+
+    stat = Path(path).stat()
+    cached = _SOURCES.get(path)
+    if cached is not None and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+        return cached[2]
+    text = Path(path).read_text(encoding="utf-8")  # newlines made "\n", as linecache reads it
+    lines = io.StringIO(text).readlines()  # split at "\n" only, as ast counts lines
+    found = {}
+    for node in ast.parse(text, filename=path).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            found[node.name] = "".join(lines[first - 1 : node.end_lineno])
+    _SOURCES[path] = (stat.st_mtime_ns, stat.st_size, found)
+    return found
+
+
+def target_of(fn: Any) -> str:
+    """``module:function`` of a step function or :class:`StepRef`, for comparisons."""
+    if isinstance(fn, StepRef):
+        return fn.target
+    return f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+
+
+@dataclass(frozen=True)
 class StepSpec:
     """A declared step.
 
     Attributes:
         name: Unique in the pipeline; names its runs.
-        fn: ``fn(ctx)`` or ``fn(ctx, **inputs)``, returning ``{output name: Artifact}``.
+        fn: ``fn(ctx)`` or ``fn(ctx, **inputs)``, returning ``{output name: Artifact}``; a
+            :class:`StepRef` for a step declared by import path (:func:`lazy_step`).
         inputs: What it reads, by parameter name.
         outputs: What it writes.
         effects: Declared side effects (see :data:`EFFECTS`); ``registers`` steps are not
@@ -155,15 +269,21 @@ class StepSpec:
         """The step, and where it was declared, for messages."""
         return f"step '{self.name}'" + (f" ({self.origin})" if self.origin else "")
 
+    @property
+    def function(self) -> Callable[..., dict[str, Artifact]]:
+        """The step's function (imported now when declared by import path)."""
+        return self.fn.resolve() if isinstance(self.fn, StepRef) else self.fn
+
     def call(self, ctx: Any) -> dict[str, Artifact]:
         """Run the function with its inputs as keyword arguments (those it takes)."""
-        parameters = inspect.signature(self.fn).parameters
+        function = self.function
+        parameters = inspect.signature(function).parameters
         named = {
             port.name: ctx.inputs.get(port.name)
             for port in self.inputs
             if port.name in parameters and (port.name in ctx.inputs or not port.optional)
         }
-        return self.fn(ctx, **named)
+        return function(ctx, **named)
 
     def with_input(self, name: str, *, kind: str = ANY, optional: bool = False) -> StepSpec:
         """This step reading one more input."""
@@ -241,6 +361,57 @@ def step(
         return function
 
     return declare(fn) if fn is not None else declare
+
+
+def lazy_step(
+    target: str,
+    *,
+    name: str,
+    inputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, str],
+    optional: tuple[str, ...] = (),
+    effects: tuple[str, ...] = (),
+    section: Callable[[Project], Any] | None = None,
+    key: Callable[[Project, dict[str, Artifact]], str] | None = None,
+    resources: StepResources | Mapping[str, Any] | None = None,
+    retries: int | None = None,
+) -> StepSpec:
+    """Declare a step by the import path of its function, ``package.module:function``, without
+    importing it: the module is imported only when the step executes (not when its cache hits).
+    The arguments are :func:`step`'s; ``inputs`` are listed (the function is not inspected),
+    and an input the function can do without is named in ``optional``.
+
+    Raises:
+        ConfigError: The target is not ``module:function``, no outputs, an unknown effect, or
+            bad resources / retries.
+
+    Example:
+        >>> spec = lazy_step("keel.pipeline.steps:profile", name="profile",
+        ...                  inputs={"train_snapshot": "snapshot"},
+        ...                  outputs={"statistics": "statistics"})
+    """
+    module, _, function = target.partition(":")
+    label = f"step {name} ({target})"
+    if not module or not function.isidentifier():
+        raise ConfigError(f"{label}: give the function as 'package.module:function'.")
+    if not outputs:
+        raise ConfigError(f"{label}: declare its outputs, e.g. outputs={{'x': 'any'}}.")
+    unknown = [e for e in effects if e not in EFFECTS]
+    if unknown:
+        raise ConfigError(f"{label}: unknown effect {unknown[0]!r}; effects: {EFFECTS}.")
+    if retries is not None and not 0 <= retries <= MAX_RETRIES:
+        raise ConfigError(f"{label}: retries={retries}; give 0 to {MAX_RETRIES}.", field="retries")
+    return StepSpec(
+        name=name,
+        fn=StepRef(target),
+        inputs=tuple(Port(n, k, n in optional) for n, k in (inputs or {}).items()),
+        outputs=tuple(Port(n, k, n in optional) for n, k in outputs.items()),
+        effects=tuple(effects),
+        section=section or _no_section,
+        extra_key=key,
+        resources=StepResources.of(resources, label),
+        retries=retries,
+    )
 
 
 def spec_of(function: Any) -> StepSpec | None:

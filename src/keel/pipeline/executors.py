@@ -38,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 from rich.console import Console
 
 from keel.errors import ConfigError, KeelError
-from keel.pipeline.declare import StepResources
+from keel.pipeline.declare import StepResources, target_of
 from keel.pipeline.graph import Bound, dependencies
 from keel.pipeline.runner import StepCall, StepResult, run_call
 from keel.project import Project
@@ -61,6 +61,8 @@ __all__ = [
 CANCEL_GRACE = 5.0
 #: How often the scheduler looks for a cancel request in the database.
 POLL_SECONDS = 0.5
+#: The steps that hand their work to Ray themselves (see :func:`_drives_ray`).
+_TUNE, _TRAIN = "keel.pipeline.tune:tune_step", "keel.pipeline.steps:train"
 
 
 @runtime_checkable
@@ -537,11 +539,8 @@ def _drives_ray(call: StepCall, workers: int) -> bool:
     """Whether a step hands its work to Ray itself: ``tune`` (trials as Ray tasks) and
     ``train`` with ``resources.workers`` > 1 (Ray Train). Such a step's task holds no CPU: it
     only waits, and holding one could starve its own trials or workers on a small cluster."""
-    from keel.pipeline import steps as standard
-    from keel.pipeline.tune import tune_step
-
-    fn = call.spec.fn
-    return fn is tune_step or (fn is standard.train and workers > 1)
+    target = target_of(call.spec.fn)
+    return target == _TUNE or (target == _TRAIN and workers > 1)
 
 
 def _check_placeable(call: StepCall, nodes: list[Mapping[str, float]]) -> None:

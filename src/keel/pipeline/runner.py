@@ -22,6 +22,7 @@ warnings of the run it reused.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import io
@@ -31,7 +32,7 @@ import tokenize
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from rich.console import Console
 from rich.markup import escape
@@ -46,7 +47,7 @@ from keel.errors import (
     NotFittedError,
     NotFoundError,
 )
-from keel.pipeline.declare import Port, StepResources, StepSpec
+from keel.pipeline.declare import Port, StepRef, StepResources, StepSpec
 from keel.pipeline.graph import plan
 from keel.pipeline.usage import StepUsage
 from keel.project import Project
@@ -453,15 +454,15 @@ def _run_one(
             facts=jsonable(context.facts),
         )
     except BaseException as exc:
-        # The run must not stay 'running': record it as failed, with what the step reported.
+        # The run must not stay 'running': record it failed (or cancelled), with what the
+        # step reported.
         stopped = isinstance(exc, Cancelled | KeyboardInterrupt)
         error = exc.message if isinstance(exc, KeelError) else repr(exc)
-        if stopped:  # the runs table has no 'cancelled' status: the error says it
-            error = (
-                f"cancelled: {error}" if isinstance(exc, Cancelled) else "cancelled (interrupted)"
-            )
+        if isinstance(exc, KeyboardInterrupt):
+            error = "cancelled (interrupted)"
         with contextlib.suppress(KeelError):  # an unreachable store: the step's error matters
-            _finish_failed(project, run.id, inputs, error, usage, context)
+            ended: Literal["failed", "cancelled"] = "cancelled" if stopped else "failed"
+            _finish_failed(project, run.id, inputs, error, usage, context, status=ended)
         if isinstance(exc, SystemExit | GeneratorExit):
             raise
         return StepResult(
@@ -531,12 +532,14 @@ def _finish_failed(
     error: str,
     usage: StepUsage,
     context: StepContext,
+    *,
+    status: Literal["failed", "cancelled"] = "failed",
 ) -> None:
     meta = project.metadata
     if meta.get_run(run_id).status != "running":
         return  # the failure came after the run was recorded (nothing left to close)
     common: dict[str, Any] = {
-        "status": "failed",
+        "status": status,
         "inputs": _shas(inputs),
         "error": error,
         "cpu_seconds": usage.cpu_seconds,
@@ -574,8 +577,16 @@ def code_version_of(step: StepSpec, code: str | None = None) -> str:
 
 
 def source_hash(fn: Callable[..., Any]) -> str:
-    """sha256 of the function's source without comments, so editing a comment keeps the cache."""
-    source = inspect.getsource(fn)
+    """sha256 of the function's source without comments, so editing a comment keeps the cache.
+    A step declared by import path (:class:`~keel.pipeline.declare.StepRef`) is read from its
+    file, not imported: the same hash as its imported function's."""
+    return _hash_source(fn.source() if isinstance(fn, StepRef) else inspect.getsource(fn))
+
+
+@functools.lru_cache(maxsize=1024)
+def _hash_source(source: str) -> str:
+    """sha256 of the source's tokens without comments and layout (a long-lived process, the
+    scheduler, hashes each step's unchanged source once)."""
     tokens = [
         tok.string
         for tok in tokenize.generate_tokens(io.StringIO(source).readline)

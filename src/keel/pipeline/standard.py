@@ -1,5 +1,9 @@
 """Keel's own steps, declared the way a user declares theirs, and the pipeline of a project.
 
+Each is declared by the import path of its function (:func:`keel.pipeline.declare.lazy_step`):
+planning the graph and deciding that a step's cache hits import none of the steps' modules, so
+a rerun with nothing changed loads neither NumPy, Arrow nor a trainer.
+
 ``keel run`` runs :func:`pipeline_steps`: the standard steps below (those that apply to the
 project's keel.yaml) with the project's custom steps (``pipeline.steps``) placed among them,
 planned and checked as one graph (:mod:`keel.pipeline.graph`) before anything runs.
@@ -26,15 +30,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.pipeline import steps as std
-from keel.pipeline.declare import StepSpec, spec_of, step
+from keel.pipeline.declare import StepSpec, lazy_step, spec_of, step
 from keel.pipeline.evaluation_inputs import champion_key
+from keel.pipeline.sections import features_section, schema_key, train_section
 from keel.project import Project
 from keel.types import Artifact
 
 __all__ = ["default_steps", "pipeline_steps"]
 
 _SNAPSHOT, _QUARANTINE = "snapshot", "quarantine"
+#: Where the steps' functions live; each is imported only when its step executes.
+_STEPS = "keel.pipeline.steps"
 
 
 def _raw_file_key(split: str) -> Any:
@@ -55,31 +61,38 @@ def _declared(function: Any) -> StepSpec:
     return spec
 
 
-INGEST_TRAIN = step(
+INGEST_TRAIN = lazy_step(
+    f"{_STEPS}:ingest_train",
     name="ingest_train",
     outputs={"train_snapshot": _SNAPSHOT, "train_quarantine": _QUARANTINE},
     optional=("train_quarantine",),
     section=lambda p: p.config.data.train,
     key=_raw_file_key("train"),
-)(std.ingest_train)
-INGEST_TEST = step(
+)
+INGEST_TEST = lazy_step(
+    f"{_STEPS}:ingest_test",
     name="ingest_test",
     outputs={"test_snapshot": _SNAPSHOT, "test_quarantine": _QUARANTINE},
     optional=("test_quarantine",),
     section=lambda p: p.config.data.test,
     key=_raw_file_key("test"),
-)(std.ingest_test)
-PROFILE = step(
-    name="profile", inputs={"train_snapshot": _SNAPSHOT}, outputs={"statistics": "statistics"}
-)(std.profile)
-SCHEMA = step(
+)
+PROFILE = lazy_step(
+    f"{_STEPS}:profile",
+    name="profile",
+    inputs={"train_snapshot": _SNAPSHOT},
+    outputs={"statistics": "statistics"},
+)
+SCHEMA = lazy_step(
+    f"{_STEPS}:schema",
     name="schema",
     inputs={"statistics": "statistics"},
     outputs={"schema": "schema"},
     section=lambda p: p.config.data.target,
-    key=std.schema_key,
-)(std.schema)
-VALIDATE = step(
+    key=schema_key,
+)
+VALIDATE = lazy_step(
+    f"{_STEPS}:validate",
     name="validate",
     inputs={
         "schema": "schema",
@@ -88,21 +101,24 @@ VALIDATE = step(
         "test_snapshot": _SNAPSHOT,
     },
     outputs={"validation": "validation", "validation_report": "report"},
-)(std.validate)
-FEATURES = step(
+)
+FEATURES = lazy_step(
+    f"{_STEPS}:features",
     name="features",
     inputs={"schema": "schema", "train_snapshot": _SNAPSHOT},
     outputs={"features": "features"},
-    section=std.features_section,
-)(std.features)
-TRAIN = step(
+    section=features_section,
+)
+TRAIN = lazy_step(
+    f"{_STEPS}:train",
     name="train",
     inputs={"train_snapshot": _SNAPSHOT, "features": "features", "best_params": "best-params"},
     optional=("best_params",),
     outputs={"model": "model"},
-    section=std.train_section,
-)(std.train)
-EVALUATE = step(
+    section=train_section,
+)
+EVALUATE = lazy_step(
+    "keel.pipeline.evaluate_step:evaluate",
     name="evaluate",
     inputs={"test_snapshot": _SNAPSHOT, "features": "features", "model": "model"},
     outputs={"evaluation": "evaluation"},
@@ -113,8 +129,9 @@ EVALUATE = step(
         p.config.data.positive_label,
     ],
     key=champion_key,  # a new champion: a new comparison
-)(std.evaluate)
-REGISTER = step(
+)
+REGISTER = lazy_step(
+    f"{_STEPS}:register",
     name="register",
     inputs={
         "model": "model",
@@ -135,7 +152,7 @@ REGISTER = step(
         # only when set, so projects without approvals keep their cache keys
         *([p.config.registry.approvals] if p.config.registry.approvals else []),
     ],
-)(std.register)
+)
 
 
 def _feature_views(project: Project) -> list[StepSpec]:
@@ -157,18 +174,25 @@ def _feature_views(project: Project) -> list[StepSpec]:
 
 def default_steps(project: Project) -> list[StepSpec]:
     """Keel's own steps for a project, in order (those its keel.yaml calls for)."""
-    from keel.pipeline.holdout import split
     from keel.pipeline.tune import tune_steps
 
-    # without data.test, the split step holds a test split out of the training snapshot
-    test = [_declared(INGEST_TEST)] if project.config.data.test is not None else [_declared(split)]
+    test = [INGEST_TEST]
+    if project.config.data.test is None:  # the split step holds a test split out of train
+        from keel.pipeline.holdout import split
+
+        test = [_declared(split)]
     return [
-        _declared(INGEST_TRAIN),
+        INGEST_TRAIN,
         *test,
         *_feature_views(project),
-        *(_declared(f) for f in (PROFILE, SCHEMA, VALIDATE, FEATURES)),
+        PROFILE,
+        SCHEMA,
+        VALIDATE,
+        FEATURES,
         *tune_steps(project),  # search: / flavor auto -> best_params for train
-        *(_declared(f) for f in (TRAIN, EVALUATE, REGISTER)),
+        TRAIN,
+        EVALUATE,
+        REGISTER,
     ]
 
 

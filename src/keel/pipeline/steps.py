@@ -1,12 +1,12 @@
 """The work of Keel's own steps: ingest -> profile -> schema -> validate -> features -> train
--> evaluate -> register. Each reads artifacts and returns artifacts; the runner records them.
-What each step reads and writes is declared in :mod:`keel.pipeline.standard`."""
+-> register. Each reads artifacts and returns artifacts; the runner records them. What each step
+reads and writes is declared in :mod:`keel.pipeline.standard`; the ``evaluate`` step is
+:mod:`keel.pipeline.evaluate_step`, the training-data preparation :mod:`keel.pipeline.training`,
+and what the steps' cache keys read :mod:`keel.pipeline.sections`."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -15,14 +15,15 @@ from keel.config import SourceConfig
 from keel.errors import ConfigError, DataValidationError
 from keel.pipeline import contract
 from keel.pipeline.runner import StepContext
+from keel.pipeline.sections import train_section
+from keel.pipeline.training import target_labels, training_data
 from keel.project import Project
 from keel.types import Artifact
 
 if TYPE_CHECKING:  # imported where used: a cached `keel run` needs neither NumPy nor Arrow
-    import numpy as np
     import pyarrow as pa
 
-__all__ = ["SCHEMA_FILE", "read_snapshot", "target_labels"]
+__all__ = ["SCHEMA_FILE", "coerce_inputs", "read_snapshot", "target_labels", "train_section"]
 
 SCHEMA_FILE = contract.SCHEMA_FILE
 
@@ -98,11 +99,6 @@ def profile(ctx: StepContext) -> dict[str, Artifact]:
     return {"statistics": _put_json(ctx, statistics, "statistics", rows=statistics["rows"])}
 
 
-def effective_schema_text(project: Project, statistics: Artifact) -> str:
-    """schema.yaml's text if the project has one (reviewed), else the schema inferred now."""
-    return contract.schema_text(project, _json(project, statistics))
-
-
 def schema(ctx: StepContext) -> dict[str, Artifact]:
     """Infer schema.yaml on first run (for review); afterwards the reviewed file is the contract.
 
@@ -130,12 +126,6 @@ def schema(ctx: StepContext) -> dict[str, Artifact]:
         )
     ctx.facts["columns"] = len(parsed.columns)
     return {"schema": ctx.project.artifacts.put(text.encode(), kind="schema")}
-
-
-def schema_key(project: Project, inputs: dict[str, Artifact]) -> str:
-    """The schema step's extra cache key: the text of schema.yaml (inferred first if none)."""
-    text = effective_schema_text(project, inputs["statistics"])
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _load_schema(project: Project, artifact: Artifact) -> Any:
@@ -192,29 +182,6 @@ def validate(ctx: StepContext) -> dict[str, Artifact]:
 # --- features, train, evaluate ---------------------------------------------------------------
 
 
-def target_labels(
-    project: Project, table: pa.Table, classes: list[str] | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """The target encoded for ``model.task``: 0/1 and ``[negative, positive]`` (binary), codes
-    and class names (multiclass), floats and ``[]`` (regression). Pass the training
-    ``classes`` to encode evaluation data the way the model was trained."""
-    from keel.train.target import encode_target
-
-    data = project.config.data
-    if data.target not in table.column_names:
-        raise DataValidationError(
-            f"target '{data.target}' is not a column of the data ({table.column_names[:20]}).",
-            field="data.target",
-        )
-    return encode_target(
-        table.column(data.target),
-        task=project.config.model.task,
-        target=data.target,
-        positive_label=data.positive_label,
-        classes=classes,
-    )
-
-
 def features(ctx: StepContext) -> dict[str, Artifact]:
     """Fit the feature pipeline on the training snapshot; its state is JSON.
 
@@ -258,29 +225,6 @@ def coerce_inputs(ctx: StepContext, pipe: Any, table: pa.Table, split: str) -> A
         ctx.warn(f"{split} data: {issue.message} ({issue.count} rows; {issue.kind})")
     coerced.raise_errors(f"{split} data: ")
     return coerced
-
-
-def features_section(project: Project) -> Any:
-    """The features step's cache section: the config plus each custom function's source hash,
-    so editing a ``@keel.feature`` function re-fits the pipeline."""
-    from keel.features.custom import CustomFeature, importable_from
-
-    cfg = project.config.features
-    with importable_from(project.root):
-        hashes = {c.function: CustomFeature.create(c.model_dump()).sha256 for c in cfg.custom}
-    return [cfg, hashes] if hashes else cfg
-
-
-def train_section(project: Project) -> list[Any]:
-    """The train step's cache section; a data-parallel fit (Ray Train) is another model, so its
-    worker count joins the key (a local fit's key is unchanged)."""
-    from keel.settings import executor_settings
-
-    cfg = project.config
-    section: list[Any] = [cfg.model, cfg.split, cfg.data.target, cfg.data.positive_label]
-    if executor_settings(cfg)[0] == "ray" and cfg.resources.workers > 1:
-        section.append({"workers": cfg.resources.workers, "cpus": cfg.resources.cpus})
-    return section
 
 
 def train(ctx: StepContext) -> dict[str, Artifact]:
@@ -365,150 +309,6 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
     ctx.facts.update(facts, classes=classes, split=split.model_dump(mode="json"))
     model = put_bundle(project.artifacts, result.model, task=task, classes=classes, facts=facts)
     return {"model": model}
-
-
-def sample_weights(
-    project: Project, table: pa.Table, *, inputs: Mapping[str, Any]
-) -> np.ndarray | None:
-    column = project.config.model.sample_weight
-    if column is None:
-        return None
-    if column in inputs:
-        raise ConfigError(
-            f"model.sample_weight: column '{column}' is also a model input; a weight must not be "
-            f"a feature. Add it to data.drop (or set its role to ignored in {SCHEMA_FILE}).",
-            field="model.sample_weight",
-        )
-    import numpy as np
-
-    values = _column_values(table, column, field="model.sample_weight")
-    try:
-        weights = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        msg = f"model.sample_weight: column '{column}' is not numeric. Name a numeric column."
-        raise DataValidationError(msg, field="model.sample_weight") from exc
-    if not np.isfinite(weights).all() or (weights < 0).any():
-        raise DataValidationError(
-            f"model.sample_weight: column '{column}' has missing, infinite or negative weights; "
-            "weights must be finite and >= 0.",
-            field="model.sample_weight",
-        )
-    return weights
-
-
-def _column_values(table: pa.Table, column: str | None, *, field: str = "split.column") -> Any:
-    if column is None or column not in table.column_names:
-        raise ConfigError(
-            f"{field}: column '{column}' is not in the training data (columns: "
-            f"{table.column_names[:20]}).",
-            field=field,
-        )
-    return table.column(column).to_numpy()
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """The training rows as the ``train`` and ``tune`` steps see them, made once, one way.
-
-    Attributes:
-        x: The feature matrix (out-of-fold target encodings: no row sees its own label).
-        y: The encoded target.
-        classes: Class names by code (empty for regression).
-        weights: ``model.sample_weight`` per row, or None.
-        values: The ``split.column`` values for time and group splits, else None.
-        fit_rows: Rows the model is fitted on.
-        valid_rows: Rows early stopping watches (``model.validation_fraction``, per ``split:``).
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-    classes: list[str]
-    weights: np.ndarray | None
-    values: Any
-    fit_rows: np.ndarray
-    valid_rows: np.ndarray
-
-
-def training_data(project: Project, snapshot: Artifact, features: Artifact) -> TrainingData:
-    """The training snapshot transformed by the fitted feature pipeline and split into fit and
-    validation rows: the one preparation both the final fit and every search trial use.
-
-    Raises:
-        ConfigError: ``split.column`` or ``model.sample_weight`` names no column, or the weight
-            column is a model input.
-        DataValidationError: Weights are missing, negative or not numbers; a value does not
-            convert to its input's type.
-    """
-    from keel.features.custom import importable_from
-    from keel.features.pipeline import FeaturePipeline
-    from keel.train.splits import validation_split
-
-    cfg = project.config
-    table = read_snapshot(project, snapshot)
-    with importable_from(project.root):  # custom feature modules live in the project
-        pipe = FeaturePipeline.from_state(_json(project, features))
-        y, classes = target_labels(project, table)
-        x = pipe.transform_training(table, y)
-    weights = sample_weights(project, table, inputs=pipe.inputs)
-    split = cfg.split
-    values = _column_values(table, split.column) if split.method in ("time", "group") else None
-    fit_rows, valid_rows = validation_split(
-        y,
-        task=cfg.model.task,
-        fraction=cfg.model.validation_fraction,
-        seed=cfg.model.seed,
-        method=split.method,
-        values=values,
-        column=split.column,
-    )
-    return TrainingData(x, y, classes, weights, values, fit_rows, valid_rows)
-
-
-def evaluate(ctx: StepContext) -> dict[str, Artifact]:
-    """Metrics with bootstrap intervals on the test data, overall and per slice; calibration or
-    residuals; worst slices; fairness by ``data.sensitive``; the champion comparison; and
-    every gate's verdict (:mod:`keel.evaluate.evaluation`)."""
-    from dataclasses import replace
-
-    from keel.evaluate.evaluation import evaluate_predictions
-    from keel.evaluate.explain import ModelParts, global_importance
-    from keel.evaluate.footprint import measure_footprint
-    from keel.features.pipeline import FeaturePipeline
-    from keel.pipeline.evaluation_inputs import champion_predictions, evaluation_columns
-    from keel.train.bundle import load_bundle
-
-    project, cfg = ctx.project, ctx.project.config
-    table = read_snapshot(project, ctx.inputs["test_snapshot"])
-    pipe = FeaturePipeline.from_state(_json(project, ctx.inputs["features"]))
-    model, bundle, files = load_bundle(project.artifacts, ctx.inputs["model"])
-    y, classes = target_labels(project, table, classes=bundle["classes"] or None)
-    x = pipe.transform(coerce_inputs(ctx, pipe, table, "test"))
-    prediction = model.predict(x)
-    slices, sensitive, search = evaluation_columns(project, table, list(pipe.inputs))
-    sample = table.select(list(pipe.inputs)).slice(0, 200).to_pylist()
-    footprint = measure_footprint(pipe, model, sample, files)
-    try:
-        evaluation = evaluate_predictions(
-            bundle["task"], y, prediction, config=cfg.evaluate, classes=classes,
-            flavor=bundle["flavor"], slices=slices, sensitive=sensitive, search=search,
-            champion=champion_predictions(ctx, table, classes), footprint=footprint,
-        )  # fmt: skip
-    except ValueError as exc:  # the comparison's metric is not one of the task's
-        field = "evaluate.challenger_vs_champion.metric"
-        raise ConfigError(f"{field}: {exc}.", field=field) from exc
-    parts = ModelParts(pipe, model, bundle["task"], bundle["flavor"], list(classes))
-    evaluation = replace(evaluation, importance=global_importance(parts, x))  # mean |SHAP|
-    report = evaluation.to_json()
-    # numbers only: a metric that cannot be computed (None) is left out of the tracked facts
-    ctx.facts["metrics"] = {
-        k: v
-        for k, v in report["metrics"].items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    failed = [g.gate for g in evaluation.gates if not g.passed]
-    ctx.facts.update(gates_judged=len(evaluation.gates), gates_failed=len(failed),
-                     worst_slices=len(evaluation.worst_slices))  # fmt: skip
-    return {"evaluation": _put_json(ctx, report, "evaluation")}
 
 
 # --- register --------------------------------------------------------------------------------

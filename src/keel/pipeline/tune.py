@@ -17,15 +17,14 @@ import orjson
 
 from keel.config import KeelConfig, SearchConfig
 from keel.pipeline.declare import spec_of, step
-from keel.train.search.objective import Objective, TrialData, check_metric, default_metric
-from keel.train.search.study import study_key
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: declaring the step must not load NumPy (keel.train)
     from rich.console import Console
 
     from keel.pipeline.declare import StepSpec
     from keel.pipeline.runner import StepContext
     from keel.project import Project
+    from keel.train.search.objective import Objective, TrialData
     from keel.types import Artifact
 
 __all__ = [
@@ -51,6 +50,8 @@ def tunes(config: KeelConfig) -> bool:
 def search_objective(config: KeelConfig, search: SearchConfig) -> Objective:
     """What each trial of ``search:`` trains: ``model.flavor`` with ``model.params`` as the base
     that sampled parameters override."""
+    from keel.train.search.objective import Objective, check_metric, default_metric
+
     model = config.model
     metric = search.metric or default_metric(model.task)
     base = model.param_mapping()
@@ -75,6 +76,8 @@ def trial_threads(config: KeelConfig) -> int:
 def study_name(config: KeelConfig, objective: Objective, inputs: dict[str, Artifact]) -> str:
     """The study's key: everything that defines its trials, not the budget (so raising
     ``search.trials`` extends the same study)."""
+    from keel.train.search.study import study_key
+
     search = config.search or SearchConfig()
     return study_key(
         objective.to_json(),
@@ -99,9 +102,10 @@ def study_state(project: Project, inputs: dict[str, Artifact]) -> str:
 
 
 def search_data(ctx: StepContext) -> TrialData:
-    """The training data each trial fits on: :func:`keel.pipeline.steps.training_data`, the
+    """The training data each trial fits on: :func:`keel.pipeline.training.training_data`, the
     same preparation the ``train`` step fits the final model on."""
-    from keel.pipeline.steps import training_data
+    from keel.pipeline.training import training_data
+    from keel.train.search.objective import TrialData
 
     data = training_data(ctx.project, ctx.inputs["train_snapshot"], ctx.inputs["features"])
     fit, valid = data.fit_rows, data.valid_rows

@@ -1,0 +1,59 @@
+"""The ``evaluate`` step: the model's metrics on the test snapshot (:mod:`keel.evaluate` does the
+judging; this module wires the step's inputs to it). Declared in :mod:`keel.pipeline.standard`.
+"""
+
+from __future__ import annotations
+
+from keel.errors import ConfigError
+from keel.pipeline.runner import StepContext
+from keel.pipeline.steps import _json, _put_json, coerce_inputs, read_snapshot
+from keel.pipeline.training import target_labels
+from keel.types import Artifact
+
+__all__ = ["evaluate"]
+
+
+def evaluate(ctx: StepContext) -> dict[str, Artifact]:
+    """Metrics with bootstrap intervals on the test data, overall and per slice; calibration or
+    residuals; worst slices; fairness by ``data.sensitive``; the champion comparison; and
+    every gate's verdict (:mod:`keel.evaluate.evaluation`)."""
+    from keel.evaluate.evaluation import evaluate_predictions, with_importance
+    from keel.evaluate.explain import ModelParts
+    from keel.evaluate.footprint import measure_footprint
+    from keel.features.pipeline import FeaturePipeline
+    from keel.pipeline.evaluation_inputs import champion_predictions, evaluation_columns
+    from keel.train.bundle import load_bundle
+
+    project, cfg = ctx.project, ctx.project.config
+    table = read_snapshot(project, ctx.inputs["test_snapshot"])
+    pipe = FeaturePipeline.from_state(_json(project, ctx.inputs["features"]))
+    model, bundle, files = load_bundle(project.artifacts, ctx.inputs["model"])
+    y, classes = target_labels(project, table, classes=bundle["classes"] or None)
+    x = pipe.transform(coerce_inputs(ctx, pipe, table, "test"))
+    prediction = model.predict(x)
+    slices, sensitive, search = evaluation_columns(project, table, list(pipe.inputs))
+    sample = table.select(list(pipe.inputs)).slice(0, 200).to_pylist()
+    footprint = measure_footprint(pipe, model, sample, files)
+    try:
+        evaluation = evaluate_predictions(
+            bundle["task"], y, prediction, config=cfg.evaluate, classes=classes,
+            flavor=bundle["flavor"], slices=slices, sensitive=sensitive, search=search,
+            champion=champion_predictions(ctx, table, classes), footprint=footprint,
+        )  # fmt: skip
+    except ValueError as exc:  # the comparison's metric is not one of the task's
+        field = "evaluate.challenger_vs_champion.metric"
+        raise ConfigError(f"{field}: {exc}.", field=field) from exc
+    parts = ModelParts(pipe, model, bundle["task"], bundle["flavor"], list(classes))
+    # mean |SHAP| (tree flavors) and permutation importance, both per input column
+    evaluation = with_importance(evaluation, parts, x, y, seed=cfg.evaluate.bootstrap.seed)
+    report = evaluation.to_json()
+    # numbers only: a metric that cannot be computed (None) is left out of the tracked facts
+    ctx.facts["metrics"] = {
+        k: v
+        for k, v in report["metrics"].items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    failed = [g.gate for g in evaluation.gates if not g.passed]
+    ctx.facts.update(gates_judged=len(evaluation.gates), gates_failed=len(failed),
+                     worst_slices=len(evaluation.worst_slices))  # fmt: skip
+    return {"evaluation": _put_json(ctx, report, "evaluation")}
