@@ -14,11 +14,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from keel.commands import alerts as alerts_commands
 from keel.commands import audit as audit_commands
+from keel.commands import build as build_commands
 from keel.commands import data as data_commands
+from keel.commands import deploy as deploy_commands
 from keel.commands import doctor as doctor_commands
 from keel.commands import explain as explain_commands
 from keel.commands import features as features_commands
+from keel.commands import feedback as feedback_commands
 from keel.commands import keys as keys_commands
 from keel.commands import lineage as lineage_commands
 from keel.commands import models as models_commands
@@ -50,13 +54,17 @@ schedule_commands.register(app)
 doctor_commands.register(app)
 lineage_commands.register(app)
 monitor_commands.register(app)
+alerts_commands.register(app)
+feedback_commands.register(app)
 models_app = models_commands.register(app)
 audit_commands.register(app)
 tokens_commands.register(app)
 serve_commands.register(app)
+deploy_commands.register(app)
 keys_commands.register(app)
 explain_commands.register(app)
 packages_commands.register(models_app)
+build_commands.register(app)
 
 _state: dict[str, Any] = {"debug": False}
 
@@ -313,10 +321,40 @@ def predict(
             )
 
 
+#: The root callback's options, all flags: what may come before the command's name.
+_ROOT_FLAGS = frozenset({"--debug", "--version"})
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """A copy of :data:`app` holding only the command ``args`` invoke, so that Typer builds the
+    Click tree of that command alone (building all of them is a tenth of a cached `keel run`).
+    ``app`` itself is never changed: in-process callers (tests, ``CliRunner``) keep every
+    command. Anything else (no command, ``--help`` first, an unknown name) gets ``app``."""
+    from copy import copy
+
+    from typer.main import get_command_name, solve_typer_info_defaults
+
+    name = next((a for a in args if a not in _ROOT_FLAGS), None)
+    if name is None or name.startswith("-"):
+        return app
+    commands = [
+        c
+        for c in app.registered_commands
+        if c.callback is not None and (c.name or get_command_name(c.callback.__name__)) == name
+    ]
+    groups = [g for g in app.registered_groups if solve_typer_info_defaults(g).name == name]
+    if not commands and not groups:
+        return app
+    pruned = copy(app)  # new lists below: the original's are untouched
+    pruned.registered_commands = commands
+    pruned.registered_groups = groups
+    return pruned
+
+
 def main() -> None:
     """Entry point: run the app, turning Keel errors into a headline and an exit code."""
     try:
-        code = app(standalone_mode=False)
+        code = _app_for(sys.argv[1:])(standalone_mode=False)
     except KeelError as exc:
         if _state["debug"]:
             raise
