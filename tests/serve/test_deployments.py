@@ -140,6 +140,8 @@ def test_a_slow_canary_is_rolled_back_and_a_good_one_promoted(versions: Path) ->
 
 def test_ab_weights_sticky_keys_pinned_versions_and_rest(versions: Path) -> None:
     root = copy_project(versions, versions.parent / "ab")
+    config = root / "keel.yaml"  # the arms' feedback below is 60 labels, not monitor's 100
+    config.write_text(config.read_text().replace("min_rows: 100", "min_rows: 10"))
     with Project(root) as project:
         _, admin = create_token(project.metadata.database, "ops", ["admin"], created_by="test")
     with keel_serve(root) as served, httpx.Client(timeout=10) as http:
@@ -197,6 +199,26 @@ def test_ab_weights_sticky_keys_pinned_versions_and_rest(versions: Path) -> None
         traffic = {t["version"]: t for t in status["traffic"]}
         assert traffic[3]["requests"] > traffic[1]["requests"] > 0
         assert traffic[3]["error_rate"] == 0.0 and traffic[3]["p99_ms"] is not None
+        # each arm's realised metric from feedback, with the test against the primary
+        labels, seen = [], Counter[str]()
+        for user in range(60):
+            answer = http.post(
+                f"{served.url}{PREDICT}", json={"user_id": f"f{user}", "instances": [ROW]}
+            ).json()
+            seen[answer["model_version"]] += 1
+            labels.append({"request_id": answer["request_id"], "label": answer["predictions"][0]})
+        fed = http.post(f"{served.url}/v1/models/adult/feedback", json={"labels": labels})
+        assert fed.status_code == 200, fed.text
+
+        def labelled() -> bool:  # the log is flushed every half second
+            feedback = http.get(f"{served.url}/v1/deployments/adult").json()["feedback"]
+            return sum(a["labelled"] for a in feedback.get("arms", [])) == len(labels)
+
+        _until(labelled, 10, "the labels never reached the deployment's status")
+        feedback = http.get(f"{served.url}/v1/deployments/adult").json()["feedback"]
+        by_version = {a["version"]: a for a in feedback["arms"]}
+        assert {v: a["labelled"] for v, a in by_version.items()} == dict(seen)
+        assert all(a["metrics"]["accuracy"]["value"] == 1.0 for a in feedback["arms"])
         aborted = http.post(
             f"{served.url}/v1/deployments/adult/abort", json={"reason": "done"}, headers=auth
         )

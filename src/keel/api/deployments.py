@@ -144,7 +144,10 @@ def deployment_status(ref: str, *, project: str | Path | None = None) -> dict[st
     """A deployment (by id, or a model name's active else latest one): arms, weights, each
     arm's requests, error rate and latency percentiles, shadow disagreement, history."""
     with _project(project) as proj:
-        return _rollouts(proj, None).status(ref)
+        shown = _rollouts(proj, None).status(ref)
+        from keel.monitor.arms import with_feedback
+
+        return with_feedback(proj, shown)
 
 
 def promote_deployment(

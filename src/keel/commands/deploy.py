@@ -234,6 +234,14 @@ def _print_deployment(d: dict[str, Any]) -> None:
                 _num(t.get("disagreement_rate")),
             )
         out.print(table)
+    feedback = d.get("feedback")
+    if feedback is not None:
+        from keel.commands.monitor import print_arms
+
+        if "arms" in feedback:
+            print_arms(feedback)
+        else:
+            out.print(f"  [dim]feedback:[/] {escape(feedback['note'])}", highlight=False)
     for event in d.get("events", []):
         measured = event.get("measured") or {}
         values = ", ".join(f"{k}={_num(v)}" for k, v in measured.items())

@@ -38,7 +38,14 @@ from keel.monitor.performance import (
 if TYPE_CHECKING:
     from keel.project import Project
 
-__all__ = ["ArmComparison", "ArmResult", "ArmTest", "compare_arms", "compare_joined"]
+__all__ = [
+    "ArmComparison",
+    "ArmResult",
+    "ArmTest",
+    "compare_arms",
+    "compare_joined",
+    "with_feedback",
+]
 
 _PROPORTIONS = {
     "accuracy": ("hit", None),
@@ -388,3 +395,25 @@ def _draws(
             mean = (counts @ part) / len(rows)
             out.append(np.sqrt(mean) if metric == "rmse" else mean)
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def with_feedback(project: Project, shown: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's status (``Rollouts.status``) with, for an A/B or shadow deployment, each
+    arm's realised metrics from feedback since it began, their intervals and the tests against
+    the primary, under ``feedback`` (a ``note`` instead when nothing is labelled yet)."""
+    if shown["kind"] not in ("ab", "shadow"):
+        return shown
+    from keel.errors import KeelError
+
+    versions = sorted({str(a["version"]) for a in shown["arms"]})
+    try:
+        compared = compare_arms(
+            project,
+            shown["name"],
+            versions=versions,
+            since=shown["created_at"],
+            until=shown.get("ended_at"),
+        )
+    except KeelError as exc:  # nothing logged yet, or no labels: say so, never fail the status
+        return {**shown, "feedback": {"note": exc.message}}
+    return {**shown, "feedback": compared.to_dict()}

@@ -87,7 +87,9 @@ def deployment_router(project: Any) -> APIRouter:
 
     @router.get("/{ref}", summary="A deployment's arms, traffic, latency, errors and history")
     def status(request: Request, ref: str) -> dict[str, Any]:
-        return rollouts(request).status(ref)
+        from keel.monitor.arms import with_feedback
+
+        return with_feedback(project, rollouts(request).status(ref))
 
     @router.post("", summary="Start a canary, shadow or A/B deployment")
     def create(request: Request, body: CreateBody) -> dict[str, Any]:
