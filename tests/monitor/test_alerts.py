@@ -293,3 +293,18 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"COLUMNS": "200", "KEEL_TEST_SECRET": SECRET}
     return subprocess.run([sys.executable, "-m", "keel.cli", *args], cwd=cwd, text=True,
                           capture_output=True, timeout=300, env=env)  # fmt: skip
+
+
+def test_a_whole_log_window_carries_realised_performance_to_the_rules() -> None:
+    from keel.monitor.alerts import _whole, evaluate
+    from keel.monitor.rules import AlertRule, parse_condition
+
+    report = {
+        "rows": 200,
+        "windows": [],
+        "realised": {"status": "ok", "metrics": {"accuracy": {"value": 0.9, "low": 0.8}}},
+    }
+    condition = parse_condition("performance.accuracy.realised < 0.95")
+    rule = AlertRule("low", condition, "warning", 0.0, ())
+    [firing] = evaluate([rule], [_whole(report)])
+    assert firing.value == 0.9

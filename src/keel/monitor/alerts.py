@@ -334,7 +334,11 @@ def _whole(report: Mapping[str, Any]) -> dict[str, Any]:
     """The report's overall selection as one window (``window: all``)."""
     first, last = _first_last(report)
     return {
-        **{k: report.get(k) for k in ("rows", "columns", "prediction", "performance")},
+        **{
+            k: report.get(k)
+            for k in ("rows", "columns", "prediction", "performance", "realised", "latency")
+            if k in report
+        },
         "verdict": report.get("verdict"),
         "drifted_columns": report.get("drifted_columns", []),
         "start": "" if first is None else _iso(first),

@@ -405,7 +405,9 @@ def with_feedback(project: Project, shown: dict[str, Any]) -> dict[str, Any]:
         return shown
     from keel.errors import KeelError
 
-    versions = sorted({str(a["version"]) for a in shown["arms"]})
+    # the primary answers the traffic the arms do not take (and every shadowed request)
+    arms = {str(a["version"]) for a in shown["arms"]} | {str(shown["spec"]["primary"])}
+    versions = sorted(arms)
     try:
         compared = compare_arms(
             project,
