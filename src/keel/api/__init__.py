@@ -64,6 +64,7 @@ from keel.api.registered import (
     registry,
     show_model,
 )
+from keel.api.retraining import retrain
 
 __all__ = [
     "EXAMPLES",
@@ -102,6 +103,7 @@ __all__ = [
     "reproduce",
     "resolve_alert",
     "resolve_data",
+    "retrain",
     "run",
     "runs",
     "show_model",

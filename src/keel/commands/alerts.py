@@ -79,6 +79,14 @@ def monitor_run(
         int | None,
         typer.Option("--times", min=1, help="With --every: stop after this many checks."),
     ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain",
+            help="Run keel.yaml's retrain: policy when its rule fired: retrain with the "
+            "labelled window and start a canary of a version that passes its gates.",
+        ),
+    ] = False,
     project: ProjectOpt = None,
     format: FormatOpt = Format.text,
 ) -> None:
@@ -89,9 +97,20 @@ def monitor_run(
     rule's cooldown, records an `alert` event (for `keel schedule add NAME --on alert`) and
     goes to the rule's sinks (log, signed webhook, command), retried with backoff. Runs once,
     or every --every until Ctrl-C. Exits 0 whether or not alerts fired.
+
+    With --retrain, a new alert of the rule keel.yaml's retrain.on names runs the policy: the
+    labelled predictions of retrain.data are added to the training data, the pipeline runs
+    through its gates, and a passing version starts a canary (retrain.steps, interval, checks).
     """
     from keel import api
     from keel.monitor.rules import parse_duration
+
+    if retrain:
+        from keel.pipeline.retrain import check_policy
+        from keel.project import Project
+
+        with Project(project) as proj:  # a bad policy stops before alerts are stored
+            check_policy(proj)
 
     period = None if every is None else parse_duration(every, "--every")
     if period is not None and period <= 0:
@@ -106,6 +125,9 @@ def monitor_run(
                                      window=window, step=step, since=since, until=until,
                                      patience=patience)  # fmt: skip
             passes += 1
+            if retrain:
+                fired = [a["id"] for a in result["alerts"]]
+                result["retrain"] = api.retrain(fired, project=project) if fired else []
             if format is Format.json:
                 emit_json(result)
             else:
@@ -264,6 +286,12 @@ def _print_run(result: dict[str, Any]) -> None:
         )
     for note in result["notes"]:
         out.print(f"[dim]note:[/] {escape(note)}", highlight=False)
+    for done in result.get("retrain", []):
+        out.print(
+            escape(f"retrain (alert #{done['alert_id']}): {done['status']}: {done['message']}"
+                   + (f"; pipeline run {done['pipeline_run']}" if done["pipeline_run"] else "")),
+            highlight=False,
+        )  # fmt: skip
     if result["checked_until"]:
         out.print(f"[dim]checked up to {result['checked_until']}[/]", highlight=False)
 

@@ -29,6 +29,7 @@ from keel.config.project import (
     StoreConfig,
 )
 from keel.config.registry import REGISTRY_EVENTS, RegistryConfig, WebhookConfig
+from keel.config.retrain import RetrainConfig, RetrainDataConfig
 from keel.config.training import (
     AutoMLConfig,
     LightGBMParams,
@@ -60,6 +61,8 @@ __all__ = [
     "PipelineConfig",
     "RegistryConfig",
     "ResourcesConfig",
+    "RetrainConfig",
+    "RetrainDataConfig",
     "SearchConfig",
     "SearchParam",
     "ServeConfig",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from keel.config.base import Frozen
@@ -17,6 +17,7 @@ from keel.config.features import FeaturesConfig, FeatureViewConfig
 from keel.config.monitor import MonitorConfig
 from keel.config.pipeline import PipelineConfig
 from keel.config.registry import RegistryConfig
+from keel.config.retrain import RetrainConfig
 from keel.config.training import (
     AutoMLConfig,
     ModelConfig,
@@ -233,6 +234,25 @@ class KeelConfig(Frozen):
     )
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    retrain: RetrainConfig | None = Field(
+        default=None,
+        description="The retraining policy (keel monitor run NAME --retrain): on an alert of "
+        "the rule it names, retrain with the labelled window and canary a version that passes "
+        "its gates.",
+    )
+
+    @model_validator(mode="after")
+    def _retrain_rule(self) -> KeelConfig:
+        if self.retrain is not None:
+            names = [rule.name for rule in self.monitor.alerts]
+            if self.retrain.on not in names:
+                known = ", ".join(names) or "none: add one under monitor.alerts"
+                raise ValueError(
+                    f"retrain.on names the alert rule {self.retrain.on!r}, which is not in "
+                    f"monitor.alerts (rules: {known})"
+                )
+        return self
+
     _where: dict[tuple[str | int, ...], str] = PrivateAttr(default_factory=dict)
 
     def where(self, *path: str | int) -> str:
