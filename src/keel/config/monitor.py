@@ -19,6 +19,7 @@ __all__ = [
     "FeedbackConfig",
     "MonitorConfig",
     "PSIThresholds",
+    "SloConfig",
     "WebhookSinkConfig",
 ]
 
@@ -82,6 +83,25 @@ class FeatureDriftConfig(Frozen):
         if warn > alert:
             raise ValueError(f"warn ({warn}) must not exceed alert ({alert})")
         return self
+
+
+class SloConfig(Frozen):
+    """Service level objectives of a served model, judged per monitoring window."""
+
+    p50_ms: float | None = Field(default=None, gt=0, description="Median latency at most this.")
+    p95_ms: float | None = Field(default=None, gt=0, description="p95 latency at most this.")
+    p99_ms: float | None = Field(default=None, gt=0, description="p99 latency at most this.")
+    error_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of requests answered 5xx (model or server failures; never 4xx "
+        "client mistakes) at most this.",
+    )
+
+    def targets(self) -> dict[str, float]:
+        """The objectives set, name to bound."""
+        return {k: float(v) for k, v in self.model_dump().items() if v is not None}
 
 
 _DELAY = re.compile(r"^\s*\d+\s*(s|m|h|d|w)\s*$")
@@ -274,6 +294,17 @@ class MonitorConfig(Frozen):
         description="Delete prediction-log days (compacted Parquet and JSON Lines) that ended "
         "more than this many days ago, at keel monitor compact and keel monitor; none: keep "
         "everything.",
+    )
+    slo: SloConfig = Field(
+        default_factory=SloConfig,
+        description="Latency and error objectives (p50_ms, p95_ms, p99_ms, error_rate), "
+        "reported as met or breached per window by keel monitor; none set: not judged.",
+    )
+    stats_retention_days: int = Field(
+        default=30,
+        ge=1,
+        description="Servers delete their per-version traffic counts (requests, errors, "
+        "latency, log drops) older than this many days.",
     )
 
     feedback: FeedbackConfig = Field(

@@ -59,7 +59,7 @@ def render_html(
         _section("prediction-drift", "Prediction drift", _prediction(windows, report)),
         _section("estimated-performance", "Estimated performance (CBPE)", _estimated(windows)),
         _section("realised-performance", "Realised performance", _realised(windows)),
-        _section("latency", "Latency", _latency(windows)),
+        _section("latency", "Latency", _latency(windows) + _operations(report)),
         _section("alerts", "Alerts", _alerts(alerts)),
         "</body></html>",
     ]
@@ -150,6 +150,17 @@ def render_prometheus(report: Mapping[str, Any]) -> str:
             if k.startswith("p") and k.endswith("_ms")
         ],
     )
+    for key, help_text in (
+        ("requests", "Requests the servers answered in the latest window."),
+        ("error_rate", "Share of them answered 5xx."),
+        ("throughput_rps", "Requests per second."),
+        ("log_dropped", "Requests the prediction log dropped."),
+    ):
+        gauge(key, help_text, [({}, latency.get(key))])
+    slo = latest.get("slo") or {}
+    if slo:
+        gauge("slo_breached", "1 when an SLO of monitor.slo is breached, else 0.",
+              [({}, 1.0 if slo.get("status") == "breached" else 0.0)])  # fmt: skip
     return "\n".join(out) + "\n"
 
 
@@ -308,6 +319,27 @@ def _latency(windows: Sequence[Mapping[str, Any]]) -> str:
         return '<p class="note">The report has no latency figures for these windows.</p>'
     lines = [(k, [(w.get("latency") or {}).get(k) for w in windows], None) for k in keys]
     return _series_chart("latency", "latency per window (ms)", windows, lines, [])
+
+
+def _operations(report: Mapping[str, Any]) -> str:
+    """The selection's traffic and its SLO verdict (keel.monitor.operations)."""
+    latency, slo = report.get("latency") or {}, report.get("slo") or {}
+    parts = []
+    if latency:
+        parts.append(
+            f"<p>{latency['requests']} requests, error rate {_num(latency.get('error_rate'))}, "
+            f"p50 {_num(latency.get('p50_ms'), '{:.3g}')} ms, p95 "
+            f"{_num(latency.get('p95_ms'), '{:.3g}')} ms, p99 "
+            f"{_num(latency.get('p99_ms'), '{:.3g}')} ms, {latency.get('log_dropped', 0)} "
+            "dropped by the prediction log.</p>"
+        )
+    if slo:
+        shown = ", ".join(
+            f"{escape(k)} {_num(o['value'], '{:.4g}')} (target {o['target']:g}): {o['status']}"
+            for k, o in slo["objectives"].items()
+        )
+        parts.append(f"<p>SLO <strong>{escape(str(slo['status']))}</strong>: {shown}.</p>")
+    return "".join(parts)
 
 
 def _alerts(alerts: Sequence[Mapping[str, Any]]) -> str:

@@ -11,8 +11,9 @@ servers, the one holding it unexpired drives the canaries.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,7 +36,11 @@ __all__ = [
     "insert",
     "list_deployments",
     "load",
+    "model_stats_key",
+    "prune_stats",
+    "rollup_stats",
     "stats_between",
+    "stats_of",
     "take_lease",
     "update",
 ]
@@ -178,6 +183,90 @@ def stats_between(
     if roles is not None:
         query = query.where(deployment_stats.c.role.in_(list(roles)))
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def model_stats_key(name: str) -> str:
+    """The ``deployment_id`` of a model's traffic rows outside any deployment.
+
+    ``deployment_stats.deployment_id`` is not nullable: a served model without an active
+    deployment counts its traffic under ``m-`` and a hash of its name (32 characters, never a
+    deployment id: those are hex), so the rollout controller never reads those rows.
+    """
+    return "m-" + hashlib.blake2b(name.encode(), digest_size=15).hexdigest()
+
+
+def stats_of(
+    conn: sa.Connection, keys: Sequence[str], since: datetime | None, until: datetime | None
+) -> list[dict[str, Any]]:
+    """Traffic rows under any of ``keys`` (deployment ids, :func:`model_stats_key`) with
+    ``since < bucket <= until`` (None: unbounded), oldest first."""
+    query = sa.select(deployment_stats).where(deployment_stats.c.deployment_id.in_(list(keys)))
+    if since is not None:
+        query = query.where(deployment_stats.c.bucket > since)
+    if until is not None:
+        query = query.where(deployment_stats.c.bucket <= until)
+    return [dict(r) for r in conn.execute(query.order_by(deployment_stats.c.bucket)).mappings()]
+
+
+def prune_stats(conn: sa.Connection, keys: Sequence[str], before: datetime) -> int:
+    """Delete the traffic rows under ``keys`` with ``bucket < before``; how many."""
+    done = conn.execute(
+        sa.delete(deployment_stats).where(
+            deployment_stats.c.deployment_id.in_(list(keys)), deployment_stats.c.bucket < before
+        )
+    )
+    return int(done.rowcount or 0)
+
+
+ROLLUP_SERVER = "rollup"
+"""The ``server`` of rows merged by :func:`rollup_stats`."""
+
+
+def rollup_stats(conn: sa.Connection, keys: Sequence[str], before: datetime) -> int:
+    """Merge the rows under ``keys`` stamped before ``before`` into one row per key, version,
+    role and hour, stamped at the hour's end (server :data:`ROLLUP_SERVER`); how many rows were
+    merged. Latency histograms add bucket by bucket, so percentiles read the same.
+
+    Raises:
+        ConflictError: Another process merged some of the rows meanwhile (nothing is changed:
+            the caller's transaction rolls back).
+    """
+    c = deployment_stats.c
+    query = sa.select(deployment_stats).where(
+        c.deployment_id.in_(list(keys)), c.bucket < before, c.server != ROLLUP_SERVER
+    )
+    rows = conn.execute(query).mappings().all()
+    if not rows:
+        return 0
+    merged: dict[tuple[str, str, str, datetime], dict[str, Any]] = {}
+    for row in rows:  # stored rows (one per flush and version), never requests
+        moment = row["bucket"] if row["bucket"].tzinfo else row["bucket"].replace(tzinfo=UTC)
+        end = moment.replace(minute=0, second=0, microsecond=0)
+        end += timedelta(hours=1) if end != moment else timedelta(0)
+        key = (row["deployment_id"], row["version"], row["role"], end)
+        into = merged.setdefault(key, {"requests": 0, "errors": 0, "compared": 0,
+                                       "disagreed": 0, "latency": {}})  # fmt: skip
+        for name in ("requests", "errors", "compared", "disagreed"):
+            into[name] += int(row[name])
+        for bucket, count in (row["latency"] or {}).items():
+            into["latency"][str(bucket)] = into["latency"].get(str(bucket), 0) + int(count)
+    ids = [row["id"] for row in rows]
+    deleted = 0
+    for start in range(0, len(ids), 500):
+        done = conn.execute(sa.delete(deployment_stats).where(c.id.in_(ids[start : start + 500])))
+        deleted += int(done.rowcount or 0)
+    if deleted != len(ids):
+        msg = "another process merged these traffic rows meanwhile; retry."
+        raise ConflictError(msg, field="deployment_stats")
+    add_stats(
+        conn,
+        (
+            {"server": ROLLUP_SERVER, "deployment_id": k, "version": v, "role": r, "bucket": end,
+             **values}
+            for (k, v, r, end), values in merged.items()
+        ),
+    )  # fmt: skip
+    return len(ids)
 
 
 def take_lease(
