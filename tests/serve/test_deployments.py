@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from keel.store.tokens import create_token
 from tests.serve.conftest import ROW, copy_project, keel_serve
 
 PREDICT = "/v1/models/adult/predict"
+INFER = "/v2/models/adult/infer"
 SLOW_MS = 120
 SLOW_FEATURE = f'''"""A custom feature that is genuinely slow on the request path (few rows)."""
 
@@ -248,11 +250,14 @@ def test_shadow_answers_never_reach_the_client(versions: Path) -> None:
             took.append(time.perf_counter() - started)
         took.sort()
         assert took[len(took) // 2] < SLOW_MS / 1000  # the slow shadow is off the response path
+        for start in range(0, 20, 5):  # OIP infer requests are mirrored too: 4 of 5 rows
+            answer = http.post(f"{served.url}{INFER}", json=_infer_body(rows[start : start + 5]))
+            assert answer.status_code == 200 and answer.json()["model_version"] == "1"
 
         def measured() -> bool:
             status = keel.deployment_status(made["id"], project=root)
             shadow = [t for t in status["traffic"] if t["role"] == "shadow"]
-            return bool(shadow) and shadow[0]["compared"] >= len(rows) * 3
+            return bool(shadow) and shadow[0]["compared"] >= len(rows) * 3 + 20
 
         _until(measured, 20, "the shadow's answers were never counted")
         status = keel.deployment_status(made["id"], project=root)
@@ -264,9 +269,22 @@ def test_shadow_answers_never_reach_the_client(versions: Path) -> None:
         for path in (root / ".keel" / "predictions").rglob("*.jsonl")
         for line in path.read_text().splitlines()
     ]
-    roles = Counter((r["role"], r["model_version"]) for r in logged)
-    assert roles[("shadow", "2")] == len(rows) * 3  # pinned probes are logged as primary
+    roles = Counter(
+        (r["role"], r["model_version"]) for r in logged for _ in range(len(r["inputs"]))
+    )
+    assert roles[("shadow", "2")] == len(rows) * 3 + 20  # pinned probes are logged as primary
     assert roles[("primary", "1")] >= len(rows) * 3
+
+
+def _infer_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """An Open Inference Protocol request: one tensor per column."""
+    return {
+        "inputs": [
+            {"name": k, "datatype": "BYTES" if isinstance(v, str) else "INT64",
+             "shape": [len(rows)], "data": [row[k] for row in rows]}
+            for k, v in rows[0].items()
+        ]
+    }  # fmt: skip
 
 
 def _pinned_ok(url: str, version: str) -> bool:

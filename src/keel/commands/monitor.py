@@ -14,7 +14,8 @@ from keel.commands.output import Format, ProjectOpt, emit_json, err, out
 
 __all__ = ["print_report", "register"]
 
-_COLORS = {"stable": "green", "moderate": "yellow", "drift": "red", "not_enough_data": "dim"}
+_COLORS = {"stable": "green", "moderate": "yellow", "drift": "red", "not_enough_data": "dim",
+           "not_comparable": "dim"}  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
@@ -235,11 +236,12 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(
             row["column"],
             row["kind"],
-            f"{row['psi']:.4f}",
+            _num(row.get("psi")),  # None: not comparable (a hashed number)
             _num(row.get("js")),
             _num(row.get("wasserstein")),
             _num(row.get("p_adjusted"), "{:.2g}"),
-            f"[{_COLORS[row['verdict']]}]{row['verdict']}[/]",
+            f"[{_COLORS[row['verdict']]}]{row['verdict']}[/]"
+            + (f" ({row['reason']})" if row.get("reason") else ""),
         )
     out.print(table)
     prediction = report.get("prediction")
@@ -255,6 +257,8 @@ def print_report(report: dict[str, Any]) -> None:
         out.print(_performance(performance))
     if report.get("realised"):
         out.print(_realised(report["realised"]))
+    if report.get("operations"):
+        _print_operations(report["operations"], report.get("slo"))
     for note in report.get("notes", []):
         out.print(f"[dim]note:[/] {note}", highlight=False)
     out.print(
@@ -270,6 +274,8 @@ def _print_windows(windows: list[dict[str, Any]]) -> None:
     labelled = any(w.get("realised") for w in windows)
     names = ["window", "rows", "drifted", "est. accuracy", "est. roc_auc"]
     names += ["labels", "realised"] if labelled else []
+    served = any(w.get("latency") for w in windows)  # traffic counted by the servers
+    names += ["requests", "p99 ms", "errors", "SLO"] if served else []
     for col in [*names, "verdict"]:
         table.add_column(col)
     for window in windows:
@@ -284,8 +290,44 @@ def _print_windows(windows: list[dict[str, Any]]) -> None:
         if labelled:
             realised = window.get("realised") or {}
             cells += [str(realised.get("labelled", 0)), _headline(realised)]
+        if served:
+            latency, slo = window.get("latency") or {}, window.get("slo") or {}
+            cells += [
+                str(latency.get("requests", 0)),
+                _num(latency.get("p99_ms"), "{:.3g}"),
+                _num(latency.get("error_rate"), "{:.2%}"),
+                slo.get("status", "-"),
+            ]
         table.add_row(*cells, f"[{_COLORS[window['verdict']]}]{window['verdict']}[/]")
     out.print(table)
+
+
+def _print_operations(rows: list[dict[str, Any]], slo: dict[str, Any] | None) -> None:
+    """Traffic per version and role (every server's counts) and the SLO verdict."""
+    from rich.table import Table
+
+    table = Table(show_edge=False, title="operations (served traffic)")
+    names = ["version", "role", "requests", "req/s", "error rate", "p50 ms", "p95 ms", "p99 ms"]
+    for col in [*names, "log drops"]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(
+            row["version"],
+            row["role"],
+            str(row["requests"]),
+            _num(row.get("throughput_rps"), "{:.2f}"),
+            _num(row.get("error_rate"), "{:.4f}"),
+            *(_num(row.get(k), "{:.3g}") for k in ("p50_ms", "p95_ms", "p99_ms")),
+            str(row.get("log_dropped", 0)),
+        )
+    out.print(table)
+    if slo:
+        color = {"met": "green", "breached": "red"}.get(slo["status"], "dim")
+        shown = ", ".join(
+            f"{k} {_num(o['value'], '{:.4g}')} <= {o['target']:g}: {o['status']}"
+            for k, o in slo["objectives"].items()
+        )
+        out.print(f"SLO [{color}]{slo['status']}[/] ({shown})", highlight=False)
 
 
 def _headline(realised: dict[str, Any]) -> str:

@@ -109,11 +109,27 @@ def check_model(
             project, resolved.package_sha256, reference.target, reference.classes
         )
         reference = replace(reference, calibration=calibration)
+    from keel.monitor.hashed import hashed_inputs, hashed_reference  # pii inputs: keyed hashes
+
+    reference = hashed_reference(reference, hashed_inputs(project))
     report = monitor_log(reference, project.predictions_dir, select=select, settings=settings)
     from keel.monitor.labels import realised_for  # labels joined to predictions, if any
 
     realised = realised_for(project, name, select=select, window=spec)
-    return replace(report, realised=realised).to_dict()
+    answer = replace(report, realised=realised).to_dict()
+    from keel.monitor.operations import add_operations  # latency, errors, drops; SLOs
+
+    return add_operations(
+        answer,
+        project.metadata.database,
+        cfg.slo,
+        window_kind=spec.kind,
+        window_size=spec.size,
+        version=select.version,
+        role=role,
+        since=select.since,
+        until=select.until,
+    )
 
 
 def _check_file(

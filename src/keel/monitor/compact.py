@@ -309,6 +309,7 @@ def _registered(project: Project, model: str) -> LoggedVersions | None:
     from dataclasses import replace
 
     from keel.monitor.calibrate import calibration_for
+    from keel.monitor.hashed import hashed_inputs, hashed_reference
     from keel.monitor.report import load_reference
 
     try:
@@ -319,8 +320,11 @@ def _registered(project: Project, model: str) -> LoggedVersions | None:
         return None
     target = project.config.data.target
     shas = {str(r.version): str(r.package_sha256) for r in rows}
+    hashed = hashed_inputs(project)  # pii inputs logged as keyed hashes (keel.monitor.hashed)
     references = {
-        version: load_reference(project.artifacts, sha, version=version, target=target)
+        version: hashed_reference(
+            load_reference(project.artifacts, sha, version=version, target=target), hashed
+        )
         for version, sha in shas.items()
     }
 

@@ -52,13 +52,14 @@ __all__ = [
     "column_drift",
     "compute_drift",
     "decide",
+    "not_comparable",
     "prepare_columns",
     "psi",
     "wasserstein_fine",
 ]
 
 BATCH_ROWS = 1 << 18  # rows read from a file at a time
-Verdict = Literal["stable", "moderate", "drift", "not_enough_data"]
+Verdict = Literal["stable", "moderate", "drift", "not_enough_data", "not_comparable"]
 Metric = Literal["psi", "js", "wasserstein"]
 
 
@@ -90,6 +91,7 @@ class ColumnDrift:
     p_adjusted: float | None = None
     verdict: Verdict = "not_enough_data"
     invalid: int = 0
+    reason: str | None = None  # why a column is not_comparable (``hashed``)
 
     @property
     def effect(self) -> float | None:
@@ -114,6 +116,7 @@ class ColumnDrift:
             "alert": self.limits.alert,
             "verdict": self.verdict,
             "invalid": self.invalid,
+            "reason": self.reason,
         }
 
 
@@ -138,6 +141,16 @@ def wasserstein_fine(binning: Binning, counts: np.ndarray) -> float | None:
     if binning.std > 0:
         return distance / binning.std
     return 0.0 if distance == 0 else None
+
+
+def not_comparable(column: str, reason: str, limits: Limits, rows: int = 0) -> ColumnDrift:
+    """A column whose logged values cannot be compared with training (e.g. ``hashed``: the
+    log holds keyed hashes of numbers): no effect, no test, verdict ``not_comparable``."""
+    nan = math.nan
+    return ColumnDrift(
+        column, "numeric", rows, nan, nan, None, None, None, None, None, limits,
+        verdict="not_comparable", reason=reason,
+    )  # fmt: skip
 
 
 def column_drift(

@@ -30,6 +30,7 @@ from keel.monitor.drift import (
     coerced_columns,
     column_drift,
     decide,
+    not_comparable,
     prepare_columns,
 )
 from keel.monitor.sketches import stored_counts
@@ -100,6 +101,8 @@ class ModelReference:
     coercer: Any
     target: str | None = None
     calibration: Calibration | None = None
+    # inputs the log cannot compare with training, and why (``hashed``: keel.monitor.hashed)
+    not_comparable: Mapping[str, str] = field(default_factory=dict)
 
 
 def load_reference(
@@ -421,6 +424,10 @@ def _window(
         decide(drifts, counts.rows, min_rows=settings.min_rows, fdr=settings.fdr),
         key=lambda c: -c.psi,
     )
+    decided += [  # hashed numeric inputs: listed, never drift or stable (keel.monitor.hashed)
+        not_comparable(name, why, settings.default, counts.rows)
+        for name, why in reference.not_comparable.items()
+    ]
     prediction = None
     if output is not None and counts.output is not None:
         raw = column_drift(

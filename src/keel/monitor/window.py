@@ -11,9 +11,9 @@ requests of the chosen model version, deployment role (a record without one is `
 time range, and yields one :class:`LogRows` per block: the inputs as a table, and per row the
 request time, prediction and probability. A file whose values do not fit the model's types (a
 client that sent ``"42"`` for a number, or ``"Yes"`` for a boolean) is read from that point
-with orjson, each mixed column as text for the coercion rules to read as serving does; a torn
-last line (a crash mid-write) is skipped. Memory is one block (``BLOCK_BYTES``) at a time,
-whatever the log's size.
+with orjson (:mod:`keel.monitor.slowlog`), each mixed column as text for the coercion rules to
+read as serving does; a torn last line (a crash mid-write) is skipped. Memory is one block
+(``BLOCK_BYTES``) at a time, whatever the log's size.
 
 A :class:`WindowSpec` cuts the rows into panes, by time (UTC-aligned: ``1d`` panes start at
 midnight) or by row count (in the log's order: by day, then by writer), and a window is one pane
@@ -24,9 +24,8 @@ per pane and merges them per window, so a sliding window costs no second read.
 from __future__ import annotations
 
 import io
-import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +48,7 @@ __all__ = [
     "LogRows",
     "WindowSpec",
     "day_in",
+    "keep_selected",
     "log_sources",
     "parse_window",
     "part_in",
@@ -60,7 +60,6 @@ __all__ = [
 BLOCK_BYTES = 8 << 20  # JSON bytes parsed at a time
 BATCH_ROWS = 1 << 18  # Parquet rows read at a time
 WHOLE_FILE_BYTES = 64 << 20  # files up to this size are read into memory once
-SLOW_REQUESTS = 4096  # requests per table on the orjson path
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _SPEC = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|rows?)\s*$")
 
@@ -339,7 +338,9 @@ def read_jsonl(
             if rows is not None:
                 yield rows
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        yield from _read_slow(path, done, types, present, select, binary, meta)
+        from keel.monitor.slowlog import read_slow  # imports this module
+
+        yield from read_slow(path, done, types, present, select, binary, meta)
 
 
 def read_parquet(
@@ -370,7 +371,7 @@ def read_parquet(
     for batch in handle.iter_batches(
         batch_size=BATCH_ROWS, columns=[*wanted, "probability"] if scored else wanted
     ):
-        table = _keep(pa.Table.from_batches([batch]), select)
+        table = keep_selected(pa.Table.from_batches([batch]), select)
         if table.num_rows == 0:
             continue
         struct = table["inputs"].combine_chunks()
@@ -411,7 +412,7 @@ def _key(name: str) -> bytes:
     return orjson.dumps(name) + b":"
 
 
-def _keep(table: pa.Table, select: LogFilter) -> pa.Table:
+def keep_selected(table: pa.Table, select: LogFilter) -> pa.Table:
     """The requests the filter keeps (scalars built from buffers: ``pa.scalar`` imports
     pandas)."""
     mask = pc.is_valid(table["time"])
@@ -445,7 +446,7 @@ def _rows(
     meta: bool = False,
 ) -> LogRows | None:
     """Requests flattened to rows; None when the filter kept none."""
-    table = _keep(table, select)
+    table = keep_selected(table, select)
     if table.num_rows == 0:
         return None
     inputs = table["inputs"].combine_chunks()
@@ -491,154 +492,3 @@ def _meta(table: pa.Table, parents: np.ndarray) -> pa.Table:
             "hashed": table["hashed"].take(index),
         }
     )
-
-
-def _read_slow(
-    path: Path,
-    skip: int,
-    types: dict[str, pa.DataType],
-    present: frozenset[str],
-    select: LogFilter,
-    binary: bool,
-    meta: bool,
-) -> Iterator[LogRows]:
-    """The file after ``skip`` requests, line by line with orjson, mixed columns as text."""
-    pending: list[dict[str, Any]] = []
-    seen = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            try:
-                request = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a torn line
-            if not isinstance(request, dict):
-                continue
-            seen += 1
-            if seen <= skip:
-                continue
-            pending.append(request)
-            if len(pending) >= SLOW_REQUESTS:
-                yield from _slow_rows(pending, types, present, select, binary, meta)
-                pending = []
-    if pending:
-        yield from _slow_rows(pending, types, present, select, binary, meta)
-
-
-def _slow_rows(
-    requests: list[dict[str, Any]],
-    types: dict[str, pa.DataType],
-    present: frozenset[str],
-    select: LogFilter,
-    binary: bool,
-    meta: bool,
-) -> Iterator[LogRows]:
-    usable = [r for r in requests if _usable(r, binary)]
-    if not usable:
-        return
-    head = pa.table(
-        {
-            "time": _arrow([_number(r.get("time")) for r in usable], pa.float64()),
-            "model_version": _arrow([str(r.get("model_version", "")) for r in usable]),
-            "role": _arrow([r.get("role") for r in usable], pa.string()),
-            "index": pa.array(np.arange(len(usable), dtype=np.int64)),
-        }
-    )
-    kept = [usable[i] for i in _keep(head, select)["index"].to_pylist()]
-    if not kept:
-        return
-    rows = [row for r in kept for row in r["inputs"]]
-    counts = np.array([len(r["inputs"]) for r in kept])
-    times = np.repeat(np.array([float(r["time"]) for r in kept]), counts)
-    predictions = _column([p for r in kept for p in r["predictions"]])
-    probability = None
-    if binary:
-        values = [
-            _number(p) for r in kept for p in (r.get("probabilities") or [None] * len(r["inputs"]))
-        ]
-        probability = np.array([math.nan if v is None else v for v in values], dtype=float)
-    described = None
-    if meta:
-        described = pa.table(
-            {
-                "request_id": _text_column([r.get("request_id") for r in kept], counts),
-                "model_version": _text_column([r.get("model_version", "") for r in kept], counts),
-                "role": _text_column([r.get("role") or "primary" for r in kept], counts),
-                "feature_pipeline": _text_column([r.get("feature_pipeline") for r in kept], counts),
-                "hashed": _names_column([r.get("hashed") for r in kept], counts),
-            }
-        )
-    yield LogRows(
-        inputs=rows_table(rows, list(types)),
-        present=present,
-        time=times,
-        versions=tuple(sorted({str(r.get("model_version", "")) for r in kept})),
-        prediction=pa.chunked_array([predictions]),
-        probability=probability,
-        typed=False,
-        meta=described,
-    )
-
-
-def _names_column(values: list[Any], counts: np.ndarray) -> pa.Array:
-    """Per-request lists of column names (null when absent or malformed), one per row; built
-    from buffers (``pa.array`` of Python lists would import pandas)."""
-    lists = [[str(v) for v in value] if isinstance(value, list) else [] for value in values]
-    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum([len(names) for names in lists])
-    flat = strings([name for names in lists for name in names])
-    absent = from_numpy(np.array([not isinstance(v, list) for v in values], dtype=np.uint8))
-    array = pa.ListArray.from_arrays(from_numpy(offsets), flat, mask=pc.cast(absent, pa.bool_()))
-    return array.take(from_numpy(np.repeat(np.arange(len(values), dtype=np.int64), counts)))
-
-
-def _text_column(values: list[Any], counts: np.ndarray) -> pa.Array:
-    """Per-request values as text, repeated for each of the request's rows."""
-    text = _arrow([None if v is None else _text(v) for v in values], pa.string())
-    return text.take(from_numpy(np.repeat(np.arange(len(values), dtype=np.int64), counts)))
-
-
-def _usable(request: dict[str, Any], binary: bool) -> bool:
-    inputs, predictions = request.get("inputs"), request.get("predictions")
-    if not isinstance(inputs, list) or not isinstance(predictions, list):
-        return False
-    if len(inputs) != len(predictions) or _number(request.get("time")) is None:
-        return False
-    probabilities = request.get("probabilities")
-    return not (binary and isinstance(probabilities, list) and len(probabilities) != len(inputs))
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _column(values: Sequence[Any]) -> pa.Array:
-    try:
-        return _arrow(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return _arrow([None if v is None else _text(v) for v in values], pa.string())
-
-
-def _arrow(values: Sequence[Any], data_type: pa.DataType | None = None) -> pa.Array:
-    """An Arrow array of Python values, through an object ndarray: given a list, pyarrow looks
-    for pandas objects in it and so imports pandas (0.8 s)."""
-    holder = np.empty(len(values), dtype=object)
-    holder[:] = values
-    return pa.array(holder, type=data_type)
-
-
-def rows_table(rows: Sequence[Any], columns: list[str]) -> pa.Table:
-    """Request rows as a table, one column per input, whatever JSON types clients sent (a
-    column that mixes ``"Yes"`` and ``true`` becomes text, which the coercion rules read)."""
-    arrays = [
-        _column([row.get(name) if isinstance(row, dict) else None for row in rows])
-        for name in columns
-    ]
-    return pa.table(arrays, names=columns)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

@@ -45,6 +45,7 @@ from keel.serve.limits import Limits, Overloaded, parse_json, read_body
 from keel.serve.metrics import Metrics
 from keel.serve.middleware import Guard, Observe, Receive, Route, Scope, Send
 from keel.serve.models import LoadedModel, pin_threads, warm
+from keel.serve.operations import Operations
 from keel.serve.predlog import PredictionLog, pii_policy
 from keel.serve.reload import Reloader
 from keel.serve.workers import Workers
@@ -101,6 +102,13 @@ class ServerApp:
         # deployments (canary, shadow, A/B): name -> route, replaced whole by the deployer
         self.routes: Mapping[str, routing.Route] = {}
         self.traffic = routing.Traffic()
+        # every served model's requests, errors, latency and log drops (keel monitor)
+        self.operations = Operations(
+            None if project is None else project.metadata.database,
+            self.traffic,
+            lambda: list(self.models),
+            retention_days=30 if project is None else project.config.monitor.stats_retention_days,
+        )
         self.shadows = routing.Shadows(
             self._shadow_score, self.traffic, self._shadow_log if self.log is not None else None
         )
@@ -194,14 +202,16 @@ class ServerApp:
                     answered = await self._run(answer, name, model, body, request_id)
                     status, payload, version = answered
             finally:
-                if deployed is not None and route.label != "explain":
+                if route.label != "explain":  # counted under its deployment, else its model
                     seconds = time.perf_counter() - started
-                    self.traffic.record(deployed.deployment, model.version, model.role, seconds,
+                    key = self.operations.key(name) if deployed is None else deployed.deployment
+                    self.traffic.record(key, model.version, model.role, seconds,
                                         error=status >= 500)  # fmt: skip
             shadow = deployed.shadow if deployed is not None else None
-            if shadow is not None and status == 200 and route.label == "predict":
+            if shadow is not None and status == 200 and route.label in ("predict", "infer"):
                 assert deployed is not None  # mirrored off the response path:
-                self.shadows.submit(name, deployed.deployment, shadow, body, payload, request_id)
+                self.shadows.submit(name, deployed.deployment, shadow, body, payload, request_id,
+                                    route.label)  # fmt: skip
         headers = [_JSON, (b"content-length", str(len(payload)).encode())]
         if version:
             headers.append((b"keel-model-version", version.encode()))
@@ -268,9 +278,11 @@ class ServerApp:
         labels: list[Any],
         probabilities: list[Any] | None,
     ) -> None:
-        if self.log is not None:
-            self.log.append(request_id, name, model.version, instances, labels, probabilities,
-                            role="shadow", pipeline_hash=model.pipeline_hash)  # fmt: skip
+        if self.log is None:
+            return
+        if not self.log.append(request_id, name, model.version, instances, labels, probabilities,
+                               role="shadow", pipeline_hash=model.pipeline_hash):  # fmt: skip
+            self.operations.dropped(name, model.version, "shadow")
 
     def _predict(
         self, name: str, model: LoadedModel, body: bytes, request_id: str
@@ -380,7 +392,7 @@ class ServerApp:
         probabilities: list[Any] | None,
     ) -> None:
         if self.log is not None:
-            self.log.append(
+            queued = self.log.append(
                 request_id,
                 name,
                 model.version,
@@ -390,6 +402,8 @@ class ServerApp:
                 role=model.role,
                 pipeline_hash=model.pipeline_hash,
             )
+            if not queued:
+                self.operations.dropped(name, model.version, model.role)
             self.feedback.issued(name, model, request_id, instances)
         self.metrics.predictions.labels(name, model.version).inc(len(labels))
 
@@ -457,6 +471,7 @@ class ServerApp:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         if self.log is not None:
             self.log.start()
+        self.operations.start()
         for model in self.models.values():  # the first request does not pay for lazy setup
             await self._workers.run(warm, model)
         reloading = None
@@ -474,6 +489,7 @@ class ServerApp:
             gc.unfreeze()  # let shutdown collect them (extension types report frozen as leaks)
             self._workers.close()
             self.shadows.close()
+            self.operations.close()
             if self.log is not None:
                 self.log.close()
             if self.feature_store is not None:

@@ -18,18 +18,13 @@ Personal data is never written in clear: the inputs of columns whose schema role
 (or that ``schema.yaml`` marks ``pii: true``) are replaced by their keyed hash (HMAC-SHA256,
 hex, with the project secret ``.keel/secret.key``; equal values stay joinable, the secret never
 leaves that file) or dropped (``serve.log_pii``). A record whose inputs were hashed lists the
-columns under ``hashed``, for readers such as monitoring: a hashed input is text that cannot be
-compared with training values in clear.
+columns under ``hashed``, for readers such as monitoring, which hashes the training categories
+with the same key (:mod:`keel.monitor.hashed`; the key and hash live in :mod:`keel.store.secrets`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import hmac
 import os
-import secrets
-import stat
 import threading
 import time
 from collections import deque
@@ -42,6 +37,7 @@ from typing import Any, Literal
 import orjson
 
 from keel.errors import ConfigError
+from keel.store.secrets import SECRET_FILE, keyed_hash, project_secret
 
 __all__ = [
     "SECRET_FILE",
@@ -53,8 +49,6 @@ __all__ = [
 ]
 
 _DAY = 86_400
-SECRET_FILE = "secret.key"  # under .keel/: the project's HMAC key, 0600, created once
-_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -77,10 +71,7 @@ class PiiPolicy:
 
     def hash(self, value: Any) -> Any:
         """A value's keyed hash (hex); null stays null. Text as is, other values as JSON."""
-        if value is None:
-            return None
-        data = value.encode() if isinstance(value, str) else orjson.dumps(value)
-        return hmac.new(self.key, data, hashlib.sha256).hexdigest()
+        return keyed_hash(self.key, value)
 
     def masked(self, rows: Sequence[Any]) -> tuple[list[Any], list[str]]:
         """The rows with personal data hashed or dropped, and the columns hashed."""
@@ -101,49 +92,6 @@ class PiiPolicy:
                         row[column] = self.hash(row[column])
             out.append(row)
         return out, (found if self.mode == "hash" else [])
-
-
-def project_secret(state_dir: Path) -> bytes:
-    """The project's secret key (``<state_dir>/secret.key``), created once with mode 0600.
-
-    Raises:
-        ConfigError: The file exists but is unreadable, too short, or readable by others.
-    """
-    path = state_dir / SECRET_FILE
-    if not path.exists():
-        # written whole to a private file, then linked in: a server process starting beside
-        # this one (serve --workers) sees no file or the whole key, never a partial one
-        draft = state_dir / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "w") as handle:  # hex text: copyable
-                handle.write(secrets.token_hex(_SECRET_BYTES))
-            with contextlib.suppress(FileExistsError):  # another process won: use its key
-                os.link(draft, path)
-        finally:
-            draft.unlink()
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the project secret ({exc}).") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}); run "
-            f"'chmod 600 {path}'.",
-            field="secret",
-        )
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) < 16:
-        raise ConfigError(
-            f"{path} does not hold a hex key of at least 16 bytes; delete it to create a new "
-            "one (hashes logged before will no longer match).",
-            field="secret",
-        )
-    return key
 
 
 def pii_policy(project: Any, mode: Literal["hash", "drop"] = "hash") -> PiiPolicy | None:
@@ -215,14 +163,15 @@ class PredictionLog:
         *,
         role: str = "primary",
         pipeline_hash: str = "",
-    ) -> None:
+    ) -> bool:
         """Encode one request's predictions and queue the line (called on the request path).
 
-        A full queue drops the request (counted in :attr:`dropped`) instead of growing.
+        A full queue drops the request (counted in :attr:`dropped`) instead of growing; the
+        answer says whether the line was queued.
         """
         if len(self._queue) >= self.max_queue:
             self.dropped += 1
-            return
+            return False
         now = time.time()
         record = {
             "request_id": request_id,
@@ -241,6 +190,7 @@ class PredictionLog:
                 record["hashed"] = hashed
         line = orjson.dumps(record)
         self._queue.append((model, int(now // _DAY), line))
+        return True
 
     def start(self) -> None:
         """Start the background writer."""

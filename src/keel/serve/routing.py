@@ -5,9 +5,9 @@ deployment (:mod:`keel.registry.rollout`): canary and A/B arms by weight, chosen
 request, or by a stable hash of a sticky key's value (a top-level request field, else the first
 instance's field; requests without it are split at random), so the same key always lands on the
 same arm. An arm whose model is None is the primary: whatever the server's reference (e.g.
-``adult@production``) loads now. A shadow version gets a copy of each answered predict request
-through :class:`Shadows`, a bounded queue and one thread off the response path: a full queue
-drops the copy (counted), the primary never waits.
+``adult@production``) loads now. A shadow version gets a copy of each answered predict and OIP
+infer request through :class:`Shadows`, a bounded queue and one thread off the response path: a
+full queue drops the copy (counted), the primary never waits.
 
 :class:`Traffic` counts each (deployment, version, role)'s requests, errors (5xx and model
 failures, not 4xx client mistakes) and latency in the fixed buckets of
@@ -44,6 +44,7 @@ log = logging.getLogger("keel.serve")
 FLUSH_EVERY_S = 5.0
 """How often a server writes its traffic counts at most (canaries: a quarter interval)."""
 _SCALE = float(2**64)
+_ANSWERED = 1 << 31  # a mirrored request passed the instance limit when the primary took it
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ class _Copy:
     body: bytes
     answer: bytes
     request_id: str
+    label: str = "predict"  # or "infer": an Open Inference Protocol request and answer
 
 
 class Shadows:
@@ -206,13 +208,15 @@ class Shadows:
         self._thread: threading.Thread | None = None
 
     def submit(self, name: str, deployment: str, model: LoadedModel, body: bytes,
-               answer: bytes, request_id: str) -> None:  # fmt: skip
-        """Queue a copy (never blocks: a full queue drops it)."""
+               answer: bytes, request_id: str, label: str = "predict") -> None:  # fmt: skip
+        """Queue a copy of a ``predict`` or ``infer`` request (never blocks: a full queue
+        drops it)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="keel-shadow", daemon=True)
             self._thread.start()
         try:
-            self._queue.put_nowait(_Copy(name, deployment, model, body, answer, request_id))
+            copy = _Copy(name, deployment, model, body, answer, request_id, label)
+            self._queue.put_nowait(copy)
         except queue.Full:
             self.dropped += 1
 
@@ -237,8 +241,7 @@ class Shadows:
                 log.warning("shadow copy of %s failed: %s", copy.request_id, exc)
 
     def _mirror(self, copy: _Copy) -> None:
-        instances = orjson.loads(copy.body)["instances"]
-        primary = orjson.loads(copy.answer)["predictions"]
+        instances, primary = _mirrored(copy)
         started = time.perf_counter()
         try:
             labels, probabilities = self.score(copy.model, instances)
@@ -255,6 +258,17 @@ class Shadows:
         )  # fmt: skip
         if self.log is not None:
             self.log(copy.request_id, copy.name, copy.model, instances, labels, probabilities)
+
+
+def _mirrored(copy: _Copy) -> tuple[list[Any], list[Any]]:
+    """A copy's instances and the primary's labels, from a predict or an OIP infer request
+    (already answered by the primary: valid, and within the instance limit)."""
+    request, answer = orjson.loads(copy.body), orjson.loads(copy.answer)
+    if copy.label == "infer":
+        from keel.serve import oip
+
+        return oip.rows_of(request, _ANSWERED), answer["outputs"][0]["data"]
+    return request["instances"], answer["predictions"]
 
 
 class Deployer:
