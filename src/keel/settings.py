@@ -63,6 +63,9 @@ class Settings:
         demo_exit: ``KEEL_DEMO_EXIT``, ``keel demo`` returns instead of serving until Ctrl-C.
         signing_key: ``KEEL_SIGNING_KEY``, the Ed25519 private key (PEM text or a file path)
             that signs packages when ``registry.sign`` is on.
+        serve_token: ``KEEL_SERVE_TOKEN``, a token ``keel serve`` accepts with the ``predict``
+            and ``read`` scopes beside the stored ones (a container's secret).
+        worker_id: ``KEEL_WORKER_ID``, the index ``keel serve --workers`` gives each worker.
     """
 
     env: str | None = _env(
@@ -115,10 +118,31 @@ class Settings:
         "Ed25519 private key that signs model packages (registry.sign): the PEM text itself or "
         "the path of a PEM file (keel keys generate); never stored in keel.yaml or the store",
     )
+    serve_token: str | None = _env(
+        "KEEL_SERVE_TOKEN",
+        "a token keel serve accepts with the predict and read scopes beside the stored ones "
+        "(at least 32 printable characters; e.g. a Kubernetes Secret, see keel build k8s)",
+    )
+    worker_id: str | None = _env(
+        "KEEL_WORKER_ID",
+        "set by keel serve --workers N for each worker process (0..N-1; the Keel-Worker header)",
+        "0",
+    )
 
 
 #: The table: every environment variable Keel reads, in documentation order.
 SETTINGS: tuple[Setting, ...] = tuple(f.metadata["setting"] for f in fields(Settings))
+
+#: The variables Keel sets (never reads) for the programs it starts or writes.
+PROVIDED: tuple[Setting, ...] = (
+    Setting("KEEL_ALERT_ID", "set for a monitor.alerts command sink: the alert's id"),
+    Setting("KEEL_ALERT_RULE", "set for a monitor.alerts command sink: the rule's name"),
+    Setting("KEEL_ALERT_SEVERITY", "set for a monitor.alerts command sink: info|warning|critical"),
+    Setting(
+        "KEEL_REQUIREMENT",
+        "build argument of the Dockerfile keel build docker writes: what pip installs Keel from",
+    ),
+)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -323,7 +323,7 @@ def _run_worker(
 ) -> None:
     """One worker of ``--workers N``: the server on the supervisor's listening socket."""
     from keel.serve.app import create_app
-    from keel.serve.supervisor import WORKER_ENV, WorkerTag, watch_parent
+    from keel.serve.supervisor import WorkerTag, watch_parent
 
     watch_parent()
     sock = socket.socket(fileno=fd)
@@ -333,7 +333,9 @@ def _run_worker(
     )
     if access_log:
         _log_requests()
-    index = int(os.environ.get(WORKER_ENV, "0"))
+    from keel.settings import load_settings
+
+    index = int(load_settings().worker_id or "0")
     _run_uvicorn(WorkerTag(server_app, index), sock, project.config.serve)
 
 
@@ -423,16 +425,17 @@ def _authenticator(project: Any, mode: str, host: str, *, quiet: bool = False) -
 
 def _env_token() -> tuple[bytes, Any] | None:
     """``KEEL_SERVE_TOKEN`` as (secret, a token with the predict and read scopes), or None."""
+    from keel.settings import load_settings
     from keel.store.tables import utc_now
     from keel.store.tokens import TokenInfo
 
-    secret = os.environ.get(TOKEN_ENV, "")
+    secret = load_settings().serve_token or ""  # surrounding spaces are trimmed
     if not secret:
         return None
-    if len(secret) < _MIN_TOKEN or not secret.isprintable() or secret != secret.strip():
+    if len(secret) < _MIN_TOKEN or not secret.isprintable():
         raise ConfigError(
-            f"{TOKEN_ENV} must be at least {_MIN_TOKEN} printable characters without surrounding "
-            "spaces (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))').",
+            f"{TOKEN_ENV} must be at least {_MIN_TOKEN} printable characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))').",
             field=TOKEN_ENV,
         )
     token = TokenInfo(

@@ -23,7 +23,7 @@ from pydantic_core import PydanticUndefined
 from keel.config.features import STEP_PARAMS, TransformStep
 from keel.config.project import KeelConfig
 from keel.plugins import REGISTRIES
-from keel.settings import SETTINGS
+from keel.settings import PROVIDED, SETTINGS
 
 __all__ = ["REGENERATE", "render_reference", "undocumented_fields"]
 
@@ -207,6 +207,9 @@ def _environment() -> str:
         f"| `{s.variable}` | {f'`{s.default}`' if s.default else ''} | {_cell(s.help)} |"
         for s in SETTINGS
     ]
+    lines += ["", "Keel sets these for the programs it starts or writes (it never reads them):", ""]
+    lines += ["| variable | meaning |", "|---|---|"]
+    lines += [f"| `{s.variable}` | {_cell(s.help)} |" for s in PROVIDED]
     return "\n".join(lines) + "\n"
 
 
