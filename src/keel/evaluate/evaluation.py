@@ -17,13 +17,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from keel.config.evaluate import EvaluateConfig
-from keel.evaluate.bootstrap import BootstrapSettings, metric_draws, percentile_interval
+from keel.evaluate.bootstrap import AUTO, BootstrapSettings, metric_draws, percentile_interval
 from keel.evaluate.calibration import Calibration, Residuals, calibration_of, residuals_of
 from keel.evaluate.comparison import Comparison, compare_models
 from keel.evaluate.curves import Curves, curves_of
@@ -36,7 +37,14 @@ from keel.evaluate.slices import SliceFinding, find_worst_slices, row_loss
 if TYPE_CHECKING:
     from keel.evaluate.explain import Explainable
 
-__all__ = ["Estimate", "Evaluation", "MetricSet", "evaluate_predictions", "with_importance"]
+__all__ = [
+    "Estimate",
+    "Evaluation",
+    "MetricSet",
+    "evaluate_predictions",
+    "global_explanations",
+    "with_importance",
+]
 
 FORMAT = "keel-evaluation/2"
 
@@ -286,7 +294,7 @@ def evaluate_predictions(
     kind = spec.kind
     threshold = float(getattr(spec, "threshold", 0.5)) if kind == "binary" else None
     boot = cfg.bootstrap
-    settings = BootstrapSettings(boot.resamples, boot.seed, boot.confidence)
+    settings = BootstrapSettings(boot.resamples, boot.seed, boot.confidence, AUTO)
     overall, per_slice, gaps = _slice_sets(
         task, kind, y, prediction, slices or {}, settings, threshold or 0.5
     )
@@ -324,19 +332,57 @@ def evaluate_predictions(
 
 
 def with_importance(
-    evaluation: Evaluation, parts: Explainable, x: np.ndarray, y: np.ndarray, *, seed: int = 0
+    evaluation: Evaluation,
+    parts: Explainable,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    seed: int = 0,
+    prediction: np.ndarray | None = None,
 ) -> Evaluation:
-    """The evaluation with global importance added: mean |SHAP| (tree flavors: exact and
-    cheap; a model-agnostic estimate costs tens of milliseconds a row, too much for the step)
-    and permutation importance (every flavor) on the transformed test rows ``x`` and their
-    labels ``y``."""
+    """The evaluation with global importance added (:func:`global_explanations`)."""
+    shap, permutation = global_explanations(parts, x, y, seed=seed, prediction=prediction)
+    return Evaluation(**{**evaluation.__dict__, "importance": shap, "permutation": permutation})
+
+
+def global_explanations(
+    parts: Explainable,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    seed: int = 0,
+    prediction: np.ndarray | None = None,
+    concurrent: bool = False,
+) -> tuple[dict[str, float], PermutationImportance | None]:
+    """Mean |SHAP| (tree flavors: exact and cheap; a model-agnostic estimate costs tens of
+    milliseconds a row, too much for the step) and permutation importance (every flavor) on
+    the transformed test rows ``x`` and their labels ``y``.
+
+    Args:
+        prediction: The model's predictions on ``x``: the mean |SHAP| rows are stratified by
+            it, and permutation importance reuses it for the unshuffled rows.
+        concurrent: Run the two in two threads, LightGBM on one core each (for beside other
+            work: the threads release the GIL, and one-thread calls never wait on OpenMP
+            threads that another process has pushed off a core).
+    """
     from keel.evaluate.explain import global_importance
 
-    shap = global_importance(parts, x)
-    permutation = permutation_importance(parts, x, y, seed=seed) if len(x) else None
-    if permutation is not None and not np.isfinite(permutation.baseline):
-        permutation = None  # the headline metric is undefined here (one class only)
-    return Evaluation(**{**evaluation.__dict__, "importance": shap, "permutation": permutation})
+    threads = 1 if concurrent else 0
+
+    def permutation() -> PermutationImportance | None:
+        if not len(x):
+            return None
+        found = permutation_importance(parts, x, y, seed=seed, prediction=prediction,
+                                       threads=threads)  # fmt: skip
+        # None when the headline metric is undefined here (one class only)
+        return found if np.isfinite(found.baseline) else None
+
+    if not concurrent:
+        return global_importance(parts, x, prediction=prediction), permutation()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-importance") as pool:
+        permuted = pool.submit(permutation)
+        shap = global_importance(parts, x, prediction=prediction, threads=threads)
+        return shap, permuted.result()
 
 
 def _compare(
@@ -351,7 +397,7 @@ def _compare(
                           wanted.min_delta, wanted.alpha, True,
                           "no champion yet: nothing to compare with")  # fmt: skip
     if settings.resamples < 100:
-        settings = BootstrapSettings(1000, settings.seed, settings.confidence)
+        settings = BootstrapSettings(1000, settings.seed, settings.confidence, AUTO)
     ref, theirs = champion
     return compare_models(
         task, y, prediction, theirs, metric=wanted.metric, champion_ref=ref,

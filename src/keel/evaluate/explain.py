@@ -46,10 +46,11 @@ __all__ = [
     "explain_table",
     "fold_matrix",
     "global_importance",
+    "predict_matrix",
 ]
 
 TREE_FLAVORS = ("lightgbm", "xgboost")
-IMPORTANCE_ROWS = 500  # test rows global importance is computed on (bounds the step's cost)
+IMPORTANCE_ROWS = 300  # test rows global importance is computed on (bounds the step's cost)
 _FOLDS: weakref.WeakKeyDictionary[FeaturePipeline, tuple[tuple[str, ...], np.ndarray]] = (
     weakref.WeakKeyDictionary()
 )
@@ -238,21 +239,35 @@ def _single_row(booster: Any, features: int, k: int) -> _SingleRow | None:
     return fast
 
 
-def _tree_contributions(model: Any, flavor: str, x: np.ndarray, k: int) -> tuple[np.ndarray, str]:
-    """Contributions per model feature plus the bias, shape ``(rows, k, features + 1)``."""
+def _tree_contributions(
+    model: Any, flavor: str, x: np.ndarray, k: int, threads: int | None = None
+) -> tuple[np.ndarray, str]:
+    """Contributions per model feature plus the bias, shape ``(rows, k, features + 1)``;
+    LightGBM on ``threads`` threads (None: one for a small batch, else all cores)."""
     booster = getattr(model, "booster_", None)
     if booster is None:
         raise ConfigError(f"the {flavor} model holds no booster to explain.", field="model")
     if flavor == "lightgbm":
         if len(x) == 1 and (fast := _single_row(booster, x.shape[1], k)) is not None:
             return fast(x).reshape(1, k, x.shape[1] + 1), "lightgbm.pred_contrib"
-        threads = 1 if len(x) <= SMALL_BATCH else 0  # 0: LightGBM's default (all cores)
+        if threads is None:
+            threads = 1 if len(x) <= SMALL_BATCH else 0  # 0: LightGBM's default (all cores)
         raw = np.asarray(booster.predict(x, pred_contrib=True, num_threads=threads), np.float64)
         return raw.reshape(x.shape[0], k, x.shape[1] + 1), "lightgbm.pred_contrib"
     import xgboost as xgb
 
     raw = np.asarray(booster.predict(xgb.DMatrix(x), pred_contribs=True), dtype=np.float64)
     return raw.reshape(x.shape[0], k, x.shape[1] + 1), "xgboost.pred_contribs"
+
+
+def predict_matrix(package: Explainable, x: np.ndarray, threads: int = 0) -> np.ndarray:
+    """The model's predictions (as its ``predict``) on transformed rows ``x``; a LightGBM model
+    predicts on ``threads`` threads (0: all cores; 1 beside other work, where OpenMP's
+    spinning threads would only contend), other flavors as they do."""
+    booster = getattr(package.model, "booster_", None)
+    if package.flavor == "lightgbm" and booster is not None:
+        return np.asarray(booster.predict(x, num_threads=threads), dtype=np.float64)
+    return np.asarray(package.model.predict(x), dtype=np.float64)
 
 
 def outputs_of(task_kind: str, classes: Sequence[str]) -> tuple[str, ...]:
@@ -272,10 +287,13 @@ def prediction_of(task_kind: str, margin: np.ndarray) -> np.ndarray:
     return np.asarray(margin[:, 0])
 
 
-def explain_matrix(package: Explainable, x: np.ndarray) -> Explanation:
+def explain_matrix(
+    package: Explainable, x: np.ndarray, *, threads: int | None = None
+) -> Explanation:
     """Explain rows already transformed by the package's feature pipeline: exact TreeSHAP for
-    tree flavors, ``shap``'s Permutation explainer for the others
-    (:mod:`keel.evaluate.agnostic`, the ``explain`` extra).
+    tree flavors (LightGBM on ``threads`` threads; None: one for up to 16 rows, else all
+    cores), ``shap``'s Permutation explainer for the others (:mod:`keel.evaluate.agnostic`,
+    the ``explain`` extra).
 
     Raises:
         ConfigError: A flavor without native contributions and ``shap`` not installed (names
@@ -290,7 +308,7 @@ def explain_matrix(package: Explainable, x: np.ndarray) -> Explanation:
         return explain_agnostic(package, x)
     kind = task_for(package.task).kind
     outputs = outputs_of(kind, package.classes)
-    raw, method = _tree_contributions(package.model, flavor, x, len(outputs))
+    raw, method = _tree_contributions(package.model, flavor, x, len(outputs), threads)
     columns, fold = fold_matrix(package.pipeline)
     contributions = raw[:, :, :-1] @ fold  # (rows, k, features) @ (features, columns)
     base = raw[0, :, -1].copy() if len(raw) else np.zeros(len(outputs))
@@ -324,16 +342,41 @@ def explain_table(package: Explainable, data: pa.Table | Any) -> Explanation:
 
 
 def global_importance(
-    package: Explainable, x: np.ndarray, *, limit: int = IMPORTANCE_ROWS
+    package: Explainable,
+    x: np.ndarray,
+    *,
+    limit: int = IMPORTANCE_ROWS,
+    prediction: np.ndarray | None = None,
+    threads: int = 0,
 ) -> dict[str, float]:
-    """Mean |contribution| per input column over ``limit`` rows of ``x`` spread evenly over
-    it, largest first; ``{}`` for a flavor without exact contributions (a model-agnostic
-    estimate would cost tens of milliseconds a row; permutation importance covers them).
+    """Mean |contribution| per input column over at most ``limit`` rows of ``x``, largest
+    first; ``{}`` for a flavor without exact contributions (a model-agnostic estimate would
+    cost tens of milliseconds a row; permutation importance covers them).
 
-    TreeSHAP costs about 1.4 ms a row for 200 trees of 31 leaves on one core, so the default
-    500 rows add well under a second to the evaluate step."""
+    With the model's ``prediction`` on ``x`` the rows are a stratified sample over the
+    predicted score (the row at the middle of each of ``limit`` equal-count strata of the
+    sorted scores; multiclass: by predicted class, then its probability), otherwise
+    ``limit`` rows evenly spread over ``x``. On the Adult test set (203 trees), against the
+    mean over all 16,281 rows, the largest column error in % of the top importance: these 300
+    rows 2.3; 300 stratified rows drawn at random within their strata 6.1 and 500 random rows
+    9.5 (95th percentiles of 200 draws); so 300 rows, at 0.6 of the cost of 500 (TreeSHAP
+    costs ~2.7 ms of CPU a row here). All rows go to LightGBM in one call on ``threads``
+    threads (0: all cores)."""
     if package.flavor not in TREE_FLAVORS or len(x) == 0:
         return {}
-    step = max(1, -(-len(x) // limit))  # ceil: at most ``limit`` rows
-    importance = explain_matrix(package, x[::step][:limit]).importance()
+    rows = _importance_rows(len(x), limit, prediction)
+    importance = explain_matrix(package, x[rows], threads=threads).importance()
     return dict(sorted(importance.items(), key=lambda item: -item[1]))
+
+
+def _importance_rows(n: int, limit: int, prediction: np.ndarray | None) -> np.ndarray:
+    """Which rows global importance is computed on (sorted, at most ``limit``)."""
+    if n <= limit:
+        return np.arange(n)
+    middle = ((np.arange(limit) + 0.5) * n / limit).astype(np.int64)  # of each of the strata
+    if prediction is None or len(prediction) != n:
+        return middle  # strata of the rows' positions
+    score = np.asarray(prediction, dtype=np.float64)
+    if score.ndim == 2:  # by predicted class, then its probability (in (0, 1]: no overlap)
+        score = np.argmax(score, axis=1) + score.max(axis=1)
+    return np.sort(np.argsort(score, kind="stable")[middle])

@@ -17,7 +17,10 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     """Metrics with bootstrap intervals on the test data, overall and per slice; calibration or
     residuals; worst slices; fairness by ``data.sensitive``; the champion comparison; and
     every gate's verdict (:mod:`keel.evaluate.evaluation`)."""
-    from keel.evaluate.evaluation import evaluate_predictions, with_importance
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from keel.evaluate.evaluation import evaluate_predictions, global_explanations
     from keel.evaluate.explain import ModelParts
     from keel.evaluate.footprint import measure_footprint
     from keel.features.pipeline import FeaturePipeline
@@ -30,22 +33,28 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     model, bundle, files = load_bundle(project.artifacts, ctx.inputs["model"])
     y, classes = target_labels(project, table, classes=bundle["classes"] or None)
     x = pipe.transform(coerce_inputs(ctx, pipe, table, "test"))
-    prediction = model.predict(x)
+    prediction = model.predict(x)  # once: every part below reads it
     slices, sensitive, search = evaluation_columns(project, table, list(pipe.inputs))
     sample = table.select(list(pipe.inputs)).slice(0, 200).to_pylist()
-    footprint = measure_footprint(pipe, model, sample, files)
-    try:
-        evaluation = evaluate_predictions(
-            bundle["task"], y, prediction, config=cfg.evaluate, classes=classes,
-            flavor=bundle["flavor"], slices=slices, sensitive=sensitive, search=search,
-            champion=champion_predictions(ctx, table, classes), footprint=footprint,
-        )  # fmt: skip
-    except ValueError as exc:  # the comparison's metric is not one of the task's
-        field = "evaluate.challenger_vs_champion.metric"
-        raise ConfigError(f"{field}: {exc}.", field=field) from exc
+    footprint = measure_footprint(pipe, model, sample, files)  # alone: it times latency
+    champion = champion_predictions(ctx, table, classes)
     parts = ModelParts(pipe, model, bundle["task"], bundle["flavor"], list(classes))
-    # mean |SHAP| (tree flavors) and permutation importance, both per input column
-    evaluation = with_importance(evaluation, parts, x, y, seed=cfg.evaluate.bootstrap.seed)
+    # mean |SHAP| (tree flavors) and permutation importance, both per input column, in their
+    # own threads (LightGBM releases the GIL) while NumPy judges the predictions here
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-explain") as pool:
+        explained = pool.submit(global_explanations, parts, x, y, seed=cfg.evaluate.bootstrap.seed,
+                                prediction=prediction, concurrent=True)  # fmt: skip
+        try:
+            evaluation = evaluate_predictions(
+                bundle["task"], y, prediction, config=cfg.evaluate, classes=classes,
+                flavor=bundle["flavor"], slices=slices, sensitive=sensitive, search=search,
+                champion=champion, footprint=footprint,
+            )  # fmt: skip
+        except ValueError as exc:  # the comparison's metric is not one of the task's
+            field = "evaluate.challenger_vs_champion.metric"
+            raise ConfigError(f"{field}: {exc}.", field=field) from exc
+        importance, permutation = explained.result()
+    evaluation = replace(evaluation, importance=importance, permutation=permutation)
     report = evaluation.to_json()
     # numbers only: a metric that cannot be computed (None) is left out of the tracked facts
     ctx.facts["metrics"] = {
