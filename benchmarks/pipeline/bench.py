@@ -8,9 +8,10 @@ hit; issue 13's target: median <= 0.5 s). The children write and reuse bytecode 
 ``PYTHONDONTWRITEBYTECODE``: compiling Keel's sources on every start is not what users pay.
 The 1-minute load average is recorded before each round (``uptime``'s first figure).
 
-Only the no-op reruns of an existing project (after one ``keel run``)::
+Only the no-op reruns of an existing project (after one ``keel run``), or those interleaved
+with reruns on the normal path (the run manifest removed before each)::
 
-    python benchmarks/pipeline/bench.py --noop PROJECT_DIR [--runs 10]
+    python benchmarks/pipeline/bench.py --noop PROJECT_DIR [--runs 10] [--compare]
 """
 
 from __future__ import annotations
@@ -90,21 +91,52 @@ def one_round(index: int) -> dict[str, Any]:
     return result
 
 
-def noop_reruns(project: Path, runs: int) -> dict[str, Any]:
-    """``runs`` reruns of an already-run project: each wall time, and whether every step hit.
+def noop_reruns(project: Path, runs: int, *, fast: bool = True) -> dict[str, Any]:
+    """``runs`` reruns of an already-run project: each wall time, whether every step hit, and
+    how many took the fast path (``keel.pipeline.noop``: the run manifest was left as it was;
+    the normal path rewrites it). ``fast=False`` removes the manifest before each rerun, so
+    every one takes the normal path (what a no-op rerun cost before the fast path).
 
-    The first is a warm-up (bytecode written, files in the page cache) and is not counted."""
+    The first is a warm-up (bytecode written, files in the page cache, the manifest written)
+    and is not counted."""
     keel = [sys.executable, "-m", "keel.cli", "run", "--format", "json"]
     timed(keel, project)
-    walls, all_cached, rss = [], True, []
+    walls, all_cached, rss, took = [], True, [], 0
     for _ in range(runs):
-        done = timed(keel, project)
+        done, was_fast = _rerun(keel, project, fast=fast)
         summary = json.loads(done["stdout"])
         all_cached &= all(s["status"] == "cached" for s in summary["steps"])
         walls.append(done["wall_s"])
         rss.append(done["rss_mb"])
+        took += was_fast
     cached = {"wall_s": statistics.median(walls), "rss_mb": statistics.median(rss)}
-    return {"cached": cached, "noop_walls": walls, "all_cached": all_cached}
+    return {"cached": cached, "noop_walls": walls, "all_cached": all_cached, "fast_runs": took}
+
+
+def _rerun(keel: list[str], project: Path, *, fast: bool) -> tuple[dict[str, Any], bool]:
+    """One timed rerun, and whether it took the fast path."""
+    manifest = project / ".keel" / "cache" / "last-run.json"
+    if not fast:
+        manifest.unlink(missing_ok=True)
+    before = manifest.stat().st_mtime_ns if manifest.exists() else None
+    done = timed(keel, project)
+    after = manifest.stat().st_mtime_ns if manifest.exists() else None
+    return done, before is not None and before == after
+
+
+def compare(project: Path, runs: int) -> dict[str, Any]:
+    """Interleaved no-op reruns, normal path (manifest removed) then fast path, ``runs`` each;
+    the warm-up of each is not counted."""
+    keel = [sys.executable, "-m", "keel.cli", "run", "--format", "json"]
+    timed(keel, project)
+    walls: dict[str, list[float]] = {"normal": [], "fast": []}
+    took = 0
+    for _ in range(runs):
+        for mode in ("normal", "fast"):
+            done, was_fast = _rerun(keel, project, fast=mode == "fast")
+            walls[mode].append(done["wall_s"])
+            took += was_fast and mode == "fast"
+    return {"walls": walls, "fast_runs": took}
 
 
 def run(rounds: int) -> dict[str, Any]:
@@ -166,13 +198,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noop", type=Path, required=True, help="A project run at least once.")
     parser.add_argument("--runs", type=int, default=NOOP_RUNS)
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="Interleave reruns on the normal path (manifest removed) with fast-path reruns.",
+    )
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    if args.compare:
+        found = compare(args.noop.resolve(), args.runs)
+        for mode, walls in found["walls"].items():
+            listed = ", ".join(f"{w:.3f}" for w in walls)
+            print(f"{mode}: median {statistics.median(walls):.3f} s; runs: {listed}")
+        print(
+            f"fast path taken {found['fast_runs']} of {args.runs}; load (1 min) before "
+            f"{load:.2f}, after {os.getloadavg()[0]:.2f}"
+        )
+        return
     result = noop_reruns(args.noop.resolve(), args.runs)
     walls = ", ".join(f"{w:.3f}" for w in result["noop_walls"])
     print(
         f"no-op keel run: median {result['cached']['wall_s']:.3f} s over {args.runs} "
-        f"(all cached: {result['all_cached']}); runs: {walls}; peak RSS "
+        f"(all cached: {result['all_cached']}; fast path {result['fast_runs']}); runs: "
+        f"{walls}; peak RSS "
         f"{result['cached']['rss_mb']:.0f} MB; load (1 min) before {load:.2f}, after "
         f"{os.getloadavg()[0]:.2f}"
     )

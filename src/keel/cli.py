@@ -46,6 +46,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs re-wrap to the terminal's width
 )
 for _group in (data_commands, features_commands, runs_commands, schema_commands, validate_commands):
     _group.register(app)
@@ -321,6 +322,23 @@ def predict(
             )
 
 
+def _noop_run(args: list[str]) -> None:
+    """A ``keel run [--format F]`` with nothing changed, decided from the last run's manifest
+    without building the command line (:mod:`keel.pipeline.noop`); it exits as ``run`` does.
+    Returns when the normal path must run."""
+    from keel.pipeline.noop import attempt
+
+    outcome = attempt(args)
+    summary = outcome.summary
+    if summary is None:
+        return
+    if outcome.format == Format.json.value:
+        _emit_json(summary)
+    else:
+        _print_run(summary)
+    sys.exit(0 if all(gate["passed"] for gate in summary["model"]["gates"]) else 1)
+
+
 #: The root callback's options, all flags: what may come before the command's name.
 _ROOT_FLAGS = frozenset({"--debug", "--version"})
 
@@ -354,6 +372,7 @@ def _app_for(args: list[str]) -> typer.Typer:
 def main() -> None:
     """Entry point: run the app, turning Keel errors into a headline and an exit code."""
     try:
+        _noop_run(sys.argv[1:])
         code = _app_for(sys.argv[1:])(standalone_mode=False)
     except KeelError as exc:
         if _state["debug"]:

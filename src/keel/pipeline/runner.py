@@ -279,8 +279,12 @@ def run_steps(
         KeyboardInterrupt: Ctrl-C stopped it (recorded ``cancelled`` first).
         KeelError: A step failed (after its retries); its run is recorded failed.
     """
+    from keel.pipeline import manifest
     from keel.pipeline.executors import load_executor, run_graph, step_calls
 
+    # what a no-op rerun checks (keel.pipeline.noop): taken before any cache key is decided
+    plain = trigger == "manual" and reason is None and use_cache and not reuse
+    fingerprint = manifest.begin(project) if plain else None
     bound = plan(steps)
     run_id = pipeline_run or uuid.uuid4().hex
     database = project.metadata.database
@@ -308,6 +312,10 @@ def run_steps(
         status, message = "failed", graph.failure_message
     with contextlib.suppress(KeelError):  # an unreachable store: the steps' outcome matters
         pipeline_runs.finish(database, run_id, status=status, steps=graph.outcomes, error=message)
+    done = graph.results if status == "succeeded" else []
+    local = getattr(chosen, "name", None) == "local"
+    eligible = fingerprint is not None and local
+    manifest.record(project, fingerprint, run_id, done, steps=steps, eligible=eligible)
     if graph.interrupted:
         raise KeyboardInterrupt
     if graph.cancelled is not None:
