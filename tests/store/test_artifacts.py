@@ -113,6 +113,23 @@ def test_local_path_of_corrupt_blob(tmp_path: Path) -> None:
         store.local_path(art.sha256)
 
 
+def test_putting_the_same_bytes_again_repairs_a_corrupt_blob(tmp_path: Path) -> None:
+    """A damaged blob is not kept because its name matches: the next put of the true bytes
+    (a step that re-runs because its output failed verification) replaces it."""
+    store = ArtifactStore(str(tmp_path))
+    art = store.put(b"model bytes", kind="test")
+    Path(art.uri).write_bytes(b"model bytez")
+    with pytest.raises(IntegrityError):
+        store.verify(art.sha256)
+    store.put(b"model bytes", kind="test")
+    store.verify(art.sha256)
+    Path(art.uri).write_bytes(b"model")  # truncated, then put from a file
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"model bytes")
+    store.put(source, kind="test")
+    assert store.get(art.sha256) == b"model bytes"
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX named pipes")
 def test_kill_9_in_the_middle_of_a_put_leaves_no_visible_blob(tmp_path: Path) -> None:
     root, feed = tmp_path / "artifacts", tmp_path / "feed"

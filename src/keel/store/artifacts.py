@@ -112,7 +112,8 @@ class ArtifactStore:
         """Store bytes, a local file or a readable stream, and return its artifact.
 
         Files and streams are copied in chunks while hashing; they are never read whole. If
-        a blob with the same sha256 exists it is left untouched.
+        a blob with the same sha256 exists and still hashes to it, it is left untouched; a
+        damaged one (bit rot, a truncated copy) is replaced by the new bytes.
 
         Args:
             data: The bytes, a local file path, or an object with ``read(size)``.
@@ -130,12 +131,12 @@ class ArtifactStore:
             raise ConfigError(f"put: kind must be a non-empty string, got {kind!r}", field="kind")
         if isinstance(data, bytes):
             sha = hashlib.sha256(data).hexdigest()
-            if self.exists(sha):
+            if self._intact(sha):
                 return self._artifact(kind, sha, len(data), metadata)
         with _open_source(data) as source, self._stage(source) as (staged, sha, size):
             key = _key(sha)
             with self._writing():
-                if not self._backend.exists(key):
+                if not self._intact(sha):
                     self._backend.commit(staged, key)
         return self._artifact(kind, sha, size, metadata)
 
@@ -188,6 +189,14 @@ class ArtifactStore:
         with self._reading(key), self._backend.open(key) as stream:
             actual = _hash_stream(stream)
         self._check(key, actual)
+
+    def _intact(self, sha256: str) -> bool:
+        """Whether a blob with this sha256 is stored and its bytes still hash to it."""
+        key = _key(sha256)
+        if not self._backend.exists(key):
+            return False
+        with self._backend.open(key) as stream:
+            return _hash_stream(stream) == sha256
 
     def iter_hashes(self) -> Iterator[str]:
         """The sha256 of every complete blob in the store (temporary files excluded)."""
