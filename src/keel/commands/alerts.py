@@ -58,8 +58,8 @@ def monitor_run(
         typer.Option(
             "--window",
             "-w",
-            help="Windows of 1d, 6h, 30m, 1w or 1000rows (default: keel.yaml monitor.window, "
-            "else the whole log as one).",
+            help="Windows of 1d, 6h, 30m, 1w, 1mo (UTC months) or 1000rows (default: keel.yaml "
+            "monitor.window, else the whole log as one).",
         ),
     ] = None,
     step: Annotated[
@@ -92,15 +92,17 @@ def monitor_run(
 ) -> None:
     """Check the windows not checked yet against keel.yaml's monitor.alerts and fire alerts.
 
-    Each rule (e.g. `drift.any_feature.psi > 0.2 for 2 windows`) is evaluated per window; an
-    alert is stored once per rule, model, version, role and window span, stays quiet for the
-    rule's cooldown, records an `alert` event (for `keel schedule add NAME --on alert`) and
-    goes to the rule's sinks (log, signed webhook, command), retried with backoff. Runs once,
-    or every --every until Ctrl-C. Exits 0 whether or not alerts fired.
+    Each rule (e.g. `drift.any_feature.psi > 0.2 for 2 windows`) is evaluated
+    per window; an alert is stored once per rule, model, version, role and
+    window span, stays quiet for the rule's cooldown, records an `alert` event
+    (for `keel schedule add NAME --on alert`) and goes to the rule's sinks (log,
+    signed webhook, command), retried with backoff. Runs once, or every --every
+    until Ctrl-C. Exits 0 whether or not alerts fired.
 
-    With --retrain, a new alert of the rule keel.yaml's retrain.on names runs the policy: the
-    labelled predictions of retrain.data are added to the training data, the pipeline runs
-    through its gates, and a passing version starts a canary (retrain.steps, interval, checks).
+    With --retrain, a new alert of the rule keel.yaml's retrain.on names runs
+    the policy: the labelled predictions of retrain.data are added to the
+    training data, the pipeline runs through its gates, and a passing version
+    starts a canary (retrain.steps, interval, checks).
     """
     from keel import api
     from keel.monitor.rules import parse_duration
@@ -159,7 +161,7 @@ def list_(
     if not found:
         out.print("no alerts" + (f" with status {status}" if status else ""))
         return
-    table = Table(box=box.SIMPLE)
+    table = Table(box=box.SIMPLE, pad_edge=False, collapse_padding=True)  # fits 80 columns
     for col in ("id", "severity", "rule", "model", "window", "value", "status", "fired"):
         table.add_column(col)
     for a in found:
@@ -168,10 +170,10 @@ def list_(
             f"[{_SEVERITY.get(a['severity'], '')}]{a['severity']}[/]",
             escape(a["rule"]),
             escape(f"{a['model']}@{a['version']}" + (f" ({a['role']})" if a["role"] else "")),
-            escape(f"{_short(a['window_start'])} .. {_short(a['window_end'])}"),
+            escape(_span(a["window_start"], a["window_end"])),
             "-" if a["value"] is None else f"{a['value']:.4g}",
             a["status"],
-            str(a["fired_at"])[:19].replace("T", " "),
+            str(a["fired_at"])[:16].replace("T", " "),  # to the minute: fits 80 columns
         )
     out.print(table)
 
@@ -205,7 +207,7 @@ def show(
         table.add_column(col)
     for w in evidence.get("windows", []):
         table.add_row(
-            escape(f"{_short(str(w.get('start')))} .. {_short(str(w.get('end')))}"),
+            escape(_span(w.get("start"), w.get("end"))),
             str(w.get("rows")),
             f"{w['value']:.4g}",
             escape(str(w.get("feature") or "-")),
@@ -214,7 +216,8 @@ def show(
         )
     out.print(table)
     for d in alert["deliveries"]:
-        line = f"delivery to {d['sink']} {d['target']}: {d['status']} after {d['attempts']} attempt"
+        target = "" if d["target"] in (d["sink"], "", None) else f" {d['target']}"
+        line = f"delivery to {d['sink']}{target}: {d['status']} after {d['attempts']} attempt"
         line += "s" * (d["attempts"] != 1)
         if d["last_error"]:
             line += f" (last error: {d['last_error']})"
@@ -273,8 +276,8 @@ def _print_run(result: dict[str, Any]) -> None:
         _print_alert(alert)
     for skipped in result["skipped"]:
         out.print(
-            escape(f"  not fired: {skipped['rule']} {_short(skipped['start'])} .. "
-                   f"{_short(skipped['end'])}: {skipped['reason']}"),
+            escape(f"  not fired: {skipped['rule']} {_span(skipped['start'], skipped['end'])}: "
+                   f"{skipped['reason']}"),
             style="dim", highlight=False,
         )  # fmt: skip
     counts = result["deliveries"]
@@ -302,10 +305,18 @@ def _print_alert(alert: dict[str, Any]) -> None:
     out.print(
         f"[{colour}]{alert['severity'].upper()}[/] #{alert['id']} {escape(alert['rule'])} on "
         f"{escape(alert['model'])}@{alert['version']}{escape(role)}, window "
-        f"{escape(_short(alert['window_start']))} .. {escape(_short(alert['window_end']))}: "
+        f"{escape(_span(alert['window_start'], alert['window_end']))}: "
         f"{escape(alert['message'])} [{alert['status']}]",
         highlight=False,
     )
+
+
+def _span(start: Any, end: Any) -> str:
+    """A window as ``start .. end``; the whole log (a window with no bounds) as ``all``."""
+    first, last = _short(str(start or "")), _short(str(end or ""))
+    if not first and not last:
+        return "all"
+    return f"{first or '...'} .. {last or '...'}"
 
 
 def _short(text: str) -> str:

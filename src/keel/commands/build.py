@@ -58,8 +58,12 @@ def docker(
     project: ProjectOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Write a Docker build context: the exported package (verified), a Dockerfile (non-root,
-    health check, keel serve with token auth required), .dockerignore and a README."""
+    """Write a Docker build context for a model version (nothing is built or run).
+
+    The context holds the exported package (verified), a Dockerfile (non-root,
+    health check, keel serve with token auth required), .dockerignore and a
+    README with the docker build and run commands.
+    """
     from keel.project import Project
     from keel.serve.build import build_docker
 
@@ -115,8 +119,11 @@ def k8s(
     project: ProjectOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Write Kubernetes manifests: a Deployment (probes on /v2/health/ready and /live,
-    resources, non-root, the token from a Secret), a Service and a HorizontalPodAutoscaler."""
+    """Write Kubernetes manifests for a model version (nothing is applied).
+
+    A Deployment (probes on /v2/health/ready and /live, resources, non-root,
+    the token from a Secret), a Service and a HorizontalPodAutoscaler.
+    """
     from keel.project import Project
     from keel.serve.build import K8sOptions, build_k8s
 

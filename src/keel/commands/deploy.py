@@ -210,16 +210,17 @@ def _print_deployment(d: dict[str, Any]) -> None:
     out.print(f"  arms: {escape(_arms(d))}   primary: v{spec['primary']}", highlight=False)
     if d["kind"] == "canary":
         steps = ",".join(f"{s:g}" for s in spec["steps"])
-        out.print(
-            f"  step {d['step'] + 1}/{len(spec['steps'])} of {steps}  every "
-            f"{spec['interval_s']:g}s  checks {', '.join(spec['checks'])}  bad intervals "
-            f"{d['bad_intervals']}/{spec['failures']}  min requests {spec['min_requests']}",
+        out.print(  # two lines: one would wrap at 80 columns
+            f"  step {d['step'] + 1}/{len(spec['steps'])} of {steps}%, every "
+            f"{spec['interval_s']:g}s, at least {spec['min_requests']} requests each\n"
+            f"  checks {', '.join(spec['checks'])}; bad intervals in a row "
+            f"{d['bad_intervals']}/{spec['failures']} (rolled back at {spec['failures']})",
             highlight=False,
         )
     if d.get("traffic"):
-        table = Table(show_edge=False)
+        table = Table(show_edge=False, collapse_padding=True)  # nine columns in 80
         columns = ("version", "role", "requests", "errors", "error rate", "p50 ms", "p95 ms")
-        for column in (*columns, "p99 ms", "disagreement"):
+        for column in (*columns, "p99 ms", "disagree"):
             table.add_column(column)
         for t in d["traffic"]:
             table.add_row(

@@ -101,7 +101,8 @@ def show(
     if fmt is Format.json:
         emit_json(shown)
         return
-    out.print(f"[bold]{escape(shown['name'])}[/]  aliases: {escape(str(shown['aliases']))}")
+    aliases = ", ".join(f"{a}->{v}" for a, v in shown["aliases"].items()) or "none"
+    out.print(f"[bold]{escape(shown['name'])}[/]  aliases: {escape(aliases)}")
     for v in shown["versions"]:
         mark = "  [yellow]archived[/]" if v["archived"] else ""
         out.print(
@@ -120,7 +121,10 @@ def _print_importance(importance: dict[str, Any], top: int = 10) -> None:
     shap = importance.get("mean_abs_shap") or {}
     permutation = importance.get("permutation") or {}
     columns = permutation.get("columns") or {}
-    order = list(columns) or sorted(shap, key=lambda c: -shap[c])
+    # stored JSON has sorted keys: rank by the importance itself, not by name
+    order = sorted(columns, key=lambda c: -columns[c]["mean"]) or sorted(
+        shap, key=lambda c: -shap[c]
+    )
     if not order:
         return
     head = f"drop in {permutation['metric']} +/- std" if columns else ""

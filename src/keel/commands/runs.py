@@ -67,7 +67,7 @@ def list_(
         [
             run["id"][:12],
             run["step"],
-            _status(run["status"]),
+            run["status"],
             run["started_at"][:16].replace("T", " "),
             _num(run["duration_seconds"]),
             *(_num(run["metrics"].get(m)) for m in metrics),
@@ -81,7 +81,9 @@ def list_(
         width = max(len(column), *(len(row[i]) for row in rows)) if rows else len(column)
         table.add_column(escape(column), no_wrap=True, min_width=width)
     for row in rows:
-        table.add_row(*(escape(cell) for cell in row[: len(header) + len(shown)]))
+        cells = [escape(cell) for cell in row[: len(header) + len(shown)]]
+        cells[2] = _status(row[2])  # the status column is coloured markup, escaped inside
+        table.add_row(*cells)
     out.print(table)
     hidden = len(metrics) - len(shown)
     more = f"; {hidden} metric column(s) left out at this width (see --format json)" * bool(hidden)

@@ -195,7 +195,7 @@ def load_version(conn: sa.Connection, name: str, version: int) -> ModelVersion:
         _require_model(conn, name)
         msg = (
             f"model {name!r} has no version {version}; versions: "
-            f"{_describe_versions(conn, name)}. Use `keel models` to list them."
+            f"{_describe_versions(conn, name)}. Use `keel models list` to list them."
         )
         raise NotFoundError(msg, field="version")
     found = conn.execute(
