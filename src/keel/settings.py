@@ -66,6 +66,8 @@ class Settings:
         serve_token: ``KEEL_SERVE_TOKEN``, a token ``keel serve`` accepts with the ``predict``
             and ``read`` scopes beside the stored ones (a container's secret).
         worker_id: ``KEEL_WORKER_ID``, the index ``keel serve --workers`` gives each worker.
+        workers: ``KEEL_WORKERS``, the worker count ``keel serve --workers`` gives each worker.
+        fleet_dir: ``KEEL_FLEET_DIR``, where ``keel serve --workers`` workers publish metrics.
     """
 
     env: str | None = _env(
@@ -127,6 +129,16 @@ class Settings:
         "KEEL_WORKER_ID",
         "set by keel serve --workers N for each worker process (0..N-1; the Keel-Worker header)",
         "0",
+    )
+    workers: str | None = _env(
+        "KEEL_WORKERS",
+        "set by keel serve --workers N for each worker process: N (each token's rate limit is "
+        "shared among them)",
+    )
+    fleet_dir: str | None = _env(
+        "KEEL_FLEET_DIR",
+        "set by keel serve --workers N for each worker process: where the workers publish their "
+        "metrics for /metrics to sum",
     )
 
 

@@ -259,6 +259,7 @@ def _supervise(
         sock,
         count,
         log=lambda line: err.print(f"keel serve: {line}", markup=False, highlight=False),
+        run_dir=project.state_dir / "run",  # the workers' metrics, summed by /metrics
     )
     code = supervisor.run()
     if code:
@@ -333,10 +334,16 @@ def _run_worker(
     )
     if access_log:
         _log_requests()
+    from keel.serve.fleet import join_fleet
     from keel.settings import load_settings
 
     index = int(load_settings().worker_id or "0")
-    _run_uvicorn(WorkerTag(server_app, index), sock, project.config.serve)
+    fleet = join_fleet(server_app, index)  # /metrics: the fleet; rate limits: shared
+    try:
+        _run_uvicorn(WorkerTag(server_app, index), sock, project.config.serve)
+    finally:
+        if fleet is not None:
+            fleet.close()
 
 
 def is_loopback(host: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 from keel.config.registry import RegistryConfig
 from keel.errors import ConfigError, ConflictError, NotFoundError
 from keel.registry.deployments import (
+    LATENCY_EDGES_MS,
     Arm,
     Check,
     Deployment,
@@ -45,6 +46,7 @@ from keel.store.tables import utc_now
 __all__ = ["Decision", "Rollouts"]
 
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
+_BUCKETS = len(LATENCY_EDGES_MS) + 1
 
 
 @dataclass(frozen=True)
@@ -238,13 +240,12 @@ class Rollouts:
         ]
 
     def measure(self, deployment: Deployment, since: datetime, until: datetime) -> list[Measured]:
-        """Each (version, role)'s merged traffic with ``since < bucket <= until``."""
+        """Each (version, role)'s merged traffic with ``since < bucket <= until`` (added up by
+        the database: one grouped query, however many servers and flushes wrote it)."""
         with self._db.read() as conn:
-            rows = ds.stats_between(conn, deployment.id, since, until)
-        groups: dict[tuple[int, str], list[Mapping[str, Any]]] = {}
-        for row in rows:
-            groups.setdefault((int(row["version"]), row["role"]), []).append(row)
-        return [Measured.merge(v, role, found) for (v, role), found in sorted(groups.items())]
+            sums = ds.sum_stats(conn, deployment.id, since, until, buckets=_BUCKETS)
+        measured = [Measured.merge(int(row["version"]), row["role"], [row]) for row in sums]
+        return sorted(measured, key=lambda m: (m.version, m.role))
 
     def status(self, ref: str, *, now: datetime | None = None) -> dict[str, Any]:
         """A deployment with each arm's traffic (since it began and this interval) and history."""

@@ -9,7 +9,9 @@ bounded cache, emptied when full), so guessing does not turn into database load.
 Scopes: ``predict`` (predict, infer, features), ``read`` (metadata, metrics, the OpenAPI
 document), ``admin`` (implies every scope). Health endpoints need none. A token with
 ``rate_limit_per_minute`` gets a token bucket of that size refilled continuously; an empty
-bucket answers 429 with ``Retry-After``.
+bucket answers 429 with ``Retry-After``. A worker of ``keel serve --workers N`` has
+:attr:`Authenticator.share` ``N``: its bucket refills at ``1/N`` of the rate and holds ``1/N``
+of the burst (at least one request), so the N workers together never exceed the limit.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Authenticator:
         self.clock = clock
         self._cache: dict[str, tuple[Token | None, float]] = {}
         self._buckets: dict[int | str, _Bucket] = {}
+        self.share = 1  # workers sharing each token's rate (keel.serve.fleet.join_fleet)
 
     def check(self, authorization: bytes | None, scope: str) -> Token:
         """The token of an ``Authorization`` header if it grants ``scope``.
@@ -102,11 +105,12 @@ class Authenticator:
         return token
 
     def _spend(self, token: Token, per_minute: int, now: float) -> None:
+        burst = max(1.0, per_minute / self.share)
         bucket = self._buckets.get(token.id)
         if bucket is None:
-            bucket = self._buckets[token.id] = _Bucket(float(per_minute), now)
-        rate = per_minute / 60.0
-        bucket.tokens = min(float(per_minute), bucket.tokens + (now - bucket.at) * rate)
+            bucket = self._buckets[token.id] = _Bucket(burst, now)
+        rate = per_minute / 60.0 / self.share
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)
         bucket.at = now
         if bucket.tokens < 1.0:
             wait = math.ceil((1.0 - bucket.tokens) / rate) if rate > 0 else 60

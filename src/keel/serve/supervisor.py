@@ -18,11 +18,17 @@ SIGKILL after ``grace_s``; a worker whose supervisor disappears stops itself
 
 Each worker answers with a ``Keel-Worker`` header (its index, 0..N-1, kept across restarts),
 so a client can tell which process served it (:class:`WorkerTag`).
+
+Given a ``run_dir`` (``.keel/run``), the supervisor makes the server's directory there and names
+it to the workers (``KEEL_FLEET_DIR``, with ``KEEL_WORKERS``), where they publish their metrics
+for ``/metrics`` to report the whole fleet (:mod:`keel.serve.fleet`); it folds a dead worker's
+counts into the retired totals before restarting it, and removes the directory when it stops.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +37,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from keel.serve.fleet import FLEET_ENV, WORKERS_ENV, prepare, retire
 
 __all__ = [
     "WORKER_ENV",
@@ -71,6 +80,8 @@ class Supervisor:
         window_s: The window the restart budget applies to.
         grace_s: Seconds a stopping worker gets before SIGKILL.
         env: Extra environment for the workers.
+        run_dir: Where the server's directory for the workers' metrics goes (None: each
+            worker reports its own numbers only).
     """
 
     def __init__(
@@ -84,6 +95,7 @@ class Supervisor:
         window_s: float = 60.0,
         grace_s: float = 30.0,
         env: dict[str, str] | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.command = list(command)
         self.sock = sock
@@ -93,6 +105,8 @@ class Supervisor:
         self.window_s = window_s
         self.grace_s = grace_s
         self.env = env or {}
+        self.run_dir = run_dir
+        self.fleet_dir: Path | None = None
         self.restarts = 0
         self._running: dict[int, _Worker] = {}
         self._recent: deque[float] = deque()
@@ -105,11 +119,18 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
+            if self.run_dir is not None:
+                try:
+                    self.fleet_dir = prepare(self.run_dir)
+                except OSError as exc:  # serving matters more than one /metrics for all
+                    self.log(f"cannot use {self.run_dir} ({exc}): /metrics is per worker")
             for index in range(self.workers):
                 self._start(index)
             code = self._supervise()
         finally:
             self._stop_all()
+            if self.fleet_dir is not None:
+                shutil.rmtree(self.fleet_dir, ignore_errors=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.sock.close()
@@ -121,7 +142,9 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         fd = self.sock.fileno()
-        env = {**os.environ, **self.env, WORKER_ENV: str(index)}
+        env = {**os.environ, **self.env, WORKER_ENV: str(index), WORKERS_ENV: str(self.workers)}
+        if self.fleet_dir is not None:
+            env[FLEET_ENV] = str(self.fleet_dir)
         env.setdefault("OMP_NUM_THREADS", "1")  # model threads pinned; serve.threads scales
         process = subprocess.Popen(
             [*self.command, "--worker-fd", str(fd)],
@@ -138,6 +161,8 @@ class Supervisor:
                 if status is None or self._stop.is_set():
                     continue
                 del self._running[index]
+                if self.fleet_dir is not None:  # its counts stay in the fleet's totals
+                    retire(self.fleet_dir, index)
                 self.log(
                     f"worker {index} (pid {worker.process.pid}) {_describe(status)} after "
                     f"{time.monotonic() - worker.started:.1f} s"

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from keel.errors import ConflictError, NotFoundError
 from keel.store.tables import (
@@ -37,10 +38,12 @@ __all__ = [
     "list_deployments",
     "load",
     "model_stats_key",
+    "prune_deployment_stats",
     "prune_stats",
     "rollup_stats",
     "stats_between",
     "stats_of",
+    "sum_stats",
     "take_lease",
     "update",
 ]
@@ -183,6 +186,74 @@ def stats_between(
     if roles is not None:
         query = query.where(deployment_stats.c.role.in_(list(roles)))
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def sum_stats(
+    conn: sa.Connection, deployment_id: str, since: datetime, until: datetime, *, buckets: int
+) -> list[dict[str, Any]]:
+    """A deployment's traffic with ``since < bucket <= until`` added up per version and role,
+    in the database: one ``GROUP BY`` query (SQLite and PostgreSQL), one row per version and
+    role, however many servers and flushes wrote it.
+
+    Each answer has ``version``, ``role``, ``requests``, ``errors``, ``compared``,
+    ``disagreed`` and ``latency`` (``{bucket index: count}`` for the non-empty buckets among
+    ``0 .. buckets - 1``: the stored histograms added bucket by bucket), ordered by version and
+    role.
+    """
+    c = deployment_stats.c
+    postgres = conn.dialect.name == "postgresql"
+    # PostgreSQL: each row's JSON parsed once (to jsonb, materialized), not once per bucket
+    latency: Any = sa.cast(c.latency, postgresql.JSONB) if postgres else c.latency
+    selected = sa.select(
+        c.version, c.role, c.requests, c.errors, c.compared, c.disagreed, latency.label("latency")
+    ).where(c.deployment_id == deployment_id, c.bucket > since, c.bucket <= until)
+    r = selected.cte("rows").prefix_with("MATERIALIZED").c if postgres else selected.subquery().c
+    counts = [
+        sa.func.coalesce(sa.func.sum(r.latency[str(index)].as_integer()), 0).label(f"b{index}")
+        for index in range(buckets)
+    ]
+    query = (
+        sa.select(
+            r.version,
+            r.role,
+            sa.func.sum(r.requests).label("requests"),
+            sa.func.sum(r.errors).label("errors"),
+            sa.func.sum(r.compared).label("compared"),
+            sa.func.sum(r.disagreed).label("disagreed"),
+            *counts,
+        )
+        .group_by(r.version, r.role)
+        .order_by(r.version, r.role)
+    )
+    answer = []
+    for row in conn.execute(query).mappings():
+        counted = {str(i): int(row[f"b{i}"]) for i in range(buckets) if row[f"b{i}"]}
+        answer.append(
+            {
+                "version": row["version"],
+                "role": row["role"],
+                **{k: int(row[k] or 0) for k in ("requests", "errors", "compared", "disagreed")},
+                "latency": counted,
+            }
+        )
+    return answer
+
+
+def prune_deployment_stats(conn: sa.Connection, names: Sequence[str], before: datetime) -> int:
+    """Delete the traffic rows of the deployments of models ``names`` with ``bucket < before``,
+    except those an active deployment's checks still read (stamped after its current interval
+    began); how many."""
+    c, d = deployment_stats.c, deployments.c
+    owned = sa.select(d.id).where(d.model_name.in_(list(names)))
+    still_read = sa.exists().where(
+        d.id == c.deployment_id, d.status == "active", c.bucket > d.step_started_at
+    )
+    done = conn.execute(
+        sa.delete(deployment_stats).where(
+            c.deployment_id.in_(owned), c.bucket < before, ~still_read
+        )
+    )
+    return int(done.rowcount or 0)
 
 
 def model_stats_key(name: str) -> str:
