@@ -41,6 +41,7 @@ __all__ = [
     "ModelPackage",
     "build_package",
     "check_custom_features",
+    "ignored_inputs",
     "model_file_of",
     "signature_outputs",
 ]
@@ -93,6 +94,7 @@ def build_package(
         "signature": {
             "inputs": [{"name": n, "type": t, "nullable": True} for n, t in inputs.items()],
             "outputs": signature_outputs(task, classes),
+            "ignored": ignored_inputs(inputs, statistics),
         },
         "classes": classes,
         "features": pipeline_state,
@@ -102,6 +104,14 @@ def build_package(
     }
     data = orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     return store.put(data, kind="model-package", metadata={"model": name, "file": MANIFEST})
+
+
+def ignored_inputs(inputs: Mapping[str, Any], statistics: Mapping[str, Any]) -> list[str]:
+    """The training data's columns the model does not read (the target, ids, dates, excluded
+    columns), in the data's order: a request may carry them, and they are ignored
+    (:meth:`keel.validate.coerce.Coercer.ignore`)."""
+    columns = statistics.get("columns")
+    return [str(c) for c in columns if c not in inputs] if isinstance(columns, Mapping) else []
 
 
 def signature_outputs(task: str, classes: list[str]) -> list[dict[str, Any]]:
@@ -218,6 +228,12 @@ class ModelPackage:
         self.classes: list[str] = manifest["classes"]
         self.task_spec: Task = task_for(self.task)
         self.pipeline = FeaturePipeline.from_state(manifest["features"])
+        # Columns a request may carry and the model does not read: stored in the signature
+        # since they were; a package from before lists them in its training statistics.
+        ignored = (manifest.get("signature") or {}).get("ignored")
+        if not isinstance(ignored, list):
+            ignored = ignored_inputs(self.pipeline.inputs, statistics)
+        self.pipeline.coercer().ignore(str(name) for name in ignored)
         self.model = model
         self.booster = getattr(model, "booster_", None)  # the LightGBM/XGBoost booster, if any
         self.statistics = statistics
@@ -281,9 +297,11 @@ class ModelPackage:
         """The online path: coerce and transform request dicts, no DataFrame.
 
         Args:
-            rows: Field name -> value, one dict per instance.
+            rows: Field name -> value, one dict per instance. Fields of the training data the
+                model does not read (``signature["ignored"]``) are accepted, noted as
+                ``ignored_field`` findings and removed from the dicts.
             findings: A list to append warnings to (a value out of range, a category not seen
-                in training); values that do not convert raise instead.
+                in training, an ignored field); values that do not convert raise instead.
 
         Returns:
             ``(labels, P(positive))`` for binary, ``(labels, [per-class probabilities])`` for

@@ -26,9 +26,10 @@ to ``warning``: the value is kept and the finding reported. Severities come from
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -143,7 +144,9 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"field", "kind", "severity", "value", "message"}``."""
-        value = self.value if isinstance(self.value, str | int | float | bool) else repr(self.value)
+        value = self.value
+        if value is not None and not isinstance(value, str | int | float | bool):
+            value = repr(value)
         return {"field": self.field, "kind": self.kind, "severity": self.severity,
                 "value": value, "message": self.message}  # fmt: skip
 
@@ -235,6 +238,27 @@ class Coercer:
         self.names = [rule.name for rule in self.rules]
         self._row_rules = [_RowRule(rule) for rule in self.rules]
         self._expected = ", ".join(self.names)
+        self._row_set = frozenset(self.names)
+        #: Fields a request may carry that the model does not read (see :meth:`ignore`).
+        self.ignored: frozenset[str] = frozenset()
+        #: Ignored fields left in the row for the prediction log (see :meth:`keep`).
+        self.kept: frozenset[str] = frozenset()
+
+    def ignore(self, names: Iterable[str]) -> None:
+        """Accept and drop these fields in requests (:meth:`row`) instead of refusing them.
+
+        The model package passes the columns its training data had that the model does not
+        read (the target, ids, dates, excluded columns): a client may post whole rows of its
+        own file. Names the project never saw are still refused, with a suggestion when one is
+        close to an input's name.
+        """
+        self.ignored = frozenset(names) - set(self.names)
+
+    def keep(self, names: Iterable[str]) -> None:
+        """Leave these fields of :attr:`ignored` in the request's row, without a warning: the
+        server logs them although the model does not read them (``monitor.time_column``, the
+        rows' event time that monitoring windows are cut by)."""
+        self.kept = frozenset(names) & self.ignored
 
     @classmethod
     def from_types(cls, types: Mapping[str, str]) -> Coercer:
@@ -296,8 +320,14 @@ class Coercer:
 
         missing = [name for name in self.names if name not in table.column_names]
         if missing:
+            spare = [c for c in table.column_names if c not in self.names]
+            hint = "".join(
+                f" The input's column '{close[0]}': did you mean '{name}'?"
+                for name in missing
+                if (close := _close(name, spare))
+            )
             raise DataValidationError(
-                f"column(s) {missing} missing from the input; the model reads {self.names}.",
+                f"column(s) {missing} missing from the input; the model reads {self.names}." + hint,
                 field=missing[0],
             )
         columns, issues = [], []
@@ -326,12 +356,18 @@ class Coercer:
 
         Returns:
             ``(values, warnings)``: numbers as float (NaN when missing), booleans as bool or
-            None, strings as str or None; warning findings (out of range, unseen category).
+            None, strings as str or None; warning findings (out of range, unseen category,
+            and one ``ignored_field`` per field of :attr:`ignored` the row carried).
+
+        Fields of :attr:`ignored` are removed from ``row`` when it is a ``dict`` (the server
+        then logs, and keeps for feedback, the fields the model read); other mappings are
+        left as they are.
 
         Raises:
             DataValidationError: A field is missing, unknown, or has a value that does not
                 convert (with severity ``error``); names the field, the value and what it
-                accepts.
+                accepts. An unknown field close to an input's name says which
+                (``Did you mean 'age'?``).
         """
         values: dict[str, Any] = {}
         findings: list[Finding] = []
@@ -340,21 +376,64 @@ class Coercer:
             try:
                 raw = row[name]
             except KeyError:
-                raise self._missing(where, rule.rule) from None
+                raise self._missing(where, rule.rule, row) from None
             values[name] = rule.read(raw, where, findings)
-        if len(values) != len(row):
-            unknown = sorted(set(row) - set(self.names))
-            raise DataValidationError(
-                f"{where}{unknown[0]}: unknown field. Expected fields: {self._expected}.",
-                field=f"{where}{unknown[0]}",
-            )
+        if len(values) != len(row):  # extra fields: ignored ones, or unknown (refused)
+            self._extra(row, where, findings)
         return values, findings
 
-    def _missing(self, where: str, rule: InputRule) -> DataValidationError:
+    def _extra(self, row: Mapping[str, Any], where: str, findings: list[Finding]) -> None:
+        """Refuse the first unknown field of ``row``; note and drop the ignored ones."""
+        extra = [name for name in row if name not in self._row_set]
+        unknown = sorted((name for name in extra if name not in self.ignored), key=str)
+        if unknown:
+            name = unknown[0]
+            close = _close(name, self.names)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise DataValidationError(
+                f"{where}{name}: unknown field. Expected fields: {self._expected}.{hint}",
+                field=f"{where}{name}",
+                details={"suggestion": close[0]} if close else {},
+            )
+        extra = [name for name in extra if name not in self.kept]
+        for name in extra:
+            findings.append(
+                Finding(
+                    f"{where}{name}",
+                    "ignored_field",
+                    "warning",
+                    None,
+                    f"{where}{name}: not a model input (a column of the training data the "
+                    "model does not read); ignored.",
+                )
+            )
+        if type(row) is dict:
+            for name in extra:
+                del row[name]
+
+    def _missing(self, where: str, rule: InputRule, row: Mapping[str, Any]) -> DataValidationError:
+        """The error for a missing field; when the row carries an unknown field close to the
+        name of a missing one (a typo), the error names that field and the one it looks like."""
+        spare = [name for name in row if name not in self._row_set and name not in self.ignored]
+        absent = [name for name in self.names if name not in row] if spare else []
+        for name in spare:
+            close = _close(name, absent)
+            if close:
+                return DataValidationError(
+                    f"{where}{name}: unknown field. Expected fields: {self._expected}. "
+                    f"Did you mean '{close[0]}'?",
+                    field=f"{where}{name}",
+                    details={"suggestion": close[0]},
+                )
+        others = [name for name in self.names if name not in row and name != rule.name]
+        more = ""
+        if others:  # name them all at once, not one per attempt
+            listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            more = f" {len(others)} other field(s) missing too: {listed}."
         return DataValidationError(
-            f"{where}{rule.name}: missing field; expected {rule.expected} or null.",
+            f"{where}{rule.name}: missing field; expected {rule.expected} or null.{more}",
             field=f"{where}{rule.name}",
-            details={"expected": rule.type},
+            details={"expected": rule.type, "missing": [rule.name, *others]},
         )
 
 
@@ -474,6 +553,13 @@ class _RowRule:
                 message + " (the schema makes this an error)", field=f"{where}{rule.name}"
             )
         findings.append(Finding(f"{where}{rule.name}", kind, "warning", value, message))
+
+
+def _close(name: Any, names: Sequence[Any]) -> list[str]:
+    """The one name of ``names`` close to ``name`` (difflib, ratio 0.6 or more), or none."""
+    if not isinstance(name, str):
+        return []
+    return difflib.get_close_matches(name, [n for n in names if isinstance(n, str)], 1, 0.6)
 
 
 def _describe(value: Any) -> str:
