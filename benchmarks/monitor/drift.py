@@ -44,7 +44,10 @@ DAYS = int(os.environ.get("DAYS", "10"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 EVIDENTLY = os.environ.get("EVIDENTLY", "/work/bench-venvs/evidently/bin/python")
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-KEEL = [PYTHON, "-m", "keel.cli"]
+# the installed `keel` entry point, as a user runs it (`python -m keel.cli` would also compile
+# cli.py from source on every run: __main__ gets no cached bytecode)
+_ENTRY = Path(PYTHON).with_name("keel")
+KEEL = [str(_ENTRY)] if _ENTRY.exists() else [PYTHON, "-m", "keel.cli"]
 
 
 def timed(args: list[str], cwd: Path) -> dict[str, float | str]:

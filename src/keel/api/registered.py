@@ -249,6 +249,7 @@ def monitor(
     step: str | None = None,
     since: str | None = None,
     until: str | None = None,
+    compact: bool = False,
 ) -> dict[str, Any]:
     """Drift of served inputs (or a file) against the model's training statistics, per window:
     PSI, Jensen-Shannon, Wasserstein, a test with its BH-adjusted p-value per feature, the
@@ -259,13 +260,16 @@ def monitor(
     ``step`` slides them; default keel.yaml's ``monitor.window``, else one window). A window
     with fewer than ``monitor.min_rows`` rows says ``not_enough_data``. A ``source`` file is
     read as ``read`` says and must hold every model input column (else DataValidationError
-    naming the likely fix). See :func:`keel.monitor.check.check_model`.
+    naming the likely fix). ``compact``: first compact the log's closed files in the same open
+    project (:func:`keel.monitor.compact.compact`; a failure to compact is a note: the log reads
+    right either way). See :func:`keel.monitor.check.check_model`.
     """
     from keel.features.custom import importable_from
     from keel.monitor.check import check_model
 
     with _project(project) as proj, importable_from(proj.root):
-        return check_model(
+        notes = _compacted(proj, ref) if compact and source is None else []
+        report = check_model(
             proj,
             ref,
             source=source,
@@ -277,3 +281,24 @@ def monitor(
             since=since,
             until=until,
         )
+        report["notes"] = [*report.get("notes", []), *notes]
+        return report
+
+
+def _compacted(project: Project, ref: str) -> list[str]:
+    """Compact the model's closed log files before they are read; a failure is a note."""
+    from keel.errors import KeelError
+
+    model = ref.partition("@")[0]
+    log = Path(project.predictions_dir) / model
+    if project.config.monitor.retention_days is None and not any(log.glob("*/*.jsonl")):
+        return []  # no JSON Lines file and no retention: nothing to do (nothing imported)
+    from keel.monitor.compact import compact
+
+    try:
+        compact(project, model)
+    except KeelError:
+        pass  # an unknown model: the check that follows says so
+    except OSError as exc:
+        return [f"the prediction log was not compacted: {exc}"]
+    return []

@@ -31,8 +31,11 @@ def retrain(
 
     Returns:
         One summary per policy run (none when no alert is of the policy's rule): ``status``
-        (canary, gates_failed, unchanged, no_data, deployment_active), ``alert_id``, ``rows_added``,
-        ``labelled_sha256``, ``pipeline_run``, ``version``, ``gates``, ``deployment_id``.
+        (canary, gates_failed, unchanged, no_data, deployment_active), ``alert_id``, ``rows_added``
+        (labelled rows appended after the training-schema check), ``rows_excluded`` and
+        ``excluded`` (refused rows per reason), ``rows_carried`` (rows kept from the previous
+        policy run), ``labelled_sha256``, ``pipeline_run``, ``version``, ``gates``,
+        ``deployment_id``.
 
     Raises:
         ConfigError: No ``retrain:`` policy, or bad canary settings (the field is named).

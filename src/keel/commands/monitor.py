@@ -63,7 +63,7 @@ def monitor(
         typer.Option(
             "--window",
             "-w",
-            help="Windows of 1d, 6h, 30m, 1w or 1000rows (default: keel.yaml "
+            help="Windows of 1d, 6h, 30m, 1w, 1mo (UTC months) or 1000rows (default: keel.yaml "
             "monitor.window, else the whole log as one).",
         ),
     ] = None,
@@ -137,8 +137,6 @@ def monitor(
         else:
             print_arms(comparison)
         return
-    if compact and input is None:
-        _compact_quietly(project, ref.partition("@")[0])
     # a file's reading options (the log needs none: keel.data.reader is not imported for it)
     read = reading.read_options(delimiter, header, columns, encoding, quote) if input else None
     report = api.monitor(
@@ -152,6 +150,7 @@ def monitor(
         step=step,
         since=since,
         until=until,
+        compact=compact,  # first, in the same open project (closed files only)
     )
     if report_file is not None:
         from keel.api.alerting import render_report
@@ -171,19 +170,6 @@ def monitor(
         print_report(report)
     if report["latest_verdict"] == "drift":
         raise typer.Exit(1)
-
-
-def _compact_quietly(project: Path | None, model: str) -> None:
-    """Compact before reading; a failure is a warning (the log reads right either way)."""
-    from keel.errors import KeelError
-    from keel.monitor.compact import compact_project
-
-    try:
-        compact_project(project, model)
-    except KeelError:
-        pass  # an unknown model or project: the check below says so
-    except OSError as exc:
-        err.print(f"[yellow]warning:[/] the prediction log was not compacted: {exc}")
 
 
 def monitor_compact(

@@ -59,7 +59,8 @@ def add(
         typer.Option(
             "--on",
             help="An event instead: new_data (a declared source changed), registry (a new "
-            "version or alias move) or alert (a monitoring alert).",
+            "version or alias move) or alert (a monitoring alert; an alert of the rule "
+            "keel.yaml's retrain: policy names runs that policy: labelled rows, gates, canary).",
         ),
     ] = None,
     timezone: Annotated[
@@ -244,7 +245,11 @@ def scheduler(
 
 def pipeline_action(root: Path) -> Callable[[TickRequest], dict[str, Any]]:
     """The action ``keel scheduler`` runs for a tick: ``keel.api.run`` on ``root`` with the
-    tick's trigger and reason (when this Keel's ``run`` records them), all steps cached."""
+    tick's trigger and reason (when this Keel's ``run`` records them), all steps cached.
+
+    An ``on: alert`` tick whose new alerts include one of the rule keel.yaml's ``retrain:``
+    policy names runs that policy instead (labelled rows, gates, canary:
+    :func:`keel.api.retrain`); other alerts, or no policy, run the plain pipeline."""
     from rich.console import Console
 
     from keel import api
@@ -253,11 +258,22 @@ def pipeline_action(root: Path) -> Callable[[TickRequest], dict[str, Any]]:
     accepted = inspect.signature(run).parameters
 
     def action(request: TickRequest) -> dict[str, Any]:
+        if request.alert_ids and _has_policy(root):
+            done = api.retrain(list(request.alert_ids), project=root)
+            if done:
+                return {"pipeline_run_id": done[0].get("pipeline_run"), "retrain": done}
         extra = {"trigger": request.trigger, "reason": request.reason}
         kwargs = {key: value for key, value in extra.items() if key in accepted}
         return _tick_summary(run(root, console=Console(quiet=True), cache=True, **kwargs))
 
     return action
+
+
+def _has_policy(root: Path) -> bool:
+    """Whether keel.yaml (read now: it may have changed) has a ``retrain:`` policy."""
+    from keel.config import load_config
+
+    return load_config(root).retrain is not None
 
 
 def _tick_summary(summary: dict[str, Any]) -> dict[str, Any]:

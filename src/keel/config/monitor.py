@@ -25,8 +25,12 @@ __all__ = [
 
 #: The warn and alert levels of each drift metric when keel.yaml names none.
 DEFAULT_LEVELS = {"psi": (0.1, 0.25), "js": (0.1, 0.2), "wasserstein": (0.1, 0.5)}
-_WINDOW = re.compile(r"^\s*\d+\s*(s|m|h|d|w|rows?)\s*$")
-_WINDOW_HELP = "a positive number and a unit: 30m, 6h, 1d, 1w (time) or 1000rows (row count)"
+_WINDOW = re.compile(r"^\s*\d+\s*(mo|months?|s|m|h|d|w|rows?)\s*$")
+_WINDOW_HELP = (
+    "a positive number and a unit: 30m, 6h, 1d, 1w (time), 1mo (UTC calendar months) or "
+    "1000rows (row count)"
+)
+_COLUMN = re.compile(r"^[^\x00-\x1f]{1,200}$")
 
 
 class PSIThresholds(Frozen):
@@ -270,8 +274,17 @@ class MonitorConfig(Frozen):
     )
     window: str | None = Field(
         default=None,
-        description="Default window of keel monitor: 1d, 6h, 1000rows, ... (none: the whole "
-        "log as one window). --window overrides.",
+        description="Default window of keel monitor: 1d, 6h, 1mo (UTC calendar months), "
+        "1000rows, ... (none: the whole log as one window). --window overrides.",
+    )
+    time_column: str | None = Field(
+        default=None,
+        description="A column of the training data that clients send with each row and that "
+        "holds its event time (a date or ISO time as text, or epoch seconds; the server logs "
+        "it even when the model does not read it): time and 1mo windows are cut by it instead "
+        "of the request time (as NannyML's timestamp_column). Rows whose time cannot be parsed "
+        "are counted and reported, never in a window. Event-time windows read the logged rows "
+        "(stored hourly sketches are by request time).",
     )
     step: str | None = Field(
         default=None,
@@ -326,6 +339,13 @@ class MonitorConfig(Frozen):
         if twice:
             raise ValueError(f"alert rule names must be unique; repeated: {', '.join(twice)}")
         return self
+
+    @field_validator("time_column")
+    @classmethod
+    def _time_column(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or not _COLUMN.match(value)):
+            raise ValueError(f"{value!r} is not a column name")
+        return value
 
     @field_validator("window", "step")
     @classmethod

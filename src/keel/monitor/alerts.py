@@ -4,7 +4,9 @@
 the rule's condition holds in ``N`` consecutive windows (``for N windows``; a window without a
 value breaks the streak), yields a :class:`Firing` for that span with every window's value as
 evidence. :func:`monitor_run` computes the report of the windows since the last check (time
-windows are UTC-aligned, so re-reading from a window boundary gives the same windows), stores
+windows are UTC-aligned, so re-reading from a window boundary gives the same windows; a
+realised-performance rule also looks again at checked windows within
+``monitor.feedback.max_delay``, where late labels may have arrived), stores
 each firing once (its de-duplication key is rule, model, version, role and span), keeps a rule
 quiet for its ``cooldown`` after an alert (measured in the log's time: a backfill over a month
 alerts as a live monitor would have), records the ``alert`` event the scheduler's ``on: alert``
@@ -207,10 +209,19 @@ def monitor_run(
     store = AlertStore(project.metadata.database)
     key = (name, version_key, role or "*", spec.describe())
     checkpoint = store.checkpoint(*key) if spec.kind != "all" else None
+    # labels arrive late: a realised-performance rule looks at checked windows again, for as
+    # long as monitor.feedback.max_delay lets a label come (its alerts de-duplicated by span)
+    late = any(rule.condition.quantity.source == "realised" for rule in rules)
     read_since = since
-    if checkpoint is not None and spec.kind == "time":
+    # with monitor.time_column the windows are in event time: --since (request time) cannot
+    # skip the checked ones, the checkpoint alone does
+    if checkpoint is not None and spec.kind == "time" and cfg.time_column is None:
         longest = max(rule.condition.windows for rule in rules)
         back = checkpoint - spec.size - (longest - 1) * spec.step
+        if late:
+            from keel.monitor.feedback import delay_seconds
+
+            back -= delay_seconds(cfg.feedback.max_delay)
         back = math.floor(back / spec.step) * spec.step
         asked = parse_time(since, "--since")
         if asked is None or asked < back:
@@ -220,7 +231,14 @@ def monitor_run(
     windows = list(report["windows"]) or [_whole(report)]
     fresh = [w for w in windows if checkpoint is None or _end_value(w, spec.kind) > checkpoint]
     firings = [
-        f for f in evaluate(rules, windows) if checkpoint is None or _span_end(f) > checkpoint
+        f
+        for f in evaluate(rules, windows)
+        if checkpoint is None
+        or _span_end(f) > checkpoint
+        or (
+            f.rule.condition.quantity.source == "realised"
+            and not store.exists(_dedup_key(f.rule.name, name, version_key, role, f.start, f.end))
+        )
     ]
     firings.sort(key=lambda f: (_span_end(f), f.rule.name))
     stored, skipped = _store(store, firings, name, version_key, role)
@@ -389,7 +407,7 @@ def _closed_until(windows: Sequence[Mapping[str, Any]], kind: str, size: int) ->
     for window in windows:
         end = _end_value(window, kind)
         full = int(window.get("rows") or 0) >= size
-        if (kind == "time" and end <= now) or (kind == "rows" and full):
+        if (kind in ("time", "months") and end <= now) or (kind == "rows" and full):
             ends.append(end)
     return max(ends) if ends else None
 

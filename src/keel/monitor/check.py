@@ -84,6 +84,10 @@ def check_model(
         field="--window" if window else "monitor.window",
     )
     settings = settings_of(cfg, spec)
+    if cfg.time_column is not None:
+        check_time_column(
+            project, resolved.package_sha256, reference.inputs, f"{name}@{resolved.version}"
+        )
     unknown = [f for f in cfg.features if f not in reference.inputs]
     if unknown:
         msg = (
@@ -113,12 +117,23 @@ def check_model(
 
     reference = hashed_reference(reference, hashed_inputs(project))
     report = monitor_log(reference, project.predictions_dir, select=select, settings=settings)
-    from keel.monitor.labels import realised_for  # labels joined to predictions, if any
+    from keel.store.feedback_store import count_live
 
-    realised = realised_for(project, name, select=select, window=spec)
+    realised = None
+    if count_live(project.metadata.database, name):  # labels: only then is the join imported
+        from keel.monitor.labels import realised_for
+
+        realised = realised_for(project, name, select=select, window=spec)
     answer = replace(report, realised=realised).to_dict()
     from keel.monitor.operations import add_operations  # latency, errors, drops; SLOs
 
+    if cfg.time_column is not None:  # traffic is counted by request time: whole selection only
+        windows = answer.pop("windows")
+        whole = add_operations(answer, project.metadata.database, cfg.slo, window_kind="all",
+                               window_size=0, version=select.version, role=role,
+                               since=select.since, until=select.until)  # fmt: skip
+        whole["windows"] = windows
+        return whole
     return add_operations(
         answer,
         project.metadata.database,
@@ -130,6 +145,28 @@ def check_model(
         since=select.since,
         until=select.until,
     )
+
+
+def check_time_column(project: Project, sha256: str, inputs: Any, model: str) -> None:
+    """``monitor.time_column`` must be a column the server logs: a model input, or a column of
+    the training data the model does not read (the server keeps that one in the log).
+
+    Raises:
+        ConfigError: The target, or a column the model's training data did not have.
+    """
+    import orjson
+
+    column = project.config.monitor.time_column
+    manifest = orjson.loads(project.artifacts.get(sha256))
+    ignored = (manifest.get("signature") or {}).get("ignored") or []
+    if column == project.config.data.target or (column not in inputs and column not in ignored):
+        known = sorted({*inputs, *ignored} - {project.config.data.target})
+        msg = (
+            f"monitor.time_column: {column!r} is not a column the server logs for {model}; "
+            f"name a date or time column of its training data that clients send with each row "
+            f"(one of {', '.join(known)})."
+        )
+        raise ConfigError(msg, field="monitor.time_column")
 
 
 def _check_file(

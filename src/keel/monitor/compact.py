@@ -334,7 +334,11 @@ def _registered(project: Project, model: str) -> LoggedVersions | None:
         calibration = calibration_for(project, shas[version], reference.target, reference.classes)
         return replace(reference, calibration=calibration)
 
-    return LoggedVersions(references, calibrate)
+    logged = LoggedVersions(references, calibrate)
+    timed = project.config.monitor.time_column  # kept in the parts: event-time windows read it
+    if timed is not None:
+        logged.types.setdefault(timed, pa.string())
+    return logged
 
 
 class _PartWriter:

@@ -40,11 +40,16 @@ _PERCENTILES = np.linspace(0.01, 0.99, 99)
 def strings(values: list[str]) -> pa.Array:
     """A string array from its buffers: ``pa.array`` of a list or ndarray imports pandas
     (0.8 s of a monitor command's start-up) to look for pandas objects in it."""
-    encoded = [v.encode() for v in values]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum([len(e) for e in encoded])
-    data = pa.py_buffer(b"".join(encoded))
-    return pa.StringArray.from_buffers(len(encoded), pa.py_buffer(offsets), data)
+    text = "".join(values)
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    if text.isascii():  # a character is a byte: no encoding of each value
+        offsets[1:] = np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)))
+        data = pa.py_buffer(text.encode())
+    else:
+        encoded = [v.encode() for v in values]
+        offsets[1:] = np.cumsum([len(e) for e in encoded])
+        data = pa.py_buffer(b"".join(encoded))
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), data)
 
 
 def booleans(column: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "joined_key",
     "key_arrow_types",
     "key_hash",
+    "key_hashes",
     "logged_sources",
     "read_logged",
 ]
@@ -48,21 +49,75 @@ _ARROW = {"int": pa.float64(), "float": pa.float64(), "bool": pa.bool_()}
 
 @dataclass(frozen=True)
 class Lookup:
-    """Labels by their join key (:func:`joined_key` of their columns) and their index."""
+    """Labels by their join key (:func:`joined_key` of their columns) and their index.
+
+    Built once per join: each key's 64-bit hash (:func:`key_hashes`), sorted. A block of log
+    rows is looked up by binary search of its keys' hashes, and every hit is confirmed on the
+    key text, so a hash collision never joins a wrong label (Arrow's ``index_in`` would rebuild
+    its hash table of every label for each block: seconds per block at a million labels).
+    """
 
     keys: pa.Array
     labels: np.ndarray
+    hashes: np.ndarray = field(init=False, repr=False)
+    order: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        hashes, valid = key_hashes(self.keys)
+        order = np.flatnonzero(valid)
+        order = order[np.argsort(hashes[order], kind="stable")]
+        object.__setattr__(self, "hashes", hashes[order])
+        object.__setattr__(self, "order", order.astype(np.int64))
 
     def find(self, columns: list[pa.Array | pa.ChunkedArray]) -> tuple[np.ndarray, np.ndarray]:
         """Rows whose key has a label (ascending), and that label's index (a hash lookup)."""
-        if not len(self.keys):
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        found = pc.index_in(joined_key(columns), value_set=self.keys)
-        rows = np.flatnonzero(booleans(pc.is_valid(found)))
+        none = np.zeros(0, dtype=np.int64)
+        if not len(self.hashes):
+            return none, none
+        probe = joined_key(columns)
+        hashes, valid = key_hashes(probe)
+        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+        rows = np.flatnonzero(valid & (self.hashes[at] == hashes))
         if not rows.size:
-            return rows.astype(np.int64), np.zeros(0, dtype=np.int64)
-        at = numbers(found.take(from_numpy(rows.astype(np.int64)))).astype(np.int64)
-        return rows.astype(np.int64), self.labels[at]
+            return none, none
+        found = self.order[at[rows]]
+        same = booleans(pc.equal(probe.take(from_numpy(rows)), self.keys.take(from_numpy(found))))
+        return rows[same].astype(np.int64), self.labels[found[same]]
+
+
+_FNV_PRIME = np.uint64(0x100000001B3)
+_HASH_ROWS = 65_536  # keys hashed at a time: bounds the temporary byte matrix
+
+
+def key_hashes(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-bit hash of each key's bytes (FNV-style over 8-byte words, vectorised: a loop over
+    a key's words, never over rows) and whether the key is valid (not null)."""
+    n = len(keys)
+    valid = booleans(pc.is_valid(keys)) if keys.null_count else np.ones(n, dtype=bool)
+    binary = pc.fill_null(keys, "") if keys.null_count else keys
+    binary = binary.cast(pa.large_binary())
+    _, offsets_buffer, data_buffer = binary.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[binary.offset : binary.offset + n + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else None
+    if data is None or not data.size:
+        data = np.zeros(1, dtype=np.uint8)
+    out = np.empty(n, dtype=np.uint64)
+    byte = np.arange(8)
+    for start in range(0, n, _HASH_ROWS):
+        stop = min(start + _HASH_ROWS, n)
+        first = offsets[start:stop]
+        length = offsets[start + 1 : stop + 1] - first
+        hashed = length.astype(np.uint64) * _FNV_PRIME
+        for word in range(-(-int(length.max(initial=0)) // 8)):
+            at = first[:, None] + (word * 8 + byte)
+            chunk = np.where(
+                (word * 8 + byte) < length[:, None], data[np.minimum(at, data.size - 1)], 0
+            ).astype(np.uint8)
+            mixed = (hashed ^ chunk.view(np.uint64).ravel()) * _FNV_PRIME
+            # a key's words only: its hash never depends on the longest key beside it
+            hashed = np.where(length > word * 8, mixed ^ (mixed >> np.uint64(29)), hashed)
+        out[start : start + len(first)] = hashed
+    return out, valid
 
 
 def key_arrow_types(inputs: dict[str, str], key: tuple[str, ...]) -> dict[str, pa.DataType]:
@@ -143,7 +198,9 @@ def _read_part(
 
     handle = pq.ParquetFile(path)
     names = handle.schema_arrow.names
-    wanted = ["request_id", "time", "model_version", "role", "prediction", "inputs"]
+    # the inputs only for key columns: without them a part is read without its largest column
+    wanted = ["request_id", "time", "model_version", "role", "prediction"]
+    wanted += ["inputs"] if keys else []
     scored = binary and "probability" in names
     previous: str | None = None  # the last request id of the previous batch
     count = 0  # rows of that request so far
@@ -157,17 +214,19 @@ def _read_part(
         instance = _instances(ids, previous, count)
         previous = ids[len(ids) - 1].as_py()
         count = int(instance[-1]) + 1
-        struct = table["inputs"].combine_chunks()
-        stored = {
-            struct.type.field(i).name: struct.type.field(i).type
-            for i in range(struct.type.num_fields)
-        }
-        key_table = pa.table(
-            {
-                name: struct.field(name) if stored.get(name) == t else pa.nulls(len(struct), t)
-                for name, t in keys.items()
+        key_table = pa.table({})
+        if keys:
+            struct = table["inputs"].combine_chunks()
+            stored = {
+                struct.type.field(i).name: struct.type.field(i).type
+                for i in range(struct.type.num_fields)
             }
-        )
+            key_table = pa.table(
+                {
+                    name: struct.field(name) if stored.get(name) == t else pa.nulls(len(struct), t)
+                    for name, t in keys.items()
+                }
+            )
         probability = None
         if binary:
             probability = (
@@ -447,7 +506,8 @@ def joined_key(columns: Sequence[pa.Array | pa.ChunkedArray]) -> pa.Array:
     if len(texts) == 1:
         joined = texts[0]
     else:
-        joined = pc.binary_join_element_wise(*texts, "\x1f")
+        # the separator as an Arrow scalar: a Python str argument makes pyarrow import pandas
+        joined = pc.binary_join_element_wise(*texts, strings(["\x1f"])[0])
     if isinstance(joined, pa.ChunkedArray):
         return joined.combine_chunks()
     return joined

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from keel.monitor.feedback import FeedbackResult, LabelSpec, RecentIds, submit_labels
+from keel.monitor.label_table import read_label_table
 from keel.monitor.performance import Joined, RealisedReport, join_labels, realised_performance
 from keel.monitor.window import LogFilter, WindowSpec
-from keel.store.feedback_store import count_live, read_live
+from keel.store.feedback_store import count_live
 
 if TYPE_CHECKING:
     from keel.project import Project
@@ -82,9 +83,12 @@ def joined_for(
 ) -> tuple[LabelSpec, Joined, int]:
     """``name``'s live labels joined to its logged predictions, and how many labels it has."""
     spec = label_spec(project, name)
-    labels = read_live(project.metadata.database, spec.model)
-    joined = join_labels(Path(project.predictions_dir), spec, labels, select=select, window=window)
-    return spec, joined, len(labels)
+    # columns, not a Python object per label; labels of predictions before the selection
+    # (received before it starts) are not read
+    labels = read_label_table(project.metadata.database, spec, since=select.since)
+    joined = join_labels(Path(project.predictions_dir), spec, labels, select=select,
+                         window=window, time_column=project.config.monitor.time_column)  # fmt: skip
+    return spec, joined, labels.count
 
 
 def realised_for(
@@ -92,9 +96,10 @@ def realised_for(
 ) -> RealisedReport | None:
     """Realised performance of ``name`` per window; None when it has no labels at all."""
     model = name.partition("@")[0]
-    if count_live(project.metadata.database, model) == 0:
+    labels = count_live(project.metadata.database, model)  # every live label, read or not
+    if labels == 0:
         return None
-    spec, joined, labels = joined_for(project, model, select=select, window=window)
+    spec, joined, _ = joined_for(project, model, select=select, window=window)
     return realised_performance(
         joined, spec, window, labels=labels, min_rows=project.config.monitor.min_rows
     )

@@ -1,9 +1,10 @@
 """Realised performance: stored labels joined to the logged predictions, per window.
 
 :func:`join_labels` streams the prediction log once (:mod:`keel.monitor.labelled`, with the
-version, role and time filter of a monitoring run) and joins every block to the live labels, by
-request id and instance (Arrow hash joins, no loop over rows) or by key columns; a label given
-by request id wins over a key label for the same row. Each joined row keeps its pane (the window
+version, role and time filter of a monitoring run) and joins every block to the live labels
+(held as columns, :mod:`keel.monitor.label_table`), by request id and instance or by key columns
+(a hash lookup built once, searched per block: no loop over rows); a label given by request id
+wins over a key label for the same row. Each joined row keeps its pane (the window
 unit of :class:`~keel.monitor.window.WindowSpec`, counted exactly as the drift report counts),
 label, prediction, P(positive), version, role and request id. :func:`realised_performance` then
 reads each window's metrics off its labelled rows, with percentile bootstrap intervals
@@ -32,13 +33,12 @@ from keel.evaluate.bootstrap import (
     resample_counts,
     weighted_auc,
 )
-from keel.monitor.counts import strings
+from keel.monitor.eventtime import event_times
 from keel.monitor.feedback import LabelSpec
+from keel.monitor.label_table import LabelTable
 from keel.monitor.labelled import (
     LoggedRows,
     Lookup,
-    canonical_value,
-    joined_key,
     read_logged,
 )
 from keel.monitor.window import LogFilter, WindowSpec
@@ -124,77 +124,67 @@ class Joined:
 def join_labels(
     log_dir: Path,
     spec: LabelSpec,
-    labels: Sequence[LiveLabel],
+    labels: Sequence[LiveLabel] | LabelTable,
     *,
     select: LogFilter = LogFilter(),
     window: WindowSpec = WindowSpec("all"),
+    time_column: str | None = None,
 ) -> Joined:
-    """Stream the log once and join every selected row to its live label (if any)."""
+    """Stream the log once and join every selected row to its live label (if any).
+
+    ``labels``: a :class:`~keel.monitor.label_table.LabelTable` (columns, what
+    :func:`~keel.monitor.label_table.read_label_table` streams from the database), or label rows.
+
+    ``time_column``: panes by that input's event time (``monitor.time_column``); a row whose
+    event time cannot be parsed is in no pane and joins nothing."""
     binary = spec.task == "binary"
     regression = spec.task == "regression"
-    by_id = [i for i, label in enumerate(labels) if label.request_id is not None]
-    by_key = [i for i, label in enumerate(labels) if label.request_id is None and label.key]
-    id_lookup = Lookup(
-        joined_key(
-            [
-                strings([str(labels[i].request_id) for i in by_id]),
-                from_numpy(np.array([labels[i].instance for i in by_id], dtype=np.int64)),
-            ]
-        ),
-        np.array(by_id, dtype=np.int64),
-    )
-    key_lookup = None
-    if by_key and spec.key:
-        columns = [
-            pa.array([canonical_value((labels[i].key or {}).get(name), t) for i in by_key], t)
-            for name, t in spec.key.items()
-        ]
-        key_lookup = Lookup(joined_key(columns), np.array(by_key, dtype=np.int64))
-    values = np.array(
-        [_number(label.label) if regression else str(label.label) for label in labels],
-        dtype=np.float64 if regression else object,
-    )
+    table = labels if isinstance(labels, LabelTable) else LabelTable.of(labels, spec)
+    id_lookup = table.by_id
+    key_lookup = table.by_key if spec.key else None
     parts: list[_Part] = []
     pane_rows: dict[int, int] = {}
+    keys = dict(spec.key) if key_lookup is not None else {}
+    if time_column is not None:
+        keys.setdefault(time_column, pa.string())
     for block in read_logged(
         log_dir,
         spec.model,
         select=select,
-        keys=dict(spec.key) if key_lookup is not None else None,
+        keys=keys or None,
         prediction_type=pa.float64() if regression else pa.string(),
         binary=binary,
     ):
-        panes = window.pane_of(block.time, block.first_row)
-        unique, counts = np.unique(panes, return_counts=True)
+        times, timed = block.time, None
+        if time_column is not None:
+            times = event_times(block.keys.column(time_column))
+            timed = np.isfinite(times)
+        panes = window.pane_of(times, block.first_row)
+        unique, counts = np.unique(panes if timed is None else panes[timed], return_counts=True)
         for pane, count in zip(unique.tolist(), counts.tolist(), strict=True):
             pane_rows[pane] = pane_rows.get(pane, 0) + count
-        position, label = _matches(block, id_lookup, key_lookup)
+        position, label = _matches(block, id_lookup, key_lookup, spec.key)
+        if timed is not None:
+            kept = timed[position]
+            position, label = position[kept], label[kept]
         if position.size:
             parts.append(_Part(position, label, block, panes[position]))
-    return _gather(parts, values, binary, regression, pane_rows)
+    return _gather(parts, table, binary, regression, pane_rows)
 
 
 def _matches(
-    block: LoggedRows, by_id: Lookup, by_key: Lookup | None
+    block: LoggedRows, by_id: Lookup, by_key: Lookup | None, key: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positions in the block that have a label, and that label's index (id labels win)."""
     position, label = by_id.find([block.request_id, from_numpy(block.instance.astype(np.int64))])
     if by_key is not None and block.keys.num_columns:
-        more, more_labels = by_key.find(list(block.keys.columns))
+        more, more_labels = by_key.find([block.keys.column(n) for n in key])
         fresh = ~np.isin(more, position)  # a row labelled by request id keeps that label
         position = np.concatenate([position, more[fresh]])
         label = np.concatenate([label, more_labels[fresh]])
         order = np.argsort(position, kind="stable")
         position, label = position[order], label[order]
     return position, label
-
-
-def _number(value: Any) -> float:
-    """A stored regression label (NaN when a label stored for another task is not one)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 @dataclass(frozen=True)
@@ -209,7 +199,7 @@ class _Part:
 
 def _gather(
     parts: list[_Part],
-    values: np.ndarray,
+    table: LabelTable,
     binary: bool,
     regression: bool,
     pane_rows: dict[int, int],
@@ -220,7 +210,12 @@ def _gather(
         return np.concatenate([np.asarray(pick(part), dtype=dtype) for part in parts])
 
     def text(array: pa.Array, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(array.take(from_numpy(rows)).to_numpy(zero_copy_only=False), object)
+        # one Python string per distinct value (a version, a role, a class), not one per row
+        encoded = array.take(from_numpy(rows)).dictionary_encode()
+        names = np.empty(len(encoded.dictionary) + 1, dtype=object)
+        names[:-1] = encoded.dictionary.to_pylist()
+        codes = numbers(encoded.indices, nulls="nan")
+        return names[np.where(np.isfinite(codes), codes, -1).astype(np.int64)]
 
     labels = column(lambda part: part.labels, np.int64)
     if regression:
@@ -235,7 +230,7 @@ def _gather(
         probability = column(lambda part: _probability(part.block, part.rows), np.float64)
     joined = Joined(
         pane=column(lambda part: part.panes, np.int64),
-        label=values[labels],
+        label=table.take(labels),
         prediction=prediction,
         probability=probability,
         version=column(lambda part: text(part.block.version, part.rows), object),

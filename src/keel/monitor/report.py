@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from keel.errors import DataValidationError
+from keel.errors import ConfigError, DataValidationError
 from keel.monitor.cbpe import Calibration, Estimate, estimate_performance
 from keel.monitor.counts import Binning, PaneCounts, binning_of, count_panes
 from keel.monitor.drift import (
@@ -33,6 +33,7 @@ from keel.monitor.drift import (
     not_comparable,
     prepare_columns,
 )
+from keel.monitor.eventtime import at_event_time
 from keel.monitor.sketches import stored_counts
 from keel.monitor.window import LogFilter, LogRows, WindowSpec, read_log
 
@@ -64,6 +65,7 @@ class MonitorSettings:
     features: Mapping[str, Limits] = field(default_factory=dict)
     prediction: Limits = field(default_factory=Limits)
     window: WindowSpec = field(default_factory=lambda: WindowSpec("all"))
+    time_column: str | None = None  # windows by this input's event time (monitor.time_column)
 
 
 def settings_of(config: MonitorConfig, window: WindowSpec) -> MonitorSettings:
@@ -85,6 +87,7 @@ def settings_of(config: MonitorConfig, window: WindowSpec) -> MonitorSettings:
         features={name: limits(rule) for name, rule in config.features.items()},
         prediction=limits(config.prediction),
         window=window,
+        time_column=config.time_column,
     )
 
 
@@ -257,11 +260,17 @@ def monitor_log(
     binary = reference.task == "binary"
     types = {name: _JSON_TYPES.get(kind, pa.string()) for name, kind in reference.inputs.items()}
     prediction_type = pa.float64() if reference.task == "regression" else pa.string()
-    # compacted parts whose stored sketches fit are merged, not read (keel.monitor.sketches)
-    stored = stored_counts(reference, directory, select, settings.window)
+    timed = settings.time_column
+    if timed is not None and timed not in types:
+        types[timed] = pa.string()  # read as text (numbers too, by the orjson path)
+    # compacted parts whose stored sketches fit are merged, not read (keel.monitor.sketches);
+    # sketches count request hours, so event-time windows read the rows instead
+    stored = stored_counts(
+        reference, directory, select, WindowSpec("rows") if timed else settings.window
+    )
     panes, present, versions = stored.panes, stored.present, stored.versions
-    first_row = 0
-    for block in read_log(
+    first_row = unparsed = read = 0
+    for logged in read_log(
         directory,
         reference.name,
         types,
@@ -270,12 +279,36 @@ def monitor_log(
         binary=binary,
         skip=stored.parts,
     ):
-        present |= block.present
-        versions.update(block.versions)
-        _count(panes, block, prepared, output, reference, settings.window, first_row)
-        first_row += block.rows
+        present |= logged.present
+        versions.update(logged.versions)
+        read += logged.rows
+        block: LogRows | None = logged
+        if timed is not None:
+            block, missed = at_event_time(logged, timed)
+            unparsed += missed
+        if block is not None:
+            _count(panes, block, prepared, output, reference, settings.window, first_row)
+            first_row += block.rows
     rows = sum(p.rows for p in panes.values())
     notes: list[str] = []
+    if timed is not None and read and timed not in present:
+        msg = (
+            f"monitor.time_column: the logged inputs of {reference.name} have no column "
+            f"{timed!r}; windows are cut by it, so clients must send it with each row (the "
+            "server logs every input it receives), or remove monitor.time_column to window by "
+            "request time."
+        )
+        raise ConfigError(msg, field="monitor.time_column")
+    if timed is not None and read:
+        notes.append(
+            f"windows by {timed} (event time): read from the logged rows, since the stored "
+            "sketches count request hours."
+        )
+    if unparsed:
+        notes.append(
+            f"{unparsed} of {read} logged rows have no {timed} the event time can be read from "
+            "(null or not a date/time): they are in no window."
+        )
     missing = tuple(c for c in reference.inputs if c not in present) if rows else ()
     if rows and len(missing) == len(reference.inputs):
         msg = (
@@ -317,7 +350,7 @@ def monitor_log(
         version=reference.version,
         versions=tuple(sorted(versions)),
         role=select.role,
-        window=settings.window.describe(),
+        window=settings.window.describe() + (f" by {timed}" if timed else ""),
         source=f"prediction log ({directory / reference.name})",
         reference_rows=int(reference.statistics["rows"]),
         missing_columns=missing,

@@ -220,7 +220,10 @@ def _merge(
         keep &= start >= select.since
     if select.until is not None:
         keep &= start < select.until
-    pane = np.zeros(start.size, dtype=np.int64) if window.kind == "all" else start // window.step
+    if window.kind == "months":  # hours never straddle a UTC month
+        pane = window.pane_of(start.astype(np.float64), 0)
+    else:
+        pane = np.zeros(start.size, np.int64) if window.kind == "all" else start // window.step
     names = [str(n) for n in head["names"]]
     present = {str(n) for n in head["present"]}
     for key_pane in np.unique(pane[keep]).tolist():

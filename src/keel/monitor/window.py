@@ -16,9 +16,14 @@ read as serving does; a torn last line (a crash mid-write) is skipped. Memory is
 (``BLOCK_BYTES``) at a time, whatever the log's size.
 
 A :class:`WindowSpec` cuts the rows into panes, by time (UTC-aligned: ``1d`` panes start at
-midnight) or by row count (in the log's order: by day, then by writer), and a window is one pane
-(tumbling) or ``size / step`` consecutive panes (sliding). Monitoring keeps mergeable statistics
-per pane and merges them per window, so a sliding window costs no second read.
+midnight), by UTC calendar month (``1mo``, ``3mo``) or by row count (in the log's order: by day,
+then by writer), and a window is one pane (tumbling) or ``size / step`` consecutive panes
+(sliding). Monitoring keeps mergeable statistics per pane and merges them per window, so a
+sliding window costs no second read.
+
+The time is the request's (when the server logged it) unless ``monitor.time_column`` names an
+input column that carries the rows' own event time (a date, as NannyML's ``timestamp_column``;
+:mod:`keel.monitor.eventtime` parses it and moves blocks onto it).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from keel.validate.arrays import from_numpy, numbers
 
 __all__ = [
     "BLOCK_BYTES",
+    "EPOCH_MONTH",
     "LogFilter",
     "LogRows",
     "WindowSpec",
@@ -61,17 +67,19 @@ BLOCK_BYTES = 8 << 20  # JSON bytes parsed at a time
 BATCH_ROWS = 1 << 18  # Parquet rows read at a time
 WHOLE_FILE_BYTES = 64 << 20  # files up to this size are read into memory once
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_SPEC = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|rows?)\s*$")
+_SPEC = re.compile(r"^\s*(\d+)\s*(mo|months?|s|m|h|d|w|rows?)\s*$")
+EPOCH_MONTH = np.datetime64("1970-01", "M")
 
 
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
-    """Windows of ``size`` seconds or rows, starting every ``step`` (``step == size``: tumbling).
+    """Windows of ``size`` seconds, UTC calendar months or rows, starting every ``step``
+    (``step == size``: tumbling).
 
     ``kind == "all"`` is one window over everything selected.
     """
 
-    kind: Literal["time", "rows", "all"]
+    kind: Literal["time", "months", "rows", "all"]
     size: int = 0
     step: int = 0
 
@@ -88,11 +96,17 @@ class WindowSpec:
         return text if self.step == self.size else f"{text} every {_spelled(self.step, self.kind)}"
 
     def pane_of(self, times: np.ndarray, first_row: int) -> np.ndarray:
-        """Each row's pane: ``floor(time / step)`` or ``row / step`` (int64)."""
+        """Each row's pane: ``floor(time / step)``, months since 1970-01 over ``step``, or
+        ``row / step`` (int64)."""
         if self.kind == "all":
             return np.zeros(times.size, dtype=np.int64)
         if self.kind == "time":
             return np.floor(times / self.step).astype(np.int64)
+        if self.kind == "months":
+            seconds = np.floor(np.nan_to_num(times)).astype("datetime64[s]")
+            months = (seconds.astype("datetime64[M]") - EPOCH_MONTH).astype(np.int64)
+            panes: np.ndarray = np.floor_divide(months, self.step)
+            return panes
         return (np.arange(times.size, dtype=np.int64) + first_row) // self.step
 
     def bounds(self, first_pane: int) -> tuple[str, str]:
@@ -102,12 +116,21 @@ class WindowSpec:
         start, end = first_pane * self.step, first_pane * self.step + self.size
         if self.kind == "rows":
             return str(start), str(end)
+        if self.kind == "months":
+            return _month_iso(start), _month_iso(end)
         return _iso(start), _iso(end)
+
+
+def _month_iso(months: int) -> str:
+    """The start of the ``months``-th month after 1970-01 (ISO UTC)."""
+    return f"{EPOCH_MONTH + np.timedelta64(months, 'M')}-01T00:00:00Z"
 
 
 def _spelled(value: int, kind: str) -> str:
     if kind == "rows":
         return f"{value}rows"
+    if kind == "months":
+        return f"{value}mo"
     for unit in ("d", "h", "m"):
         if value % _UNITS[unit] == 0:
             return f"{value // _UNITS[unit]}{unit}"
@@ -118,24 +141,27 @@ def _iso(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _amount(text: str, field: str) -> tuple[int, Literal["time", "rows"]]:
+def _amount(text: str, field: str) -> tuple[int, Literal["time", "months", "rows"]]:
     match = _SPEC.match(text)
     if match is None or int(match.group(1)) <= 0:
         msg = (
             f"{field}: '{text}' is not a window; write a positive number and a unit: 30m, 6h, "
-            "1d, 1w (time) or 1000rows (row count)."
+            "1d, 1w (time), 1mo (UTC calendar months) or 1000rows (row count)."
         )
         raise ConfigError(msg, field=field)
     number, unit = int(match.group(1)), match.group(2)
     if unit.startswith("row"):
         return number, "rows"
+    if unit.startswith("mo"):
+        return number, "months"
     return number * _UNITS[unit], "time"
 
 
 def parse_window(
     window: str | None, step: str | None = None, *, field: str = "monitor.window"
 ) -> WindowSpec:
-    """A window spec from text (``1d``, ``6h``, ``1000rows``; ``step`` for sliding windows).
+    """A window spec from text (``1d``, ``6h``, ``1mo``, ``1000rows``; ``step`` for sliding
+    windows).
 
     Raises:
         ConfigError: Unknown unit, a step of another kind than the window, or a window that is
@@ -152,7 +178,7 @@ def parse_window(
     if step_kind != kind or every > size or size % every:
         msg = (
             f"{field}: a sliding window of {window} cannot step by {step}; the step must be of "
-            f"the same kind (time or rows) and divide the window (e.g. 7d every 1d)."
+            f"the same kind (time, months or rows) and divide the window (e.g. 7d every 1d)."
         )
         raise ConfigError(msg, field=field)
     return WindowSpec(kind, size, every)

@@ -1,20 +1,29 @@
-"""The closed loop: an alert of the ``retrain.on`` rule retrains with the labelled window and
+"""The closed loop: an alert of the ``retrain.on`` rule retrains with the labelled rows and
 rolls a version that passes its gates out as a canary.
 
 One policy run (:func:`run_policy`) does, and records, each link of the chain:
 
 1. **Data.** The logged inputs of the predictions made within ``retrain.data.labelled_since``
-   that have a live feedback label, with the label as the target, are stored as a ``snapshot``
-   artifact (content-addressed, so its sha256 names exactly these rows).
+   that have a live feedback label, with the label as the target and each row's request id and
+   instance (:func:`keel.pipeline.labelled_rows.labelled_window`). **They accumulate across
+   policy runs:** the rows of the model's previous policy run (the labelled snapshot its
+   ``retrain`` event names) are joined to them, de-duplicated by request id and instance with
+   the newest label winning, and sorted by them, so run k's snapshot holds run k-1's rows (a row
+   that left the span is kept) and the same rows give the same bytes, hence the same cached
+   pipeline. The result is stored as a ``snapshot`` artifact (content-addressed: its sha256
+   names exactly these rows).
 2. **Pipeline.** The project's own pipeline runs with one more step, ``labelled_rows``, after
-   validation and before the features step: it appends those rows to the training snapshot
-   that the features and train steps read (the test data stays as it was, so the gates judge
-   the new model on the same rows as the old; the profile, schema and validation are those of
-   the declared training data, and the logged rows were checked against the model's inputs
-   when they were served).
-   keel.yaml's ``data.train`` is unchanged; the added rows are in the run's lineage (the step's
-   output snapshot names the labelled artifact and the alert). The run's trigger is ``event``
-   and its reason names the alert.
+   validation and before the features step. It checks each labelled row against the training
+   schema (the schema step's artifact) before it is used: a value of the wrong type, a null the
+   schema forbids, a missing label, or (where schema.yaml makes them errors) a value outside
+   the schema's range or categories excludes the row, and the excluded rows are counted per
+   reason in the step's facts, the run's warnings, the training snapshot's ``retrain`` metadata
+   and this run's result. The rows that pass are appended to the training snapshot that the
+   features and train steps read (the test data stays as it was, so the gates judge the new
+   model on the same rows as the old; profile, schema and validation are those of the declared
+   training data). keel.yaml's ``data.train`` is unchanged; the added rows are in the run's
+   lineage (the step's output snapshot names the labelled artifact and the alert). The run's
+   trigger is ``event`` and its reason names the alert.
 3. **Gates.** The register step judges the gates as always but, when they pass, moves
    ``retrain.candidate_alias`` instead of ``registry.alias``: the champion comparison still
    reads the alias holder, and production moves only when the canary promotes.
@@ -22,9 +31,11 @@ One policy run (:func:`run_policy`) does, and records, each link of the chain:
    policy's steps, interval, checks and failures; a running ``keel serve`` steps, promotes or
    rolls it back. Its reason links alert -> pipeline run -> version.
 
-The scheduler's ``on: alert`` schedules run the plain pipeline; the policy runs from
-``keel monitor run NAME --retrain`` (once, or with ``--every``), which sees the new alerts
-themselves and so needs no event cursor of its own.
+Every run that ran the pipeline is recorded in one ``retrain`` event (the chain, and the
+labelled snapshot the next run carries on). The policy runs from ``keel monitor run NAME
+--retrain`` (once, or with ``--every``), from :func:`keel.api.retrain`, and from the scheduler:
+an ``on: alert`` schedule whose new alerts include one of the ``retrain.on`` rule runs the
+policy instead of the plain pipeline.
 """
 
 from __future__ import annotations
@@ -33,19 +44,17 @@ import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 from rich.console import Console
 
 from keel.config import RetrainConfig
-from keel.errors import ConfigError, DataValidationError
-from keel.pipeline.declare import StepSpec, step
+from keel.errors import ConfigError
+from keel.pipeline.declare import StepSpec
+from keel.pipeline.labelled_rows import LABELLED_STEP, add_labelled_rows, labelled_window
 from keel.types import Artifact
 
 if TYPE_CHECKING:
@@ -56,14 +65,11 @@ __all__ = [
     "LABELLED_STEP",
     "RetrainResult",
     "check_policy",
-    "labelled_window",
     "policy_steps",
     "run_for_alerts",
     "run_policy",
 ]
 
-LABELLED_STEP = "labelled_rows"
-"""The step a policy run adds: it appends the labelled window to the training snapshot."""
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _BEFORE = "features"
 """``labelled_rows`` runs right before this step: after validation, which checks the declared
@@ -79,6 +85,9 @@ class RetrainResult:
     ``unchanged`` (the model came out byte-identical: no new version), ``no_data`` (fewer
     labelled rows than ``retrain.data.min_rows``: nothing ran), ``deployment_active`` (the
     model has an active deployment, named in ``deployment_id``: nothing ran).
+    ``rows_added``: labelled rows appended to the training data (after the schema check);
+    ``rows_excluded``/``excluded``: rows the training schema refused, per reason;
+    ``rows_carried``: rows that came from the previous policy run only.
     """
 
     model: str
@@ -92,6 +101,9 @@ class RetrainResult:
     gates: tuple[Mapping[str, Any], ...]
     deployment_id: str | None
     message: str
+    rows_excluded: int = 0
+    excluded: Mapping[str, int] = field(default_factory=dict)
+    rows_carried: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -101,6 +113,9 @@ class RetrainResult:
             "rule": self.rule,
             "status": self.status,
             "rows_added": self.rows_added,
+            "rows_excluded": self.rows_excluded,
+            "excluded": dict(self.excluded),
+            "rows_carried": self.rows_carried,
             "labelled_sha256": self.labelled_sha256,
             "pipeline_run": self.pipeline_run,
             "version": self.version,
@@ -144,114 +159,9 @@ def check_policy(project: Project) -> RetrainConfig:
     return policy
 
 
-def labelled_window(project: Project, name: str, since: float) -> pa.Table:
-    """The logged inputs of ``name``'s predictions made at or after ``since`` (epoch seconds)
-    that have a live label, with the label in a column named like ``data.target``.
-
-    Memory holds the labels and one log block at a time, plus the matched rows.
-
-    Raises:
-        NotFoundError: No model of that name.
-    """
-    from keel.features.pipeline import FeaturePipeline
-    from keel.monitor.feedback import LabelSpec
-    from keel.monitor.labelled import (
-        Lookup,
-        canonical_value,
-        joined_key,
-        key_arrow_types,
-        read_logged,
-    )
-    from keel.monitor.window import LogFilter
-    from keel.store.feedback_store import read_live
-    from keel.validate.arrays import from_numpy
-
-    resolved = project.metadata.resolve(name)
-    manifest = orjson.loads(project.artifacts.get(resolved.package_sha256))
-    inputs = dict(FeaturePipeline.from_state(manifest["features"]).inputs)
-    key = tuple(project.config.monitor.feedback.key)
-    spec = LabelSpec.of(resolved.name, str(manifest.get("task", "binary")),
-                        [str(c) for c in manifest.get("classes", [])], inputs, key)  # fmt: skip
-    labels = read_live(project.metadata.database, resolved.name)
-    target = project.config.data.target
-    by_id = [i for i, label in enumerate(labels) if label.request_id is not None]
-    ids = Lookup(
-        joined_key([pa.array([str(labels[i].request_id) for i in by_id], pa.string()),
-                    from_numpy(np.array([labels[i].instance for i in by_id], dtype=np.int64))]),
-        np.array(by_id, dtype=np.int64),
-    )  # fmt: skip
-    by_key = [i for i, label in enumerate(labels) if label.request_id is None and label.key]
-    keys = None
-    if by_key and spec.key:
-        columns = [
-            pa.array([canonical_value((labels[i].key or {}).get(n), t) for i in by_key], t)
-            for n, t in spec.key.items()
-        ]
-        keys = Lookup(joined_key(columns), np.array(by_key, dtype=np.int64))
-    types = key_arrow_types(inputs, tuple(inputs))
-    parts: list[pa.Table] = []
-    chosen: list[np.ndarray] = []
-    log_dir = Path(project.predictions_dir)
-    for block in read_logged(log_dir, resolved.name, select=LogFilter(since=since), keys=types):
-        position, index = ids.find([block.request_id, from_numpy(block.instance.astype(np.int64))])
-        if keys is not None:
-            more, more_index = keys.find([block.keys.column(n) for n in spec.key])
-            fresh = ~np.isin(more, position)
-            position = np.concatenate([position, more[fresh]])
-            index = np.concatenate([index, more_index[fresh]])
-        if position.size:
-            parts.append(block.keys.take(pa.array(position)))
-            chosen.append(index)
-    schema = pa.schema([pa.field(n, t) for n, t in types.items()])
-    table = pa.concat_tables(parts) if parts else schema.empty_table()
-    picked = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
-    values = [labels[i].label for i in picked.tolist()]
-    if spec.task == "regression":
-        column = pa.array(np.asarray(values, dtype=np.float64))
-    else:
-        column = pa.array([str(v) for v in values], pa.string())
-    return table.append_column(target, column)
-
-
-@step(
-    name=LABELLED_STEP,
-    inputs={"train_snapshot": "snapshot"},
-    outputs={"train_snapshot": "snapshot"},
-)
-def add_labelled_rows(ctx: Any, train_snapshot: Artifact) -> dict[str, Artifact]:
-    """Append the labelled window (``ctx.params['labelled']``, a snapshot's sha256) to the
-    training snapshot, each column cast to the training data's type."""
-    from keel.data import read_snapshot
-
-    train = read_snapshot(ctx.project.artifacts, train_snapshot)
-    added = read_snapshot(ctx.project.artifacts, str(ctx.params["labelled"]))
-    columns = []
-    for field in train.schema:
-        if field.name not in added.column_names:
-            columns.append(pa.nulls(added.num_rows, field.type))
-            continue
-        try:
-            columns.append(pc.cast(added.column(field.name), field.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            msg = (
-                f"retrain: the logged column {field.name!r} does not fit the training data's "
-                f"type {field.type} ({exc}); check what clients send for it."
-            )
-            raise DataValidationError(msg, field=field.name) from exc
-    extra = pa.Table.from_arrays(columns, schema=train.schema)
-    joined = pa.concat_tables([train, extra])
-    ctx.facts.update(rows_added=extra.num_rows, rows=joined.num_rows,
-                     labelled=ctx.params["labelled"], alert=ctx.params.get("alert"))  # fmt: skip
-    out: Artifact = ctx.put_table(
-        joined,
-        parent=train_snapshot,
-        retrain={"labelled": ctx.params["labelled"], "rows_added": extra.num_rows,
-                 "alert": ctx.params.get("alert")},
-    )  # fmt: skip
-    return {"train_snapshot": out}
-
-
-def policy_steps(project: Project, labelled: str, alert_id: int) -> list[StepSpec]:
+def policy_steps(
+    project: Project, labelled: str, alert_id: int, carried: int = 0
+) -> list[StepSpec]:
     """The project's pipeline with ``labelled_rows`` after its snapshot steps, and a register
     step that moves ``retrain.candidate_alias`` instead of ``registry.alias``."""
     from keel.pipeline.declare import spec_of
@@ -260,7 +170,8 @@ def policy_steps(project: Project, labelled: str, alert_id: int) -> list[StepSpe
     steps = pipeline_steps(project)
     declared = spec_of(add_labelled_rows)
     assert declared is not None
-    extra = replace(declared, params={"labelled": labelled, "alert": alert_id})
+    extra = replace(declared, params={"labelled": labelled, "alert": alert_id,
+                                      "carried": carried})  # fmt: skip
     place = next(i for i, s in enumerate(steps) if s.name == _BEFORE)
     steps = [*steps[:place], extra, *steps[place:]]
     return [replace(s, fn=_register_candidate) if s.name == "register" else s for s in steps]
@@ -310,7 +221,7 @@ def run_policy(project: Project, alert: Alert, *, console: Console | None = None
             deployment_id=busy[0],
         )
     since = time.time() - _span_seconds(policy.data.labelled_since)
-    window = labelled_window(project, model, since)
+    window, carried = _with_previous(project, model, labelled_window(project, model, since))
     if window.num_rows < policy.data.min_rows:
         return result(
             "no_data",
@@ -322,13 +233,14 @@ def run_policy(project: Project, alert: Alert, *, console: Console | None = None
     run_id = uuid.uuid4().hex
     reason = (
         f"retrain policy: alert #{alert.id} ({alert.rule}) on {alert.model}@{alert.version}; "
-        f"+{window.num_rows} labelled rows ({labelled.sha256[:12]})"
+        f"+{window.num_rows} labelled rows ({labelled.sha256[:12]}, {carried} carried from the "
+        "previous policy run)"
     )
     from keel.pipeline.runner import run_steps
 
     results = run_steps(
         project,
-        policy_steps(project, labelled.sha256, alert.id),
+        policy_steps(project, labelled.sha256, alert.id, carried),
         console=console or Console(quiet=True),
         pipeline_run=run_id,
         trigger="event",
@@ -336,17 +248,24 @@ def run_policy(project: Project, alert: Alert, *, console: Console | None = None
     )
     registered = next((r for r in results if r.step == "register"), None)
     facts = registered.facts if registered is not None else {}
-    found = {"rows_added": window.num_rows, "labelled_sha256": labelled.sha256,
-             "pipeline_run": run_id, "version": facts.get("version"),
-             "gates": tuple(facts.get("gates", []))}  # fmt: skip
+    added = next((r.facts for r in results if r.step == LABELLED_STEP), {})
+    found = {"rows_added": int(added.get("rows_added", window.num_rows)),
+             "rows_excluded": int(added.get("rows_excluded", 0)),
+             "excluded": dict(added.get("excluded", {})), "rows_carried": carried,
+             "labelled_sha256": labelled.sha256, "pipeline_run": run_id,
+             "version": facts.get("version"), "gates": tuple(facts.get("gates", []))}  # fmt: skip
     if facts.get("unchanged") or registered is None or registered.status == "cached":
-        return result("unchanged", "the retrained model is identical to the latest version",
+        done = result("unchanged", "the retrained model is identical to the latest version",
                       **found)  # fmt: skip
+        _record(project, done)
+        return done
     if not facts.get("promoted"):
         failed = [g["gate"] for g in facts.get("gates", []) if not g.get("passed")]
         why = f"gates failed: {', '.join(failed)}" if failed else "awaiting approval"
-        return result("gates_failed", f"version {facts.get('version')}: {why}; not rolled out",
+        done = result("gates_failed", f"version {facts.get('version')}: {why}; not rolled out",
                       **found)  # fmt: skip
+        _record(project, done)
+        return done
     version = int(facts["version"])
     from keel.registry.deployments import parse_checks, parse_interval, parse_steps
 
@@ -369,6 +288,22 @@ def run_policy(project: Project, alert: Alert, *, console: Console | None = None
     )
     _record(project, done)
     return done
+
+
+def _with_previous(project: Project, model: str, window: pa.Table) -> tuple[pa.Table, int]:
+    """The labelled window joined to the previous policy run's rows (see the module's docs)."""
+    from keel.data import read_snapshot
+    from keel.errors import KeelError
+    from keel.pipeline.labelled_rows import accumulate, previous_labelled
+
+    sha = previous_labelled(project, model)
+    previous = None
+    if sha is not None:
+        try:
+            previous = read_snapshot(project.artifacts, sha)
+        except KeelError:  # removed by gc or changed on disk: start afresh
+            previous = None
+    return accumulate(window, previous)
 
 
 def _record(project: Project, done: RetrainResult) -> None:

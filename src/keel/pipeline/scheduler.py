@@ -58,13 +58,15 @@ _RETRY = 0.05
 
 @dataclass(frozen=True, slots=True)
 class TickRequest:
-    """What the scheduler asks of its action: run the pipeline, for this reason."""
+    """What the scheduler asks of its action: run the pipeline, for this reason (an ``alert``
+    tick also names the new alerts, for the project's ``retrain:`` policy)."""
 
     schedule: str
     trigger: str
     reason: str
     tick_at: datetime
     tick_id: int
+    alert_ids: tuple[int, ...] = ()
 
 
 Action = Callable[[TickRequest], Mapping[str, Any] | None]
@@ -366,7 +368,7 @@ class Scheduler:
         )  # fmt: skip
         if tick is None:
             return
-        self._execute(tick, looked)
+        self._execute(tick, looked, seen.alert_ids)
         if schedule.event == "registry":
             # Versions and aliases the run itself registered or moved must not trigger it again.
             claimed = replace(schedule, revision=schedule.revision + 1, cursor=seen.cursor)
@@ -395,8 +397,10 @@ class Scheduler:
             missed=missed, status=status, now=self.clock(),
         )  # fmt: skip
 
-    def _execute(self, tick: Tick, due: datetime) -> None:
-        request = TickRequest(tick.schedule, tick.trigger, tick.reason, tick.tick_at, tick.id)
+    def _execute(self, tick: Tick, due: datetime, alert_ids: tuple[int, ...] = ()) -> None:
+        request = TickRequest(
+            tick.schedule, tick.trigger, tick.reason, tick.tick_at, tick.id, alert_ids
+        )
         status: TickStatus = "succeeded"
         summary: dict[str, Any] | None = None
         error: str | None = None

@@ -27,14 +27,20 @@ __all__ = ["Observation", "check_event", "observe", "observe_event"]
 
 _DESCRIBED = 3
 """Events or registry changes a trigger's reason names; the rest are counted."""
+_ALERT_IDS = 1000
+"""New alert events whose alert ids an observation carries (a retraining policy takes the
+newest alert of its rule; more than this many between two passes are not listed)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What an event schedule sees now: its new cursor, and why it differs (None: it does not)."""
+    """What an event schedule sees now: its new cursor, and why it differs (None: it does not);
+    for ``alert``, the ids of the new alerts (``keel scheduler`` hands them to the project's
+    ``retrain:`` policy)."""
 
     cursor: dict[str, Any]
     reason: str | None
+    alert_ids: tuple[int, ...] = ()
 
 
 def check_event(event: str, model: str | None, root: Path) -> None:
@@ -85,13 +91,16 @@ def observe_event(
     reason: what exists when a schedule is added does not trigger it.
     """
     seen = previous or {}
+    alert_ids: tuple[int, ...] = ()
     if event == "new_data":
         cursor, reason = _observe_data(config or load_config(root), root, seen)
     elif event == "registry":
         cursor, reason = _observe_registry(store, model, seen)
     else:
-        cursor, reason = _observe_alerts(store, model, seen)
-    return Observation(cursor, reason if previous is not None else None)
+        cursor, reason, alert_ids = _observe_alerts(store, model, seen)
+    if previous is None:
+        return Observation(cursor, None)
+    return Observation(cursor, reason, alert_ids if reason is not None else ())
 
 
 def _observe_data(
@@ -191,18 +200,20 @@ def _describe_change(row: dict[str, Any]) -> str:
 
 def _observe_alerts(
     store: ScheduleStore, model: str | None, previous: dict[str, Any]
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[dict[str, Any], str | None, tuple[int, ...]]:
     after = int(previous.get("event_id", 0))
     newest = store.newest_event_id("alert", model)
     if newest <= after:
-        return {"event_id": max(newest, after)}, None
-    found = store.events_after("alert", after, subject=model, limit=_DESCRIBED + 1)
+        return {"event_id": max(newest, after)}, None, ()
+    found = store.events_after("alert", after, subject=model, limit=_ALERT_IDS)
     parts = [
         f"{e.subject}: {e.payload.get('message') or e.payload.get('rule') or 'alert'}"
         for e in found[:_DESCRIBED]
     ]
     more = " and more" if len(found) > _DESCRIBED else ""
-    return {"event_id": newest}, f"alert: {'; '.join(parts)}{more}"
+    ids = tuple(int(e.payload["alert_id"]) for e in found
+                if isinstance(e.payload.get("alert_id"), int))  # fmt: skip
+    return {"event_id": newest}, f"alert: {'; '.join(parts)}{more}", ids
 
 
 def _sources(config: KeelConfig) -> dict[str, SourceConfig]:
