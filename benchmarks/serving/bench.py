@@ -389,6 +389,14 @@ def build_servers(
         return None if raw.startswith(b'{"predictions"') else "unexpected constant"
 
     keel_serve = [keel_bin("keel"), "serve", "--project", str(project), "--host", HOST]
+    keel_serve_threaded = [*keel_serve]
+    if "keel_threaded" in config.servers:  # a fresh copy of the project that never inlines
+        threaded = work / "project_threaded"
+        shutil.rmtree(threaded, ignore_errors=True)
+        shutil.copytree(project, threaded, ignore=shutil.ignore_patterns("predictions"))
+        yaml = threaded / "keel.yaml"
+        yaml.write_text(yaml.read_text().replace("serve:\n", "serve:\n  inline_max_us: 0\n", 1))
+        keel_serve_threaded[3] = str(threaded)
     uvicorn = [sys.executable, "-m", "uvicorn"]
     uvicorn_flags = ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
     uvicorn_flags += ["--no-access-log", "--log-level", "warning"]
@@ -420,6 +428,15 @@ def build_servers(
             check=keel_check,
             before_start=clear_log,
             token=bench_token(project),
+        ),
+        "keel_threaded": Server(
+            key="keel_threaded",
+            label="keel serve --auth required, serve.inline_max_us: 0 (every request threaded)",
+            cmd=[*keel_serve_threaded, "--port", "{port}", "--auth", "required"],
+            path="/v1/models/adult/predict",
+            body_file=keel_body,
+            check=keel_check,
+            token=bench_token(Path(keel_serve_threaded[3])),
         ),
         "keel_bare": Server(
             key="keel_bare",

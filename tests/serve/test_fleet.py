@@ -164,8 +164,9 @@ def test_metrics_report_every_worker_of_the_fleet(adult_project: Path, tmp_path:
             samples = _samples(response.text)
             return _value(samples, "keel_requests_total", route="predict", status="200")
 
-        # whichever worker answers the scrape reports the fleet (a peer lags at most ~1 s)
-        assert _wait_for(lambda: total() == sent, 10), (total(), sent)
+        # whichever worker answers the scrape reports the fleet (a peer lags at most ~1 s):
+        # wait until both workers' views have caught up, i.e. several scrapes in a row agree
+        assert _wait_for(lambda: all(total() == sent for _ in range(8)), 10), (total(), sent)
         for _ in range(20):
             assert total() == sent
         samples = _samples(httpx.get(f"{served.url}/metrics").text)

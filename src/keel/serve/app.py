@@ -9,10 +9,12 @@ Every request passes :class:`~keel.serve.middleware.Observe` (request id, errors
 access log) and :class:`~keel.serve.middleware.Guard` (token and scope, JSON content type).
 Predict, infer and features are then answered by this module's router: the body is read under
 the limits (:mod:`keel.serve.limits`), and parsing, coercion, the feature pipeline and the
-model run in a small pool of worker threads (``serve.threads``, each pinned to one OpenMP
-thread), never on the event loop. When the queue ahead of a prediction would already break
-``serve.slo_p99_ms`` the request is shed with 503 and ``Retry-After``. Everything else goes to
-a FastAPI app (metadata, health, metrics, docs).
+model (:mod:`keel.serve.answers`) run in a small pool of worker threads (``serve.threads``,
+each pinned to one OpenMP thread) or the adaptive batcher; only a small lone request whose
+model is measured to score within ``serve.inline_max_us`` runs on the event loop, where it
+costs less than the hand-off to a thread (:meth:`ServerApp._inline`). When the queue ahead
+of a prediction would already break ``serve.slo_p99_ms`` the request is shed with 503 and
+``Retry-After``. Everything else goes to a FastAPI app (metadata, health, metrics, docs).
 
 The model table is replaced, never mutated: the :class:`~keel.serve.reload.Reloader` follows
 each served reference in the registry and swaps a moved alias in with one assignment. Every
@@ -28,20 +30,17 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-import orjson
 from fastapi import FastAPI
 
-from keel.errors import DataValidationError, KeelError, NotFoundError
-from keel.evaluate.explain import explain_rows
-from keel.serve import oip, routing
+from keel.errors import NotFoundError
+from keel.serve import routing
+from keel.serve.answers import Answers
 from keel.serve.auth import Authenticator
-from keel.serve.batching import Batcher, BatchPolicy, CostModel, Hooks, Job, score_batch
+from keel.serve.batching import Batcher, BatchPolicy, Job
 from keel.serve.control import build_api
-from keel.serve.features import fill_views, lookup
-from keel.serve.limits import Limits, Overloaded, parse_json, read_body
+from keel.serve.limits import Limits, Overloaded, read_body
 from keel.serve.metrics import Metrics
 from keel.serve.middleware import Guard, Observe, Receive, Route, Scope, Send
 from keel.serve.models import LoadedModel, pin_threads, warm
@@ -49,13 +48,11 @@ from keel.serve.operations import Operations
 from keel.serve.predlog import PredictionLog, pii_policy
 from keel.serve.reload import Reloader
 from keel.serve.workers import Workers
-from keel.validate.coerce import Finding
 
-__all__ = ["LoadedModel", "ServeSettings", "ServerApp", "create_app"]
+__all__ = ["INLINE_MAX_BYTES", "LoadedModel", "ServeSettings", "ServerApp", "create_app"]
 
-MAX_WARNINGS = 100  # per answer: a hostile request cannot grow the answer past this
+INLINE_MAX_BYTES = 4096  # a body scored on the event loop: a few rows at most (see _inline)
 _JSON = (b"content-type", b"application/json")
-_PREDICT_EXAMPLE = '{"instances": [{"field": value, ...}]}'
 
 
 @dataclass(frozen=True)
@@ -67,9 +64,10 @@ class ServeSettings:
     slo_p99_ms: float = 100.0
     reload_interval_s: float | None = 1.0  # None: do not follow the registry
     batching: BatchPolicy = field(default_factory=BatchPolicy)
+    inline_max_us: float = 250.0  # 0: every prediction in a worker thread
 
 
-class ServerApp:
+class ServerApp(Answers):
     """The ASGI application ``keel serve`` runs.
 
     Args:
@@ -134,6 +132,11 @@ class ServerApp:
                 lambda: float(self.shadows.dropped),
             )
             self.metrics.export(
+                "keel_shadow_shed",
+                "Shadow copies not made because primary predictions were queued.",
+                lambda: float(self.shadows.shed),
+            )
+            self.metrics.export(
                 "keel_model_swaps",
                 "Models swapped in by hot reload.",
                 lambda: float(self.reloader.swaps if self.reloader else 0),
@@ -151,7 +154,13 @@ class ServerApp:
             policy = self.settings.batching
             self._batcher = Batcher(self._workers, self._scored, policy, self.metrics.registry)
         self._inflight = 0
+        self._open = 0  # predict/infer/explain/features requests being answered now
+        self.metrics.inflight.set_function(lambda: float(self._inflight))
         self._seconds = 0.001  # moving average of one prediction's service time
+        # id(package) -> moving average of one lone request's scoring seconds (the inline bound)
+        self._solo: dict[int, float] = {}
+        self._loop_pinned = False
+        self._counted: dict[tuple[str, str], Any] = {}  # keel_predictions' child per version
         self.project = project
         # delayed labels: the request ids issued lately (POST /v1/models/{name}/feedback)
         key = () if project is None else tuple(project.config.monitor.feedback.key)
@@ -177,9 +186,18 @@ class ServerApp:
         if route is None or not route.fast:
             await self.api(scope, receive, send)
             return
-        body = await read_body(
-            receive, scope["keel.headers"].get(b"content-length"), self.settings.limits
-        )
+        self._open += 1  # the concurrency _inline looks at when the server cannot tell it
+        try:
+            await self._fast(route, scope, receive, send)
+        finally:
+            self._open -= 1
+
+    async def _fast(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        """Predict, explain, infer and features: read, score (inline, batched or threaded),
+        answer."""
+        length = scope["keel.headers"].get(b"content-length")
+        complete = scope.get("keel.body_complete", False)  # set by Keel's HTTP protocol
+        body = await read_body(receive, length, self.settings.limits, complete=complete)
         request_id: str = scope["keel.request_id"]
         if route.label == "features":
             status, payload, version = await self._run(self._lookup, body)
@@ -191,7 +209,13 @@ class ServerApp:
                 model = await self._arm(deployed, model, body)
             started, status = time.perf_counter(), 500
             try:
-                if self._batcher is not None and _batchable(route.label, body):
+                if self._inline(scope, route.label, model, body):  # lone and small: no hand-off
+                    if not self._loop_pinned:  # one OpenMP thread here too, as in the threads
+                        pin_threads(1)
+                        self._loop_pinned = True
+                    job = Job(route.label, body, request_id)
+                    status, payload, version = self._scored((name, model), [job])[0]
+                elif self._batcher is not None and _batchable(route.label, body):
                     job = Job(route.label, body, request_id)
                     submit = self._batcher.submit
                     answered = await self._run(submit, name, model, job, batched=True)
@@ -207,16 +231,56 @@ class ServerApp:
                     key = self.operations.key(name) if deployed is None else deployed.deployment
                     self.traffic.record(key, model.version, model.role, seconds,
                                         error=status >= 500)  # fmt: skip
-            shadow = deployed.shadow if deployed is not None else None
-            if shadow is not None and status == 200 and route.label in ("predict", "infer"):
-                assert deployed is not None  # mirrored off the response path:
-                self.shadows.submit(name, deployed.deployment, shadow, body, payload, request_id,
-                                    route.label)  # fmt: skip
         headers = [_JSON, (b"content-length", str(len(payload)).encode())]
         if version:
             headers.append((b"keel-model-version", version.encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        if route.label in ("predict", "infer") and status == 200 and deployed is not None:
+            shadow = deployed.shadow  # mirrored once the answer is handed back
+            if shadow is None:
+                return
+            if self._inflight > self.settings.threads:  # primaries queue: they go first
+                self.shadows.shed += 1
+                return
+            self.shadows.submit(name, deployed.deployment, shadow, body, payload, request_id,
+                                route.label)  # fmt: skip
+
+    def _inline(self, scope: Scope, label: str, model: LoadedModel, body: bytes) -> bool:
+        """Whether this request is scored on the event loop instead of a prediction thread.
+
+        Handing a request to a thread and its answer back costs about 65 µs of CPU on a busy
+        core (two thread switches, ``benchmarks/serving/overhead.py``), more than scoring a
+        1-row Adult request (40-70 µs: parse, coerce, transform, 203 trees, answer, log), and the
+        work is the same on either side. So a request is scored inline only when all of these
+        hold, and otherwise goes to a thread:
+
+        - requests come one at a time: no other connection is inside a request (the server's
+          HTTP protocol counts them, :mod:`keel.serve.protocol`; served otherwise, no other
+          request is being answered) and nothing is queued or running in the threads. Under
+          concurrency requests go to the batcher, whose one model call for many requests
+          pays more than the hand-off costs; scoring them inline one after the other would
+          not;
+        - a predict or infer request without explanations and without feature-store lookups
+          (I/O), whose body is at most :data:`INLINE_MAX_BYTES` (a few rows; checked before
+          any parsing, so a large body never touches the loop);
+        - its model's measured CPU time for one lone request (a moving average over every
+          lone request, inline or threaded; a model's first requests are threaded) is at most
+          ``serve.inline_max_us`` (default 250 µs; 0: never inline).
+
+        The loop is then blocked at most about ``inline_max_us``, the order of what reading
+        and routing a request already costs it, and only while no other request is in progress.
+        """
+        cap = self.settings.inline_max_us
+        if cap <= 0.0 or self._inflight or len(body) > INLINE_MAX_BYTES:
+            return False
+        http = scope.get("keel.connections")  # (open connections, idle ones)
+        if (len(http[0]) - len(http[1]) if http is not None else self._open) > 1:
+            return False
+        if label not in ("predict", "infer") or model.fills is not None:
+            return False
+        solo = self._solo.get(id(model.package))
+        return solo is not None and solo * 1e6 <= cap and b'"explain"' not in body
 
     async def _run(self, work: Any, *args: Any, batched: bool = False) -> tuple[int, bytes, str]:
         """Run ``work`` in a worker thread unless the queue would break the latency objective.
@@ -234,15 +298,13 @@ class ServerApp:
                     "retry shortly or add capacity.",
                     retry_after=1,
                 )
-        self._inflight += 1
-        self.metrics.inflight.inc()
+        self._inflight += 1  # keel_predictions_in_flight reads it when scraped
         try:
             pending = work(*args) if batched else self._workers.run(work, *args)
             result: tuple[int, bytes, str] = await pending
             return result
         finally:
             self._inflight -= 1
-            self.metrics.inflight.dec()
 
     async def _arm(self, deployed: routing.Route, primary: LoadedModel, body: bytes) -> LoadedModel:
         """The version that answers this request under its model's deployment."""
@@ -251,189 +313,6 @@ class ServerApp:
             key = await self._workers.run(self._sticky, deployed.sticky_key, body)
         arm = deployed.choose(key)
         return primary if arm is None or arm.model is None else arm.model
-
-    # --- in a worker thread -------------------------------------------------------------------
-
-    def _sticky(self, key: str, body: bytes) -> Any:
-        try:
-            request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
-        except KeelError:
-            return None  # the answer reports the bad request
-        return routing.sticky_value(request, key)
-
-    def _shadow_score(
-        self, model: LoadedModel, instances: list[Any]
-    ) -> tuple[list[Any], list[Any] | None]:
-        if model.fills is not None:
-            fill_views(self.feature_store, model.fills, instances, model.key_only)
-        labels, probabilities = model.package.predict_rows(instances, findings=[])
-        return labels, probabilities
-
-    def _shadow_log(
-        self,
-        request_id: str,
-        name: str,
-        model: LoadedModel,
-        instances: list[Any],
-        labels: list[Any],
-        probabilities: list[Any] | None,
-    ) -> None:
-        if self.log is None:
-            return
-        if not self.log.append(request_id, name, model.version, instances, labels, probabilities,
-                               role="shadow", pipeline_hash=model.pipeline_hash):  # fmt: skip
-            self.operations.dropped(name, model.version, "shadow")
-
-    def _predict(
-        self, name: str, model: LoadedModel, body: bytes, request_id: str
-    ) -> tuple[int, bytes, str]:
-        return self._scored((name, model), [Job("predict", body, request_id)])[0]
-
-    def _explain(
-        self, name: str, model: LoadedModel, body: bytes, request_id: str
-    ) -> tuple[int, bytes, str]:
-        try:
-            request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
-            instances = self._instances(request)
-            if model.fills is not None:
-                fill_views(self.feature_store, model.fills, instances, model.key_only)
-            answer = explain_rows(model.package, instances).to_json()
-        except KeelError as exc:
-            return exc.http_status, orjson.dumps(exc.to_dict()), model.version
-        answer.update(model_version=model.version, request_id=request_id)
-        return 200, orjson.dumps(answer), model.version
-
-    def _infer(
-        self, name: str, model: LoadedModel, body: bytes, request_id: str
-    ) -> tuple[int, bytes, str]:
-        return self._scored((name, model), [Job("infer", body, request_id)])[0]
-
-    def _scored(
-        self,
-        target: tuple[str, LoadedModel],
-        jobs: list[Job],
-        cost: CostModel | None = None,
-        max_rows: int = 64,
-    ) -> list[tuple[int, bytes, str]]:
-        """Score predict/infer requests for one model version (unbatched: a batch of one)."""
-        name, model = target
-        started = time.perf_counter()
-        hooks = Hooks(
-            partial(self._parse, model), partial(self._answer, name, model), partial(_failed, model)
-        )
-        results: list[tuple[int, bytes, str]] = score_batch(
-            model.package, jobs, hooks, cost, max_rows
-        )
-        elapsed = (time.perf_counter() - started) / len(jobs)  # per request, amortised
-        self._seconds = 0.9 * self._seconds + 0.1 * elapsed
-        return results
-
-    def _parse(self, model: LoadedModel, job: Job) -> tuple[Any, list[Any]]:
-        """A request's parsed body and the instances to score (feature views filled)."""
-        if job.label == "infer":
-            request = parse_json(job.body, self.settings.limits, example=oip.EXAMPLE)
-            instances = oip.rows_of(request, self.settings.limits.max_instances)
-        else:
-            request = parse_json(job.body, self.settings.limits, example=_PREDICT_EXAMPLE)
-            instances = self._instances(request)
-            _explains(request)  # a bad "explain" value is refused before scoring
-        if model.fills is not None:
-            fill_views(self.feature_store, model.fills, instances, model.key_only)
-        return request, instances
-
-    def _answer(
-        self,
-        name: str,
-        model: LoadedModel,
-        job: Job,
-        request: Any,
-        instances: list[Any],
-        labels: list[Any],
-        probabilities: list[Any] | None,
-        findings: list[Finding],
-    ) -> tuple[int, bytes, str]:
-        """A scored request's answer (logged); predict and OIP infer formats."""
-        if job.label == "infer":
-            self._logged(name, model, job.request_id, instances, labels, probabilities)
-            given = request.get("id")
-            outputs = model.package.signature["outputs"]
-            answer: dict[str, Any] = {
-                "model_name": name,
-                "model_version": model.version,
-                "id": given if isinstance(given, str) else job.request_id,
-                "request_id": job.request_id,
-                "outputs": oip.answer_of(outputs, labels, probabilities),
-            }
-            if findings:
-                answer["parameters"] = {
-                    "warnings": [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
-                }
-            return 200, orjson.dumps(answer), model.version
-        explained = explain_rows(model.package, instances) if _explains(request) else None
-        self._logged(name, model, job.request_id, instances, labels, probabilities)
-        answer = {"predictions": labels}
-        if explained is not None:  # "explain": true
-            answer["explanations"] = explained.to_json()
-        if probabilities is not None:  # classification; a regression answer is values only
-            answer["probabilities"] = probabilities
-        answer["model_version"] = model.version
-        answer["request_id"] = job.request_id
-        if findings:  # values scored with a warning: out of range, or unseen in training
-            answer["warnings"] = [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
-        return 200, orjson.dumps(answer), model.version
-
-    def _logged(
-        self,
-        name: str,
-        model: LoadedModel,
-        request_id: str,
-        instances: list[Any],
-        labels: list[Any],
-        probabilities: list[Any] | None,
-    ) -> None:
-        if self.log is not None:
-            queued = self.log.append(
-                request_id,
-                name,
-                model.version,
-                instances,
-                labels,
-                probabilities,
-                role=model.role,
-                pipeline_hash=model.pipeline_hash,
-            )
-            if not queued:
-                self.operations.dropped(name, model.version, model.role)
-            self.feedback.issued(name, model, request_id, instances)
-        self.metrics.predictions.labels(name, model.version).inc(len(labels))
-
-    def _instances(self, request: Any) -> list[Any]:
-        instances = request.get("instances") if isinstance(request, dict) else None
-        if not isinstance(instances, list) or not instances:
-            raise DataValidationError(
-                'request must be {"instances": [{...}, ...]} with at least one instance.',
-                field="instances",
-            )
-        limit = self.settings.limits.max_instances
-        if len(instances) > limit:
-            raise DataValidationError(
-                f"at most {limit} instances per request (serve.max_instances); got "
-                f"{len(instances)}. Use 'keel predict' for batch scoring.",
-                field="instances",
-            )
-        return instances
-
-    def _lookup(self, body: bytes) -> tuple[int, bytes, str]:
-        try:
-            request = parse_json(
-                body,
-                self.settings.limits,
-                example='{"features": ["view:feature"], "entities": [{...}]}',
-            )
-            results = lookup(self.feature_store, request, self.settings.limits.max_instances)
-        except KeelError as exc:
-            return exc.http_status, orjson.dumps(exc.to_dict()), ""
-        return 200, orjson.dumps({"results": results}), ""
 
     # --- everything else ---------------------------------------------------------------------
 
@@ -501,25 +380,10 @@ def _batchable(label: str, body: bytes) -> bool:
     return label in ("predict", "infer") and b'"explain"' not in body
 
 
-def _failed(model: LoadedModel, job: Job, exc: KeelError) -> tuple[int, bytes, str]:
-    """A request's error answer: OIP errors name input tensors, not instances."""
-    error = oip.error_body(exc.to_dict()) if job.label == "infer" else exc.to_dict()
-    return exc.http_status, orjson.dumps(error), model.version
-
-
 def _pinned(model: str, version: str | None) -> tuple[str, str | None]:
     """``adult/versions/2`` (a pinned ``/v1/models/{name}/versions/{v}/...`` path) -> name, v."""
     name, marker, pinned = model.partition("/versions/")
     return (name, pinned or None) if marker else (model, version)
-
-
-def _explains(request: Any) -> bool:
-    """Whether a predict request asks for explanations (``"explain": true``)."""
-    flag = request.get("explain", False) if isinstance(request, dict) else False
-    if not isinstance(flag, bool):
-        msg = f'"explain" must be true or false; got {flag!r}.'
-        raise DataValidationError(msg, field="explain")
-    return flag
 
 
 def _change_auth(project: Any) -> Authenticator | None:
@@ -583,6 +447,7 @@ def create_app(
         threads=config.threads,
         slo_p99_ms=config.slo_p99_ms,
         reload_interval_s=config.reload_interval_s if reload else None,
+        inline_max_us=config.inline_max_us,
         batching=BatchPolicy(
             mode=config.batching,
             max_batch=config.max_batch,

@@ -114,8 +114,14 @@ def check_content_type(value: bytes | None) -> None:
     )
 
 
-async def read_body(receive: Receive, content_length: bytes | None, limits: Limits) -> bytes:
+async def read_body(
+    receive: Receive, content_length: bytes | None, limits: Limits, *, complete: bool = False
+) -> bytes:
     """The whole request body, refused as soon as it is known to be too large or too slow.
+
+    ``complete``: the server says the whole body has already arrived (Keel's HTTP protocol sets
+    ``keel.body_complete`` in the scope), so ``receive()`` answers at once and the one message
+    is taken without arming the body deadline (a timer per request).
 
     Raises:
         PayloadTooLarge: ``Content-Length`` or the bytes received so far exceed the limit.
@@ -128,8 +134,22 @@ async def read_body(receive: Receive, content_length: bytes | None, limits: Limi
             declared = 0  # the HTTP parser rejects a malformed length before we see it
         if declared > limits.max_body:
             raise _too_large(declared, limits)
-    chunks: list[bytes] = []
-    size = 0
+    if complete:
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")
+            if len(body) > limits.max_body:
+                raise _too_large(len(body), limits)
+            return body
+        if message["type"] == "http.disconnect":
+            raise RequestTimeout("the client disconnected before sending its body.", field="body")
+        first = message.get("body", b"")  # more to come after all: read it under the deadline
+        if len(first) > limits.max_body:
+            raise _too_large(len(first), limits)
+        chunks: list[bytes] = [first]
+        size = len(first)
+    else:
+        chunks, size = [], 0
     try:
         async with asyncio.timeout(limits.body_timeout_s):  # one deadline for the whole body
             while True:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
+from keel.serve.fleet import FleetRegistry
 
 __all__ = ["Metrics"]
 
@@ -22,7 +24,7 @@ class Metrics:
     """Every metric ``/metrics`` exports, in one registry per server."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = FleetRegistry()  # a worker of --workers N: the fleet's numbers
         self.latency = Histogram(
             "keel_request_duration_seconds",
             "Request latency by route.",

@@ -64,6 +64,9 @@ def load_served(project: Any, ref: str) -> tuple[str, LoadedModel]:
     # the one safe load path: the signature when registry.require_signature is on, every
     # file's hash, the allowlisted types; custom feature modules import from the project root
     package = load_package(project, version.package_sha256)
+    timed = project.config.monitor.time_column
+    if timed is not None:  # logged with the inputs: monitoring's event time
+        package.pipeline.coercer().keep([timed])
     used = training_views(project, version.package_sha256)
     key_only: tuple[str, ...] = ()
     if used is not None:

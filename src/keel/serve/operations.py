@@ -12,10 +12,11 @@ daemon thread (one row per key, version and role that saw traffic: the table gro
 intervals, never with requests), and once an hour deletes the served models' rows older than
 ``monitor.stats_retention_days`` and merges the rows of past hours into one per key, version,
 role and hour (:func:`~keel.store.deployment_store.rollup_stats`): at most 24 rows a day per
-version and role after the current hour. Rows under a deployment's id are left as the rollout
-controller wrote them. Log drops are stored as rows whose role is ``drop:<role>``
-and whose ``requests`` counts the dropped requests, under the model key only, so the rollout
-controller (which reads deployment ids) never sees them.
+version and role after the current hour. Rows under a deployment's id are not merged (a
+canary's checks read them by flush time) but are deleted past retention too, except those an
+active deployment's current interval still reads. Log drops are stored as rows whose role is
+``drop:<role>`` and whose ``requests`` counts the dropped requests, under the model key only,
+so the rollout controller (which reads deployment ids) never sees them.
 """
 
 from __future__ import annotations
@@ -133,15 +134,21 @@ class Operations:
     def _maintain(self, now: datetime) -> None:
         """Delete the served models' rows past retention; merge older hours into one row each."""
         from keel.errors import ConflictError
-        from keel.store.deployment_store import prune_stats, rollup_stats
+        from keel.store.deployment_store import (
+            prune_deployment_stats,
+            prune_stats,
+            rollup_stats,
+        )
 
-        keys = [self.key(name) for name in self.served()]
+        names = list(self.served())
+        keys = [self.key(name) for name in names]
         if not keys:
             return
         hour = now.replace(minute=0, second=0, microsecond=0)
         try:
             with self.database.write() as conn:
                 prune_stats(conn, keys, now - self.retention)
+                prune_deployment_stats(conn, names, now - self.retention)
                 rollup_stats(conn, keys, hour)
         except ConflictError:  # another server of the project did it meanwhile
             return

@@ -7,7 +7,9 @@ forever, and 20,000 of them exhaust the process. Here a connection that is not i
 ``serve.idle_timeout_s`` or it is closed; headers larger than 64 KiB get 431. At
 ``serve.max_connections`` a new connection evicts the oldest such idle one (an attacker's
 half-open sockets go first, a client mid-request is never cut); when every connection is busy
-the new one is closed at once.
+the new one is closed at once. Each request's scope carries ``keel.connections`` (the open
+connections and the idle ones, live): how many are inside a request, which the app reads to
+score a lone small request on the event loop (``ServerApp._inline``).
 """
 
 from __future__ import annotations
@@ -86,7 +88,14 @@ class _Guarded(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._busy()
+        # how many connections are inside a request, live, for the app (ServerApp._inline)
+        self.scope["keel.connections"] = (self.connections, self._pending())  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # the whole body is in: the app's first receive() answers at once (limits.read_body)
+        self.scope["keel.body_complete"] = True  # type: ignore[typeddict-unknown-key]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

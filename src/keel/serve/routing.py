@@ -7,7 +7,8 @@ instance's field; requests without it are split at random), so the same key alwa
 same arm. An arm whose model is None is the primary: whatever the server's reference (e.g.
 ``adult@production``) loads now. A shadow version gets a copy of each answered predict and OIP
 infer request through :class:`Shadows`, a bounded queue and one thread off the response path: a
-full queue drops the copy (counted), the primary never waits.
+full queue drops the copy (counted), the primary never waits; the server queues the copy only
+after the answer is handed back, and makes none while primary predictions are queued (counted).
 
 :class:`Traffic` counts each (deployment, version, role)'s requests, errors (5xx and model
 failures, not 4xx client mistakes) and latency in the fixed buckets of
@@ -204,6 +205,7 @@ class Shadows:
         self.traffic = traffic
         self.log = log
         self.dropped = 0
+        self.shed = 0  # copies the server did not make: its primaries were queued (app.py)
         self._queue: queue.Queue[_Copy | None] = queue.Queue(max_queue)
         self._thread: threading.Thread | None = None
 

@@ -1,0 +1,257 @@
+"""What the prediction threads run for the server: parse, score, answer and log a request.
+
+The request-side half of :class:`~keel.serve.app.ServerApp`: the predict, infer, explain and
+feature-lookup handlers, the scoring hooks the batcher calls (:func:`~keel.serve.batching.
+score_batch`), the prediction log and the shadow's scoring. These run in a prediction thread,
+or inline on the event loop for a small lone request (``ServerApp._inline``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import orjson
+
+from keel.errors import DataValidationError, KeelError
+from keel.evaluate.explain import explain_rows
+from keel.serve import oip, routing
+from keel.serve.batching import CostModel, Hooks, Job, score_batch
+from keel.serve.features import fill_views, lookup
+from keel.serve.limits import parse_json
+from keel.serve.metrics import Metrics
+from keel.serve.models import LoadedModel
+from keel.serve.operations import Operations
+from keel.serve.predlog import PredictionLog
+from keel.validate.coerce import Finding
+
+__all__ = ["MAX_WARNINGS", "Answers"]
+
+MAX_WARNINGS = 100  # per answer: a hostile request cannot grow the answer past this
+_PREDICT_EXAMPLE = '{"instances": [{"field": value, ...}]}'
+
+
+class Answers:
+    """The server's handlers that run off the request's coroutine (mixed into ServerApp)."""
+
+    models: Mapping[str, LoadedModel]
+    log: PredictionLog | None
+    feature_store: Any
+    settings: Any  # keel.serve.app.ServeSettings
+    metrics: Metrics
+    operations: Operations
+    feedback: Any  # keel.serve.feedback_routes.FeedbackState
+    _seconds: float
+    _solo: dict[int, float]
+    _counted: dict[tuple[str, str], Any]
+
+    def _sticky(self, key: str, body: bytes) -> Any:
+        try:
+            request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
+        except KeelError:
+            return None  # the answer reports the bad request
+        return routing.sticky_value(request, key)
+
+    def _shadow_score(
+        self, model: LoadedModel, instances: list[Any]
+    ) -> tuple[list[Any], list[Any] | None]:
+        if model.fills is not None:
+            fill_views(self.feature_store, model.fills, instances, model.key_only)
+        labels, probabilities = model.package.predict_rows(instances, findings=[])
+        return labels, probabilities
+
+    def _shadow_log(
+        self,
+        request_id: str,
+        name: str,
+        model: LoadedModel,
+        instances: list[Any],
+        labels: list[Any],
+        probabilities: list[Any] | None,
+    ) -> None:
+        if self.log is None:
+            return
+        if not self.log.append(request_id, name, model.version, instances, labels, probabilities,
+                               role="shadow", pipeline_hash=model.pipeline_hash):  # fmt: skip
+            self.operations.dropped(name, model.version, "shadow")
+
+    def _predict(
+        self, name: str, model: LoadedModel, body: bytes, request_id: str
+    ) -> tuple[int, bytes, str]:
+        return self._scored((name, model), [Job("predict", body, request_id)])[0]
+
+    def _explain(
+        self, name: str, model: LoadedModel, body: bytes, request_id: str
+    ) -> tuple[int, bytes, str]:
+        try:
+            request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
+            instances = self._instances(request)
+            if model.fills is not None:
+                fill_views(self.feature_store, model.fills, instances, model.key_only)
+            answer = explain_rows(model.package, instances).to_json()
+        except KeelError as exc:
+            return exc.http_status, orjson.dumps(exc.to_dict()), model.version
+        answer.update(model_version=model.version, request_id=request_id)
+        return 200, orjson.dumps(answer), model.version
+
+    def _infer(
+        self, name: str, model: LoadedModel, body: bytes, request_id: str
+    ) -> tuple[int, bytes, str]:
+        return self._scored((name, model), [Job("infer", body, request_id)])[0]
+
+    def _scored(
+        self,
+        target: tuple[str, LoadedModel],
+        jobs: list[Job],
+        cost: CostModel | None = None,
+        max_rows: int = 64,
+    ) -> list[tuple[int, bytes, str]]:
+        """Score predict/infer requests for one model version (unbatched: a batch of one)."""
+        name, model = target
+        started = time.perf_counter()
+        # a lone request's CPU time, unless it calibrates the batch cost model (many calls)
+        solo = len(jobs) == 1 and (cost is None or cost.calibrated)
+        cpu = time.thread_time() if solo else 0.0
+        hooks = Hooks(
+            partial(self._parse, model), partial(self._answer, name, model), partial(_failed, model)
+        )
+        results: list[tuple[int, bytes, str]] = score_batch(
+            model.package, jobs, hooks, cost, max_rows
+        )
+        elapsed = (time.perf_counter() - started) / len(jobs)  # per request, amortised
+        self._seconds = 0.9 * self._seconds + 0.1 * elapsed
+        if solo:  # the inline bound (_inline), per model
+            cpu = time.thread_time() - cpu  # CPU, not wall: a preempted thread is not slower
+            key = id(model.package)
+            average = self._solo.get(key)
+            self._solo[key] = cpu if average is None else 0.9 * average + 0.1 * cpu
+        return results
+
+    def _parse(self, model: LoadedModel, job: Job) -> tuple[Any, list[Any]]:
+        """A request's parsed body and the instances to score (feature views filled)."""
+        if job.label == "infer":
+            request = parse_json(job.body, self.settings.limits, example=oip.EXAMPLE)
+            instances = oip.rows_of(request, self.settings.limits.max_instances)
+        else:
+            request = parse_json(job.body, self.settings.limits, example=_PREDICT_EXAMPLE)
+            instances = self._instances(request)
+            _explains(request)  # a bad "explain" value is refused before scoring
+        if model.fills is not None:
+            fill_views(self.feature_store, model.fills, instances, model.key_only)
+        return request, instances
+
+    def _answer(
+        self,
+        name: str,
+        model: LoadedModel,
+        job: Job,
+        request: Any,
+        instances: list[Any],
+        labels: list[Any],
+        probabilities: list[Any] | None,
+        findings: list[Finding],
+    ) -> tuple[int, bytes, str]:
+        """A scored request's answer (logged); predict and OIP infer formats."""
+        if job.label == "infer":
+            self._logged(name, model, job.request_id, instances, labels, probabilities)
+            given = request.get("id")
+            outputs = model.package.signature["outputs"]
+            answer: dict[str, Any] = {
+                "model_name": name,
+                "model_version": model.version,
+                "id": given if isinstance(given, str) else job.request_id,
+                "request_id": job.request_id,
+                "outputs": oip.answer_of(outputs, labels, probabilities),
+            }
+            if findings:
+                answer["parameters"] = {
+                    "warnings": [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
+                }
+            return 200, orjson.dumps(answer), model.version
+        explained = explain_rows(model.package, instances) if _explains(request) else None
+        self._logged(name, model, job.request_id, instances, labels, probabilities)
+        answer = {"predictions": labels}
+        if explained is not None:  # "explain": true
+            answer["explanations"] = explained.to_json()
+        if probabilities is not None:  # classification; a regression answer is values only
+            answer["probabilities"] = probabilities
+        answer["model_version"] = model.version
+        answer["request_id"] = job.request_id
+        if findings:  # values scored with a warning: out of range, or unseen in training
+            answer["warnings"] = [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
+        return 200, orjson.dumps(answer), model.version
+
+    def _logged(
+        self,
+        name: str,
+        model: LoadedModel,
+        request_id: str,
+        instances: list[Any],
+        labels: list[Any],
+        probabilities: list[Any] | None,
+    ) -> None:
+        if self.log is not None:
+            queued = self.log.append(
+                request_id,
+                name,
+                model.version,
+                instances,
+                labels,
+                probabilities,
+                role=model.role,
+                pipeline_hash=model.pipeline_hash,
+            )
+            if not queued:
+                self.operations.dropped(name, model.version, model.role)
+            self.feedback.issued(name, model, request_id, instances)
+        counter = self._counted.get((name, model.version))
+        if counter is None:  # labels() takes a lock and builds a key: once per version
+            counter = self._counted[(name, model.version)] = self.metrics.predictions.labels(
+                name, model.version
+            )
+        counter.inc(len(labels))
+
+    def _instances(self, request: Any) -> list[Any]:
+        instances = request.get("instances") if isinstance(request, dict) else None
+        if not isinstance(instances, list) or not instances:
+            raise DataValidationError(
+                'request must be {"instances": [{...}, ...]} with at least one instance.',
+                field="instances",
+            )
+        limit = self.settings.limits.max_instances
+        if len(instances) > limit:
+            raise DataValidationError(
+                f"at most {limit} instances per request (serve.max_instances); got "
+                f"{len(instances)}. Use 'keel predict' for batch scoring.",
+                field="instances",
+            )
+        return instances
+
+    def _lookup(self, body: bytes) -> tuple[int, bytes, str]:
+        try:
+            request = parse_json(
+                body,
+                self.settings.limits,
+                example='{"features": ["view:feature"], "entities": [{...}]}',
+            )
+            results = lookup(self.feature_store, request, self.settings.limits.max_instances)
+        except KeelError as exc:
+            return exc.http_status, orjson.dumps(exc.to_dict()), ""
+        return 200, orjson.dumps({"results": results}), ""
+
+
+def _failed(model: LoadedModel, job: Job, exc: KeelError) -> tuple[int, bytes, str]:
+    """A request's error answer: OIP errors name input tensors, not instances."""
+    error = oip.error_body(exc.to_dict()) if job.label == "infer" else exc.to_dict()
+    return exc.http_status, orjson.dumps(error), model.version
+
+
+def _explains(request: Any) -> bool:
+    """Whether a predict request asks for explanations (``"explain": true``)."""
+    flag = request.get("explain", False) if isinstance(request, dict) else False
+    if not isinstance(flag, bool):
+        msg = f'"explain" must be true or false; got {flag!r}.'
+        raise DataValidationError(msg, field="explain")
+    return flag
