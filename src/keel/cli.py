@@ -93,7 +93,14 @@ def _main(
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
+    directory: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Directory to create the project in. With --from it defaults to the current "
+            "directory, when that has no keel.yaml.",
+            show_default=False,
+        ),
+    ] = None,
     source: Annotated[
         Path | None,
         typer.Option(
@@ -119,27 +126,30 @@ def init(
     """Scaffold a project: a bundled example, or a commented keel.yaml for your own file.
 
     keel init churn --from churn.csv --target Churn infers the task, the positive label, the
-    gates and the slices from the data, and explains each choice in keel.yaml.
+    gates, the slices and the columns to set aside (ids, row counters, free text) from the
+    data, and explains each choice in keel.yaml. Without DIRECTORY, --from writes to the
+    current directory.
     """
     from keel import api
 
     if source is None:
+        if directory is None:
+            msg = (
+                "name the DIRECTORY to create the project in: keel init adult-demo (or, for a "
+                "file of your own: keel init [DIR] --from FILE --target COLUMN)."
+            )
+            raise ConfigError(msg, field="DIRECTORY")
         created = api.init(directory, example=example, target=target, force=force)
         name = example or "adult"
         out.print(f"Created project '{name}' in {created}. Next: cd {created} && keel run")
         return
     if example is not None:
         raise ConfigError("give either --example or --from, not both.")
-    from keel.commands.init import init_from_file
+    from keel.commands.init import init_from_file, print_scaffold, project_directory
 
-    made = init_from_file(directory, source, target, copy=copy, force=force)
-    out.print(
-        f"Wrote {made.config} for {made.data}: {made.task} model of '{made.target}'.",
-        highlight=False,
-    )
-    for warning in made.warnings:
-        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    out.print(f"Review the comments in it, then: cd {made.directory} && keel run", highlight=False)
+    made = init_from_file(project_directory(directory, force=force), source, target, copy=copy,
+                          force=force)  # fmt: skip
+    print_scaffold(made, here=directory is None)
 
 
 @app.command()

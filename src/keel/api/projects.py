@@ -53,7 +53,8 @@ def init(
         directory: The project directory (created when missing).
         example: A bundled example (see :data:`EXAMPLES`); ``adult`` when no ``source``.
         source: A CSV or Parquet file to write a keel.yaml for, with ``target``; every
-            inferred choice (task, positive label, gates, slices) is commented in the file.
+            inferred choice (task, positive label, gates, slices, columns set aside) is
+            commented in the file.
         target: The column to predict (with ``source``).
         copy: Copy ``source`` into ``directory/data/`` (default) rather than reference it.
         force: Overwrite an existing keel.yaml.

@@ -2,7 +2,8 @@
 
 The file is read the way ``keel run`` will read it (the same DuckDB scan, after sniffing its
 delimiter, quoting, header and the tokens it spells "missing" with); the task follows from the
-target's values; gates and slices from the task and the columns. Every choice is written with
+target's values; gates and slices from the task and the columns; ids, row counters, free text
+and study labels go into ``drop:`` (:mod:`keel.validate.infer_roles`). Every choice is written with
 a comment that says why it was made and how to change it. The result is loaded with
 :func:`keel.config.load_config` before it is left on disk, so it is always a valid keel.yaml.
 """
@@ -20,8 +21,9 @@ from typing import Any
 from keel.commands.profile import SAMPLE_ROWS, Column, Profile, profile_file
 from keel.config import CONFIG_FILE, SourceConfig, load_config
 from keel.errors import ConfigError
+from keel.validate.infer_roles import SetAside
 
-__all__ = ["Scaffold", "init_from_file"]
+__all__ = ["Scaffold", "init_from_file", "print_scaffold", "project_directory"]
 
 #: A whole-number target with at most this many values is a set of classes, not a quantity.
 MAX_INT_CLASSES = 10
@@ -45,6 +47,8 @@ class Scaffold:
         target: The label column.
         task: ``binary``, ``multiclass`` or ``regression``.
         warnings: Things to fix before ``keel run`` (also written into keel.yaml).
+        created: The files written: keel.yaml, and the copy of the data file when one was made.
+        dropped: The columns set aside in keel.yaml's ``drop:`` (ids, counters, free text...).
     """
 
     directory: Path
@@ -53,6 +57,8 @@ class Scaffold:
     target: str
     task: str
     warnings: tuple[str, ...]
+    created: tuple[Path, ...] = ()
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,8 +123,58 @@ def init_from_file(
     except ConfigError as exc:  # a bug in this module, never the user's: say so plainly
         msg = f"keel init wrote a keel.yaml that does not load ({exc.message}); please report it."
         raise ConfigError(msg) from exc
-    resolved = data if Path(data).is_absolute() else root / data
-    return Scaffold(root, config, Path(resolved), column.name, task.task, tuple(warnings))
+    resolved = Path(data if Path(data).is_absolute() else root / data)
+    copied = copy and not file.resolve().is_relative_to(root.resolve())
+    created = (config, resolved) if copied else (config,)
+    dropped = tuple(found.name for found in _dropped(profile, column.name))
+    return Scaffold(
+        root, config, resolved, column.name, task.task, tuple(warnings), created, dropped
+    )
+
+
+def project_directory(directory: Path | None, *, force: bool = False) -> Path:
+    """The directory ``keel init --from`` writes to: the one given, else the current one.
+
+    Raises:
+        ConfigError: No directory was given and the current one already holds a keel.yaml
+            (without ``force``).
+    """
+    if directory is not None:
+        return directory
+    here = Path.cwd()
+    if (here / CONFIG_FILE).exists() and not force:
+        msg = (
+            f"{here} already holds a {CONFIG_FILE}: name a new project directory "
+            "(keel init DIR --from FILE --target COLUMN), or add --force to overwrite it."
+        )
+        raise ConfigError(msg, field="DIRECTORY")
+    return here
+
+
+def print_scaffold(made: Scaffold, *, here: bool) -> None:
+    """What ``keel init --from`` wrote, what it set aside, and the next command."""
+    from rich.markup import escape
+
+    from keel.commands.output import err, out
+
+    out.print(
+        f"Wrote {made.config} for {made.data}: {made.task} model of '{made.target}'.",
+        highlight=False,
+    )
+    where = "the current directory" if here else str(made.directory)
+    names = [path.relative_to(made.directory).as_posix() for path in made.created]
+    names[1:] = [f"{name} (a copy of the data file)" for name in names[1:]]
+    out.print(f"Created in {escape(where)}: {escape(', '.join(names))}.", highlight=False)
+    if made.dropped:
+        listed = ", ".join(escape(name) for name in made.dropped)
+        out.print(
+            f"Set aside (not model inputs; the reasons are in keel.yaml's drop:): {listed}.",
+            highlight=False,
+        )
+    for warning in made.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    step = "keel run" if here else f"cd {escape(str(made.directory))} && keel run"
+    out.print(f"Review the comments in it, then: {step}", highlight=False)
 
 
 # --- choosing ----------------------------------------------------------------------------------
@@ -236,8 +292,9 @@ def _regression(why: str) -> _Task:
 def _slices(profile: Profile, target: str) -> list[str]:
     """Low-cardinality text or yes/no columns: metrics per value of each are worth a look."""
     chosen = []
+    dropped = {found.name for found in _dropped(profile, target)}
     for column in profile.columns.values():
-        if column.name == target or column.kind not in ("text", "bool"):
+        if column.name == target or column.name in dropped or column.kind not in ("text", "bool"):
             continue
         if 2 <= column.distinct <= MAX_SLICE_VALUES:
             chosen.append(column.name)
@@ -373,16 +430,30 @@ def _dialect(source: SourceConfig, na_found: dict[str, list[str]], columns: list
     return lines
 
 
+def _dropped(profile: Profile, target: str) -> list[SetAside]:
+    return [found for found in profile.set_aside if found.name != target]
+
+
 def _roles(profile: Profile, target: str) -> list[str]:
-    lines = [
-        *_comment(
-            "Columns the model must not see: anything known only after the outcome (it leaks "
-            "the target) and ids. Keel's schema already sets aside ids, dates and personal "
-            "data it recognises; see schema.yaml after the first keel run.",
+    lines = _comment(
+        "Columns the model must not see: anything known only after the outcome (it leaks the "
+        "target), ids, row counters and free text. Keel's schema also sets aside dates, "
+        "near-unique ids and personal data it recognises; see schema.yaml after the first "
+        "keel run.",
+        indent=2,
+    )
+    dropped = _dropped(profile, target)
+    if dropped:
+        lines += _comment(
+            "Set aside from the data (delete a line to make that column an input again):",
             indent=2,
-        ),
-        "  drop: []",
-    ]
+        )
+        lines.append("  drop:")
+        for found in dropped:
+            lines += _comment(f"{found.name}: {found.why}.", indent=4)
+            lines.append(f"    - {_yaml(found.name)}")
+    else:
+        lines.append("  drop: []")
     sensitive = [c for c in profile.columns if _SENSITIVE.match(c) and c != target]
     if sensitive:
         lines += _comment("Uncomment to audit fairness (metrics per group) on these.", indent=2)

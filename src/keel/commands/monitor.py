@@ -333,8 +333,23 @@ def _interval(metric: dict[str, Any]) -> str:
     return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _realised(realised: dict[str, Any]) -> str:
-    head = f"realised from {realised['labelled']} labelled rows ({realised['labels']} labels)"
+    labelled, labels = int(realised["labelled"]), int(realised["labels"])
+    head = f"realised from {_plural(labelled, 'labelled row')}"
+    unmatched = labels - labelled
+    if unmatched > 0:  # labels counts every live label of the model, matched or not
+        why = (
+            "matches no logged prediction in the selection: its prediction is outside the "
+            "selected windows, or was never logged"
+            if unmatched == 1
+            else "match no logged prediction in the selection: their predictions are outside "
+            "the selected windows, or were never logged"
+        )
+        head += f" ({unmatched} of {_plural(labels, 'label')} {why})"
     if realised["status"] != "ok":
         return f"{head}: not enough labels (monitor.min_rows is {realised['min_rows']})"
     shown = ", ".join(f"{n} {_interval(m)}" for n, m in realised["metrics"].items())

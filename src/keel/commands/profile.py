@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from keel.config import SourceConfig
 from keel.errors import ConfigError
+from keel.validate.infer_roles import SetAside, set_aside
 
 if TYPE_CHECKING:
     import duckdb
@@ -51,14 +52,16 @@ class Column:
 
 @dataclass(frozen=True)
 class Profile:
-    """A file's source section (as keel.yaml will declare it), its sampled columns, and the
-    "missing" tokens found, each with the columns it was found in."""
+    """A file's source section (as keel.yaml will declare it), its sampled columns, the
+    "missing" tokens found, each with the columns it was found in, and the columns that look
+    like ids, row counters, free text or collection labels (:mod:`keel.validate.infer_roles`)."""
 
     source: SourceConfig
     rows: int
     sampled: bool
     columns: dict[str, Column]
     na_found: dict[str, list[str]]  # token -> columns it was found in
+    set_aside: tuple[SetAside, ...] = ()  # columns that should not be inputs (any target too)
 
 
 def profile_file(file: Path) -> Profile:
@@ -83,7 +86,8 @@ def profile_file(file: Path) -> Profile:
     sampled = table.num_rows > SAMPLE_ROWS
     table = table.slice(0, SAMPLE_ROWS)
     columns = {name: _describe(name, table.column(name)) for name in table.column_names}
-    return Profile(source, table.num_rows, sampled, columns, na_found)
+    aside = tuple(set_aside(table))
+    return Profile(source, table.num_rows, sampled, columns, na_found, aside)
 
 
 def _sniff_csv(

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 __all__ = ["pipeline_action", "register"]
 
 NameArg = Annotated[str, typer.Argument(help="The schedule's name.")]
+#: Printed (to stderr) after `keel schedule add` when no scheduler holds the leader lease.
+NO_SCHEDULER_HINT = (
+    "hint: no keel scheduler is running: start one with `keel scheduler` (it runs this "
+    "schedule's ticks; until then nothing runs them)"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -89,11 +94,17 @@ def add(
             catchup=catchup, model=model,
         )  # fmt: skip
         due = next_due(made)
+        lease = store.get_lease()
+    running = lease is not None and lease.alive(datetime.now(UTC))
     if fmt is Format.json:
-        emit_json({**made.to_dict(), "next_due": _iso(due)})
-        return
-    when = f"; next tick {_when(due)}" if due else ""
-    out.print(f"added schedule {escape(name)}: {escape(made.describe())}{when}", highlight=False)
+        emit_json({**made.to_dict(), "next_due": _iso(due), "scheduler_running": running})
+    else:
+        when = f"; next tick {_when(due)}" if due else ""
+        out.print(
+            f"added schedule {escape(name)}: {escape(made.describe())}{when}", highlight=False
+        )
+    if not running:
+        err.print(NO_SCHEDULER_HINT, highlight=False)
 
 
 def list_(project: ProjectOpt = None, fmt: FormatOpt = Format.text) -> None:

@@ -333,12 +333,7 @@ def monitor_log(
     for counts in panes.values():
         merged.add(counts)
     overall = _window(reference, prepared, keep, output, settings, None, merged)
-    small = [w for w in windows if w.verdict == "not_enough_data"]
-    if small:
-        notes.append(
-            f"{len(small)} of {len(windows)} windows hold fewer than {settings.min_rows} rows: "
-            "not enough data to judge them."
-        )
+    notes += _small_windows(windows, overall, settings.min_rows)
     invalid = {n: c for n, c in merged.invalid.items() if c}
     if invalid:
         notes.append(
@@ -408,6 +403,45 @@ def _predictions(predictions: pa.ChunkedArray, output: Binning | None) -> pa.Chu
         return predictions.cast(pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+
+#: Windows named, at most, in the note on windows below monitor.min_rows.
+SMALL_SHOWN = 5
+
+
+def _small_windows(
+    windows: tuple[WindowReport, ...], overall: WindowReport, min_rows: int
+) -> list[str]:
+    """A note naming the windows below ``monitor.min_rows`` (the whole log as ``all``): their
+    shift is not judged, so no rule on feature or output shift can fire on them."""
+    small = [w for w in windows if w.verdict == "not_enough_data"]
+    if not windows and overall.rows and overall.verdict == "not_enough_data":
+        small = [overall]  # the whole log as one window
+    if not small:
+        return []
+    fix = "wait for more rows, widen --window, or lower monitor.min_rows"
+    if not windows:
+        return [
+            f"the whole log (window all) holds {overall.rows} rows, fewer than monitor.min_rows "
+            f"({min_rows}): not enough data to judge it (not_enough_data), so rules on feature "
+            f"or output shift do not fire; {fix}."
+        ]
+    named = [f"{_span(w)} ({w.rows} rows)" for w in small[:SMALL_SHOWN]]
+    more = f" and {len(small) - SMALL_SHOWN} more" if len(small) > SMALL_SHOWN else ""
+    return [
+        f"{len(small)} of {len(windows)} window{'s' * (len(windows) != 1)} "
+        f"{'holds' if len(small) == 1 else 'hold'} fewer than monitor.min_rows ({min_rows}) "
+        f"rows: {', '.join(named)}{more}. Not enough data to judge them (not_enough_data), so "
+        f"rules on feature or output shift do not fire on them; {fix}."
+    ]
+
+
+def _span(window: WindowReport) -> str:
+    """A window as ``start .. end``; the whole log as ``all``."""
+    first, last = (window.start or "").strip(), (window.end or "").strip()
+    if not first and not last:
+        return "all"
+    return f"{first or '...'} .. {last or '...'}"
 
 
 def _windows(panes: Mapping[int, PaneCounts], spec: WindowSpec) -> list[tuple[int, PaneCounts]]:
