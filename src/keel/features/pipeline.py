@@ -16,14 +16,15 @@ bit (a Hypothesis test checks it for every transform).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 
 from keel.errors import ConfigError, DataValidationError, NotFittedError
 from keel.features.chain import Chain
+from keel.features.columnwise import Fused, fill
 from keel.features.custom import CustomFeature
 from keel.features.plan import default_steps, make_step
 from keel.features.transform import as_strings
@@ -34,6 +35,7 @@ __all__ = ["FeaturePipeline"]
 _KINDS = {"int": "number", "float": "number", "string": "category", "bool": "category",
           "date": "datetime", "timestamp": "datetime"}  # fmt: skip
 _BOOL_TEXT = {True: "true", False: "false", None: None}  # how both paths spell a bool category
+_COLUMNWISE = 4  # rows from which transform_rows works a column at a time (NumPy's call cost)
 
 
 class FeaturePipeline:
@@ -244,6 +246,7 @@ class FeaturePipeline:
         self.n_features_ = offset
         self.feature_names_ = _unique_names(names)
         self._booleans = [name for name, kind in self.inputs.items() if kind == "bool"]
+        self._fused = Fused.of(chains, {n: _KINDS[k] for n, k in self.inputs.items()})
         self.coercer()
 
     # --- state -------------------------------------------------------------------------------
@@ -426,8 +429,109 @@ class FeaturePipeline:
         prefix: str = "instances",
         findings: list[Finding] | None = None,
     ) -> np.ndarray:
-        """Coerce and transform a few request rows (the online path for small batches)."""
+        """Coerce and transform a few request rows (the online path for small batches).
+
+        Each row is coerced on its own (the same rules, warnings and errors as
+        :meth:`transform_row`); from ``_COLUMNWISE`` rows on, the coerced values are then
+        transformed a column at a time (:meth:`_fill_columns`). When anything fails, the rows
+        are redone one at a time, so the error raised is the one the first bad row gives.
+        """
         self._check_fitted()
+        if len(rows) >= _COLUMNWISE:
+            found: list[Finding] = []
+            try:
+                out = self._fill_columns(self._coerce_rows(rows, prefix, found))
+            except Exception:  # redone row by row below: that raises it, for its row
+                pass
+            else:
+                if findings is not None:
+                    findings += found
+                return out
+        return self._transform_rows(rows, prefix, findings)
+
+    def transform_each(
+        self,
+        requests: Sequence[Sequence[Mapping[str, Any]]],
+        *,
+        prefix: str = "instances",
+        findings: Sequence[list[Finding]],
+    ) -> list[np.ndarray | Exception]:
+        """:meth:`transform_rows` for several requests at once (a server's batch).
+
+        Each request gets what ``transform_rows(rows, prefix=prefix, findings=...)`` gives
+        it: its matrix (and its warnings appended to its own list of ``findings``), or the
+        exception it would raise, returned, not raised, so one bad request fails alone. The
+        requests' rows are transformed together, a column at a time.
+        """
+        self._check_fitted()
+        if len(requests) == 1 or sum(len(rows) for rows in requests) < _COLUMNWISE:
+            return [
+                _attempt(self.transform_rows, rows, prefix=prefix, findings=found)
+                for rows, found in zip(requests, findings, strict=True)
+            ]
+        results: list[np.ndarray | Exception | None] = [None] * len(requests)
+        coerced: list[tuple[int, list[dict[str, Any]], list[Finding]]] = []
+        for k, rows in enumerate(requests):
+            found: list[Finding] = []
+            try:
+                coerced.append((k, self._coerce_rows(rows, prefix, found), found))
+            except Exception:  # redone row by row: that raises it, for its row
+                results[k] = _attempt(self._transform_rows, rows, prefix, findings[k])
+        x: np.ndarray | None = None
+        try:
+            if coerced:
+                x = self._fill_columns([row for _, values, _ in coerced for row in values])
+        except Exception:  # one request's rows fail: each is filled on its own
+            x = None
+        start = 0
+        for k, values, found in coerced:
+            if x is not None:
+                results[k] = x[start : start + len(values)]
+                start += len(values)
+            else:
+                results[k] = _attempt(self._fill_request, values, prefix)
+            if not isinstance(results[k], Exception):
+                findings[k].extend(found)
+        return cast(list[np.ndarray | Exception], results)  # every request has its result
+
+    def _fill_request(self, values: list[dict[str, Any]], prefix: str) -> np.ndarray:
+        """One request's coerced rows: column-wise, or row by row when that fails (raising
+        the error the row path raises for the first bad row)."""
+        try:
+            return self._fill_columns(values)
+        except Exception:  # the row path below names it
+            out = np.zeros((len(values), self.n_features_), dtype=np.float64)
+            for i, row in enumerate(values):
+                self._fill_values(row, out[i], f"{prefix}[{i}].")
+            return out
+
+    def _coerce_rows(
+        self, rows: Sequence[Mapping[str, Any]], prefix: str, findings: list[Finding]
+    ) -> list[dict[str, Any]]:
+        """Each row's coerced values, with bools as category text and custom outputs added."""
+        coerce = self._coercer.row
+        booleans, custom = self._booleans, self.custom_
+        out = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise TypeError(f"{prefix}[{i}] is not an object")
+            values, found = coerce(row, where=f"{prefix}[{i}].")
+            if found:
+                findings += found
+            for name in booleans:
+                values[name] = _BOOL_TEXT[values[name]]
+            for feature in custom:
+                values[feature.output] = feature.value([values[name] for name in feature.inputs])
+            out.append(values)
+        return out
+
+    def _fill_columns(self, values: list[dict[str, Any]]) -> np.ndarray:
+        """The rows' features, a column at a time (:func:`~keel.features.columnwise.fill`)."""
+        return fill(self._fused, values, self.n_features_)
+
+    def _transform_rows(
+        self, rows: Sequence[Mapping[str, Any]], prefix: str, findings: list[Finding] | None
+    ) -> np.ndarray:
         out = np.zeros((len(rows), self.n_features_), dtype=np.float64)
         for i, row in enumerate(rows):
             if not isinstance(row, Mapping):
@@ -458,6 +562,10 @@ class FeaturePipeline:
                 raise
             except Exception as exc:
                 raise _failed(feature, exc, where) from exc
+        self._fill_values(values, out, where)
+
+    def _fill_values(self, values: dict[str, Any], out: np.ndarray, where: str) -> None:
+        """Write one coerced row's features (custom outputs included) into ``out``."""
         for chain in self.chains_:
             try:
                 chain.fill(values, out)
@@ -466,6 +574,14 @@ class FeaturePipeline:
 
 
 KeelErrors = (DataValidationError, ConfigError)
+
+
+def _attempt(fn: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> np.ndarray | Exception:
+    """``fn``'s result, or the exception it raised."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # returned: the caller answers each request on its own
+        return exc
 
 
 def _at(exc: DataValidationError, where: str, name: str) -> DataValidationError:

@@ -42,9 +42,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 
 from keel.errors import KeelError
+from keel.serve.metrics import LoopHistogram
 from keel.serve.workers import Workers
 from keel.validate.coerce import Finding
 
@@ -201,19 +202,35 @@ def score_batch(
         One result per job, in order: each from its own rows' outputs and findings.
     """
     results: list[Any] = [None] * len(jobs)
-    ready: list[_Ready] = []
+    parsed: list[tuple[int, Any, list[Any]]] = []
     for index, job in enumerate(jobs):
-        findings: list[Finding] = []
         try:
             state, instances = hooks.parse(job)
-            x = package.pipeline.transform_rows(instances, findings=findings)
-        except KeelError as exc:  # this request's bad row: its own 4xx, batch-mates go on
+        except KeelError as exc:  # this request's bad body: its own 4xx, batch-mates go on
             results[index] = hooks.fail(job, exc)
             continue
-        except Exception as exc:  # a fault (a custom feature's bug): this request's 500 alone
+        except Exception as exc:  # a fault: this request's 500 alone
             results[index] = hooks.fail(job, _fault(exc))
             continue
-        ready.append(_Ready(index, state, instances, x, findings))
+        parsed.append((index, state, instances))
+    found: list[list[Finding]] = [[] for _ in parsed]
+    rows = [instances for _, _, instances in parsed]
+    each = getattr(package.pipeline, "transform_each", None)  # all requests' rows together
+    if each is not None:
+        xs = each(rows, findings=found)
+    else:
+        xs = [
+            _attempt(package.pipeline.transform_rows, r, f)
+            for r, f in zip(rows, found, strict=True)
+        ]
+    ready: list[_Ready] = []
+    for (index, state, instances), x, findings in zip(parsed, xs, found, strict=True):
+        if isinstance(x, KeelError):  # this request's bad row: its own 4xx
+            results[index] = hooks.fail(jobs[index], x)
+        elif isinstance(x, Exception):  # a fault (a custom feature's bug): its 500 alone
+            results[index] = hooks.fail(jobs[index], _fault(x))
+        else:
+            ready.append(_Ready(index, state, instances, x, findings))
     if cost is not None and not cost.calibrated and ready:
         cost.calibrate(package.model.predict, ready[0].x)
     for group in _groups(ready, max_rows):
@@ -241,6 +258,15 @@ def _fault(exc: Exception) -> KeelError:
         f"the server failed to score this request ({type(exc).__name__}); the server log has "
         "the details."
     )
+
+
+def _attempt(
+    transform: Callable[..., np.ndarray], rows: list[Any], findings: list[Finding]
+) -> np.ndarray | Exception:
+    try:
+        return transform(rows, findings=findings)
+    except Exception as exc:  # answered per request by the caller
+        return exc
 
 
 def _groups(ready: list[_Ready], max_rows: int) -> list[list[_Ready]]:
@@ -323,13 +349,13 @@ class Batcher:
         self.workers = workers
         self.run = run
         self.policy = policy
-        self.sizes = Histogram(
+        self.sizes = LoopHistogram(  # observed on the event loop only (no locks)
             "keel_batch_size",
             "Requests per batch handed to a prediction thread.",
             registry=registry,
             buckets=_SIZE_BUCKETS,
         )
-        self.waits = Histogram(
+        self.waits = LoopHistogram(
             "keel_batch_wait_seconds",
             "Time a request waited in the batch queue before its batch started.",
             registry=registry,

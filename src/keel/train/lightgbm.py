@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
@@ -22,6 +24,7 @@ from keel.train.base import (
 __all__ = ["METRICS", "LightGBMTrainer", "load_booster", "native_params"]
 
 MODEL_FILE = "model.lgb.txt"
+SMALL_BATCH = 64  # rows scored on one thread without the wrapper (the online path)
 
 # scikit-learn style names in keel.yaml -> LightGBM's native parameter names
 _NATIVE = {
@@ -126,8 +129,18 @@ class LightGBMTrainer(TrainerBase):
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """P(positive), class probabilities (n, k), or values, by task."""
+        """P(positive), class probabilities (n, k), or values, by task.
+
+        Up to ``SMALL_BATCH`` rows (a request, a served batch) are scored on the calling
+        thread through LightGBM's C API with a prediction configuration made once per booster
+        and thread (:class:`_Fast`), equal to ``Booster.predict``; larger ones go through
+        ``Booster.predict`` on LightGBM's threads.
+        """
         booster = self._booster()
+        if 0 < len(x) <= SMALL_BATCH and np.ndim(x) == 2:
+            fast = _fast(booster, int(np.shape(x)[1]))
+            if fast is not None:
+                return fast.predict(x)
         return np.asarray(booster.predict(x), dtype=np.float64)
 
     def save(self) -> dict[str, bytes]:
@@ -152,6 +165,92 @@ class LightGBMTrainer(TrainerBase):
         if booster is None:
             raise NotFittedError("this LightGBM trainer is not fitted; call fit() or load().")
         return booster
+
+
+class _Fast:
+    """One booster's online predictor for one thread: a single-row fast configuration
+    (``LGBM_BoosterPredictForMatSingleRowFastInit``, parsed once, one OpenMP thread) and, for
+    a few rows, ``LGBM_BoosterPredictForMat`` with a fixed parameter string, skipping the
+    Python predictor ``Booster.predict`` builds on every call. Not shared between threads."""
+
+    def __init__(self, booster: Any, features: int) -> None:
+        import ctypes
+
+        from lightgbm import basic
+
+        self._lib = getattr(basic, "_LIB")  # noqa: B009 (not in lightgbm's exported names)
+        self._ctypes, self._check = ctypes, basic._safe_call
+        if features != booster.num_feature():  # Booster.predict names the mismatch
+            raise ValueError(f"{features} features for a model of {booster.num_feature()}")
+        self.features = features
+        self._booster = booster._handle  # the booster outlives this (a weak key holds it)
+        self._iterations = ctypes.c_int(booster.best_iteration)  # as Booster.predict passes
+        self._params = basic._c_str("num_threads=1")
+        self.per_row = booster.num_model_per_iteration()
+        self.handle = ctypes.c_void_p()
+        self._check(
+            self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                self._booster, ctypes.c_int(basic._C_API_PREDICT_NORMAL), ctypes.c_int(0),
+                self._iterations, ctypes.c_int(basic._C_API_DTYPE_FLOAT64),
+                ctypes.c_int32(features), self._params, ctypes.byref(self.handle),
+            )
+        )  # fmt: skip
+        self._float64 = ctypes.c_int(basic._C_API_DTYPE_FLOAT64)
+        self._row_major = ctypes.c_int(basic._C_API_IS_ROW_MAJOR)
+        self._normal = ctypes.c_int(basic._C_API_PREDICT_NORMAL)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``Booster.predict(x)`` for a few rows: shape (n,) or (n, classes)."""
+        ctypes = self._ctypes
+        data = np.ascontiguousarray(x, dtype=np.float64)
+        rows = data.shape[0]
+        out = np.empty(rows * self.per_row, dtype=np.float64)
+        length = ctypes.c_int64(0)
+        pointer = data.ctypes.data_as(ctypes.c_void_p)
+        into = out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        if rows == 1:
+            self._check(
+                self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                    self.handle, pointer, ctypes.byref(length), into
+                )
+            )
+        else:
+            self._check(
+                self._lib.LGBM_BoosterPredictForMat(
+                    self._booster, pointer, self._float64, ctypes.c_int32(rows),
+                    ctypes.c_int32(self.features), self._row_major, self._normal,
+                    ctypes.c_int(0), self._iterations, self._params, ctypes.byref(length), into,
+                )
+            )  # fmt: skip
+        if length.value != out.size:
+            raise ValueError(f"LightGBM wrote {length.value} predictions for {out.size}")
+        return out if self.per_row == 1 else out.reshape(rows, self.per_row)
+
+    def __del__(self) -> None:
+        handle = getattr(self, "handle", None)
+        if handle is not None and handle.value is not None:
+            self._lib.LGBM_FastConfigFree(handle)
+
+
+_LOCAL = threading.local()  # per thread: booster -> its _Fast (a fast handle is not shared)
+
+
+def _fast(booster: Any, features: int) -> _Fast | None:
+    """This thread's fast predictor for ``booster``, made once; None when this LightGBM build
+    lacks the C entry points or refuses the shape (``Booster.predict`` then answers, or says
+    what is wrong)."""
+    cache: weakref.WeakKeyDictionary[Any, _Fast] | None = getattr(_LOCAL, "boosters", None)
+    if cache is None:
+        cache = _LOCAL.boosters = weakref.WeakKeyDictionary()
+    fast = cache.get(booster)
+    if fast is None or fast.features != features:
+        from lightgbm.basic import LightGBMError
+
+        try:
+            fast = cache[booster] = _Fast(booster, features)
+        except (AttributeError, OSError, ValueError, LightGBMError):
+            return None
+    return fast
 
 
 def native_params(task: str, params: LightGBMParams, k: int, seed: int) -> dict[str, Any]:
