@@ -86,7 +86,7 @@ def test_monitor_run_names_the_small_windows_and_the_log_sink_says_all(project: 
     assert " .. :" not in text
     daily = said(keel_cli("monitor", "run", "adult", "--window", "1d", cwd=project))
     assert "2 of 2 windows hold fewer than monitor.min_rows (100) rows:" in daily
-    assert "(30 rows), " in daily and "Not enough data to judge them (not_enough_data)" in daily
+    assert "(30 rows), " in daily and "; not enough data to judge them (not_enough_data)" in daily
 
 
 def test_monitor_says_why_a_label_realised_nothing(project: Path) -> None:

@@ -431,7 +431,7 @@ def _small_windows(
     return [
         f"{len(small)} of {len(windows)} window{'s' * (len(windows) != 1)} "
         f"{'holds' if len(small) == 1 else 'hold'} fewer than monitor.min_rows ({min_rows}) "
-        f"rows: {', '.join(named)}{more}. Not enough data to judge them (not_enough_data), so "
+        f"rows: {', '.join(named)}{more}; not enough data to judge them (not_enough_data), so "
         f"rules on feature or output shift do not fire on them; {fix}."
     ]
 
