@@ -312,11 +312,10 @@ def _print_alert(alert: dict[str, Any]) -> None:
 
 
 def _span(start: Any, end: Any) -> str:
-    """A window as ``start .. end``; the whole log (a window with no bounds) as ``all``."""
-    first, last = _short(str(start or "")), _short(str(end or ""))
-    if not first and not last:
-        return "all"
-    return f"{first or '...'} .. {last or '...'}"
+    """A window as ``start .. end``, times shortened; the whole log as ``all``."""
+    from keel.monitor.window import window_span
+
+    return window_span(_short(str(start or "")), _short(str(end or "")))
 
 
 def _short(text: str) -> str:

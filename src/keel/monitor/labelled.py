@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from keel.monitor.counts import booleans, strings
-from keel.monitor.logfiles import Part
+from keel.monitor.logfiles import Part, logged_requests
 from keel.monitor.window import BATCH_ROWS, BLOCK_BYTES, WHOLE_FILE_BYTES, LogFilter, log_sources
 from keel.validate.arrays import from_numpy, numbers
 
@@ -392,25 +392,16 @@ def _read_slow(
 ) -> Iterator[LoggedRows]:
     """The file after ``skip`` requests, line by line with orjson (mixed types as null)."""
     pending: list[dict[str, Any]] = []
-    seen = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            try:
-                request = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a torn line
-            if not isinstance(request, dict):
-                continue
-            seen += 1
-            if seen <= skip or not _usable(request):
-                continue
-            pending.append(_typed(request, keys, prediction_type, binary))
-            if len(pending) >= _SLOW_REQUESTS:
-                block = _slow_block(pending, keys, select, prediction_type, binary, first)
-                if block is not None:
-                    first += block.rows
-                    yield block
-                pending = []
+    for request in logged_requests(path, skip):
+        if not _usable(request):
+            continue
+        pending.append(_typed(request, keys, prediction_type, binary))
+        if len(pending) >= _SLOW_REQUESTS:
+            block = _slow_block(pending, keys, select, prediction_type, binary, first)
+            if block is not None:
+                first += block.rows
+                yield block
+            pending = []
     if pending:
         block = _slow_block(pending, keys, select, prediction_type, binary, first)
         if block is not None:

@@ -37,6 +37,7 @@ __all__ = [
     "day_start",
     "durable_write",
     "fsync_dir",
+    "logged_requests",
     "part_dir",
     "partition_values",
     "partitions",
@@ -79,6 +80,24 @@ class Record:
             return self.source_bytes is None or path.stat().st_size == self.source_bytes
         except FileNotFoundError:
             return True
+
+
+def logged_requests(path: Path, skip: int = 0) -> Iterator[dict[str, Any]]:
+    """The requests of a JSON Lines log file after its first ``skip``, parsed one line at a
+    time; a torn line (a writer killed mid-write) or one that is not an object is left out and
+    not counted."""
+    seen = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                request = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(request, dict):
+                continue
+            seen += 1
+            if seen > skip:
+                yield request
 
 
 def day_start(name: str) -> float | None:

@@ -35,7 +35,7 @@ from keel.monitor.drift import (
 )
 from keel.monitor.eventtime import at_event_time
 from keel.monitor.sketches import stored_counts
-from keel.monitor.window import LogFilter, LogRows, WindowSpec, read_log
+from keel.monitor.window import LogFilter, LogRows, WindowSpec, read_log, window_span
 
 if TYPE_CHECKING:
     from keel.config.monitor import MonitorConfig
@@ -426,7 +426,7 @@ def _small_windows(
             f"({min_rows}): not enough data to judge it (not_enough_data), so rules on feature "
             f"or output shift do not fire; {fix}."
         ]
-    named = [f"{_span(w)} ({w.rows} rows)" for w in small[:SMALL_SHOWN]]
+    named = [f"{window_span(w.start, w.end)} ({w.rows} rows)" for w in small[:SMALL_SHOWN]]
     more = f" and {len(small) - SMALL_SHOWN} more" if len(small) > SMALL_SHOWN else ""
     return [
         f"{len(small)} of {len(windows)} window{'s' * (len(windows) != 1)} "
@@ -434,14 +434,6 @@ def _small_windows(
         f"rows: {', '.join(named)}{more}; not enough data to judge them (not_enough_data), so "
         f"rules on feature or output shift do not fire on them; {fix}."
     ]
-
-
-def _span(window: WindowReport) -> str:
-    """A window as ``start .. end``; the whole log as ``all``."""
-    first, last = (window.start or "").strip(), (window.end or "").strip()
-    if not first and not last:
-        return "all"
-    return f"{first or '...'} .. {last or '...'}"
 
 
 def _windows(panes: Mapping[int, PaneCounts], spec: WindowSpec) -> list[tuple[int, PaneCounts]]:

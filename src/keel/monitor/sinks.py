@@ -63,19 +63,13 @@ def alert_body(alert: Alert) -> bytes:
 
 def log_line(alert: Alert) -> str:
     """The alert in one line."""
+    from keel.monitor.window import window_span  # Arrow-backed module: only when logging
+
     role = f" ({alert.role})" if alert.role else ""
     return (
         f"alert #{alert.id} [{alert.severity}] {alert.rule} on {alert.model}@{alert.version}{role}"
         f", window {window_span(alert.window_start, alert.window_end)}: {alert.message}"
     )
-
-
-def window_span(start: object, end: object) -> str:
-    """A window as ``start .. end`` (an open side as ``...``); the whole log as ``all``."""
-    first, last = str(start or "").strip(), str(end or "").strip()
-    if not first and not last:
-        return "all"
-    return f"{first or '...'} .. {last or '...'}"
 
 
 def deliver_pending(store: AlertStore, *, patience: float = 0.0, limit: int = 50) -> DeliveryCount:

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from keel.monitor.counts import strings
+from keel.monitor.logfiles import logged_requests
 from keel.monitor.window import LogFilter, LogRows, keep_selected
 from keel.validate.arrays import from_numpy
 
@@ -40,22 +40,11 @@ def read_slow(
 ) -> Iterator[LogRows]:
     """The file after ``skip`` requests, line by line with orjson, mixed columns as text."""
     pending: list[dict[str, Any]] = []
-    seen = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            try:
-                request = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a torn line
-            if not isinstance(request, dict):
-                continue
-            seen += 1
-            if seen <= skip:
-                continue
-            pending.append(request)
-            if len(pending) >= SLOW_REQUESTS:
-                yield from _slow_rows(pending, types, present, select, binary, meta)
-                pending = []
+    for request in logged_requests(path, skip):
+        pending.append(request)
+        if len(pending) >= SLOW_REQUESTS:
+            yield from _slow_rows(pending, types, present, select, binary, meta)
+            pending = []
     if pending:
         yield from _slow_rows(pending, types, present, select, binary, meta)
 

@@ -61,6 +61,7 @@ __all__ = [
     "read_jsonl",
     "read_log",
     "read_parquet",
+    "window_span",
 ]
 
 BLOCK_BYTES = 8 << 20  # JSON bytes parsed at a time
@@ -69,6 +70,14 @@ WHOLE_FILE_BYTES = 64 << 20  # files up to this size are read into memory once
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _SPEC = re.compile(r"^\s*(\d+)\s*(mo|months?|s|m|h|d|w|rows?)\s*$")
 EPOCH_MONTH = np.datetime64("1970-01", "M")
+
+
+def window_span(start: object, end: object) -> str:
+    """A window as ``start .. end`` (an open side as ``...``); the whole log as ``all``."""
+    first, last = str(start or "").strip(), str(end or "").strip()
+    if not first and not last:
+        return "all"
+    return f"{first or '...'} .. {last or '...'}"
 
 
 @dataclass(frozen=True, slots=True)
