@@ -170,7 +170,10 @@ class ServerApp(Answers):
 
         self.feedback = FeedbackState(key)
         self.api = build_api(self)
-        self._stack = Observe(Guard(self._route, auth, _change_auth(project)), self.metrics)
+        #: What checks state-changing requests: the server's tokens, or with auth off a
+        #: token check for registry changes alone (None without a project).
+        self.change_auth = auth or _change_auth(project)
+        self._stack = Observe(Guard(self._route, auth, self.change_auth), self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._stack(scope, receive, send)

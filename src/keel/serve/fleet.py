@@ -237,8 +237,7 @@ def join_fleet(app: Any, index: int) -> Fleet | None:
     settings = load_settings()
     directory = settings.fleet_dir
     workers = int(settings.workers or "1")
-    guard = getattr(getattr(app, "_stack", None), "app", None)
-    for auth in {id(a): a for a in (app.auth, getattr(guard, "changes", None)) if a}.values():
+    for auth in {id(a): a for a in (app.auth, app.change_auth) if a}.values():
         auth.share = max(1, workers)
     registry = app.metrics.registry
     if not directory or not isinstance(registry, FleetRegistry):
