@@ -14,8 +14,8 @@ import yaml
 
 import keel
 from keel.errors import ConfigError
+from keel.pipeline.cache_key import code_version_of, source_hash
 from keel.pipeline.declare import StepRef, lazy_step, target_of
-from keel.pipeline.runner import code_version_of, source_hash
 from keel.pipeline.standard import default_steps
 from keel.project import Project
 

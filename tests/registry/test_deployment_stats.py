@@ -19,7 +19,8 @@ from keel.serve.operations import Operations
 from keel.serve.routing import Traffic
 from keel.store import MetadataStore
 from keel.store import deployment_store as ds
-from keel.store.tables import deployment_stats, deployments, utc_now
+from keel.store.production_tables import deployment_stats, deployments
+from keel.store.tables import utc_now
 from keel.testing import postgres_schema
 
 POSTGRES_URL = os.environ.get("KEEL_TEST_POSTGRES_URL")

@@ -159,7 +159,8 @@ def test_the_worker_count_joins_the_train_steps_cache_key(
 ) -> None:
     from types import SimpleNamespace
 
-    from keel.pipeline.runner import Step, step_config_hash
+    from keel.pipeline.cache_key import step_config_hash
+    from keel.pipeline.runner import Step
     from keel.pipeline.steps import train, train_section
 
     def key(executor: str, workers: int) -> str:

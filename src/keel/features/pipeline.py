@@ -4,7 +4,8 @@ The pipeline is a list of chains (:class:`~keel.features.chain.Chain`), one per 
 or custom feature, each a sequence of transforms (:mod:`keel.features.transform`). A project
 that declares nothing gets today's defaults: numbers imputed and standardized, strings imputed
 and one-hot encoded. ``features.transforms`` in keel.yaml replaces a column's default chain;
-``features.custom`` adds columns computed by ``@keel.feature`` functions.
+``features.custom`` adds columns computed by ``@keel.feature`` functions. Which chain each
+column gets is planned by :mod:`keel.features.plan`; this module fits and runs them.
 
 The fitted pipeline is data: :meth:`FeaturePipeline.state` is JSON that travels inside the
 model package, and :meth:`FeaturePipeline.from_state` rebuilds it in the server. ``transform``
@@ -15,7 +16,6 @@ bit (a Hypothesis test checks it for every transform).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -26,14 +26,12 @@ from keel.errors import ConfigError, DataValidationError, NotFittedError
 from keel.features.chain import Chain
 from keel.features.columnwise import Fused, fill
 from keel.features.custom import CustomFeature
-from keel.features.plan import default_steps, make_step
+from keel.features.plan import KINDS, Defaults, input_kinds, plan_chains
 from keel.features.transform import as_strings
 from keel.validate.coerce import Coerced, Coercer, Finding
 
 __all__ = ["FeaturePipeline"]
 
-_KINDS = {"int": "number", "float": "number", "string": "category", "bool": "category",
-          "date": "datetime", "timestamp": "datetime"}  # fmt: skip
 _BOOL_TEXT = {True: "true", False: "false", None: None}  # how both paths spell a bool category
 _COLUMNWISE = 4  # rows from which transform_rows works a column at a time (NumPy's call cost)
 
@@ -94,11 +92,11 @@ class FeaturePipeline:
         cached: Coercer | None = getattr(self, "_coercer", None)
         if cached is not None:
             return cached
-        unknown = [name for name, kind in self.inputs.items() if kind not in _KINDS]
+        unknown = [name for name, kind in self.inputs.items() if kind not in KINDS]
         if unknown:
             raise ConfigError(
                 f"input '{unknown[0]}' has type '{self.inputs[unknown[0]]}'; types: "
-                f"{', '.join(_KINDS)}.",
+                f"{', '.join(KINDS)}.",
                 field=unknown[0],
             )
         coercer = Coercer.from_state(self.rules) if self.rules else Coercer.from_types(self.inputs)
@@ -125,8 +123,13 @@ class FeaturePipeline:
         """
         coerced = self._coerced(table)
         custom = [CustomFeature.create(spec) for spec in self.custom]
-        kinds = self._kinds(custom)
-        chains = self._plan(kinds)
+        defaults = Defaults(
+            numeric_impute=self.numeric_impute,
+            categorical_impute=self.categorical_impute,
+            scale=self.scale,
+            max_categories=self.max_categories,
+        )
+        chains = plan_chains(self.transforms, input_kinds(self.inputs, custom), defaults)
         if y is None and any(step.needs_target for chain in chains for step in chain.steps):
             raise ConfigError(
                 "target_encode needs the target: call fit(table, y) with the labels.", field="y"
@@ -144,97 +147,6 @@ class FeaturePipeline:
         self._finish(chains)
         return self
 
-    def _kinds(self, custom: list[CustomFeature]) -> dict[str, str]:
-        """Every column a chain can read (inputs, then custom outputs) -> its kind."""
-        kinds = {name: _KINDS[kind] for name, kind in self.inputs.items()}
-        for feature in custom:
-            for name in feature.inputs:
-                if name not in self.inputs:
-                    raise ConfigError(
-                        f"features.custom: '{feature.output}' reads '{name}', which is not a "
-                        f"feature input{_did_you_mean(name, self.inputs)}",
-                        field="features.custom",
-                    )
-            if feature.output in kinds:
-                raise ConfigError(
-                    f"features.custom: output '{feature.output}' is already a column; pick "
-                    "another name.",
-                    field="features.custom",
-                )
-            kinds[feature.output] = feature.kind
-        return kinds
-
-    def _plan(self, kinds: dict[str, str]) -> list[Chain]:
-        """The chains, in output order: each column's chains (declared or default), then crosses."""
-        declared: dict[str, list[Chain]] = {}
-        crosses: list[Chain] = []
-        for i, entry in enumerate(self.transforms):
-            where = f"features.transforms[{i}]"
-            columns = list(entry.get("columns") or ([entry["column"]] if "column" in entry else []))
-            if not columns or not entry.get("steps"):
-                raise ConfigError(f"{where}: give columns (or column) and steps.", field=where)
-            for name in columns:
-                if name not in kinds:
-                    raise ConfigError(
-                        f"{where}: column '{name}' is not a feature input or custom output"
-                        f"{_did_you_mean(name, kinds)}",
-                        field=f"{where}.columns",
-                    )
-            specs = list(entry["steps"])
-            if specs and specs[0].get("kind") == "cross":
-                if len(columns) < 2 or any(kinds[c] != "category" for c in columns):
-                    raise ConfigError(
-                        f"{where}: cross takes two or more string/bool columns; got "
-                        f"{[f'{c} ({kinds[c]})' for c in columns]}.",
-                        field=f"{where}.columns",
-                    )
-                steps = self._steps(specs, "categories", where)
-                crosses.append(Chain("*".join(columns), columns, steps, i))
-                continue
-            for name in columns:
-                steps = self._steps(specs, kinds[name], where)
-                declared.setdefault(name, []).append(Chain(name, [name], steps, i))
-        chains: list[Chain] = []
-        for name, kind in kinds.items():
-            default = default_steps(
-                kind,
-                numeric_impute=self.numeric_impute,
-                categorical_impute=self.categorical_impute,
-                scale=self.scale,
-                max_categories=self.max_categories,
-            )
-            chains += declared.get(name) or [Chain(name, [name], default, None)]
-        return chains + crosses
-
-    def _steps(self, specs: list[Mapping[str, Any]], kind: str, where: str) -> list[Any]:
-        steps = []
-        for j, spec in enumerate(specs):
-            at = f"{where}.steps[{j}]"
-            if kind == "matrix":
-                raise ConfigError(
-                    f"{at}: '{spec.get('kind')}' comes after '{specs[j - 1].get('kind')}', "
-                    "which already wrote the final columns; move it before, or drop it.",
-                    field=at,
-                )
-            step = make_step(spec, at)
-            if kind not in step.consumes:
-                raise ConfigError(
-                    f"{at}: '{step.kind}' takes {' or '.join(step.consumes)} values but gets "
-                    f"{kind} here.",
-                    field=at,
-                )
-            steps.append(step)
-            kind = step.output_kind(kind)
-        if kind != "number" and kind != "matrix":
-            steps += default_steps(
-                kind,
-                numeric_impute=self.numeric_impute,
-                categorical_impute=self.categorical_impute,
-                scale=self.scale,
-                max_categories=self.max_categories,
-            )[-1:]
-        return steps
-
     def _finish(self, chains: list[Chain]) -> None:
         """Lay the chains out side by side; name every output column."""
         offset = 0
@@ -246,7 +158,7 @@ class FeaturePipeline:
         self.n_features_ = offset
         self.feature_names_ = _unique_names(names)
         self._booleans = [name for name, kind in self.inputs.items() if kind == "bool"]
-        self._fused = Fused.of(chains, {n: _KINDS[k] for n, k in self.inputs.items()})
+        self._fused = Fused.of(chains, {n: KINDS[k] for n, k in self.inputs.items()})
         self.coercer()
 
     # --- state -------------------------------------------------------------------------------
@@ -380,9 +292,9 @@ class FeaturePipeline:
         table = coerced.table
         for name, kind in self.inputs.items():
             column = table.column(name)
-            if _KINDS[kind] == "number":  # float64 with nulls: the coercer's output
+            if KINDS[kind] == "number":  # float64 with nulls: the coercer's output
                 columns[name] = column.to_numpy().astype(np.float64)
-            elif _KINDS[kind] == "category":
+            elif KINDS[kind] == "category":
                 columns[name] = as_strings(column)
             else:
                 columns[name] = column.combine_chunks() if column.num_chunks else column.chunk(0)
@@ -599,11 +511,6 @@ def _failed(feature: CustomFeature, exc: Exception, where: str) -> DataValidatio
         f"{type(exc).__name__}: {exc}",
         field=f"{where}{feature.output}",
     )
-
-
-def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f". Did you mean '{close[0]}'?" if close else f". Columns: {', '.join(known)}."
 
 
 def _unique_names(names: list[str]) -> list[str]:

@@ -1,19 +1,158 @@
-"""Building chains' steps: from keel.yaml step specs, from the defaults, from a version-1 state."""
+"""Planning a pipeline's chains: which chain each column gets (declared in keel.yaml's
+``features.transforms``, or the defaults), each chain's steps from their specs, and the
+version-1 state read as a version-2 one. :class:`~keel.features.pipeline.FeaturePipeline`
+fits the chains planned here."""
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from keel.errors import ConfigError
 from keel.features.categorical import OneHot
+from keel.features.chain import Chain
 from keel.features.numeric import Impute, Standardize
 from keel.features.temporal import DatetimeParts
 from keel.features.transform import Transform, transform_class
 
-__all__ = ["default_steps", "make_step", "upgrade_v1"]
+if TYPE_CHECKING:
+    from keel.features.custom import CustomFeature
+
+__all__ = ["KINDS", "Defaults", "default_steps", "input_kinds", "make_step", "plan_chains",
+           "upgrade_v1"]  # fmt: skip
+
+#: An input's type -> the kind of values its chain reads.
+KINDS = {"int": "number", "float": "number", "string": "category", "bool": "category",
+         "date": "datetime", "timestamp": "datetime"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a column gets when keel.yaml declares no chain for it (``features:`` settings)."""
+
+    numeric_impute: str = "median"
+    categorical_impute: str = "most_frequent"
+    scale: str = "standard"
+    max_categories: int = 50
+
+    def steps(self, kind: str) -> list[Transform]:
+        """The default chain of a column of ``kind`` (:func:`default_steps`)."""
+        return default_steps(
+            kind,
+            numeric_impute=self.numeric_impute,
+            categorical_impute=self.categorical_impute,
+            scale=self.scale,
+            max_categories=self.max_categories,
+        )
+
+
+def input_kinds(inputs: Mapping[str, str], custom: Sequence[CustomFeature]) -> dict[str, str]:
+    """Every column a chain can read (inputs, then custom outputs) -> its kind.
+
+    Raises:
+        ConfigError: A custom feature reads a column that is not an input, or its output
+            takes an existing column's name.
+    """
+    kinds = {name: KINDS[kind] for name, kind in inputs.items()}
+    for feature in custom:
+        for name in feature.inputs:
+            if name not in inputs:
+                raise ConfigError(
+                    f"features.custom: '{feature.output}' reads '{name}', which is not a "
+                    f"feature input{_did_you_mean(name, inputs)}",
+                    field="features.custom",
+                )
+        if feature.output in kinds:
+            raise ConfigError(
+                f"features.custom: output '{feature.output}' is already a column; pick "
+                "another name.",
+                field="features.custom",
+            )
+        kinds[feature.output] = feature.kind
+    return kinds
+
+
+def plan_chains(
+    transforms: Sequence[Mapping[str, Any]], kinds: Mapping[str, str], defaults: Defaults
+) -> list[Chain]:
+    """The chains, in output order: each column's chains (declared or default), then crosses.
+
+    Args:
+        transforms: keel.yaml's ``features.transforms`` entries (``columns``, ``steps``).
+        kinds: Every column a chain can read -> its kind (:func:`input_kinds`).
+        defaults: The chain of a column no entry declares.
+
+    Raises:
+        ConfigError: An entry names an unknown column, a step that cannot take its values,
+            or a cross of anything but two or more category columns (names the entry).
+    """
+    declared: dict[str, list[Chain]] = {}
+    crosses: list[Chain] = []
+    for i, entry in enumerate(transforms):
+        where = f"features.transforms[{i}]"
+        columns = list(entry.get("columns") or ([entry["column"]] if "column" in entry else []))
+        if not columns or not entry.get("steps"):
+            raise ConfigError(f"{where}: give columns (or column) and steps.", field=where)
+        for name in columns:
+            if name not in kinds:
+                raise ConfigError(
+                    f"{where}: column '{name}' is not a feature input or custom output"
+                    f"{_did_you_mean(name, kinds)}",
+                    field=f"{where}.columns",
+                )
+        specs = list(entry["steps"])
+        if specs and specs[0].get("kind") == "cross":
+            if len(columns) < 2 or any(kinds[c] != "category" for c in columns):
+                raise ConfigError(
+                    f"{where}: cross takes two or more string/bool columns; got "
+                    f"{[f'{c} ({kinds[c]})' for c in columns]}.",
+                    field=f"{where}.columns",
+                )
+            steps = _steps(specs, "categories", where, defaults)
+            crosses.append(Chain("*".join(columns), columns, steps, i))
+            continue
+        for name in columns:
+            steps = _steps(specs, kinds[name], where, defaults)
+            declared.setdefault(name, []).append(Chain(name, [name], steps, i))
+    chains: list[Chain] = []
+    for name, kind in kinds.items():
+        default = defaults.steps(kind)
+        chains += declared.get(name) or [Chain(name, [name], default, None)]
+    return chains + crosses
+
+
+def _steps(
+    specs: list[Mapping[str, Any]], kind: str, where: str, defaults: Defaults
+) -> list[Transform]:
+    steps: list[Transform] = []
+    for j, spec in enumerate(specs):
+        at = f"{where}.steps[{j}]"
+        if kind == "matrix":
+            raise ConfigError(
+                f"{at}: '{spec.get('kind')}' comes after '{specs[j - 1].get('kind')}', "
+                "which already wrote the final columns; move it before, or drop it.",
+                field=at,
+            )
+        step = make_step(spec, at)
+        if kind not in step.consumes:
+            raise ConfigError(
+                f"{at}: '{step.kind}' takes {' or '.join(step.consumes)} values but gets "
+                f"{kind} here.",
+                field=at,
+            )
+        steps.append(step)
+        kind = step.output_kind(kind)
+    if kind != "number" and kind != "matrix":
+        steps += defaults.steps(kind)[-1:]
+    return steps
+
+
+def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f". Did you mean '{close[0]}'?" if close else f". Columns: {', '.join(known)}."
 
 
 def make_step(spec: Mapping[str, Any], where: str) -> Transform:

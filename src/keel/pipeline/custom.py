@@ -120,7 +120,7 @@ def project_code_hash(function: Any, root: Path) -> str:
     step calls changes its cache key; library code does not count."""
     import hashlib
 
-    from keel.pipeline.runner import source_hash
+    from keel.pipeline.cache_key import source_hash
 
     root = root.resolve()
     seen: dict[str, str] = {}

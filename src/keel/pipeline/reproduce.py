@@ -7,7 +7,8 @@ from typing import Any
 from rich.console import Console
 
 from keel.errors import ConfigError, ConflictError, NotFoundError
-from keel.pipeline.runner import StepContext, code_version_of, step_config_hash
+from keel.pipeline.cache_key import code_version_of, step_config_hash
+from keel.pipeline.runner import StepContext
 from keel.project import Project
 
 __all__ = ["reproduce_run"]

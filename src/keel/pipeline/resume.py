@@ -84,7 +84,7 @@ def plan_resume(project: Project, ref: str, steps: list[StepSpec]) -> Resume:
 
 def _changes(project: Project, run: pipeline_runs.PipelineRun, steps: list[StepSpec]) -> str:
     """Which steps read configuration that changed (from each step run's recorded hash)."""
-    from keel.pipeline.runner import step_config_hash
+    from keel.pipeline.cache_key import step_config_hash
 
     specs = {spec.name: spec for spec in steps}
     changed = []

@@ -5,10 +5,10 @@ executor (:mod:`keel.pipeline.executors`) then runs them, independent ones at th
 a transient failure is retried with backoff (``pipeline.retries``), and a run is stopped by
 ``keel runs cancel`` or Ctrl-C (a running step sees ``ctx.cancelled`` at its safe points).
 
-Cache key = Keel version + the step's source (comments stripped) + the hash of the config
-section it reads + the sha256 of each input artifact + any extra key the step names (e.g. the
-raw file's hash for ingestion). A cached step is still recorded, as a ``cached`` run pointing at
-the outputs of the run it reused, so lineage stays a query.
+A step is reused when an earlier run has its cache key (:mod:`keel.pipeline.cache_key`: Keel's
+version, the step's source, its config section, its inputs' hashes and any extra key). A cached
+step is still recorded, as a ``cached`` run pointing at the outputs of the run it reused, so
+lineage stays a query.
 
 Every run records the environment it ran on (Python, packages, platform, the project's git
 commit), its duration, CPU seconds and peak memory; a step's ``ctx.facts["params"]``,
@@ -22,13 +22,8 @@ warnings of the run it reused.
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import inspect
-import io
 import threading
 import time
-import tokenize
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -47,7 +42,8 @@ from keel.errors import (
     NotFittedError,
     NotFoundError,
 )
-from keel.pipeline.declare import Port, StepRef, StepResources, StepSpec
+from keel.pipeline.cache_key import code_version_of, explain_cache, outputs_intact, step_key
+from keel.pipeline.declare import Port, StepResources, StepSpec
 from keel.pipeline.graph import plan
 from keel.pipeline.usage import StepUsage
 from keel.project import Project
@@ -55,7 +51,6 @@ from keel.store import pipeline_runs
 from keel.store.environment import capture_environment
 from keel.store.leases import keep_alive
 from keel.types import Artifact, jsonable
-from keel.version import __version__
 
 __all__ = [
     "Cancelled",
@@ -64,11 +59,8 @@ __all__ = [
     "StepContext",
     "StepResult",
     "StepSpec",
-    "code_version_of",
     "run_call",
     "run_steps",
-    "source_hash",
-    "step_config_hash",
     "transient",
 ]
 
@@ -377,24 +369,9 @@ def _run_one(
     reuse: str | None = None,
 ) -> StepResult:
     started = time.perf_counter()
-    section_hash = step_config_hash(step, project)
-    extra = step.extra_key(project, inputs) if step.extra_key else ""
-    code = step.code or source_hash(step.fn)
-    parts = {
-        "keel": __version__,
-        "code": code,
-        "config": section_hash,
-        "extra": hashlib.sha256(extra.encode()).hexdigest(),
-        "inputs": {n: a.sha256 for n, a in sorted(inputs.items())},
-    }
-    key = _digest(
-        __version__,
-        code,
-        section_hash,
-        extra,
-        *(f"{n}={a.sha256}" for n, a in sorted(inputs.items())),
-    )
-    code_version = code_version_of(step, code)
+    cache = step_key(step, project, inputs)
+    key, parts, section_hash = cache.key, cache.parts, cache.config_hash
+    code_version = code_version_of(step, cache.code)
     meta = project.metadata
     environment = capture_environment(project.root)
     if reuse is not None:  # resume: the outputs of the run the resumed pipeline run made
@@ -403,8 +380,8 @@ def _run_one(
             cached = meta.get_run(cached.params["reused_run"])  # the run that made them
     else:
         cached = meta.find_cached_run(key) if use_cache else None
-    intact = cached is not None and _outputs_intact(project, cached.outputs)
-    why = _why(project, step.name, parts, cached, intact, use_cache) if explain else ""
+    intact = cached is not None and outputs_intact(project, cached.outputs)
+    why = explain_cache(project, step.name, parts, cached, intact, use_cache) if explain else ""
     if reuse is not None and explain:
         why = f"reused: run {reuse[:12]} of the resumed pipeline run" if intact else why
     if why:
@@ -487,48 +464,6 @@ def _run_one(
     )  # fmt: skip
 
 
-def _outputs_intact(project: Project, outputs: dict[str, str]) -> bool:
-    """Every output of a cached run is still in the artifact store with its recorded hash."""
-    from keel.errors import IntegrityError, NotFoundError
-
-    for sha in outputs.values():
-        try:
-            project.artifacts.verify(sha)
-        except (IntegrityError, NotFoundError):
-            return False
-    return True
-
-
-def _why(
-    project: Project,
-    name: str,
-    parts: dict[str, Any],
-    cached: Any,
-    intact: bool,
-    use_cache: bool,
-) -> str:
-    """Hit, or miss and what changed since the step's last run (the first difference found)."""
-    if not use_cache:
-        return "miss: --no-cache"
-    if cached is not None and intact:
-        return "hit"
-    if cached is not None:
-        return "miss: a cached output is missing or corrupt in the artifact store; re-running"
-    earlier = project.metadata.list_runs(step=name, limit=20)
-    previous = next((r for r in earlier if "key" in r.params), None)
-    if previous is None:
-        if earlier:
-            return "miss: no identical earlier run (those recorded by an older Keel keep no key)"
-        return "miss: no earlier run of this step"
-    before = previous.params["key"]
-    labels = {"keel": "Keel's version", "code": "the step's code", "config": "its config",
-              "extra": "its source data"}  # fmt: skip
-    changed = [label for part, label in labels.items() if before.get(part) != parts[part]]
-    old, new = before.get("inputs", {}), parts["inputs"]
-    changed += [f"input '{n}'" for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]
-    return "miss: " + (", ".join(changed) + " changed" if changed else "no identical earlier run")
-
-
 def _warnings_param(warnings: list[str]) -> dict[str, Any]:
     return {"warnings": list(warnings)} if warnings else {}
 
@@ -563,42 +498,3 @@ def _finish_failed(
 
 def _shas(artifacts: dict[str, Artifact]) -> dict[str, str]:
     return {name: a.sha256 for name, a in artifacts.items()}
-
-
-def _digest(*parts: str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def step_config_hash(step: StepSpec, project: Project) -> str:
-    """Hash of the config section a step reads, as recorded in its runs."""
-    return config_hash({"section": jsonable(step.section(project))})
-
-
-def code_version_of(step: StepSpec, code: str | None = None) -> str:
-    """Keel's version plus the hash of the step's code (``code`` when already computed), as
-    recorded in its runs."""
-    return f"keel-{__version__}+{(code or step.code or source_hash(step.fn))[:12]}"
-
-
-def source_hash(fn: Callable[..., Any]) -> str:
-    """sha256 of the function's source without comments, so editing a comment keeps the cache.
-    A step declared by import path (:class:`~keel.pipeline.declare.StepRef`) is read from its
-    file, not imported: the same hash as its imported function's."""
-    return _hash_source(fn.source() if isinstance(fn, StepRef) else inspect.getsource(fn))
-
-
-@functools.lru_cache(maxsize=1024)
-def _hash_source(source: str) -> str:
-    """sha256 of the source's tokens without comments and layout (a long-lived process, the
-    scheduler, hashes each step's unchanged source once)."""
-    tokens = [
-        tok.string
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-        if tok.type
-        not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
-    ]
-    return hashlib.sha256(" ".join(tokens).encode()).hexdigest()

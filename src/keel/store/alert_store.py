@@ -17,14 +17,8 @@ import sqlalchemy as sa
 
 from keel.errors import ConfigError, NotFoundError
 from keel.store.database import Database
-from keel.store.tables import (
-    alert_deliveries,
-    alerts,
-    audit_log,
-    events,
-    monitor_checkpoints,
-    utc_now,
-)
+from keel.store.production_tables import alert_deliveries, alerts, monitor_checkpoints
+from keel.store.tables import audit_log, events, utc_now
 
 __all__ = ["ALERT_STATUSES", "Alert", "AlertDelivery", "AlertStore", "NewAlert"]
 

@@ -20,13 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from keel.errors import ConflictError, NotFoundError
-from keel.store.tables import (
-    deployment_events,
-    deployment_stats,
-    deployments,
-    scheduler_leases,
-    utc_now,
-)
+from keel.store.production_tables import deployment_events, deployment_stats, deployments
+from keel.store.tables import scheduler_leases, utc_now
 
 __all__ = [
     "CONTROLLER_LEASE",
