@@ -42,6 +42,7 @@ def _traffic(
     *,
     requests: int,
     errors: int = 0,
+    rejected: int = 0,
     ms: float = 1.0,
     version: str = "2",
     role: str = "canary",
@@ -58,6 +59,7 @@ def _traffic(
         "latency": {str(bucket_of(ms)): requests},
         "compared": 0,
         "disagreed": 0,
+        "rejected": rejected,
     }
     with store.database.write() as conn:
         ds.add_stats(conn, [row])
@@ -214,3 +216,46 @@ def test_wait_runs_the_controller_in_the_foreground(store: MetadataStore) -> Non
     assert status["status"] == "promoted"
     assert len(said) == 1 and "promoted" in said[0] and "requests=0" in said[0]
     assert [e["action"] for e in status["events"]] == ["created", "promoted"]
+
+
+def test_a_canary_refusing_what_the_primary_takes_fails_its_checks(store: MetadataStore) -> None:
+    """4xx answers are client mistakes, so they are not errors; but arms split the same traffic
+    at random, so a canary refusing far more than the primary (a column clients do not send) is
+    broken for these clients: it fails the interval and rolls back, with the evidence."""
+    rollouts, ident, started = _canary(store, failures=1)
+    _traffic(store, ident, started + timedelta(seconds=2), requests=400, rejected=4,
+             version="1", role="primary")  # fmt: skip
+    _traffic(store, ident, started + timedelta(seconds=5), requests=40, rejected=30)
+    [decision] = rollouts.tick(started + timedelta(seconds=11))
+    assert decision.action == "rolled_back"
+    [why] = decision.details["failed"]
+    assert why.startswith("rejection_rate 0.75 above the primary's 0.01") and "30/40" in why
+    assert decision.details["measured"]["error_rate"] == 0.0  # none of them was an error
+    assert decision.details["primary_rejection_rate"] == 0.01
+    window = rollouts.measure(rollouts.get(ident), started, started + timedelta(seconds=11))
+    canary = next(m.to_json() for m in window if m.role == "canary")
+    assert canary["rejected"] == 30 and canary["rejection_rate"] == 0.75
+
+
+def test_refusals_at_the_primarys_rate_do_not_fail_a_canary(store: MetadataStore) -> None:
+    """Bad clients hit both arms alike: equal refusal rates, or a gap inside the margin or the
+    test's noise, never block a canary; an explicit ``rejection_rate`` check still can."""
+    rollouts, ident, started = _canary(store)
+    _traffic(store, ident, started + timedelta(seconds=2), requests=400, rejected=80,
+             version="1", role="primary")  # fmt: skip
+    _traffic(store, ident, started + timedelta(seconds=5), requests=40, rejected=10)
+    [decision] = rollouts.tick(started + timedelta(seconds=11))
+    assert decision.action == "stepped", decision.details  # 0.25 vs 0.20 on 40 rows: noise
+    strict, other, begun = _canary_after(rollouts, store, ident, "rejection_rate<=0.1")
+    _traffic(store, other, begun + timedelta(seconds=5), requests=40, rejected=10)
+    [decision] = strict.tick(begun + timedelta(seconds=11))
+    assert decision.action == "bad_interval" and decision.details["failed"] == [
+        "rejection_rate<=0.1"
+    ]
+
+
+def _canary_after(
+    rollouts: Rollouts, store: MetadataStore, ident: str, checks: str
+) -> tuple[Rollouts, str, datetime]:
+    rollouts.abort(ident, reason="next test")
+    return _canary(store, checks=checks)

@@ -140,6 +140,36 @@ def test_a_slow_canary_is_rolled_back_and_a_good_one_promoted(versions: Path) ->
     assert "deploy_rolled_back" in audit.stdout and "deploy_promoted" in audit.stdout
 
 
+def test_refusals_are_counted_per_arm_and_alike_arms_still_promote(versions: Path) -> None:
+    """A 4xx answer counts as a refusal of the arm that gave it (not as an error): the
+    controller compares a canary's refusals with the primary's, so clients' own mistakes, which
+    both arms refuse alike, do not hold back a canary."""
+    root = copy_project(versions, versions.parent / "refusals")
+    bad_row = {**ROW, "age": "not a number"}
+    with keel_serve(root) as served, httpx.Client(timeout=10) as http:
+        made = keel.deploy(
+            "adult", canary=3, steps="50", interval="1s", check="error_rate<=0.01",
+            min_requests=20, project=root,
+        )  # fmt: skip
+
+        def ended() -> bool:
+            for index in range(20):
+                row = bad_row if index % 5 == 0 else ROW
+                answer = http.post(f"{served.url}{PREDICT}", json={"instances": [row]})
+                assert answer.status_code == (422 if row is bad_row else 200), answer.text
+            return keel.deployment_status(made["id"], project=root)["status"] != "active"
+
+        _until(ended, 40, "the canary was never judged")
+    status = keel.deployment_status(made["id"], project=root)
+    assert status["status"] == "promoted", status["events"]
+    by_role = {t["role"]: t for t in status["traffic"]}
+    for role in ("primary", "canary"):
+        assert by_role[role]["rejected"] > 0 and by_role[role]["errors"] == 0, by_role
+        assert by_role[role]["rejection_rate"] < 0.5
+    judged = next(e for e in status["events"] if e["action"] == "promoted")
+    assert judged["primary_rejection_rate"] > 0
+
+
 def test_ab_weights_sticky_keys_pinned_versions_and_rest(versions: Path) -> None:
     root = copy_project(versions, versions.parent / "ab")
     config = root / "keel.yaml"  # the arms' feedback below is 60 labels, not monitor's 100

@@ -34,6 +34,7 @@ __all__ = [
     "parse_checks",
     "parse_interval",
     "parse_steps",
+    "rejects_more",
 ]
 
 Kind = Literal["canary", "shadow", "ab"]
@@ -43,7 +44,7 @@ Role = Literal["primary", "canary", "shadow", "ab"]
 LATENCY_EDGES_MS: tuple[float, ...] = tuple(0.01 * 1.3**k for k in range(64))
 """Upper edges of the latency buckets in milliseconds; one more bucket holds the rest."""
 _LOG_GROWTH = math.log(1.3)
-METRICS = ("error_rate", "p50_ms", "p95_ms", "p99_ms", "requests")
+METRICS = ("error_rate", "rejection_rate", "p50_ms", "p95_ms", "p99_ms", "requests")
 """What a check may bound."""
 _CLAUSE = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -304,20 +305,22 @@ class Measured:
     latency: tuple[int, ...] = field(default=(0,) * (len(LATENCY_EDGES_MS) + 1))
     compared: int = 0
     disagreed: int = 0
+    rejected: int = 0
 
     @classmethod
     def merge(cls, version: int, role: str, rows: Iterable[Mapping[str, Any]]) -> Measured:
         """Add up stored rows (``latency`` as ``{bucket index: count}``)."""
         counts = [0] * (len(LATENCY_EDGES_MS) + 1)
-        requests = errors = compared = disagreed = 0
+        requests = errors = compared = disagreed = rejected = 0
         for row in rows:
             requests += int(row["requests"])
             errors += int(row["errors"])
             compared += int(row.get("compared", 0))
             disagreed += int(row.get("disagreed", 0))
+            rejected += int(row.get("rejected", 0) or 0)
             for index, count in (row["latency"] or {}).items():
                 counts[min(int(index), len(counts) - 1)] += int(count)
-        return cls(version, role, requests, errors, tuple(counts), compared, disagreed)
+        return cls(version, role, requests, errors, tuple(counts), compared, disagreed, rejected)
 
     def percentile_ms(self, q: float) -> float | None:
         """The ``q``-th percentile (0-100) of latency, as its bucket's upper edge."""
@@ -336,10 +339,17 @@ class Measured:
     def error_rate(self) -> float | None:
         return self.errors / self.requests if self.requests else None
 
+    @property
+    def rejection_rate(self) -> float | None:
+        """The share of requests this version refused as invalid (4xx answers)."""
+        return self.rejected / self.requests if self.requests else None
+
     def value(self, metric: str) -> float | None:
         """A check's metric over this window."""
         if metric == "error_rate":
             return self.error_rate
+        if metric == "rejection_rate":
+            return self.rejection_rate
         if metric == "requests":
             return float(self.requests)
         return self.percentile_ms(float(metric[1:3]))  # p50_ms, p95_ms, p99_ms
@@ -351,6 +361,8 @@ class Measured:
             "requests": self.requests,
             "errors": self.errors,
             "error_rate": self.error_rate,
+            "rejected": self.rejected,
+            "rejection_rate": self.rejection_rate,
             "p50_ms": self.percentile_ms(50),
             "p95_ms": self.percentile_ms(95),
             "p99_ms": self.percentile_ms(99),
@@ -359,6 +371,40 @@ class Measured:
             answer["compared"] = self.compared
             answer["disagreement_rate"] = self.disagreed / self.compared if self.compared else None
         return answer
+
+
+REJECTION_MARGIN = 0.01
+"""How much more often than the primary a canary may refuse requests before it fails (absolute)."""
+REJECTION_ALPHA = 0.01
+"""The one-sided two-proportion test's level for that comparison."""
+
+
+def rejects_more(canary: Measured, primary: Measured) -> str | None:
+    """Why the canary refuses requests the primary answers, or None when it does not.
+
+    Arms split the same traffic at random, so a canary that answers 4xx (an input it cannot
+    take: a column the new version needs that clients do not send, a changed category) far more
+    often than the primary over the same interval is broken for these clients even though every
+    refusal is, taken alone, a client mistake. It fails when its rejection rate is more than
+    :data:`REJECTION_MARGIN` above the primary's and a one-sided two-proportion z-test rejects
+    equal rates at :data:`REJECTION_ALPHA`. Without primary traffic in the window there is
+    nothing to compare with (None).
+    """
+    if not canary.requests or not primary.requests:
+        return None
+    mine, theirs = canary.rejected / canary.requests, primary.rejected / primary.requests
+    if mine - theirs <= REJECTION_MARGIN:
+        return None
+    pooled = (canary.rejected + primary.rejected) / (canary.requests + primary.requests)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / canary.requests + 1 / primary.requests))
+    p_value = 0.5 * math.erfc((mine - theirs) / spread / math.sqrt(2)) if spread > 0 else 0.0
+    if p_value >= REJECTION_ALPHA:
+        return None
+    return (
+        f"rejection_rate {mine:.3g} above the primary's {theirs:.3g} "
+        f"({canary.rejected}/{canary.requests} vs {primary.rejected}/{primary.requests} "
+        f"requests refused, p={p_value:.2g})"
+    )
 
 
 def checks_of(text: str | Sequence[Check]) -> tuple[Check, ...]:

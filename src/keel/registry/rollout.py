@@ -34,6 +34,7 @@ from keel.registry.deployments import (
     Measured,
     Spec,
     checks_of,
+    rejects_more,
 )
 from keel.registry.records import PromotionRequest
 from keel.registry.registry import Registry
@@ -70,6 +71,12 @@ class Decision:
         weight = self.details.get("weight")
         step = f" -> {weight:g}%" if weight is not None and self.action == "stepped" else ""
         return f"{self.name} {self.deployment_id}: {self.action}{step} ({shown}{why})"
+
+
+def _row(m: Measured) -> dict[str, Any]:
+    """A merged window back as a row :meth:`Measured.merge` adds up."""
+    return {"requests": m.requests, "errors": m.errors, "rejected": m.rejected,
+            "latency": dict(enumerate(m.latency))}  # fmt: skip
 
 
 def _fmt(value: Any) -> str:
@@ -367,6 +374,12 @@ class Rollouts:
             details["why"] = f"waiting for traffic ({own.requests} < {spec.min_requests} requests)"
             return Decision(found.id, found.name, "waiting", details)
         failed = [str(c) for c in spec.checks if not c.holds(own.value(c.metric))]
+        primaries = [_row(m) for m in window if m.role == "primary"]  # whichever versions
+        primary = Measured.merge(spec.primary or 0, "primary", primaries)
+        details["primary_rejection_rate"] = primary.rejection_rate
+        refused = rejects_more(own, primary)
+        if refused is not None:
+            failed.append(refused)
         since = found.interval_started_at
         if not failed:
             following = found.step + 1

@@ -233,7 +233,8 @@ class ServerApp(Answers):
                     seconds = time.perf_counter() - started
                     key = self.operations.key(name) if deployed is None else deployed.deployment
                     self.traffic.record(key, model.version, model.role, seconds,
-                                        error=status >= 500)  # fmt: skip
+                                        error=status >= 500,
+                                        rejected=400 <= status < 500)  # fmt: skip
         headers = [_JSON, (b"content-length", str(len(payload)).encode())]
         if version:
             headers.append((b"keel-model-version", version.encode()))

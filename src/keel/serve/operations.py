@@ -114,7 +114,7 @@ class Operations:
         rows = self.traffic.drain()
         rows += [
             {"deployment_id": key, "version": version, "role": role, "requests": count,
-             "errors": 0, "latency": {}, "compared": 0, "disagreed": 0}
+             "errors": 0, "latency": {}, "compared": 0, "disagreed": 0, "rejected": 0}
             for (key, version, role), count in drops.items()
         ]  # fmt: skip
         now = utc_now()

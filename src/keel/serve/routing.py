@@ -11,7 +11,8 @@ full queue drops the copy (counted), the primary never waits; the server queues 
 after the answer is handed back, and makes none while primary predictions are queued (counted).
 
 :class:`Traffic` counts each (deployment, version, role)'s requests, errors (5xx and model
-failures, not 4xx client mistakes) and latency in the fixed buckets of
+failures), refusals (4xx: a canary refusing what its primary takes fails its checks) and
+latency in the fixed buckets of
 :data:`~keel.registry.deployments.LATENCY_EDGES_MS`; :class:`Deployer` runs after each registry
 check: it follows the deployments table (one indexed query), loads and warms the versions they
 need beside the served ones, swaps the routing table in one assignment, flushes the counts to
@@ -115,10 +116,10 @@ def sticky_value(request: Any, key: str) -> Any:
 
 
 class _Counts:
-    __slots__ = ("compared", "disagreed", "errors", "latency", "requests")
+    __slots__ = ("compared", "disagreed", "errors", "latency", "rejected", "requests")
 
     def __init__(self) -> None:
-        self.requests = self.errors = self.compared = self.disagreed = 0
+        self.requests = self.errors = self.compared = self.disagreed = self.rejected = 0
         self.latency: dict[int, int] = {}
 
 
@@ -137,10 +138,11 @@ class Traffic:
         seconds: float,
         *,
         error: bool = False,
+        rejected: bool = False,
         compared: int = 0,
         disagreed: int = 0,
     ) -> None:
-        """Count one request."""
+        """Count one request (``rejected``: answered 4xx, the request refused as invalid)."""
         bucket = bucket_of(seconds * 1000.0)
         with self._lock:
             counts = self._counts.get((deployment, version, role))
@@ -148,6 +150,7 @@ class Traffic:
                 counts = self._counts[(deployment, version, role)] = _Counts()
             counts.requests += 1
             counts.errors += error
+            counts.rejected += rejected
             counts.compared += compared
             counts.disagreed += disagreed
             counts.latency[bucket] = counts.latency.get(bucket, 0) + 1
@@ -163,6 +166,7 @@ class Traffic:
                 "role": role,
                 "requests": c.requests,
                 "errors": c.errors,
+                "rejected": c.rejected,
                 "latency": {str(k): v for k, v in sorted(c.latency.items())},
                 "compared": c.compared,
                 "disagreed": c.disagreed,

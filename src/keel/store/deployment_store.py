@@ -155,9 +155,13 @@ def events_of(conn: sa.Connection, deployment_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+_COUNTS = ("requests", "errors", "compared", "disagreed", "rejected")
+"""The counts a traffic row adds up."""
+
+
 def add_stats(conn: sa.Connection, rows: Iterable[Mapping[str, Any]]) -> int:
     """Insert per-interval traffic rows (server, deployment_id, version, role, bucket,
-    requests, errors, latency, compared, disagreed); how many."""
+    requests, errors, latency, compared, disagreed, rejected); how many."""
     batch = [dict(row) for row in rows]
     if batch:
         conn.execute(sa.insert(deployment_stats), batch)
@@ -191,16 +195,23 @@ def sum_stats(
     role, however many servers and flushes wrote it.
 
     Each answer has ``version``, ``role``, ``requests``, ``errors``, ``compared``,
-    ``disagreed`` and ``latency`` (``{bucket index: count}`` for the non-empty buckets among
-    ``0 .. buckets - 1``: the stored histograms added bucket by bucket), ordered by version and
-    role.
+    ``disagreed``, ``rejected`` and ``latency`` (``{bucket index: count}`` for the non-empty
+    buckets among ``0 .. buckets - 1``: the stored histograms added bucket by bucket), ordered
+    by version and role.
     """
     c = deployment_stats.c
     postgres = conn.dialect.name == "postgresql"
     # PostgreSQL: each row's JSON parsed once (to jsonb, materialized), not once per bucket
     latency: Any = sa.cast(c.latency, postgresql.JSONB) if postgres else c.latency
     selected = sa.select(
-        c.version, c.role, c.requests, c.errors, c.compared, c.disagreed, latency.label("latency")
+        c.version,
+        c.role,
+        c.requests,
+        c.errors,
+        c.compared,
+        c.disagreed,
+        c.rejected,
+        latency.label("latency"),
     ).where(c.deployment_id == deployment_id, c.bucket > since, c.bucket <= until)
     r = selected.cte("rows").prefix_with("MATERIALIZED").c if postgres else selected.subquery().c
     counts = [
@@ -215,6 +226,7 @@ def sum_stats(
             sa.func.sum(r.errors).label("errors"),
             sa.func.sum(r.compared).label("compared"),
             sa.func.sum(r.disagreed).label("disagreed"),
+            sa.func.sum(r.rejected).label("rejected"),
             *counts,
         )
         .group_by(r.version, r.role)
@@ -227,7 +239,7 @@ def sum_stats(
             {
                 "version": row["version"],
                 "role": row["role"],
-                **{k: int(row[k] or 0) for k in ("requests", "errors", "compared", "disagreed")},
+                **{k: int(row[k] or 0) for k in _COUNTS},
                 "latency": counted,
             }
         )
@@ -310,9 +322,8 @@ def rollup_stats(conn: sa.Connection, keys: Sequence[str], before: datetime) -> 
         end = moment.replace(minute=0, second=0, microsecond=0)
         end += timedelta(hours=1) if end != moment else timedelta(0)
         key = (row["deployment_id"], row["version"], row["role"], end)
-        into = merged.setdefault(key, {"requests": 0, "errors": 0, "compared": 0,
-                                       "disagreed": 0, "latency": {}})  # fmt: skip
-        for name in ("requests", "errors", "compared", "disagreed"):
+        into = merged.setdefault(key, {**dict.fromkeys(_COUNTS, 0), "latency": {}})
+        for name in _COUNTS:
             into[name] += int(row[name])
         for bucket, count in (row["latency"] or {}).items():
             into["latency"][str(bucket)] = into["latency"].get(str(bucket), 0) + int(count)

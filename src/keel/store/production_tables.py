@@ -81,6 +81,8 @@ deployment_stats = sa.Table(
     # shadow only: answers compared with the primary's, and how many differed
     sa.Column("compared", sa.Integer(), nullable=False),
     sa.Column("disagreed", sa.Integer(), nullable=False),
+    # 4xx answers: requests this version refused (migration 0011; a canary's against the primary's)
+    sa.Column("rejected", sa.Integer(), nullable=False, server_default="0"),
     sa.Index("ix_deployment_stats_deployment_id_bucket", "deployment_id", "bucket"),
 )
 
