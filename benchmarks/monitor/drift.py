@@ -23,6 +23,12 @@ Then drift from stored sketches in process (``keel.monitor.report.monitor_log``)
 Python writes bytecode for the modules it imports once (a warm-up run of each Keel command), as
 an installed package has it (pip compiled Evidently's); ``PYTHONDONTWRITEBYTECODE`` is cleared
 for the children.
+
+``BASELINE=DIR`` (a folder holding an earlier copy of the ``keel`` package, e.g. from
+``git worktree`` or ``cp -r src/keel``) also times both sketch commands with that copy first on
+``PYTHONPATH``, in the same rounds: a before/after under the same load.
+
+    BASELINE=/tmp/keel-before ROUNDS=3 .venv/bin/python benchmarks/monitor/drift.py /tmp/m1m
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ ROWS = int(os.environ.get("ROWS", "1000000"))
 DAYS = int(os.environ.get("DAYS", "10"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 EVIDENTLY = os.environ.get("EVIDENTLY", "/work/bench-venvs/evidently/bin/python")
+BASELINE = os.environ.get("BASELINE", "")
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 # the installed `keel` entry point, as a user runs it (`python -m keel.cli` would also compile
 # cli.py from source on every run: __main__ gets no cached bytecode)
@@ -50,11 +57,13 @@ _ENTRY = Path(PYTHON).with_name("keel")
 KEEL = [str(_ENTRY)] if _ENTRY.exists() else [PYTHON, "-m", "keel.cli"]
 
 
-def timed(args: list[str], cwd: Path) -> dict[str, float | str]:
-    """Wall seconds, CPU seconds, peak RSS (MB) and stdout of one process."""
+def timed(args: list[str], cwd: Path, baseline: bool = False) -> dict[str, float | str]:
+    """Wall seconds, CPU seconds, peak RSS (MB) and stdout of one process (``baseline``: with
+    :data:`BASELINE`'s keel first on the path)."""
+    env = ENV | {"PYTHONPATH": BASELINE} if baseline else ENV
     start = time.perf_counter()
     result = subprocess.run(
-        ["/usr/bin/time", "-v", *args], cwd=cwd, capture_output=True, text=True, env=ENV,
+        ["/usr/bin/time", "-v", *args], cwd=cwd, capture_output=True, text=True, env=env,
         check=False,
     )  # fmt: skip
     wall = time.perf_counter() - start
@@ -162,7 +171,7 @@ def main() -> None:
     copy, compaction = compacted(work, root)
     parquet = sum(p.stat().st_size for p in (copy / ".keel" / "predictions").rglob("*.parquet"))
     current = work / f"current-{ROWS}.parquet"
-    commands: dict[str, tuple[list[str], Path]] = {
+    commands: dict[str, tuple[list[str], Path] | tuple[list[str], Path, bool]] = {
         "json": ([*KEEL, "monitor", "adult", "-f", "json", "--no-compact"], root),
         "sketches": ([*KEEL, "monitor", "adult", "-f", "json"], copy),
         "parquet rows": (
@@ -171,14 +180,21 @@ def main() -> None:
         ),
         "sketches 1d": ([*KEEL, "monitor", "adult", "-w", "1d", "-f", "json"], copy),
     }
+    if BASELINE:
+        commands["sketches, before"] = ([*KEEL, "monitor", "adult", "-f", "json"], copy, True)
+        commands["sketches 1d, before"] = (
+            [*KEEL, "monitor", "adult", "-w", "1d", "-f", "json"],
+            copy,
+            True,
+        )
     if EVIDENTLY:
         export_current(copy, current)
         train = root / "data" / "adult.data"
         commands["evidently"] = ([EVIDENTLY, str(HERE / "evidently_drift.py"), str(train),
                                   str(current)], root)  # fmt: skip
-    for name, (args, cwd) in commands.items():  # warm-up: bytecode written, caches filled
+    for name, command in commands.items():  # warm-up: bytecode written, caches filled
         if name != "evidently":  # pip compiled its bytecode at install
-            timed(args, cwd)
+            timed(*command)
     results: dict[str, list[dict[str, float | str]]] = {name: [] for name in commands}
     names = list(commands)
     for r in range(ROUNDS):
@@ -200,13 +216,13 @@ def main() -> None:
     for name, runs in results.items():
         walls, cpus, rss = ([float(r[k]) for r in runs] for k in ("wall", "cpu", "rss"))
         summary[name] = {"wall": statistics.median(walls), "cpu": statistics.median(cpus)}
-        print(f"{name:13s} wall {statistics.median(walls):7.2f} s ({min(walls):.2f}-"
+        print(f"{name:19s} wall {statistics.median(walls):7.2f} s ({min(walls):.2f}-"
               f"{max(walls):.2f}), CPU {statistics.median(cpus):6.2f} s, peak RSS "
               f"{statistics.median(rss):5.0f} MB")  # fmt: skip
         if name == "evidently":
             print("   evidently:", str(runs[-1]["stdout"]).strip().splitlines()[-1])
     if "evidently" in summary:
-        for name in ("json", "sketches", "parquet rows", "sketches 1d"):
+        for name in (n for n in summary if n != "evidently"):
             ratio = summary["evidently"]["wall"] / summary[name]["wall"]
             cpu = summary["evidently"]["cpu"] / summary[name]["cpu"]
             print(f"Evidently / keel ({name}): {ratio:.1f}x wall, {cpu:.1f}x CPU")

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keel.config import CONFIG_FILE, KeelConfig, load_config
 from keel.errors import ConfigError, KeelError
 from keel.settings import load_settings
-from keel.store import pipeline_runs
-from keel.store.artifacts import ArtifactStore
-from keel.store.database import anchor_sqlite_url
-from keel.store.leases import ReapedRun
-from keel.store.metadata import MetadataStore
+
+if TYPE_CHECKING:  # the stores are imported when first used: SQLAlchemy costs ~0.2 s to load
+    from keel.store.artifacts import ArtifactStore
+    from keel.store.leases import ReapedRun
+    from keel.store.metadata import MetadataStore
 
 __all__ = ["Project", "find_project"]
 
@@ -66,6 +67,8 @@ class Project:
     @cached_property
     def artifacts(self) -> ArtifactStore:
         """The content-addressed artifact store (a relative local path is the project's)."""
+        from keel.store.artifacts import ArtifactStore
+
         root = load_settings().artifacts or self.config.store.artifacts
         if root and "://" not in root:
             root = str(self.root / Path(root).expanduser())
@@ -79,6 +82,9 @@ class Project:
         project directory, wherever the command runs. Opening it marks failed the runs whose
         process died (``kill -9``, out of memory): they are in :attr:`reaped_runs`.
         """
+        from keel.store import pipeline_runs
+        from keel.store.metadata import MetadataStore
+
         store = MetadataStore(self.db_url)
         try:
             self.reaped_runs = tuple(store.reap_dead_runs())
@@ -94,6 +100,8 @@ class Project:
         ``sqlite:///path`` is in the project directory), else ``.keel/keel.db``."""
         url = load_settings().db_url or self.config.store.db_url
         if url:
+            from keel.store.database import anchor_sqlite_url
+
             return anchor_sqlite_url(url, self.root)
         return f"sqlite:///{self.state_dir / 'keel.db'}"
 

@@ -18,7 +18,9 @@ from keel.monitor.window import LogFilter, parse_window
 
 if TYPE_CHECKING:
     from keel.data.reader import ReadOptions
+    from keel.monitor.quickdb import QuickReads, Resolved
     from keel.project import Project
+    from keel.types import ModelVersion
 
 __all__ = ["check_model", "parse_time"]
 
@@ -67,11 +69,38 @@ def check_model(
         since: Read requests at or after this time (ISO).
         until: Read requests before this time (ISO).
     """
+    from keel.monitor.quickdb import open_quick
+
+    quick = open_quick(project)  # SQLite read through sqlite3: SQLAlchemy is never loaded
+    try:
+        return _check(project, quick, ref, source=source, read=read, version=version, role=role,
+                      window=window, step=step, since=since, until=until)  # fmt: skip
+    finally:
+        if quick is not None:
+            quick.close()
+
+
+def _check(
+    project: Project,
+    quick: QuickReads | None,
+    ref: str,
+    *,
+    source: str | Path | None,
+    read: ReadOptions | None,
+    version: str | None,
+    role: str | None,
+    window: str | None,
+    step: str | None,
+    since: str | None,
+    until: str | None,
+) -> dict[str, Any]:
     cfg = project.config.monitor
     name = ref.partition("@")[0]
     if version is not None and version != "all":
         ref = f"{name}@{version}"
-    resolved = project.metadata.resolve(ref)
+    resolved: Resolved | ModelVersion | None = None if quick is None else quick.resolve(ref)
+    if resolved is None:  # the registry itself (an unresolvable reference: for its error)
+        resolved = project.metadata.resolve(ref)
     reference = load_reference(
         project.artifacts,
         resolved.package_sha256,
@@ -117,26 +146,25 @@ def check_model(
 
     reference = hashed_reference(reference, hashed_inputs(project))
     report = monitor_log(reference, project.predictions_dir, select=select, settings=settings)
-    from keel.store.feedback_store import count_live
-
     realised = None
-    if count_live(project.metadata.database, name):  # labels: only then is the join imported
+    if _count_live(project, quick, name):  # labels: only then is the join imported
         from keel.monitor.labels import realised_for
 
         realised = realised_for(project, name, select=select, window=spec)
     answer = replace(report, realised=realised).to_dict()
     from keel.monitor.operations import add_operations  # latency, errors, drops; SLOs
 
+    traffic = project.metadata.database if quick is None else quick.traffic_rows
     if cfg.time_column is not None:  # traffic is counted by request time: whole selection only
         windows = answer.pop("windows")
-        whole = add_operations(answer, project.metadata.database, cfg.slo, window_kind="all",
+        whole = add_operations(answer, traffic, cfg.slo, window_kind="all",
                                window_size=0, version=select.version, role=role,
                                since=select.since, until=select.until)  # fmt: skip
         whole["windows"] = windows
         return whole
     return add_operations(
         answer,
-        project.metadata.database,
+        traffic,
         cfg.slo,
         window_kind=spec.kind,
         window_size=spec.size,
@@ -145,6 +173,14 @@ def check_model(
         since=select.since,
         until=select.until,
     )
+
+
+def _count_live(project: Project, quick: QuickReads | None, name: str) -> int:
+    if quick is not None:
+        return quick.count_live(name)
+    from keel.store.feedback_store import count_live
+
+    return count_live(project.metadata.database, name)
 
 
 def check_time_column(project: Project, sha256: str, inputs: Any, model: str) -> None:

@@ -21,7 +21,7 @@ A row is stamped with its flush time, so a window's edges are smeared by the flu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,12 @@ if TYPE_CHECKING:
     from keel.config.monitor import SloConfig
     from keel.store.database import Database
 
-__all__ = ["Traffic", "add_operations", "judge_slo", "read_traffic"]
+__all__ = ["Traffic", "TrafficRows", "add_operations", "judge_slo", "read_traffic"]
+
+TrafficRows = Callable[[str, datetime | None, datetime | None], list[dict[str, Any]]]
+"""A reader of model ``name``'s stored traffic rows with ``since < bucket <= until``, oldest
+first (:func:`keel.store.deployment_store.stats_of`'s rows), e.g.
+:meth:`keel.monitor.quickdb.QuickReads.traffic_rows`."""
 
 _BUCKETS = len(LATENCY_EDGES_MS) + 1
 _UPPER = np.asarray([*LATENCY_EDGES_MS, LATENCY_EDGES_MS[-1]])
@@ -79,7 +84,7 @@ class Traffic:
 
 
 def read_traffic(
-    database: Database,
+    database: Database | TrafficRows,
     name: str,
     *,
     version: str | None = None,
@@ -87,15 +92,11 @@ def read_traffic(
     since: float | None = None,
     until: float | None = None,
 ) -> Traffic:
-    """The stored traffic rows of model ``name`` (optionally one version and role, a range)."""
-    from keel.store import deployment_store as ds
-
+    """The stored traffic rows of model ``name`` (optionally one version and role, a range),
+    from the metadata database or a reader of its rows."""
     low = None if since is None else datetime.fromtimestamp(since - _FLUSH_SLACK_S, UTC)
     high = None if until is None else datetime.fromtimestamp(until + _FLUSH_SLACK_S, UTC)
-    with database.read() as conn:
-        keys = [ds.model_stats_key(name)]
-        keys += [d["id"] for d in ds.list_deployments(conn, name=name, limit=100_000)]
-        found = ds.stats_of(conn, keys, low, high)
+    found = database(name, low, high) if callable(database) else _stored(database, name, low, high)
     if version is not None:
         found = [r for r in found if r["version"] == version]
     if role is not None:
@@ -112,6 +113,17 @@ def read_traffic(
         errors=np.asarray([int(r["errors"]) for r in found], dtype=np.int64),
         latency=latency,
     )
+
+
+def _stored(
+    database: Database, name: str, low: datetime | None, high: datetime | None
+) -> list[dict[str, Any]]:
+    from keel.store import deployment_store as ds
+
+    with database.read() as conn:
+        keys = [ds.model_stats_key(name)]
+        keys += [d["id"] for d in ds.list_deployments(conn, name=name, limit=100_000)]
+        return ds.stats_of(conn, keys, low, high)
 
 
 def _seconds(moment: datetime) -> float:
@@ -184,7 +196,7 @@ def judge_slo(slo: SloConfig, latency: Mapping[str, Any] | None) -> dict[str, An
 
 def add_operations(
     report: dict[str, Any],
-    database: Database,
+    database: Database | TrafficRows,
     slo: SloConfig,
     *,
     window_kind: str,
@@ -200,7 +212,7 @@ def add_operations(
 
     Args:
         report: The report to fill in (changed in place and returned).
-        database: The project's metadata database.
+        database: The project's metadata database, or a reader of its traffic rows.
         slo: keel.yaml's ``monitor.slo``.
         window_kind: ``time``, ``rows`` or ``all`` (the report's windows).
         window_size: A time window's seconds.

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from keel.validate.statistics import column_quantiles
+from keel.validate.sketches import column_quantiles
 
 __all__ = [
     "EPSILON",
