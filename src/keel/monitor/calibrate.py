@@ -1,13 +1,17 @@
 """The calibration CBPE uses for a binary classifier: fitted once per model version on its test
 set, then read from a small cache.
 
-The model's test snapshot (named in the package's lineage) is scored by the model and an
-isotonic calibration fitted to its labels (:func:`keel.monitor.cbpe.fit_calibration`, kept only
-if it lowers the out-of-fold calibration error). The result, or the decision that the scores are
-already calibrated, is cached in ``.keel/monitor/<package sha256>/calibration.json``, so only the
+The model's test snapshot (named in the package's lineage) is scored by the model and a
+calibration fitted to its labels (:func:`keel.monitor.cbpe.fit_calibration`: beta or isotonic,
+whichever has the lower out-of-fold log loss). The result, or the decision that there is nothing
+to calibrate, is cached in ``.keel/monitor/<package sha256>/calibration.json``, so only the
 first ``keel monitor`` of a version loads the model (LightGBM and all); later ones read the
 cache. A package without a test snapshot, or a target that is not the model's two classes,
 gives None: the scores are taken as calibrated and the report says so.
+
+A cache written before beta calibration existed holds an isotonic map without a ``method``; it
+is still read as isotonic, never refitted: the score sketches already compacted for that version
+summed its probabilities, and a version's windows must all be estimated with one map.
 """
 
 from __future__ import annotations
@@ -40,8 +44,7 @@ def calibration_for(
     cache.parent.mkdir(parents=True, exist_ok=True)
     body: dict[str, object] = {"calibrated": calibration is not None}
     if calibration is not None:
-        body["scores"] = list(calibration.scores)
-        body["probabilities"] = list(calibration.probabilities)
+        body |= calibration.to_json()
     temporary = cache.with_suffix(".tmp")
     temporary.write_bytes(orjson.dumps(body))
     temporary.replace(cache)
@@ -53,9 +56,12 @@ def _read(cache: Path) -> Calibration | None:
         body = orjson.loads(cache.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    if not body.get("calibrated"):
+    if not isinstance(body, dict) or not body.get("calibrated"):
         return None
-    return Calibration(tuple(body["scores"]), tuple(body["probabilities"]))
+    try:
+        return Calibration.from_json(body)
+    except (KeyError, TypeError, ValueError):
+        return None  # unreadable: estimated uncalibrated rather than not at all
 
 
 def _fit(
