@@ -126,9 +126,9 @@ def init(
     """Scaffold a project: a bundled example, or a commented keel.yaml for your own file.
 
     keel init churn --from churn.csv --target Churn infers the task, the positive label, the
-    gates, the slices and the columns to set aside (ids, row counters, free text) from the
-    data, and explains each choice in keel.yaml. Without DIRECTORY, --from writes to the
-    current directory.
+    gates, the slices and the columns to set aside (ids, row counters, free text, columns that
+    alone decide the target) from the data, and explains each choice in keel.yaml. Without
+    DIRECTORY, --from writes to the current directory.
     """
     from keel import api
 
@@ -295,7 +295,21 @@ def predict(
     input: Annotated[
         Path, typer.Option("--input", "-i", help="CSV or Parquet file (see the reading options).")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write: .parquet/.pq, .csv, .jsonl/.ndjson or .json (one array).",
+        ),
+    ],
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--output-format",
+            help="parquet, csv, jsonl or json (default: the one --output's suffix names).",
+        ),
+    ] = None,
     delimiter: reading.DelimiterOpt = None,
     header: reading.HeaderOpt = None,
     columns: reading.ColumnsOpt = None,
@@ -306,13 +320,17 @@ def predict(
 ) -> None:
     """Batch-score a file with a registered model.
 
-    A CSV's delimiter, quoting, header and encoding are detected unless given; what it was
-    read as is printed. Malformed lines are not scored; each is reported with its line.
+    The output, in the format its suffix names (or --output-format), holds the input columns,
+    then the prediction, the probabilities and the model version. A CSV's delimiter, quoting,
+    header and encoding are detected unless given; what it was read as is printed. Malformed
+    lines are not scored; each is reported with its line.
     """
     from keel import api
+    from keel.data.export import table_format
 
+    fmt = table_format(output, output_format)  # before the model loads; named as the CLI's
     read = reading.read_options(delimiter, header, columns, encoding, quote)
-    result = api.predict(ref, input, output, project=project, read=read)
+    result = api.predict(ref, input, output, project=project, read=read, format=fmt)
     if format is Format.json:
         _emit_json(result)
     else:
@@ -320,7 +338,7 @@ def predict(
         reading.print_bad_lines(result["bad_lines"])
         out.print(
             f"scored {result['rows']} rows with {result['model']}@{result['version']}"
-            f" -> {result['output']}"
+            f" -> {result['output']} ({result['format']})"
         )
         for what, count in result["warnings"].items():
             err.print(f"[yellow]warning:[/] {count} rows scored with {what}", highlight=False)
@@ -336,6 +354,8 @@ def _noop_run(args: list[str]) -> None:
     """A ``keel run [--format F]`` with nothing changed, decided from the last run's manifest
     without building the command line (:mod:`keel.pipeline.noop`); it exits as ``run`` does.
     Returns when the normal path must run."""
+    if args[:1] != ["run"]:  # every other command: not even imported
+        return
     from keel.pipeline.noop import attempt
 
     outcome = attempt(args)

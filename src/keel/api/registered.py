@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from keel.project import Project
     from keel.registry.package import ModelPackage
     from keel.registry.registry import Registry
+    from keel.serve.batch import Scored
 from keel.api.projects import _project, _reading
 
 
@@ -93,7 +94,8 @@ def show_model(ref: str, *, project: str | Path | None = None) -> dict[str, Any]
 
     Returns:
         ``{"name", "aliases", "versions": [{"version", "package_sha256", "model_sha256",
-        "run_id", "created_at", "aliases", "metrics", "slices", "gates", "importance"}]}``;
+        "run_id", "created_at", "aliases", "metrics", "slices", "gates", "importance",
+        "fairness"}]}``;
         ``importance`` holds mean |SHAP| and permutation importance per input column;
         ``gates`` holds each gate's ``gate``, ``path``, ``op``, ``bound``, ``value``,
         ``passed`` and ``reason`` from the version's evaluation; ``slices`` holds the test
@@ -158,6 +160,26 @@ def _version(v: Any, project: Project) -> dict[str, Any]:
         "slices": (manifest.get("metrics") or {}).get("slices") or {},
         "gates": _gates(manifest, project),
         "importance": _importance(manifest, project),
+        "fairness": _fairness(manifest, project),
+    }
+
+
+def _fairness(manifest: dict[str, Any], project: Project) -> dict[str, Any]:
+    """The fairness audit of ``data.sensitive`` from the version's evaluation: ``{feature:
+    {disparity: value or None, "undefined": {disparity: why}}}`` (``{}`` when none)."""
+    import orjson
+
+    sha = ((manifest.get("lineage") or {}).get("artifacts") or {}).get("evaluation")
+    try:
+        evaluation = orjson.loads(project.artifacts.get(sha)) if sha else {}
+    except NotFoundError:
+        evaluation = {}
+    return {  # the disparities are the audit's *_difference and *_ratio keys
+        feature: {
+            **{k: v for k, v in audit.items() if k.endswith(("_difference", "_ratio"))},
+            "undefined": audit.get("undefined") or {},
+        }
+        for feature, audit in (evaluation.get("fairness") or {}).items()
     }
 
 
@@ -208,33 +230,77 @@ def predict(
     *,
     project: str | Path | None = None,
     read: ReadOptions | None = None,
+    format: str | None = None,
 ) -> dict[str, Any]:
-    """Batch-score a CSV or Parquet file into a Parquet file.
+    """Batch-score a CSV or Parquet file into a Parquet, CSV, JSON Lines or JSON file.
 
-    Rows whose values do not convert to the model's input types are not scored: they go to
-    ``<output>.rejects.csv`` with their line numbers (``rejected`` and ``rejects`` say so).
-    ``read`` says how to read a CSV (delimiter, header, ...; default: detected; NA tokens:
-    the training source's); ``dialect`` is what it was read as, ``bad_lines`` the lines that
-    could not be read as rows.
+    The output's format is ``format`` (``parquet``, ``csv``, ``jsonl``, ``json``: one array)
+    when given, else the one its suffix names (``.parquet``/``.pq``, ``.csv``,
+    ``.jsonl``/``.ndjson``, ``.json``); an unknown suffix is a ConfigError naming it, raised
+    before anything is read. Rows whose values do not convert to the model's input types are
+    not scored: they go to ``<output>.rejects.csv`` with their line numbers (``rejected`` and
+    ``rejects`` say so). ``read`` says how to read a CSV (delimiter, header, ...; default:
+    detected; NA tokens: the training source's); ``dialect`` is what it was read as,
+    ``bad_lines`` the lines that could not be read as rows.
+
+    Example:
+        >>> keel.predict("adult@production", "new.csv", "scored.csv")["format"]
+        'csv'
     """
-    from keel.serve.batch import predict_file
+    from keel.data.export import table_format
 
+    fmt = table_format(output, format, option="output", override="format")
     with _project(project) as proj:
         version = proj.metadata.resolve(ref)
         package = _package(proj, version.package_sha256)
         read = _reading(read, proj)
-        scored = predict_file(package, source, output, version=str(version.version), read=read)
+        scored = _score_file(package, source, Path(output), fmt, str(version.version), read)
         return {
             "model": version.name,
             "version": version.version,
             "rows": scored.rows,
             "output": str(output),
+            "format": fmt,
             "rejected": scored.rejected,
             "rejects": None if scored.rejects is None else str(scored.rejects),
             "warnings": scored.warnings,
             "dialect": None if scored.dialect is None else scored.dialect.to_dict(),
             "bad_lines": [line.to_dict() for line in scored.bad_lines],
         }
+
+
+def _score_file(
+    package: ModelPackage,
+    source: str | Path,
+    output: Path,
+    fmt: str,
+    version: str,
+    read: ReadOptions | None,
+) -> Scored:
+    """Score ``source`` into ``output``: directly when it is Parquet, else into a Parquet file
+    in a private folder beside it that is then converted (streamed) and renamed into place;
+    the rejects file lands beside ``output`` as it does for Parquet."""
+    import shutil
+    import tempfile
+
+    from keel.data.export import convert_parquet
+    from keel.serve.batch import predict_file, rejects_path
+
+    if fmt == "parquet":
+        return predict_file(package, source, output, version=version, read=read)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
+        scored = predict_file(
+            package, source, Path(tmp) / f"{output.stem}.parquet", version=version, read=read
+        )
+        convert_parquet(Path(tmp) / f"{output.stem}.parquet", output, fmt)
+        rejects = rejects_path(output)
+        if scored.rejects is not None:
+            shutil.move(scored.rejects, rejects)
+            scored.rejects = rejects
+        else:
+            rejects.unlink(missing_ok=True)  # an old run's rejects would describe other data
+    return scored
 
 
 def monitor(

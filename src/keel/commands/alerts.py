@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from keel.commands.monitor import checked_role
 from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, err, out
 
 __all__ = ["MonitorGroup", "monitor_run", "register"]
@@ -51,7 +52,7 @@ def monitor_run(
     ] = None,
     role: Annotated[
         str | None,
-        typer.Option("--role", help="Read one deployment role: primary, canary or shadow."),
+        typer.Option("--role", help="Read one deployment role: primary, canary, shadow or ab."),
     ] = None,
     window: Annotated[
         str | None,
@@ -119,6 +120,7 @@ def monitor_run(
         raise typer.BadParameter("--every must be longer than 0s", param_hint="--every")
     if times is not None and period is None:
         raise typer.BadParameter("--times needs --every", param_hint="--times")
+    role = checked_role(role)
     passes = 0
     try:
         while True:

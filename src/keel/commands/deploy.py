@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from keel.commands.models import ActorOpt
-from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
+from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, err, out
 
 __all__ = ["register"]
 
@@ -62,8 +62,10 @@ def deploy(
         str,
         typer.Option(
             "--check",
-            help="Bounds on the canary's own traffic per interval: error_rate, p50_ms, p95_ms, "
-            "p99_ms, requests; e.g. 'error_rate<=0.01,p99_ms<=50'.",
+            help="Bounds on the canary's own traffic per interval: error_rate (5xx), "
+            "rejection_rate (4xx), p50_ms, p95_ms, p99_ms, requests; e.g. "
+            "'error_rate<=0.01,p99_ms<=50'. A canary refusing (4xx) more than the primary "
+            "fails an interval regardless.",
         ),
     ] = "error_rate<=0.01",
     failures: Annotated[
@@ -114,10 +116,46 @@ def deploy(
         project=project,
         actor=actor,
     )
+    gaps = _input_gaps(made, project)
     if fmt is Format.json:
-        emit_json(made)
+        emit_json({**made, "warnings": gaps})
         return
     _print_deployment(made)
+    for gap in gaps:
+        err.print(f"[yellow]warning:[/] {escape(gap)}", highlight=False)
+
+
+def _input_gaps(made: dict[str, Any], project: Any) -> list[str]:
+    """Each arm version's inputs that the primary does not read: clients of the primary need
+    not send them, so their requests are 422s on that arm (refusals, which fail a canary's
+    intervals when they outnumber the primary's)."""
+    import orjson
+
+    from keel.project import Project
+    from keel.registry.registry import Registry
+
+    primary = (made.get("spec") or {}).get("primary")
+    arms = [a["version"] for a in made.get("arms") or () if a["version"] != primary]
+    if primary is None or not arms:
+        return []
+    with Project(project) as proj:
+        registry = Registry(proj.metadata.database, proj.config.registry)
+
+        def inputs(version: int) -> list[str]:
+            found = registry.resolve(f"{made['name']}@{version}")
+            manifest = orjson.loads(proj.artifacts.get(found.package_sha256))
+            return [i["name"] for i in (manifest.get("signature") or {}).get("inputs", [])]
+
+        served = set(inputs(primary))
+        gaps = {v: [n for n in inputs(v) if n not in served] for v in arms}
+    return [
+        f"v{v} reads {', '.join(names)}, which the primary v{primary} does not: requests "
+        f"without {'it' if len(names) == 1 else 'them'} get 422 from v{v}; a canary that "
+        "refuses more requests than the primary fails its intervals and is rolled back, so "
+        "make clients send them first."
+        for v, names in gaps.items()
+        if names
+    ]
 
 
 def list_(
@@ -218,9 +256,9 @@ def _print_deployment(d: dict[str, Any]) -> None:
             highlight=False,
         )
     if d.get("traffic"):
-        table = Table(show_edge=False, collapse_padding=True)  # nine columns in 80
-        columns = ("version", "role", "requests", "errors", "error rate", "p50 ms", "p95 ms")
-        for column in (*columns, "p99 ms", "disagree"):
+        table = Table(show_edge=False, collapse_padding=True)  # ten columns in 80
+        columns = ("version", "role", "requests", "errors", "error rate", "refused", "p50 ms")
+        for column in (*columns, "p95 ms", "p99 ms", "disagree"):
             table.add_column(column)
         for t in d["traffic"]:
             table.add_row(
@@ -229,6 +267,7 @@ def _print_deployment(d: dict[str, Any]) -> None:
                 str(t["requests"]),
                 str(t["errors"]),
                 _num(t["error_rate"]),
+                _num(t.get("rejection_rate")),
                 _num(t["p50_ms"]),
                 _num(t["p95_ms"]),
                 _num(t["p99_ms"]),

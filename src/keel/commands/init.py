@@ -3,7 +3,8 @@
 The file is read the way ``keel run`` will read it (the same DuckDB scan, after sniffing its
 delimiter, quoting, header and the tokens it spells "missing" with); the task follows from the
 target's values; gates and slices from the task and the columns; ids, row counters, free text
-and study labels go into ``drop:`` (:mod:`keel.validate.infer_roles`). Every choice is written with
+and study labels (:mod:`keel.validate.infer_roles`) and columns that alone decide a class target
+(leaks, :mod:`keel.commands.profile`) go into ``drop:``. Every choice is written with
 a comment that says why it was made and how to change it. The result is loaded with
 :func:`keel.config.load_config` before it is left on disk, so it is always a valid keel.yaml.
 """
@@ -109,7 +110,7 @@ def init_from_file(
     if config.exists() and not force:
         msg = f"{config} already exists. Use another directory, or --force to overwrite it."
         raise ConfigError(msg)
-    profile = profile_file(file.resolve())
+    profile = profile_file(file.resolve(), target)
     column = _target_column(profile, target, file)
     task = _infer_task(column, profile)
     root.mkdir(parents=True, exist_ok=True)
@@ -290,7 +291,8 @@ def _regression(why: str) -> _Task:
 
 
 def _slices(profile: Profile, target: str) -> list[str]:
-    """Low-cardinality text or yes/no columns: metrics per value of each are worth a look."""
+    """Low-cardinality text or yes/no columns: metrics per value of each are worth a look;
+    sensitive ones (sex, race...) are always among them. In file order."""
     chosen = []
     dropped = {found.name for found in _dropped(profile, target)}
     for column in profile.columns.values():
@@ -298,7 +300,8 @@ def _slices(profile: Profile, target: str) -> list[str]:
             continue
         if 2 <= column.distinct <= MAX_SLICE_VALUES:
             chosen.append(column.name)
-    return chosen[:MAX_SLICES]
+    kept = set(sorted(chosen, key=lambda name: not _SENSITIVE.match(name))[:MAX_SLICES])
+    return [name for name in chosen if name in kept]
 
 
 def _warnings(column: Column, profile: Profile) -> list[str]:
@@ -307,6 +310,14 @@ def _warnings(column: Column, profile: Profile) -> list[str]:
         warnings.append(
             f"target '{column.name}' is missing in {column.nulls} of {profile.rows} rows; "
             "keel run stops on them: remove those rows from the file (or fill them) first"
+        )
+    for found in profile.mostly_numbers:
+        shown = ", ".join(repr(v) for v in found.examples)
+        warnings.append(
+            f"column '{found.name}' holds numbers but for {found.strays} of its "
+            f"{found.values} values ({shown}), so keel run reads it as text, one category "
+            "per value: fix those cells in the file, or add them to na_values if they mean "
+            "'missing'"
         )
     if profile.sampled:
         warnings.append(
@@ -383,7 +394,7 @@ def _render(
             indent=2,
         )
         lines.append(f"  positive_label: {_yaml(task.positive)}")
-    lines += _roles(profile, column.name)
+    lines += _roles(profile, column.name, task.task)
     lines += [
         "",
         "model:",
@@ -434,7 +445,7 @@ def _dropped(profile: Profile, target: str) -> list[SetAside]:
     return [found for found in profile.set_aside if found.name != target]
 
 
-def _roles(profile: Profile, target: str) -> list[str]:
+def _roles(profile: Profile, target: str, task: str) -> list[str]:
     lines = _comment(
         "Columns the model must not see: anything known only after the outcome (it leaks the "
         "target), ids, row counters and free text. Keel's schema also sets aside dates, "
@@ -455,7 +466,14 @@ def _roles(profile: Profile, target: str) -> list[str]:
     else:
         lines.append("  drop: []")
     sensitive = [c for c in profile.columns if _SENSITIVE.match(c) and c != target]
-    if sensitive:
+    if sensitive and task == "regression":
+        lines += _comment(
+            f"{_listed(dict.fromkeys(sensitive))}: a regression model gets no fairness audit "
+            "(data.sensitive: selection rate, TPR and FPR per group need a classifier's "
+            "decisions); its rmse, mae and r2 per group are reported through evaluate.slices.",
+            indent=2,
+        )
+    elif sensitive:
         lines += _comment("Uncomment to audit fairness (metrics per group) on these.", indent=2)
         lines.append(f"  # sensitive: {_yaml(sensitive)}")
     return lines

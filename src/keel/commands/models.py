@@ -90,7 +90,8 @@ def show(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Versions, aliases, metrics and package sha256 of a model (archived versions marked);
-    for one version also its slices, gate verdicts and input-column importance."""
+    for one version also its slices, gate verdicts, fairness disparities and input-column
+    importance."""
     from keel import api
 
     shown = api.show_model(ref, project=project)
@@ -112,7 +113,19 @@ def show(
         if len(shown["versions"]) == 1:  # one version's details: its metrics per slice too
             _print_slices(v.get("slices") or {})
             _print_gates(v.get("gates") or [])
+            _print_fairness(v.get("fairness") or {})
             _print_importance(v.get("importance") or {})
+
+
+def _print_fairness(fairness: dict[str, Any]) -> None:
+    """Each ``data.sensitive`` feature's disparities (rates per group: ``keel models card``)."""
+    for feature, audit in fairness.items():
+        values = " ".join(
+            f"{name}={_short(value) if value is not None else 'undefined'}"
+            for name, value in audit.items()
+            if name.endswith("_difference") and (value is not None or name in audit["undefined"])
+        )
+        out.print(f"    fairness [bold]{escape(feature)}[/]: {values}", highlight=False)
 
 
 def _print_importance(importance: dict[str, Any], top: int = 10) -> None:

@@ -12,7 +12,7 @@ import typer
 from keel.commands import reading
 from keel.commands.output import Format, ProjectOpt, emit_json, err, out
 
-__all__ = ["print_report", "register"]
+__all__ = ["checked_role", "print_report", "register"]
 
 _COLORS = {"stable": "green", "moderate": "yellow", "drift": "red", "not_enough_data": "dim",
            "not_comparable": "dim"}  # fmt: skip
@@ -56,7 +56,7 @@ def monitor(
     ] = None,
     role: Annotated[
         str | None,
-        typer.Option("--role", help="Read one deployment role: primary, canary or shadow."),
+        typer.Option("--role", help="Read one deployment role: primary, canary, shadow or ab."),
     ] = None,
     window: Annotated[
         str | None,
@@ -137,6 +137,7 @@ def monitor(
         else:
             print_arms(comparison)
         return
+    role = checked_role(role)
     # a file's reading options (the log needs none: keel.data.reader is not imported for it)
     read = reading.read_options(delimiter, header, columns, encoding, quote) if input else None
     report = api.monitor(
@@ -420,3 +421,20 @@ def _pm(value: float | None, error: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if error is None else f"{value:.3f} ± {error:.3f}"
+
+
+def checked_role(role: str | None) -> str | None:
+    """``--role`` as given; a misspelt one is a ConfigError listing the roles predictions are
+    logged with (it would otherwise select nothing and report ``not_enough_data``)."""
+    if role is None:
+        return None
+    from typing import get_args
+
+    from keel.errors import ConfigError
+    from keel.registry.deployments import Role
+
+    roles = get_args(Role)
+    if role not in roles:
+        msg = f"--role: '{role}' is not a deployment role; use one of {', '.join(roles)}."
+        raise ConfigError(msg, field="--role")
+    return role

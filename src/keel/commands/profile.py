@@ -19,11 +19,13 @@ import pyarrow.compute as pc
 from keel.config import SourceConfig
 from keel.errors import ConfigError
 from keel.validate.infer_roles import SetAside, set_aside
+from keel.validate.numeric_text import NUMBER as _NUMBER
+from keel.validate.numeric_text import MostlyNumbers, strays_in_table
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["SAMPLE_ROWS", "Column", "Profile", "profile_file"]
+__all__ = ["SAMPLE_ROWS", "Column", "MostlyNumbers", "Profile", "profile_file"]
 
 #: Rows read to profile the columns and the target (the head of the file).
 SAMPLE_ROWS = 100_000
@@ -33,7 +35,12 @@ STRONG_NA = ("NA", "N/A", "n/a", "#N/A", "NaN", "nan", "NULL", "null", "?")
 WEAK_NA = ("None", "none", "Null", "-", ".", "missing", "--")
 #: Columns with at most this many distinct values get their value counts.
 COUNTED_VALUES = 100
-_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+#: A column that alone decides a class target on every one of at least this many rows (and
+#: this many of each class) is a leak of the target, not evidence for it.
+LEAK_MIN_ROWS = 50
+LEAK_MIN_CLASS_ROWS = 5
+#: Columns with at most this many values are checked for deciding the target value by value.
+LEAK_MAX_VALUES = 20
 _PARQUET = (".parquet", ".pq", ".parq")
 _JSONL = (".jsonl", ".ndjson")
 
@@ -54,7 +61,8 @@ class Column:
 class Profile:
     """A file's source section (as keel.yaml will declare it), its sampled columns, the
     "missing" tokens found, each with the columns it was found in, and the columns that look
-    like ids, row counters, free text or collection labels (:mod:`keel.validate.infer_roles`)."""
+    like ids, row counters, free text or collection labels (:mod:`keel.validate.infer_roles`),
+    or that leak the target (with ``profile_file``'s ``target``)."""
 
     source: SourceConfig
     rows: int
@@ -62,10 +70,16 @@ class Profile:
     columns: dict[str, Column]
     na_found: dict[str, list[str]]  # token -> columns it was found in
     set_aside: tuple[SetAside, ...] = ()  # columns that should not be inputs (any target too)
+    mostly_numbers: tuple[MostlyNumbers, ...] = ()  # text only because of a few stray cells
 
 
-def profile_file(file: Path) -> Profile:
+def profile_file(file: Path, target: str | None = None) -> Profile:
     """Sniff and sample a CSV, Parquet or JSON Lines file.
+
+    With ``target``, a column that alone decides a class target on every sampled row (a
+    threshold of a number for two classes, or each of a few values standing for one class) is
+    set aside as a leak of it: a value known only after the outcome, such as the grade that a
+    pass/fail target is computed from.
 
     Raises:
         ConfigError: The file cannot be read as CSV.
@@ -86,8 +100,65 @@ def profile_file(file: Path) -> Profile:
     sampled = table.num_rows > SAMPLE_ROWS
     table = table.slice(0, SAMPLE_ROWS)
     columns = {name: _describe(name, table.column(name)) for name in table.column_names}
-    aside = tuple(set_aside(table))
-    return Profile(source, table.num_rows, sampled, columns, na_found, aside)
+    aside = tuple(set_aside(table)) + tuple(_leaks(table, target) if target else ())
+    strays = strays_in_table(table)
+    return Profile(source, table.num_rows, sampled, columns, na_found, aside, strays)
+
+
+def _leaks(table: pa.Table, target: str) -> list[SetAside]:
+    """The columns that alone decide the class of ``target`` on every row of ``table``."""
+    if target not in table.column_names or _kind(table.column(target).type) in ("number", "other"):
+        return []
+    table = table.filter(pc.is_valid(table.column(target)))
+    tallied = pc.value_counts(table.column(target))
+    counts = tallied.field("counts").to_pylist()
+    if table.num_rows < LEAK_MIN_ROWS or not 2 <= len(counts) <= LEAK_MAX_VALUES:
+        return []
+    if min(counts) < LEAK_MIN_CLASS_ROWS:
+        return []
+    found = []
+    for name in table.column_names:
+        kind = _kind(table.column(name).type)
+        if name == target or kind in ("temporal", "other"):
+            continue
+        why = None
+        if kind in ("integer", "number") and len(counts) == 2:
+            why = _threshold(table, name, target)
+        if why is None and 2 <= pc.count_distinct(table.column(name)).as_py() <= LEAK_MAX_VALUES:
+            why = _by_value(table, name, target)
+        if why is not None:
+            found.append(SetAside(name, "leak", why))
+    return found
+
+
+def _threshold(table: pa.Table, name: str, target: str) -> str | None:
+    """'x <= 9 for every fail, >= 10 for every pass' when a threshold on ``name`` decides."""
+    rows = table.select([name, target]).filter(pc.is_valid(table.column(name)))
+    if rows.num_rows < table.num_rows:  # a missing value decides nothing: not a clean split
+        return None
+    spans = rows.group_by(target).aggregate([(name, "min"), (name, "max")]).to_pylist()
+    low, high = sorted(spans, key=lambda s: s[f"{name}_min"])
+    if low[f"{name}_max"] >= high[f"{name}_min"]:
+        return None
+    return (
+        f"it alone decides '{target}' on all {rows.num_rows} sampled rows ({name} <= "
+        f"{low[f'{name}_max']} for every '{low[target]}', >= {high[f'{name}_min']} for every "
+        f"'{high[target]}'): a value known only after the outcome leaks the target"
+    )
+
+
+def _by_value(table: pa.Table, name: str, target: str) -> str | None:
+    """'each value stands for one class' when every value of ``name`` has a single class."""
+    rows = table.select([name, target]).filter(pc.is_valid(table.column(name)))
+    if rows.num_rows < table.num_rows:
+        return None
+    classes = rows.group_by(name).aggregate([(target, "count_distinct")])
+    if pc.max(classes.column(f"{target}_count_distinct")).as_py() != 1:
+        return None
+    return (
+        f"each of its {classes.num_rows} values goes with one value of '{target}' on all "
+        f"{rows.num_rows} sampled rows: it restates the target"
+    )
 
 
 def _sniff_csv(

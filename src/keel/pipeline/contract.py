@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keel.errors import DataValidationError
+from keel.errors import ConfigError, DataValidationError
 from keel.project import Project
 
 if TYPE_CHECKING:
@@ -24,17 +24,23 @@ __all__ = [
     "SCHEMA_FILE",
     "SchemaUpdate",
     "check_schema",
+    "declare_dropped",
     "holdout_notes",
     "infer_project_schema",
+    "new_schema_notes",
     "refreshed_message",
     "schema_text",
     "stale_message",
+    "stray_notes",
     "training_statistics",
     "update_schema",
+    "with_strays",
 ]
 
 SCHEMA_FILE = "schema.yaml"
 UPDATE_COMMAND = "keel schema infer --update"
+#: The training statistics' key for the numeric columns a few stray cells made text.
+STRAYS_KEY = "mostly_numbers"
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,74 @@ def check_schema(project: Project, statistics: dict[str, Any]) -> SchemaUpdate:
 
 def schema_text(project: Project, statistics: dict[str, Any]) -> str:
     """``schema.yaml``'s text; when there is none (first run, or deleted) it is inferred from
-    the statistics and written first, for review."""
+    the statistics and written first, for review; otherwise the columns ``data.drop`` lists
+    are set aside in it first (:func:`declare_dropped`)."""
     path = project.root / SCHEMA_FILE
+    _check_dropped(project, list(statistics.get("columns", {})))
     if not path.exists():
         _create(project, infer_project_schema(project, statistics), statistics, path)
+    else:
+        declare_dropped(project, path)
     return path.read_text(encoding="utf-8")
+
+
+def _check_dropped(project: Project, columns: list[str]) -> None:
+    """A ``data.drop`` entry that names no column of the training data is a typo that would
+    leave the column it meant a model input: refuse it, with the closest column."""
+    unknown = [name for name in project.config.data.drop if name not in columns]
+    if not unknown or not columns:
+        return
+    import difflib
+
+    by_lower = {c.lower(): c for c in columns}
+    hints = []
+    for name in unknown:
+        close = by_lower.get(name.lower()) or next(
+            iter(difflib.get_close_matches(name, columns, n=1, cutoff=0.6)), None
+        )
+        hints.append(f"'{name}'" + (f" (did you mean '{close}'?)" if close else ""))
+    more = f", ... ({len(columns) - 40} more)" if len(columns) > 40 else ""
+    verb = "names no column" if len(unknown) == 1 else "name no columns"
+    raise ConfigError(
+        f"data.drop: {', '.join(hints)} {verb} of the training data, so nothing was set "
+        f"aside. Columns: {', '.join(columns[:40])}{more}. Fix the name in keel.yaml.",
+        field="data.drop",
+    )
+
+
+def declare_dropped(project: Project, path: Path) -> tuple[str, ...]:
+    """Give role ``ignored`` in ``schema.yaml`` to the model inputs that keel.yaml's
+    ``data.drop`` lists.
+
+    A new schema takes ``data.drop`` when it is inferred; a column listed after that would
+    otherwise stay a model input of the reviewed schema, and the run would silently train on
+    it. Only ``feature`` and ``sensitive`` columns change (one that is also the target or in
+    ``data.sensitive`` keeps its role); everything else in the schema is kept.
+
+    Returns:
+        The columns whose role was changed (empty: the file was not touched).
+    """
+    data = project.config.data
+    listed = set(data.drop) - set(data.sensitive) - {data.target}
+    if not listed:
+        return ()
+    from dataclasses import replace
+
+    from keel.validate.schema import read_schema, write_schema
+
+    schema = read_schema(path)
+    changed = tuple(
+        name
+        for name, column in schema.columns.items()
+        if name in listed and column.role in ("feature", "sensitive")
+    )
+    if changed:
+        columns = {
+            name: replace(column, role="ignored") if name in changed else column
+            for name, column in schema.columns.items()
+        }
+        write_schema(replace(schema, columns=columns), path)
+    return changed
 
 
 def update_schema(project: Project, statistics: dict[str, Any] | None = None) -> SchemaUpdate:
@@ -113,7 +182,48 @@ def training_statistics(project: Project) -> dict[str, Any]:
     from keel.validate.statistics import compute_statistics
 
     result = ingest(project.config.data.train, project.root, project, split="train")
-    return compute_statistics(project.artifacts.local_path(result.snapshot.sha256))
+    snapshot = project.artifacts.local_path(result.snapshot.sha256)
+    return with_strays(compute_statistics(snapshot), snapshot)
+
+
+def with_strays(statistics: dict[str, Any], snapshot: Path) -> dict[str, Any]:
+    """``statistics`` with the text columns of ``snapshot`` that are numbers but for a few
+    stray cells (:mod:`keel.validate.numeric_text`, over a bounded sample) under
+    :data:`STRAYS_KEY`; unchanged when there are none."""
+    from keel.validate.numeric_text import strays_in_file
+
+    found = strays_in_file(snapshot)
+    if not found:
+        return statistics
+    return {**statistics, STRAYS_KEY: [f.to_dict() for f in found]}
+
+
+def stray_notes(
+    statistics: dict[str, Any], schema: Schema, columns: set[str] | None = None
+) -> tuple[str, ...]:
+    """A warning for each column that ``schema`` declares a string although its values are
+    numbers but for a few stray cells (as :func:`with_strays` found them), or only for
+    ``columns``: what the column holds and how to fix it."""
+    from keel.validate.numeric_text import MostlyNumbers, stray_message
+
+    notes = []
+    for entry in statistics.get(STRAYS_KEY, ()):
+        found = MostlyNumbers.from_dict(entry)
+        column = schema.columns.get(found.name)
+        if column is None or column.type != "string" or column.role in ("ignored", "pii"):
+            continue
+        if columns is None or found.name in columns:
+            notes.append(stray_message(found, schema_file=SCHEMA_FILE))
+    return tuple(notes)
+
+
+def new_schema_notes(
+    project: Project, schema: Schema, statistics: dict[str, Any]
+) -> tuple[str, ...]:
+    """What the user should know of a newly inferred schema: numeric columns that stray cells
+    made text (:func:`stray_notes`) and the time holdout's shift severity
+    (:func:`holdout_notes`)."""
+    return stray_notes(statistics, schema) + holdout_notes(project, schema)
 
 
 def _reconcile(
@@ -133,8 +243,10 @@ def _reconcile(
         return SchemaUpdate(path, ())
     if not write and project.config.schema_mode == "reviewed":
         raise DataValidationError(stale_message(changes), details=_details(changes))
-    write_schema(refresh_schema(reviewed, inferred), path)
-    return SchemaUpdate(path, changes)
+    refreshed = refresh_schema(reviewed, inferred)
+    write_schema(refreshed, path)
+    changed = {str(change.column) for change in changes}
+    return SchemaUpdate(path, changes, notes=stray_notes(statistics, refreshed, changed))
 
 
 def _create(
@@ -151,7 +263,7 @@ def _create(
         severities = {**inferred.severities, "distribution_shift": "warning"}
         inferred = replace(inferred, severities=severities)
     write_schema(inferred, path)
-    return holdout_notes(project, inferred)
+    return new_schema_notes(project, inferred, statistics)
 
 
 def holdout_notes(project: Project, schema: Schema) -> tuple[str, ...]:

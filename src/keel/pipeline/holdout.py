@@ -111,10 +111,17 @@ def holdout_rows(table: pa.Table, project: Project) -> tuple[np.ndarray, np.ndar
 
 def _values(table: pa.Table, column: str | None, field: str) -> np.ndarray:
     if column is None or column not in table.column_names:
-        shown = ", ".join(table.column_names[:30])
+        import difflib
+
+        names = table.column_names
+        more = f", ... ({len(names) - 30} more)" if len(names) > 30 else ""
+        close = {n.lower(): n for n in names}.get(str(column).lower()) or next(
+            iter(difflib.get_close_matches(str(column), names, n=1, cutoff=0.6)), None
+        )
+        hint = f" Did you mean '{close}'?" if close else ""
         raise ConfigError(
-            f"{field}: column '{column}' is not in the training data (columns: {shown}). "
-            f"Name one of them in keel.yaml.",
+            f"{field}: column '{column}' is not in the training data (columns: "
+            f"{', '.join(names[:30])}{more}).{hint} Name one of them in keel.yaml.",
             field=field,
         )
     values: np.ndarray = table.column(column).to_numpy()

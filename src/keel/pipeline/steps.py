@@ -88,13 +88,14 @@ def ingest_test(ctx: StepContext) -> dict[str, Artifact]:
 
 
 def profile(ctx: StepContext) -> dict[str, Artifact]:
-    """Statistics of the training snapshot; their bins are the reference for drift."""
+    """Statistics of the training snapshot; their bins are the reference for drift. Text
+    columns that are numbers but for a few stray cells are recorded with them, for the schema
+    step to point out (:func:`keel.pipeline.contract.with_strays`)."""
     from keel.validate.statistics import compute_statistics
 
     # streamed from the verified Parquet file in batches: bounded memory on large snapshots
-    statistics = compute_statistics(
-        ctx.project.artifacts.local_path(ctx.inputs["train_snapshot"].sha256)
-    )
+    snapshot = ctx.project.artifacts.local_path(ctx.inputs["train_snapshot"].sha256)
+    statistics = contract.with_strays(compute_statistics(snapshot), snapshot)
     ctx.facts["columns"] = len(statistics["columns"])
     return {"statistics": _put_json(ctx, statistics, "statistics", rows=statistics["rows"])}
 
@@ -105,18 +106,21 @@ def schema(ctx: StepContext) -> dict[str, Artifact]:
     When the data's columns or types no longer match it, the run stops with the difference and
     ``keel schema infer --update`` (or, with ``schema: auto``, refreshes it and warns).
     """
-    from keel.pipeline.contract import check_schema, holdout_notes, refreshed_message
+    from keel.pipeline.contract import check_schema, new_schema_notes, refreshed_message
     from keel.validate.schema import read_schema
 
-    update = check_schema(ctx.project, _json(ctx.project, ctx.inputs["statistics"]))
+    statistics = _json(ctx.project, ctx.inputs["statistics"])
+    update = check_schema(ctx.project, statistics)
     if update.changes:
         ctx.warn(refreshed_message(update))
         ctx.facts["refreshed_changes"] = len(update.changes)
     text = (ctx.project.root / SCHEMA_FILE).read_text(encoding="utf-8")
     parsed = read_schema(ctx.project.root / SCHEMA_FILE)
-    # the project's first schema run: say what the new schema chose for it
+    # the project's first schema run: say what the new schema chose for it (and, on a
+    # refresh, what a changed column's new type hides)
     first = len(ctx.project.metadata.list_runs(step="schema", limit=2)) == 1
-    for note in update.notes or (holdout_notes(ctx.project, parsed) if first else ()):
+    created = new_schema_notes(ctx.project, parsed, statistics) if first else ()
+    for note in update.notes or created:
         ctx.warn(note)
     target = ctx.project.config.data.target
     if parsed.target() != target:
@@ -162,6 +166,9 @@ def validate(ctx: StepContext) -> dict[str, Artifact]:
     }
     found = [a.to_dict() | {"split": s} for s, r in reports.items() for a in r.anomalies]
     errors = [a for a in found if a["severity"] == "error"]
+    for finding in found:  # an input that names rows is the project's mistake: say it in the run
+        if finding["kind"] == "id_feature" and finding["severity"] == "warning":
+            ctx.warn(finding["message"])
     summary = {"ok": not errors, "anomalies": found}
     ctx.facts.update(errors=len(errors), warnings=len(found) - len(errors))
     html = ctx.project.artifacts.put(

@@ -3,7 +3,9 @@
 :func:`validate_table` checks the contract alone (columns, types, nulls, domains).
 :func:`validate_data` adds what needs the data's statistics and a reference: row count,
 duplicate rows, constant columns, distribution shift (:mod:`keel.validate.shift`), label shift,
-and, on request, outliers and likely mislabeled rows (both on a capped sample).
+model inputs that look like ids or row counters (training data only:
+:mod:`keel.validate.id_features`), and, on request, outliers and likely mislabeled rows (both
+on a capped sample).
 
 Given a Parquet path, :func:`validate_data` streams it: one pass computes the statistics and the
 row hashes for duplicate detection; the contract checks then read the statistics (nulls, min/max,
@@ -160,6 +162,10 @@ def validate_data(
     from keel.validate.malformed import malformed_rows  # lines a CSV file could not give
 
     found = [*malformed_rows(source.source.csv, schema, name), *found]
+    if ref_stats is None:  # the data is the reference (training): do its inputs name rows?
+        from keel.validate.id_features import id_features
+
+        found += id_features(source.source, schema, name)
     notes: list[str] = []
     found += _constant(cur_stats, ref_stats, schema, name)
     metrics: dict[str, dict[str, Any]] = {}

@@ -16,6 +16,9 @@ without them. Four kinds are recognised, all from the column's name, order and v
 - **collection label**: the name says which study, batch or data set the rows came from
   (``studyName``, ``batch``): a model that learns it does not carry over to the next study.
 
+The first two (:func:`identifiers`) also check a hand-written project: a model input that names
+rows is a validation finding (``id_feature``, :mod:`keel.validate.id_features`).
+
 Every check is vectorised over the sample (Arrow compute and NumPy); nothing loops over rows.
 """
 
@@ -29,8 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["ID_SHARE", "MIN_DISTINCT", "TEXT_CHARS", "TEXT_WORDS", "SetAside", "name_words",
-           "set_aside"]  # fmt: skip
+from keel.validate.arrays import numbers
+
+__all__ = ["ID_KINDS", "ID_SHARE", "MIN_DISTINCT", "TEXT_CHARS", "TEXT_WORDS", "SetAside",
+           "identifiers", "may_name_rows", "name_words", "set_aside"]  # fmt: skip
 
 #: An id-named column is an id when at least this share of its values are distinct...
 ID_SHARE = 0.3
@@ -43,6 +48,9 @@ TEXT_CHARS = 20
 TEXT_WORDS = 3.0
 #: Free text without a note-like name: at least this share of distinct values.
 TEXT_SHARE = 0.5
+
+#: The kinds that name rows rather than describe them (:func:`identifiers`).
+ID_KINDS = ("id", "counter")
 
 _ID_WORDS = frozenset({"id", "ids", "identifier", "uuid", "guid"})
 _ROW_WORDS = frozenset({"sample", "row", "record", "serial", "case", "entry", "observation",
@@ -88,6 +96,34 @@ def set_aside(table: pa.Table, target: str | None = None) -> list[SetAside]:
     return found
 
 
+def identifiers(table: pa.Table) -> list[SetAside]:
+    """The columns of ``table`` (rows in file order) that name rows: an id or a row counter,
+    by the rules :func:`set_aside` applies (free text and collection labels are not
+    identifiers). Dictionary-encoded columns (Parquet's strings) are judged by their values.
+    """
+    found = []
+    for name in table.column_names:
+        if not may_name_rows(name, table.schema.field(name).type):
+            continue
+        values = table.column(name)
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        if not _id_named(name_words(name)) and not _rising(values):
+            continue  # whole numbers that fall somewhere: no counter (and no distinct count)
+        reason = _judge(name, values)
+        if reason is not None and reason.kind in ID_KINDS:
+            found.append(reason)
+    return found
+
+
+def may_name_rows(name: str, kind: pa.DataType) -> bool:
+    """Whether a column could be an id or a counter at all: named like an id, or holding whole
+    numbers. A caller reads only these columns' values for :func:`identifiers`."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return _id_named(name_words(name)) or pa.types.is_integer(kind)
+
+
 def name_words(name: str) -> list[str]:
     """A column name as lower-case words: ``studyName`` -> study, name; ``Sample No.`` ->
     sample, no; ``customerID`` -> customer, id."""
@@ -110,11 +146,11 @@ def _judge(name: str, values: pa.ChunkedArray) -> SetAside | None:
         why = f"named like {like}, with {counted}: it names rows, it does not describe them"
         return SetAside(name, "id", why)
     if pa.types.is_integer(present.type) and distinct >= MIN_DISTINCT:
-        numbers = present.to_numpy().astype(np.int64, copy=False)
-        steps = np.diff(numbers)
+        whole = numbers(present).astype(np.int64, copy=False)  # buffers: no pandas import
+        steps = np.diff(whole)
         if steps.size and bool((steps >= 0).all()) and np.mean(steps == 1) >= COUNTER_STEPS:
             why = (
-                f"rises by one from row to row ({numbers[0]}, {numbers[1]}, ... {numbers[-1]}): "
+                f"rises by one from row to row ({whole[0]}, {whole[1]}, ... {whole[-1]}): "
                 "a counter that numbers the rows of this file, not what they describe"
             )
             return SetAside(name, "counter", why)
@@ -138,6 +174,12 @@ def _judge(name: str, values: pa.ChunkedArray) -> SetAside | None:
         )
         return SetAside(name, "collection label", why)
     return None
+
+
+def _rising(values: pa.ChunkedArray) -> bool:
+    """Whether whole numbers never decrease in file order (what a counter needs first)."""
+    whole = numbers(values).astype(np.int64, copy=False)  # unsigned: no wrap-around
+    return bool(whole.size > 1 and (np.diff(whole) >= 0).all())
 
 
 def _collection_named(words: list[str]) -> bool:
