@@ -3,7 +3,8 @@
 Steps (``run(config)``; ``benchmarks/run.py`` calls it and writes RESULTS.md):
 
 1. A fresh Keel project in ``benchmarks/.work/serving/project`` via the CLI
-   (``keel init --example adult`` + ``keel run``): registers ``adult@production``.
+   (``keel init --example adult`` + ``keel run``): registers ``adult@production``
+   (``REUSE=1``: the project a previous run built is served as it is).
 2. Keel's booster exported as text; in MLflow's own venv (``benchmarks/.peers/mlflow``) loaded
    with ``lightgbm.Booster(model_str=...)`` and logged with ``mlflow.lightgbm.log_model`` to a
    local file store. If that venv cannot be built, MLflow is recorded as skipped.
@@ -72,6 +73,7 @@ class Config:
         "http_floor",
     )
     quick: bool = False
+    reuse: bool = False  # REUSE=1: serve the project a previous run built (no keel run)
 
     @classmethod
     def from_env(cls) -> Config:
@@ -87,6 +89,7 @@ class Config:
             floor_calls=int(env.get("FLOOR_CALLS", base.floor_calls)),
             servers=tuple(s for s in env.get("SERVERS", ",".join(base.servers)).split(",") if s),
             quick=quick,
+            reuse=env.get("REUSE", "") not in ("", "0"),
         )
 
 
@@ -535,8 +538,12 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Any]:
     log = WORK / "servers.log"
     log.write_bytes(b"")
     say(f"[serving] config {asdict(config)}")
-    say("[serving] creating the Keel project (keel init --example adult && keel run)")
-    project = make_project(WORK, log)
+    project = WORK / "project"
+    if config.reuse and (project / ".keel" / "keel.db").exists():
+        say(f"[serving] reusing the Keel project {project}")
+    else:
+        say("[serving] creating the Keel project (keel init --example adult && keel run)")
+        project = make_project(WORK, log)
     model = export_model(project, WORK)
     notes: list[str] = []
     mlflow: dict[str, Any] | None = None

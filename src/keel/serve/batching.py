@@ -368,6 +368,9 @@ class Batcher:
         self._company = 1.0  # EWMA of requests outstanding when one arrives (itself included)
         self._gap = 1.0  # EWMA of seconds between arrivals
         self._last = 0.0
+        # the server's loop, bound at first use as Workers binds it (asyncio.get_running_loop
+        # makes a getpid system call each time on Python 3.11)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def cost(self, model: Any) -> CostModel:
         """The cost model of a served model (kept while the model lives)."""
@@ -388,7 +391,9 @@ class Batcher:
             target = (name, model)
             results = await self.workers.run(self.run, target, [job], cost, self.policy.max_batch)
             return results[0]  # measured not to help: unbatched
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
         now = time.perf_counter()
         self._outstanding += 1
         self._company += 0.1 * (self._outstanding - self._company)

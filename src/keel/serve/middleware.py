@@ -10,7 +10,8 @@ enforced where the body is read (:mod:`keel.serve.limits`).
 
 Both are plain ``async def __call__(scope, receive, send)`` classes (Starlette's
 ``BaseHTTPMiddleware`` costs a task and a stream per request); together they add a few
-microseconds (``benchmarks/serving/overhead.py``: 2-5 µs with auth on).
+microseconds (``benchmarks/serving/overhead.py``: 2-5 µs with auth on). ``Observe(Guard(app))``
+runs as one layer: Observe makes Guard's checks itself and calls Guard's app.
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ class Observe:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # a Guard just inside is run in this pass (its checks, then its app): one layer less
+        self._guard = app if isinstance(app, Guard) else None
+        self._inner = app.app if isinstance(app, Guard) else app
         # request ids: 80 random bits per server start + a counter (unique, and no system
         # call per request as uuid4 makes); 32 hex characters like a uuid4's hex
         self._prefix = secrets.token_hex(10)
@@ -138,7 +142,9 @@ class Observe:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if self._guard is not None:
+                self._guard.check(scope, headers, route)
+            await self._inner(scope, receive, send_with_id)
         except KeelError as exc:
             if started_response:
                 raise
@@ -181,17 +187,19 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            headers = scope["keel.headers"]
-            route = scope["keel.route"]
-            checker = self.changes if route.changes else self.auth
-            if checker is not None and route.scope is not None:
-                scope["keel.token"] = checker.check(headers.get(b"authorization"), route.scope)
-            elif route.changes:
-                raise Unauthorized(
-                    "this server cannot check tokens, so it refuses changes; serve a project "
-                    "to change its registry over HTTP.",
-                    field="authorization",
-                )
-            if scope["method"] == "POST":
-                check_content_type(headers.get(b"content-type"))
+            self.check(scope, scope["keel.headers"], scope["keel.route"])
         await self.app(scope, receive, send)
+
+    def check(self, scope: Scope, headers: dict[bytes, bytes], route: Route) -> None:
+        """The token for the route's scope, and a JSON body for a POST (raises KeelError)."""
+        checker = self.changes if route.changes else self.auth
+        if checker is not None and route.scope is not None:
+            scope["keel.token"] = checker.check(headers.get(b"authorization"), route.scope)
+        elif route.changes:
+            raise Unauthorized(
+                "this server cannot check tokens, so it refuses changes; serve a project "
+                "to change its registry over HTTP.",
+                field="authorization",
+            )
+        if scope["method"] == "POST":
+            check_content_type(headers.get(b"content-type"))

@@ -1,4 +1,4 @@
-"""uvicorn's HTTP protocol with a header deadline and a connection cap that evicts idle ones.
+"""uvicorn's HTTP protocol with a header deadline, a connection cap, and one write per answer.
 
 uvicorn arms its keep-alive timer only after a response, and cancels it when any byte arrives:
 a client that connects and sends half a header line keeps its socket (and a file descriptor)
@@ -10,16 +10,154 @@ half-open sockets go first, a client mid-request is never cut); when every conne
 the new one is closed at once. Each request's scope carries ``keel.connections`` (the open
 connections and the idle ones, live): how many are inside a request, which the app reads to
 score a lone small request on the event loop (``ServerApp._inline``).
+
+What a request costs the event loop here, beyond uvicorn's parsing:
+
+- *No timer per request.* The idle connections are kept in one dict per server, oldest first,
+  with the time each became idle; one sweep per server (every quarter of the deadline, at most
+  a second) closes those past it. This deadline is also the keep-alive timeout, so uvicorn's
+  own keep-alive timer (armed after every response, cancelled by the next request) is not
+  armed. A connection is closed between ``idle_timeout_s`` and ``idle_timeout_s`` plus the
+  sweep period after it went idle.
+- *One write per answer.* uvicorn writes the status line and headers, then the body: two
+  system calls, two TCP segments and two wake-ups of the client for one small answer (on
+  loopback each write also runs the receiver's TCP input and wake-up on this core). The
+  answer's head is held back here and written with the first body chunk (an empty one when
+  the answer has no body). An app that starts an answer and fails before its body gets its
+  connection closed by uvicorn, as before, now without the head.
+- *No task for a lone client's request.* uvicorn starts every request in a new task, which
+  runs on the loop's next turn: a task and one more loop turn (a system call) per request.
+  When this is the only open connection (no other request can arrive in the same turn, so
+  none could be batched with it) and a predict, infer or features request came whole, Keel's
+  router runs at once inside ``data_received``; an inline prediction answers before it
+  returns. Should it wait (a batch, a thread), a task carries it on from there, in the same
+  context. With other connections open, requests start in tasks as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from collections.abc import Coroutine, Generator
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+from keel.serve.middleware import classify
 
 __all__ = ["guarded_protocol"]
+
+
+_NAMES_OK: set[bytes] = set()  # response header names already found valid
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request/response cycle, writing a response's head with its first body chunk."""
+
+    _head: bytes = b""  # the status line and headers, held until the body comes
+
+    async def send(self, message: Any) -> None:  # uvicorn's ASGISendEvent
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        if not self.response_started:
+            if message["type"] != "http.response.start":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
+                )
+            self._head = self._start(message)
+            return
+        if self.response_complete:
+            raise RuntimeError(
+                f"Unexpected ASGI message '{message['type']}' sent, after response already "
+                "completed."
+            )
+        if message["type"] != "http.response.body":
+            raise RuntimeError(
+                f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
+            )
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        head, self._head = self._head, b""
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+            data = head
+        elif self.chunked_encoding:
+            chunk = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+            data = head + chunk + (b"" if more_body else b"0\r\n\r\n")
+        else:
+            if len(body) > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= len(body)
+            data = head + body if head else body
+        if data:
+            self.transport.write(data)
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+    def _start(self, message: Any) -> bytes:
+        """A response's status line and headers (uvicorn's checks and defaults)."""
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status_code = message["status"]
+        headers = self.default_headers + list(message.get("headers", []))
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(self.scope),
+                self.scope["method"],
+                get_path_with_query_string(self.scope),
+                self.scope["http_version"],
+                status_code,
+            )
+        content = [STATUS_LINE[status_code]]
+        has_connection_close = False
+        for name, value in headers:
+            if name not in _NAMES_OK:
+                if HEADER_RE.search(name):
+                    raise RuntimeError("Invalid HTTP header name.")
+                if len(_NAMES_OK) < 256:  # the few names a server sends, checked once each
+                    _NAMES_OK.add(name)
+            if HEADER_VALUE_RE.search(value):
+                raise RuntimeError("Invalid HTTP header value.")
+            name = name.lower()
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection" and b"close" in [
+                token.lower().strip() for token in value.split(b",")
+            ]:
+                self.keep_alive = False
+                has_connection_close = True
+            content.extend((name, b": ", value, b"\r\n"))
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status_code not in (204, 304)
+        ):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        return b"".join(content)
 
 
 class _Guarded(HttpToolsProtocol):
@@ -29,18 +167,23 @@ class _Guarded(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._deadline: asyncio.TimerHandle | None = None
+        self._waiting = False  # idle: the next request's headers are due before the deadline
         self._header_bytes = 0
+        self._idle_ones = self._pending()
+        self._deferring = False
+        self._deferred: tuple[Any, Any] | None = None
         if len(self.connections) > self.max_connections and not self._evict():
             transport.close()
             return
         self._idle()
 
-    def _pending(self) -> dict[_Guarded, None]:
-        pending: dict[_Guarded, None] | None = getattr(self.server_state, "keel_idle", None)
+    def _pending(self) -> dict[_Guarded, float]:
+        """The server's idle connections, oldest first, with the loop time each went idle."""
+        pending: dict[_Guarded, float] | None = getattr(self.server_state, "keel_idle", None)
         if pending is None:
             pending = {}
             self.server_state.keel_idle = pending  # type: ignore[attr-defined]
+            self.server_state.keel_sweep = None  # type: ignore[attr-defined]
         return pending
 
     def _evict(self) -> bool:
@@ -49,6 +192,7 @@ class _Guarded(HttpToolsProtocol):
         while pending:
             oldest = next(iter(pending))
             del pending[oldest]
+            oldest._waiting = False
             if oldest is not self and not oldest.transport.is_closing():
                 oldest._close()
                 return True
@@ -56,16 +200,25 @@ class _Guarded(HttpToolsProtocol):
 
     def _idle(self) -> None:
         """Not inside a request: the next request's headers must arrive before the deadline."""
-        self._pending()[self] = None
         self._header_bytes = 0
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(self.header_timeout, self._close)
+        if self._waiting:
+            return
+        self._waiting = True
+        self._idle_ones[self] = self.loop.time()
+        if self.server_state.keel_sweep is None:  # type: ignore[attr-defined]
+            self._arm_sweep()
 
     def _busy(self) -> None:
-        self._pending().pop(self, None)
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self._waiting:
+            self._waiting = False
+            self._idle_ones.pop(self, None)
+
+    def _arm_sweep(self) -> None:
+        period = min(1.0, self.header_timeout / 4)
+        state = self.server_state
+        state.keel_sweep = self.loop.call_later(  # type: ignore[attr-defined]
+            period, _sweep, self.loop, state, self.header_timeout, period
+        )
 
     def _close(self) -> None:
         self._busy()
@@ -73,24 +226,69 @@ class _Guarded(HttpToolsProtocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._deadline is None:  # inside a request: its body is the app's to limit
+        if not self._waiting:  # inside a request: its body is the app's to limit
             super().data_received(data)
             return
         self._header_bytes += len(data)
-        super().data_received(data)  # may complete the headers (and carry the body's start)
-        if self._deadline is not None and self._header_bytes > self.max_header_bytes:
+        self._deferred = None
+        self._deferring = True  # a request whose headers complete here starts below
+        try:
+            super().data_received(data)  # may complete the headers (and carry the body's start)
+        finally:
+            self._deferring = False
+        if self._waiting and self._header_bytes > self.max_header_bytes:
             self._busy()
             self.transport.write(
                 b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                 b"content-length: 0\r\nconnection: close\r\n\r\n"
             )
             self.transport.close()
+        deferred = self._deferred
+        if deferred is not None:
+            self._deferred = None
+            cycle, app = deferred
+            scope = cycle.scope
+            if (
+                len(self.connections) == 1  # nothing else can arrive in this loop iteration
+                and scope.get("keel.body_complete")
+                and classify(scope["method"], scope["path"]).fast
+            ):
+                self._run_eagerly(cycle, app)
+            else:
+                super()._start_asgi_task(cycle, app)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self._deferring:  # called while parsing: the body may follow in this very chunk
+            self._deferred = (cycle, app)
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def _run_eagerly(self, cycle: Any, app: Any) -> None:
+        """Run a predict/infer/features request now, as far as it goes without waiting.
+
+        Its whole body is in, so Keel's router reads it without a deadline timer and an
+        inline prediction answers without ever waiting: no task, no loop iteration (and no
+        system call) between the request and its answer. A request that waits (batched or
+        threaded) goes on in a task from where it stopped, in the same context.
+        """
+        context = contextvars.copy_context()
+        coro = cycle.run_asgi(app)
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration:
+            return
+        task = self.loop.create_task(_resume(coro, yielded), context=context)
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
 
     def on_headers_complete(self) -> None:
         self._busy()
         # how many connections are inside a request, live, for the app (ServerApp._inline)
-        self.scope["keel.connections"] = (self.connections, self._pending())  # type: ignore[typeddict-unknown-key]
+        self.scope["keel.connections"] = (self.connections, self._idle_ones)  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and type(cycle) is RequestResponseCycle:
+            cycle.__class__ = _Cycle  # one write per answer (uvicorn made it)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -98,14 +296,65 @@ class _Guarded(HttpToolsProtocol):
         self.scope["keel.body_complete"] = True  # type: ignore[typeddict-unknown-key]
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # idle unless a pipelined request started in its place
-        if not self.transport.is_closing() and self.cycle.response_complete:
+        """uvicorn's, with the idle deadline (swept) in place of its keep-alive timer."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:  # a pipelined request starts in its place
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
             self._idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._busy()
         super().connection_lost(exc)
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, state: Any, timeout: float, period: float) -> None:
+    """Close the connections idle for ``timeout`` seconds or more; again in ``period``."""
+    pending: dict[_Guarded, float] = state.keel_idle
+    now = loop.time()
+    while pending:
+        oldest, since = next(iter(pending.items()))
+        if now - since < timeout:
+            break
+        oldest._close()  # leaves pending
+        pending.pop(oldest, None)
+    state.keel_sweep = (
+        loop.call_later(period, _sweep, loop, state, timeout, period) if pending else None
+    )
+
+
+class _Resume:
+    """Awaits what a started coroutine waits for, then drives it on to its end."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+        self.coro, self.yielded = coro, yielded
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, yielded = self.coro, self.yielded
+        while True:
+            try:
+                sent = yield yielded
+            except BaseException as exc:  # cancelled: the coroutine sees it where it waits
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+    await _Resume(coro, yielded)
 
 
 def guarded_protocol(*, header_timeout: float, max_connections: int) -> type[Any]:
