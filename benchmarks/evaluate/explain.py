@@ -8,12 +8,17 @@ times, each as the median and p99 of CALLS (default
 1,000) calls after a warm-up:
 
 - ``pred_contrib``: LightGBM's ``Booster.predict(x, pred_contrib=True, num_threads=1)`` on
-  the transformed row: the floor.
+  the transformed row (what Keel used before ``keel.evaluate.treeshap``).
 - ``explain``: ``keel.load_model(...).explain([row])``: coerce, transform, TreeSHAP, fold to
   the input columns (target <= 1.5 ms).
 - ``explain_json``: the same plus ``to_json()`` and ``orjson.dumps`` (what the server does).
 - served ``explain`` and ``predict`` at concurrency 1 over one keep-alive connection to
-  ``keel serve`` on 127.0.0.1 (target: explain p50 <= 2 ms).
+  ``keel serve`` on 127.0.0.1 (target: explain p50 <= 2 ms), with the server process's CPU
+  per request.
+- ``keel.evaluate.treeshap`` against ``pred_contrib`` (one thread, all cores) on 1, 4, 16 and
+  64 test rows (skipped for a Keel without it).
+
+In-process rows also give this thread's CPU milliseconds per call (load-independent).
 - ``importance``: ``global_importance`` on 300 test rows stratified by score and
   ``permutation_importance`` (what the evaluate step adds, given its shared prediction), and
   the register step's two cards drawn from the stored curves against re-predicting the test
@@ -40,6 +45,7 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+import psutil
 
 import keel
 
@@ -69,14 +75,23 @@ print(float(np.median(samples) * 1000), float(np.percentile(samples, 99) * 1000)
 
 def timed(fn: Callable[[], object], calls: int, warm: int = 50) -> tuple[float, float]:
     """Median and p99 milliseconds over ``calls`` calls, after a warm-up."""
+    p50, p99, _ = timed_cpu(fn, calls, warm)
+    return p50, p99
+
+
+def timed_cpu(fn: Callable[[], object], calls: int, warm: int = 50) -> tuple[float, float, float]:
+    """Median and p99 milliseconds over ``calls`` calls after a warm-up, and the mean CPU
+    milliseconds of this thread per call (load-independent, unlike the wall time)."""
     for _ in range(max(warm, calls // 10)):
         fn()
     samples = np.empty(calls)
+    cpu = time.thread_time()
     for i in range(calls):
         start = time.perf_counter()
         fn()
         samples[i] = time.perf_counter() - start
-    return float(np.median(samples) * 1e3), float(np.percentile(samples, 99) * 1e3)
+    cpu = (time.thread_time() - cpu) / calls
+    return float(np.median(samples) * 1e3), float(np.percentile(samples, 99) * 1e3), cpu * 1e3
 
 
 def _free_port() -> int:
@@ -85,7 +100,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def served(root: Path, calls: int) -> dict[str, tuple[float, float]]:
+def served(root: Path, calls: int) -> dict[str, tuple[float, float, float]]:
     port = _free_port()
     command = [sys.executable, "-m", "keel.cli", "serve", "--project", str(root), "--port",
                str(port)]  # fmt: skip
@@ -107,11 +122,17 @@ def served(root: Path, calls: int) -> dict[str, tuple[float, float]]:
             body = orjson.dumps({"instances": [ROW]})
             headers = {"content-type": "application/json"}
             out = {}
+            server = psutil.Process(process.pid)
             for route in ("explain", "predict"):
                 path = f"/v1/models/adult/{route}"
-                assert client.post(path, content=body, headers=headers).status_code == 200
-                out[route] = timed(lambda p=path: client.post(p, content=body, headers=headers),
-                                   calls)  # fmt: skip
+                for _ in range(5):  # the first is threaded and measured, the rest may be inline
+                    assert client.post(path, content=body, headers=headers).status_code == 200
+                used = sum(server.cpu_times()[:2])
+                p50, p99 = timed(lambda p=path: client.post(p, content=body, headers=headers),
+                                 calls)  # fmt: skip
+                warm_calls = calls + max(50, calls // 10)
+                cpu = (sum(server.cpu_times()[:2]) - used) / warm_calls * 1e3  # server's, per call
+                out[route] = (p50, p99, cpu)
             return out
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -143,23 +164,25 @@ def main(calls: int, shap_python: str | None, project: str | None) -> None:
         package = model.package
         x = package.pipeline.transform_rows([ROW])
         booster = package.model.booster_
-        rows: dict[str, tuple[float, float]] = {
-            "LightGBM pred_contrib on the transformed row (floor)": timed(
+        rows: dict[str, tuple[float, float, float]] = {
+            "LightGBM pred_contrib on the transformed row, one thread": timed_cpu(
                 lambda: booster.predict(x, pred_contrib=True, num_threads=1), calls
             ),
-            "`Model.explain([row])` (coerce, transform, TreeSHAP, fold)": timed(
+            "`Model.explain([row])` (coerce, transform, TreeSHAP, fold)": timed_cpu(
                 lambda: model.explain([ROW]), calls
             ),
-            "the same + `to_json()` + `orjson.dumps` (the server's work)": timed(
+            "the same + `to_json()` + `orjson.dumps` (the server's work)": timed_cpu(
                 lambda: orjson.dumps(explain_rows(package, [ROW]).to_json()), calls
             ),
         }
-        print(f"| explaining one Adult row ({booster.num_trees()} trees) | median ms | p99 ms |")
-        print("|---|---|---|")
-        for name, (p50, p99) in rows.items():
-            print(f"| {name} | {p50:.3f} | {p99:.3f} |")
-        for route, (p50, p99) in served(root, calls).items():
-            print(f"| served `{route}`, c=1, keep-alive | {p50:.3f} | {p99:.3f} |")
+        print(f"| explaining one Adult row ({booster.num_trees()} trees) | median ms | p99 ms "
+              "| CPU ms/call |\n|---|---|---|---|")  # fmt: skip
+        for name, (p50, p99, cpu) in rows.items():
+            print(f"| {name} | {p50:.3f} | {p99:.3f} | {cpu:.3f} |")
+        for route, (p50, p99, cpu) in served(root, calls).items():
+            print(f"| served `{route}`, c=1, keep-alive (CPU: the server's) | {p50:.3f} | "
+                  f"{p99:.3f} | {cpu:.3f} |")  # fmt: skip
+        _batches(package, root, calls)
         if shap_python:
             p50, p99, values, base = peer(shap_python, booster, x, calls, Path(tmp))
             ours = booster.predict(x, pred_contrib=True).ravel()
@@ -168,6 +191,36 @@ def main(calls: int, shap_python: str | None, project: str | None) -> None:
             print(f"| `shap.TreeExplainer` on a 1-row DataFrame (same values: {same}) | "
                   f"{float(p50):.3f} | {float(p99):.3f} |")  # fmt: skip
         _importance(package, root, global_importance)
+
+
+def _batches(package: Any, root: Path, calls: int) -> None:
+    """Keel's TreeSHAP (``keel.evaluate.treeshap``, where this Keel has it) against
+    ``pred_contrib`` on one thread and on all cores, for 1, 4, 16 and 64 test rows."""
+    try:
+        from keel.evaluate.treeshap import TreeShap
+    except ImportError:
+        return
+    from keel.config import load_config
+    from keel.data.sources import read_source
+
+    cfg = load_config(root, env="")
+    assert cfg.data.test is not None
+    test = package.pipeline.transform(read_source(cfg.data.test, root).drop(["income"]))
+    booster = package.model.booster_
+    shap = TreeShap.of(booster, test.shape[1])
+    assert shap is not None
+    print("\n| rows | keel.treeshap ms (CPU ms) | pred_contrib 1 thread | pred_contrib all "
+          "threads | max abs difference |\n|---|---|---|---|---|")  # fmt: skip
+    for n in (1, 4, 16, 64):
+        x = test[:n]
+        repeat = max(20, calls // (4 * n))
+        ours = timed_cpu(lambda x=x: shap(x), repeat, warm=5)
+        one = timed_cpu(lambda x=x: booster.predict(x, pred_contrib=True, num_threads=1),
+                        repeat, warm=5)  # fmt: skip
+        every = timed_cpu(lambda x=x: booster.predict(x, pred_contrib=True), repeat, warm=5)
+        diff = np.abs(shap(x).reshape(n, -1) - booster.predict(x, pred_contrib=True)).max()
+        print(f"| {n} | {ours[0]:.3f} ({ours[2]:.3f}) | {one[0]:.3f} ({one[2]:.3f}) | "
+              f"{every[0]:.3f} ({every[2]:.3f}) | {diff:.1e} |")  # fmt: skip
 
 
 def _importance(package: Any, root: Path, global_importance: Any) -> None:

@@ -1,6 +1,7 @@
 """What the evaluate step adds to ``keel run``: before (a git revision) and after (this tree).
 
     .venv/bin/python benchmarks/evaluate/step_cost.py [ROUNDS] [--before REV] [--after DIR]
+                                                      [--only after]
 
 ``REV`` (default ``HEAD``) is unpacked with ``git archive`` (``src`` and ``examples``) into a
 temporary directory; ``--after`` is a source tree holding ``src/keel`` (default: this
@@ -10,13 +11,18 @@ prints per run: the wall seconds of every step from the run record, the share "e
 seconds / the other steps' seconds" (issue 14: <= 20 %), the process CPU seconds of the
 evaluate step and of the whole run (the local executor runs steps in its own threads) and
 the load average. Then the evaluate step alone, re-run three times on the last after-run
-project, per tree (wall and CPU seconds).
+project, per tree (wall and CPU seconds). ``--only after`` measures this tree alone (no
+archive); the CPU columns then come from the run record (each step's ``cpu_seconds``: the
+process's user + system seconds while the step ran, all its threads), with the share "evaluate
+CPU seconds / the other steps' CPU seconds" beside the wall share, and the median, minimum and
+maximum of each column at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,12 +37,14 @@ import keel
 import keel.pipeline.runner as runner
 root = Path(sys.argv[1])
 keel.init(root, example="adult")
-cpu = {}
+cpu, recorded = {}, {}
 original = runner._run_one
 def timed(project, step, inputs, console, **kw):
     started = time.process_time()
     try:
-        return original(project, step, inputs, console, **kw)
+        result = original(project, step, inputs, console, **kw)
+        recorded[step.name] = result.cpu_seconds
+        return result
     finally:
         cpu[step.name] = time.process_time() - started
         if step.name == "evaluate":
@@ -49,7 +57,7 @@ total = time.process_time() - c0
 others = sum(v for k, v in steps.items() if k != "evaluate")
 print(json.dumps({"wall": time.perf_counter() - w0, "steps": steps,
                   "share": steps["evaluate"] / others, "evaluate_cpu": cpu["evaluate"],
-                  "run_cpu": total, "load": os.getloadavg()[0]}))
+                  "run_cpu": total, "load": os.getloadavg()[0], "step_cpu": recorded}))
 """
 
 ALONE = r"""
@@ -74,12 +82,51 @@ print(json.dumps(out))
 
 def child(src: Path, script: str, *args: str) -> object:
     env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run([sys.executable, "-c", script, *args], env=env, check=True,
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env,
                           capture_output=True, text=True)  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"the run with PYTHONPATH={src} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(rounds: int, before: str, after: Path) -> None:
+def only_after(rounds: int, after: Path) -> None:
+    """``--only after``: fresh runs of this tree alone, per-step CPU from the run record."""
+    rows: list[dict[str, float]] = []
+    print("| run | load | wall s | train s | evaluate s | others s | share (wall) | train CPU s "
+          "| evaluate CPU s | others CPU s | share (CPU) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            got = child(after / "src", RUN, str(Path(tmp) / f"after{r}"))
+            assert isinstance(got, dict)
+            steps, cpu = got["steps"], got["step_cpu"]
+            row = {
+                "load": got["load"], "wall": got["wall"], "train": steps["train"],
+                "evaluate": steps["evaluate"],
+                "others": sum(v for k, v in steps.items() if k != "evaluate"),
+                "share": got["share"], "train_cpu": cpu["train"], "evaluate_cpu": cpu["evaluate"],
+                "others_cpu": sum(v for k, v in cpu.items() if k != "evaluate"),
+            }  # fmt: skip
+            row["share_cpu"] = row["evaluate_cpu"] / row["others_cpu"]
+            rows.append(row)
+            print(f"| {r + 1} | " + " | ".join(_cell(k, v) for k, v in row.items()) + " |")
+            print("  per-step (wall s, CPU s):",
+                  {k: (round(v, 2), round(cpu.get(k) or 0.0, 2)) for k, v in steps.items()},
+                  flush=True)  # fmt: skip
+    for name, pick in (("median", statistics.median), ("min", min), ("max", max)):
+        print(
+            f"| {name} | " + " | ".join(_cell(k, pick(r[k] for r in rows)) for k in rows[0]) + " |"
+        )
+
+
+def _cell(key: str, value: float) -> str:
+    return f"{value:.1%}" if key.startswith("share") else f"{value:.{1 if key == 'load' else 2}f}"
+
+
+def main(rounds: int, before: str, after: Path, only: str = "") -> None:
+    if only == "after":
+        only_after(rounds, after)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         old = work / "before"
@@ -110,10 +157,15 @@ def main(rounds: int, before: str, after: Path) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    options = {"--before": "HEAD", "--after": str(REPO)}
+    options = {"--before": "HEAD", "--after": str(REPO), "--only": ""}
     for flag in options:
         if flag in args:
             at = args.index(flag)
             options[flag] = args[at + 1]
             del args[at : at + 2]
-    main(int(args[0]) if args else 3, options["--before"], Path(options["--after"]))
+    main(
+        int(args[0]) if args else 3,
+        options["--before"],
+        Path(options["--after"]),
+        options["--only"],
+    )

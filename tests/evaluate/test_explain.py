@@ -63,19 +63,22 @@ def test_contributions_sum_to_the_raw_margin_on_1000_adult_rows(
     assert explanation.method == "lightgbm.pred_contrib"
 
 
-def test_one_row_takes_lightgbms_fast_path_with_the_same_numbers(
+def test_a_few_rows_take_keels_treeshap_with_the_same_numbers(
     adult_parts: ModelParts, adult_test_table: pa.Table
 ) -> None:
-    from keel.evaluate import explain
+    from keel.evaluate import treeshap
 
     x = adult_parts.pipeline.transform(adult_test_table.slice(0, 3))
-    batch = explain_matrix(adult_parts, x)  # Booster.predict(pred_contrib=True)
+    batch = explain_matrix(adult_parts, x, threads=1)
+    assert batch.method == "keel.treeshap"
+    contrib = adult_parts.model.booster_.predict(x, pred_contrib=True)  # LightGBM's own
+    np.testing.assert_allclose(batch.margin[:, 0], contrib.sum(axis=1), rtol=0, atol=1e-9)
     for i in range(3):
         alone = explain_matrix(adult_parts, x[i : i + 1])
         np.testing.assert_allclose(alone.contributions[0], batch.contributions[i], atol=1e-12)
         np.testing.assert_allclose(alone.margin[0], batch.margin[i], atol=1e-12)
         np.testing.assert_array_equal(alone.base_value, batch.base_value)
-    assert adult_parts.model.booster_ in explain._SINGLE  # made once, kept with the booster
+    assert adult_parts.model.booster_ in treeshap._CACHE  # made once, kept with the booster
 
 
 def test_one_hot_and_crossed_features_fold_to_their_inputs(adult_parts: ModelParts) -> None:

@@ -147,6 +147,17 @@ class ServeConfig(Frozen):
         "microseconds: cheaper than the ~65 us hand-off to a thread (Adult, 1 row: 40-70 us). "
         "0 = always a prediction thread.",
     )
+    inline_explain_max_us: float = Field(
+        default=2000.0,
+        ge=0,
+        le=10_000,
+        description="An explain request (body <= 4 KiB, no feature lookup) arriving while no "
+        "other request is in progress is explained on the event loop when its model's measured "
+        "CPU time for one explanation is at most this many microseconds (Adult, 1 row: ~0.5 ms "
+        "quiet, ~1 ms under load); a request arriving meanwhile waits that long, as it would "
+        "behind the prediction thread the explanation would hold. Explanations cost several "
+        "predictions, hence their own bound. 0 = always a prediction thread.",
+    )
     log_pii: Literal["hash", "drop"] = Field(
         default="hash",
         description="Columns whose schema role is pii (or marked pii: true) in the prediction "

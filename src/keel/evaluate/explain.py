@@ -1,11 +1,13 @@
 """Explanations: each input column's contribution to a prediction, and global importance.
 
-For tree models the contributions are the library's own exact TreeSHAP values (LightGBM's
-``pred_contrib``, XGBoost's ``pred_contribs``): no sampling, no extra dependency, about a
-millisecond a row. They are computed per model feature and folded back to the input column each
-feature came from (a one-hot column, a missing indicator or a derived column is summed into its
-input; a feature computed from several inputs, a cross or a custom feature, is split equally
-between them), so that for every row and output::
+For tree models the contributions are exact TreeSHAP values: the library's own (LightGBM's
+``pred_contrib``, XGBoost's ``pred_contribs``), and for up to 16 rows of a LightGBM model
+:mod:`keel.evaluate.treeshap`'s vectorised form of the same values (~0.5 ms a row for 200
+trees, against ~1.4 ms): no sampling, no extra dependency. They are computed per model
+feature and folded back to the input column each feature came from (a one-hot column, a
+missing indicator or a derived column is summed into its input; a feature computed from several
+inputs, a cross or a custom feature, is split equally between them), so that for every row and
+output::
 
     base_value + sum(contributions) == raw margin
 
@@ -34,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from keel.errors import ConfigError
+from keel.evaluate.treeshap import TreeShap
 from keel.features.pipeline import FeaturePipeline
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "fold_matrix",
     "global_importance",
     "predict_matrix",
+    "prepare",
 ]
 
 TREE_FLAVORS = ("lightgbm", "xgboost")
@@ -97,7 +101,9 @@ class Explanation:
         margin: The raw margin, ``base_value + contributions.sum(-1)``: shape ``(rows, k)``.
         prediction: P(positive) (binary), class probabilities ``(rows, k)`` (multiclass), or
             the value (regression).
-        method: How the contributions were computed (``lightgbm.pred_contrib``, ...).
+        method: How the contributions were computed: ``keel.treeshap`` (a few rows of a
+            LightGBM model, :mod:`keel.evaluate.treeshap`), ``lightgbm.pred_contrib``,
+            ``xgboost.pred_contribs`` (exact TreeSHAP, all three), ``shap.Permutation``.
     """
 
     columns: tuple[str, ...]
@@ -239,15 +245,38 @@ def _single_row(booster: Any, features: int, k: int) -> _SingleRow | None:
     return fast
 
 
+def prepare(package: Explainable) -> None:
+    """Build what explaining a tree model needs once (the fold matrix, a LightGBM model's
+    TreeSHAP arrays: ~0.03 s for 200 trees), so the first explanation does not pay for it (the
+    server calls it at start-up)."""
+    if package.flavor not in TREE_FLAVORS:
+        return
+    try:
+        fold_matrix(package.pipeline)
+    except ConfigError:
+        return  # an explain request is refused with the reason; predictions are unaffected
+    booster = getattr(package.model, "booster_", None)
+    if package.flavor == "lightgbm" and booster is not None:
+        shap = TreeShap.of(booster, int(booster.num_feature()))
+        if shap is not None:
+            shap(np.zeros((1, shap.features)))  # its first call's one-off costs, here
+
+
 def _tree_contributions(
     model: Any, flavor: str, x: np.ndarray, k: int, threads: int | None = None
 ) -> tuple[np.ndarray, str]:
-    """Contributions per model feature plus the bias, shape ``(rows, k, features + 1)``;
-    LightGBM on ``threads`` threads (None: one for a small batch, else all cores)."""
+    """Contributions per model feature plus the bias, shape ``(rows, k, features + 1)``.
+
+    LightGBM: up to ``SMALL_BATCH`` rows by :mod:`keel.evaluate.treeshap` (the same exact
+    values, ~2.7x less CPU than ``pred_contrib`` on one thread), unless the model has a split
+    kind it does not cover; otherwise ``pred_contrib`` on ``threads`` threads (None: one for a
+    small batch, else all cores), through the single-row fast path for one row."""
     booster = getattr(model, "booster_", None)
     if booster is None:
         raise ConfigError(f"the {flavor} model holds no booster to explain.", field="model")
     if flavor == "lightgbm":
+        if 0 < len(x) <= SMALL_BATCH and (shap := TreeShap.of(booster, x.shape[1])) is not None:
+            return shap(x), "keel.treeshap"
         if len(x) == 1 and (fast := _single_row(booster, x.shape[1], k)) is not None:
             return fast(x).reshape(1, k, x.shape[1] + 1), "lightgbm.pred_contrib"
         if threads is None:

@@ -55,6 +55,18 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
             raise ConfigError(f"{field}: {exc}.", field=field) from exc
         importance, permutation = explained.result()
     evaluation = replace(evaluation, importance=importance, permutation=permutation)
+    if sensitive and bundle["task"] == "regression":  # said, not silently skipped
+        unsliced = [n for n in sensitive if n not in slices]
+        where = (
+            f"add {', '.join(unsliced)} to evaluate.slices for them"
+            if unsliced
+            else "they are in the slices (keel models show)"
+        )
+        ctx.warn(
+            f"data.sensitive ({', '.join(sensitive)}): a regression model gets no fairness "
+            "audit (selection rate, TPR and FPR per group need a classifier's decisions); "
+            f"its metrics per group come from evaluate.slices: {where}."
+        )
     report = evaluation.to_json()
     # numbers only: a metric that cannot be computed (None) is left out of the tracked facts
     ctx.facts["metrics"] = {

@@ -35,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from keel.errors import NotFoundError
+from keel.evaluate.explain import prepare as prepare_explanations
 from keel.serve import routing
 from keel.serve.answers import Answers
 from keel.serve.auth import Authenticator
@@ -65,6 +66,7 @@ class ServeSettings:
     reload_interval_s: float | None = 1.0  # None: do not follow the registry
     batching: BatchPolicy = field(default_factory=BatchPolicy)
     inline_max_us: float = 250.0  # 0: every prediction in a worker thread
+    inline_explain_max_us: float = 2000.0  # 0: every explanation in a worker thread
 
 
 class ServerApp(Answers):
@@ -159,6 +161,7 @@ class ServerApp(Answers):
         self._seconds = 0.001  # moving average of one prediction's service time
         # id(package) -> moving average of one lone request's scoring seconds (the inline bound)
         self._solo: dict[int, float] = {}
+        self._solo_explain: dict[int, float] = {}  # the same for one explain request
         self._loop_pinned = False
         self._counted: dict[tuple[str, str], Any] = {}  # keel_predictions' child per version
         self.project = project
@@ -216,8 +219,11 @@ class ServerApp(Answers):
                     if not self._loop_pinned:  # one OpenMP thread here too, as in the threads
                         pin_threads(1)
                         self._loop_pinned = True
-                    job = Job(route.label, body, request_id)
-                    status, payload, version = self._scored((name, model), [job])[0]
+                    if route.label == "explain":
+                        status, payload, version = self._explained(name, model, body, request_id)
+                    else:
+                        job = Job(route.label, body, request_id)
+                        status, payload, version = self._scored((name, model), [job])[0]
                 elif self._batcher is not None and _batchable(route.label, body):
                     job = Job(route.label, body, request_id)
                     submit = self._batcher.submit
@@ -225,7 +231,7 @@ class ServerApp(Answers):
                     status, payload, version = answered
                 else:
                     answer = self._infer if route.label == "infer" else self._predict
-                    answer = self._explain if route.label == "explain" else answer
+                    answer = self._explained if route.label == "explain" else answer
                     answered = await self._run(answer, name, model, body, request_id)
                     status, payload, version = answered
             finally:
@@ -265,26 +271,50 @@ class ServerApp(Answers):
           concurrency requests go to the batcher, whose one model call for many requests
           pays more than the hand-off costs; scoring them inline one after the other would
           not;
-        - a predict or infer request without explanations and without feature-store lookups
-          (I/O), whose body is at most :data:`INLINE_MAX_BYTES` (a few rows; checked before
-          any parsing, so a large body never touches the loop);
+        - a predict or infer request without explanations, or an explain request, without
+          feature-store lookups (I/O), whose body is at most :data:`INLINE_MAX_BYTES` (a few
+          rows; checked before any parsing, so a large body never touches the loop);
         - its model's measured CPU time for one lone request (a moving average over every
           lone request, inline or threaded; a model's first requests are threaded) is at most
-          ``serve.inline_max_us`` (default 250 µs; 0: never inline).
+          ``serve.inline_max_us`` (default 250 µs; 0: never inline); for an explain request,
+          its model's measured CPU time for one explanation (every explain request, inline or
+          threaded; the first is threaded) is at most ``serve.inline_explain_max_us``
+          (default 2,000 µs; 0: never).
 
         The loop is then blocked at most about ``inline_max_us``, the order of what reading
-        and routing a request already costs it, and only while no other request is in progress.
+        and routing a request already costs it, or for an explanation ``inline_explain_max_us``
+        (one Adult row: ~0.5 ms of CPU quiet, ~1 ms under load, :mod:`keel.evaluate.treeshap`),
+        and only while no other request is in progress. A request arriving meanwhile waits
+        that long, as it would behind the one prediction thread (``serve.threads: 1``) that
+        the explanation would otherwise hold, and in a thread NumPy's small array operations
+        hold the GIL most of the time, keeping the loop waiting as well.
         """
-        cap = self.settings.inline_max_us
-        if cap <= 0.0 or self._inflight or len(body) > INLINE_MAX_BYTES:
+        if self._inflight or len(body) > INLINE_MAX_BYTES or model.fills is not None:
+            return False
+        if label == "explain":
+            cap, solo = self.settings.inline_explain_max_us, self._solo_explain
+        elif label in ("predict", "infer") and b'"explain"' not in body:
+            cap, solo = self.settings.inline_max_us, self._solo
+        else:
             return False
         http = scope.get("keel.connections")  # (open connections, idle ones)
-        if (len(http[0]) - len(http[1]) if http is not None else self._open) > 1:
+        if cap <= 0.0 or (len(http[0]) - len(http[1]) if http is not None else self._open) > 1:
             return False
-        if label not in ("predict", "infer") or model.fills is not None:
-            return False
-        solo = self._solo.get(id(model.package))
-        return solo is not None and solo * 1e6 <= cap and b'"explain"' not in body
+        cost = solo.get(id(model.package))
+        return cost is not None and cost * 1e6 <= cap
+
+    def _explained(
+        self, name: str, model: LoadedModel, body: bytes, request_id: str
+    ) -> tuple[int, bytes, str]:
+        """An explain request's answer, its CPU time measured (the inline bound, per model)."""
+        cpu = time.thread_time()
+        answered = self._explain(name, model, body, request_id)
+        cpu = time.thread_time() - cpu  # CPU, not wall: a preempted thread is not slower
+        # a faster average than predict's: the first explanations run on cold caches (1-1.6 ms
+        # on Adult, then ~0.6 ms), and at 0.9 the bound would take ~90 requests to forget them
+        average = self._solo_explain.get(key := id(model.package))
+        self._solo_explain[key] = cpu if average is None else 0.7 * average + 0.3 * cpu
+        return answered
 
     async def _run(self, work: Any, *args: Any, batched: bool = False) -> tuple[int, bytes, str]:
         """Run ``work`` in a worker thread unless the queue would break the latency objective.
@@ -357,6 +387,7 @@ class ServerApp(Answers):
         self.operations.start()
         for model in self.models.values():  # the first request does not pay for lazy setup
             await self._workers.run(warm, model)
+            await self._workers.run(prepare_explanations, model.package)
         reloading = None
         if self.reloader is not None:
             reloading = asyncio.create_task(self.reloader.run())
@@ -452,6 +483,7 @@ def create_app(
         slo_p99_ms=config.slo_p99_ms,
         reload_interval_s=config.reload_interval_s if reload else None,
         inline_max_us=config.inline_max_us,
+        inline_explain_max_us=config.inline_explain_max_us,
         batching=BatchPolicy(
             mode=config.batching,
             max_batch=config.max_batch,
