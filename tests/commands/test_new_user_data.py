@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from keel.cli import app as cli_app
@@ -174,3 +175,20 @@ def test_explain_errors_name_the_file_plainly(students: tuple[Path, str]) -> Non
     said = _failing("explain", "students@1", "-i", str(root / "less.parquet"), "-p", str(root))
     assert "less.parquet: 2 of the 29 model input columns are missing: Medu, age." in said
     assert "['" not in said
+
+
+def test_schema_infer_on_a_file_names_the_stray_cells(tmp_path: Path) -> None:
+    """`keel schema infer FILE` (print-only) warns as `keel run` does, on stderr, and still
+    prints the schema on stdout (`> schema.yaml` stays a clean YAML file)."""
+    root = _project(tmp_path / "p", {5: "seventeen", 40: "16 yrs"})
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "schema", "infer", str(root / "data" / "students.csv")],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "column 'age' holds numbers but for 2 of its 649 values" in said
+    assert "'seventeen'" in said and "na_values" in said
+    assert "holds numbers" not in done.stdout
+    schema = yaml.safe_load(done.stdout)  # a clean YAML document: the warning is not in it
+    assert schema["columns"]["age"]["type"] == "string"

@@ -74,6 +74,8 @@ def infer(
         raise typer.BadParameter(msg, param_hint="DATA")
     sensitive_columns = [c.strip() for c in (sensitive or "").split(",") if c.strip()]
     schema = api.infer_schema(data, target=target, sensitive=sensitive_columns, project=project)
+    for note in _strays(data, project):  # on stderr: stdout is the schema (`> schema.yaml`)
+        err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     if fmt is SchemaFormat.json:
         emit_json(schema.to_dict(exclude_defaults=True))
     else:
@@ -120,6 +122,20 @@ def _update(
         for change in result.changes:
             out.print(f"  - {escape(change.message)}", highlight=False, soft_wrap=True)
         out.print("Review the new and changed columns, then run 'keel run'.", highlight=False)
+
+
+def _strays(data: str, project: Path | None) -> list[str]:
+    """What :mod:`keel.validate.numeric_text` says of the data's number columns that a few
+    stray cells made text (the same warning ``keel run`` gives)."""
+    import pyarrow as pa
+
+    from keel import api
+    from keel.validate.numeric_text import stray_message, strays_in_file, strays_in_table
+
+    resolved = api.resolve_data(data, project=project)
+    if isinstance(resolved, pa.Table):
+        return [stray_message(f) for f in strays_in_table(resolved)]
+    return [stray_message(f) for f in strays_in_file(resolved)]
 
 
 def _statistics(data: str, project: Project) -> dict[str, Any]:
