@@ -1,4 +1,4 @@
-"""`keel alerts` (list, show, ack, resolve) and `keel monitor run`: alert rules at work."""
+"""`keel alerts` (list, show, ack, resolve, retrain) and `keel monitor run`: alert rules at work."""
 
 from __future__ import annotations
 
@@ -34,13 +34,15 @@ class MonitorGroup(TyperGroup):
 def register(app: typer.Typer) -> None:
     """Add `keel alerts ...` to the `keel` app."""
     group = typer.Typer(
-        help="Alerts fired by keel monitor run (monitor.alerts rules): list, show, ack, resolve.",
+        help="Alerts fired by keel monitor run (monitor.alerts rules): list, show, ack, resolve, "
+        "retrain.",
         no_args_is_help=True,
     )
     group.command("list")(list_)
     group.command("show")(show)
     group.command("ack")(ack)
     group.command("resolve")(resolve)
+    group.command("retrain")(retrain_)
     app.add_typer(group, name="alerts")
 
 
@@ -132,6 +134,7 @@ def monitor_run(
             if retrain:
                 fired = [a["id"] for a in result["alerts"]]
                 result["retrain"] = api.retrain(fired, project=project) if fired else []
+            result["notes"] = [*result["notes"], *_policy_notes(result, project, retrain)]
             if format is Format.json:
                 emit_json(result)
             else:
@@ -256,6 +259,67 @@ def resolve(
     _changed(alert, format)
 
 
+def retrain_(
+    alert_ids: Annotated[
+        list[int], typer.Argument(help="Alert ids (keel alerts list) of the retrain.on rule.")
+    ],
+    project: ProjectOpt = None,
+    format: FormatOpt = Format.text,
+) -> None:
+    """Run keel.yaml's retrain: policy for a stored alert of its rule (the newest of these).
+
+    keel monitor run --retrain runs the policy only for an alert that its own check fires;
+    this runs it for one fired earlier (by a check without --retrain, or a scheduler): the
+    labelled predictions of retrain.data are added to the training data, the pipeline runs
+    through its gates, and a passing version starts a canary. Exit 1 when no alert given is
+    of the retrain.on rule.
+    """
+    from keel import api
+
+    done = api.retrain(alert_ids, project=project)
+    if format is Format.json:
+        emit_json(done)
+    else:
+        _print_run_retrain(done)
+    if not done:
+        err.print(
+            escape(f"no retraining: none of the alerts {', '.join(f'#{i}' for i in alert_ids)} "
+                   f"is of the rule keel.yaml's retrain.on names (keel alerts list --rule "
+                   f"{_policy_rule(project) or 'RULE'})"),
+            highlight=False,
+        )  # fmt: skip
+        raise typer.Exit(1)
+
+
+def _policy_rule(project: Path | None) -> str | None:
+    """The monitor.alerts rule keel.yaml's ``retrain:`` policy names, if it has one."""
+    from keel.config import load_config
+    from keel.project import find_project
+
+    policy = load_config(find_project(project)).retrain
+    return None if policy is None else policy.on
+
+
+def _policy_notes(result: dict[str, Any], project: Path | None, retrain: bool) -> list[str]:
+    """Say why a retrain: policy did not run although its rule fired (now or earlier)."""
+    rule = _policy_rule(project)
+    if rule is None:
+        return []
+    fired = [a["id"] for a in result["alerts"] if a["rule"] == rule]
+    if fired and not retrain:
+        return [
+            f"alert #{fired[-1]} is of rule {rule!r}, which keel.yaml's retrain: policy names, "
+            f"but the policy runs only with --retrain: keel alerts retrain {fired[-1]}"
+        ]
+    earlier = [s for s in result["skipped"] if s["rule"] == rule and s["reason"] == "duplicate"]
+    if retrain and not fired and earlier:
+        return [
+            f"retrain: rule {rule!r} fired for this window in an earlier check, so no new "
+            f"alert runs the policy: keel alerts list --rule {rule}, then keel alerts retrain ID"
+        ]
+    return []
+
+
 def _changed(alert: dict[str, Any], format: Format) -> None:
     if format is Format.json:
         emit_json(alert)
@@ -291,14 +355,18 @@ def _print_run(result: dict[str, Any]) -> None:
         )
     for note in result["notes"]:
         out.print(f"[dim]note:[/] {escape(note)}", highlight=False)
-    for done in result.get("retrain", []):
+    _print_run_retrain(result.get("retrain", []))
+    if result["checked_until"]:
+        out.print(f"[dim]checked up to {result['checked_until']}[/]", highlight=False)
+
+
+def _print_run_retrain(runs: list[dict[str, Any]]) -> None:
+    for done in runs:
         out.print(
             escape(f"retrain (alert #{done['alert_id']}): {done['status']}: {done['message']}"
                    + (f"; pipeline run {done['pipeline_run']}" if done["pipeline_run"] else "")),
             highlight=False,
         )  # fmt: skip
-    if result["checked_until"]:
-        out.print(f"[dim]checked up to {result['checked_until']}[/]", highlight=False)
 
 
 def _print_alert(alert: dict[str, Any]) -> None:

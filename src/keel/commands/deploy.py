@@ -45,7 +45,12 @@ def deploy(
         typer.Option("--shadow", help="Mirror traffic to this version (answers not returned)."),
     ] = None,
     ab: Annotated[
-        str | None, typer.Option("--ab", help="A/B arms VERSION:WEIGHT, e.g. 3:50,4:50.")
+        str | None,
+        typer.Option(
+            "--ab",
+            help="A/B arms VERSION:WEIGHT, e.g. 3:50,4:50; weights are relative (scaled to "
+            "100%: 3:1,4:3 sends 25% to version 3).",
+        ),
     ] = None,
     steps: Annotated[
         str,

@@ -79,7 +79,7 @@ def explain(
     from keel.serve.batch import rejects_path
 
     model = load_model(ref, project=project)
-    rows = _read_rows(model.package, input, limit)
+    rows = _read_rows(model.package, input, limit, _na_values(project))
     written = None if output is None else rejects_path(output)
     if written is not None:
         _write_rejects(rows.rejects, written)
@@ -108,10 +108,21 @@ class _Rows:
     unit: str  # "line" (CSV) or "row" (Parquet)
 
 
-def _read_rows(package: ModelPackage, path: Path, limit: int | None) -> _Rows:
+def _na_values(project: Path | None) -> tuple[str, ...]:
+    """The training source's NA tokens (``data.train.na_values``): ``keel predict`` reads a
+    file to score with them, so ``keel explain`` does too."""
+    from keel.config import load_config
+    from keel.project import find_project
+
+    return tuple(load_config(find_project(project)).data.train.na_values)
+
+
+def _read_rows(
+    package: ModelPackage, path: Path, limit: int | None, na_values: tuple[str, ...] = ()
+) -> _Rows:
     """The first ``limit`` rows of ``path`` read as ``keel predict`` reads them (the model's
-    inputs as text, parsed by its coercion rules), split into those that convert and the
-    rejects (:data:`keel.serve.batch.REJECTS_SCHEMA`).
+    inputs as text, with the training source's NA tokens, parsed by its coercion rules), split
+    into those that convert and the rejects (:data:`keel.serve.batch.REJECTS_SCHEMA`).
 
     Raises:
         DataValidationError: An input column is missing (named, with what the file has).
@@ -126,7 +137,7 @@ def _read_rows(package: ModelPackage, path: Path, limit: int | None) -> _Rows:
     from keel.serve.batch import BATCH_ROWS
 
     inputs = list(package.pipeline.inputs)
-    opened = open_data(path, ReadOptions(text=tuple(inputs)))
+    opened = open_data(path, ReadOptions(text=tuple(inputs), na_values=na_values))
     check_columns(opened, inputs, of="model input")
 
     def read() -> pa.Table:

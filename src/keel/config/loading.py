@@ -193,6 +193,10 @@ def _explain(exc: ValidationError, lines: dict[Path_, str], file: Path) -> str:
             messages.append(f"{where}: unknown key '{key}'{section}.{hint}")
         elif error["type"] == "missing":
             messages.append(f"{where}: missing required key '{dotted(loc)}'. Add it.")
+        elif not loc:  # a check across sections: its message starts with the key it names
+            text = str(error["msg"]).removeprefix("Value error, ")
+            named = tuple(text.split(" ", 1)[0].split("."))
+            messages.append(f"{_where(named, lines) if lines else where}: {text}.")
         else:
             got = error.get("input")
             shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""

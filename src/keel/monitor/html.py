@@ -58,8 +58,8 @@ def render_html(
         _section("drift-latest", "Drift by feature, latest window", _latest(report, windows)),
         _section("prediction-drift", "Prediction drift", _prediction(windows, report)),
         _section("estimated-performance", "Estimated performance (CBPE)", _estimated(windows)),
-        _section("realised-performance", "Realised performance", _realised(windows)),
-        _section("latency", "Latency", _latency(windows) + _operations(report)),
+        _section("realised-performance", "Realised performance", _realised(windows, report)),
+        _section("latency", "Latency", _latency(windows, report) + _operations(report)),
         _section("alerts", "Alerts", _alerts(alerts)),
         "</body></html>",
     ]
@@ -177,7 +177,7 @@ def _summary(report: Mapping[str, Any], shown: int, when: str) -> str:
         ("versions read", ", ".join(report.get("versions") or []) or "-"),
         ("role", report.get("role") or "all"),
         ("source", report.get("source")),
-        ("windows", f"{report.get('window')} ({shown} shown)"),
+        ("windows", f"{report.get('window')} ({shown} shown)" if shown else "the whole log"),
         ("rows", report.get("rows")),
         ("training rows", report.get("reference_rows")),
         ("verdict", f"{report.get('verdict')} (latest window: {report.get('latest_verdict')})"),
@@ -297,7 +297,9 @@ def _estimated(windows: Sequence[Mapping[str, Any]]) -> str:
     return "".join(charts)
 
 
-def _realised(windows: Sequence[Mapping[str, Any]]) -> str:
+def _realised(windows: Sequence[Mapping[str, Any]], report: Mapping[str, Any]) -> str:
+    if not windows:
+        return _realised_whole(report)
     metrics = sorted({m for w in windows for m in _realised_values(w)})
     if not metrics:
         return '<p class="note">No labelled windows yet (keel feedback sends labels).</p>'
@@ -313,8 +315,28 @@ def _realised(windows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _latency(windows: Sequence[Mapping[str, Any]]) -> str:
+def _realised_whole(report: Mapping[str, Any]) -> str:
+    """Realised performance of a report with no windows (the whole log is one window)."""
+    section = report.get("realised") or {}
+    values = _realised_values(report)
+    if not values:
+        return '<p class="note">No labelled windows yet (keel feedback sends labels).</p>'
+    metrics = section.get("metrics") or {}
+    cells = []
+    for name in sorted(values):
+        low, high = (metrics.get(name) or {}).get("low"), (metrics.get(name) or {}).get("high")
+        interval = f" [{_num(low, '{:.5g}')}, {_num(high, '{:.5g}')}]" if _finite(low) else ""
+        cells.append(f"{escape(name)} {_num(values[name], '{:.5g}')}{interval}")
+    return (
+        f"<p>From {escape(str(section.get('labelled', '-')))} labelled rows: "
+        f"{', '.join(cells)} (95% bootstrap intervals).</p>"
+    )
+
+
+def _latency(windows: Sequence[Mapping[str, Any]], report: Mapping[str, Any]) -> str:
     keys = sorted({k for w in windows for k in (w.get("latency") or {}) if k.endswith("_ms")})
+    if not keys and not windows and report.get("latency"):
+        return ""  # the whole log is one window: _operations gives its figures
     if not keys:
         return '<p class="note">The report has no latency figures for these windows.</p>'
     lines = [(k, [(w.get("latency") or {}).get(k) for w in windows], None) for k in keys]

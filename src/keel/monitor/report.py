@@ -323,7 +323,21 @@ def monitor_log(
             "are left out, never called stable."
         )
     if not rows:
-        notes.append(f"no logged predictions of {reference.name} match the selection.")
+        arm = select.role not in (None, "primary") and select.version not in (None, "all")
+        notes.append(
+            f"no logged predictions of {reference.name} match the selection"
+            + (
+                f" (version {select.version}, role {select.role}: an arm's predictions are "
+                "logged under its own version; --version all, or --version N)."
+                if arm
+                else "."
+            )
+        )
+    if rows and reference.task == "multiclass":
+        notes.append(
+            "no estimated performance: CBPE estimates a binary classifier's accuracy and ROC AUC "
+            f"only; send labels (keel feedback {reference.name}) for realised accuracy."
+        )
     keep = [c for c in prepared.binnings if c not in missing]
     windows = tuple(
         _window(reference, prepared, keep, output, settings, spec_first, counts)

@@ -58,7 +58,7 @@ SECTIONS = (
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("keel.registry", "templates"),
-        autoescape=select_autoescape(("html",), default_for_string=False, default=False),
+        autoescape=select_autoescape(("html.j2",), default_for_string=False, default=False),
         trim_blocks=True,
         lstrip_blocks=True,
     )
