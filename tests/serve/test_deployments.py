@@ -356,3 +356,16 @@ def test_route_weights_and_stable_sticky_hash() -> None:
     assert sticky_value({"user_id": 7, "instances": [{}]}, "user_id") == 7
     assert sticky_value({"instances": [{"user_id": "a"}]}, "user_id") == "a"
     assert sticky_value({"instances": [{}]}, "user_id") is None
+
+
+def test_shadow_disagreement_compares_labels_exactly_and_values_within_a_tolerance() -> None:
+    """Two regression versions never give bit-equal values: a shadow 0.5 % off agrees, 5 % off
+    disagrees; class labels (strings or integers) disagree only when they differ."""
+    from keel.serve.routing import SHADOW_RTOL, disagreements
+
+    assert SHADOW_RTOL == 0.01
+    assert disagreements([100.5, 105.0, 0.0, -2.0], [100.0, 100.0, 0.0, -2.1]) == 2
+    assert disagreements([">50K", "<=50K", ">50K"], [">50K", ">50K", ">50K"]) == 1
+    assert disagreements([0, 1, 1, 2], [0, 1, 0, 3]) == 2
+    assert disagreements([1.0], [1]) == 0
+    assert disagreements([], []) == 0

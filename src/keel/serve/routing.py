@@ -40,7 +40,16 @@ import orjson
 from keel.registry.deployments import Deployment, bucket_of
 from keel.serve.models import LoadedModel, load_served, pin_threads, warm
 
-__all__ = ["Arm", "Deployer", "Route", "Shadows", "Traffic", "sticky_value"]
+__all__ = [
+    "SHADOW_RTOL",
+    "Arm",
+    "Deployer",
+    "Route",
+    "Shadows",
+    "Traffic",
+    "disagreements",
+    "sticky_value",
+]
 
 log = logging.getLogger("keel.serve")
 FLUSH_EVERY_S = 5.0
@@ -257,13 +266,39 @@ class Shadows:
             log.debug("shadow %s@%s failed: %s", copy.name, copy.model.version, exc)
             return
         elapsed = time.perf_counter() - started
-        disagreed = sum(1 for a, b in zip(labels, primary, strict=False) if a != b)
+        disagreed = disagreements(labels, primary)
         self.traffic.record(
             copy.deployment, copy.model.version, "shadow", elapsed,
             compared=len(labels), disagreed=disagreed,
         )  # fmt: skip
         if self.log is not None:
             self.log(copy.request_id, copy.name, copy.model, instances, labels, probabilities)
+
+
+SHADOW_RTOL = 0.01
+"""Numeric predictions (regression values) more than this far apart, relative to the larger
+one, disagree; labels of classifiers compare exactly."""
+
+
+def disagreements(shadow: Sequence[Any], primary: Sequence[Any]) -> int:
+    """How many of the shadow's answers disagree with the primary's.
+
+    Class labels disagree when they differ. Regression values from two versions are never
+    bit-equal, so numbers disagree when they are more than :data:`SHADOW_RTOL` apart relative
+    to the larger magnitude (two zeros agree); integer class labels (0 and 1) stay exact under
+    that rule.
+    """
+    n = min(len(shadow), len(primary))
+    numeric = all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in (*shadow[:n], *primary[:n])
+    )
+    if not numeric:
+        return sum(1 for a, b in zip(shadow[:n], primary[:n], strict=True) if a != b)
+    import numpy as np
+
+    a = np.asarray(shadow[:n], dtype=float)
+    b = np.asarray(primary[:n], dtype=float)
+    return int(np.count_nonzero(np.abs(a - b) > SHADOW_RTOL * np.maximum(np.abs(a), np.abs(b))))
 
 
 def _mirrored(copy: _Copy) -> tuple[list[Any], list[Any]]:
