@@ -261,9 +261,9 @@ def _print_deployment(d: dict[str, Any]) -> None:
             highlight=False,
         )
     if d.get("traffic"):
-        table = Table(show_edge=False, collapse_padding=True)  # ten columns in 80
-        columns = ("version", "role", "requests", "errors", "error rate", "refused", "p50 ms")
-        for column in (*columns, "p95 ms", "p99 ms", "disagree"):
+        table = Table(show_edge=False, collapse_padding=True)  # nine columns in 80
+        columns = ("version", "role", "requests", "errors", "refused", "p50 ms", "p95 ms")
+        for column in (*columns, "p99 ms", "disagree"):
             table.add_column(column)
         for t in d["traffic"]:
             table.add_row(
@@ -271,8 +271,7 @@ def _print_deployment(d: dict[str, Any]) -> None:
                 t["role"],
                 str(t["requests"]),
                 str(t["errors"]),
-                _num(t["error_rate"]),
-                _num(t.get("rejection_rate")),
+                str(t.get("rejected", 0)),
                 _num(t["p50_ms"]),
                 _num(t["p95_ms"]),
                 _num(t["p99_ms"]),
