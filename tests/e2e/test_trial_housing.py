@@ -117,7 +117,7 @@ def test_the_card_escapes_category_values(housing: Path) -> None:
         assert "<td><1H OCEAN" not in html and "=<1H OCEAN&" not in html
         assert "<svg" in html and "&lt;svg" not in html
     markdown = keel.model_card("housing", "md", project=housing)
-    assert "| <1H OCEAN |" in markdown  # Markdown is not HTML-escaped
+    assert "| &lt;1H OCEAN |" in markdown and "<1H OCEAN" not in markdown  # raw HTML passes
 
 
 def test_the_whole_log_report_shows_its_realised_performance(housing: Path) -> None:

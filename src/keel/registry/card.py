@@ -80,8 +80,12 @@ def _num(value: Any, digits: int = 4) -> str:
 
 
 def _cell(value: Any) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """Text safe inside a Markdown table cell: pipes escaped, one line, and ``&``, ``<`` and
+    ``>`` as entities, since Markdown passes raw HTML through (a category value such as
+    ``<img src=x onerror=...>`` from the data would otherwise be markup wherever the card is
+    rendered); every renderer shows the entities as the characters."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _check_format(fmt: str) -> CardFormat:
