@@ -1,6 +1,7 @@
 """The evaluate step's mean |SHAP| by Keel's TreeSHAP read from the model text changes no number:
-``TreeShap.parse`` (``model_to_string()``) builds the same values as ``TreeShap.build``
-(``dump_model()``), and the stored global importance equals ``pred_contrib``'s."""
+``TreeShap.parse`` (``model_to_string()``) builds the same values as the independent reader in
+``treeshap_reference`` (``dump_model()``), and the stored global importance equals
+``pred_contrib``'s."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from keel.evaluate.explain import ModelParts, global_importance
 from keel.evaluate.treeshap import TreeShap
 from keel.features.pipeline import FeaturePipeline
 from keel.train.lightgbm import LightGBMTrainer
+from tests.evaluate import treeshap_reference as reference
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 PENGUINS = SHARED / "palmer-penguins" / "penguins.csv"
@@ -50,7 +52,7 @@ def adult(adult_train_table: pa.Table, adult_test_table: pa.Table) -> tuple[Any,
 
 def _both(booster: Any) -> tuple[TreeShap, TreeShap]:
     parsed = TreeShap.parse(booster.model_to_string())
-    built = TreeShap.build(booster.dump_model())
+    built = reference.build(booster.dump_model())
     assert parsed is not None and built is not None
     return parsed, built
 

@@ -27,7 +27,7 @@ value (NaN, or zero for missing type Zero) goes the split's default way. Models 
 does not cover (categorical splits, linear trees, random-forest averaging, arrays past 32 MiB)
 get ``None`` from :meth:`TreeShap.of`, and the caller uses ``pred_contrib``. LightGBM is never
 imported here: the booster's ``model_to_string()`` is all it reads (:meth:`TreeShap.parse`,
-~0.03 s for 203 trees; :meth:`TreeShap.build` reads ``dump_model()``, ~0.2 s).
+~0.03 s for 203 trees).
 """
 
 from __future__ import annotations
@@ -42,13 +42,9 @@ import numpy as np
 __all__ = ["TreeShap"]
 
 _ZERO = 1e-35  # LightGBM's kZeroThreshold: |x| <= it reads as 0
-_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 _CALL_NS, _ELEMENT_NS = 30_000.0, 2.0  # a group's fixed cost, and per element (measured)
 _MAX_ELEMENTS = 1 << 22  # per-node array elements (32 MiB); Adult's 203 trees: ~150,000
 _CACHE: weakref.WeakKeyDictionary[Any, TreeShap | None] = weakref.WeakKeyDictionary()
-
-_Edge = tuple[int, int, bool, float]  # split node, its feature, goes left, cover ratio
-_Leaf = tuple[float, int, list[_Edge]]  # value, output, path
 
 
 @dataclass(frozen=True)
@@ -111,33 +107,8 @@ class TreeShap:
         return built
 
     @classmethod
-    def build(cls, model: Mapping[str, Any]) -> TreeShap | None:
-        """From ``Booster.dump_model()``; None for a model this module does not cover."""
-        if model.get("average_output") or not model.get("tree_info"):
-            return None
-        k = int(model["num_tree_per_iteration"])
-        features = int(model["max_feature_idx"]) + 1
-        nodes: list[tuple[int, float, int, bool]] = []  # feature, threshold, missing, left
-        leaves: list[_Leaf] = []
-        bias = np.zeros(k)
-        for position, tree in enumerate(model["tree_info"]):
-            root = tree["tree_structure"]
-            if "split_index" not in root:  # a single leaf: its value is all bias
-                if "leaf_coeff" in root:
-                    return None
-                bias[position % k] += float(root["leaf_value"])
-                continue
-            expected = _walk(root, position % k, nodes, leaves)
-            if expected is None:
-                return None
-            bias[position % k] += expected
-        if not nodes:
-            return None
-        return cls._arrays(features, k, bias, nodes, leaves)
-
-    @classmethod
     def parse(cls, text: str) -> TreeShap | None:
-        """From ``Booster.model_to_string()``: the same arrays as :meth:`build`, read with
+        """From ``Booster.model_to_string()``: the booster's arrays, read with
         NumPy (one conversion per field over every tree, no per-node Python: ~10x less CPU
         than ``dump_model()`` and a walk); None for a model this module does not cover."""
         head, _, body = text.partition("\nTree=")
@@ -205,30 +176,6 @@ class TreeShap:
             ((decision >> 2) & 3).astype(np.int8), (decision & 2) > 0, leaf_value, output,
             np.concatenate(e_leaf), np.concatenate(e_node), np.concatenate(e_left),
             np.concatenate(e_ratio),
-        )  # fmt: skip
-
-    @classmethod
-    def _arrays(
-        cls,
-        features: int,
-        k: int,
-        bias: np.ndarray,
-        nodes: list[tuple[int, float, int, bool]],
-        leaves: list[_Leaf],
-    ) -> TreeShap | None:
-        """From :func:`_walk`'s lists (the ``dump_model()`` path): as :meth:`_from_edges`."""
-        split = list(zip(*nodes, strict=True))
-        counts = [len(path) for _, _, path in leaves]
-        edges = [edge for _, _, path in leaves for edge in path]
-        e_node, _, e_left, e_ratio = (list(c) for c in zip(*edges, strict=True))
-        return cls._from_edges(
-            features, k, bias,
-            np.asarray(split[0], dtype=np.intp), np.asarray(split[1], dtype=np.float64),
-            np.asarray(split[2], dtype=np.int8), np.asarray(split[3], dtype=bool),
-            np.asarray([v for v, _, _ in leaves], dtype=np.float64),
-            np.asarray([o for _, o, _ in leaves], dtype=np.intp),
-            np.repeat(np.arange(len(leaves)), counts), np.asarray(e_node, dtype=np.intp),
-            np.asarray(e_left, dtype=bool), np.asarray(e_ratio, dtype=np.float64),
         )  # fmt: skip
 
     @classmethod
@@ -394,39 +341,3 @@ def _merged(by_q: Mapping[int, list[int]]) -> list[tuple[int, list[int]]]:
             options.append((best[i][0] + cost, [*best[i][1], (i, j)]))
         best.append(min(options, key=lambda option: option[0]))
     return [(qs[j - 1], [m for q in qs[i:j] for m in by_q[q]]) for i, j in best[-1][1]]
-
-
-def _walk(
-    root: Mapping[str, Any],
-    output: int,
-    nodes: list[tuple[int, float, int, bool]],
-    leaves: list[_Leaf],
-) -> float | None:
-    """Append one tree's splits and leaf paths; its expected value (LightGBM's: the leaves
-    weighted by count), or None for a split kind not covered."""
-    total = float(root["internal_count"])
-    expected = 0.0
-    stack: list[tuple[Mapping[str, Any], list[_Edge]]] = [(root, [])]
-    while stack:
-        node, path = stack.pop()
-        if "split_index" not in node:
-            if "leaf_coeff" in node:
-                return None
-            value = float(node["leaf_value"])
-            expected += float(node["leaf_count"]) / total * value
-            leaves.append((value, output, path))
-            continue
-        if node["decision_type"] != "<=":
-            return None
-        index = len(nodes)
-        missing = _MISSING[str(node["missing_type"])]
-        nodes.append((int(node["split_feature"]), float(node["threshold"]), missing,
-                      bool(node["default_left"])))  # fmt: skip
-        count = float(node["internal_count"])
-        for child, left in ((node["left_child"], True), (node["right_child"], False)):
-            cover = float(child["internal_count" if "split_index" in child else "leaf_count"])
-            if cover <= 0.0 or count <= 0.0:  # an empty branch: w = 0 has no inverse
-                return None
-            edge = (index, int(node["split_feature"]), left, cover / count)
-            stack.append((child, [*path, edge]))
-    return expected

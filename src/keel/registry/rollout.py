@@ -73,12 +73,6 @@ class Decision:
         return f"{self.name} {self.deployment_id}: {self.action}{step} ({shown}{why})"
 
 
-def _row(m: Measured) -> dict[str, Any]:
-    """A merged window back as a row :meth:`Measured.merge` adds up."""
-    return {"requests": m.requests, "errors": m.errors, "rejected": m.rejected,
-            "latency": dict(enumerate(m.latency))}  # fmt: skip
-
-
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -374,8 +368,11 @@ class Rollouts:
             details["why"] = f"waiting for traffic ({own.requests} < {spec.min_requests} requests)"
             return Decision(found.id, found.name, "waiting", details)
         failed = [str(c) for c in spec.checks if not c.holds(own.value(c.metric))]
-        primaries = [_row(m) for m in window if m.role == "primary"]  # whichever versions
-        primary = Measured.merge(spec.primary or 0, "primary", primaries)
+        primaries = [m for m in window if m.role == "primary"]  # whichever versions it held
+        primary = Measured(
+            spec.primary or 0, "primary", requests=sum(m.requests for m in primaries),
+            rejected=sum(m.rejected for m in primaries),
+        )  # fmt: skip
         details["primary_rejection_rate"] = primary.rejection_rate
         refused = rejects_more(own, primary)
         if refused is not None:
