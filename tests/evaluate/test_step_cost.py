@@ -81,17 +81,26 @@ def _every_row_predicted(parts: ModelParts, x: np.ndarray, y: np.ndarray, *, rep
     return out
 
 
-def test_predicting_only_changed_rows_gives_the_numbers_of_predicting_all(adult: tuple) -> None:
+def test_predicting_only_changed_rows_gives_the_numbers_of_predicting_all(
+    adult: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keel.evaluate import importance
+
     parts, x, y, prediction = adult
     reference = _every_row_predicted(parts, x, y, repeats=3, rows=1500, seed=5)
-    for shared in (None, prediction):  # with and without the step's shared prediction
-        for threads in (0, 1):
-            found = permutation_importance(parts, x, y, repeats=3, rows=1500, seed=5,
-                                           prediction=shared, threads=threads)  # fmt: skip
-            assert list(found.mean) == list(reference)  # the model's input order
-            for column, (mean, std) in reference.items():
-                assert found.mean[column] == pytest.approx(mean, abs=1e-12), column
-                assert found.std[column] == pytest.approx(std, abs=1e-12), column
+    # leaf masks (keel.evaluate.leafmask): LightGBM's predictions to rounding, so a near-tie
+    # close to P = 1 may go the other way (~2e-6 of AUC a pair); LightGBM predicting only the
+    # changed rows: the same numbers
+    for tolerance in (1e-5, 1e-12):
+        for shared in (None, prediction):  # with and without the step's shared prediction
+            for threads in (0, 1):
+                found = permutation_importance(parts, x, y, repeats=3, rows=1500, seed=5,
+                                               prediction=shared, threads=threads)  # fmt: skip
+                assert list(found.mean) == list(reference)  # the model's input order
+                for column, (mean, std) in reference.items():
+                    assert found.mean[column] == pytest.approx(mean, abs=tolerance), column
+                    assert found.std[column] == pytest.approx(std, abs=tolerance), column
+        monkeypatch.setattr(importance, "_known_rows", lambda *_: None)
     assert reference["relationship"][0] > reference["fnlwgt"][0]
 
 
@@ -108,6 +117,7 @@ def test_batches_bound_the_rows_per_predict_call(
         return predict_matrix(package, rows, threads)
 
     monkeypatch.setattr(importance, "predict_matrix", counted)
+    monkeypatch.setattr(importance, "_known_rows", lambda *_: None)  # LightGBM predicts
     monkeypatch.setattr(importance, "BATCH_ROWS", 4000)
     small = permutation_importance(parts, x, y, repeats=2, rows=1000, seed=1,
                                    prediction=prediction)  # fmt: skip

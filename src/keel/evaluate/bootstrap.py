@@ -75,11 +75,13 @@ def resample_counts(n: int, settings: BootstrapSettings) -> Iterator[np.ndarray]
 
 @dataclass(frozen=True)
 class _Ranked:
-    """Rows sorted by score, each row's tie block ``[lo, hi)``, and the positives."""
+    """Rows sorted by score, the positives, where each positive's tie block ``[lo, hi)``
+    starts, and the positives tied with other rows (``tied``, with their blocks' ends)."""
 
     order: np.ndarray | None  # None: the rows are already in score order
     lo: np.ndarray
-    hi: np.ndarray
+    tied: np.ndarray
+    tied_hi: np.ndarray
     positive: np.ndarray
     negative: np.ndarray
 
@@ -95,7 +97,9 @@ class _Ranked:
         labels = y[order].astype(bool)
         positive = np.flatnonzero(labels)
         kept = None if bool(np.all(order[1:] > order[:-1])) else order
-        return cls(kept, starts[level][positive], ends[level][positive], positive, ~labels)
+        lo, hi = starts[level][positive], ends[level][positive]
+        tied = np.flatnonzero(hi - lo > 1)
+        return cls(kept, lo, tied, hi[tied], positive, ~labels)
 
 
 def weighted_auc(counts: np.ndarray, score: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -106,16 +110,42 @@ def weighted_auc(counts: np.ndarray, score: np.ndarray, y: np.ndarray) -> np.nda
 
 def _auc(counts: np.ndarray, ranked: _Ranked) -> np.ndarray:
     c = counts if ranked.order is None else counts[:, ranked.order]
-    negatives = c * ranked.negative
-    below = np.zeros((len(c), c.shape[1] + 1), dtype=np.float32)
-    np.cumsum(negatives, axis=1, out=below[:, 1:])  # exact: integers below 2**24
-    # negatives strictly below a positive's tie block plus half of those inside it
-    inside = below[:, ranked.lo] + below[:, ranked.hi]
+    below = _running_sums(c * ranked.negative)  # exact: integers below 2**24
+    # negatives strictly below a positive's tie block, plus half of those inside it (none
+    # for a positive alone in its block: only tied ones need the block's end)
     drawn = c[:, ranked.positive]
-    wins = 0.5 * np.einsum("ij,ij->i", drawn, inside, dtype=np.float64)
+    wins = np.einsum("ij,ij->i", drawn, below[:, ranked.lo], dtype=np.float64)
+    if len(ranked.tied):
+        inside = below[:, ranked.tied_hi] - below[:, ranked.lo[ranked.tied]]
+        wins += 0.5 * np.einsum("ij,ij->i", drawn[:, ranked.tied], inside, dtype=np.float64)
     pairs = drawn.sum(axis=1, dtype=np.float64) * below[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pairs > 0, wins / np.where(pairs > 0, pairs, 1.0), np.nan)
+
+
+_BLOCK = 32  # running sums: the block width
+_BLOCKED_CELLS = 50_000  # ... and from how many cells the blocks pay for their 31 calls
+
+
+def _running_sums(a: np.ndarray) -> np.ndarray:
+    """``(b, n + 1)``: 0, then each row's running sum (float32 sums of counts: exact below
+    2**24). ``np.cumsum`` adds one element after the other (~3 ns each); here rows are cut in
+    blocks of ``_BLOCK`` and each block's running sum is ``_BLOCK - 1`` vector additions over
+    every block of every row at once, then each block gets the sum of those before it: the
+    same numbers, 2-4x less CPU on the Adult test set's 16,281 rows."""
+    b, n = a.shape
+    if b * n < _BLOCKED_CELLS:
+        out = np.zeros((b, n + 1), dtype=a.dtype)
+        np.cumsum(a, axis=1, out=out[:, 1:])
+        return out
+    k = -(-(n + 1) // _BLOCK)
+    padded = np.zeros((b, k * _BLOCK), dtype=a.dtype)
+    padded[:, 1 : n + 1] = a
+    blocks = padded.reshape(b, k, _BLOCK)
+    for j in range(1, _BLOCK):  # 31 calls, each over all blocks
+        np.add(blocks[:, :, j - 1], blocks[:, :, j], out=blocks[:, :, j])
+    blocks[:, 1:, :] += np.cumsum(blocks[:, :-1, -1], axis=1)[:, :, None]
+    return padded[:, : n + 1]
 
 
 def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:

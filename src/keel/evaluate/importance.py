@@ -32,6 +32,7 @@ from keel.evaluate.explain import fold_matrix, predict_matrix
 
 if TYPE_CHECKING:
     from keel.evaluate.explain import Explainable
+    from keel.evaluate.leafmask import KnownRows
 
 __all__ = ["PERMUTATION_REPEATS", "PERMUTATION_ROWS", "PermutationImportance",
            "permutation_importance"]  # fmt: skip
@@ -131,43 +132,66 @@ def permutation_importance(
     chosen = np.sort(rng.choice(len(x), rows, replace=False)) if len(x) > rows else None
     xs, ys = (x, y) if chosen is None else (x[chosen], y[chosen])
     n = len(xs)
-    if prediction is None:
+    columns, fold = fold_matrix(parts.pipeline)
+    groups = [np.flatnonzero(fold[:, i] > 0) for i in range(len(columns))]
+    known = _known_rows(parts, xs, groups)
+    if known is not None:  # LightGBM's predictions from leaf masks: exact, ~10x less CPU
+        base = known.predict()
+    elif prediction is None:
         base = predict_matrix(parts, xs, threads)
     else:
         base = np.asarray(prediction if chosen is None else prediction[chosen], np.float64)
     baseline = float(score(ys, base.reshape(1, n, *base.shape[1:]))[0])
-    columns, fold = fold_matrix(parts.pipeline)
-    plans = []  # per column: (its features, permuted row order, which stacked rows changed)
-    for i in range(len(columns)):  # once per input column, never per row
-        features = np.flatnonzero(fold[:, i] > 0)
+    plans = []  # per column: (permuted row order, which stacked rows changed)
+    for features in groups:  # once per input column, never per row
         order = rng.permuted(np.tile(np.arange(n), (repeats, 1)), axis=1).ravel()
         own = xs[:, features]
         before, after = np.tile(own, (repeats, 1)), own[order]
         same = (before == after) | (np.isnan(before) & np.isnan(after))
-        plans.append((features, order, np.flatnonzero(~same.all(axis=1))))
+        plans.append((order, np.flatnonzero(~same.all(axis=1))))
     mean: dict[str, float] = {}
     std: dict[str, float] = {}
-    for group in _batches([len(changed) for _, _, changed in plans]):
+
+    def judged(i: int, unchanged: np.ndarray, predicted: np.ndarray) -> None:
+        """Column ``i``'s drop from its changed rows' predictions (the rest: ``unchanged``)."""
+        stacked = np.tile(unchanged, (repeats,) + (1,) * (unchanged.ndim - 1))
+        stacked[plans[i][1]] = predicted
+        scores = score(ys, stacked.reshape(repeats, n, *unchanged.shape[1:]))
+        drop = baseline - scores if greater else scores - baseline
+        mean[columns[i]], std[columns[i]] = float(drop.mean()), float(drop.std())
+
+    if known is not None:
+        for i, (order, changed) in enumerate(plans):
+            judged(i, known.baseline(i), known.swapped(i, changed % n, order[changed]))
+    for group in _batches([len(changed) for _, changed in plans]) if known is None else []:
         matrices = []
         for i in group:
-            features, order, changed = plans[i]
+            order, changed = plans[i]
             permuted = xs[changed % n]  # the changed rows as they were ...
-            permuted[:, features] = xs[order[changed]][:, features]  # ... with i shuffled
+            permuted[:, groups[i]] = xs[order[changed]][:, groups[i]]  # ... with i shuffled
             matrices.append(permuted)
         stacked_rows = np.concatenate(matrices)
         predicted = predict_matrix(parts, stacked_rows, threads) if len(stacked_rows) else base
         start = 0
         for i in group:
-            changed = plans[i][2]
-            stacked = np.tile(base, (repeats,) + (1,) * (base.ndim - 1))
-            stacked[changed] = predicted[start : start + len(changed)]
-            start += len(changed)
-            scores = score(ys, stacked.reshape(repeats, n, *base.shape[1:]))
-            drop = baseline - scores if greater else scores - baseline
-            mean[columns[i]], std[columns[i]] = float(drop.mean()), float(drop.std())
+            size = len(plans[i][1])
+            judged(i, base, predicted[start : start + size])
+            start += size
     mean = {c: mean[c] for c in columns}  # the model's input order
     std = {c: std[c] for c in columns}
     return PermutationImportance(metric, greater, baseline, n, repeats, seed, mean, std)
+
+
+def _known_rows(parts: Explainable, xs: np.ndarray, groups: list[np.ndarray]) -> KnownRows | None:
+    """The sample prepared for swaps of each column's features (a LightGBM model that
+    :mod:`keel.evaluate.leafmask` covers), else None: LightGBM predicts the swapped rows."""
+    from keel.evaluate.leafmask import LeafMasks
+
+    booster = getattr(parts.model, "booster_", None)
+    if parts.flavor != "lightgbm" or booster is None:
+        return None
+    masks = LeafMasks.of(booster, xs.shape[1])
+    return None if masks is None else masks.known_rows(xs, groups)
 
 
 BATCH_ROWS = 65_536  # rows per predict call (bounds the stacked matrix: ~55 MB at 105 features)

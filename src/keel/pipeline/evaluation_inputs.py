@@ -77,17 +77,17 @@ def champion_predictions(ctx: Any, table: Any, classes: list[str]) -> tuple[str,
     Raises:
         ConfigError: The champion predicts other classes than the challenger's ``classes``.
     """
-    import numpy as np
-
-    from keel.pipeline.steps import coerce_inputs
-    from keel.registry.verify import load_package
-
     project = ctx.project
     if project.config.evaluate.challenger_vs_champion is None:
         return None
     found = _champion(project)
     if found is None:
         return None
+    import numpy as np
+
+    from keel.pipeline.steps import coerce_inputs
+    from keel.registry.verify import load_package  # only with a champion: ~0.04 s of imports
+
     package = load_package(project, found.package_sha256)
     if list(package.classes) != list(classes):
         field = "evaluate.challenger_vs_champion"

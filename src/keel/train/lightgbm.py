@@ -143,6 +143,13 @@ class LightGBMTrainer(TrainerBase):
                 return fast.predict(x)
         return np.asarray(booster.predict(x), dtype=np.float64)
 
+    @property
+    def one_row_on_caller(self) -> bool:
+        """Whether one row is scored on the calling thread alone (the single-row path, one
+        OpenMP thread): a latency measure needs no thread pinning around it."""
+        booster = self._booster()
+        return _fast(booster, int(booster.num_feature())) is not None
+
     def save(self) -> dict[str, bytes]:
         """``{"model.lgb.txt": LightGBM's text model}``, truncated at the kept iteration."""
         return {MODEL_FILE: self._booster().model_to_string().encode()}
