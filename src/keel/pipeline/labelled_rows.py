@@ -13,11 +13,29 @@
   where the schema forbids one, no usable label, or a value outside the schema's range or
   categories where the schema makes that an error is left out, counted per reason in the step's
   facts and in the training snapshot's ``retrain`` metadata.
+
+**Never trained on what they are tested on.** A labelled row whose feature values and label
+equal a row of the test side (:func:`equal_rows`: exact, vectorised) is left out of training,
+counted as ``rows_equal_to_test`` in the step's facts, its warnings ("left out: N equal to test
+rows") and the ``retrain`` metadata: production traffic often holds the test rows themselves (a
+user predicts the test file, then sends its labels back), and training on them would make the
+evaluation and the champion comparison, both on the test rows, optimistic.
+
+- With a declared ``data.test`` the test side is that file, unchanged: labelled rows only train.
+- Without it (the ``split`` step), the split runs on the declared training data alone, as in
+  ``keel run``, so the original test rows are the same in every retrain; then the split's rule
+  decides each labelled row's side (:func:`keel.pipeline.holdout.labelled_test_side`: by its
+  identity, group or time, so a row keeps its side across retrains), and the step writes the
+  test side too, with its production rows (``rows_to_test``): the champion and the challenger
+  are judged on the distribution they serve as well. A row the rule sends to the test side but
+  equal to a declared training row trains instead (``rows_equal_to_train``): the model has seen
+  it. Duplicates among the labelled rows themselves follow the first rule: the copy on the
+  training side of a row on the test side is left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +58,7 @@ __all__ = [
     "accumulate",
     "add_labelled_rows",
     "check_rows",
+    "equal_rows",
     "labelled_window",
     "previous_labelled",
 ]
@@ -248,20 +267,76 @@ def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def equal_rows(rows: pa.Table, reference: pa.Table, columns: Sequence[str]) -> np.ndarray:
+    """Which of ``rows`` equal a row of ``reference`` on every one of ``columns`` (a boolean
+    mask), by value: a null equals a null, NaN is null and -0.0 is 0.0; ``reference``'s columns
+    are cast to ``rows``' types first (both to text where that fails).
+
+    Exact and vectorised: per column, the values of both tables together are dictionary-encoded
+    (equal values, equal codes) and folded into one code per row, renumbered densely after each
+    column (``np.unique``), so two different rows never share a code (no hash collisions).
+    """
+    rows_n, reference_n = rows.num_rows, reference.num_rows
+    if not rows_n or not reference_n or not columns:
+        return np.zeros(rows_n, dtype=bool)
+    code = np.zeros(reference_n + rows_n, dtype=np.int64)
+    for name in columns:
+        mine, theirs = rows.column(name).combine_chunks(), reference.column(name).combine_chunks()
+        if theirs.type != mine.type:
+            try:
+                theirs = pc.cast(theirs, mine.type, safe=False)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                mine, theirs = pc.cast(mine, pa.string()), pc.cast(theirs, pa.string())
+        both = _comparable(pa.concat_arrays([theirs, mine]))
+        values = pc.dictionary_encode(both, null_encoding="encode").indices
+        codes = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)
+        folded = code * (int(codes.max(initial=0)) + 1) + codes
+        code = np.unique(folded, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return np.isin(code[reference_n:], code[:reference_n])
+
+
+def _comparable(values: pa.Array) -> pa.Array:
+    """Floating values with NaN as null and -0.0 as 0.0 (equal numbers, equal codes)."""
+    if not pa.types.is_floating(values.type):
+        return values
+    zero = pa.scalar(0.0, values.type)
+    plus = pc.add(values, zero)  # -0.0 + 0.0 is 0.0
+    out: pa.Array = pc.if_else(pc.is_nan(plus), pa.scalar(None, values.type), plus)
+    return out
+
+
+def _aligned(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``rows`` with ``schema``'s columns in its order and types (null where they lack one)."""
+    columns = [
+        pc.cast(rows.column(f.name), f.type, safe=False)
+        if f.name in rows.column_names
+        else pa.nulls(rows.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 @step(
     name=LABELLED_STEP,
-    inputs={"train_snapshot": "snapshot", "schema": "schema"},
-    outputs={"train_snapshot": "snapshot"},
+    inputs={"train_snapshot": "snapshot", "test_snapshot": "snapshot", "schema": "schema"},
+    outputs={"train_snapshot": "snapshot", "test_snapshot": "snapshot"},
 )
-def add_labelled_rows(ctx: Any, train_snapshot: Artifact, schema: Artifact) -> dict[str, Artifact]:
+def add_labelled_rows(
+    ctx: Any, train_snapshot: Artifact, test_snapshot: Artifact, schema: Artifact
+) -> dict[str, Artifact]:
     """Append the labelled rows (``ctx.params['labelled']``, a snapshot's sha256) that fit the
-    training schema to the training snapshot, each column cast to the training data's type."""
+    training schema to the training snapshot, each column cast to the training data's type.
+
+    With ``ctx.params['holdout']`` (the pipeline holds its test split out of the training
+    data), the split's rule sends some rows to the test side (an output too); rows equal to a
+    row the model trains on stay off it. Rows equal to a test row never train."""
     import yaml
 
     from keel.data import read_snapshot
     from keel.validate.schema import Schema
 
     train = read_snapshot(ctx.project.artifacts, train_snapshot)
+    test = read_snapshot(ctx.project.artifacts, test_snapshot)
     added = read_snapshot(ctx.project.artifacts, str(ctx.params["labelled"]))
     contract = Schema.from_dict(yaml.safe_load(ctx.project.artifacts.get(schema.sha256)))
     target = ctx.project.config.data.target
@@ -274,22 +349,70 @@ def add_labelled_rows(ctx: Any, train_snapshot: Artifact, schema: Artifact) -> d
             f"{rows_excluded} of {keep.size} labelled rows do not fit the training schema and "
             f"were left out: {detail}"
         )
-    columns = []
-    for field in train.schema:
-        if field.name not in added.column_names:
-            columns.append(pa.nulls(added.num_rows, field.type))
-        else:
-            columns.append(pc.cast(added.column(field.name), field.type, safe=False))
-    extra = pa.Table.from_arrays(columns, schema=train.schema)
+    extra = _aligned(added, train.schema)
+    compared = [n for n in added.column_names
+                if n in train.schema.names and n in test.column_names]  # fmt: skip
+    sides = _sides(ctx, added, extra, train, test, test_snapshot, compared)
+    to_test, record = sides.pop("to_test"), sides
+    new_test = pa.concat_tables([test, _aligned(added.filter(pa.array(to_test)), test.schema)])
+    extra = extra.filter(pa.array(~to_test))
+    equal = equal_rows(extra, new_test, compared)
+    left_out = int(np.count_nonzero(equal))
+    if left_out:
+        extra = extra.filter(pa.array(~equal))
+        ctx.warn(
+            f"left out: {left_out} equal to test rows (labelled rows whose feature values and "
+            "label equal a test row do not train: the evaluation would be optimistic)"
+        )
     joined = pa.concat_tables([train, extra])
     record = {
         "labelled": ctx.params["labelled"],
         "rows_added": extra.num_rows,
         "rows_excluded": rows_excluded,
         "excluded": excluded,
+        "rows_equal_to_test": left_out,
+        **record,
         "carried": ctx.params.get("carried", 0),
         "alert": ctx.params.get("alert"),
     }
-    ctx.facts.update(rows=joined.num_rows, **record)
-    out: Artifact = ctx.put_table(joined, parent=train_snapshot, retrain=record)
-    return {"train_snapshot": out}
+    # the counts as tracked params too: keel runs show, keel runs list --filter
+    counts = {k: v for k, v in record.items() if isinstance(v, int | str) and k != "alert"}
+    ctx.facts.update(rows=joined.num_rows, **record, params=counts)
+    out: dict[str, Artifact] = {
+        "train_snapshot": ctx.put_table(joined, parent=train_snapshot, retrain=record)
+    }
+    if ctx.params.get("holdout"):
+        out["test_snapshot"] = ctx.put_table(new_test, parent=test_snapshot, retrain=record)
+    return out
+
+
+def _sides(
+    ctx: Any,
+    added: pa.Table,
+    extra: pa.Table,
+    train: pa.Table,
+    test: pa.Table,
+    test_snapshot: Artifact,
+    compared: list[str],
+) -> dict[str, Any]:
+    """Which labelled rows go to the test side (``to_test``) and the record of why: none
+    with a declared ``data.test``; else the split's rule (:func:`keel.pipeline.holdout.
+    labelled_test_side`), less the rows equal to a declared training row (they train)."""
+    holdout = ctx.params.get("holdout")
+    if not holdout:
+        return {"to_test": np.zeros(added.num_rows, dtype=bool)}
+    from keel.monitor.labelled import joined_key
+    from keel.pipeline.holdout import labelled_test_side
+
+    # the split as it ran (its resolved method), else as configured
+    facts = dict(holdout) | dict(test_snapshot.metadata.get("holdout") or {})
+    identity = joined_key([added.column(REQUEST_ID), added.column(INSTANCE)])
+    to_test, rule = labelled_test_side(added, identity, train=train, test=test, holdout=facts)
+    trained = to_test & equal_rows(extra, train, compared)
+    to_test = to_test & ~trained
+    return {
+        "to_test": to_test,
+        "rows_to_test": int(np.count_nonzero(to_test)),
+        "rows_equal_to_train": int(np.count_nonzero(trained)),
+        "test_side_by": rule,
+    }

@@ -19,11 +19,17 @@ One policy run (:func:`run_policy`) does, and records, each link of the chain:
    the schema's range or categories excludes the row, and the excluded rows are counted per
    reason in the step's facts, the run's warnings, the training snapshot's ``retrain`` metadata
    and this run's result. The rows that pass are appended to the training snapshot that the
-   features and train steps read (the test data stays as it was, so the gates judge the new
-   model on the same rows as the old; profile, schema and validation are those of the declared
-   training data). keel.yaml's ``data.train`` is unchanged; the added rows are in the run's
-   lineage (the step's output snapshot names the labelled artifact and the alert). The run's
-   trigger is ``event`` and its reason names the alert.
+   features and train steps read, except those equal (feature values and label) to a test row:
+   they are left out and counted (``rows_equal_to_test``), so the model is never trained on the
+   rows it is judged on. With a declared ``data.test`` the test data stays as it was, so the
+   gates judge the new model on the same rows as the old; without one, the declared training
+   data is split as in ``keel run`` (the same original test rows in every retrain) and the
+   split's rule sends a share of the labelled rows to the test side (``rows_to_test``), each
+   row to the same side in every retrain, so the champion comparison also sees production's
+   distribution (:mod:`keel.pipeline.labelled_rows`). Profile, schema and validation are those
+   of the declared training data. keel.yaml's ``data.train`` is unchanged; the added rows are
+   in the run's lineage (the step's output snapshots name the labelled artifact and the
+   alert). The run's trigger is ``event`` and its reason names the alert.
 3. **Gates.** The register step judges the gates as always but, when they pass, moves
    ``retrain.candidate_alias`` instead of ``registry.alias``: the champion comparison still
    reads the alias holder, and production moves only when the canary promotes.
@@ -71,6 +77,8 @@ __all__ = [
 ]
 
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIDES = ("rows_equal_to_test", "rows_to_test", "rows_equal_to_train")
+"""Where the labelled rows went besides training (the ``labelled_rows`` step's facts)."""
 _BEFORE = "features"
 """``labelled_rows`` runs right before this step: after validation, which checks the declared
 training data against its schema (the logged rows were checked against the model's inputs when
@@ -87,7 +95,10 @@ class RetrainResult:
     model has an active deployment, named in ``deployment_id``: nothing ran).
     ``rows_added``: labelled rows appended to the training data (after the schema check);
     ``rows_excluded``/``excluded``: rows the training schema refused, per reason;
-    ``rows_carried``: rows that came from the previous policy run only.
+    ``rows_carried``: rows that came from the previous policy run only;
+    ``rows_equal_to_test``: rows left out of training because their feature values and label
+    equal a test row's; ``rows_to_test``: rows the split's rule sent to the test side (without
+    ``data.test``), ``rows_equal_to_train`` of them kept off it (equal to a training row).
     """
 
     model: str
@@ -104,6 +115,9 @@ class RetrainResult:
     rows_excluded: int = 0
     excluded: Mapping[str, int] = field(default_factory=dict)
     rows_carried: int = 0
+    rows_equal_to_test: int = 0
+    rows_to_test: int = 0
+    rows_equal_to_train: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -116,6 +130,9 @@ class RetrainResult:
             "rows_excluded": self.rows_excluded,
             "excluded": dict(self.excluded),
             "rows_carried": self.rows_carried,
+            "rows_equal_to_test": self.rows_equal_to_test,
+            "rows_to_test": self.rows_to_test,
+            "rows_equal_to_train": self.rows_equal_to_train,
             "labelled_sha256": self.labelled_sha256,
             "pipeline_run": self.pipeline_run,
             "version": self.version,
@@ -163,15 +180,31 @@ def policy_steps(
     project: Project, labelled: str, alert_id: int, carried: int = 0
 ) -> list[StepSpec]:
     """The project's pipeline with ``labelled_rows`` after its snapshot steps, and a register
-    step that moves ``retrain.candidate_alias`` instead of ``registry.alias``."""
+    step that moves ``retrain.candidate_alias`` instead of ``registry.alias``.
+
+    Without ``data.test`` (a ``split`` step), ``labelled_rows`` writes the test side too: the
+    split's rule sends some labelled rows to it. Its cache key holds the labelled snapshot and
+    the split settings (its params are not part of the key: without them a new window would
+    reuse the previous window's training data)."""
     from keel.pipeline.declare import spec_of
     from keel.pipeline.standard import pipeline_steps
 
     steps = pipeline_steps(project)
     declared = spec_of(add_labelled_rows)
     assert declared is not None
-    extra = replace(declared, params={"labelled": labelled, "alert": alert_id,
-                                      "carried": carried})  # fmt: skip
+    split = project.config.split
+    holdout = (
+        {"method": split.method, "test_fraction": split.test_fraction, "seed": split.seed,
+         "column": split.column}
+        if any(s.name == "split" for s in steps) else None
+    )  # fmt: skip
+    extra = replace(
+        declared,
+        params={"labelled": labelled, "alert": alert_id, "carried": carried, "holdout": holdout},
+        section=lambda _: {"labelled": labelled, "holdout": holdout},
+    )
+    if holdout is None:  # a declared data.test: the test rows stay as declared
+        extra = replace(extra, outputs=tuple(o for o in extra.outputs if o.name != "test_snapshot"))
     place = next(i for i, s in enumerate(steps) if s.name == _BEFORE)
     steps = [*steps[:place], extra, *steps[place:]]
     return [replace(s, fn=_register_candidate) if s.name == "register" else s for s in steps]
@@ -252,18 +285,19 @@ def run_policy(project: Project, alert: Alert, *, console: Console | None = None
     found = {"rows_added": int(added.get("rows_added", window.num_rows)),
              "rows_excluded": int(added.get("rows_excluded", 0)),
              "excluded": dict(added.get("excluded", {})), "rows_carried": carried,
+             **{k: int(added.get(k, 0)) for k in _SIDES},
              "labelled_sha256": labelled.sha256, "pipeline_run": run_id,
              "version": facts.get("version"), "gates": tuple(facts.get("gates", []))}  # fmt: skip
     if facts.get("unchanged") or registered is None or registered.status == "cached":
-        done = result("unchanged", "the retrained model is identical to the latest version",
-                      **found)  # fmt: skip
+        done = result("unchanged", "the retrained model is identical to the latest version"
+                      + _rows_note(found), **found)  # fmt: skip
         _record(project, done)
         return done
     if not facts.get("promoted"):
         failed = [g["gate"] for g in facts.get("gates", []) if not g.get("passed")]
         why = f"gates failed: {', '.join(failed)}" if failed else "awaiting approval"
-        done = result("gates_failed", f"version {facts.get('version')}: {why}; not rolled out",
-                      **found)  # fmt: skip
+        done = result("gates_failed", f"version {facts.get('version')}: {why}; not rolled out"
+                      + _rows_note(found), **found)  # fmt: skip
         _record(project, done)
         return done
     version = int(facts["version"])
@@ -282,12 +316,24 @@ def run_policy(project: Project, alert: Alert, *, console: Console | None = None
     )
     done = result(
         "canary",
-        f"version {version} passed its gates; canary {deployment.id} started",
+        f"version {version} passed its gates; canary {deployment.id} started" + _rows_note(found),
         deployment_id=deployment.id,
         **found,
     )
     _record(project, done)
     return done
+
+
+def _rows_note(found: Mapping[str, Any]) -> str:
+    """Where the labelled rows went, for a result's message."""
+    parts = [f"{found['rows_added']} labelled rows trained"]
+    if found["rows_to_test"]:
+        parts.append(f"{found['rows_to_test']} to the test side")
+    if found["rows_equal_to_test"]:
+        parts.append(f"left out: {found['rows_equal_to_test']} equal to test rows")
+    if found["rows_excluded"]:
+        parts.append(f"{found['rows_excluded']} refused by the training schema")
+    return f" ({'; '.join(parts)})"
 
 
 def _with_previous(project: Project, model: str, window: pa.Table) -> tuple[pa.Table, int]:
