@@ -94,7 +94,8 @@ def test_a_column_dropped_after_the_first_run_leaves_the_model(
     before = yaml.safe_load((trained / "schema.yaml").read_text())
     after = yaml.safe_load((project / "schema.yaml").read_text())
     assert "role" not in before["columns"]["G2"]  # a feature, the default
-    assert after["columns"].pop("G2") == {**before["columns"].pop("G2"), "role": "ignored"}
+    dropped = {"role": "ignored", "role_before_drop": "feature"}  # the role it gets back
+    assert after["columns"].pop("G2") == {**before["columns"].pop("G2"), **dropped}
     assert after == before  # nothing else touched
     again = keel.run(project)
     assert set(_statuses(again).values()) == {"cached"}

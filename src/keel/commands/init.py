@@ -3,8 +3,9 @@
 The file is read the way ``keel run`` will read it (the same DuckDB scan, after sniffing its
 delimiter, quoting, header and the tokens it spells "missing" with); the task follows from the
 target's values; gates and slices from the task and the columns; ids, row counters, free text
-and study labels (:mod:`keel.validate.infer_roles`) and columns that alone decide a class target
-(leaks, :mod:`keel.commands.profile`) go into ``drop:``. Every choice is written with
+and study labels (:mod:`keel.validate.infer_roles`) and columns that leak the target (alone decide
+a class target, :mod:`keel.commands.profile`; a regression target is computed from them,
+:mod:`keel.commands.leak_sums`) go into ``drop:``. Every choice is written with
 a comment that says why it was made and how to change it. The result is loaded with
 :func:`keel.config.load_config` before it is left on disk, so it is always a valid keel.yaml.
 """
@@ -19,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keel.commands.profile import SAMPLE_ROWS, Column, Profile, profile_file
+from keel.commands.profile import MAX_INT_CLASSES, SAMPLE_ROWS, Column, Profile, profile_file
 from keel.config import CONFIG_FILE, SourceConfig, load_config
 from keel.errors import ConfigError
 from keel.validate.infer_roles import SetAside
 
 __all__ = ["Scaffold", "init_from_file", "print_scaffold", "project_directory"]
 
-#: A whole-number target with at most this many values is a set of classes, not a quantity.
-MAX_INT_CLASSES = 10
 #: A text target with more values than this is not a label (an id, free text).
 MAX_TEXT_CLASSES = 100
 #: Categorical columns with this many values at most are evaluation slices.

@@ -41,6 +41,9 @@ LEAK_MIN_ROWS = 50
 LEAK_MIN_CLASS_ROWS = 5
 #: Columns with at most this many values are checked for deciding the target value by value.
 LEAK_MAX_VALUES = 20
+#: A whole-number target with at most this many values is a set of classes, not a quantity
+#: (``keel init`` makes it multiclass); a numeric target with more is a regression target.
+MAX_INT_CLASSES = 10
 _PARQUET = (".parquet", ".pq", ".parq")
 _JSONL = (".jsonl", ".ndjson")
 
@@ -79,7 +82,9 @@ def profile_file(file: Path, target: str | None = None) -> Profile:
     With ``target``, a column that alone decides a class target on every sampled row (a
     threshold of a number for two classes, or each of a few values standing for one class) is
     set aside as a leak of it: a value known only after the outcome, such as the grade that a
-    pass/fail target is computed from.
+    pass/fail target is computed from. A regression target's leaks are the columns it is
+    computed from (``cnt = casual + registered``) and any copy or monotone transform of it
+    (:func:`keel.commands.leak_sums.regression_leaks`).
 
     Raises:
         ConfigError: The file cannot be read as CSV.
@@ -100,14 +105,29 @@ def profile_file(file: Path, target: str | None = None) -> Profile:
     sampled = table.num_rows > SAMPLE_ROWS
     table = table.slice(0, SAMPLE_ROWS)
     columns = {name: _describe(name, table.column(name)) for name in table.column_names}
-    aside = tuple(set_aside(table)) + tuple(_leaks(table, target) if target else ())
+    found = set_aside(table)
+    aside = tuple(found) + tuple(_leaks(table, target, {f.name for f in found}) if target else ())
     strays = strays_in_table(table)
     return Profile(source, table.num_rows, sampled, columns, na_found, aside, strays)
 
 
-def _leaks(table: pa.Table, target: str) -> list[SetAside]:
-    """The columns that alone decide the class of ``target`` on every row of ``table``."""
-    if target not in table.column_names or _kind(table.column(target).type) in ("number", "other"):
+def _leaks(table: pa.Table, target: str, aside: set[str] | None = None) -> list[SetAside]:
+    """The columns that alone decide the class of ``target`` on every row of ``table``; for a
+    regression target, those it is computed from (:mod:`keel.commands.leak_sums`). Columns in
+    ``aside`` (ids, counters) are no candidates for the regression checks."""
+    if target not in table.column_names:
+        return []
+    found = []
+    if _regression_target(table.column(target)):
+        from keel.commands.leak_sums import regression_leaks
+
+        found = regression_leaks(table, target, aside or set())
+    return found + _class_leaks(table, target, {f.name for f in found})
+
+
+def _class_leaks(table: pa.Table, target: str, known: set[str]) -> list[SetAside]:
+    """The columns (not in ``known``) that alone decide the class of ``target`` on every row."""
+    if _kind(table.column(target).type) in ("number", "other"):
         return []
     table = table.filter(pc.is_valid(table.column(target)))
     tallied = pc.value_counts(table.column(target))
@@ -119,7 +139,7 @@ def _leaks(table: pa.Table, target: str) -> list[SetAside]:
     found = []
     for name in table.column_names:
         kind = _kind(table.column(name).type)
-        if name == target or kind in ("temporal", "other"):
+        if name == target or name in known or kind in ("temporal", "other"):
             continue
         why = None
         if kind in ("integer", "number") and len(counts) == 2:
@@ -129,6 +149,18 @@ def _leaks(table: pa.Table, target: str) -> list[SetAside]:
         if why is not None:
             found.append(SetAside(name, "leak", why))
     return found
+
+
+def _regression_target(values: pa.ChunkedArray) -> bool:
+    """Whether ``keel init`` makes ``values`` a regression target: numbers, not a few whole
+    ones (see :func:`keel.commands.init._infer_task`)."""
+    kind = _kind(values.type)
+    if kind not in ("integer", "number"):
+        return False
+    if pc.count_distinct(values).as_py() > MAX_INT_CLASSES:
+        return True
+    present = pc.cast(values.drop_null(), pa.float64())
+    return kind == "number" and not pc.all(pc.equal(pc.floor(present), present)).as_py()
 
 
 def _threshold(table: pa.Table, name: str, target: str) -> str | None:

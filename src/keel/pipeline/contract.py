@@ -9,11 +9,11 @@ it and warns. A refresh keeps the reviewer's edits (see :mod:`keel.validate.refr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keel.errors import ConfigError, DataValidationError
+from keel.errors import ConfigError, DataValidationError, KeelError
 from keel.project import Project
 
 if TYPE_CHECKING:
@@ -29,10 +29,12 @@ __all__ = [
     "infer_project_schema",
     "new_schema_notes",
     "refreshed_message",
+    "restore_undropped",
     "schema_text",
     "stale_message",
     "stray_notes",
     "training_statistics",
+    "undrop_notes",
     "update_schema",
     "with_strays",
 ]
@@ -85,7 +87,10 @@ def check_schema(project: Project, statistics: dict[str, Any]) -> SchemaUpdate:
             match ``schema.yaml``; the message lists the differences and the refresh command.
         ConfigError: ``schema.yaml`` is not a valid schema.
     """
-    return _reconcile(project, infer_project_schema(project, statistics), statistics, write=False)
+    update = _reconcile(project, infer_project_schema(project, statistics), statistics, write=False)
+    if update.created:
+        return update
+    return replace(update, notes=undrop_notes(project, update.path) + update.notes)
 
 
 def schema_text(project: Project, statistics: dict[str, Any]) -> str:
@@ -98,6 +103,7 @@ def schema_text(project: Project, statistics: dict[str, Any]) -> str:
         _create(project, infer_project_schema(project, statistics), statistics, path)
     else:
         declare_dropped(project, path)
+        restore_undropped(project, path)
     return path.read_text(encoding="utf-8")
 
 
@@ -132,7 +138,9 @@ def declare_dropped(project: Project, path: Path) -> tuple[str, ...]:
     A new schema takes ``data.drop`` when it is inferred; a column listed after that would
     otherwise stay a model input of the reviewed schema, and the run would silently train on
     it. Only ``feature`` and ``sensitive`` columns change (one that is also the target or in
-    ``data.sensitive`` keeps its role); everything else in the schema is kept.
+    ``data.sensitive`` keeps its role), each keeping its role as ``role_before_drop`` so that
+    taking it out of ``data.drop`` gives it back (:func:`restore_undropped`); everything else
+    in the schema is kept.
 
     Returns:
         The columns whose role was changed (empty: the file was not touched).
@@ -141,8 +149,6 @@ def declare_dropped(project: Project, path: Path) -> tuple[str, ...]:
     listed = set(data.drop) - set(data.sensitive) - {data.target}
     if not listed:
         return ()
-    from dataclasses import replace
-
     from keel.validate.schema import read_schema, write_schema
 
     schema = read_schema(path)
@@ -153,11 +159,78 @@ def declare_dropped(project: Project, path: Path) -> tuple[str, ...]:
     )
     if changed:
         columns = {
-            name: replace(column, role="ignored") if name in changed else column
+            name: replace(column, role="ignored", role_before_drop=column.role)
+            if name in changed
+            else column
             for name, column in schema.columns.items()
         }
         write_schema(replace(schema, columns=columns), path)
     return changed
+
+
+def restore_undropped(project: Project, path: Path) -> dict[str, str]:
+    """Give back their roles in ``schema.yaml`` to the columns that keel.yaml's ``data.drop``
+    set aside (``role: ignored`` with a ``role_before_drop``) and no longer lists.
+
+    A column a reviewer made ``ignored`` by hand has no ``role_before_drop`` and stays ignored.
+
+    Returns:
+        The role given back, by column (empty: the file was not touched).
+    """
+    from keel.validate.schema import read_schema, write_schema
+
+    data = project.config.data
+    listed = set(data.drop) - set(data.sensitive) - {data.target}
+    schema = read_schema(path)
+    restored: dict[str, str] = {
+        name: column.role_before_drop
+        for name, column in schema.columns.items()
+        if column.role == "ignored" and column.role_before_drop is not None and name not in listed
+    }
+    if restored:
+        columns = {
+            name: replace(column, role=column.role_before_drop, role_before_drop=None)
+            if name in restored and column.role_before_drop is not None
+            else column
+            for name, column in schema.columns.items()
+        }
+        write_schema(replace(schema, columns=columns), path)
+    return restored
+
+
+def undrop_notes(project: Project, path: Path) -> tuple[str, ...]:
+    """What ``schema.yaml`` gave back since the project's last schema step run: one line per
+    column that ``data.drop`` had set aside there and that has its role again
+    (``workclass: back in the model (removed from data.drop)``)."""
+    import yaml
+
+    from keel.validate.schema import Schema, read_schema
+
+    before = next(
+        (run.outputs["schema"] for run in project.metadata.list_runs(step="schema", limit=5)
+         if "schema" in run.outputs),
+        None,
+    )  # fmt: skip
+    if before is None or not path.exists():
+        return ()
+    try:
+        previous = Schema.from_dict(yaml.safe_load(project.artifacts.get(before)))
+    except (KeelError, OSError, yaml.YAMLError):  # a damaged or missing artifact: nothing to say
+        return ()
+    now = read_schema(path).columns
+    notes = []
+    for name, column in previous.columns.items():
+        was = column.role_before_drop
+        current = now.get(name)
+        if column.role != "ignored" or was is None or current is None or current.role != was:
+            continue
+        notes.append(_back(name, was))
+    return tuple(notes)
+
+
+def _back(name: str, role: str) -> str:
+    where = "back in the model" if role in ("feature", "sensitive") else f"role {role} again"
+    return f"{name}: {where} (removed from data.drop)"
 
 
 def update_schema(project: Project, statistics: dict[str, Any] | None = None) -> SchemaUpdate:
@@ -173,7 +246,11 @@ def update_schema(project: Project, statistics: dict[str, Any] | None = None) ->
     """
     if statistics is None:
         statistics = training_statistics(project)
-    return _reconcile(project, infer_project_schema(project, statistics), statistics, write=True)
+    path = project.root / SCHEMA_FILE
+    restored = restore_undropped(project, path) if path.exists() else {}
+    update = _reconcile(project, infer_project_schema(project, statistics), statistics, write=True)
+    back = tuple(_back(name, role) for name, role in restored.items())
+    return replace(update, notes=back + update.notes)
 
 
 def training_statistics(project: Project) -> dict[str, Any]:
@@ -253,8 +330,6 @@ def _create(
     project: Project, inferred: Schema, statistics: dict[str, Any], path: Path
 ) -> tuple[str, ...]:
     """Write a new schema.yaml; the notes say what was chosen for this project."""
-    from dataclasses import replace
-
     from keel.validate.schema import write_schema
 
     if _time_holdout(project) and "distribution_shift" not in inferred.severities:

@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 Role = Literal["feature", "target", "timestamp", "entity", "sensitive", "pii", "ignored"]
+#: The roles a column can have had before keel.yaml's ``data.drop`` made it ``ignored``.
+DroppableRole = Literal["feature", "timestamp", "entity", "sensitive", "pii"]
 ColumnType = Literal["int", "float", "string", "bool", "date", "timestamp"]
 SeverityLevel = Literal["error", "warning"]
 AnomalyKind = Literal[
@@ -70,6 +72,7 @@ class ColumnSchema:
 
     type: ColumnType
     role: Role = "feature"
+    role_before_drop: Role | None = None  # the role keel.yaml's data.drop took away
     nullable: bool = True
     max_null_fraction: float = 1.0
     min: float | None = None
@@ -91,6 +94,7 @@ class ColumnSchema:
         checks: list[tuple[str, Any]] = [
             ("type", _choice(ColumnType)),
             ("role", _choice(Role)),
+            ("role_before_drop", _optional(_choice(DroppableRole))),
             ("nullable", _boolean),
             ("max_null_fraction", _number(0.0, 1.0)),
             ("min", _optional(_number())),
@@ -305,7 +309,8 @@ def infer_schema(
 ) -> Schema:
     """A schema from reference statistics: types, nullability, domains and guessed roles.
 
-    Roles: ``target`` and ``sensitive`` as given, ``ignored`` for ``drop``; otherwise guessed
+    Roles: ``target`` and ``sensitive`` as given, ``ignored`` for ``drop`` (with the role it
+    would have had as ``role_before_drop``, restored when it leaves ``drop``); otherwise guessed
     where obvious (see :func:`guess_role`): ``timestamp`` for temporal columns, date strings and
     names like ``date`` or ``dteday``; ``entity`` for near-unique id-like columns; ``pii`` for
     e-mail, phone or SSN values (a name alone is only suggested: :func:`schema_notes`); else
@@ -335,11 +340,13 @@ def infer_schema(
             role = "ignored"
         else:
             role = guess_role(name, stats)
+        before = guess_role(name, stats) if role == "ignored" else None
         nulls = int(stats["nulls"])
         observed = nulls / rows
         ceiling = max(max_null_fraction, min(1.0, round(observed * 2 + 0.01, 4)))
         common: dict[str, Any] = {
             "role": role,
+            "role_before_drop": before,
             "nullable": nulls > 0 or role != "target",
             "max_null_fraction": 0.0 if role == "target" else ceiling,
         }
@@ -493,6 +500,8 @@ _HEADER = """\
 # that does not convert (type_mismatch) rejects its row unless its severity is warning. A bool
 # column accepts true/false and its true_values/false_values (as seen in training, any case).
 # `pii: false` marks a column reviewed as not personal data (silences the name-based note).
+# `role_before_drop` is the role keel.yaml's data.drop took away: given back when the column
+# leaves data.drop.
 """
 
 
