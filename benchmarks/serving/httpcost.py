@@ -11,13 +11,18 @@ its switches (a voluntary switch is a thread going to sleep: every wake-up shows
 
 ``CONNS`` like ``1,64``. The project is ``benchmarks/.work/serving/project`` (``bench.py``
 builds it); a predict token is created in it for the run. Prints one JSON document.
+``SYSCALLS=1``: also the server's system calls per request during each wrk run
+(``perf stat -e 'syscalls:sys_enter_*' -p PID``; needs perf and tracepoint access).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +79,36 @@ def per_request(before: dict[int, Any], after: dict[int, Any], requests: int) ->
     return sorted(rows, key=lambda r: -r["cpu_us_per_req"])
 
 
+def syscalls_start(pid: int) -> tuple[subprocess.Popen[bytes], Path] | None:
+    """``perf stat`` counting the system calls of ``pid`` until stopped (None: not asked)."""
+    if os.environ.get("SYSCALLS", "") in ("", "0"):
+        return None
+    out = Path(tempfile.mkstemp(suffix=".perf")[1])
+    cmd = ["perf", "stat", "-x", ",", "-o", str(out), "-e", "syscalls:sys_enter_*", "-p", str(pid)]
+    perf = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the load starts
+    return perf, out
+
+
+def syscalls_stop(running: tuple[subprocess.Popen[bytes], Path] | None, n: int) -> dict[str, float]:
+    """The counted system calls per request, those at 0.01 or more, most first."""
+    if running is None:
+        return {}
+    perf, out = running
+    perf.send_signal(signal.SIGINT)
+    perf.wait(timeout=30)
+    counts: dict[str, float] = {}
+    for line in out.read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].strip().isdigit():
+            name = fields[2].removeprefix("syscalls:sys_enter_")
+            counts[name] = int(fields[0]) / n
+    out.unlink()
+    found = {k: round(v, 3) for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+    found["all"] = round(sum(counts.values()), 3)
+    return found
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else "keel"
     conns = [int(c) for c in (sys.argv[2] if len(sys.argv) > 2 else "1,64").split(",")]
@@ -108,10 +143,12 @@ def main() -> None:
         pid = proc.pid
         bench.wrk(config, url, body, 8, 2, token)
         for conn in conns:
+            perf = syscalls_start(pid)
             snap, cpu = threads(pid), process_cpu_s(pid)
             load = bench.wrk(config, url, body, conn, seconds, token)
             after, cpu_after = threads(pid), process_cpu_s(pid)
             n = max(int(load["requests"]), 1)
+            calls = syscalls_stop(perf, n)
             result[f"c={conn}"] = {
                 "requests": n,
                 "rps": round(load["rps"]),
@@ -121,6 +158,8 @@ def main() -> None:
                 "cpu_us_per_req": round((cpu_after - cpu) / n * 1e6, 1),
                 "threads": per_request(snap, after, n),
             }
+            if calls:
+                result[f"c={conn}"]["syscalls_per_req"] = calls
     result["loadavg_after"] = os.getloadavg()[0]
     print(json.dumps(result, indent=1))
 
