@@ -223,7 +223,7 @@ def _print_run(summary: dict[str, Any]) -> None:
             f"promotion to the alias awaits approval: request {request} "
             f"(keel models approve {request})"
         )
-    elif model["gates"]:
+    elif model["gates"] and not all(gate["passed"] for gate in model["gates"]):
         out.print("[red]gates failed: the alias was not moved[/]")
     register = next((s for s in summary["steps"] if s["step"] == "register"), None)
     if register is not None and register["facts"].get("unchanged"):

@@ -98,7 +98,7 @@ def masked(text: str) -> str:
     text = re.sub(r"\d{4}-\d\d-\d\d[T ][\d:.+]+", "TIME", text)
     text = re.sub(r"\d+\.\d+ s\b", "SECONDS", text)
     text = re.sub(r"(?m)^(\s*seconds:) \S+$", r"\1 S", text)  # a run's duration
-    text = re.sub(r"\d+\.\d{4}(\s+-\s+-)", r"S\1", text)  # a step's seconds, no CPU/memory
+    text = re.sub(r"\d+\.\d{2,4}(\s+-\s+-)", r"S\1", text)  # a step's seconds, no CPU/memory
     return re.sub(r"│ \d+\.\d\d(\s+)│", r"│ S\1│", text)
 
 

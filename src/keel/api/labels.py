@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["compare_arms", "feedback", "feedback_file"]
 
 MAX_REJECTED = 1_000  # rejected items a file's result lists (all go to ``rejected_to``)
+DEFAULT_INSTANCE_COLUMN = "instance"  # read when present and no instance column is named
 
 
 def feedback(
@@ -64,14 +65,16 @@ def feedback_file(
     """Store the labels of a CSV or Parquet file, in batches; counts per outcome and the
     rejected rows with their line and reason.
 
-    Rows name their prediction by ``request_id_column`` (and ``instance_column``, when given),
-    or, where that column is absent, by the key columns of ``monitor.feedback.key``.
+    Rows name their prediction by ``request_id_column`` (and ``instance_column``; left out, a
+    column named ``instance`` is read when the file has one, else each row names the first
+    instance of its request), or, where the request id column is absent, by the key columns of
+    ``monitor.feedback.key``.
     ``rejected_to`` receives every rejected row as JSON Lines (``line``, ``reason``,
     ``request_id``); the result lists the first 1,000.
 
     Raises:
-        DataValidationError: The file lacks the label column, or both the request id column
-            and the key columns.
+        DataValidationError: The file lacks the label column, the instance column named, or
+            both the request id column and the key columns.
     """
     from keel.monitor.labels import label_spec, submit_feedback
 
@@ -126,12 +129,16 @@ def _file_items(
     present = set(file_columns(opened))
     by_id = request_id_column in present
     missing = [label_column] if label_column not in present else []
+    if instance_column is None and DEFAULT_INSTANCE_COLUMN in present:
+        instance_column = DEFAULT_INSTANCE_COLUMN  # the name the HTTP items use
+    elif instance_column is not None and instance_column not in present:
+        missing.append(instance_column)  # else every row would name the first instance
     if not by_id and (not key or any(k not in present for k in key)):
         missing.append(request_id_column if not key else f"{request_id_column} (or {key})")
     if missing:
         msg = (
             f"{source}: no column {', '.join(missing)}; it has {sorted(present)}. Name the "
-            "columns with --request-id-column and --label-column."
+            "columns with --request-id-column, --label-column and --instance-column."
         )
         raise DataValidationError(msg, field=missing[0])
     columns = [request_id_column if by_id else None, label_column, instance_column]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -176,9 +177,13 @@ def list_(
     if fmt is Format.json:
         emit_json({"deployments": found})
         return
-    table = Table(show_edge=False)
+    # the layout of `keel runs show`'s step table: seven columns fit 80 without cutting a
+    # model name, a date or "(mirrored)"
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for column in ("id", "model", "kind", "status", "arms", "created", "by"):
-        table.add_column(column)
+        table.add_column(
+            column, no_wrap=column in ("id", "created"), min_width=10 if column == "arms" else None
+        )
     for d in found:
         table.add_row(
             d["id"],
@@ -186,7 +191,7 @@ def list_(
             d["kind"],
             d["status"],
             _arms(d),
-            d["created_at"][:19],
+            d["created_at"][:16].replace("T", " "),  # to the minute, UTC
             escape(d["created_by"]),
         )
     out.print(table)

@@ -39,8 +39,9 @@ def feedback(
         str | None,
         typer.Option(
             "--instance-column",
-            help="The column of instance positions, for requests of several instances "
-            "(default: the first instance).",
+            help="The column of instance positions (0 = first), for requests of several "
+            "instances (default: the column 'instance' when the file has one, else every row "
+            "names the first instance).",
         ),
     ] = None,
     rejected: Annotated[
@@ -92,5 +93,13 @@ def feedback(
         if counts["rejected"] > SHOWN:
             where = f" (all in {rejected})" if rejected else " (--rejected FILE writes all)"
             out.print(f"  ... {counts['rejected'] - SHOWN} more{where}")
+        repeated = any("already has a label" in row["reason"] for row in result["rejected"])
+        if repeated and instance_column is None:
+            out.print(
+                "hint: rows without an instance position name the first instance of their "
+                "request; for requests of several instances, name the column of positions "
+                "(0 = first) with --instance-column.",
+                highlight=False,
+            )
     if counts["rejected"]:
         raise typer.Exit(1)

@@ -209,6 +209,7 @@ def monitor_compact(
 
 def print_report(report: dict[str, Any]) -> None:
     """The report as `keel monitor` prints it: features, output, windows, estimate, notes."""
+    from rich import box
     from rich.table import Table
 
     out.print(
@@ -216,7 +217,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"{report['source']} vs {report['reference_rows']} training rows"
         + (f", windows of {report['window']}" if report["window"] != "all" else "")
     )
-    table = Table(show_edge=False)
+    # no rules between columns: a feature name, "categorical" and "not_enough_data" fit 80
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for col in ("feature", "kind", "psi", "js", "w1/std", "p (BH)", "verdict"):
         table.add_column(col)
     for row in report["columns"]:
@@ -293,8 +295,9 @@ def _print_operations(rows: list[dict[str, Any]], slo: dict[str, Any] | None) ->
     """Traffic per version and role (every server's counts) and the SLO verdict."""
     from rich.table import Table
 
-    table = Table(show_edge=False, title="operations (served traffic)")
-    names = ["version", "role", "requests", "req/s", "error rate", "p50 ms", "p95 ms", "p99 ms"]
+    # short headers: the nine columns fit 80 columns without cutting a header or a role
+    table = Table(show_edge=False, title="operations (served traffic), latency in ms")
+    names = ["ver", "role", "requests", "req/s", "err rate", "p50", "p95", "p99"]
     for col in [*names, "log drops"]:
         table.add_column(col)
     for row in rows:
@@ -359,6 +362,14 @@ def _realised(realised: dict[str, Any]) -> str:
     return f"{head}: {shown} ({realised['confidence']:.0%} {kind} intervals)"
 
 
+# the tests' names, shortened for an 80-column table (--format json keeps them whole)
+_SHORT_TESTS = {
+    "two-proportion z-test": "z-test",
+    "paired bootstrap of the difference": "paired boot",
+    "unpaired bootstrap of the difference": "unpaired boot",
+}
+
+
 def print_arms(comparison: dict[str, Any]) -> None:
     """`keel monitor NAME --arms`: each arm's realised metrics, then the tests."""
     from rich.table import Table
@@ -380,8 +391,8 @@ def print_arms(comparison: dict[str, Any]) -> None:
             )
         out.print(table)
     if comparison["tests"]:
-        table = Table(show_edge=False)
-        for col in ("arm", "metric", "difference", "interval", "p", "test", "significant"):
+        table = Table(show_edge=False, pad_edge=False)
+        for col in ("arm", "metric", "diff", "interval", "p", "test", "sig"):
             table.add_column(col)
         for test in comparison["tests"]:
             interval = "-" if test["low"] is None else f"[{test['low']:+.3f}, {test['high']:+.3f}]"
@@ -391,10 +402,15 @@ def print_arms(comparison: dict[str, Any]) -> None:
                 "-" if test["difference"] is None else f"{test['difference']:+.4f}",
                 interval,
                 _num(test["p_value"], "{:.3g}"),
-                test["method"],
+                _SHORT_TESTS.get(test["method"], test["method"]),
                 "[red]yes[/]" if test["significant"] else "no",
             )
         out.print(table)
+        out.print(
+            "[dim]z-test: two-proportion z-test; (un)paired boot: (un)paired bootstrap of the "
+            "difference; sig: p < alpha[/]",
+            highlight=False,
+        )
     for note in comparison.get("notes", []):
         out.print(f"[dim]note:[/] {note}", highlight=False)
 

@@ -197,9 +197,9 @@ def _print_pipeline_run(shown: dict[str, Any]) -> None:
             _status(step["status"]),
             str(step.get("attempt", 1)),
             step["cache"],
-            _num(step["seconds"]),
-            _num(step["cpu_seconds"]),
-            _num(step["peak_rss_mb"]),
+            _fixed(step["seconds"], "{:.2f}"),
+            _fixed(step["cpu_seconds"], "{:.2f}"),
+            _fixed(step["peak_rss_mb"], "{:.0f}"),
         )
     out.print(table)
 
@@ -332,6 +332,11 @@ def compare(
     out.print(table)
     differing = sum(row["differs"] for s in ("params", "metrics") for row in result[s])
     out.print(f"* differs: {differing} param/metric row(s)", highlight=False)
+
+
+def _fixed(value: Any, fmt: str) -> str:
+    """A step's number at a fixed precision, so the step table fits 80 columns."""
+    return "-" if value is None else fmt.format(value)
 
 
 def _num(value: Any) -> str:

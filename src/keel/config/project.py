@@ -27,6 +27,21 @@ from keel.config.training import (
 )
 from keel.plugins import EXECUTORS
 
+# the built-in tasks' test metrics (keel.evaluate.metrics and its bootstrap); a gate reading
+# one of the other kind's (classifier vs regression) can never be judged
+_TASK_METRICS = {
+    "binary": ("roc_auc", "accuracy", "log_loss", "precision", "recall", "positive_rate",
+               "base_rate", "brier"),
+    "multiclass": ("accuracy", "macro_f1", "log_loss", "roc_auc"),
+    "regression": ("rmse", "mae", "r2", "mean_prediction"),
+}  # fmt: skip
+_CLASSIFIER_ONLY = frozenset(_TASK_METRICS["binary"] + _TASK_METRICS["multiclass"])
+_OTHER_TASKS_METRICS = {
+    "binary": frozenset(_TASK_METRICS["regression"]),
+    "multiclass": frozenset(_TASK_METRICS["regression"]),
+    "regression": _CLASSIFIER_ONLY,
+}
+
 __all__ = [
     "EvaluateConfig",
     "KeelConfig",
@@ -271,6 +286,23 @@ class KeelConfig(Frozen):
                 raise ValueError(
                     f"retrain.on names the alert rule {self.retrain.on!r}, which is not in "
                     f"monitor.alerts (rules: {known})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _gate_metrics_of_task(self) -> KeelConfig:
+        # a regression model has no accuracy, a classifier no rmse: say so before training,
+        # not as a failed gate after it (only the built-in tasks' names are known here)
+        other = _OTHER_TASKS_METRICS.get(self.model.task, frozenset())
+        parsed = self.evaluate.parsed_gates()
+        for gate, (path, _, _) in zip(self.evaluate.gates, parsed, strict=True):
+            parts = path.split(".")
+            name = parts[1] if parts[0] == "metrics" and len(parts) > 1 else parts[0]
+            if (len(parts) == 1 or parts[0] == "metrics") and name in other:
+                own = ", ".join(_TASK_METRICS[self.model.task])
+                raise ValueError(
+                    f"evaluate.gates: {gate!r} reads {name!r}, which a {self.model.task} "
+                    f"model does not have (model.task: {self.model.task}); its metrics: {own}"
                 )
         return self
 

@@ -78,8 +78,10 @@ class RegistryConfig(Frozen):
 
     alias: str = Field(
         default="production",
-        description="The alias a version that passes the gates takes (NAME@ALIAS; what keel serve "
-        "serves).",
+        description="The alias a version that passes the gates takes (NAME@ALIAS), and the "
+        "primary that keel deploy's canary, shadow and A/B deployments start from and promote. "
+        "keel serve NAME serves NAME@production whatever this says: with another alias, serve "
+        "NAME@ALIAS.",
     )
     approvals: dict[str, int] = Field(
         default_factory=dict,

@@ -13,6 +13,10 @@ else the first arm):
   logged beside its primary under the same request ids), else unpaired (each arm resampled on
   its own); the p-value is twice the smaller tail of the differences around 0.
 
+The baseline is the primary arm of the version holding ``registry.alias`` (a deployment's
+status: its primary) when it has labels, else the primary of the lowest version, else the
+first arm.
+
 ``significant`` compares p with ``alpha``; it says nothing of peeking: re-testing as labels
 arrive inflates false positives (see methods.md, sequential tests).
 """
@@ -147,6 +151,7 @@ def compare_arms(
     since: str | None = None,
     until: str | None = None,
     alpha: float = 0.05,
+    baseline: str | None = None,
 ) -> ArmComparison:
     """Realised metrics per arm of ``name`` from its feedback, and tests against the baseline.
 
@@ -157,6 +162,8 @@ def compare_arms(
         since: Predictions at or after this ISO time.
         until: Predictions before this ISO time.
         alpha: The significance level of ``significant``.
+        baseline: The version whose primary arm is the baseline (default: the version holding
+            ``registry.alias``, the primary the server answers with).
     """
     from keel.monitor.check import parse_time
     from keel.monitor.labels import joined_for
@@ -172,7 +179,19 @@ def compare_arms(
         versions=versions,
         alpha=alpha,
         min_rows=project.config.monitor.min_rows,
+        baseline=_current_primary(project, name) if baseline is None else baseline,
     )
+
+
+def _current_primary(project: Project, name: str) -> str | None:
+    """The version holding ``name@registry.alias``, or None when no version holds it."""
+    from keel.errors import NotFoundError
+
+    try:
+        found = project.metadata.resolve(f"{name}@{project.config.registry.alias}")
+    except NotFoundError:
+        return None
+    return str(found.version)
 
 
 def compare_joined(
@@ -185,12 +204,14 @@ def compare_joined(
     alpha: float = 0.05,
     min_rows: int = 1,
     settings: BootstrapSettings = BootstrapSettings(resamples=RESAMPLES),
+    baseline: str | None = None,
 ) -> ArmComparison:
-    """:func:`compare_arms` on rows already joined to their labels."""
+    """:func:`compare_arms` on rows already joined to their labels; ``baseline``: the version
+    whose primary arm comes first (the baseline) when it has labels."""
     notes: list[str] = []
     pairs = sorted(
         {(str(v), str(r)) for v, r in zip(joined.version, joined.role, strict=True)},
-        key=lambda p: (p[1] != "primary", _number(p[0]), p[1]),
+        key=lambda p: (p != (baseline, "primary"), p[1] != "primary", _number(p[0]), p[1]),
     )
     if versions is not None:
         pairs = [p for p in pairs if p[0] in versions]
@@ -406,7 +427,8 @@ def with_feedback(project: Project, shown: dict[str, Any]) -> dict[str, Any]:
     from keel.errors import KeelError
 
     # the primary answers the traffic the arms do not take (and every shadowed request)
-    arms = {str(a["version"]) for a in shown["arms"]} | {str(shown["spec"]["primary"])}
+    primary = shown["spec"]["primary"]
+    arms = {str(a["version"]) for a in shown["arms"]} | {str(primary)}
     versions = sorted(arms)
     try:
         compared = compare_arms(
@@ -415,6 +437,7 @@ def with_feedback(project: Project, shown: dict[str, Any]) -> dict[str, Any]:
             versions=versions,
             since=shown["created_at"],
             until=shown.get("ended_at"),
+            baseline=None if primary is None else str(primary),
         )
     except KeelError as exc:  # nothing logged yet, or no labels: say so, never fail the status
         return {**shown, "feedback": {"note": exc.message}}

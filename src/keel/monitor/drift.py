@@ -165,12 +165,13 @@ def column_drift(
     ref = np.asarray(reference, dtype=np.float64)
     cur = np.asarray(current, dtype=np.float64)
     result = contingency_test(ref, cur, "chi2" if binning.kind == "numeric" else "g")
+    empty = not cur.sum() > 0  # no value: no distribution to compare (not PSI 9 from smoothing)
     return ColumnDrift(
         column=binning.column,
         kind=binning.kind,
         rows=int(cur.sum()),
-        psi=psi(ref, cur),
-        js=jensen_shannon(ref, cur),
+        psi=math.nan if empty else psi(ref, cur),
+        js=math.nan if empty else jensen_shannon(ref, cur),
         wasserstein=None if fine is None else wasserstein_fine(binning, fine),
         test=None if result is None else result.test,
         statistic=None if result is None else result.statistic,

@@ -327,7 +327,6 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
     from keel.evaluate.evaluation import Evaluation
     from keel.registry.card import store_cards
     from keel.registry.package import build_package
-    from keel.registry.records import PromotionRequest
     from keel.registry.registry import Registry
     from keel.train.bundle import load_bundle
 
@@ -340,6 +339,7 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
     if same is not None:  # byte-identical model and features: nothing new to register
         number, existing = same
         ctx.facts.update(version=number, unchanged=True, promoted=False, gates=[], alias=None)
+        _judge_unchanged(ctx, number, evaluation)
         return {"package": existing}
     package = build_package(
         project.artifacts,
@@ -373,26 +373,65 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
         ctx.warn(f"model card not stored ({exc}); 'keel models card' renders it on demand")
     # every gate's verdict was judged and stored with the evaluation (keel.evaluate.gates)
     gates = [g.to_json() for g in Evaluation.from_json(evaluation).gates]
+    ctx.facts.update(version=version.version)
+    _promote(ctx, registry, version.version, gates)
+    return {"package": package}
+
+
+def _promote(ctx: StepContext, registry: Any, version: int, gates: list[dict[str, Any]]) -> None:
+    """Move registry.alias to ``version`` when every gate passed (or open the request that
+    approvals need); the outcome goes to the step's facts."""
+    from keel.registry.records import PromotionRequest
+
+    cfg = ctx.project.config
     promoted = all(g["passed"] for g in gates)
     pending: str | None = None
     if promoted:
         outcome = registry.promote(
             cfg.model.name,
-            version.version,
+            version,
             alias=cfg.registry.alias,
             reason="gates passed: " + ", ".join(g["gate"] for g in gates),
         )
         if isinstance(outcome, PromotionRequest):  # the alias needs approvals: it waits
             promoted, pending = False, outcome.id
-    ctx.facts.update(
-        version=version.version,
-        gates=gates,
-        promoted=promoted,
-        alias=cfg.registry.alias if promoted else None,
-    )
+    ctx.facts.update(gates=gates, promoted=promoted, alias=cfg.registry.alias if promoted else None)
     if pending is not None:
         ctx.facts.update(pending_request=pending)
-    return {"package": package}
+
+
+def _judge_unchanged(ctx: StepContext, version: int, evaluation: dict[str, Any]) -> None:
+    """The gates of a rerun whose model is the latest version's, byte for byte.
+
+    A version that failed its gates and never held registry.alias takes it once the gates it
+    is judged by now pass (the user fixed a gate, not the model); a version that held the alias
+    and was moved off it (a rollback) is not moved back by a rerun: a warning says how.
+    """
+    from keel.errors import NotFoundError
+    from keel.evaluate.evaluation import Evaluation
+    from keel.registry.registry import Registry
+
+    cfg = ctx.project.config
+    gates = [g.to_json() for g in Evaluation.from_json(evaluation).gates]
+    ctx.facts.update(gates=gates)
+    if not all(g["passed"] for g in gates):
+        return
+    registry = Registry(ctx.project.metadata.database, cfg.registry)
+    name, alias = cfg.model.name, cfg.registry.alias
+    try:
+        if registry.resolve(f"{name}@{alias}").version == version:
+            return  # it holds the alias already
+    except NotFoundError:
+        pass  # no version holds it
+    moves = registry.alias_history(name, alias, limit=10_000)
+    if any(move.version == version for move in moves):
+        ctx.warn(
+            f"version {version} passes its gates but was moved off {name}@{alias} before; "
+            f"a rerun does not move it back: keel models promote {name} {version} --alias "
+            f"{alias}"
+        )
+        return
+    _promote(ctx, registry, version, gates)
 
 
 def _same_as_latest(

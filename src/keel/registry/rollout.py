@@ -170,9 +170,16 @@ class Rollouts:
         primary = self._primary(name)
         if primary == version:
             msg = (
-                f"version {version} already holds {name}@{self.alias}; a {kind} needs another "
-                "version (`keel models list` shows them)."
+                f"version {version} already holds {name}@{self.alias} (registry.alias: the "
+                f"primary a deployment starts from); a {kind} needs another version "
+                "(`keel models list` shows them)."
             )
+            if self.alias != rt.DEFAULT_ALIAS:
+                msg += (
+                    f" Note: `keel serve {name}` serves {name}@{rt.DEFAULT_ALIAS}; keep "
+                    f"registry.alias at '{rt.DEFAULT_ALIAS}' to canary against what it serves, "
+                    f"or serve {name}@{self.alias}."
+                )
             raise ConflictError(msg, field="version")
         return primary
 

@@ -391,7 +391,8 @@ class Deployer:
         self._loaded = loaded
         self._seen = wanted
         self.set_routes(routes)  # one assignment: the swap
-        log.warning("routing: %s", {n: r.kind for n, r in routes.items()} or "primaries only")
+        shown = ", ".join(f"{n}: {r.kind} deployment {r.deployment}" for n, r in routes.items())
+        log.warning("routing: %s", shown or "primaries only")
 
     async def _route(
         self,
