@@ -44,6 +44,7 @@ __all__ = [
     "evaluate_predictions",
     "global_explanations",
     "mean_abs_shap",
+    "permutation_of",
     "with_importance",
 ]
 
@@ -369,12 +370,7 @@ def global_explanations(
     threads = 1 if concurrent else 0
 
     def permutation() -> PermutationImportance | None:
-        if not len(x):
-            return None
-        found = permutation_importance(parts, x, y, seed=seed, prediction=prediction,
-                                       threads=threads)  # fmt: skip
-        # None when the headline metric is undefined here (one class only)
-        return found if np.isfinite(found.baseline) else None
+        return permutation_of(parts, x, y, seed=seed, prediction=prediction, threads=threads)
 
     if not concurrent:
         return mean_abs_shap(parts, x, prediction), permutation()
@@ -382,6 +378,26 @@ def global_explanations(
         permuted = pool.submit(permutation)
         shap = mean_abs_shap(parts, x, prediction, threads=threads)
         return shap, permuted.result()
+
+
+def permutation_of(
+    parts: Explainable,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    seed: int = 0,
+    prediction: np.ndarray | None = None,
+    threads: int = 0,
+) -> PermutationImportance | None:
+    """Permutation importance on the transformed test rows (:mod:`keel.evaluate.importance`,
+    its default rows and repeats); None without rows or where the headline metric is undefined
+    (one class only). ``prediction`` (the model's on ``x``) is optional: a LightGBM model's
+    sample is predicted from leaf masks anyway."""
+    if not len(x):
+        return None
+    found = permutation_importance(parts, x, y, seed=seed, prediction=prediction,
+                                   threads=threads)  # fmt: skip
+    return found if np.isfinite(found.baseline) else None
 
 
 def mean_abs_shap(

@@ -20,7 +20,7 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
-    from keel.evaluate.evaluation import evaluate_predictions, global_explanations
+    from keel.evaluate.evaluation import evaluate_predictions, mean_abs_shap, permutation_of
     from keel.evaluate.explain import ModelParts
     from keel.evaluate.footprint import measure_footprint
     from keel.features.pipeline import FeaturePipeline
@@ -32,18 +32,20 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     pipe = FeaturePipeline.from_state(_json(project, ctx.inputs["features"]))
     model, bundle, files = load_bundle(project.artifacts, ctx.inputs["model"])
     y, classes = target_labels(project, table, classes=bundle["classes"] or None)
-    x = pipe.transform(coerce_inputs(ctx, pipe, table, "test"))
-    prediction = model.predict(x)  # once: every part below reads it
-    slices, sensitive, search = evaluation_columns(project, table, list(pipe.inputs))
     sample = table.select(list(pipe.inputs)).slice(0, 200).to_pylist()
-    footprint = measure_footprint(pipe, model, sample, files)  # alone: it times latency
-    champion = champion_predictions(ctx, table, classes)
+    footprint = measure_footprint(pipe, model, sample, files)  # first and alone: it times latency
+    x = pipe.transform(coerce_inputs(ctx, pipe, table, "test"))
     parts = ModelParts(pipe, model, bundle["task"], bundle["flavor"], list(classes))
-    # mean |SHAP| (tree flavors) and permutation importance, both per input column, in their
-    # own threads (LightGBM releases the GIL) while NumPy judges the predictions here
+    seed = cfg.evaluate.bootstrap.seed
+    # the explanations in their own thread, one after the other, beside the judging here:
+    # permutation importance needs no prediction of the test set (it starts while LightGBM
+    # makes it), mean |SHAP| stratifies its rows by it; LightGBM calls there use one thread
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-explain") as pool:
-        explained = pool.submit(global_explanations, parts, x, y, seed=cfg.evaluate.bootstrap.seed,
-                                prediction=prediction, concurrent=True)  # fmt: skip
+        permuted = pool.submit(permutation_of, parts, x, y, seed=seed, threads=1)
+        prediction = model.predict(x)  # once: every part below reads it
+        explained = pool.submit(mean_abs_shap, parts, x, prediction, threads=1)
+        slices, sensitive, search = evaluation_columns(project, table, list(pipe.inputs))
+        champion = champion_predictions(ctx, table, classes)
         try:
             evaluation = evaluate_predictions(
                 bundle["task"], y, prediction, config=cfg.evaluate, classes=classes,
@@ -53,7 +55,7 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
         except ValueError as exc:  # the comparison's metric is not one of the task's
             field = "evaluate.challenger_vs_champion.metric"
             raise ConfigError(f"{field}: {exc}.", field=field) from exc
-        importance, permutation = explained.result()
+        importance, permutation = explained.result(), permuted.result()
     evaluation = replace(evaluation, importance=importance, permutation=permutation)
     if sensitive and bundle["task"] == "regression":  # said, not silently skipped
         unsliced = [n for n in sensitive if n not in slices]
