@@ -2,8 +2,10 @@
 
 The same :class:`keel.serve.app.ServerApp` (same worker threads, prediction log, router) with
 the middleware stack (request id, error answers, metrics, access log, auth, content type)
-replaced by the three scope keys the router reads, and the same uvicorn settings as
-``keel serve`` minus the guarded protocol (header deadline, connection cap). Benchmark only.
+replaced by the three scope keys the router reads, and the same uvicorn settings and HTTP
+protocol class as ``keel serve`` (its lean path: one write per answer, no timer per request, a
+lone request run at once) with its guards off (no header deadline, no connection cap).
+Benchmark only.
 
 usage: python keel_bare.py PROJECT PORT
 """
@@ -19,6 +21,7 @@ import uvicorn
 from keel.project import Project
 from keel.serve.app import create_app
 from keel.serve.middleware import classify
+from keel.serve.protocol import guarded_protocol
 
 
 def main(project: str, port: int) -> None:
@@ -32,8 +35,9 @@ def main(project: str, port: int) -> None:
             scope["keel.request_id"] = uuid.uuid4().hex
         await route(scope, receive, send)
 
+    unguarded = guarded_protocol(header_timeout=86_400.0, max_connections=1 << 30)
     uvicorn.run(bare, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                loop="uvloop", http="httptools", lifespan="on")  # fmt: skip
+                loop="uvloop", http=unguarded, lifespan="on")  # fmt: skip
 
 
 if __name__ == "__main__":
