@@ -8,6 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from keel.evaluate.explain import ModelParts
+from keel.features.pipeline import FeaturePipeline
+from keel.train.lightgbm import LightGBMTrainer
+
 
 @dataclass(frozen=True)
 class AdultPredictions:
@@ -41,3 +45,21 @@ def adult_predictions(adult_train_table: pa.Table, adult_test_table: pa.Table) -
             x_test[name] = x_test[name].astype(x[name].dtype)
     proba = model.predict_proba(x_test)[:, 1]
     return AdultPredictions(adult_test_table, y_test, proba)
+
+
+@pytest.fixture(scope="session")
+def adult_parts(adult_train_table: pa.Table) -> ModelParts:
+    """Keel's feature pipeline fitted on Adult's training rows and a 120-tree LightGBM model."""
+    inputs = {
+        f.name: "int" if pa.types.is_integer(f.type) else (
+            "float" if pa.types.is_floating(f.type) else "string")
+        for f in adult_train_table.schema if f.name != "income"
+    }  # fmt: skip
+    pipe = FeaturePipeline(inputs=inputs).fit(adult_train_table)
+    raw = np.asarray(adult_train_table.column("income").to_pylist(), dtype=object).astype(str)
+    y = (np.char.rstrip(np.char.strip(raw), ".") == ">50K").astype(np.int64)
+    params = {"n_estimators": 120, "num_leaves": 31}
+    model = LightGBMTrainer(task="binary", params=params, seed=0).fit(
+        pipe.transform(adult_train_table), y
+    )
+    return ModelParts(pipe, model, "binary", "lightgbm", ["<=50K", ">50K"])

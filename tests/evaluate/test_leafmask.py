@@ -20,29 +20,16 @@ from keel.evaluate.explain import ModelParts, fold_matrix
 from keel.evaluate.importance import permutation_importance
 from keel.evaluate.leafmask import LeafMasks
 from keel.evaluate.lgbm_text import Forest
-from keel.features.pipeline import FeaturePipeline
-from keel.train.lightgbm import LightGBMTrainer
 from tests.evaluate.test_treeshap import HOUSING, PENGUINS, _numeric, _train
 
 
 @pytest.fixture(scope="module")
-def adult(adult_train_table: pa.Table, adult_test_table: pa.Table) -> tuple[ModelParts, Any]:
-    inputs = {
-        f.name: "int" if pa.types.is_integer(f.type) else (
-            "float" if pa.types.is_floating(f.type) else "string")
-        for f in adult_train_table.schema if f.name != "income"
-    }  # fmt: skip
-    pipe = FeaturePipeline(inputs=inputs).fit(adult_train_table)
-    raw = np.asarray(adult_train_table.column("income").to_pylist(), dtype=object).astype(str)
-    y = (np.char.rstrip(np.char.strip(raw), ".") == ">50K").astype(np.int64)
-    model = LightGBMTrainer(task="binary", params={"n_estimators": 120}, seed=0).fit(
-        pipe.transform(adult_train_table), y
-    )
+def adult(adult_parts: ModelParts, adult_test_table: pa.Table) -> tuple[ModelParts, Any]:
+    """The shared Adult model (conftest), with 3,000 transformed test rows and their labels."""
     test = adult_test_table.slice(0, 3000)
     labels = np.asarray(test.column("income").to_pylist(), dtype=object).astype(str)
     y_test = (np.char.rstrip(np.char.strip(labels), ".") == ">50K").astype(np.int64)
-    parts = ModelParts(pipe, model, "binary", "lightgbm", ["<=50K", ">50K"])
-    return parts, (pipe.transform(test), y_test)
+    return adult_parts, (adult_parts.pipeline.transform(test), y_test)
 
 
 def _groups(parts: ModelParts) -> list[np.ndarray]:

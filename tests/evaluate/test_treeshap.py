@@ -19,8 +19,6 @@ import pytest
 from keel.evaluate import explain, treeshap
 from keel.evaluate.explain import ModelParts, explain_matrix
 from keel.evaluate.treeshap import TreeShap
-from keel.features.pipeline import FeaturePipeline
-from keel.train.lightgbm import LightGBMTrainer
 from tests.evaluate import treeshap_reference as reference
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -61,23 +59,6 @@ def _numeric(table: pa.Table, drop: str) -> np.ndarray:
         else:
             columns.append([np.nan if v is None else float(v) for v in values])
     return np.array(columns, dtype=np.float64).T
-
-
-@pytest.fixture(scope="module")
-def adult_parts(adult_train_table: pa.Table) -> ModelParts:
-    inputs = {
-        f.name: "int" if pa.types.is_integer(f.type) else (
-            "float" if pa.types.is_floating(f.type) else "string")
-        for f in adult_train_table.schema if f.name != "income"
-    }  # fmt: skip
-    pipe = FeaturePipeline(inputs=inputs).fit(adult_train_table)
-    raw = np.asarray(adult_train_table.column("income").to_pylist(), dtype=object).astype(str)
-    y = (np.char.rstrip(np.char.strip(raw), ".") == ">50K").astype(np.int64)
-    params = {"n_estimators": 120, "num_leaves": 31}
-    model = LightGBMTrainer(task="binary", params=params, seed=0).fit(
-        pipe.transform(adult_train_table), y
-    )
-    return ModelParts(pipe, model, "binary", "lightgbm", ["<=50K", ">50K"])
 
 
 def test_adult_1000_rows_every_column_equal_pred_contrib(

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from keel.evaluate.lgbm_text import Forest
+from keel.evaluate.lgbm_text import Forest, built_for
 
 __all__ = ["MAX_BYTES", "KnownRows", "LeafMasks"]
 
@@ -83,15 +83,7 @@ class LeafMasks:
     def of(cls, booster: Any, features: int) -> LeafMasks | None:
         """The booster's masks, built once and kept with it (~0.05 s for 203 trees); None for
         a model this module does not cover."""
-        if booster in _CACHE:
-            cached = _CACHE[booster]
-            return cached if cached is None or cached.features == features else None
-        forest = Forest.of(booster)
-        built = cls.build(forest) if forest is not None else None
-        if built is not None and built.features != features:
-            built = None
-        _CACHE[booster] = built
-        return built
+        return built_for(_CACHE, booster, features, cls.build)
 
     @classmethod
     def build(cls, forest: Forest) -> LeafMasks | None:

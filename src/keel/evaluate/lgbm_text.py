@@ -18,15 +18,40 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-__all__ = ["Forest", "model_text"]
+__all__ = ["Forest", "built_for", "model_text"]
+
+
+class _Sized(Protocol):
+    @property
+    def features(self) -> int: ...
+
+
+Built = TypeVar("Built", bound=_Sized)
 
 _CACHE: weakref.WeakKeyDictionary[Any, Forest | None] = weakref.WeakKeyDictionary()
 _PARSING = threading.Lock()  # two threads asking for one booster's trees: one parses
+
+
+def built_for(
+    cache: weakref.WeakKeyDictionary[Any, Built | None],
+    booster: Any,
+    features: int,
+    build: Callable[[Forest], Built | None],
+) -> Built | None:
+    """What ``build`` makes of the booster's trees, made once per booster and kept in ``cache``
+    (None: a model ``build`` or :class:`Forest` does not cover, or one of another width than
+    ``features``)."""
+    if booster not in cache:
+        forest = Forest.of(booster)
+        cache[booster] = build(forest) if forest is not None else None
+    built = cache[booster]
+    return built if built is not None and built.features == features else None
 
 
 def model_text(booster: Any) -> str:

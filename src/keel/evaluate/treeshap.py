@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from keel.evaluate.lgbm_text import Forest
+from keel.evaluate.lgbm_text import Forest, built_for
 
 __all__ = ["TreeShap"]
 
@@ -98,15 +98,7 @@ class TreeShap:
     def of(cls, booster: Any, features: int) -> TreeShap | None:
         """The booster's arrays, built once and kept with it; None when its trees use what
         this module does not cover (categorical splits, linear trees, averaged output)."""
-        if booster in _CACHE:
-            cached = _CACHE[booster]
-            return cached if cached is None or cached.features == features else None
-        forest = Forest.of(booster)
-        built = cls.of_forest(forest) if forest is not None else None
-        if built is not None and built.features != features:
-            built = None
-        _CACHE[booster] = built
-        return built
+        return built_for(_CACHE, booster, features, cls.of_forest)
 
     @classmethod
     def parse(cls, text: str) -> TreeShap | None:
