@@ -173,6 +173,22 @@ def _status(status: str) -> str:
     return f"[{style}]{escape(status)}[/]" if style else escape(status)
 
 
+def _with_warnings(whole: dict[str, Any], project: ProjectOpt) -> dict[str, Any]:
+    """A pipeline run whose steps each carry the warnings their run kept (``warnings``)."""
+    from keel import api
+
+    ids = {s["run_id"] for s in whole["steps"] if s["run_id"]}
+    if not ids:
+        return whole
+    query = f'tags.pipeline_run = "{whole["id"]}"'
+    kept = {
+        r["id"]: list(r.get("warnings") or [])
+        for r in api.runs(query, limit=max(50, 4 * len(ids)), project=project)
+    }
+    steps = [s | {"warnings": kept.get(s["run_id"], [])} for s in whole["steps"]]
+    return whole | {"steps": steps}
+
+
 def _print_pipeline_run(shown: dict[str, Any]) -> None:
     out.print(f"pipeline run {shown['id']}: {_status(shown['status'])}", highlight=False)
     if shown["status"] == "cancel_requested":
@@ -202,6 +218,12 @@ def _print_pipeline_run(shown: dict[str, Any]) -> None:
             _fixed(step["peak_rss_mb"], "{:.0f}"),
         )
     out.print(table)
+    for step in shown["steps"]:
+        if step.get("warnings"):
+            what = f" ({escape(step['step'])} run {step['run_id'][:12]})"
+            out.print(f"[bold yellow]warnings[/] {len(step['warnings'])}{what}", highlight=False)
+            for message in step["warnings"]:
+                out.print(f"  - {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def show(
@@ -225,7 +247,7 @@ def show(
         except NotFoundError:
             pipeline = True  # not a step run: perhaps a pipeline run
     if pipeline:
-        whole = api.get_pipeline_run(run, project=project)
+        whole = _with_warnings(api.get_pipeline_run(run, project=project), project)
         if fmt is Format.json:
             emit_json(whole)
         else:

@@ -105,15 +105,28 @@ class StepContext:
         if self.cancelled.is_set():
             raise Cancelled(f"step run {self.run_id[:12]} stopped: its pipeline run was cancelled")
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, *, echo: bool = True) -> None:
         """Tell the user something they should act on: printed now (``warning: ...``) and
         stored with this step's run, where ``keel runs show RUN_ID`` shows it later.
 
         Args:
             message: What happened, where, and what to do about it (one or more sentences).
+            echo: False stores it without printing it (:meth:`warn_all` says how many).
         """
         self.warnings.append(message)
-        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+        if echo:
+            self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
+    def warn_all(self, messages: list[str], *, shown: int = 5) -> None:
+        """Store every message as a warning of this run, printing the first ``shown`` and,
+        for the rest, one line naming how many more and ``keel runs show RUN_ID``."""
+        for i, message in enumerate(messages):
+            self.warn(message, echo=i < shown)
+        if len(messages) > shown:
+            more = len(messages) - shown
+            self.console.print(
+                f"  ... and {more} more: keel runs show {self.run_id[:12]}", highlight=False
+            )
 
     def read_table(self, artifact: Artifact) -> Any:
         """The Arrow table in a Parquet artifact (a snapshot), its sha256 verified."""

@@ -147,13 +147,21 @@ def validate(ctx: StepContext) -> dict[str, Artifact]:
     """Check train against the schema and test against train's statistics; errors stop the run.
 
     Writes the JSON report and a self-contained HTML report of the test split (per-column
-    distributions, train vs test, and every anomaly).
+    distributions, train vs test, and every anomaly). Every warning is kept with the run
+    (``keel runs show``); the first five are printed. Without ``data.test`` the test side is
+    the split's, so its row count is judged against ``split.test_fraction``.
     """
-    from keel.validate.anomalies import validate_data
+    from keel.validate.anomalies import ExpectedRows, validate_data
 
     contract = _load_schema(ctx.project, ctx.inputs["schema"])
     reference = _json(ctx.project, ctx.inputs["statistics"])
-    target = ctx.project.config.data.target
+    config = ctx.project.config
+    target = config.data.target
+    expected = None
+    if config.data.test is None:  # the split step held the test side out of train
+        fraction = config.split.test_fraction
+        why = f"split.test_fraction {fraction:g}"
+        expected = ExpectedRows(ratio=fraction / (1 - fraction), why=why)
     reports = {
         split: validate_data(
             read_snapshot(ctx.project, ctx.inputs[f"{split}_snapshot"]),
@@ -161,14 +169,16 @@ def validate(ctx: StepContext) -> dict[str, Artifact]:
             reference=reference if split == "test" else None,
             target=target,
             name=split,
+            expected_rows=expected if split == "test" else None,
         )
         for split in ("train", "test")
     }
     found = [a.to_dict() | {"split": s} for s, r in reports.items() for a in r.anomalies]
     errors = [a for a in found if a["severity"] == "error"]
-    for finding in found:  # an input that names rows is the project's mistake: say it in the run
-        if finding["kind"] == "id_feature" and finding["severity"] == "warning":
-            ctx.warn(finding["message"])
+    # inputs that name rows (the project's mistake) first, then the rest in the order found
+    warned = sorted((a for a in found if a["severity"] == "warning"),
+                    key=lambda a: a["kind"] != "id_feature")  # fmt: skip
+    ctx.warn_all([a["message"] for a in warned])
     summary = {"ok": not errors, "anomalies": found}
     ctx.facts.update(errors=len(errors), warnings=len(found) - len(errors))
     html = ctx.project.artifacts.put(

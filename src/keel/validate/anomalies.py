@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Anomaly",
     "ColumnProfile",
+    "ExpectedRows",
     "ValidationReport",
     "severity_of",
     "validate_data",
@@ -64,6 +65,20 @@ class Anomaly:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form with stable keys."""
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedRows:
+    """How many rows the data should have against its reference, when not about as many.
+
+    Attributes:
+        ratio: The data's rows over the reference's that are expected (a holdout split's
+            test side: ``test_fraction / (1 - test_fraction)``).
+        why: What sets that ratio, in words (``split.test_fraction 0.2``).
+    """
+
+    ratio: float
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +136,7 @@ def validate_data(
     label_noise: bool = False,
     max_rows: int = 50_000,
     seed: int = 0,
+    expected_rows: ExpectedRows | None = None,
 ) -> ValidationReport:
     """Every anomaly of ``data`` against a schema and a reference.
 
@@ -137,6 +153,8 @@ def validate_data(
         label_noise: Also look for likely mislabeled rows (confident learning); needs a target.
         max_rows: Rows sampled for the outlier and label-noise checks.
         seed: Seed of that sample and of the models fitted on it.
+        expected_rows: The row ratio to the reference that is expected (the test side of a
+            split); default: about as many rows (within half to twice the reference's).
 
     Returns:
         The report; ``report.ok`` is False when any anomaly has severity ``error``.
@@ -157,7 +175,7 @@ def validate_data(
     with ThreadPoolExecutor(max_workers=1) as background:
         repeated = background.submit(_duplicates, hashes.result(rows), rows, schema, name)
         found = _contract(source, schema, name, cur_stats)
-        found += _row_count(rows, ref_stats, schema, name)
+        found += _row_count(rows, ref_stats, schema, name, expected_rows)
         found += repeated.result()
     from keel.validate.malformed import malformed_rows  # lines a CSV file could not give
 
@@ -466,18 +484,30 @@ def _exact_as_float(*bounds: Any) -> bool:
 
 
 def _row_count(
-    rows: int, reference: dict[str, Any] | None, schema: Schema, name: str
+    rows: int,
+    reference: dict[str, Any] | None,
+    schema: Schema,
+    name: str,
+    expected: ExpectedRows | None = None,
 ) -> list[Anomaly]:
+    """A row count far (over 2x either way) from the reference's, or from the ratio expected."""
     if rows == 0:
         return [Anomaly(None, "row_count", "error", f"{name}: no rows. Check the source.")]
     if reference is None:
         return []
     ref_rows = int(reference["rows"])
-    details = {"rows": rows, "reference_rows": ref_rows, "ratio": rows / max(ref_rows, 1)}
-    if ref_rows and (rows < ref_rows / 2 or rows > ref_rows * 2):
+    ratio = rows / max(ref_rows, 1)
+    details: dict[str, Any] = {"rows": rows, "reference_rows": ref_rows, "ratio": ratio}
+    want = 1.0 if expected is None else expected.ratio
+    if expected is not None:
+        details["expected_ratio"] = want
+    if ref_rows and want > 0 and (ratio < want / 2 or ratio > want * 2):
         message = (
-            f"{name}: {rows} rows against {ref_rows} in the reference "
-            f"({details['ratio']:.2f}x); a partial or duplicated load?"
+            f"{name}: {rows} rows against {ref_rows} in the reference ({ratio:.2f}x); "
+            "a partial or duplicated load?"
+            if expected is None
+            else f"{name}: {rows} rows against {ref_rows} in the reference ({ratio:.2f}x) "
+            f"where {expected.why} gives about {want:.2f}x; check how the rows were split."
         )
         level = severity_of(schema, "row_count", "warning", None)
         return [Anomaly(None, "row_count", level, message, details)]
@@ -496,7 +526,8 @@ def _duplicates(
     row_ids = repeats.tolist()
     fraction = count / rows
     message = (
-        f"{name}: {count} rows ({fraction:.1%}) repeat an earlier row, e.g. rows {row_ids[:5]}. "
+        f"{name}: {count} {'row repeats' if count == 1 else 'rows repeat'} an earlier row "
+        f"({fraction:.1%}), e.g. rows {row_ids[:5]}. "
         "Deduplicate the source if they are not genuine repeats."
     )
     details = {"rows": count, "fraction": fraction, "row_ids": row_ids}
