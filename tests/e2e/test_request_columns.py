@@ -113,7 +113,8 @@ def test_oip_named_inputs_may_carry_the_same_columns(served: httpx.Client) -> No
     assert labels == [row["Species"] for row in rows]
     warnings = body["parameters"]["warnings"]
     ignored = {w["field"] for w in warnings if w["kind"] == "ignored_field"}
-    assert {"instances[0].Species", "instances[0].Date Egg"} <= ignored, warnings
+    # named as OIP requests name values (tensor, element), not as instances
+    assert {"inputs[Species].data[0]", "inputs[Date Egg].data[0]"} <= ignored, warnings
 
 
 def test_never_seen_and_misspelled_columns_are_refused(served: httpx.Client) -> None:

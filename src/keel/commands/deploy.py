@@ -219,10 +219,13 @@ def promote(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """End a deployment by promoting its candidate: the project's alias moves (audited)."""
-    from keel.api.deployments import promote_deployment
+    from keel.api.deployments import deployment_status, promote_deployment
 
     done = promote_deployment(ref, version=version, reason=reason, project=project, actor=actor)
-    _print_deployment(done) if fmt is Format.text else emit_json(done)
+    if fmt is Format.json:
+        emit_json(done)
+        return
+    _print_deployment(deployment_status(done["id"], project=project))  # with its outcome
 
 
 def abort(
@@ -233,16 +236,19 @@ def abort(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """End a deployment: its traffic returns to the primary, no alias moves."""
-    from keel.api.deployments import abort_deployment
+    from keel.api.deployments import abort_deployment, deployment_status
 
     done = abort_deployment(ref, reason=reason, project=project, actor=actor)
-    _print_deployment(done) if fmt is Format.text else emit_json(done)
+    if fmt is Format.json:
+        emit_json(done)
+        return
+    _print_deployment(deployment_status(done["id"], project=project))  # with its outcome
 
 
 def _arms(d: dict[str, Any]) -> str:
     return ", ".join(
         f"v{a['version']} shadow (mirrored)"
-        if a["role"] == "shadow"
+        if a["role"] == "shadow" and d["status"] == "active"
         else f"v{a['version']} {a['role']} {a['weight']:g}%"
         for a in d["arms"]
     )
@@ -255,11 +261,16 @@ def _print_deployment(d: dict[str, Any]) -> None:
         f"{' (' + escape(d['reason']) + ')' if d['reason'] else ''}",
         highlight=False,
     )
-    out.print(f"  arms: {escape(_arms(d))}   primary: v{spec['primary']}", highlight=False)
+    final = d.get("final")
+    primary = "primary was" if final else "primary:"
+    out.print(f"  arms: {escape(_arms(d))}   {primary} v{spec['primary']}", highlight=False)
+    if final:
+        _print_final(d, final)
     if d["kind"] == "canary":
         steps = ",".join(f"{s:g}" for s in spec["steps"])
+        step = final["step"] if final else d["step"] + 1
         out.print(  # two lines: one would wrap at 80 columns
-            f"  step {d['step'] + 1}/{len(spec['steps'])} of {steps}%, every "
+            f"  step {step}/{len(spec['steps'])} of {steps}%, every "
             f"{spec['interval_s']:g}s, at least {spec['min_requests']} requests each\n"
             f"  checks {', '.join(spec['checks'])}; bad intervals in a row "
             f"{d['bad_intervals']}/{spec['failures']} (rolled back at {spec['failures']})",
@@ -298,6 +309,26 @@ def _print_deployment(d: dict[str, Any]) -> None:
             escape(f"  {event['at'][:19]}  {event['action']:<12} by {event['actor']}  {values}"),
             highlight=False,
         )
+
+
+def _print_final(d: dict[str, Any], final: dict[str, Any]) -> None:
+    """An ended deployment's outcome (``Rollouts.status``'s ``final``): who takes the traffic
+    now, not the step and weights it ended at."""
+    target = f"{escape(d['name'])}@{escape(final['alias'])}"
+    serving = final["serving"]
+    takes = f"v{serving} takes 100% of the traffic" if serving is not None else ""
+    takes = takes or f"no version holds {target}"
+    if final["promotion_request"] is not None:
+        said = (
+            f"promoted: {target} moves to v{final['promoted']} once promotion request "
+            f"{escape(str(final['promotion_request']))} is approved; until then {takes}"
+        )
+    elif final["promoted"] is not None:
+        said = f"promoted: {takes} as {target}"
+    else:
+        again = " again (the primary)" if serving is not None else ""
+        said = f"{d['status'].replace('_', ' ')}: {takes}{again}"
+    out.print(f"  {said}", highlight=False)
 
 
 def _num(value: Any) -> str:

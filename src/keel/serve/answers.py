@@ -173,7 +173,7 @@ class Answers:
             }
             if findings:
                 answer["parameters"] = {
-                    "warnings": [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
+                    "warnings": oip.warnings_of([f.to_dict() for f in findings[:MAX_WARNINGS]])
                 }
             return 200, orjson.dumps(answer), model.version
         explained = explain_rows(model.package, instances) if _explains(request) else None

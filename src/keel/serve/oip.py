@@ -19,7 +19,15 @@ from typing import Any
 
 from keel.errors import DataValidationError
 
-__all__ = ["DATATYPES", "answer_of", "error_body", "model_metadata", "output_tensors", "rows_of"]
+__all__ = [
+    "DATATYPES",
+    "answer_of",
+    "error_body",
+    "model_metadata",
+    "output_tensors",
+    "rows_of",
+    "warnings_of",
+]
 
 _INSTANCE = re.compile(r"instances\[(\d+)\]\.(.+)")
 DATATYPES = {"int": "INT64", "float": "FP64", "string": "BYTES", "bool": "BOOL"}
@@ -105,8 +113,19 @@ def error_body(body: dict[str, Any]) -> dict[str, Any]:
         if match is not None:
             row, name = match.groups()
             where = f"inputs[{name}].data[{row}]"
-            body = dict(body, field=where, message=body["message"].replace(field, where, 1))
+            message = body.get("message")
+            if isinstance(message, str):
+                body = dict(body, message=message.replace(field, where, 1))
+            body = dict(body, field=where)
     return body
+
+
+def warnings_of(findings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scoring warnings (``Finding.to_dict()``) in the request's terms, as :func:`error_body`
+    words errors: a value of element 0 of tensor ``timestamp`` is ``inputs[timestamp].data[0]``
+    in ``field`` and ``message``, never ``instances[0].timestamp`` (an OIP request has no
+    instances)."""
+    return [error_body(finding) for finding in findings]
 
 
 def _flat(data: list[Any], where: str) -> list[Any]:
