@@ -244,7 +244,7 @@ def _print_warning_count(steps: list[dict[str, Any]]) -> None:
     where = ", ".join(
         part
         for part in (
-            f"{fresh} printed above" * bool(fresh),
+            f"{fresh} from this run" * bool(fresh),
             f"{cached} from cached steps" * bool(cached),
         )
         if part
@@ -291,7 +291,13 @@ def reproduce(
 
 @app.command()
 def predict(
-    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="NAME (NAME@ALIAS for keel.yaml's registry.alias, else the newest version), "
+            "NAME@VERSION or NAME@ALIAS."
+        ),
+    ],
     input: Annotated[
         Path, typer.Option("--input", "-i", help="CSV or Parquet file (see the reading options).")
     ],

@@ -79,13 +79,15 @@ class Project:
         """The metadata store (runs, lineage, registry, audit).
 
         A relative ``sqlite:///path`` (``KEEL_DB_URL`` or ``store.db_url``) is a path in the
-        project directory, wherever the command runs. Opening it marks failed the runs whose
+        project directory, wherever the command runs. A bare model name resolves to
+        ``NAME@<registry.alias>`` (else the newest version). Opening it marks failed the runs whose
         process died (``kill -9``, out of memory): they are in :attr:`reaped_runs`.
         """
         from keel.store import pipeline_runs
         from keel.store.metadata import MetadataStore
 
         store = MetadataStore(self.db_url)
+        store.default_alias = self.config.registry.alias  # a bare NAME is NAME@registry.alias
         try:
             self.reaped_runs = tuple(store.reap_dead_runs())
             pipeline_runs.reap_dead(store.database)

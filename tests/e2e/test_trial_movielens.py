@@ -41,6 +41,7 @@ import keel
 from keel.commands.init import init_from_file
 from keel.config import load_config
 from keel.errors import ConfigError, ConflictError
+from keel.project import Project
 from tests.serve.conftest import keel_serve
 
 MOVIELENS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "movielens-100k"
@@ -198,7 +199,10 @@ def test_a_deployment_says_which_alias_is_its_primary(movielens: Path, tmp_path:
         keel.deploy("movielens", canary=version, project=project)
     message = caught.value.message
     assert "already holds movielens@candidate (registry.alias" in message
-    assert "`keel serve movielens` serves movielens@production" in message
+    # `keel serve movielens` now follows registry.alias itself: no "keep them the same" note.
+    assert "`keel serve movielens` serves" not in message
+    with Project(project) as opened:
+        assert opened.metadata.resolve("movielens").version == version
 
 
 def test_a_fixed_gate_promotes_the_unchanged_version_it_failed(

@@ -104,6 +104,10 @@ def test_resolves_as_the_registry(registered: Project) -> None:
         with pytest.raises(NotFoundError, match="archived"):
             registered.metadata.resolve("churn@4")
         assert quick.count_live("churn") == 3 and quick.count_live("other") == 0
+        # a bare name follows the project's registry.alias, as the store resolves it
+        staging = quickdb.QuickReads(quick._conn, quick._path, "staging").resolve("churn")
+        expected = registered.metadata.resolve("churn@staging")
+        assert staging is not None and staging.version == expected.version
     finally:
         quick.close()
 

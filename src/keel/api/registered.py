@@ -61,7 +61,11 @@ class Model:
 
 
 def load_model(ref: str, *, project: str | Path | None = None) -> Model:
-    """Load ``name``, ``name@version`` or ``name@alias`` from the registry, verifying hashes."""
+    """Load ``name``, ``name@version`` or ``name@alias`` from the registry, verifying hashes.
+
+    A bare ``name`` is ``name@<registry.alias>`` of the project's keel.yaml (``production``
+    by default), else its newest version.
+    """
     with _project(project) as proj:
         version = proj.metadata.resolve(ref)
         package = _package(proj, version.package_sha256)

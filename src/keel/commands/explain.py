@@ -33,7 +33,14 @@ def register(app: typer.Typer) -> None:
 
 
 def explain(
-    ref: Annotated[str, typer.Argument(metavar="MODEL", help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL",
+            help="NAME (NAME@ALIAS for keel.yaml's registry.alias, else the newest version), "
+            "NAME@VERSION or NAME@ALIAS.",
+        ),
+    ],
     input: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file of rows.")],
     output: Annotated[
         Path | None,

@@ -50,8 +50,9 @@ def serve(
     names: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Models to serve: NAME (its production alias, else the newest version), "
-            "NAME@ALIAS or NAME@VERSION. Default: every registered model.",
+            help="Models to serve: NAME (NAME@ALIAS for keel.yaml's registry.alias, default "
+            "production; else the newest version), NAME@ALIAS or NAME@VERSION. Default: every "
+            "registered model.",
             show_default=False,
         ),
     ] = None,
@@ -171,13 +172,30 @@ def serve(
         sock.close()
         raise
     bind_port = int(sock.getsockname()[1])  # the one the system chose for --port 0
-    served = ", ".join(f"{n}@{m.version}" for n, m in server_app.models.items()) or "features"
+    alias = proj.config.registry.alias
+    served = ", ".join(
+        _label(n, m.version, m.ref or n, alias) for n, m in server_app.models.items()
+    )
     shown = f"[{bind_host}]" if ":" in bind_host else bind_host
     state = "token auth on" if auth is not None else "auth off"
-    err.print(f"serving {served} on http://{shown}:{bind_port} ({state}; Ctrl-C to stop)")
+    err.print(
+        f"serving {served or 'features'} on http://{shown}:{bind_port} ({state}; Ctrl-C to stop)",
+        soft_wrap=True,
+    )
     if access_log:
         _log_requests()
     _run_uvicorn(server_app, sock, config)
+
+
+def _label(name: str, version: object, ref: str, alias: str) -> str:
+    """``adult@3 (follows @live)`` for the startup line: the version served now and the alias
+    the server follows (a bare NAME follows keel.yaml's ``registry.alias``); a pinned
+    ``NAME@VERSION`` or ``NAME@latest`` is just ``NAME@VERSION``."""
+    _, sep, selector = ref.partition("@")
+    followed = alias if not sep else selector
+    if followed.isdigit() or followed == "latest":
+        return f"{name}@{version}"
+    return f"{name}@{version} (follows @{followed})"
 
 
 def _run_uvicorn(server_app: Any, sock: socket.socket, config: Any) -> None:
@@ -249,10 +267,16 @@ def _supervise(
     command += ["--no-reload"] if no_reload else []
     command += ["--access-log"] if access_log else []
     shown = f"[{host}]" if ":" in host else host
-    names = ", ".join(f"{v.name}@{v.version}" for v in served) or "features"
+    alias = project.config.registry.alias
+    followed = refs or [v.name for v in served]
+    names = ", ".join(
+        _label(v.name, v.version, r, alias) for v, r in zip(served, followed, strict=True)
+    )
     state = "token auth on" if auth_on else "auth off"
     err.print(
-        f"serving {names} on http://{shown}:{port} ({count} workers; {state}; Ctrl-C to stop)"
+        f"serving {names or 'features'} on http://{shown}:{port} ({count} workers; {state}; "
+        "Ctrl-C to stop)",
+        soft_wrap=True,
     )
     supervisor = Supervisor(
         command,

@@ -80,8 +80,8 @@ class RegistryConfig(Frozen):
         default="production",
         description="The alias a version that passes the gates takes (NAME@ALIAS), and the "
         "primary that keel deploy's canary, shadow and A/B deployments start from and promote. "
-        "keel serve NAME serves NAME@production whatever this says: with another alias, serve "
-        "NAME@ALIAS.",
+        "A bare NAME (keel serve NAME, keel predict NAME, keel.load_model('NAME')) means "
+        "NAME@ALIAS in this project, else the newest version while the alias is unset.",
     )
     approvals: dict[str, int] = Field(
         default_factory=dict,

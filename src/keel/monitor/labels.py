@@ -41,7 +41,8 @@ def spec_of_manifest(manifest: dict[str, Any], key: Sequence[str]) -> LabelSpec:
 
 
 def label_spec(project: Project, name: str) -> LabelSpec:
-    """What ``name``'s labels must fit, from its ``production`` (else newest) version.
+    """What ``name``'s labels must fit, from the version a bare name resolves to (the
+    project's ``registry.alias``, else the newest).
 
     Raises:
         NotFoundError: No model of that name.

@@ -60,9 +60,12 @@ class Resolved:
 class QuickReads:
     """Read-only queries on an open SQLite metadata database (see the module's notes)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, default_alias: str = _DEFAULT_ALIAS
+    ) -> None:
         self._conn = conn
         self._path = path
+        self._default_alias = default_alias  # a bare name: the project's registry.alias
 
     def close(self) -> None:
         """Close the connection."""
@@ -90,7 +93,7 @@ class QuickReads:
             if version is None:
                 return None
         elif not sep:
-            version = self._alias(name, _DEFAULT_ALIAS)
+            version = self._alias(name, self._default_alias)
         if version is None:
             version = self._one(
                 "SELECT max(version) FROM model_versions WHERE name = ? AND archived_at IS NULL",
@@ -202,7 +205,7 @@ def open_quick(project: Project) -> QuickReads | None:
     if revision != [head_revision()] or revision[0] not in KNOWN_REVISIONS or active:
         conn.close()
         return None
-    return QuickReads(conn, path)
+    return QuickReads(conn, path, project.config.registry.alias)
 
 
 def head_revision() -> str | None:

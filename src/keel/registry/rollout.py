@@ -44,7 +44,7 @@ from keel.store import registry_tables as rt
 from keel.store.database import Database
 from keel.store.tables import utc_now
 
-__all__ = ["Decision", "Rollouts"]
+__all__ = ["Decision", "Rollouts", "final_arms"]
 
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
 _BUCKETS = len(LATENCY_EDGES_MS) + 1
@@ -75,6 +75,12 @@ class Decision:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def final_arms(arms: Sequence[Mapping[str, Any]], serving: int | None) -> list[dict[str, Any]]:
+    """An ended deployment's arms (``Arm.to_json()``) at their final weights: 100 % for the
+    version that now takes the traffic (``serving``), 0 % for the others."""
+    return [dict(arm, weight=100.0 if arm["version"] == serving else 0.0) for arm in arms]
 
 
 class Rollouts:
@@ -174,12 +180,6 @@ class Rollouts:
                 f"primary a deployment starts from); a {kind} needs another version "
                 "(`keel models list` shows them)."
             )
-            if self.alias != rt.DEFAULT_ALIAS:
-                msg += (
-                    f" Note: `keel serve {name}` serves {name}@{rt.DEFAULT_ALIAS}; keep "
-                    f"registry.alias at '{rt.DEFAULT_ALIAS}' to canary against what it serves, "
-                    f"or serve {name}@{self.alias}."
-                )
             raise ConflictError(msg, field="version")
         return primary
 
@@ -267,7 +267,34 @@ class Rollouts:
             window = self.measure(found, found.interval_started_at, now)
             answer["interval"] = [m.to_json() for m in window]
         answer["events"] = self.events(found.id)
+        if found.status != "active":  # who takes the traffic now, not the weights it ended at
+            answer["final"] = self._final(found, answer["events"])
+            answer["arms"] = final_arms(answer["arms"], answer["final"]["serving"])
         return answer
+
+    def _final(self, found: Deployment, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """An ended deployment's outcome: ``serving``, the version that takes all of the
+        model's traffic now (the promoted one, else the primary; None: no version held the
+        alias), ``promoted``, the ``alias`` it moved, a ``promotion_request`` still awaiting
+        approvals, and for a canary the ``step`` (1-based) of ``steps`` it ended at (all of
+        them when the controller promoted it past the last step below 100 %)."""
+        final: dict[str, Any] = {"status": found.status, "serving": found.spec.primary,
+                                 "promoted": None, "alias": self.alias,
+                                 "promotion_request": None}  # fmt: skip
+        done = next((e for e in reversed(events) if e["action"] == "promoted"), None)
+        if found.status == "promoted" and done is not None:
+            version = int(done.get("version", found.candidate))
+            final.update(promoted=version, alias=done.get("alias", self.alias))
+            pending = done.get("promotion_request")
+            if pending is not None and self._primary(found.name) != version:
+                final["promotion_request"] = pending  # the alias waits for approvals
+            else:
+                final["serving"] = version
+        if found.kind == "canary":
+            steps = len(found.spec.steps)
+            past = found.status == "promoted" and done is not None and "measured" in done
+            final.update(step=steps if past else found.step + 1, steps=steps)
+        return final
 
     # -- ending ------------------------------------------------------------------------------
 

@@ -441,9 +441,10 @@ def create_app(
 ) -> ServerApp:
     """The server app for a project, configured by its ``serve:`` section.
 
-    Each reference is followed in the registry: ``name`` serves the ``production`` alias (else
-    the newest version), ``name@alias`` that alias, ``name@3`` version 3 (never moves). A
-    project with feature views and no registered model serves ``/v1/features`` alone.
+    Each reference is followed in the registry: ``name`` serves the alias keel.yaml's
+    ``registry.alias`` names (``production`` by default; else the newest version),
+    ``name@alias`` that alias, ``name@3`` version 3 (never moves). A project with feature
+    views and no registered model serves ``/v1/features`` alone.
 
     Args:
         project: A :class:`keel.project.Project`.

@@ -1,10 +1,10 @@
 """The models a server holds: a loaded package with the registry version and reference it came from.
 
-:func:`load_served` resolves a reference (``name`` = the ``production`` alias, else the newest
-version; ``name@alias``; ``name@3``), loads and verifies the package, and works out what the
-request path needs beside it: the feature views to fill from the online store, the feature
-pipeline's hash (logged with every prediction), and a warm-up row. :func:`pin_threads` keeps each
-model call to the configured number of OpenMP threads.
+:func:`load_served` resolves a reference (``name`` = the project's ``registry.alias``, default
+``production``, else the newest version; ``name@alias``; ``name@3``), loads and verifies the
+package, and works out what the request path needs beside it: the feature views to fill from
+the online store, the feature pipeline's hash (logged with every prediction), and a warm-up row.
+:func:`pin_threads` keeps each model call to the configured number of OpenMP threads.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Hot reload: a running server follows its registry references (aliases) without a restart.
 
 A background task resolves each served reference every ``interval`` seconds (one indexed
-query each, run in a thread so the event loop never waits on the database). When a reference
+query each, run in a thread so the event loop never waits on the database). A bare ``name``
+resolves through ``project.metadata``, so it follows ``name@<registry.alias>``: the alias the
+register step, ``keel deploy`` and canary promotion move. When a reference
 points at another version (a promotion, a rollback), that version's package is loaded beside
 the one in service, warmed with one prediction, and swapped in by replacing the server's model
 table in one assignment: a request in flight keeps the model it started with, the next one

@@ -5,10 +5,11 @@ deployment (:mod:`keel.registry.rollout`): canary and A/B arms by weight, chosen
 request, or by a stable hash of a sticky key's value (a top-level request field, else the first
 instance's field; requests without it are split at random), so the same key always lands on the
 same arm. An arm whose model is None is the primary: whatever the server's reference (e.g.
-``adult@production``) loads now. A shadow version gets a copy of each answered predict and OIP
-infer request through :class:`Shadows`, a bounded queue and one thread off the response path: a
-full queue drops the copy (counted), the primary never waits; the server queues the copy only
-after the answer is handed back, and makes none while primary predictions are queued (counted).
+``adult``, which is ``adult@<registry.alias>``: the alias the deployment promotes) loads now.
+A shadow version gets a copy of each answered predict and OIP infer request through
+:class:`Shadows`, a bounded queue and one thread off the response path: a full queue drops the
+copy (counted), the primary never waits; the server queues the copy only after the answer is
+handed back, and makes none while primary predictions are queued (counted).
 
 :class:`Traffic` counts each (deployment, version, role)'s requests, errors (5xx and model
 failures), refusals (4xx: a canary refusing what its primary takes fails its checks) and

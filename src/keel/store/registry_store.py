@@ -30,6 +30,9 @@ class RegistryMethods:
     """Model versions, aliases and the audit log (mixed into ``MetadataStore``)."""
 
     _db: Database
+    default_alias: str = registry_tables.DEFAULT_ALIAS
+    """What a bare model name resolves to: a project's ``registry.alias`` (set by
+    :attr:`keel.project.Project.metadata`), ``production`` for a store opened on its own."""
 
     def register_model_version(
         self,
@@ -90,15 +93,16 @@ class RegistryMethods:
     def resolve(self, ref: str) -> ModelVersion:
         """Resolve a model reference to a version.
 
-        ``name`` means the ``production`` alias when set, else the latest version;
-        ``name@3`` is version 3; ``name@latest`` the newest; ``name@staging`` an alias.
+        ``name`` means the :attr:`default_alias` (the project's ``registry.alias``, else
+        ``production``) when set, else the latest version; ``name@3`` is version 3;
+        ``name@latest`` the newest; ``name@staging`` an alias.
 
         Raises:
             NotFoundError: Unknown model, version or alias; the message lists the known ones.
             ConfigError: ``ref`` is empty or ends in ``@``.
         """
         with self._db.read() as conn:
-            return registry_tables.resolve(conn, ref)
+            return registry_tables.resolve(conn, ref, default_alias=self.default_alias)
 
     def list_models(self) -> list[dict[str, Any]]:
         """One summary per model, sorted by name.

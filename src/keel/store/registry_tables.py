@@ -256,8 +256,12 @@ def list_models(conn: sa.Connection) -> list[dict[str, Any]]:
     ]
 
 
-def resolve(conn: sa.Connection, ref: str) -> ModelVersion:
-    """Resolve ``name``, ``name@<version>``, ``name@latest`` or ``name@<alias>``."""
+def resolve(conn: sa.Connection, ref: str, *, default_alias: str = DEFAULT_ALIAS) -> ModelVersion:
+    """Resolve ``name``, ``name@<version>``, ``name@latest`` or ``name@<alias>``.
+
+    A bare ``name`` is ``name@<default_alias>`` when that alias is set, else the newest
+    unarchived version; a project passes its ``registry.alias`` (``production`` outside one).
+    """
     name, sep, selector = ref.partition("@")
     if not name or (sep and not selector):
         msg = f"invalid model reference {ref!r}: expected 'name', 'name@3' or 'name@production'"
@@ -289,7 +293,7 @@ def resolve(conn: sa.Connection, ref: str) -> ModelVersion:
             raise NotFoundError(msg, field="ref")
         return load_version(conn, name, version)
     if not sep:
-        version = _alias_version(conn, name, DEFAULT_ALIAS)
+        version = _alias_version(conn, name, default_alias)
         if version is not None:
             return load_version(conn, name, version)
     latest = conn.scalar(
