@@ -76,6 +76,8 @@ def test_a_canary_promoted_past_its_last_step_shows_100_percent(
         "promotion_request": None, "step": 2, "steps": 2,
     }  # fmt: skip
     assert shown["arms"] == [{"version": 2, "role": "canary", "weight": 100.0}]
+    (listed,) = [rollouts.with_outcome(d) for d in rollouts.listed(name="churn", limit=5)]
+    assert listed["arms"] == shown["arms"] and listed["final"] == shown["final"]
     lines = _printed(shown, monkeypatch)
     assert "  arms: v2 canary 100%   primary was v1" in lines
     assert "  promoted: v2 takes 100% of the traffic as churn@production" in lines
@@ -89,6 +91,9 @@ def test_a_rolled_back_canary_gives_the_traffic_back(
     rollouts = Rollouts(store.database, actor="bob")
     shown = rollouts.status(_judged(store, rollouts, errors=25))
     assert shown["final"]["serving"] == 1 and shown["final"]["promoted"] is None
+    # keel deployments list shows the same outcome, not the weight it ended at
+    (listed,) = [rollouts.with_outcome(d) for d in rollouts.listed(name="churn", limit=5)]
+    assert listed["arms"] == shown["arms"] and listed["final"] == shown["final"]
     assert shown["final"]["step"] == 1  # where it was rolled back
     assert shown["arms"] == [{"version": 2, "role": "canary", "weight": 0.0}]
     lines = _printed(shown, monkeypatch)

@@ -135,9 +135,11 @@ def _wait(
 def list_deployments(
     *, name: str | None = None, limit: int = 100, project: str | Path | None = None
 ) -> list[dict[str, Any]]:
-    """Deployments newest first (of one model name, or all)."""
+    """Deployments newest first (of one model name, or all); an ended one with its ``final``
+    outcome and its arms at their final weights (100 % for the version serving now)."""
     with _project(project) as proj:
-        return [d.to_json() for d in _rollouts(proj, None).listed(name=name, limit=limit)]
+        rollouts = _rollouts(proj, None)
+        return [rollouts.with_outcome(d) for d in rollouts.listed(name=name, limit=limit)]
 
 
 def deployment_status(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:

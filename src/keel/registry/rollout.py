@@ -272,6 +272,15 @@ class Rollouts:
             answer["arms"] = final_arms(answer["arms"], answer["final"]["serving"])
         return answer
 
+    def with_outcome(self, found: Deployment) -> dict[str, Any]:
+        """``found`` as JSON and, when it has ended, its ``final`` outcome with the arms at
+        their final weights (what ``keel deployments list`` shows, as :meth:`status` does)."""
+        answer = found.to_json()
+        if found.status != "active":
+            answer["final"] = self._final(found, self.events(found.id))
+            answer["arms"] = final_arms(answer["arms"], answer["final"]["serving"])
+        return answer
+
     def _final(self, found: Deployment, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """An ended deployment's outcome: ``serving``, the version that takes all of the
         model's traffic now (the promoted one, else the primary; None: no version held the
