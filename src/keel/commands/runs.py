@@ -222,8 +222,8 @@ def _print_pipeline_run(shown: dict[str, Any]) -> None:
         if step.get("warnings"):
             what = f" ({escape(step['step'])} run {step['run_id'][:12]})"
             out.print(f"[bold yellow]warnings[/] {len(step['warnings'])}{what}", highlight=False)
-            for message in step["warnings"]:
-                out.print(f"  - {escape(message)}", highlight=False, soft_wrap=True)
+            for message in step["warnings"]:  # wrapped: the view keeps to the terminal's width
+                out.print(f"  - {escape(message)}", highlight=False)
 
 
 def show(
