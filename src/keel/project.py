@@ -86,8 +86,7 @@ class Project:
         from keel.store import pipeline_runs
         from keel.store.metadata import MetadataStore
 
-        store = MetadataStore(self.db_url)
-        store.default_alias = self.config.registry.alias  # a bare NAME is NAME@registry.alias
+        store = MetadataStore(self.db_url, default_alias=self.config.registry.alias)
         try:
             self.reaped_runs = tuple(store.reap_dead_runs())
             pipeline_runs.reap_dead(store.database)

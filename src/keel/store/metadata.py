@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from keel.errors import ConfigError, ConflictError, NotFoundError
-from keel.store import leases, tracking_tables
+from keel.store import leases, registry_tables, tracking_tables
 from keel.store.database import Database
 from keel.store.environment import capture_environment, environment_id
 from keel.store.leases import Owner, ReapedRun, RunningRun
@@ -54,8 +54,9 @@ class MetadataStore(RegistryMethods):
         >>> store.close()
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, default_alias: str = registry_tables.DEFAULT_ALIAS) -> None:
         self._db = Database(url)
+        self.default_alias = default_alias  # a bare model name: a project's registry.alias
         # Environments this store has already written: a run then costs no lookup for them.
         self._known_environments: set[str] = set()
 

@@ -30,8 +30,8 @@ class RegistryMethods:
     """Model versions, aliases and the audit log (mixed into ``MetadataStore``)."""
 
     _db: Database
-    default_alias: str = registry_tables.DEFAULT_ALIAS
-    """What a bare model name resolves to: a project's ``registry.alias`` (set by
+    default_alias: str
+    """What a bare model name resolves to: a project's ``registry.alias`` (given by
     :attr:`keel.project.Project.metadata`), ``production`` for a store opened on its own."""
 
     def register_model_version(
