@@ -223,9 +223,9 @@ def test_the_reader_prunes_parts_by_version_and_role(
     opened: list[Path] = []
     reader = window_module.read_parquet
 
-    def spy(path: Path, *args: Any) -> Any:
+    def spy(path: Path, *args: Any, **kw: Any) -> Any:
         opened.append(path)
-        return reader(path, *args)
+        return reader(path, *args, **kw)
 
     monkeypatch.setattr(window_module, "read_parquet", spy)
     canary = LogFilter(role="canary")

@@ -10,7 +10,9 @@ realised-performance rule also looks again at checked windows within
 each firing once (its de-duplication key is rule, model, version, role and span), keeps a rule
 quiet for its ``cooldown`` after an alert (measured in the log's time: a backfill over a month
 alerts as a live monitor would have), records the ``alert`` event the scheduler's ``on: alert``
-trigger watches, and delivers to the rule's sinks (:mod:`keel.monitor.sinks`).
+trigger watches, and delivers to the rule's sinks (:mod:`keel.monitor.sinks`). With
+``monitor.time_column`` a checked window that late rows (event time inside it) have grown is
+judged again (:mod:`keel.monitor.rejudge`) and listed in the result's ``rejudged``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import ConfigError
+from keel.monitor.rejudge import Rejudged, WindowLedger, rejudged_notes, rejudged_windows
 from keel.monitor.rules import AlertRule, rules_of
 from keel.monitor.sinks import DeliveryCount, deliver_pending
 from keel.store.alert_store import Alert, AlertStore, NewAlert
@@ -101,6 +104,9 @@ class RunResult:
     deliveries: DeliveryCount
     checked_until: str | None
     report: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    rejudged: tuple[Rejudged, ...] = ()
+    """Event-time windows already checked that late rows changed, judged again."""
+    time_column: str | None = None  # monitor.time_column: windows by event time
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (without the report itself)."""
@@ -115,7 +121,11 @@ class RunResult:
             "deliveries": self.deliveries.to_dict(),
             "checked_until": self.checked_until,
             "latest_verdict": self.report.get("latest_verdict"),
-            "notes": list(self.report.get("notes", [])),
+            "rejudged": [r.to_dict() for r in self.rejudged],
+            "notes": [
+                *self.report.get("notes", []),
+                *rejudged_notes(self.rejudged, self.time_column),
+            ],
         }
 
 
@@ -230,11 +240,23 @@ def monitor_run(
                          since=read_since, until=until)  # fmt: skip
     windows = list(report["windows"]) or [_whole(report)]
     fresh = [w for w in windows if checkpoint is None or _end_value(w, spec.kind) > checkpoint]
+    # event-time windows: rows that arrive late land in windows already checked
+    ledger = None
+    judged: dict[str, Any] = {}
+    rejudged: list[Rejudged] = []
+    if cfg.time_column is not None and spec.kind in ("time", "months"):
+        ledger = WindowLedger(project.metadata.database, *key)
+        judged = ledger.judged()
+        if checkpoint is not None:
+            rejudged = rejudged_windows(windows, judged, checkpoint,
+                                        lambda w: _end_value(w, spec.kind))  # fmt: skip
+    again = {r.start for r in rejudged}
     firings = [
         f
         for f in evaluate(rules, windows)
         if checkpoint is None
         or _span_end(f) > checkpoint
+        or any(w.get("start") in again for w in f.windows)
         or (
             f.rule.condition.quantity.source == "realised"
             and not store.exists(_dedup_key(f.rule.name, name, version_key, role, f.start, f.end))
@@ -246,17 +268,23 @@ def monitor_run(
     closed = _closed_until(windows, spec.kind, spec.size)
     if closed is not None and spec.kind != "all":
         store.set_checkpoint(*key, closed)
+    if ledger is not None:  # what this run judged (fresh, re-judged): the next one compares
+        starts = again | {w.get("start") for w in fresh}
+        judged_now = [w for w in report["windows"] if not judged or w.get("start") in starts]
+        ledger.record(judged_now)
     return RunResult(
         model=name,
         version=version_key,
         role=role,
         window=spec.describe(),
-        windows_checked=len(fresh),
+        windows_checked=len(fresh) + len(rejudged),
         alerts=tuple(stored),
         skipped=tuple(skipped),
         deliveries=delivered,
         checked_until=None if closed is None else _checked_text(closed, spec.kind),
         report=report,
+        rejudged=tuple(rejudged),
+        time_column=cfg.time_column,
     )
 
 

@@ -145,12 +145,18 @@ def _check(
     from keel.monitor.hashed import hashed_inputs, hashed_reference  # pii inputs: keyed hashes
 
     reference = hashed_reference(reference, hashed_inputs(project))
-    report = monitor_log(reference, project.predictions_dir, select=select, settings=settings)
-    realised = None
-    if _count_live(project, quick, name):  # labels: only then is the join imported
-        from keel.monitor.labels import realised_for
+    labels = _count_live(project, quick, name)
+    join = None
+    if labels:  # labels: only then is the join imported; joined to the rows drift reads
+        from keel.monitor.labels import label_join, realised_of
 
-        realised = realised_for(project, name, select=select, window=spec)
+        join = label_join(project, name, select=select)
+    report = monitor_log(
+        reference, project.predictions_dir, select=select, settings=settings, join=join
+    )
+    realised = None
+    if join is not None:
+        realised = realised_of(project, join, window=spec, labels=labels)
     answer = replace(report, realised=realised).to_dict()
     from keel.monitor.operations import add_operations  # latency, errors, drops; SLOs
 

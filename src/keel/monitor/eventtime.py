@@ -99,4 +99,5 @@ def at_event_time(block: LogRows, column: str) -> tuple[LogRows | None, int]:
         prediction=block.prediction.take(index),
         probability=None if block.probability is None else block.probability[ok],
         meta=None if block.meta is None else block.meta.take(index),
+        instance=None if block.instance is None else block.instance[ok],
     ), unparsed

@@ -28,7 +28,14 @@ import pyarrow.json as pj
 
 from keel.monitor.counts import booleans, strings
 from keel.monitor.logfiles import Part, logged_requests
-from keel.monitor.window import BATCH_ROWS, BLOCK_BYTES, WHOLE_FILE_BYTES, LogFilter, log_sources
+from keel.monitor.window import (
+    BATCH_ROWS,
+    BLOCK_BYTES,
+    WHOLE_FILE_BYTES,
+    LogFilter,
+    log_sources,
+    request_instances,
+)
 from keel.validate.arrays import from_numpy, numbers
 
 __all__ = [
@@ -162,6 +169,7 @@ def read_logged(
     keys: dict[str, pa.DataType] | None = None,
     prediction_type: pa.DataType = pa.string(),
     binary: bool = False,
+    only: frozenset[Part] | None = None,
 ) -> Iterator[LoggedRows]:
     """Stream the logged rows of ``model`` that ``select`` keeps, with their request ids.
 
@@ -172,10 +180,15 @@ def read_logged(
         keys: Key columns to read from the inputs, with their Arrow types.
         prediction_type: The logged predictions' type (string labels, float64 values).
         binary: Read ``probabilities`` as P(positive).
+        only: Read these compacted parts only (the ones a monitoring run merged stored
+            sketches of instead of reading their rows).
     """
     key_types = keys or {}
     first = 0
-    for source in logged_sources(directory, model, select):
+    sources = logged_sources(directory, model, select)
+    if only is not None:
+        sources = [s for s in sources if s in only]
+    for source in sources:
         if isinstance(source, Part):
             blocks = _read_part(source.path, key_types, select, prediction_type, binary, first)
         else:
@@ -211,7 +224,7 @@ def _read_part(
         if table.num_rows == 0:
             continue
         ids = table["request_id"].combine_chunks()
-        instance = _instances(ids, previous, count)
+        instance = request_instances(ids, previous, count)
         previous = ids[len(ids) - 1].as_py()
         count = int(instance[-1]) + 1
         key_table = pa.table({})
@@ -249,23 +262,6 @@ def _read_part(
             keys=key_table,
         )
         first += table.num_rows
-
-
-def _instances(ids: pa.Array, previous: str | None, count: int) -> np.ndarray:
-    """Each row's position within its request (a run of one request id), vectorised; the
-    first run continues the previous batch's request when it has the same id."""
-    n = len(ids)
-    new = np.ones(n, dtype=bool)
-    if n > 1:
-        new[1:] = ~booleans(pc.equal(ids.slice(1), ids.slice(0, n - 1)))
-    if n and previous is not None and ids[0].as_py() == previous:
-        new[0] = False
-    starts = np.maximum.accumulate(np.where(new, np.arange(n), 0))
-    instance = np.arange(n, dtype=np.int64) - starts
-    if n and not new[0]:
-        first_end = int(np.argmax(new)) if new.any() else n
-        instance[:first_end] += count
-    return instance
 
 
 def _schema(keys: dict[str, pa.DataType], prediction_type: pa.DataType, binary: bool) -> pa.Schema:

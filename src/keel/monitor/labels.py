@@ -16,14 +16,28 @@ import orjson
 
 from keel.monitor.feedback import FeedbackResult, LabelSpec, RecentIds, submit_labels
 from keel.monitor.label_table import read_label_table
-from keel.monitor.performance import Joined, RealisedReport, join_labels, realised_performance
+from keel.monitor.performance import (
+    Joined,
+    LabelJoin,
+    RealisedReport,
+    join_labels,
+    realised_performance,
+)
 from keel.monitor.window import LogFilter, WindowSpec
 from keel.store.feedback_store import count_live
 
 if TYPE_CHECKING:
     from keel.project import Project
 
-__all__ = ["joined_for", "label_spec", "realised_for", "spec_of_manifest", "submit_feedback"]
+__all__ = [
+    "joined_for",
+    "label_join",
+    "label_spec",
+    "realised_for",
+    "realised_of",
+    "spec_of_manifest",
+    "submit_feedback",
+]
 
 
 def spec_of_manifest(manifest: dict[str, Any], key: Sequence[str]) -> LabelSpec:
@@ -103,4 +117,21 @@ def realised_for(
     spec, joined, _ = joined_for(project, model, select=select, window=window)
     return realised_performance(
         joined, spec, window, labels=labels, min_rows=project.config.monitor.min_rows
+    )
+
+
+def label_join(project: Project, name: str, *, select: LogFilter) -> LabelJoin:
+    """``name``'s live labels, ready to be joined to the rows a monitoring run reads
+    (:func:`keel.monitor.report.monitor_log` feeds it: the log is read once)."""
+    spec = label_spec(project, name)
+    return LabelJoin(spec, read_label_table(project.metadata.database, spec, since=select.since))
+
+
+def realised_of(
+    project: Project, join: LabelJoin, *, window: WindowSpec, labels: int
+) -> RealisedReport:
+    """Realised performance per window from a join fed by a monitoring run (``labels``: the
+    model's live labels, read or not)."""
+    return realised_performance(
+        join.joined(), join.spec, window, labels=labels, min_rows=project.config.monitor.min_rows
     )

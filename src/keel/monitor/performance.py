@@ -1,7 +1,9 @@
 """Realised performance: stored labels joined to the logged predictions, per window.
 
 :func:`join_labels` streams the prediction log once (:mod:`keel.monitor.labelled`, with the
-version, role and time filter of a monitoring run) and joins every block to the live labels
+version, role and time filter of a monitoring run; a monitoring run instead feeds a
+:class:`LabelJoin` the blocks its drift reader parses, so the log is read once for both) and
+joins every block to the live labels
 (held as columns, :mod:`keel.monitor.label_table`), by request id and instance or by key columns
 (a hash lookup built once, searched per block: no loop over rows); a label given by request id
 wins over a key label for the same row. Each joined row keeps its pane (the window
@@ -39,9 +41,10 @@ from keel.monitor.label_table import LabelTable
 from keel.monitor.labelled import (
     LoggedRows,
     Lookup,
+    canonical_value,
     read_logged,
 )
-from keel.monitor.window import LogFilter, WindowSpec
+from keel.monitor.window import LogFilter, LogRows, WindowSpec
 from keel.store.feedback_store import LiveLabel
 from keel.validate.arrays import from_numpy, numbers
 
@@ -49,11 +52,13 @@ __all__ = [
     "BOOTSTRAP_ROWS",
     "RESAMPLES",
     "Joined",
+    "LabelJoin",
     "MetricInterval",
     "RealisedReport",
     "RealisedWindow",
     "bounded_resamples",
     "join_labels",
+    "logged_rows",
     "metric_intervals",
     "normal_quantile",
     "realised_performance",
@@ -137,14 +142,8 @@ def join_labels(
 
     ``time_column``: panes by that input's event time (``monitor.time_column``); a row whose
     event time cannot be parsed is in no pane and joins nothing."""
-    binary = spec.task == "binary"
-    regression = spec.task == "regression"
-    table = labels if isinstance(labels, LabelTable) else LabelTable.of(labels, spec)
-    id_lookup = table.by_id
-    key_lookup = table.by_key if spec.key else None
-    parts: list[_Part] = []
-    pane_rows: dict[int, int] = {}
-    keys = dict(spec.key) if key_lookup is not None else {}
+    join = LabelJoin(spec, labels)
+    keys = dict(join.keys)
     if time_column is not None:
         keys.setdefault(time_column, pa.string())
     for block in read_logged(
@@ -152,24 +151,90 @@ def join_labels(
         spec.model,
         select=select,
         keys=keys or None,
-        prediction_type=pa.float64() if regression else pa.string(),
-        binary=binary,
+        prediction_type=join.prediction_type,
+        binary=join.binary,
     ):
         times, timed = block.time, None
         if time_column is not None:
             times = event_times(block.keys.column(time_column))
             timed = np.isfinite(times)
-        panes = window.pane_of(times, block.first_row)
+        join.add(block, window.pane_of(times, block.first_row), timed)
+    return join.joined()
+
+
+class LabelJoin:
+    """Live labels joined to logged rows block by block, as they are read.
+
+    :func:`join_labels` feeds it the label reader's blocks; a monitoring run feeds it the very
+    blocks it counts drift from (:meth:`add_rows`, :func:`keel.monitor.report.monitor_log`), so
+    the log is read once for drift and labels.
+    """
+
+    def __init__(self, spec: LabelSpec, labels: Sequence[LiveLabel] | LabelTable) -> None:
+        self.spec = spec
+        self.binary = spec.task == "binary"
+        self.regression = spec.task == "regression"
+        self.prediction_type = pa.float64() if self.regression else pa.string()
+        self.table = labels if isinstance(labels, LabelTable) else LabelTable.of(labels, spec)
+        self.by_key = self.table.by_key if spec.key else None
+        self.keys: dict[str, pa.DataType] = dict(spec.key) if self.by_key is not None else {}
+        self.parts: list[_Part] = []
+        self.pane_rows: dict[int, int] = {}
+
+    def add(self, block: LoggedRows, panes: np.ndarray, timed: np.ndarray | None = None) -> None:
+        """One block of logged rows, each row's pane, and which rows have a time (None: all;
+        the others are in no pane and join nothing)."""
         unique, counts = np.unique(panes if timed is None else panes[timed], return_counts=True)
         for pane, count in zip(unique.tolist(), counts.tolist(), strict=True):
-            pane_rows[pane] = pane_rows.get(pane, 0) + count
-        position, label = _matches(block, id_lookup, key_lookup, spec.key)
+            self.pane_rows[pane] = self.pane_rows.get(pane, 0) + count
+        position, label = _matches(block, self.table.by_id, self.by_key, self.spec.key)
         if timed is not None:
             kept = timed[position]
             position, label = position[kept], label[kept]
         if position.size:
-            parts.append(_Part(position, label, block, panes[position]))
-    return _gather(parts, table, binary, regression, pane_rows)
+            self.parts.append(_Part(position, label, block, panes[position]))
+
+    def add_rows(self, block: LogRows, panes: np.ndarray) -> None:
+        """A drift reader's block (read with ``meta``) and each row's pane."""
+        self.add(logged_rows(block, self.keys, self.prediction_type), panes)
+
+    def joined(self) -> Joined:
+        """Everything added so far, joined."""
+        return _gather(self.parts, self.table, self.binary, self.regression, self.pane_rows)
+
+
+def logged_rows(
+    block: LogRows, keys: Mapping[str, pa.DataType], prediction_type: pa.DataType
+) -> LoggedRows:
+    """What the label join needs of a drift reader's block: request ids and instances,
+    version, role, prediction, P(positive) and the key columns in their declared types."""
+    if block.meta is None or block.instance is None:
+        raise ValueError("the block was read without meta: read_log(meta=True)")
+    prediction = block.prediction.combine_chunks()
+    if prediction.type != prediction_type:
+        prediction = prediction.cast(prediction_type, safe=False)
+    return LoggedRows(
+        first_row=0,
+        request_id=block.meta["request_id"].combine_chunks(),
+        instance=block.instance,
+        time=block.time,
+        version=block.meta["model_version"].combine_chunks(),
+        role=block.meta["role"].combine_chunks(),
+        prediction=prediction,
+        probability=block.probability,
+        keys=pa.table({name: _typed(block.inputs.column(name), t) for name, t in keys.items()}),
+    )
+
+
+def _typed(column: pa.ChunkedArray, data_type: pa.DataType) -> pa.Array:
+    """A key column in its declared type; values read as text (mixed JSON types) canonical as
+    the label reader's orjson path reads them (``"42"`` as 42.0, a non-number as null)."""
+    values = column.combine_chunks()
+    if values.type == data_type:
+        return values
+    holder = np.empty(len(values), dtype=object)
+    holder[:] = [canonical_value(v, data_type) for v in values.to_pylist()]
+    return pa.array(holder, type=data_type)
 
 
 def _matches(

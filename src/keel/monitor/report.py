@@ -1,17 +1,19 @@
 """A monitoring report: the prediction log of one model, per window, against its training.
 
 :func:`monitor_log` streams the log once (:mod:`keel.monitor.window`), counts every block into
-its panes on the training bins (:mod:`keel.monitor.counts`), then for each window merges its
-panes and reads off per-feature drift with BH decisions (:mod:`keel.monitor.drift`), the drift of
-the model's output against the training target, and for a binary classifier the CBPE estimate of
-accuracy and ROC AUC (:mod:`keel.monitor.cbpe`). The model is described by its package's manifest
+its panes on the training bins (:mod:`keel.monitor.counts`), then merges each window's panes
+and reads off every window's per-feature drift with BH decisions at once (array operations,
+:mod:`keel.monitor.windowed`), the drift of the model's output against the training target,
+and for a binary classifier the CBPE estimate of accuracy and ROC AUC
+(:mod:`keel.monitor.cbpe`). With labels, the same blocks feed the label join (one read of the
+log, :class:`keel.monitor.performance.LabelJoin`). The model is described by its package's manifest
 and training statistics only (:func:`load_reference`): the model itself is never loaded, so
 monitoring imports neither LightGBM nor scikit-learn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,18 +30,17 @@ from keel.monitor.drift import (
     Limits,
     PreparedColumns,
     coerced_columns,
-    column_drift,
-    decide,
     not_comparable,
     prepare_columns,
 )
 from keel.monitor.eventtime import at_event_time
 from keel.monitor.sketches import stored_counts
 from keel.monitor.window import LogFilter, LogRows, WindowSpec, read_log, window_span
+from keel.monitor.windowed import ColumnCounts, judge_columns
 
 if TYPE_CHECKING:
     from keel.config.monitor import MonitorConfig
-    from keel.monitor.performance import RealisedReport
+    from keel.monitor.performance import LabelJoin, RealisedReport
     from keel.store.artifacts import ArtifactStore
 
 __all__ = [
@@ -236,6 +237,7 @@ def monitor_log(
     *,
     select: LogFilter = LogFilter(),
     settings: MonitorSettings = MonitorSettings(),
+    join: LabelJoin | None = None,
 ) -> MonitorReport:
     """Drift and estimated performance of the logged predictions, per window.
 
@@ -244,6 +246,9 @@ def monitor_log(
         directory: The prediction log's root.
         select: Which version, role and time range to read.
         settings: Thresholds, FDR, minimum rows and windows.
+        join: Labels to join to the same rows as they are read (the log is read once for
+            drift and realised performance); it also reads the compacted parts whose stored
+            sketches stood in for their rows, for their request ids only.
 
     Raises:
         DataValidationError: The log has rows but none of the model's input columns (it was
@@ -278,6 +283,7 @@ def monitor_log(
         prediction_type=prediction_type,
         binary=binary,
         skip=stored.parts,
+        meta=join is not None,
     ):
         present |= logged.present
         versions.update(logged.versions)
@@ -287,8 +293,13 @@ def monitor_log(
             block, missed = at_event_time(logged, timed)
             unparsed += missed
         if block is not None:
-            _count(panes, block, prepared, output, reference, settings.window, first_row)
+            pane = settings.window.pane_of(block.time, first_row)
+            _count(panes, block, prepared, output, reference, pane)
+            if join is not None:
+                join.add_rows(block, pane)
             first_row += block.rows
+    if join is not None and stored.parts:
+        _join_sketched(join, directory, reference.name, select, settings.window, stored.parts)
     rows = sum(p.rows for p in panes.values())
     notes: list[str] = []
     if timed is not None and read and timed not in present:
@@ -339,14 +350,15 @@ def monitor_log(
             f"only; send labels (keel feedback {reference.name}) for realised accuracy."
         )
     keep = [c for c in prepared.binnings if c not in missing]
-    windows = tuple(
-        _window(reference, prepared, keep, output, settings, spec_first, counts)
-        for spec_first, counts in _windows(panes, settings.window)
-    )
     merged = PaneCounts()
     for counts in panes.values():
         merged.add(counts)
-    overall = _window(reference, prepared, keep, output, settings, None, merged)
+    # every window and the whole selection judged at once (keel.monitor.windowed)
+    *judged, overall = judge_windows(
+        reference, prepared, keep, output, settings, [*_windows(panes, settings.window),
+                                                      (None, merged)]
+    )  # fmt: skip
+    windows = tuple(judged)
     notes += _small_windows(windows, overall, settings.min_rows)
     invalid = {n: c for n, c in merged.invalid.items() if c}
     if invalid:
@@ -383,8 +395,7 @@ def _count(
     prepared: PreparedColumns,
     output: Binning | None,
     reference: ModelReference,
-    window: WindowSpec,
-    first_row: int,
+    pane: np.ndarray,
 ) -> None:
     table = block.inputs.select([c for c in prepared.binnings if c in block.present])
     sub = replace(
@@ -396,7 +407,7 @@ def _count(
     predictions = _predictions(block.prediction, output)
     count_panes(
         panes,
-        window.pane_of(block.time, first_row),
+        pane,
         columns,
         prepared.binnings,
         times=block.time,
@@ -405,6 +416,25 @@ def _count(
         scores=block.probability,
         calibrate=reference.calibration,
     )
+
+
+def _join_sketched(
+    join: LabelJoin,
+    directory: Path,
+    model: str,
+    select: LogFilter,
+    window: WindowSpec,
+    parts: frozenset[Any],
+) -> None:
+    """Labels joined to the compacted parts whose stored sketches gave their drift: read once,
+    without their inputs unless labels join by key columns (time windows only: no row
+    numbers)."""
+    from keel.monitor.labelled import read_logged
+
+    for block in read_logged(directory, model, select=select, keys=join.keys or None,
+                             prediction_type=join.prediction_type, binary=join.binary,
+                             only=parts):  # fmt: skip
+        join.add(block, window.pane_of(block.time, 0))
 
 
 def _predictions(predictions: pa.ChunkedArray, output: Binning | None) -> pa.ChunkedArray | None:
@@ -472,45 +502,79 @@ def _windows(panes: Mapping[int, PaneCounts], spec: WindowSpec) -> list[tuple[in
     return out
 
 
-def _window(
+def judge_windows(
     reference: ModelReference,
     prepared: PreparedColumns,
     keep: list[str],
     output: Binning | None,
     settings: MonitorSettings,
-    first_pane: int | None,
-    counts: PaneCounts,
-) -> WindowReport:
+    entries: Sequence[tuple[int | None, PaneCounts]],
+) -> list[WindowReport]:
+    """Each window (its first pane, None for the whole selection, and its counts) judged:
+    every feature's drift in every window as array operations, BH across each window's
+    features, the output's drift and the CBPE estimate."""
     stats = reference.statistics["columns"]
-    drifts = [
-        column_drift(
+    rows = [counts.rows for _, counts in entries]
+    features = [
+        ColumnCounts(
             prepared.binnings[name],
             np.asarray(stats[name]["counts"]),
-            counts.columns.get(name, np.zeros(prepared.binnings[name].bins, dtype=np.int64)),
-            counts.fine.get(name),
+            _stack([c.columns.get(name) for _, c in entries], prepared.binnings[name].bins),
+            _fine(prepared.binnings[name], [c.fine.get(name) for _, c in entries]),
             prepared.limits[name],
-            counts.invalid.get(name, 0),
+            [c.invalid.get(name, 0) for _, c in entries],
         )
         for name in keep
     ]
-    decided = sorted(
-        decide(drifts, counts.rows, min_rows=settings.min_rows, fdr=settings.fdr),
-        key=lambda c: -c.psi,
-    )
+    decided = judge_columns(features, rows, min_rows=settings.min_rows, fdr=settings.fdr)
+    predictions: list[ColumnDrift | None] = [None] * len(entries)
+    if output is not None:
+        scored = [w for w, (_, c) in enumerate(entries) if c.output is not None]
+        counts = ColumnCounts(
+            output,
+            np.asarray(stats[output.column]["counts"]),
+            _stack([entries[w][1].output for w in scored], output.bins),
+            None,
+            settings.prediction,
+        )
+        outputs = judge_columns([counts], [rows[w] for w in scored],
+                                min_rows=settings.min_rows, fdr=settings.fdr)  # fmt: skip
+        for w, found in zip(scored, outputs, strict=True):
+            predictions[w] = found[0]
+    return [
+        _report(reference, settings, first, counts, columns, prediction)
+        for (first, counts), columns, prediction in zip(entries, decided, predictions, strict=True)
+    ]
+
+
+def _stack(counts: Sequence[np.ndarray | None], bins: int) -> np.ndarray:
+    """Windows' count vectors as one (windows, bins) matrix (a missing one counts nothing)."""
+    matrix = np.zeros((len(counts), bins), dtype=np.float64)  # exact for counts < 2**53
+    for w, found in enumerate(counts):
+        if found is not None:
+            matrix[w] = found
+    return matrix
+
+
+def _fine(binning: Binning, counts: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    if binning.fine is None:
+        return None
+    return _stack(counts, binning.fine.size + 1)
+
+
+def _report(
+    reference: ModelReference,
+    settings: MonitorSettings,
+    first_pane: int | None,
+    counts: PaneCounts,
+    columns: list[ColumnDrift],
+    prediction: ColumnDrift | None,
+) -> WindowReport:
+    decided = sorted(columns, key=lambda c: -c.psi)
     decided += [  # hashed numeric inputs: listed, never drift or stable (keel.monitor.hashed)
         not_comparable(name, why, settings.default, counts.rows)
         for name, why in reference.not_comparable.items()
     ]
-    prediction = None
-    if output is not None and counts.output is not None:
-        raw = column_drift(
-            output,
-            np.asarray(stats[output.column]["counts"]),
-            counts.output,
-            None,
-            settings.prediction,
-        )
-        prediction = decide([raw], counts.rows, min_rows=settings.min_rows, fdr=settings.fdr)[0]
     enough = counts.rows >= settings.min_rows
     performance = None
     if enough and counts.scores is not None:

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["TestResult", "benjamini_hochberg", "chi2_sf", "contingency_test"]
+__all__ = ["TestResult", "benjamini_hochberg", "chi2_sf", "chi2_sf_array", "contingency_test"]
 
 _EPS = 1e-15
 _MAX_TERMS = 500
@@ -78,6 +78,81 @@ def _gamma_q(a: float, x: float) -> float:
         if abs(delta - 1.0) < _EPS:
             break
     return min(1.0, math.exp(log_prefix) * h)
+
+
+def chi2_sf_array(x: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """:func:`chi2_sf` of each element (``x`` and integer ``dof`` of one shape), vectorised:
+    the same series and continued fraction, every element stepped until it converges."""
+    xs = np.asarray(x, dtype=np.float64)
+    ks = np.asarray(dof)
+    out = np.where((ks <= 0) | (xs < 0), 1.0, 0.0)
+    live = (ks > 0) & np.isfinite(xs)
+    out[live & (xs <= 1e-300)] = 1.0
+    live &= xs > 1e-300
+    if not live.any():
+        return out
+    a = ks[live] / 2.0
+    z = xs[live] / 2.0
+    lgamma = {value: math.lgamma(value) for value in np.unique(a).tolist()}
+    log_prefix = -z + a * np.log(z) - np.array([lgamma[v] for v in a.tolist()])
+    series = z < a + 1.0
+    q = np.empty(a.shape)
+    q[series] = _series_q(a[series], z[series], log_prefix[series])
+    fraction = ~series
+    q[fraction] = _fraction_q(a[fraction], z[fraction], log_prefix[fraction])
+    out[live] = q
+    return out
+
+
+def _series_q(a: np.ndarray, x: np.ndarray, log_prefix: np.ndarray) -> np.ndarray:
+    """1 - P(a, x) by its series, where it converges fast (x < a + 1)."""
+    term = 1.0 / a
+    total = term.copy()
+    ap = a.copy()
+    active = np.ones(a.shape, dtype=bool)
+    for _ in range(_MAX_TERMS):
+        if not active.any():
+            break
+        ap = np.where(active, ap + 1.0, ap)
+        term = np.where(active, term * (x / ap), term)
+        total = np.where(active, total + term, total)
+        active &= ~(np.abs(term) < np.abs(total) * _EPS)
+    q: np.ndarray = np.maximum(0.0, 1.0 - total * np.exp(log_prefix))
+    return q
+
+
+def _fraction_q(a: np.ndarray, x: np.ndarray, log_prefix: np.ndarray) -> np.ndarray:
+    """Q(a, x) by the modified Lentz continued fraction (x >= a + 1)."""
+    tiny = 1e-300
+    b = x + 1.0 - a
+    c = np.full(a.shape, 1.0 / tiny)
+    d = 1.0 / b
+    h = d.copy()
+    active = np.ones(a.shape, dtype=bool)
+    for i in range(1, _MAX_TERMS):
+        if not active.any():
+            break
+        an = -i * (i - a)  # converged elements step on too (kept as they were): no warnings
+        with np.errstate(all="ignore"):
+            d_new, c_new = _lentz_step(an, b + 2.0, d, c, tiny)
+        delta = d_new * c_new
+        b = np.where(active, b + 2.0, b)
+        c = np.where(active, c_new, c)
+        d = np.where(active, d_new, d)
+        h = np.where(active, h * delta, h)
+        active &= ~(np.abs(delta - 1.0) < _EPS)
+    q: np.ndarray = np.minimum(1.0, np.exp(log_prefix) * h)
+    return q
+
+
+def _lentz_step(
+    an: np.ndarray, b: np.ndarray, d: np.ndarray, c: np.ndarray, tiny: float
+) -> tuple[np.ndarray, np.ndarray]:
+    d = an * d + b
+    d = np.where(np.abs(d) < tiny, tiny, d)
+    c = b + an / c
+    c = np.where(np.abs(c) < tiny, tiny, c)
+    return 1.0 / d, c
 
 
 def contingency_test(

@@ -101,7 +101,15 @@ def _slow_rows(
         probability=probability,
         typed=False,
         meta=described,
+        instance=None if described is None else _instances(counts),
     )
+
+
+def _instances(counts: np.ndarray) -> np.ndarray:
+    """Each row's position in its request, from the requests' row counts."""
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    instance: np.ndarray = np.arange(int(counts.sum()), dtype=np.int64) - starts
+    return instance
 
 
 def _names_column(values: list[Any], counts: np.ndarray) -> pa.Array:

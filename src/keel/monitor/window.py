@@ -61,6 +61,7 @@ __all__ = [
     "read_jsonl",
     "read_log",
     "read_parquet",
+    "request_instances",
     "window_span",
 ]
 
@@ -220,6 +221,7 @@ class LogRows:
     probability: np.ndarray | None
     typed: bool = True  # read with the declared types (False: the orjson path, mixed types)
     meta: pa.Table | None = None  # per row: request_id, model_version, role, pipeline, hashed
+    instance: np.ndarray | None = None  # with meta: each row's position in its request
 
     @property
     def rows(self) -> int:
@@ -236,6 +238,7 @@ def read_log(
     prediction_type: pa.DataType = pa.string(),
     binary: bool = False,
     skip: frozenset[Part] = frozenset(),
+    meta: bool = False,
 ) -> Iterator[LogRows]:
     """Stream the logged rows of ``model`` that ``select`` keeps, oldest day first.
 
@@ -247,6 +250,9 @@ def read_log(
         prediction_type: The logged predictions' type (string labels, float64 values).
         binary: Read ``probabilities`` as P(positive).
         skip: Compacted parts not to read (their stored counts were used instead).
+        meta: Also each row's request id, version, role and position in its request (what
+            joining labels needs: keel.monitor.performance joins them from these blocks, so
+            the log is read once).
     """
     sources = [s for s in log_sources(directory / model, select) if s not in skip]
     if not sources:
@@ -255,9 +261,11 @@ def read_log(
     def blocks() -> Iterator[LogRows]:
         for source in sources:
             if isinstance(source, Part):
-                yield from read_parquet(source.path, types, select, prediction_type, binary)
+                yield from read_parquet(
+                    source.path, types, select, prediction_type, binary, meta=meta
+                )
             else:
-                yield from read_jsonl(source, types, select, prediction_type, binary)
+                yield from read_jsonl(source, types, select, prediction_type, binary, meta=meta)
 
     yield from _ahead(blocks())
 
@@ -384,12 +392,15 @@ def read_parquet(
     select: LogFilter,
     prediction_type: pa.DataType,
     binary: bool,
+    *,
+    meta: bool = False,
 ) -> Iterator[LogRows]:
     """One compacted part, ``BATCH_ROWS`` rows at a time, only the columns monitoring reads.
 
     Inputs stored with the declared types are read as typed; any other (a column the
     compaction read as text, mixed JSON types) goes through the coercion rules like the orjson
-    path of the JSON reader.
+    path of the JSON reader. ``meta``: also each row's request id, version, role (and pipeline
+    hash and hashed inputs where the part has them) and position in its request.
     """
     import pyarrow.parquet as pq
 
@@ -402,13 +413,31 @@ def read_parquet(
     present = frozenset(n for n in types if n in stored)
     typed = all(stored[n] == types[n] for n in present)
     wanted = ["time", "model_version", "role", "prediction", "inputs"]
+    described = [n for n in ("request_id", *(n for n, _ in _META_FIELDS[1:])) if n in schema.names]
+    wanted += described if meta else []
     scored = binary and "probability" in schema.names
+    previous: str | None = None  # the last request id of the previous batch, and its rows
+    count = 0
     for batch in handle.iter_batches(
         batch_size=BATCH_ROWS, columns=[*wanted, "probability"] if scored else wanted
     ):
         table = keep_selected(pa.Table.from_batches([batch]), select)
         if table.num_rows == 0:
             continue
+        described_rows = instance = None
+        if meta:
+            ids = (  # a part written without request ids joins no label by id
+                table["request_id"].combine_chunks()
+                if "request_id" in described
+                else pa.nulls(table.num_rows, pa.string())
+            )
+            instance = request_instances(ids, previous, count)
+            previous, count = ids[len(ids) - 1].as_py(), int(instance[-1]) + 1
+            role = pc.fill_null(table["role"], strings(["primary"])[0])
+            described_rows = pa.table(
+                {"request_id": ids, "model_version": table["model_version"], "role": role}
+                | {n: table[n] for n in described if n != "request_id"}
+            )
         struct = table["inputs"].combine_chunks()
         columns = {
             name: struct.field(name) if name in stored else pa.nulls(len(struct), types[name])
@@ -429,7 +458,27 @@ def read_parquet(
             prediction=table["prediction"],  # the report casts it to the target's kind
             probability=probability,
             typed=typed,
+            meta=described_rows,
+            instance=instance,
         )
+
+
+def request_instances(ids: pa.Array, previous: str | None, count: int) -> np.ndarray:
+    """Each row's position within its request (a run of one request id; one request's rows
+    are consecutive in a compacted part), vectorised; the first run continues the previous
+    batch's request (``previous``, ``count`` rows so far) when it has the same id."""
+    n = len(ids)
+    new = np.ones(n, dtype=bool)
+    if n > 1:
+        new[1:] = ~booleans(pc.equal(ids.slice(1), ids.slice(0, n - 1)))
+    if n and previous is not None and ids[0].as_py() == previous:
+        new[0] = False
+    starts = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    instance = np.arange(n, dtype=np.int64) - starts
+    if n and not new[0]:
+        first_end = int(np.argmax(new)) if new.any() else n
+        instance[:first_end] += count
+    return instance
 
 
 def _present(path: Path, data: bytes | None, types: dict[str, pa.DataType]) -> frozenset[str]:
@@ -503,6 +552,11 @@ def _rows(
         else:  # some requests logged no probabilities: NaN for their rows
             probability = np.full(len(rows), np.nan)
             probability[lengths[parents] > 0] = flat
+    instance = None
+    if meta:  # each row's position in its request's list
+        lengths = numbers(pc.list_value_length(inputs), nulls="nan")
+        lengths = np.nan_to_num(lengths).astype(np.int64)
+        instance = np.arange(len(parents), dtype=np.int64) - (np.cumsum(lengths) - lengths)[parents]
     return LogRows(
         inputs=pa.table(columns),
         present=present,
@@ -511,6 +565,7 @@ def _rows(
         prediction=pa.chunked_array([predictions]),
         probability=probability,
         meta=_meta(table, parents) if meta else None,
+        instance=instance,
     )
 
 
