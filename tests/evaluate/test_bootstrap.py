@@ -17,7 +17,10 @@ from sklearn.metrics import (
 )
 
 from keel.evaluate.bootstrap import (
+    AUTO,
+    RESAMPLE_BLOCK,
     BootstrapSettings,
+    block_count,
     metric_draws,
     percentile_interval,
     resample_counts,
@@ -35,7 +38,8 @@ def binary(n: int = 800, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 def test_resamples_are_multinomial_counts_fixed_by_the_seed() -> None:
     settings = BootstrapSettings(resamples=250, seed=4, chunk=100)
     chunks = list(resample_counts(50, settings))
-    assert [len(c) for c in chunks] == [100, 100, 50]
+    # blocks of 64 resamples, each from its own seed: a chunk never spans two
+    assert [len(c) for c in chunks] == [64, 64, 64, 58]
     counts = np.vstack(chunks)
     assert (counts.sum(axis=1) == 50).all() and (counts >= 0).all()
     again = np.vstack(list(resample_counts(50, settings)))
@@ -128,3 +132,34 @@ def test_one_class_resample_has_no_auc() -> None:
     counts = np.array([[2.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
     auc = weighted_auc(counts, np.array([0.2, 0.4, 0.9]), np.array([0, 1, 1]))
     assert np.isnan(auc[0]) and auc[1] == 1.0
+
+
+def test_a_block_of_resamples_drawn_alone_equals_it_drawn_with_the_others() -> None:
+    settings = BootstrapSettings(resamples=200, seed=9, chunk=16)
+    every = np.vstack(list(resample_counts(40, settings)))
+    third = np.vstack(list(resample_counts(40, settings, blocks=[2])))
+    np.testing.assert_array_equal(third, every[2 * RESAMPLE_BLOCK : 3 * RESAMPLE_BLOCK])
+    assert block_count(settings) == 4 and len(every) == 200
+
+
+def test_draws_shared_between_threads_equal_the_serial_ones() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from keel.evaluate.workshare import Workshare
+
+    y, proba = binary()
+    settings = BootstrapSettings(resamples=300, seed=3, chunk=AUTO)
+    subsets = [None, np.flatnonzero(proba > 0.5), np.arange(0, len(y), 2)]
+    serial = metric_draws("binary", y, proba, subsets, settings)
+    work = Workshare()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(2):
+            pool.submit(work.serve)
+        try:
+            shared = metric_draws("binary", y, proba, subsets, settings, run=work.map)
+        finally:
+            work.close()
+    for a, b in zip(serial, shared, strict=True):
+        assert a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])

@@ -4,6 +4,8 @@ bootstrap's cache-sized chunks, NumPy point metrics, and mean |SHAP| on a strati
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -16,7 +18,7 @@ from sklearn.metrics import (
 )
 
 from keel.evaluate.bootstrap import AUTO, BootstrapSettings, metric_draws, resample_counts
-from keel.evaluate.evaluation import global_explanations
+from keel.evaluate.evaluation import global_explanations, mean_abs_shap, mean_abs_shap_tasks
 from keel.evaluate.explain import (
     ModelParts,
     _importance_rows,
@@ -27,6 +29,7 @@ from keel.evaluate.explain import (
 )
 from keel.evaluate.importance import _scorer, permutation_importance
 from keel.evaluate.metrics import binary_metrics
+from keel.evaluate.workshare import Workshare
 from keel.features.pipeline import FeaturePipeline
 from keel.train.lightgbm import LightGBMTrainer
 
@@ -201,3 +204,19 @@ def test_numpy_binary_metrics_equal_scikit_learn_to_1e_12(adult: tuple) -> None:
             assert ours[name] == pytest.approx(value, abs=1e-12), name
     empty = binary_metrics(np.zeros(0, np.int64), np.zeros(0))
     assert empty["rows"] == 0 and empty["roc_auc"] is None and empty["accuracy"] is None
+
+
+def test_mean_shap_in_blocks_on_two_threads_equals_it_at_once(adult: tuple) -> None:
+    parts, x, _, prediction = adult
+    whole = mean_abs_shap(parts, x, prediction)
+    tasks, finish = mean_abs_shap_tasks(parts, x, prediction)
+    assert len(tasks) > 1  # TreeSHAP rows in blocks
+    work = Workshare()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(work.serve)
+        try:
+            shared = finish(work.post(tasks).result())
+        finally:
+            work.close()
+    assert list(shared) == list(whole)
+    np.testing.assert_array_equal(list(shared.values()), list(whole.values()))

@@ -17,15 +17,22 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
 
+from keel.evaluate.workshare import Runner, serially
+
 __all__ = [
     "AUTO",
+    "RESAMPLE_BLOCK",
+    "Block",
     "BootstrapSettings",
+    "block_count",
     "metric_draws",
     "percentile_interval",
     "resample_counts",
@@ -33,8 +40,10 @@ __all__ = [
 ]
 
 Draws = dict[str, np.ndarray]
+Block = tuple[list[np.ndarray], list[dict[str, np.ndarray]]]  # per subset: sums, AUCs
 CHUNK_CELLS = 1 << 18  # counts per chunk (int32: 1 MB)
 AUTO = 0  # BootstrapSettings.chunk: sized to the rows (``CHUNK_CELLS``)
+RESAMPLE_BLOCK = 64  # resamples drawn from one seed: the unit of work a thread takes
 
 
 @dataclass(frozen=True)
@@ -59,22 +68,36 @@ class BootstrapSettings:
 
 
 def resample_counts(
-    n: int, settings: BootstrapSettings, *, into: np.ndarray | None = None
+    n: int,
+    settings: BootstrapSettings,
+    *,
+    into: np.ndarray | None = None,
+    blocks: Iterable[int] | None = None,
 ) -> Iterator[np.ndarray]:
-    """``(b, n)`` int32 count matrices, ``settings.chunk_for(n)`` resamples at a time; the same
-    seed gives the same resamples, whatever is computed from them and whatever the chunk. With
+    """``(b, n)`` int32 count matrices, at most ``settings.chunk_for(n)`` resamples at a time.
+
+    Resamples come in blocks of ``RESAMPLE_BLOCK``, block ``i`` drawn from the seed
+    ``(settings.seed, i)``: the same seed gives the same resamples whatever the chunk, and any
+    block can be drawn alone, on any thread (``blocks``: which ones, default all). With
     ``into`` (an int32 buffer of at least ``(chunk, n)``), every chunk is written into it: use
     one before taking the next."""
-    rng = np.random.default_rng(settings.seed)
-    chunk = settings.chunk_for(n)
-    done = 0
-    while done < settings.resamples:
-        b = min(chunk, settings.resamples - done)
-        counts = np.empty((b, n), dtype=np.int32) if into is None else into[:b, :n]
-        for i in range(b):  # one resample at a time: its draws and counts stay in cache
-            counts[i] = np.bincount(rng.integers(0, n, size=n, dtype=np.int32), minlength=n)
-        done += b
-        yield counts
+    chunk = min(settings.chunk_for(n), RESAMPLE_BLOCK)
+    for block in range(block_count(settings)) if blocks is None else blocks:
+        rng = np.random.default_rng([settings.seed, block])
+        size = min(RESAMPLE_BLOCK, settings.resamples - block * RESAMPLE_BLOCK)
+        done = 0
+        while done < size:
+            b = min(chunk, size - done)
+            counts = np.empty((b, n), dtype=np.int32) if into is None else into[:b, :n]
+            for i in range(b):  # one resample at a time: its draws and counts stay in cache
+                counts[i] = np.bincount(rng.integers(0, n, size=n, dtype=np.int32), minlength=n)
+            done += b
+            yield counts
+
+
+def block_count(settings: BootstrapSettings) -> int:
+    """How many blocks of resamples ``settings`` draws."""
+    return -(-settings.resamples // RESAMPLE_BLOCK)
 
 
 class _Scratch:
@@ -277,6 +300,7 @@ def metric_draws(
     *,
     threshold: float = 0.5,
     order: np.ndarray | None = None,
+    run: Runner[Block] = serially,
 ) -> list[Draws]:
     """Each metric's value on every resample, for each subset of rows (None: all rows).
 
@@ -291,6 +315,8 @@ def metric_draws(
         order: Which row each column of the resample counts belongs to (a permutation); the
             default puts a binary model's rows in score order, which spares its overall AUC a
             gather per resample. Pass the same order to pair two models' draws.
+        run: Runs the blocks of resamples (:data:`keel.evaluate.workshare.Runner`; default
+            one after the other here): e.g. ``Workshare.map`` to share them between threads.
 
     Returns:
         Per subset, metric name -> ``(resamples,)`` array (NaN where undefined, e.g. AUC on a
@@ -312,24 +338,36 @@ def metric_draws(
         for rows in subsets
     ]  # fmt: skip
     ranked = [{name: _Ranked.of(s, t) for name, (s, t) in plan.scores.items()} for _, plan in plans]
-    sums: list[list[np.ndarray]] = [[] for _ in plans]  # per chunk, the weighted sums
-    aucs: list[list[dict[str, np.ndarray]]] = [[] for _ in plans]
-    scratch = _Scratch()
-    buffer = scratch.get("counts", min(settings.chunk_for(len(y)), settings.resamples), len(y))
-    for counts in resample_counts(len(y), settings, into=buffer):
-        for i, (rows, plan) in enumerate(plans):
-            c = counts if rows is None else scratch.take("subset", counts, rows)
-            weights = scratch.get("weights", len(c), c.shape[1], plan.parts.dtype)
-            np.copyto(weights, c)  # a BLAS product needs both sides in one float type
-            sums[i].append(weights @ plan.parts)
-            aucs[i].append({name: _auc(c, r, scratch) for name, r in ranked[i].items()})
+    local = threading.local()  # each thread's scratch buffers
+
+    def block(index: int) -> Block:
+        """Per plan, the block's weighted sums and AUCs."""
+        scratch = local.__dict__.setdefault("scratch", _Scratch())
+        chunk = min(settings.chunk_for(len(y)), settings.resamples, RESAMPLE_BLOCK)
+        sums: list[list[np.ndarray]] = [[] for _ in plans]
+        aucs: list[list[dict[str, np.ndarray]]] = [[] for _ in plans]
+        into = scratch.get("counts", chunk, len(y))
+        for counts in resample_counts(len(y), settings, into=into, blocks=(index,)):
+            for i, (rows, plan) in enumerate(plans):
+                c = counts if rows is None else scratch.take("subset", counts, rows)
+                weights = scratch.get("weights", len(c), c.shape[1], plan.parts.dtype)
+                np.copyto(weights, c)  # a BLAS product needs both sides in one float type
+                sums[i].append(weights @ plan.parts)
+                aucs[i].append({name: _auc(c, r, scratch) for name, r in ranked[i].items()})
+        return [np.concatenate(s) for s in sums], [
+            {name: np.concatenate([f[name] for f in found]) for name in found[0]} if found else {}
+            for found in aucs
+        ]
+
+    blocks = run([partial(block, index) for index in range(block_count(settings))])
     out: list[Draws] = []
-    for (_, plan), parts, found in zip(plans, sums, aucs, strict=True):
-        if not parts:
+    for i, (_, plan) in enumerate(plans):
+        if not blocks:
             out.append({})
             continue
-        draws = plan.metrics(np.concatenate(parts).astype(np.float64))  # once, every resample
-        auc = {name: np.concatenate([f[name] for f in found]) for name in found[0]}
+        # once, every resample
+        draws = plan.metrics(np.concatenate([s[i] for s, _ in blocks]).astype(np.float64))
+        auc = {name: np.concatenate([a[i][name] for _, a in blocks]) for name in blocks[0][1][i]}
         if plan.macro_auc:
             draws["roc_auc"] = np.mean(np.column_stack(list(auc.values())), axis=1)
         else:

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from keel.evaluate.bootstrap import BootstrapSettings, metric_draws, percentile_interval
+from keel.evaluate.bootstrap import Block, BootstrapSettings, metric_draws, percentile_interval
+from keel.evaluate.workshare import Runner, serially
 
 __all__ = ["LOWER_IS_BETTER", "Comparison", "compare_models"]
 
@@ -62,6 +63,7 @@ def compare_models(
     alpha: float = 0.05,
     settings: BootstrapSettings = BootstrapSettings(),
     threshold: float = 0.5,
+    run: Runner[Block] = serially,
 ) -> Comparison:
     """Paired bootstrap test of ``metric`` between two models' predictions on the same rows.
 
@@ -75,6 +77,7 @@ def compare_models(
         min_delta: The margin the oriented difference is tested against.
         alpha: The test's significance level.
         settings: The resamples (the same for both models).
+        run: Runs blocks of resamples (:func:`keel.evaluate.bootstrap.metric_draws`).
 
     Raises:
         ValueError: ``metric`` is not one of the task's metrics (names them).
@@ -86,9 +89,9 @@ def compare_models(
     # the same resamples of the same rows for both models: the pairing
     order = np.argsort(challenger, kind="stable") if kind == "binary" else np.arange(len(y))
     (mine,) = metric_draws(kind, y, challenger, [None], settings, threshold=threshold,
-                           order=order)  # fmt: skip
+                           order=order, run=run)  # fmt: skip
     (theirs,) = metric_draws(kind, y, champion, [None], settings, threshold=threshold,
-                             order=order)  # fmt: skip
+                             order=order, run=run)  # fmt: skip
     if metric not in mine:
         msg = f"metric '{metric}' is not one of this task's metrics ({', '.join(sorted(mine))})"
         raise ValueError(msg)

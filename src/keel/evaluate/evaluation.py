@@ -16,15 +16,22 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from keel.config.evaluate import EvaluateConfig
-from keel.evaluate.bootstrap import AUTO, BootstrapSettings, metric_draws, percentile_interval
+from keel.evaluate.bootstrap import (
+    AUTO,
+    Block,
+    BootstrapSettings,
+    metric_draws,
+    percentile_interval,
+)
 from keel.evaluate.calibration import Calibration, Residuals, calibration_of, residuals_of
 from keel.evaluate.comparison import Comparison, compare_models
 from keel.evaluate.curves import Curves, curves_of
@@ -33,6 +40,7 @@ from keel.evaluate.footprint import Footprint
 from keel.evaluate.gates import GateResult, evaluate_gates
 from keel.evaluate.importance import PermutationImportance, permutation_importance
 from keel.evaluate.slices import SliceFinding, find_worst_slices, row_loss
+from keel.evaluate.workshare import Runner, serially
 
 if TYPE_CHECKING:
     from keel.evaluate.explain import Explainable
@@ -201,13 +209,14 @@ class Evaluation:
 def _metric_sets(
     task: str, kind: str, y: np.ndarray, prediction: np.ndarray,
     subsets: Sequence[np.ndarray | None], settings: BootstrapSettings, threshold: float,
+    run: Runner[Block],
 ) -> list[MetricSet]:  # fmt: skip
     from keel.train.tasks import task_for
 
     spec = task_for(task)
     draws: list[dict[str, np.ndarray]] = [{} for _ in subsets]
     if settings.resamples > 0 and kind in ("binary", "multiclass", "regression"):
-        draws = metric_draws(kind, y, prediction, subsets, settings, threshold=threshold)
+        draws = metric_draws(kind, y, prediction, subsets, settings, threshold=threshold, run=run)
     out = []
     for rows, drawn in zip(subsets, draws, strict=True):
         yy, pp = (y, prediction) if rows is None else (y[rows], prediction[rows])
@@ -230,6 +239,7 @@ def _metric_sets(
 def _slice_sets(
     task: str, kind: str, y: np.ndarray, prediction: np.ndarray,
     columns: Mapping[str, Any], settings: BootstrapSettings, threshold: float,
+    run: Runner[Block],
 ) -> tuple[MetricSet, dict[str, dict[str, MetricSet]], dict[str, dict[str, float]]]:  # fmt: skip
     from keel.train.tasks import task_for
 
@@ -242,7 +252,7 @@ def _slice_sets(
         for i, label in enumerate(labels):
             names.append((column, label))
             subsets.append(order[bounds[i] : bounds[i + 1]])
-    overall, *sets = _metric_sets(task, kind, y, prediction, subsets, settings, threshold)
+    overall, *sets = _metric_sets(task, kind, y, prediction, subsets, settings, threshold, run)
     slices: dict[str, dict[str, MetricSet]] = {c: {} for c in columns}
     for (column, label), metrics in zip(names, sets, strict=True):
         slices[column][label] = metrics
@@ -269,6 +279,7 @@ def evaluate_predictions(
     search: Mapping[str, Any] | None = None,
     champion: tuple[str, np.ndarray] | None = None,
     footprint: Footprint | None = None,
+    run: Runner[Block] = serially,
 ) -> Evaluation:
     """Evaluate a model's test predictions and judge its gates.
 
@@ -285,6 +296,8 @@ def evaluate_predictions(
         champion: ``(NAME@VERSION, its raw predictions on the same rows)`` for
             ``challenger_vs_champion``; None when no version holds the alias yet.
         footprint: The model's size and single-row latency (``size.*``, ``latency.*`` gates).
+        run: Runs the blocks of bootstrap resamples (default here, one after the other;
+            ``Workshare.map`` shares them with other threads).
 
     Raises:
         ValueError: ``challenger_vs_champion.metric`` is not one of the task's metrics.
@@ -298,7 +311,7 @@ def evaluate_predictions(
     boot = cfg.bootstrap
     settings = BootstrapSettings(boot.resamples, boot.seed, boot.confidence, AUTO)
     overall, per_slice, gaps = _slice_sets(
-        task, kind, y, prediction, slices or {}, settings, threshold or 0.5
+        task, kind, y, prediction, slices or {}, settings, threshold or 0.5, run
     )
     calibration = calibration_of(y, prediction) if kind != "regression" else None
     curves = curves_of(y, prediction, classes) if kind != "regression" else None
@@ -327,7 +340,7 @@ def evaluate_predictions(
         footprint=footprint, curves=curves,
     )  # fmt: skip
     gates = evaluate_gates(evaluation, cfg.parsed_gates(), cfg.gates)
-    comparison = _compare(task, y, prediction, cfg, champion, settings, threshold or 0.5)
+    comparison = _compare(task, y, prediction, cfg, champion, settings, threshold or 0.5, run)
     if comparison is not None:
         gates.append(_comparison_gate(comparison))
     return Evaluation(**{**evaluation.__dict__, "comparison": comparison, "gates": tuple(gates)})
@@ -409,6 +422,18 @@ def mean_abs_shap(
     203 trees 0.03 s to build its arrays from the model text and 0.15 s for the rows, against
     0.39 s of CPU for ``pred_contrib`` on one thread); other models through ``global_importance``.
     """
+    tasks, finish = mean_abs_shap_tasks(parts, x, prediction, threads=threads)
+    return finish(serially(tasks))
+
+
+SHAP_BLOCK = 25  # TreeSHAP rows per task (~12 ms of CPU on the Adult example)
+
+
+def mean_abs_shap_tasks(
+    parts: Explainable, x: np.ndarray, prediction: np.ndarray | None, *, threads: int = 0
+) -> tuple[list[Callable[[], Any]], Callable[[list[Any]], dict[str, float]]]:
+    """:func:`mean_abs_shap` as tasks that any thread may run (TreeSHAP rows in blocks of
+    ``SHAP_BLOCK``) and the function that makes the importance of their results."""
     from keel.evaluate.explain import (
         IMPORTANCE_ROWS,
         _importance_rows,
@@ -418,20 +443,33 @@ def mean_abs_shap(
     from keel.evaluate.treeshap import TreeShap
 
     booster = getattr(parts.model, "booster_", None)
-    if parts.flavor != "lightgbm" or booster is None or len(x) == 0:
-        return global_importance(parts, x, prediction=prediction, threads=threads)
-    shap = TreeShap.of(booster, x.shape[1])
-    if shap is None:  # a split kind it does not cover: pred_contrib
-        return global_importance(parts, x, prediction=prediction, threads=threads)
-    columns, fold = fold_matrix(parts.pipeline)
-    raw = shap(x[_importance_rows(len(x), IMPORTANCE_ROWS, prediction)])
-    mean = np.abs(raw[:, :, :-1] @ fold).mean(axis=0).sum(axis=0)  # as Explanation.importance
-    return dict(sorted(zip(columns, mean.tolist(), strict=True), key=lambda item: -item[1]))
+    shap = None
+    if parts.flavor == "lightgbm" and booster is not None and len(x):
+        shap = TreeShap.of(booster, x.shape[1])
+    if shap is None:  # another flavor, or a split kind TreeSHAP does not cover: pred_contrib
+
+        def whole() -> dict[str, float]:
+            return global_importance(parts, x, prediction=prediction, threads=threads)
+
+        return [whole], lambda results: dict(results[0])
+    rows = x[_importance_rows(len(x), IMPORTANCE_ROWS, prediction)]
+    tasks: list[Callable[[], Any]] = [
+        partial(shap, rows[i : i + SHAP_BLOCK]) for i in range(0, len(rows), SHAP_BLOCK)
+    ]
+
+    def finish(results: list[Any]) -> dict[str, float]:
+        columns, fold = fold_matrix(parts.pipeline)
+        raw = np.concatenate(results)
+        mean = np.abs(raw[:, :, :-1] @ fold).mean(axis=0).sum(axis=0)  # as Explanation's
+        return dict(sorted(zip(columns, mean.tolist(), strict=True), key=lambda item: -item[1]))
+
+    return tasks, finish
 
 
 def _compare(
     task: str, y: np.ndarray, prediction: np.ndarray, cfg: EvaluateConfig,
     champion: tuple[str, np.ndarray] | None, settings: BootstrapSettings, threshold: float,
+    run: Runner[Block],
 ) -> Comparison | None:  # fmt: skip
     wanted = cfg.challenger_vs_champion
     if wanted is None:
@@ -446,7 +484,7 @@ def _compare(
     return compare_models(
         task, y, prediction, theirs, metric=wanted.metric, champion_ref=ref,
         require=wanted.require, min_delta=wanted.min_delta, alpha=wanted.alpha,
-        settings=settings, threshold=threshold,
+        settings=settings, threshold=threshold, run=run,
     )  # fmt: skip
 
 

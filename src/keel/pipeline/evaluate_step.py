@@ -20,9 +20,15 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
-    from keel.evaluate.evaluation import evaluate_predictions, mean_abs_shap, permutation_of
+    from keel.evaluate.evaluation import (
+        evaluate_predictions,
+        mean_abs_shap_tasks,
+        permutation_of,
+    )
     from keel.evaluate.explain import ModelParts
     from keel.evaluate.footprint import measure_footprint
+    from keel.evaluate.importance import PermutationImportance
+    from keel.evaluate.workshare import Workshare
     from keel.features.pipeline import FeaturePipeline
     from keel.pipeline.evaluation_inputs import champion_predictions, evaluation_columns
     from keel.train.bundle import load_bundle
@@ -37,25 +43,40 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     x = pipe.transform(coerce_inputs(ctx, pipe, table, "test"))
     parts = ModelParts(pipe, model, bundle["task"], bundle["flavor"], list(classes))
     seed = cfg.evaluate.bootstrap.seed
-    # the explanations in their own thread, one after the other, beside the judging here:
-    # permutation importance needs no prediction of the test set (it starts while LightGBM
-    # makes it), mean |SHAP| stratifies its rows by it; LightGBM calls there use one thread
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-explain") as pool:
-        permuted = pool.submit(permutation_of, parts, x, y, seed=seed, threads=1)
-        prediction = model.predict(x)  # once: every part below reads it
-        explained = pool.submit(mean_abs_shap, parts, x, prediction, threads=1)
-        slices, sensitive, search = evaluation_columns(project, table, list(pipe.inputs))
-        champion = champion_predictions(ctx, table, classes)
+    # Two threads share the work (keel.evaluate.workshare): a helper runs permutation
+    # importance (it needs no prediction of the test set, so it starts while LightGBM makes
+    # it), then takes queued tasks; this thread predicts, queues mean |SHAP|'s rows in blocks,
+    # and judges, its bootstrap resamples in blocks too. Whichever thread is free takes the
+    # next task; LightGBM calls in tasks use one thread.
+    work = Workshare()
+
+    def helper() -> PermutationImportance | None:
         try:
-            evaluation = evaluate_predictions(
-                bundle["task"], y, prediction, config=cfg.evaluate, classes=classes,
-                flavor=bundle["flavor"], slices=slices, sensitive=sensitive, search=search,
-                champion=champion, footprint=footprint,
-            )  # fmt: skip
-        except ValueError as exc:  # the comparison's metric is not one of the task's
-            field = "evaluate.challenger_vs_champion.metric"
-            raise ConfigError(f"{field}: {exc}.", field=field) from exc
-        importance, permutation = explained.result(), permuted.result()
+            return permutation_of(parts, x, y, seed=seed, threads=1)
+        finally:
+            work.serve()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-explain") as pool:
+        permuted = pool.submit(helper)
+        try:
+            prediction = model.predict(x)  # once: every part below reads it
+            shap_tasks, shap_of = mean_abs_shap_tasks(parts, x, prediction, threads=1)
+            explained = work.post(shap_tasks)
+            slices, sensitive, search = evaluation_columns(project, table, list(pipe.inputs))
+            champion = champion_predictions(ctx, table, classes)
+            try:
+                evaluation = evaluate_predictions(
+                    bundle["task"], y, prediction, config=cfg.evaluate, classes=classes,
+                    flavor=bundle["flavor"], slices=slices, sensitive=sensitive,
+                    search=search, champion=champion, footprint=footprint, run=work.map,
+                )  # fmt: skip
+            except ValueError as exc:  # the comparison's metric is not one of the task's
+                field = "evaluate.challenger_vs_champion.metric"
+                raise ConfigError(f"{field}: {exc}.", field=field) from exc
+            importance = shap_of(explained.result())
+        finally:
+            work.close()
+        permutation = permuted.result()
     evaluation = replace(evaluation, importance=importance, permutation=permutation)
     if sensitive and bundle["task"] == "regression":  # said, not silently skipped
         unsliced = [n for n in sensitive if n not in slices]
