@@ -57,6 +57,22 @@ def test_init_refuses_to_overwrite(project: Path) -> None:
     assert "already exists" in result.stderr
 
 
+def test_init_here_names_the_absolute_directory_and_no_cd(tmp_path: Path) -> None:
+    """`keel init --example adult .` said "in .. Next: cd . && keel run"."""
+    here = tmp_path / "here"
+    here.mkdir()
+    result = keel_cli("init", "--example", "adult", ".", cwd=here)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())  # rich may wrap a long path
+    assert f"Created project 'adult' here ({here.resolve()}). Next: keel run" in said
+    assert "cd ." not in said and "in .." not in said
+    elsewhere = keel_cli("init", "--example", "adult", "my project", cwd=tmp_path)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    said = " ".join(elsewhere.stdout.split())
+    assert f"in {(tmp_path / 'my project').resolve()}." in said
+    assert "Next: cd 'my project' && keel run" in said  # quoted for the shell
+
+
 def test_models_list_json_on_an_empty_registry(project: Path) -> None:
     result = keel_cli("models", "list", "--format", "json", cwd=project)
     assert result.returncode == 0

@@ -140,8 +140,7 @@ def init(
             )
             raise ConfigError(msg, field="DIRECTORY")
         created = api.init(directory, example=example, target=target, force=force)
-        name = example or "adult"
-        out.print(f"Created project '{name}' in {created}. Next: cd {created} && keel run")
+        out.print(_created(example or "adult", created), highlight=False, soft_wrap=True)
         return
     if example is not None:
         raise ConfigError("give either --example or --from, not both.")
@@ -150,6 +149,21 @@ def init(
     made = init_from_file(project_directory(directory, force=force), source, target, copy=copy,
                           force=force)  # fmt: skip
     print_scaffold(made, here=directory is None)
+
+
+def _created(name: str, created: Path) -> str:
+    """``Created project 'adult' in /abs/dir. Next: cd dir && keel run``: the absolute path
+    (``dir`` as given may be ``.``; quoted for the shell), and no ``cd`` when the project is
+    the current directory."""
+    from shlex import quote
+
+    where = created.resolve()
+    if where == Path.cwd().resolve():
+        return f"Created project '{escape(name)}' here ({escape(str(where))}). Next: keel run"
+    return (
+        f"Created project '{escape(name)}' in {escape(str(where))}. "
+        f"Next: cd {escape(quote(str(created)))} && keel run"
+    )
 
 
 @app.command()
@@ -327,7 +341,9 @@ def predict(
     """Batch-score a file with a registered model.
 
     The output, in the format its suffix names (or --output-format), holds the input columns,
-    then the prediction, the probabilities and the model version. A CSV's delimiter, quoting,
+    then the prediction, the probabilities and the model version; a binary classifier's
+    probability column is of its positive class, which the summary names
+    (probability = P(income = >50K)). A CSV's delimiter, quoting,
     header and encoding are detected unless given; what it was read as is printed. Malformed
     lines are not scored; each is reported with its line.
     """
@@ -346,6 +362,9 @@ def predict(
             f"scored {result['rows']} rows with {result['model']}@{result['version']}"
             f" -> {result['output']} ({result['format']})"
         )
+        if result.get("positive_label") is not None:  # which class the probability is of
+            of = f"{result['target']} = " if result.get("target") else ""
+            out.print(escape(f"probability = P({of}{result['positive_label']})"), highlight=False)
         for what, count in result["warnings"].items():
             err.print(f"[yellow]warning:[/] {count} rows scored with {what}", highlight=False)
         if result["rejected"]:

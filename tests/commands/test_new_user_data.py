@@ -129,7 +129,7 @@ def test_explain_names_the_file_and_line_and_skips_the_row(students: tuple[Path,
     said = _keel("explain", "students@1", "-i", str(bad), "-p", str(root))
     assert f"warning: {bad}: 1 row(s) not explained" in said
     assert "line 4: Medu: 'four' is not an integer (int)" in said
-    assert "line 3: margin" in said and "line 4: margin" not in said
+    assert "line 3: prediction" in said and "line 4: prediction" not in said
     out = root / "why.csv"
     said = _keel("explain", "students@1", "-i", str(bad), "-o", str(out), "-p", str(root))
     assert "explained 9 rows" in said and "why.rejects.csv" in said
@@ -153,7 +153,7 @@ def test_explain_json_and_parquet_name_rows(students: tuple[Path, str]) -> None:
     table = pv.read_csv(bad, parse_options=pv.ParseOptions(delimiter=";"))
     pq.write_table(table, root / "bad.parquet")
     said = _keel("explain", "students@1", "-i", str(root / "bad.parquet"), "-p", str(root))
-    assert "row 3: Medu: 'four' is not an integer" in said and "row 1: margin" in said
+    assert "row 3: Medu: 'four' is not an integer" in said and "row 1: prediction" in said
 
 
 def test_explain_errors_name_the_file_plainly(students: tuple[Path, str]) -> None:

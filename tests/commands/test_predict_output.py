@@ -129,3 +129,65 @@ def test_explain_takes_the_same_table_formats(adult: Path, rows: Path) -> None:
     done = CliRunner().invoke(cli_app, [*base, "-o", str(adult / "why.txt")])
     assert isinstance(done.exception, ConfigError)
     assert "'.txt'" in done.exception.message
+
+
+def test_the_summary_names_the_class_the_probability_is_of(adult: Path, rows: Path) -> None:
+    """`probability` is P(income = >50K): the summary line, the JSON answer and the Python
+    API say which class it is of (the column keeps its name)."""
+    said = _predict(adult, rows, adult / "named.csv")
+    assert "probability = P(income = >50K)" in said
+    result = keel.predict("adult@1", rows, adult / "named.parquet", project=adult)
+    assert (result["positive_label"], result["target"]) == (">50K", "income")
+    scored = pq.read_table(adult / "named.parquet")
+    positive = [p >= 0.5 for p in scored.column("probability").to_pylist()]
+    assert [label == ">50K" for label in scored.column("prediction").to_pylist()] == positive
+    assert 0 < sum(positive) < len(positive)  # both classes: the check above means something
+    model = keel.load_model("adult@1", project=adult)
+    assert model.positive_label == ">50K" and model.classes == ["<=50K", ">50K"]
+
+
+def test_explain_answers_what_predict_answers_on_the_same_lines(adult: Path, rows: Path) -> None:
+    """Per row, `keel explain` reports what `keel predict` wrote for it (the label as
+    prediction, P(>50K) as probability, not the probability as prediction), numbered by the
+    file's line as predict's rejects file numbers them (the header is line 1)."""
+    _predict(adult, rows, adult / "p.csv")
+    base = ["explain", "adult@1", "-i", str(rows), "-p", str(adult)]
+    done = CliRunner().invoke(cli_app, [*base, "-o", str(adult / "e.csv")])
+    assert done.exit_code == 0, done.output
+    predicted, explained = pv.read_csv(adult / "p.csv"), pv.read_csv(adult / "e.csv")
+    assert explained.column("prediction").to_pylist() == predicted["prediction"].to_pylist()
+    assert explained.column("probability").to_pylist() == pytest.approx(
+        predicted.column("probability").to_pylist(), abs=1e-9
+    )
+    rejected = pv.read_csv(adult / "p.rejects.csv").column("line").to_pylist()
+    assert rejected == [5]  # body[3]: the header is line 1
+    lines = [n for n in range(2, ROWS + 2) if n not in rejected]
+    assert explained.column("line").to_pylist() == lines
+    shown = CliRunner().invoke(cli_app, [*base, "-n", "5", "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    document = orjson.loads(shown.stdout)
+    assert document["lines"] == [2, 3, 4, 6]  # line 5 does not convert
+    answers = [(r["prediction"], r["probability"]) for r in document["rows"]]
+    first = predicted.slice(0, 4).to_pylist()
+    assert answers == [(r["prediction"], pytest.approx(r["probability"])) for r in first]
+    text = CliRunner().invoke(cli_app, [*base, "-n", "1"])
+    expected = f"line 2: prediction {first[0]['prediction']}, probability "
+    assert text.exit_code == 0 and expected in text.output
+
+
+def test_model_explain_keeps_a_dataframes_index(adult: Path, rows: Path) -> None:
+    """`Model.explain(frame)` numbers its rows by the DataFrame's index, and each row holds
+    what `Model.predict` and `predict_proba` answer for it; request dicts have no index."""
+    frame = pv.read_csv(rows).to_pandas().drop(index=3).head(5)  # row 3 does not convert
+    frame["age"] = frame["age"].astype("int64")
+    assert frame.index.tolist() == [0, 1, 2, 4, 5]
+    model = keel.load_model("adult@1", project=adult)
+    explained = model.explain(frame)
+    assert explained.index == (0, 1, 2, 4, 5)
+    found = explained.to_json()["rows"]
+    assert [r["index"] for r in found] == [0, 1, 2, 4, 5]
+    assert [r["prediction"] for r in found] == list(model.predict(frame))
+    probabilities = [float(p) for p in model.predict_proba(frame)]
+    assert [r["probability"] for r in found] == pytest.approx(probabilities, abs=1e-9)
+    from_dicts = model.explain(frame.to_dict("records")).to_json()["rows"]
+    assert "index" not in from_dicts[0] and from_dicts[0]["prediction"] == found[0]["prediction"]

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from keel.registry.registry import Registry
+from keel.store import MetadataStore
+
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread() -> Iterator[None]:
@@ -17,6 +20,18 @@ def one_thread() -> Iterator[None]:
     with threadpool_limits(limits=1):
         yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MetadataStore]:
+    """A metadata store with churn versions 1-3 registered by alice, v1 at production (the
+    deployment tests'; a module with its own ``store`` fixture uses that instead)."""
+    with MetadataStore(f"sqlite:///{tmp_path}/keel.db") as opened:
+        reg = Registry(opened.database, actor="alice")
+        for i in range(3):
+            reg.register("churn", package_sha256=f"{i + 1:x}" * 64, run_id=None, metrics={})
+        reg.promote("churn", 1, alias="production")
+        yield opened
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,7 @@ status`` (and ``promote``/``abort``), its JSON and ``Rollouts.status``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,6 @@ from keel.registry.registry import Registry
 from keel.registry.rollout import Rollouts
 from keel.store import MetadataStore
 from keel.store import deployment_store as ds
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MetadataStore]:
-    with MetadataStore(f"sqlite:///{tmp_path}/keel.db") as opened:
-        reg = Registry(opened.database, actor="alice")
-        for i in range(3):
-            reg.register("churn", package_sha256=f"{i + 1:x}" * 64, run_id=None, metrics={})
-        reg.promote("churn", 1, alias="production")
-        yield opened
 
 
 def _traffic(store: MetadataStore, ident: str, at: Any, *, errors: int = 0) -> None:
@@ -71,16 +60,21 @@ def test_a_canary_promoted_past_its_last_step_shows_100_percent(
     rollouts = Rollouts(store.database, actor="bob")
     shown = rollouts.status(_judged(store, rollouts))
     assert shown["status"] == "promoted" and shown["step"] == 0  # stored: the last step run
+    ended_at = shown["final"]["ended_at"]
     assert shown["final"] == {
         "status": "promoted", "serving": 2, "promoted": 2, "alias": "production",
-        "promotion_request": None, "step": 2, "steps": 2,
+        "promotion_request": None, "step": 2, "steps": 2, "by_hand": False, "ended_by": "bob",
+        "ended_at": ended_at,
     }  # fmt: skip
+    assert datetime.fromisoformat(ended_at) <= datetime.now(UTC)  # ISO 8601, when it ended
     assert shown["arms"] == [{"version": 2, "role": "canary", "weight": 100.0}]
     (listed,) = [rollouts.with_outcome(d) for d in rollouts.listed(name="churn", limit=5)]
     assert listed["arms"] == shown["arms"] and listed["final"] == shown["final"]
     lines = _printed(shown, monkeypatch)
     assert "  arms: v2 canary 100%   primary was v1" in lines
     assert "  promoted: v2 takes 100% of the traffic as churn@production" in lines
+    when = ended_at[:19].replace("T", " ")
+    assert f"  promoted by the canary controller (bob), {when} UTC" in lines
     assert any(line.startswith("  step 2/2 of 50,100%") for line in lines), lines
     assert not any("step 1/2" in line or "50%  " in line for line in lines), lines
 
@@ -136,8 +130,10 @@ def test_an_ab_winner_takes_all_and_a_pending_promotion_says_so(
     assert "arms: v2 canary 0% primary was v3" in said
 
 
-def test_the_cli_shows_the_outcome(tmp_path: Path) -> None:
-    """``keel deployments promote`` and ``status`` on a project (text and JSON)."""
+def test_the_cli_shows_the_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``keel deployments promote`` and ``status`` on a project (text and JSON): a canary
+    promoted by hand at its first step reads promoted, by hand, who and when, at 100 %, not
+    the step it was at; ``keel deployments list`` says "promoted (hand)"."""
     root = keel.init(tmp_path / "adult", example="adult")
     with Project(root) as project:
         reg = Registry(project.metadata.database, actor="alice")
@@ -149,17 +145,27 @@ def test_the_cli_shows_the_outcome(tmp_path: Path) -> None:
         )
     runner = CliRunner()
     promoted = runner.invoke(
-        app, ["deployments", "promote", made.id, "-p", str(root)], terminal_width=80
+        app,
+        ["deployments", "promote", made.id, "-p", str(root), "--actor", "carol"],
+        terminal_width=80,
     )
     assert promoted.exit_code == 0, promoted.output
     assert "promoted: v2 takes 100% of the traffic as adult@production" in promoted.output
     shown = runner.invoke(app, ["deployments", "status", "adult", "-p", str(root)])
     assert shown.exit_code == 0, shown.output
-    assert "step 2/2" not in shown.output  # promoted by hand at its first step
-    assert "step 1/2 of 50,100%" in shown.output and "v2 canary 100%" in shown.output
+    assert "promoted by hand by carol, " in shown.output
+    assert "UTC (at step 1/2)" in shown.output  # where it left its steps, said once
+    assert "step 1/2 of" not in shown.output and "step 2/2" not in shown.output
+    assert "steps 50,100%, every 300s" in shown.output and "v2 canary 100%" in shown.output
     as_json = runner.invoke(
         app, ["deployments", "status", made.id, "-p", str(root), "--format", "json"]
     )
     assert as_json.exit_code == 0, as_json.output
     found = json.loads(as_json.output)
     assert found["final"]["serving"] == 2 and found["arms"][0]["weight"] == 100.0
+    assert found["final"]["by_hand"] is True and found["final"]["ended_by"] == "carol"
+    assert found["final"]["step"] == 1  # the step it was at when promoted, as before
+    monkeypatch.setattr(out, "width", 120)  # the table on one line a deployment
+    listed = runner.invoke(app, ["deployments", "list", "-p", str(root)])
+    assert listed.exit_code == 0, listed.output
+    assert "promoted (hand)" in listed.output and "v2 canary 100%" in listed.output

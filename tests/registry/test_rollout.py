@@ -3,9 +3,7 @@ bad intervals, promotion past the last step, the audit trail, and bad input."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -23,16 +21,6 @@ from keel.registry.registry import Registry
 from keel.registry.rollout import Rollouts
 from keel.store import MetadataStore
 from keel.store import deployment_store as ds
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MetadataStore]:
-    with MetadataStore(f"sqlite:///{tmp_path}/keel.db") as opened:
-        reg = Registry(opened.database, actor="alice")
-        for i in range(3):
-            reg.register("churn", package_sha256=f"{i + 1:x}" * 64, run_id=None, metrics={})
-        reg.promote("churn", 1, alias="production")
-        yield opened
 
 
 def _traffic(

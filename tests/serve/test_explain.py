@@ -48,7 +48,9 @@ def test_explain_true_in_a_predict_request_adds_the_contributions(served: Served
     assert "explanations" not in plain
     assert explained["probabilities"] == plain["probabilities"]
     row = explained["explanations"]["rows"][0]
-    assert row["prediction"] == pytest.approx(plain["probabilities"][0], abs=1e-12)
+    # what /predict answers: the label as prediction, P(positive) as probability
+    assert row["prediction"] == plain["predictions"][0]
+    assert row["probability"] == pytest.approx(plain["probabilities"][0], abs=1e-12)
     assert row == _post(served, "explain", {"instances": [ROW]}).json()["rows"][0]
 
 

@@ -34,22 +34,43 @@ class Model:
         self.name = name
         self.version = version
 
+    @property
+    def classes(self) -> list[str]:
+        """The class labels by code (classification; empty for regression)."""
+        return list(self.package.classes)
+
+    @property
+    def positive_label(self) -> str | None:
+        """The class a binary classifier's probability is of (``>50K``), else None."""
+        return positive_label(self.package)
+
     def predict(self, data: Any) -> Any:
         """Class labels (or regression values) for a DataFrame or Arrow table (batch path)."""
         return self.package.predict(data)
 
     def predict_proba(self, data: Any) -> Any:
-        """P(positive class), or per-class probabilities (multiclass), for a DataFrame/table."""
+        """P(:attr:`positive_label`) (binary), or per-class probabilities in the order of
+        :attr:`classes` (multiclass), for a DataFrame or Arrow table."""
         return self.package.predict_proba(data)
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any] | None]:
-        """The online path: request dicts in, (labels or values, probabilities or None) out."""
+        """The online path: request dicts in, (labels or values, probabilities or None) out;
+        a binary classifier's probabilities are P(:attr:`positive_label`)."""
         return self.package.predict_rows(rows)
 
     def explain(self, rows: Any) -> Explanation:
         """Each input column's contribution to the raw margin (exact TreeSHAP for tree models,
         shap's Permutation estimate for others: the ``explain`` extra), for request dicts, a
-        DataFrame or an Arrow table; see :mod:`keel.evaluate.explain`."""
+        DataFrame or an Arrow table; see :mod:`keel.evaluate.explain`.
+
+        Each row of ``to_json()["rows"]`` holds what :meth:`predict` answers for it as
+        ``prediction`` (the label; a regression's value) and ``probability`` (binary:
+        P(:attr:`positive_label`); multiclass: ``probabilities`` by class), as ``keel
+        predict`` writes them. Rows are in the order given: a DataFrame's keep its index
+        (``Explanation.index``; ``"index"`` in each row), request dicts and Arrow rows are
+        numbered by position from 0. (``keel explain`` numbers them by file line instead: the
+        header is line 1 of a CSV, so its first row is line 2.)
+        """
         from keel.evaluate.explain import explain_rows, explain_table
 
         if isinstance(rows, list | tuple):
@@ -58,6 +79,16 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.name}@{self.version}, sha256={self.package.sha256[:12]})"
+
+
+def positive_label(package: ModelPackage) -> str | None:
+    """The class a binary classifier's ``probability`` is of: its signature's ``of`` (the
+    second class, ``classes[1]``); None for other tasks."""
+    if package.task_spec.kind != "binary":
+        return None
+    outputs = package.signature.get("outputs") or []
+    named = next((o.get("of") for o in outputs if o.get("name") == "probability"), None)
+    return str(named) if named is not None else str(package.classes[1])
 
 
 def load_model(ref: str, *, project: str | Path | None = None) -> Model:
@@ -245,7 +276,9 @@ def predict(
     not scored: they go to ``<output>.rejects.csv`` with their line numbers (``rejected`` and
     ``rejects`` say so). ``read`` says how to read a CSV (delimiter, header, ...; default:
     detected; NA tokens: the training source's); ``dialect`` is what it was read as,
-    ``bad_lines`` the lines that could not be read as rows.
+    ``bad_lines`` the lines that could not be read as rows. A binary classifier's
+    ``probability`` column is P(``target`` = ``positive_label``): the answer names both
+    (None for other tasks; a multiclass output's ``probability_<class>`` columns name theirs).
 
     Example:
         >>> keel.predict("adult@production", "new.csv", "scored.csv")["format"]
@@ -259,12 +292,15 @@ def predict(
         package = _package(proj, version.package_sha256)
         read = _reading(read, proj)
         scored = _score_file(package, source, Path(output), fmt, str(version.version), read)
+        positive = positive_label(package)
         return {
             "model": version.name,
             "version": version.version,
             "rows": scored.rows,
             "output": str(output),
             "format": fmt,
+            "positive_label": positive,
+            "target": None if positive is None else proj.config.data.target,
             "rejected": scored.rejected,
             "rejects": None if scored.rejects is None else str(scored.rejects),
             "warnings": scored.warnings,

@@ -185,11 +185,12 @@ def list_(
             column, no_wrap=column in ("id", "created"), min_width=10 if column == "arms" else None
         )
     for d in found:
+        by_hand = d["status"] == "promoted" and (d.get("final") or {}).get("by_hand")
         table.add_row(
             d["id"],
             escape(d["name"]),
             d["kind"],
-            d["status"],
+            "promoted (hand)" if by_hand else d["status"],
             _arms(d),
             d["created_at"][:16].replace("T", " "),  # to the minute, UTC
             escape(d["created_by"]),
@@ -269,8 +270,11 @@ def _print_deployment(d: dict[str, Any]) -> None:
     if d["kind"] == "canary":
         steps = ",".join(f"{s:g}" for s in spec["steps"])
         step = final["step"] if final else d["step"] + 1
+        # promoted by hand: it left its steps (the line above says at which one)
+        hand = bool(final and final.get("by_hand") and final["status"] == "promoted")
+        at = f"steps {steps}%" if hand else f"step {step}/{len(spec['steps'])} of {steps}%"
         out.print(  # two lines: one would wrap at 80 columns
-            f"  step {step}/{len(spec['steps'])} of {steps}%, every "
+            f"  {at}, every "
             f"{spec['interval_s']:g}s, at least {spec['min_requests']} requests each\n"
             f"  checks {', '.join(spec['checks'])}; bad intervals in a row "
             f"{d['bad_intervals']}/{spec['failures']} (rolled back at {spec['failures']})",
@@ -329,6 +333,14 @@ def _print_final(d: dict[str, Any], final: dict[str, Any]) -> None:
         again = " again (the primary)" if serving is not None else ""
         said = f"{d['status'].replace('_', ' ')}: {takes}{again}"
     out.print(f"  {said}", highlight=False)
+    if final.get("ended_at"):  # who ended it, when, and how
+        who = final["ended_by"]
+        how = f"by hand by {who}" if final.get("by_hand") else f"by the canary controller ({who})"
+        when = final["ended_at"][:19].replace("T", " ")
+        ended = f"{d['status'].replace('_', ' ')} {how}, {when} UTC"
+        if "step" in final and final.get("by_hand"):
+            ended += f" (at step {final['step']}/{final['steps']})"
+        out.print(f"  {escape(ended)}", highlight=False)
 
 
 def _num(value: Any) -> str:

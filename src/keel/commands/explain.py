@@ -75,7 +75,10 @@ def explain(
     Rows are read and checked as 'keel predict' reads them: a row whose values do not convert
     to the model's input types is not explained; it is named (file and line; for Parquet the
     row number from 1) in a warning and, with --output, written to FILE.rejects.csv (line,
-    field, value, reason). Each explained row carries its line.
+    field, value, reason). Each explained row carries its line (for a CSV the file's line,
+    the header being line 1; Parquet: the row number from 1) and keel predict's answer for
+    it: the predicted label as prediction, then probability (binary: of the positive class)
+    or probability_CLASS (multiclass); a regression's prediction is the value.
     """
     from keel.api.registered import load_model
     from keel.data.export import table_format
@@ -99,9 +102,15 @@ def explain(
         ref = f"{model.name}@{model.version}"
         out.print(f"explained {explanation.rows} rows with {ref} -> {output}")
     elif format is Format.json:
-        emit_json(explanation.to_json() | {"lines": lines, "rejected": rows.rejects.num_rows})
+        emit_json(_document(explanation, lines) | {"rejected": rows.rejects.num_rows})
     else:
         _print(explanation, [f"{rows.unit} {n}" for n in lines])
+
+
+def _document(explanation: Explanation, lines: list[int]) -> dict[str, Any]:
+    """The explanation's JSON (its rows as ``Model.explain`` gives them) and ``lines``: each
+    row's file line (CSV: the header is line 1; Parquet: the row number from 1)."""
+    return explanation.to_json() | {"lines": lines}
 
 
 @dataclass(frozen=True)
@@ -263,7 +272,7 @@ def _write(explanation: Explanation, output: Path, fmt: str, lines: list[int]) -
     from keel.data.export import write_table
 
     if fmt == "json":
-        document = explanation.to_json() | {"lines": lines}
+        document = _document(explanation, lines)
         output.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
         return
     columns: dict[str, Any] = {"line": pa.array(lines, type=pa.int64())}
@@ -274,22 +283,43 @@ def _write(explanation: Explanation, output: Path, fmt: str, lines: list[int]) -
         columns[f"{stem}margin"] = explanation.margin[:, k]
         for i, column in enumerate(explanation.columns):
             columns[f"{stem}contribution.{column}"] = explanation.contributions[:, k, i]
-    if single:
-        columns["prediction"] = explanation.prediction
+    for name, values in explanation.predicted().items():  # as keel predict names them
+        labels = values.dtype == object
+        columns[name] = pa.array(values.tolist() if labels else values)
     write_table(pa.table(columns), output, fmt)
 
 
 def _print(explanation: Explanation, labels: list[str]) -> None:
+    """Per row its file line and keel predict's answer, then per output (multiclass: class)
+    the margin and the largest contributions."""
+    import textwrap
+
+    from rich.markup import escape
+
     bases = dict(zip(explanation.outputs, explanation.base_value.tolist(), strict=True))
+    answers = _answers(explanation)
     for row, item in enumerate(explanation.row_json()):
+        out.print(escape(f"{labels[row]}: {answers[row]}"), highlight=False)
         margins = item["margin"] if isinstance(item["margin"], dict) else {"": item["margin"]}
         per_output = (
             item["contributions"] if len(explanation.outputs) > 1 else {"": item["contributions"]}
         )
         for output, contributions in per_output.items():
             base = bases[output] if output else bases[explanation.outputs[0]]
-            label = f" [{output}]" if output else ""
+            label = f"class {output}: " if output else ""
             top = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:_SHOWN]
             shown = ", ".join(f"{c} {v:+.4f}" for c, v in top)
-            line = f"margin {margins[output]:.4f} = base {base:.4f} + {shown}, ..."
-            out.print(f"{labels[row]}{label}: {line}", highlight=False)
+            line = f"{label}margin {margins[output]:.4f} = base {base:.4f} + {shown}, ..."
+            wrapped = textwrap.fill(line, width=max(out.width, 40), initial_indent="  ",
+                                    subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip
+            out.print(escape(wrapped), highlight=False, soft_wrap=True)
+
+
+def _answers(explanation: Explanation) -> list[str]:
+    """Per row, ``prediction >50K, probability 0.8312``: keel predict's answer for it."""
+    said: list[list[str]] = [[] for _ in range(explanation.rows)]
+    for name, values in explanation.predicted().items():
+        for row, value in enumerate(values.tolist()):
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            said[row].append(f"{name} {shown}")
+    return [", ".join(parts) for parts in said]

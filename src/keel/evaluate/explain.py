@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -99,11 +99,16 @@ class Explanation:
         base_value: The margin with no information, per output: shape ``(k,)``.
         contributions: Shape ``(rows, k, columns)``.
         margin: The raw margin, ``base_value + contributions.sum(-1)``: shape ``(rows, k)``.
-        prediction: P(positive) (binary), class probabilities ``(rows, k)`` (multiclass), or
-            the value (regression).
+        prediction: The model's output for the margin: P(positive) (binary), class
+            probabilities ``(rows, k)`` (multiclass), or the value (regression).
         method: How the contributions were computed: ``keel.treeshap`` (a few rows of a
             LightGBM model, :mod:`keel.evaluate.treeshap`), ``lightgbm.pred_contrib``,
             ``xgboost.pred_contribs`` (exact TreeSHAP, all three), ``shap.Permutation``.
+        labels: The predicted class per row, what ``keel predict`` writes as ``prediction``
+            (classification; None for regression, whose prediction is the value).
+        index: Each row's label in the caller's data: a DataFrame's index (``explain_table``
+            of a DataFrame); None when the rows are numbered by position from 0 (an Arrow
+            table, request dicts). ``keel explain`` numbers them by file line instead.
     """
 
     columns: tuple[str, ...]
@@ -113,33 +118,61 @@ class Explanation:
     margin: np.ndarray
     prediction: np.ndarray
     method: str
+    labels: np.ndarray | None = None
+    index: tuple[Any, ...] | None = None
 
     @property
     def rows(self) -> int:
         return int(self.contributions.shape[0])
 
+    def predicted(self) -> dict[str, np.ndarray]:
+        """The rows' answers as ``keel predict`` names its output columns: ``prediction`` (the
+        label, or the value for regression), then ``probability`` (binary: P(positive)) or
+        ``probability_<class>`` (multiclass)."""
+        if self.labels is None:  # regression: the value is the prediction
+            if len(self.outputs) == 1:
+                return {"prediction": self.prediction}
+            return {f"probability_{o}": self.prediction[:, k] for k, o in enumerate(self.outputs)}
+        if len(self.outputs) == 1:
+            return {"prediction": self.labels, "probability": self.prediction}
+        per_class = {f"probability_{o}": self.prediction[:, k] for k, o in enumerate(self.outputs)}
+        return {"prediction": self.labels} | per_class
+
     def row_json(self) -> list[dict[str, Any]]:
-        """One object per row: ``{"margin", "prediction", "contributions": {column: value}}``
-        (for multiclass each of these is keyed by class)."""
+        """One object per row: ``{"margin", "prediction", "probability", "contributions":
+        {column: value}}``, ``prediction`` being what ``keel predict`` answers for the row (the
+        label; the value for regression, which has no ``probability``) and ``probability``
+        P(positive) (binary) or ``probabilities`` by class (multiclass, whose margin and
+        contributions are keyed by class too); first the row's ``index`` when :attr:`index`
+        is set (a DataFrame's index)."""
         single = len(self.outputs) == 1
         contributions = self.contributions.tolist()
         margins = self.margin.tolist()
         predictions = self.prediction.tolist()
+        labels = [None] * self.rows if self.labels is None else self.labels.tolist()
         rows = []
-        for contrib, margin, prediction in zip(contributions, margins, predictions, strict=True):
+        for contrib, margin, prediction, label in zip(
+            contributions, margins, predictions, labels, strict=True
+        ):
             per_output = [dict(zip(self.columns, c, strict=True)) for c in contrib]
+            row: dict[str, Any]
             if single:
-                rows.append(
-                    {"margin": margin[0], "prediction": prediction, "contributions": per_output[0]}
-                )
+                row = {"margin": margin[0], "prediction": prediction}
+                if self.labels is not None:
+                    row |= {"prediction": label, "probability": prediction}
+                row["contributions"] = per_output[0]
             else:
-                rows.append(
-                    {
-                        "margin": dict(zip(self.outputs, margin, strict=True)),
-                        "prediction": dict(zip(self.outputs, prediction, strict=True)),
-                        "contributions": dict(zip(self.outputs, per_output, strict=True)),
-                    }
-                )
+                by_class = dict(zip(self.outputs, prediction, strict=True))
+                row = {"margin": dict(zip(self.outputs, margin, strict=True))}
+                if self.labels is not None:
+                    row |= {"prediction": label, "probabilities": by_class}
+                else:
+                    row["prediction"] = by_class
+                row["contributions"] = dict(zip(self.outputs, per_output, strict=True))
+            rows.append(row)
+        if self.index is not None:
+            index = [_json_label(i) for i in self.index]
+            rows = [{"index": i, **row} for i, row in zip(index, rows, strict=True)]
         return rows
 
     def to_json(self) -> dict[str, Any]:
@@ -160,6 +193,14 @@ class Explanation:
         """Mean |contribution| per input column over the rows (summed over classes)."""
         mean = np.abs(self.contributions).mean(axis=0).sum(axis=0)
         return {c: float(v) for c, v in zip(self.columns, mean, strict=True)}
+
+
+def _json_label(value: Any) -> Any:
+    """A DataFrame index label as JSON takes it: a timestamp as ISO 8601 text, a NumPy
+    scalar as the Python number."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def fold_matrix(pipeline: FeaturePipeline) -> tuple[tuple[str, ...], np.ndarray]:
@@ -334,7 +375,8 @@ def explain_matrix(
     if flavor not in TREE_FLAVORS:
         from keel.evaluate.agnostic import explain_agnostic
 
-        return explain_agnostic(package, x)
+        agnostic = explain_agnostic(package, x)
+        return replace(agnostic, labels=_labels(package, agnostic.prediction))
     kind = task_for(package.task).kind
     outputs = outputs_of(kind, package.classes)
     raw, method = _tree_contributions(package.model, flavor, x, len(outputs), threads)
@@ -342,9 +384,22 @@ def explain_matrix(
     contributions = raw[:, :, :-1] @ fold  # (rows, k, features) @ (features, columns)
     base = raw[0, :, -1].copy() if len(raw) else np.zeros(len(outputs))
     margin = raw.sum(axis=2)
+    prediction = prediction_of(kind, margin)
     return Explanation(
-        columns, outputs, base, contributions, margin, prediction_of(kind, margin), method
-    )
+        columns, outputs, base, contributions, margin, prediction, method,
+        _labels(package, prediction),
+    )  # fmt: skip
+
+
+def _labels(package: Explainable, prediction: np.ndarray) -> np.ndarray | None:
+    """Each row's predicted class, as the task labels a batch for ``keel predict`` (binary:
+    the positive class at P >= its threshold; multiclass: argmax); None for regression."""
+    from keel.train.tasks import task_for
+
+    task = task_for(package.task)
+    if task.kind not in ("binary", "multiclass"):
+        return None
+    return np.asarray(task.columns(prediction, package.classes)["prediction"], dtype=object)
 
 
 def explain_rows(
@@ -360,14 +415,19 @@ def explain_rows(
 
 
 def explain_table(package: Explainable, data: pa.Table | Any) -> Explanation:
-    """Explain every row of an Arrow table or DataFrame (the batch path).
+    """Explain every row of an Arrow table or DataFrame (the batch path). A DataFrame's rows
+    keep its index (:attr:`Explanation.index`, each row's ``index`` in ``to_json()``); an Arrow
+    table's are numbered by position from 0.
 
     Raises:
         DataValidationError: A column is missing or a value does not convert.
         ConfigError: The model's flavor cannot be explained.
     """
-    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
-    return explain_matrix(package, package.pipeline.transform(table))
+    if isinstance(data, pa.Table):
+        return explain_matrix(package, package.pipeline.transform(data))
+    table = pa.Table.from_pandas(data, preserve_index=False)
+    explained = explain_matrix(package, package.pipeline.transform(table))
+    return replace(explained, index=tuple(data.index.tolist()))
 
 
 def global_importance(

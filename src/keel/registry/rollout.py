@@ -286,10 +286,19 @@ class Rollouts:
         model's traffic now (the promoted one, else the primary; None: no version held the
         alias), ``promoted``, the ``alias`` it moved, a ``promotion_request`` still awaiting
         approvals, and for a canary the ``step`` (1-based) of ``steps`` it ended at (all of
-        them when the controller promoted it past the last step below 100 %)."""
+        them when the controller promoted it past the last step below 100 %); ``by_hand``
+        (promoted or aborted by a person, not by the controller's checks), ``ended_by`` and
+        ``ended_at`` (who ended it, when: ISO 8601 UTC)."""
         final: dict[str, Any] = {"status": found.status, "serving": found.spec.primary,
                                  "promoted": None, "alias": self.alias,
                                  "promotion_request": None}  # fmt: skip
+        ended = next((e for e in reversed(events) if e["action"] == found.status), None)
+        final.update(
+            by_hand=found.status == "aborted"
+            or (found.status == "promoted" and ended is not None and "measured" not in ended),
+            ended_by=None if ended is None else ended["actor"],
+            ended_at=None if ended is None else ended["at"],
+        )
         done = next((e for e in reversed(events) if e["action"] == "promoted"), None)
         if found.status == "promoted" and done is not None:
             version = int(done.get("version", found.candidate))
