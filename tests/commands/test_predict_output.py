@@ -191,3 +191,32 @@ def test_model_explain_keeps_a_dataframes_index(adult: Path, rows: Path) -> None
     assert [r["probability"] for r in found] == pytest.approx(probabilities, abs=1e-9)
     from_dicts = model.explain(frame.to_dict("records")).to_json()["rows"]
     assert "index" not in from_dicts[0] and from_dicts[0]["prediction"] == found[0]["prediction"]
+
+
+def test_predict_reads_its_input_once_and_writes_the_output_once(
+    adult: Path, rows: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keel predict -o FILE.csv` opens its input once and writes FILE once, as the batches
+    are scored: no Parquet file written first and converted (read back and written again)."""
+    import keel.data.export as export
+    import keel.serve.batch as batch
+
+    opened: list[Path] = []
+    copied: list[Path] = []
+    open_data, duck_copy = batch.open_data, export._duck_copy
+
+    def counted_open(path: Path, *args: object) -> object:
+        opened.append(path)
+        return open_data(path, *args)  # type: ignore[arg-type]
+
+    def counted_copy(select: str, target: Path, *args: object) -> None:
+        copied.append(target)
+        duck_copy(select, target, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch, "open_data", counted_open)
+    monkeypatch.setattr(export, "_duck_copy", counted_copy)
+    monkeypatch.setattr("pyarrow.parquet.ParquetWriter", None)  # no Parquet at all
+    _predict(adult, rows, adult / "once.csv")
+    assert opened == [rows]
+    assert len(copied) == 1 and copied[0].name.startswith(".once.csv.")  # renamed when done
+    assert pv.read_csv(adult / "once.csv").num_rows == ROWS - 1

@@ -317,30 +317,12 @@ def _score_file(
     version: str,
     read: ReadOptions | None,
 ) -> Scored:
-    """Score ``source`` into ``output``: directly when it is Parquet, else into a Parquet file
-    in a private folder beside it that is then converted (streamed) and renamed into place;
-    the rejects file lands beside ``output`` as it does for Parquet."""
-    import shutil
-    import tempfile
+    """Score ``source`` into ``output`` as ``fmt``, written once as the batches are scored
+    (through a temporary file beside it, renamed when done); the rejects file lands beside
+    ``output``."""
+    from keel.serve.batch import predict_file
 
-    from keel.data.export import convert_parquet
-    from keel.serve.batch import predict_file, rejects_path
-
-    if fmt == "parquet":
-        return predict_file(package, source, output, version=version, read=read)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
-        scored = predict_file(
-            package, source, Path(tmp) / f"{output.stem}.parquet", version=version, read=read
-        )
-        convert_parquet(Path(tmp) / f"{output.stem}.parquet", output, fmt)
-        rejects = rejects_path(output)
-        if scored.rejects is not None:
-            shutil.move(scored.rejects, rejects)
-            scored.rejects = rejects
-        else:
-            rejects.unlink(missing_ok=True)  # an old run's rejects would describe other data
-    return scored
+    return predict_file(package, source, output, version=version, read=read, fmt=fmt)
 
 
 def monitor(

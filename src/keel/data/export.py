@@ -3,19 +3,21 @@
 ``keel predict -o scored.csv`` writes CSV, ``-o scored.parquet`` Parquet, ``-o scored.jsonl``
 one JSON object a line and ``-o scored.json`` one JSON array: :func:`table_format` reads the
 suffix (an explicit format wins, and must agree with a suffix it contradicts) and refuses one it
-does not know, naming it and the accepted ones. A Parquet file is converted by DuckDB's ``COPY``
-(:func:`convert_parquet`), which streams it in row groups under the same memory cap as the
-ingest (:data:`keel.data.scan.MEMORY_LIMIT`), so a scored file of any size converts in bounded
+does not know, naming it and the accepted ones. :class:`TableWriter` writes a scored file in
+one pass as its batches come: Parquet by row group, the other formats by DuckDB's ``COPY``
+reading the batches as a stream under the same memory cap as the ingest
+(:data:`keel.data.scan.MEMORY_LIMIT`), so a file of any size is written once, in bounded
 memory; CSV is written with a header, missing values as empty fields.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import queue
 import tempfile
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -24,7 +26,13 @@ import pyarrow.parquet as pq
 
 from keel.errors import ConfigError
 
-__all__ = ["SUFFIXES", "TableFormat", "convert_parquet", "table_format", "write_table"]
+__all__ = [
+    "SUFFIXES",
+    "TableFormat",
+    "TableWriter",
+    "table_format",
+    "write_table",
+]
 
 TableFormat = Literal["parquet", "csv", "jsonl", "json"]
 #: File suffixes (lower case) and the format each names.
@@ -83,21 +91,6 @@ def table_format(
     return implied
 
 
-def convert_parquet(source: str | Path, target: str | Path, fmt: str) -> None:
-    """Write the rows of the Parquet file ``source`` to ``target`` as ``fmt``, streamed.
-
-    ``target`` is written through a temporary file beside it and renamed, so a failure leaves
-    no partial file.
-    """
-    from keel.data.scan import sql
-
-    if fmt == "parquet":
-        _atomic(Path(target), lambda tmp: shutil.copyfile(source, tmp))
-        return
-    select = f"SELECT * FROM read_parquet({sql(str(source))})"
-    _atomic(Path(target), lambda tmp: _duck_copy(select, tmp, fmt, None))
-
-
 def write_table(table: pa.Table, target: str | Path, fmt: str) -> None:
     """Write an in-memory table to ``target`` as ``fmt`` (temporary file, then rename)."""
     if fmt == "parquet":
@@ -123,7 +116,9 @@ _OPTIONS = {
 }
 
 
-def _duck_copy(select: str, target: Path, fmt: str, rows: pa.Table | None) -> None:
+def _duck_copy(
+    select: str, target: Path, fmt: str, rows: pa.Table | pa.RecordBatchReader | None
+) -> None:
     """DuckDB's ``COPY (select) TO target``; ``rows`` is the table ``select`` may read."""
     from keel.data.scan import connect, sql
 
@@ -133,3 +128,90 @@ def _duck_copy(select: str, target: Path, fmt: str, rows: pa.Table | None) -> No
         if rows is not None:
             con.register("rows", rows)
         con.execute(f"COPY ({select}) TO {sql(str(target))} ({_OPTIONS[fmt]})")
+
+
+class TableWriter:
+    """Tables appended to one file as ``fmt``, in one pass: Parquet by row group, the other
+    formats by DuckDB's ``COPY`` reading the tables as they come (a thread on a stream of
+    Arrow batches, at most a few batches held), so a scored file is written once, never as
+    Parquet first and converted.
+
+    Use :meth:`write` for each table (all with the schema of the first), then :meth:`close`;
+    ``close(failed=True)`` after an error stops the copy (the caller discards the file).
+    """
+
+    _DONE = object()
+
+    def __init__(self, target: str | Path, fmt: str) -> None:
+        if fmt != "parquet" and fmt not in _OPTIONS:
+            raise ConfigError(f"cannot write {fmt}; write one of parquet, {', '.join(_OPTIONS)}.")
+        self.target = Path(target)
+        self.fmt = fmt
+        self._parquet: pq.ParquetWriter | None = None
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=4)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+
+    def write(self, table: pa.Table) -> None:
+        """Append ``table`` (its schema is the first table's)."""
+        if self.fmt == "parquet":
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.target, table.schema)
+            self._parquet.write_table(table)
+            return
+        if self._thread is None:
+            self._start(table.schema)
+        for batch in table.to_batches():
+            self._put(batch)
+
+    def close(self, *, failed: bool = False) -> None:
+        """Finish the file (an empty one with no columns when nothing was written); with
+        ``failed`` stop without finishing it.
+
+        Raises:
+            The copy's error, when it failed.
+        """
+        if self.fmt == "parquet":
+            if self._parquet is not None:
+                self._parquet.close()
+            elif not failed:
+                pq.write_table(pa.table({}), self.target)
+            return
+        if self._thread is None:
+            if not failed:  # no table: no columns either
+                self.target.write_bytes(b"[]\n" if self.fmt == "json" else b"")
+            return
+        if failed:
+            self._stop.set()
+        self._put(self._DONE)
+        self._thread.join()
+        if self._error is not None and not failed:
+            raise self._error
+
+    def _start(self, schema: pa.Schema) -> None:
+        def batches() -> Iterator[pa.RecordBatch]:
+            while not self._stop.is_set():
+                item = self._queue.get()
+                if item is self._DONE:
+                    return
+                assert isinstance(item, pa.RecordBatch)
+                yield item
+
+        def copy() -> None:
+            try:
+                reader = pa.RecordBatchReader.from_batches(schema, batches())
+                _duck_copy("SELECT * FROM rows", self.target, self.fmt, reader)
+            except BaseException as exc:  # re-raised by write() or close()
+                self._error = exc
+                self._stop.set()
+                while self._queue.get() is not self._DONE:  # let write() return
+                    pass
+
+        self._thread = threading.Thread(target=copy, name="keel-export", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> None:
+        if self._error is not None and item is not self._DONE:
+            raise self._error
+        self._queue.put(item)

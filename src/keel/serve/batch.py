@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pv
-import pyarrow.parquet as pq
 
 from keel.data.columns import check_columns
+from keel.data.export import TableWriter
 from keel.data.files import open_data, read_batches, retyped
 from keel.data.reader import BadLine, CsvFile, Dialect, ReadOptions, dialect_of
 from keel.registry.package import ModelPackage
@@ -73,8 +73,11 @@ def predict_file(
     *,
     version: str = "",
     read: ReadOptions | None = None,
+    fmt: str = "parquet",
 ) -> Scored:
-    """Score every row of ``source`` with the batch path of the same feature pipeline.
+    """Score every row of ``source`` with the batch path of the same feature pipeline, into
+    ``output`` as ``fmt`` (parquet, csv, jsonl or json: :class:`keel.data.export.TableWriter`,
+    written once as the batches are scored).
 
     The output holds the input columns plus ``prediction``, then ``probability`` (binary: of
     the positive class) or one ``probability_<class>`` column per class (multiclass), and
@@ -105,7 +108,7 @@ def predict_file(
             lambda: _write(
                 package,
                 read_batches(opened, None, BATCH_ROWS),
-                _Outputs(tmp, tmp_rejects),
+                _Outputs(TableWriter(tmp, fmt), tmp_rejects),
                 version,
                 _lines(opened),
             ),
@@ -129,27 +132,25 @@ def predict_file(
 
 @dataclass
 class _Outputs:
-    scored: Path
+    scored: TableWriter
     rejects: Path
-    writer: pq.ParquetWriter | None = None
+    written: bool = False
     rejects_writer: pv.CSVWriter | None = None
 
     def write(self, table: pa.Table) -> None:
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.scored, table.schema)
-        self.writer.write_table(table)
+        self.scored.write(table)
+        self.written = True
 
     def reject(self, table: pa.Table) -> None:
         if self.rejects_writer is None:
             self.rejects_writer = pv.CSVWriter(self.rejects, REJECTS_SCHEMA)
         self.rejects_writer.write_table(table)
 
-    def close(self) -> None:
-        for writer in (self.writer, self.rejects_writer):
-            if writer is not None:
-                writer.close()
-        if self.writer is None:  # no batch at all: an empty file with no columns
-            pq.write_table(pa.table({}), self.scored)
+    def close(self, *, failed: bool = False) -> None:
+        """Finish both files (no batch at all: an empty output with no columns)."""
+        if self.rejects_writer is not None:
+            self.rejects_writer.close()
+        self.scored.close(failed=failed)
 
 
 def _lines(opened: object) -> Callable[[int, int], np.ndarray]:
@@ -190,6 +191,7 @@ def _write(
 ) -> Scored:
     scored = Scored()
     offset = 0
+    failed = True
     try:
         for table in tables:
             coerced = package.pipeline.coerce(table)
@@ -205,12 +207,13 @@ def _write(
                 coerced = Coerced(
                     coerced.table.filter(mask), coerced.warnings, np.zeros(len(table), bool)
                 )
-            if table.num_rows or outputs.writer is None:
+            if table.num_rows or not outputs.written:
                 outputs.write(_score(package, table, coerced, version))
             scored.rows += table.num_rows
             offset += len(keep)
+        failed = False
     finally:
-        outputs.close()
+        outputs.close(failed=failed)
     return scored
 
 
