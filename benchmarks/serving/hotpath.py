@@ -18,7 +18,8 @@ CPU seconds of the process (every thread) per request, requests per wall second 
 of the requests' wall-clock latency in the round with the least CPU (the least disturbed), and
 with ``PROFILE=1`` a cProfile of the event loop's thread and the prediction thread for the
 default variant at c=64.
-Pin it to one core, like the server in ``bench.py``:
+``VARIANTS=inline`` (comma-separated) measures only those. Pin it to one core, like the server
+in ``bench.py``:
 
     taskset -c 0 .venv/bin/python benchmarks/serving/hotpath.py PROJECT [N] [ROUNDS]
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import json
+import os
 import pstats
 import sys
 import time
@@ -80,6 +82,8 @@ async def measure(project: str, n: int, rounds: int) -> dict[str, Any]:
         best: dict[str, tuple[float, float, float]] = {}
         for _ in range(rounds):
             for name, changes in VARIANTS.items():
+                if name not in os.environ.get("VARIANTS", name).split(","):
+                    continue
                 app.settings = replace(base, **changes)
                 shadowed = routing.Route("bench", "shadow", shadow=app.models["adult"])
                 app.routes = {"adult": shadowed} if name == "shadow" else {}
@@ -96,7 +100,7 @@ async def measure(project: str, n: int, rounds: int) -> dict[str, Any]:
             for k, (c, r, p) in best.items()
         }
     app.settings = base
-    if len(sys.argv) > 4 or __import__("os").environ.get("PROFILE"):
+    if len(sys.argv) > 4 or os.environ.get("PROFILE"):
         await profile(app, n)
     app.log.close()
     return result
@@ -108,7 +112,10 @@ async def profile(app: ServerApp, n: int) -> None:
     await app._workers.run(worker.enable)
     loop = cProfile.Profile()
     loop.enable()
-    await overhead.drive(app, overhead.scope(True), n, 64)
+    template = overhead.scope(True)
+    template["keel.connections"] = (set(range(64)), {})  # as timed(): 64 busy connections
+    template["keel.body_complete"] = True
+    await overhead.drive(app, template, n, 64)
     loop.disable()
     await app._workers.run(worker.disable)
     for name, prof in (("event loop", loop), ("prediction thread", worker)):

@@ -14,7 +14,8 @@ bookkeeping, on the event loop, no sockets. Apps compared, interleaved over roun
 - ``floor``: ``http_floor.app`` (reads the body, answers a constant) behind the same protocol.
 
 CPU µs per request (the process, every thread), writes per response, the least of the rounds.
-``PROFILE=1``: a cProfile of the event loop for ``keel`` at c=1 (stderr).
+``PROFILE=1``: a cProfile of the event loop for ``keel`` at c=1 (stderr; ``PROFILE_CONC=64``
+at c=64, ``SORT=cumulative`` and ``TOP=N`` for pstats' order and length).
 
     taskset -c 0 .venv/bin/python benchmarks/serving/protocol_path.py PROJECT [N] [ROUNDS]
 """
@@ -163,12 +164,15 @@ async def measure(project: str, n: int, rounds: int) -> dict[str, Any]:
         result[f"c={conc}"]["keel_minus_floor_us"] = round((keel - floor) * 1e6, 1)
     if os.environ.get("PROFILE"):
         state = ServerState()
-        clients = [Client(protocol, configs["keel"], state, 40000)]
+        conc = int(os.environ.get("PROFILE_CONC", "1"))
+        clients = [Client(protocol, configs["keel"], state, 40000 + i) for i in range(conc)]
         profile = cProfile.Profile()
         profile.enable()
         await drive(clients, n)
         profile.disable()
-        pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(40)
+        pstats.Stats(profile, stream=sys.stderr).sort_stats(
+            os.environ.get("SORT", "tottime")
+        ).print_stats(int(os.environ.get("TOP", "40")))
     app.log.close()
     return result
 

@@ -120,12 +120,19 @@ class Answers:
             self._solo_ticks = ticks = self._solo_ticks + 1
             solo = not ticks & 7
         cpu = time.thread_time() if solo else 0.0
+        rows = [0]  # rows answered: counted in keel_predictions once per call, not per request
         hooks = Hooks(
-            partial(self._parse, model), partial(self._answer, name, model), partial(_failed, model)
+            partial(self._parse, model),
+            partial(self._answer, name, model, rows),
+            partial(_failed, model),
         )
-        results: list[tuple[int, bytes, str]] = score_batch(
-            model.package, jobs, hooks, cost, max_rows
-        )
+        try:
+            results: list[tuple[int, bytes, str]] = score_batch(
+                model.package, jobs, hooks, cost, max_rows
+            )
+        finally:
+            if rows[0]:
+                self._count(name, model.version, rows[0])
         elapsed = (time.perf_counter() - started) / len(jobs)  # per request, amortised
         self._seconds = 0.9 * self._seconds + 0.1 * elapsed
         if solo:  # the inline bound (_inline), per model
@@ -152,6 +159,7 @@ class Answers:
         self,
         name: str,
         model: LoadedModel,
+        rows: list[int],
         job: Job,
         request: Any,
         instances: list[Any],
@@ -159,9 +167,11 @@ class Answers:
         probabilities: list[Any] | None,
         findings: list[Finding],
     ) -> tuple[int, bytes, str]:
-        """A scored request's answer (logged); predict and OIP infer formats."""
+        """A scored request's answer (logged, its rows added to ``rows[0]``); predict and OIP
+        infer formats."""
         if job.label == "infer":
             self._logged(name, model, job.request_id, instances, labels, probabilities)
+            rows[0] += len(labels)
             given = request.get("id")
             outputs = model.package.signature["outputs"]
             answer: dict[str, Any] = {
@@ -178,6 +188,7 @@ class Answers:
             return 200, orjson.dumps(answer), model.version
         explained = explain_rows(model.package, instances) if _explains(request) else None
         self._logged(name, model, job.request_id, instances, labels, probabilities)
+        rows[0] += len(labels)
         answer = {"predictions": labels}
         if explained is not None:  # "explain": true
             answer["explanations"] = explained.to_json()
@@ -212,12 +223,15 @@ class Answers:
             if not queued:
                 self.operations.dropped(name, model.version, model.role)
             self.feedback.issued(name, model, request_id, instances)
-        counter = self._counted.get((name, model.version))
+
+    def _count(self, name: str, version: str, rows: int) -> None:
+        """Add ``rows`` predictions to ``keel_predictions`` (a locked increment)."""
+        counter = self._counted.get((name, version))
         if counter is None:  # labels() takes a lock and builds a key: once per version
-            counter = self._counted[(name, model.version)] = self.metrics.predictions.labels(
-                name, model.version
+            counter = self._counted[(name, version)] = self.metrics.predictions.labels(
+                name, version
             )
-        counter.inc(len(labels))
+        counter.inc(rows)
 
     def _instances(self, request: Any) -> list[Any]:
         instances = request.get("instances") if isinstance(request, dict) else None

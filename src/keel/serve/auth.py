@@ -27,6 +27,7 @@ from keel.serve.limits import Forbidden, TooManyRequests, Unauthorized
 __all__ = ["Authenticator", "Token", "Verifier"]
 
 _CACHE_SIZE = 10_000
+_MEMO_HEADER = 256  # longest Authorization header whose parsed secret is remembered
 
 
 class Token(Protocol):
@@ -67,6 +68,7 @@ class Authenticator:
         self.ttl = ttl
         self.clock = clock
         self._cache: dict[str, tuple[Token | None, float]] = {}
+        self._secrets: dict[bytes, str] = {}  # Authorization header -> its bearer secret
         self._buckets: dict[int | str, _Bucket] = {}
         self.share = 1  # workers sharing each token's rate (keel.serve.fleet.join_fleet)
 
@@ -78,7 +80,13 @@ class Authenticator:
             Forbidden: The token lacks the scope (403).
             TooManyRequests: The token's rate limit is spent (429, with Retry-After).
         """
-        secret = _bearer(authorization)
+        secret = None if authorization is None else self._secrets.get(authorization)
+        if secret is None:  # a header not seen before is parsed (and, if short, remembered)
+            secret = _bearer(authorization)
+            if authorization is not None and len(authorization) <= _MEMO_HEADER:
+                if len(self._secrets) >= _CACHE_SIZE:
+                    self._secrets.clear()
+                self._secrets[authorization] = secret
         now = self.clock()
         cached = self._cache.get(secret)
         if cached is None or cached[1] <= now:

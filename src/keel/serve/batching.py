@@ -201,6 +201,8 @@ def score_batch(
     Returns:
         One result per job, in order: each from its own rows' outputs and findings.
     """
+    if len(jobs) == 1:  # a lone request (inline, unbatched, a batch of one): no batch plumbing
+        return [_score_one(package, jobs[0], hooks, cost)]
     results: list[Any] = [None] * len(jobs)
     parsed: list[tuple[int, Any, list[Any]]] = []
     for index, job in enumerate(jobs):
@@ -249,6 +251,40 @@ def score_batch(
             except Exception as exc:
                 results[item.index] = hooks.fail(job, _fault(exc))
     return results
+
+
+def _score_one(package: Any, job: Job, hooks: Hooks, cost: CostModel | None) -> Any:
+    """:func:`score_batch` for one request: the same steps, answers and errors, fewer calls."""
+    try:
+        state, instances = hooks.parse(job)
+    except KeelError as exc:
+        return hooks.fail(job, exc)
+    except Exception as exc:
+        return hooks.fail(job, _fault(exc))
+    findings: list[Finding] = []
+    each = getattr(package.pipeline, "transform_each", None)
+    if each is not None:
+        x = each([instances], findings=[findings])[0]
+    else:
+        x = _attempt(package.pipeline.transform_rows, instances, findings)
+    if isinstance(x, KeelError):
+        return hooks.fail(job, x)
+    if isinstance(x, Exception):
+        return hooks.fail(job, _fault(x))
+    predict = package.model.predict
+    if cost is not None and not cost.calibrated:
+        cost.calibrate(predict, x)
+    started = time.perf_counter()
+    out = predict(x)  # a failure propagates, as a batch of one's does in _predict
+    if cost is not None:
+        cost.observe(len(x), time.perf_counter() - started)
+    labels, probabilities = package.task_spec.answer(out, package.classes)
+    try:
+        return hooks.answer(job, state, instances, labels, probabilities, findings)
+    except KeelError as exc:
+        return hooks.fail(job, exc)
+    except Exception as exc:
+        return hooks.fail(job, _fault(exc))
 
 
 def _fault(exc: Exception) -> KeelError:

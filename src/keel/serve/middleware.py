@@ -70,8 +70,26 @@ _DEPLOYMENTS_READ = Route("deployments", "read")
 _DEPLOYMENTS_CHANGE = Route("deployments_change", "admin", changes=True)
 
 
+_SEEN: dict[tuple[str, str], Route] = {}  # (method, path) -> its route, classified once
+_SEEN_MAX = 1024  # paths come from clients: a bounded memo, emptied when full
+
+
 def classify(method: str, path: str) -> Route:
-    """The route of a request (no regular expressions: a few string tests)."""
+    """The route of a request (no regular expressions: a few string tests).
+
+    A path seen before (a served model's predict path, every request) answers from a bounded
+    memo: routes are frozen, so one instance serves every request to its path.
+    """
+    key = (method, path)
+    found = _SEEN.get(key)
+    if found is None:
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        found = _SEEN[key] = _classify(method, path)
+    return found
+
+
+def _classify(method: str, path: str) -> Route:
     found = _OPEN.get(path) or _READ.get(path)
     if found is not None:
         return found
@@ -133,13 +151,15 @@ class Observe:
         status = 500
         started_response = False
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:
+            # a plain function handing back send's awaitable: no coroutine of its own per
+            # message (the caller awaits it at once, so the bookkeeping here is as timely)
             nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started_response = True
                 message["headers"] = [*message.get("headers", ()), id_header]
-            await send(message)
+            return send(message)
 
         try:
             if self._guard is not None:

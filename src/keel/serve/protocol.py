@@ -58,6 +58,33 @@ __all__ = ["guarded_protocol"]
 _NAMES_OK: set[bytes] = set()  # response header names already found valid
 
 
+_PLAIN: tuple[list[tuple[bytes, bytes]], bytes | None] = ([], None)  # the last default block
+
+
+def _default_block(defaults: list[tuple[bytes, bytes]]) -> bytes | None:
+    """uvicorn's default response headers (``date``, ``server``) as one encoded block.
+
+    uvicorn replaces the server's list once a second (the date); the block is encoded once per
+    list. None when a default header would change the answer's framing (a configured
+    ``content-length``, ``transfer-encoding`` or ``connection``) or is invalid: those go
+    through the checks of every header, as in uvicorn.
+    """
+    global _PLAIN
+    seen, block = _PLAIN
+    if seen is defaults:
+        return block
+    block = None
+    if not any(
+        HEADER_RE.search(name)
+        or HEADER_VALUE_RE.search(value)
+        or name.lower() in (b"content-length", b"transfer-encoding", b"connection")
+        for name, value in defaults
+    ):
+        block = b"".join(b"%s: %s\r\n" % (name.lower(), value) for name, value in defaults)
+    _PLAIN = (defaults, block)
+    return block
+
+
 class _Cycle(RequestResponseCycle):
     """uvicorn's request/response cycle, writing a response's head with its first body chunk."""
 
@@ -114,7 +141,6 @@ class _Cycle(RequestResponseCycle):
         self.response_started = True
         self.waiting_for_100_continue = False
         status_code = message["status"]
-        headers = self.default_headers + list(message.get("headers", []))
         if self.access_log:
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
@@ -126,6 +152,12 @@ class _Cycle(RequestResponseCycle):
             )
         content = [STATUS_LINE[status_code]]
         has_connection_close = False
+        block = _default_block(self.default_headers)
+        if block is not None:  # the server's date and name: encoded once per second
+            content.append(block)
+            headers = message.get("headers", ())
+        else:
+            headers = self.default_headers + list(message.get("headers", []))
         for name, value in headers:
             if name not in _NAMES_OK:
                 if HEADER_RE.search(name):

@@ -1,0 +1,148 @@
+"""Instructions per served request under callgrind: a figure the machine's load does not move.
+
+CPU time per request on this shared 2-core VM moves with the other sessions' work by more than
+most changes to the hot path are worth; the count of instructions executed does not. This
+runs the in-process drives of ``protocol_path.py`` (``protocol``: Keel's HTTP protocol fed raw
+request bytes, one connection, the app scoring inline) and ``hotpath.py`` (``asgi``: the app's
+ASGI entry with 64 connections reported busy, so requests go through the batcher and the
+prediction thread) under ``valgrind --tool=callgrind --instr-atstart=no``: instrumentation is
+switched on (``callgrind_control -i on``) after the imports, the model load and a warm-up, and
+off again after ``N`` requests, so the count is the requests' alone (every thread).
+
+    .venv/bin/python benchmarks/serving/instructions.py PROJECT [protocol|asgi] [N]
+
+``BEFORE_SRC=/path/to/src``: the same for a copy of ``src/`` first on ``PYTHONPATH`` too,
+printed beside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+WARM = 300
+
+
+async def drive(project: str, mode: str, n: int, signals: Path | None) -> None:
+    """Warm up, then answer ``n`` requests between the ``warm`` and ``done`` signals."""
+    import overhead
+    import protocol_path
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from keel.project import Project
+    from keel.serve.app import create_app
+    from keel.serve.auth import Authenticator
+    from keel.serve.protocol import guarded_protocol
+
+    token = overhead.Token("1", "bench", ("predict",))
+    check = Authenticator(lambda secret: token if secret == "keel_bench" else None)
+    with Project(project) as proj:
+        app = create_app(proj, reload=False, auth=check)
+        serve = proj.config.serve
+    assert app.log is not None, "the project must log predictions (serve.log_predictions)"
+    app.log.start()
+    app.settings = replace(app.settings, slo_p99_ms=1e9)  # cost, not shedding
+    if mode == "protocol":
+        protocol = guarded_protocol(
+            header_timeout=serve.idle_timeout_s, max_connections=serve.max_connections
+        )
+        config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="warning",
+                                access_log=False)  # fmt: skip
+        config.load()
+        client = protocol_path.Client(protocol, config, ServerState(), 40000)
+
+        async def run(count: int) -> None:
+            await protocol_path.drive([client], count)
+    else:
+        template = overhead.scope(True)
+        template["keel.connections"] = (set(range(64)), {})  # 64 connections, all busy
+        template["keel.body_complete"] = True
+
+        async def run(count: int) -> None:
+            await overhead.drive(app, template, count, 64)
+
+    await run(WARM)
+    _signal(signals, "warm", "go")
+    await run(n)
+    _signal(signals, "done", "stop")
+    app.log.close()
+
+
+def _signal(signals: Path | None, mine: str, awaited: str) -> None:
+    """Tell the parent ``mine`` and wait until it answers ``awaited`` (callgrind toggled)."""
+    if signals is None:
+        return
+    (signals / mine).touch()
+    while not (signals / awaited).exists():
+        time.sleep(0.02)
+
+
+def instructions(project: str, mode: str, n: int, src: str | None) -> int:
+    """Instructions callgrind counts while ``n`` requests are answered after the warm-up."""
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        signals = Path(tmp)
+        out = signals / "callgrind.out"
+        env["KEEL_BENCH_SIGNALS"] = str(signals)
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+               f"--callgrind-out-file={out}", sys.executable, __file__, project, mode, str(n),
+               "--drive"]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        for mine, answer, switch in (("warm", "go", "on"), ("done", "stop", "off")):
+            while not (signals / mine).exists():
+                if proc.poll() is not None:
+                    raise SystemExit(f"the drive ended early:\n{proc.stderr.read()[-2000:]}")
+                time.sleep(0.05)
+            toggled = subprocess.run(["callgrind_control", "-i", switch, str(proc.pid)],
+                                     capture_output=True, text=True, check=False)  # fmt: skip
+            if toggled.returncode != 0:
+                proc.kill()
+                raise SystemExit(f"callgrind_control failed: {toggled.stderr}")
+            (signals / answer).touch()
+        _, err = proc.communicate()
+        found = re.search(r"Collected : (\d+)", err)
+        if proc.returncode != 0 or found is None:
+            raise SystemExit("callgrind printed no total:\n" + err[-2000:])
+        return int(found.group(1))
+
+
+def main() -> None:
+    project = sys.argv[1]
+    mode = sys.argv[2] if len(sys.argv) > 2 else "protocol"
+    n = int(sys.argv[3]) if len(sys.argv) > 3 else 640
+    if mode not in ("protocol", "asgi"):
+        raise SystemExit(f"mode must be protocol or asgi, not {mode!r}")
+    if "--drive" in sys.argv:
+        import uvloop
+
+        uvloop.install()
+        signals = os.environ.get("KEEL_BENCH_SIGNALS")
+        asyncio.run(drive(project, mode, n, Path(signals) if signals else None))
+        return
+    builds: dict[str, str | None] = {"after": None}
+    if os.environ.get("BEFORE_SRC"):
+        builds = {"before": os.environ["BEFORE_SRC"], **builds}
+    result: dict[str, Any] = {"mode": mode, "n": n}
+    for name, src in builds.items():
+        counted = instructions(project, mode, n, src)
+        result[name] = {"instructions_per_request": round(counted / n)}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
