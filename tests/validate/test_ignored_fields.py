@@ -107,3 +107,15 @@ def test_a_row_missing_several_fields_names_them_all() -> None:
     assert info.value.field == "instances[0].age"
     assert "1 other field(s) missing too: hours-per-week." in info.value.message
     assert info.value.details["missing"] == ["age", "hours-per-week"]
+
+
+def test_a_longer_name_holding_a_missing_input_suggests_it() -> None:
+    # the bike-sharing trial: 'temperature' sent for the input 'temp'
+    made = Coercer.from_types({"temp": "float", "hum": "float", "atemp": "float"})
+    with pytest.raises(DataValidationError) as info:
+        made.row({"temperature": 0.3, "hum": 0.5, "atemp": 0.3}, where="instances[0].")
+    assert info.value.field == "instances[0].temperature"
+    assert "Did you mean 'temp'?" in info.value.message
+    with pytest.raises(DataValidationError) as info:  # held by two inputs: no guess
+        Coercer.from_types({"hum": "float", "humid": "float"}).row({"humidity_pct": 1.0})
+    assert "Did you mean" not in info.value.message

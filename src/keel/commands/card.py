@@ -32,7 +32,11 @@ def card(
     ] = None,
     fmt: Annotated[
         CardFormat | None,
-        typer.Option("--format", "-f", help="html or md (default: from --output, else html)."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="html or md (default: from --output; without it md on a terminal, else html).",
+        ),
     ] = None,
     fresh: Annotated[
         bool,
@@ -47,7 +51,9 @@ def card(
     """A version's model card: details, intended use, data and its snapshot hashes, training
     parameters, metrics with intervals, slices, fairness, calibration, gate verdicts, caveats.
 
-    The HTML page draws its plots as inline SVG and loads nothing from the network.
+    The HTML page draws its plots as inline SVG and loads nothing from the network. Without
+    --output the card goes to standard output: Markdown on a terminal, HTML when redirected
+    (`> card.html`).
     """
     from keel import api
 
@@ -72,4 +78,6 @@ def _format(output: Path | None, fmt: CardFormat | None) -> str:
     if output is not None and implied is None:
         msg = f"--output {output}: write a .html or .md file, or pass --format html|md."
         raise ConfigError(msg, field="output")
+    if implied is None and output is None and sys.stdout.isatty():
+        return "md"  # a page of HTML is unreadable on a terminal
     return implied or "html"

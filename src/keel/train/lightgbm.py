@@ -213,8 +213,10 @@ class _Fast:
         rows = data.shape[0]
         out = np.empty(rows * self.per_row, dtype=np.float64)
         length = ctypes.c_int64(0)
-        pointer = data.ctypes.data_as(ctypes.c_void_p)
-        into = out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        # the buffers' addresses as void pointers: ``ndarray.ctypes.data_as`` builds a helper
+        # object per call (~3 us of a single-row request's ~30 us in the model)
+        pointer = ctypes.c_void_p(data.__array_interface__["data"][0])
+        into = ctypes.c_void_p(out.__array_interface__["data"][0])
         if rows == 1:
             self._check(
                 self._lib.LGBM_BoosterPredictForMatSingleRowFast(

@@ -556,10 +556,23 @@ class _RowRule:
 
 
 def _close(name: Any, names: Sequence[Any]) -> list[str]:
-    """The one name of ``names`` close to ``name`` (difflib, ratio 0.6 or more), or none."""
+    """The one name of ``names`` close to ``name`` (difflib, ratio 0.6 or more), else the one
+    name that holds it whole or that it holds ('temperature' for 'temp', at least 3 letters
+    apart from case, spaces, '_' and '-'), or none."""
     if not isinstance(name, str):
         return []
-    return difflib.get_close_matches(name, [n for n in names if isinstance(n, str)], 1, 0.6)
+    candidates = [n for n in names if isinstance(n, str)]
+    close = difflib.get_close_matches(name, candidates, 1, 0.6)
+    if close:
+        return close
+    key = _key(name)
+    holding = [n for n in candidates if min(len(key), len(_key(n))) >= 3
+               and (_key(n) in key or key in _key(n))]  # fmt: skip
+    return holding if len(holding) == 1 else []
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
 def _describe(value: Any) -> str:
