@@ -5,7 +5,9 @@ delimiter, quoting, header and the tokens it spells "missing" with); the task fo
 target's values; gates and slices from the task and the columns; ids, row counters, free text
 and study labels (:mod:`keel.validate.infer_roles`) and columns that leak the target (alone decide
 a class target, :mod:`keel.commands.profile`; a regression target is computed from them,
-:mod:`keel.commands.leak_sums`) go into ``drop:``. Every choice is written with
+:mod:`keel.commands.leak_sums`) go into ``drop:``; a date or timestamp column makes the split
+``method: time`` by it (a random split of a time series tests on rows from the days it trained
+on, and overstates the score). Every choice is written with
 a comment that says why it was made and how to change it. The result is loaded with
 :func:`keel.config.load_config` before it is left on disk, so it is always a valid keel.yaml.
 """
@@ -32,8 +34,12 @@ MAX_TEXT_CLASSES = 100
 #: Categorical columns with this many values at most are evaluation slices.
 MAX_SLICE_VALUES = 12
 MAX_SLICES = 3
+#: A date column with at least this many distinct values splits the rows by time.
+MIN_TIME_VALUES = 20
 _POSITIVE = frozenset({"1", "1.0", "true", "t", "yes", "y", "positive", "pos"})
 _SENSITIVE = re.compile(r"^(sex|gender|race|ethnicity)$", re.IGNORECASE)
+# A date that describes the row's subject, not when the row happened: no time split by it.
+_NOT_WHEN = re.compile(r"birth|dob|born", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Scaffold:
         warnings: Things to fix before ``keel run`` (also written into keel.yaml).
         created: The files written: keel.yaml, and the copy of the data file when one was made.
         dropped: The columns set aside in keel.yaml's ``drop:`` (ids, counters, free text...).
+        split_column: The date or timestamp column keel.yaml's ``split:`` holds the latest rows
+            out by (``method: time``); None: the default split (stratified or random).
     """
 
     directory: Path
@@ -59,6 +67,7 @@ class Scaffold:
     warnings: tuple[str, ...]
     created: tuple[Path, ...] = ()
     dropped: tuple[str, ...] = ()
+    split_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,8 +136,9 @@ def init_from_file(
     copied = copy and not file.resolve().is_relative_to(root.resolve())
     created = (config, resolved) if copied else (config,)
     dropped = tuple(found.name for found in _dropped(profile, column.name))
+    split = _time_column(profile, column.name)
     return Scaffold(
-        root, config, resolved, column.name, task.task, tuple(warnings), created, dropped
+        root, config, resolved, column.name, task.task, tuple(warnings), created, dropped, split
     )
 
 
@@ -169,6 +179,12 @@ def print_scaffold(made: Scaffold, *, here: bool) -> None:
         listed = ", ".join(escape(name) for name in made.dropped)
         out.print(
             f"Set aside (not model inputs; the reasons are in keel.yaml's drop:): {listed}.",
+            highlight=False,
+        )
+    if made.split_column is not None:
+        out.print(
+            f"Split by time: the latest rows by {escape(made.split_column)} are the test "
+            "split (keel.yaml's split:).",
             highlight=False,
         )
     for warning in made.warnings:
@@ -303,6 +319,19 @@ def _slices(profile: Profile, target: str) -> list[str]:
     return [name for name in chosen if name in kept]
 
 
+def _time_column(profile: Profile, target: str) -> str | None:
+    """The first date or timestamp column (in file order) with enough distinct values to hold
+    the latest rows out by, that is neither the target, nor set aside, nor a date of birth;
+    None when there is none."""
+    dropped = {found.name for found in _dropped(profile, target)}
+    for column in profile.columns.values():
+        if column.kind != "temporal" or column.name == target or column.name in dropped:
+            continue
+        if column.distinct >= MIN_TIME_VALUES and not _NOT_WHEN.search(column.name):
+            return column.name
+    return None
+
+
 def _warnings(column: Column, profile: Profile) -> list[str]:
     warnings = []
     if column.nulls:
@@ -403,6 +432,7 @@ def _render(
         "  flavor: lightgbm",
         *_comment(f"{task.why}. Tasks: binary, multiclass, regression.", indent=2),
         f"  task: {task.task}",
+        *_split(profile, column.name),
         "",
         "evaluate:",
         *_evaluate(profile, column.name, task),
@@ -476,6 +506,31 @@ def _roles(profile: Profile, target: str, task: str) -> list[str]:
         lines += _comment("Uncomment to audit fairness (metrics per group) on these.", indent=2)
         lines.append(f"  # sensitive: {_yaml(sensitive)}")
     return lines
+
+
+def _split(profile: Profile, target: str) -> list[str]:
+    """``split: {method: time, column: ...}`` when the rows carry a date (held out: the latest)."""
+    name = _time_column(profile, target)
+    if name is None:
+        return []
+    distinct = profile.columns[name].distinct
+    others = [c.name for c in profile.columns.values() if c.kind == "temporal" and c.name != name]
+    also = f" ({_listed(dict.fromkeys(others))} also hold times: any of them can be `column`)"
+    return [
+        "",
+        "split:",
+        *_comment(
+            f"{name} holds dates or times ({distinct:,} distinct){also if others else ''}"
+            ": the test split is the latest 20% of the rows by it, and early stopping validates"
+            " on the latest rows before those, so the model is judged on a later period than the"
+            " one it learned from, as it will be used. A random split would test on rows of the "
+            f"same {name} as rows it trained on, and overstate the score. If the rows are not a "
+            "series in time, write method: auto.",
+            indent=2,
+        ),
+        "  method: time",
+        f"  column: {_yaml(name)}",
+    ]
 
 
 def _evaluate(profile: Profile, target: str, task: _Task) -> list[str]:

@@ -73,7 +73,7 @@ def check_columns(
     if dialect is not None:
         parts.append(f"Read as {dialect.describe()}.")
     hints = _hints(found, list(expected), missing, path, dialect)
-    parts.append(" ".join(hints) if hints else _default_fix(dialect))
+    parts.append(" ".join(hints) if hints else _default_fix(dialect, missing, len(expected)))
     details = {
         "expected": list(expected),
         "found": found,
@@ -94,7 +94,12 @@ def _odd(name: str) -> bool:
     return not name or name != name.strip() or any(c in name for c in ",;|\t'\"")
 
 
-def _default_fix(dialect: Dialect | None) -> str:
+def _default_fix(dialect: Dialect | None, missing: list[str], expected: int) -> str:
+    if 2 * len(missing) <= expected:  # most are there: the file is read right, it lacks these
+        return (
+            f"The other {expected - len(missing)} were found, so the file is read right: add "
+            f"{_names(missing)} to it (empty cells where a value is unknown)."
+        )
     if dialect is not None and dialect.format == "csv":
         return "Check the file, or how it is read: --delimiter, --header/--no-header, --columns."
     return "Rename the file's columns to the expected names."
@@ -112,7 +117,7 @@ def _hints(
         first = _first_line(path, dialect.encoding)
         hints += _dialect_hints(first, found, expected, dialect)
     if not hints:
-        hints += _renamed(missing, found)
+        hints += _renamed(missing, found, expected)
     return hints
 
 
@@ -151,19 +156,40 @@ def _dialect_hints(
     return [f"No header line (the first row was taken for names)? Pass --no-header {columns}."]
 
 
-def _renamed(missing: list[str], found: list[str]) -> list[str]:
-    lowered = {name.strip().lower(): name for name in found}
+def _renamed(missing: list[str], found: list[str], expected: list[str]) -> list[str]:
+    """``'temperature' for 'temp'``: a found column that no expected name claims, equal to a
+    missing one but for case and spaces, close to it, or holding it whole. A found column that
+    is itself expected ('atemp' when 'temp' is missing) is never offered, nor one twice."""
+    wanted = set(expected)
+    spare = [name for name in found if name not in wanted]
     pairs = []
     for name in missing:
-        match = lowered.get(name.strip().lower())
-        if match is None:
-            close = difflib.get_close_matches(name, found, n=1, cutoff=0.8)
-            match = close[0] if close else None
+        match = _match(name, spare)
         if match is not None:
+            spare.remove(match)
             pairs.append(f"{match!r} for {name!r}")
     if not pairs:
         return []
     return [f"Renamed columns? The file has {', '.join(pairs[:5])}: rename them in the file."]
+
+
+def _match(name: str, spare: list[str]) -> str | None:
+    key = _key(name)
+    same = [found for found in spare if _key(found) == key]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(name, spare, n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    if len(key) < 3:
+        return None
+    holding = [found for found in spare if key in _key(found) or _key(found) in key]
+    holding = [found for found in holding if min(len(_key(found)), len(key)) >= 3]
+    return holding[0] if len(holding) == 1 else None  # only when it can be no other
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
 def _cells(line: str, delimiter: str) -> list[str]:

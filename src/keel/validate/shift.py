@@ -222,9 +222,10 @@ def shift_anomalies(
     label shift, a change of the class priors, is a classification notion.
 
     Columns whose role is timestamp, entity or pii are skipped (their values move by nature);
-    an ignored column, or one constant in the reference (the model cannot have learned from it),
-    is at most a warning. With fewer rows than :func:`min_window` nothing is flagged and a note
-    says so.
+    an ignored column (keel.yaml's data.drop: the model never reads it) is measured for the
+    report's charts but not reported; one constant in the reference (the model cannot have
+    learned from it) is at most a warning. With fewer rows than :func:`min_window` nothing is
+    flagged and a note says so.
 
     Args:
         current: Statistics of the data, computed on the reference's bins.
@@ -263,13 +264,15 @@ def shift_anomalies(
         metrics["min_rows"] = window
         if metrics_out is not None:
             metrics_out[col_name] = metrics
+        if column.role == "ignored":
+            continue  # measured for the report, but the model never reads it
         if window is None or int(current["rows"]) < window:
             small.append(col_name)
             continue
         level = shift_severity(metrics, limits)
         if level is None:
             continue
-        capped = column.role == "ignored" or int(ref.get("distinct", 2) or 0) <= 1
+        capped = int(ref.get("distinct", 2) or 0) <= 1
         if capped:
             level = "warning"
         if col_name == target and is_classes(ref):
@@ -277,13 +280,19 @@ def shift_anomalies(
             continue
         if level == "error":
             level = severity_of(schema, "distribution_shift", level, col_name)
+        fix = (  # the way on when the shift is expected (a later period, another population)
+            "; if expected, give distribution_shift the severity warning in schema.yaml "
+            "(severities: {distribution_shift: warning})"
+            if level == "error"
+            else ""
+        )
         found.append(
             Anomaly(
                 col_name,
                 "distribution_shift",
                 level,
                 f"{name}: column '{col_name}' shifted from the reference: {describe(metrics)}"
-                f"{' (constant or ignored column: a warning only)' if capped else ''}.",
+                f"{' (constant in the reference: a warning only)' if capped else ''}{fix}.",
                 {"metrics": metrics, "thresholds": asdict(limits)},
             )
         )
