@@ -1,7 +1,7 @@
 """What the evaluate step adds to ``keel run``: before (a git revision) and after (this tree).
 
     .venv/bin/python benchmarks/evaluate/step_cost.py [ROUNDS] [--before REV] [--after DIR]
-                                                      [--only after]
+                                                      [--only after] [--cli]
 
 ``REV`` (default ``HEAD``) is unpacked with ``git archive`` (``src`` and ``examples``) into a
 temporary directory; ``--after`` is a source tree holding ``src/keel`` (default: this
@@ -16,6 +16,12 @@ archive); the CPU columns then come from the run record (each step's ``cpu_secon
 process's user + system seconds while the step ran, all its threads), with the share "evaluate
 CPU seconds / the other steps' CPU seconds" beside the wall share, and the median, minimum and
 maximum of each column at the end.
+
+``--cli`` times what a user waits for: the ``keel run`` command itself (a fresh process:
+interpreter start, imports, the pipeline, its records), per tree, on a fresh copy of the Adult
+example each round, alternating trees; the evaluate step's seconds come from the command's
+``--format json`` output, and "adds" is evaluate / (command wall - evaluate): how much longer
+``keel run`` takes for the step (nothing runs beside it: the register step waits for its gates).
 """
 
 from __future__ import annotations
@@ -123,8 +129,41 @@ def _cell(key: str, value: float) -> str:
     return f"{value:.1%}" if key.startswith("share") else f"{value:.{1 if key == 'load' else 2}f}"
 
 
-def main(rounds: int, before: str, after: Path, only: str = "") -> None:
-    if only == "after":
+INIT = "import sys, keel; keel.init(sys.argv[1], example='adult'); print('{}')"
+CLI = "import sys; from keel.cli import main; sys.argv = ['keel', *sys.argv[1:]]; main()"
+
+
+def cli_runs(rounds: int, trees: dict[str, Path], work: Path) -> None:
+    """``--cli``: the ``keel run`` command's wall seconds per tree, and what evaluate adds."""
+    import time
+
+    print("| tree | load | keel run s | evaluate s | train s | adds |\n|---|---|---|---|---|---|")
+    adds: dict[str, list[float]] = {name: [] for name in trees}
+    for r in range(rounds):
+        for name, src in trees.items():
+            project = work / f"cli-{name}{r}"
+            child(src, INIT, str(project))
+            env = {**os.environ, "PYTHONPATH": str(src), "COLUMNS": "200"}
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", CLI, "run", "-p", str(project), "-f",
+                                   "json"], env=env, capture_output=True, text=True)  # fmt: skip
+            wall = time.perf_counter() - started
+            if done.returncode:
+                raise SystemExit(f"keel run failed ({name}):\n{done.stderr[-3000:]}")
+            steps = {s["step"]: s["seconds"] for s in json.loads(done.stdout)["steps"]}
+            added = steps["evaluate"] / (wall - steps["evaluate"])
+            adds[name].append(added)
+            print(f"| {name} | {os.getloadavg()[0]:.1f} | {wall:.2f} | {steps['evaluate']:.2f} "
+                  f"| {steps['train']:.2f} | {added:.1%} |", flush=True)  # fmt: skip
+    for name, values in adds.items():
+        print(
+            f"{name}: adds median {statistics.median(values):.1%} "
+            f"(min {min(values):.1%}, max {max(values):.1%})"
+        )
+
+
+def main(rounds: int, before: str, after: Path, only: str = "", cli: bool = False) -> None:
+    if only == "after" and not cli:
         only_after(rounds, after)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,6 +174,9 @@ def main(rounds: int, before: str, after: Path, only: str = "") -> None:
                                  check=True, capture_output=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
         trees = {"before": old / "src", "after": after / "src"}
+        if cli:
+            cli_runs(rounds, {"after": trees["after"]} if only == "after" else trees, work)
+            return
         print("| run | load | wall s | train s | evaluate s | others s | share | evaluate CPU s "
               "| run CPU s |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
         last = work
@@ -157,6 +199,9 @@ def main(rounds: int, before: str, after: Path, only: str = "") -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    cli = "--cli" in args
+    if cli:
+        args.remove("--cli")
     options = {"--before": "HEAD", "--after": str(REPO), "--only": ""}
     for flag in options:
         if flag in args:
@@ -168,4 +213,5 @@ if __name__ == "__main__":
         options["--before"],
         Path(options["--after"]),
         options["--only"],
+        cli,
     )

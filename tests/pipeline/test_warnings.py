@@ -119,3 +119,19 @@ def test_ingest_warnings_are_stored_with_the_ingest_run(tmp_path: Path) -> None:
     assert len(result.warnings) == 1 and "updated_at" in result.warnings[0]
     assert "warning:" in buffer.getvalue()
     assert keel.get_run(result.run_id, project=root)["warnings"] == list(result.warnings)
+
+
+def test_early_stopping_that_never_stopped_is_a_warning(project: Path) -> None:
+    """Boosting that is still improving at its last round (best iteration = n_estimators)
+    says so, and names what to raise."""
+    config = yaml.safe_load((project / "keel.yaml").read_text())
+    config["model"]["params"].update({"n_estimators": 8, "learning_rate": 0.05})
+    (project / "keel.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    summary = keel.run(project)
+    (train,) = [s for s in summary["steps"] if s["step"] == "train"]
+    said = keel.get_run(train["run_id"], project=project)["warnings"]
+    assert said == [
+        "early stopping never stopped: the best iteration is the last one (8 of "
+        "model.params.n_estimators 8), so the model may still be improving. Raise "
+        "n_estimators (e.g. to 16)."
+    ]

@@ -106,10 +106,12 @@ def show(
     out.print(f"[bold]{escape(shown['name'])}[/]  aliases: {escape(aliases)}")
     for v in shown["versions"]:
         mark = "  [yellow]archived[/]" if v["archived"] else ""
+        created = v["created_at"][:16].replace("T", " ")  # to the minute, UTC
         out.print(
-            f"  v{v['version']}  {v['created_at']}  sha256={v['package_sha256'][:16]}  "
-            f"{_headline(v['metrics'])}  {escape(' '.join(v['aliases']))}{mark}"
+            f"  v{v['version']}  {created} UTC  sha256={v['package_sha256'][:16]}  "
+            f"{escape(' '.join(v['aliases']))}{mark}"
         )
+        _print_wrapped(_headline(v["metrics"]), indent=6)
         if len(shown["versions"]) == 1:  # one version's details: its metrics per slice too
             _print_slices(v.get("slices") or {})
             _print_gates(v.get("gates") or [])
@@ -125,7 +127,18 @@ def _print_fairness(fairness: dict[str, Any]) -> None:
             for name, value in audit.items()
             if name.endswith("_difference") and (value is not None or name in audit["undefined"])
         )
-        out.print(f"    fairness [bold]{escape(feature)}[/]: {values}", highlight=False)
+        _print_wrapped(f"fairness {feature}: {values}", indent=4, markup=False)
+
+
+def _print_wrapped(text: str, *, indent: int, markup: bool = True) -> None:
+    """``text`` at ``indent`` spaces, its continuation lines indented two more, within the
+    terminal's width (rich would wrap it at column 0)."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width=max(out.width, 40), initial_indent=" " * indent,
+                          subsequent_indent=" " * (indent + 2), break_on_hyphens=False)  # fmt: skip
+    for line in lines:
+        out.print(line if markup else escape(line), highlight=False, soft_wrap=True)
 
 
 def _print_importance(importance: dict[str, Any], top: int = 10) -> None:

@@ -321,6 +321,13 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
         else:
             result = fit(x[fit_rows], y[fit_rows], **arguments)
     facts = dict(result.facts, executor=executor, workers=result.facts.get("workers", 1))
+    if stopping and result.best_iteration is not None and result.best_iteration >= total > 1:
+        knob = "n_estimators" if "n_estimators" in params else "epochs"
+        ctx.warn(
+            f"early stopping never stopped: the best iteration is the last one "
+            f"({result.best_iteration} of model.params.{knob} {total}), so the model may still "
+            f"be improving. Raise {knob} (e.g. to {2 * total})."
+        )
     if split.folds:
         facts["metrics"] |= {f"cv_{k}": v for k, v in ctx.facts["cv"]["mean"].items()}
     ctx.facts.update(facts, classes=classes, split=split.model_dump(mode="json"))
