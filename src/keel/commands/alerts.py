@@ -123,6 +123,7 @@ def monitor_run(
     if times is not None and period is None:
         raise typer.BadParameter("--times needs --every", param_hint="--times")
     role = checked_role(role)
+    _quiet_log_sink()
     passes = 0
     try:
         while True:
@@ -146,6 +147,18 @@ def monitor_run(
         err.print(f"stopped after {passes} check{'s' * (passes != 1)}")
 
 
+def _quiet_log_sink() -> None:
+    """The `log` sink writes to the `keel.alerts` logger; with no logging configured, Python's
+    last-resort handler would print each warning and critical alert to stderr a second time,
+    unformatted and over 80 columns, beside the lines this command prints. Logging that is
+    configured (a handler on that logger or on the root) still gets every alert."""
+    import logging
+
+    logger = logging.getLogger("keel.alerts")
+    if not logger.handlers and not logging.getLogger().handlers:
+        logger.addHandler(logging.NullHandler())
+
+
 def list_(
     model: Annotated[str | None, typer.Option("--model", "-m", help="One model's alerts.")] = None,
     status: Annotated[
@@ -166,9 +179,10 @@ def list_(
     if not found:
         out.print("no alerts" + (f" with status {status}" if status else ""))
         return
-    table = Table(box=box.SIMPLE, pad_edge=False, collapse_padding=True)  # fits 80 columns
+    # no edges: a day window ("2024-05-01 .. 2024-05-02") and the minute fired fit 80 columns
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for col in ("id", "severity", "rule", "model", "window", "value", "status", "fired"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("window", "fired"))
     for a in found:
         table.add_row(
             str(a["id"]),

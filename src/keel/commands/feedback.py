@@ -97,8 +97,9 @@ def feedback(
         if repeated and instance_column is None:
             out.print(
                 "hint: rows without an instance position name the first instance of their "
-                "request; for requests of several instances, name the column of positions "
-                "(0 = first) with --instance-column.",
+                "request. If they label other instances of requests of several instances, name "
+                "the column of positions (0 = first) with --instance-column; if this file was "
+                "sent before, its labels are already stored and nothing needs doing.",
                 highlight=False,
             )
     if counts["rejected"]:

@@ -116,11 +116,14 @@ def monitor(
     ] = MonitorFormat.text,
 ) -> None:
     """Drift per feature (PSI, JS, Wasserstein, a test with BH control) and, for a binary
-    classifier, estimated accuracy and ROC AUC (CBPE): served inputs (or a file) vs training.
+    classifier, estimated accuracy and ROC AUC (CBPE): served inputs (or a file) vs training;
+    realised performance once labels are fed back (keel feedback NAME); the servers' traffic,
+    errors and latency.
 
-    Exits 1 when the latest window drifted. A window with fewer than monitor.min_rows rows says
-    not_enough_data. An --input CSV is read like `keel predict` reads one (detected unless
-    given; printed); a file without the model's input columns is an error that names the fix.
+    Exits 1 when the latest window drifted (its verdict is the last line). A window with fewer
+    than monitor.min_rows rows says not_enough_data. An --input CSV is read like `keel predict`
+    reads one (detected unless given; printed); a file without the model's input columns is an
+    error that names the fix.
     `keel monitor run NAME` checks new windows against monitor.alerts and fires alerts.
     """
     from keel import api
@@ -217,6 +220,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"{report['source']} vs {report['reference_rows']} training rows"
         + (f", windows of {report['window']}" if report["window"] != "all" else "")
     )
+    if len(report.get("windows") or []) > 1:
+        out.print("[dim]features over the whole selection; per window: the table below[/]")
     # no rules between columns: a feature name, "categorical" and "not_enough_data" fit 80
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for col in ("feature", "kind", "psi", "js", "w1/std", "p (BH)", "verdict"):
@@ -240,7 +245,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"target: {prediction['verdict']}"
         )
     if report.get("windows"):
-        _print_windows(report["windows"])
+        _print_windows(report["windows"], by_rows=str(report["window"]).endswith("rows"))
     performance = report.get("performance")
     if performance:
         out.print(_performance(performance))
@@ -250,53 +255,100 @@ def print_report(report: dict[str, Any]) -> None:
         _print_operations(report["operations"], report.get("slo"))
     for note in report.get("notes", []):
         out.print(f"[dim]note:[/] {note}", highlight=False)
+    windows = report.get("windows") or []
     out.print(
         f"verdict: {report['verdict']}"
         + (f" ({', '.join(report['drifted_columns'])})" if report["drifted_columns"] else "")
+        + (" over the whole selection" if len(windows) > 1 else "")
     )
+    if len(windows) > 1:  # the exit code follows the latest window
+        latest = windows[-1]
+        drifted = latest["drifted_columns"]
+        out.print(
+            f"latest window ({_moment(latest['start'])}): {report['latest_verdict']}"
+            + (f" ({', '.join(drifted)})" if drifted else "")
+        )
 
 
-def _print_windows(windows: list[dict[str, Any]]) -> None:
+def _print_windows(windows: list[dict[str, Any]], by_rows: bool = False) -> None:
+    """One line per window with only the columns some window has a value for (no CBPE
+    columns for a multiclass or regression model), then, for time windows, their traffic in a
+    table of its own, so both fit 80 columns (row windows leave traffic to the operations
+    table: it is counted by time)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(show_edge=False)
+    def table() -> Table:
+        return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+
+    drift = table()
+    estimated = any(w.get("performance") for w in windows)
     labelled = any(w.get("realised") for w in windows)
-    names = ["window", "rows", "drifted", "est. accuracy", "est. roc_auc"]
-    names += ["labels", "realised"] if labelled else []
-    served = any(w.get("latency") for w in windows)  # traffic counted by the servers
-    names += ["requests", "p99 ms", "errors", "SLO"] if served else []
+    metric = next((_metric_name(w["realised"]) for w in windows if w.get("realised")), "")
+    names = ["window", "rows", "drifted"]
+    names += ["est. accuracy", "est. roc_auc"] if estimated else []
+    names += ["labels", f"realised {metric}".rstrip()] if labelled else []
     for col in [*names, "verdict"]:
-        table.add_column(col)
+        drift.add_column(col, overflow="fold", no_wrap=col == "window")
     for window in windows:
         performance = window["performance"] or {}
+        drifted = window["drifted_columns"]
         cells = [
-            _moment(window["start"]),
+            _window_name(window, by_rows),
             str(window["rows"]),
-            ", ".join(window["drifted_columns"][:4]),
-            _pm(performance.get("accuracy"), performance.get("accuracy_error")),
-            _pm(performance.get("roc_auc"), performance.get("roc_auc_error")),
+            ", ".join(drifted[:3]) + (f" +{len(drifted) - 3}" if len(drifted) > 3 else ""),
         ]
+        if estimated:
+            cells += [
+                _pm(performance.get("accuracy"), performance.get("accuracy_error")),
+                _pm(performance.get("roc_auc"), performance.get("roc_auc_error")),
+            ]
         if labelled:
             realised = window.get("realised") or {}
             cells += [str(realised.get("labelled", 0)), _headline(realised)]
-        if served:
-            latency, slo = window.get("latency") or {}, window.get("slo") or {}
-            cells += [
-                str(latency.get("requests", 0)),
-                _num(latency.get("p99_ms"), "{:.3g}"),
-                _num(latency.get("error_rate"), "{:.2%}"),
-                slo.get("status", "-"),
-            ]
-        table.add_row(*cells, f"[{_COLORS[window['verdict']]}]{window['verdict']}[/]")
-    out.print(table)
+        drift.add_row(*cells, f"[{_COLORS[window['verdict']]}]{window['verdict']}[/]")
+    out.print(drift)
+    if by_rows or not any(w.get("latency") for w in windows):
+        return
+    traffic = table()
+    slo = any(w.get("slo") for w in windows)
+    for col in ["window", "requests", "p99 ms", "errors", *(["SLO"] if slo else [])]:
+        traffic.add_column(col, no_wrap=True)
+    for window in windows:
+        latency = window.get("latency") or {}
+        cells = [
+            _window_name(window, by_rows),
+            str(latency.get("requests", 0)),
+            _num(latency.get("p99_ms"), "{:.3g}"),
+            _num(latency.get("error_rate"), "{:.2%}"),
+        ]
+        traffic.add_row(*cells, *([(window.get("slo") or {}).get("status", "-")] if slo else []))
+    out.print(traffic)
+
+
+def _window_name(window: dict[str, Any], by_rows: bool) -> str:
+    return _moment(window["start"]) + (f" .. {window['end']}" if by_rows else "")
+
+
+def _metric_name(realised: dict[str, Any]) -> str:
+    metrics = realised.get("metrics") or {}
+    return "accuracy" if "accuracy" in metrics else "rmse" if "rmse" in metrics else ""
 
 
 def _print_operations(rows: list[dict[str, Any]], slo: dict[str, Any] | None) -> None:
     """Traffic per version and role (every server's counts) and the SLO verdict."""
+    from rich import box
     from rich.table import Table
 
-    # short headers: the nine columns fit 80 columns without cutting a header or a role
-    table = Table(show_edge=False, title="operations (served traffic), latency in ms")
+    # short headers and no rules between columns: the nine columns fit 80 columns without
+    # cutting a header, a role or a figure (p50 0.0816 is as wide as its header)
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        title="operations (served traffic), latency in ms",
+    )
     names = ["ver", "role", "requests", "req/s", "err rate", "p50", "p95", "p99"]
     for col in [*names, "log drops"]:
         table.add_column(col)
@@ -323,10 +375,8 @@ def _print_operations(rows: list[dict[str, Any]], slo: dict[str, Any] | None) ->
 def _headline(realised: dict[str, Any]) -> str:
     """A window's realised headline metric (accuracy, else RMSE) with its interval."""
     if realised.get("status") != "ok":
-        return "[dim]not enough labels[/]" if realised else "-"
-    metrics = realised["metrics"]
-    name = "accuracy" if "accuracy" in metrics else "rmse"
-    return f"{name} {_interval(metrics[name])}"
+        return "[dim]too few labels[/]" if realised else "-"
+    return _interval(realised["metrics"][_metric_name(realised)])
 
 
 def _interval(metric: dict[str, Any]) -> str:

@@ -125,16 +125,17 @@ def list_(project: ProjectOpt = None, fmt: FormatOpt = Format.text) -> None:
     if fmt is Format.json:
         emit_json({"schedules": rows, "leader": leader})
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("schedule", "trigger", "catch-up", "state", "next", "last tick"):
-        table.add_column(column, no_wrap=column not in ("trigger", "last tick"))
+    # times to the minute, no edges, catch-up left to `schedule show`: the columns fit 80
+    # columns with only the trigger wrapping
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for column in ("schedule", "trigger", "state", "next", "last tick"):
+        table.add_column(column, no_wrap=column != "trigger", min_width=12 * (column == "trigger"))
     for row in rows:
         tick = row["last_tick"]
-        last_text = f"{_when_text(tick['tick_at'])} {tick['status']}" if tick else "-"
         table.add_row(
             escape(row["name"]), escape(row["trigger"]),
-            row["catchup"] if row["kind"] != "event" else "-",
-            "paused" if row["paused"] else "active", _when_text(row["next_due"]), last_text,
+            "paused" if row["paused"] else "active", _minute(row["next_due"]),
+            f"{_minute(tick['tick_at'])} {tick['status']}" if tick else "-",
         )  # fmt: skip
     out.print(table)
     out.print(f"{len(rows)} schedule(s); {_leader_text(leader, now)}", highlight=False)
@@ -164,22 +165,32 @@ def show(
 
 
 def _print_ticks(ticks: list[Tick]) -> None:
+    """The ticks as a table that fits 80 columns; each error, and each reason that says more
+    than the tick's own time (an event's), on a line of its own below it."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("tick", "status", "seconds", "overhead ms", "run", "reason / error"):
-        table.add_column(column, no_wrap=column != "reason / error")
+    for column in ("tick", "status", "seconds", "overhead ms", "run"):
+        table.add_column(column, no_wrap=True)
+    said: list[str] = []
     for tick in ticks:
         took = (
             (tick.ended_at - tick.started_at).total_seconds()
             if tick.ended_at and tick.started_at
             else None
         )
+        when = _when_text(tick.tick_at.isoformat())
         table.add_row(
-            _when_text(tick.tick_at.isoformat()), tick.status,
+            when, tick.status,
             f"{took:.2f}" if took is not None else "-",
             f"{tick.overhead_ms:.1f}" if tick.overhead_ms is not None else "-",
-            (tick.pipeline_run_id or "-")[:12], escape(tick.error or tick.reason),
+            (tick.pipeline_run_id or "-")[:12],
         )  # fmt: skip
+        if tick.error:
+            said.append(f"{when}: [red]error:[/] {escape(tick.error)}")
+        elif tick.reason and not tick.reason.endswith(f"tick {when}"):
+            said.append(f"{when}: {escape(tick.reason)}")
     out.print(table)
+    for line in said:
+        out.print(line, highlight=False)
 
 
 def pause(name: NameArg, project: ProjectOpt = None, fmt: FormatOpt = Format.text) -> None:
@@ -343,6 +354,14 @@ def _iso(value: datetime | None) -> str | None:
 
 def _when(value: datetime | None) -> str:
     return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}Z"
+
+
+def _minute(value: str | None) -> str:
+    """``2026-12-05 05:15Z``: a time in a table, its seconds only when they are not ``00``."""
+    if value is None:
+        return "-"
+    moment = datetime.fromisoformat(value)
+    return f"{moment:%Y-%m-%d %H:%M}Z" if moment.second == 0 else _when(moment)
 
 
 def _when_text(value: str | None) -> str:

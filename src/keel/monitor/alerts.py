@@ -306,7 +306,10 @@ def _store(
         if before is not None and now is not None and rule.cooldown > 0:
             quiet = (now - before).total_seconds()
             if 0 <= quiet < rule.cooldown:
-                why = f"cooldown: {quiet:.0f} s after the previous alert, < {rule.cooldown:.0f} s"
+                why = (
+                    f"cooldown: {quiet:.0f} s after this rule's previous alert, within its "
+                    f"cooldown of {rule.cooldown:.0f} s"
+                )
                 skipped.append(Skipped(rule.name, firing.start, firing.end, why))
                 continue
         alert = store.record(

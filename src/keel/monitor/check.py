@@ -158,6 +158,7 @@ def _check(
     if join is not None:
         realised = realised_of(project, join, window=spec, labels=labels)
     answer = replace(report, realised=realised).to_dict()
+    served = (report.overall.first, report.overall.last)  # the whole selection's requests
     from keel.monitor.operations import add_operations  # latency, errors, drops; SLOs
 
     traffic = project.metadata.database if quick is None else quick.traffic_rows
@@ -165,7 +166,8 @@ def _check(
         windows = answer.pop("windows")
         whole = add_operations(answer, traffic, cfg.slo, window_kind="all",
                                window_size=0, version=select.version, role=role,
-                               since=select.since, until=select.until)  # fmt: skip
+                               since=select.since, until=select.until,
+                               served=served)  # fmt: skip
         whole["windows"] = windows
         return whole
     return add_operations(
@@ -178,6 +180,7 @@ def _check(
         role=role,
         since=select.since,
         until=select.until,
+        served=served,
     )
 
 

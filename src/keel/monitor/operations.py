@@ -206,6 +206,7 @@ def add_operations(
     since: float | None = None,
     until: float | None = None,
     now: float | None = None,
+    served: tuple[float | None, float | None] = (None, None),
 ) -> dict[str, Any]:
     """``report`` (a :func:`keel.monitor.check.check_model` answer) with ``latency``,
     ``operations`` and ``slo`` in each window and for the whole selection.
@@ -221,6 +222,9 @@ def add_operations(
         since: Requests at or after this time (seconds since the epoch).
         until: Requests before this time.
         now: The current time (an open time window's throughput counts until now).
+        served: The first and last logged request of the selection: the whole selection's
+            throughput is over their span when the report has no windows (else the flush
+            times, seconds apart, would stretch a burst of requests over them).
     """
     now = now if now is not None else datetime.now(UTC).timestamp()
     traffic = read_traffic(
@@ -238,6 +242,8 @@ def add_operations(
     whole = traffic.within(None, None)
     firsts = [w["first_request"] for w in windows if w.get("first_request") is not None]
     lasts = [w["last_request"] for w in windows if w.get("last_request") is not None]
+    if not firsts and served[0] is not None and served[1] is not None:
+        firsts, lasts = [served[0]], [served[1]]
     if firsts:
         seconds = max(1.0, max(lasts) - min(firsts))
     elif traffic.rows:

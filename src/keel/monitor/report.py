@@ -347,7 +347,11 @@ def monitor_log(
     if rows and reference.task == "multiclass":
         notes.append(
             "no estimated performance: CBPE estimates a binary classifier's accuracy and ROC AUC "
-            f"only; send labels (keel feedback {reference.name}) for realised accuracy."
+            + (
+                "only; realised accuracy comes from the feedback labels."
+                if join is not None
+                else f"only; send labels (keel feedback {reference.name}) for realised accuracy."
+            )
         )
     keep = [c for c in prepared.binnings if c not in missing]
     merged = PaneCounts()

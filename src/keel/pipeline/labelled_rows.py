@@ -337,7 +337,9 @@ def add_labelled_rows(
 
     train = read_snapshot(ctx.project.artifacts, train_snapshot)
     test = read_snapshot(ctx.project.artifacts, test_snapshot)
-    added = read_snapshot(ctx.project.artifacts, str(ctx.params["labelled"]))
+    labelled = ctx.project.metadata.get_artifact(str(ctx.params["labelled"]))
+    ctx.read["labelled"] = labelled  # an input of this run: keel lineage names the rows
+    added = read_snapshot(ctx.project.artifacts, labelled)
     contract = Schema.from_dict(yaml.safe_load(ctx.project.artifacts.get(schema.sha256)))
     target = ctx.project.config.data.target
     keep, excluded = check_rows(added, contract, target, train.schema)

@@ -266,8 +266,8 @@ def run_policy(project: Project, alert: Alert, *, console: Console | None = None
     run_id = uuid.uuid4().hex
     reason = (
         f"retrain policy: alert #{alert.id} ({alert.rule}) on {alert.model}@{alert.version}; "
-        f"+{window.num_rows} labelled rows ({labelled.sha256[:12]}, {carried} carried from the "
-        "previous policy run)"
+        f"{window.num_rows} labelled rows offered ({labelled.sha256[:12]}, {carried} carried "
+        "from the previous policy run; the labelled_rows step says which trained)"
     )
     from keel.pipeline.runner import run_steps
 

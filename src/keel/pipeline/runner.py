@@ -88,6 +88,9 @@ class StepContext:
     warnings: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    read: dict[str, Artifact] = field(default_factory=dict)
+    """Artifacts the step read besides its declared inputs (one named by a param, such as a
+    retrain's labelled rows): recorded as the run's inputs too, so lineage reaches them."""
 
     @property
     def cancel_requested(self) -> bool:
@@ -444,7 +447,7 @@ def _run_one(
         meta.finish_run(
             run.id,
             status="succeeded",
-            inputs=_shas(inputs),
+            inputs=_shas(inputs) | _shas(context.read),
             outputs=shas,
             cpu_seconds=usage.cpu_seconds,
             peak_memory_mb=usage.peak_rss_mb,
