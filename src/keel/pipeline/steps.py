@@ -403,6 +403,17 @@ def _promote(ctx: StepContext, registry: Any, version: int, gates: list[dict[str
     cfg = ctx.project.config
     promoted = all(g["passed"] for g in gates)
     pending: str | None = None
+    running = _deployment_under(registry, cfg.model.name, cfg.registry.alias) if promoted else None
+    if running is not None:  # the alias names a running deployment's primary: leave it
+        promoted = False
+        ctx.facts.update(deployment=running.id)
+        ctx.warn(
+            f"{cfg.registry.alias} not moved to version {version}: {running.kind} deployment "
+            f"{running.id} of {cfg.model.name} is running with version {running.spec.primary} "
+            f"as its primary, which moving the alias would change under it. End it first "
+            f"(keel deployments promote|abort {cfg.model.name}), then: keel models promote "
+            f"{cfg.model.name} {version} --alias {cfg.registry.alias}."
+        )
     if promoted:
         outcome = registry.promote(
             cfg.model.name,
@@ -415,6 +426,20 @@ def _promote(ctx: StepContext, registry: Any, version: int, gates: list[dict[str
     ctx.facts.update(gates=gates, promoted=promoted, alias=cfg.registry.alias if promoted else None)
     if pending is not None:
         ctx.facts.update(pending_request=pending)
+
+
+def _deployment_under(registry: Any, name: str, alias: str) -> Any:
+    """The active deployment of ``name`` whose primary is the version ``alias`` holds (a
+    canary, shadow or A/B test routes from it), else None."""
+    from keel.errors import NotFoundError
+    from keel.registry.rollout import Rollouts
+
+    try:
+        holder = registry.resolve(f"{name}@{alias}").version
+    except NotFoundError:
+        return None
+    active = Rollouts(registry.database, alias=alias).active()
+    return next((d for d in active if d.name == name and d.spec.primary == holder), None)
 
 
 def _judge_unchanged(ctx: StepContext, version: int, evaluation: dict[str, Any]) -> None:
