@@ -195,3 +195,6 @@ def test_alerts_fire_once_and_the_retrain_is_in_the_lineage(penguins: Path) -> N
                     root=penguins)  # fmt: skip
     reached = {node["id"] for node in json.loads(down.stdout)["nodes"]}
     assert "version:p@2" in reached
+    # the new version's drift reference is the rows it trained on, not the declared 275 only
+    shown = keel_cli("monitor", "p@2", "--format", "json", root=penguins)
+    assert json.loads(shown.stdout)["reference_rows"] == 275 + result["rows_added"], shown.stderr

@@ -26,10 +26,12 @@ One policy run (:func:`run_policy`) does, and records, each link of the chain:
    data is split as in ``keel run`` (the same original test rows in every retrain) and the
    split's rule sends a share of the labelled rows to the test side (``rows_to_test``), each
    row to the same side in every retrain, so the champion comparison also sees production's
-   distribution (:mod:`keel.pipeline.labelled_rows`). Profile, schema and validation are those
-   of the declared training data. keel.yaml's ``data.train`` is unchanged; the added rows are
-   in the run's lineage (the step's output snapshots name the labelled artifact and the
-   alert). The run's trigger is ``event`` and its reason names the alert.
+   distribution (:mod:`keel.pipeline.labelled_rows`). Schema and validation are those of the
+   declared training data; the version's statistics, which monitoring compares served rows
+   with, are those of the rows it trained on (``profile_trained``: declared + labelled), so a
+   shift the retrain learned is not an alert again. keel.yaml's ``data.train`` is unchanged;
+   the added rows are in the run's lineage (the step's output snapshots name the labelled
+   artifact and the alert). The run's trigger is ``event`` and its reason names the alert.
 3. **Gates.** The register step judges the gates as always but, when they pass, moves
    ``retrain.candidate_alias`` instead of ``registry.alias``: the champion comparison still
    reads the alias holder, and production moves only when the canary promotes.
@@ -59,7 +61,7 @@ from rich.console import Console
 
 from keel.config import RetrainConfig
 from keel.errors import ConfigError
-from keel.pipeline.declare import StepSpec
+from keel.pipeline.declare import StepSpec, lazy_step
 from keel.pipeline.labelled_rows import LABELLED_STEP, add_labelled_rows, labelled_window
 from keel.types import Artifact
 
@@ -206,8 +208,18 @@ def policy_steps(
     if holdout is None:  # a declared data.test: the test rows stay as declared
         extra = replace(extra, outputs=tuple(o for o in extra.outputs if o.name != "test_snapshot"))
     place = next(i for i, s in enumerate(steps) if s.name == _BEFORE)
-    steps = [*steps[:place], extra, *steps[place:]]
+    steps = [*steps[:place], extra, _PROFILE_TRAINED, *steps[place:]]
     return [replace(s, fn=_register_candidate) if s.name == "register" else s for s in steps]
+
+
+_PROFILE_TRAINED = lazy_step(
+    "keel.pipeline.steps:profile",
+    name="profile_trained",
+    inputs={"train_snapshot": "snapshot", "statistics": "statistics"},  # refines the profile
+    outputs={"statistics": "statistics"},
+)
+"""The statistics of the rows the new version trains on (declared + labelled): the package's
+drift reference. Validation above judged the labelled rows against the declared data's."""
 
 
 def _register_candidate(ctx: Any) -> dict[str, Artifact]:
