@@ -119,6 +119,8 @@ def test_the_shipped_example_shows_its_three_validation_warnings(tmp_path: Path)
     shown = warning_lines(done.stdout)
     validation = [line for line in shown if line.startswith(VALIDATION)]
     assert validation == [f"warning: {w}" for w in DECLARED_WARNINGS]
+    # the evaluate step's coercion does not say the fnlwgt range finding again in other words
+    assert not [line for line in shown if line.startswith("warning: test data:")], shown
     assert "errors=0, warnings=3" in done.stdout
     assert "partial or duplicated load" not in done.stdout
     (run,) = keel.runs('step = "validate"', project=root)

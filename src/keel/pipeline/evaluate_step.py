@@ -40,7 +40,7 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     y, classes = target_labels(project, table, classes=bundle["classes"] or None)
     sample = table.select(list(pipe.inputs)).slice(0, 200).to_pylist()
     footprint = measure_footprint(pipe, model, sample, files)  # first and alone: it times latency
-    x = pipe.transform(coerce_inputs(ctx, pipe, table, "test"))
+    x = pipe.transform(coerce_inputs(ctx, pipe, table, "test", validated=True))
     parts = ModelParts(pipe, model, bundle["task"], bundle["flavor"], list(classes))
     seed = cfg.evaluate.bootstrap.seed
     # Two threads share the work (keel.evaluate.workshare): a helper runs permutation

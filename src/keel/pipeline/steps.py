@@ -234,11 +234,22 @@ def features(ctx: StepContext) -> dict[str, Artifact]:
     return {"features": _put_json(ctx, pipe.state(), "features")}
 
 
-def coerce_inputs(ctx: StepContext, pipe: Any, table: pa.Table, split: str) -> Any:
+#: Coercion findings the validate step reports on the same snapshot, from the same training
+#: data (schema.yaml's ranges and domains): said once, there.
+VALIDATED_KINDS = frozenset({"out_of_range", "unseen_category"})
+
+
+def coerce_inputs(
+    ctx: StepContext, pipe: Any, table: pa.Table, split: str, *, validated: bool = False
+) -> Any:
     """The model inputs of ``table`` through the pipeline's coercion rules (the same ones
-    serving applies); what did not fit is a run warning, or stops the run when it is an error."""
+    serving applies); what did not fit is a run warning, or stops the run when it is an error.
+    ``validated``: the validate step checked this snapshot, so its range and category findings
+    (:data:`VALIDATED_KINDS`) are not warned twice in two wordings."""
     coerced = pipe.coerce(table)
     for issue in coerced.warnings:
+        if validated and issue.kind in VALIDATED_KINDS:
+            continue
         ctx.warn(f"{split} data: {issue.message} ({issue.count} rows; {issue.kind})")
     coerced.raise_errors(f"{split} data: ")
     return coerced
