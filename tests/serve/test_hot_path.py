@@ -31,36 +31,10 @@ from keel.serve.auth import Authenticator
 from keel.serve.batching import Hooks, Job, score_batch
 from keel.serve.limits import Unauthorized
 from keel.serve.protocol import guarded_protocol
+from tests.serve.transport import Transport
 
 BODY = b'{"instances": [{"age": 39}]}'
 ANSWER = b'{"predictions": [1]}'
-
-
-class Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
-            name, default
-        )
-
-    def write(self, data: Any) -> None:
-        self.writes.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:

@@ -17,6 +17,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from keel.serve.protocol import guarded_protocol
+from tests.serve.transport import Transport
 
 BODY = b'{"instances": [{"age": 39}]}'
 POST = (
@@ -24,33 +25,6 @@ POST = (
     b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
 )
 ANSWER = b'{"predictions": [1]}'
-
-
-class Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
-            name, default
-        )
-
-    def write(self, data: Any) -> None:
-        self.writes.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def answer(scope: Any, receive: Any, send: Any) -> None:
