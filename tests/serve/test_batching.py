@@ -144,9 +144,11 @@ def test_auto_at_concurrency_one_adds_no_wait(adult_project: Path, tmp_path: Pat
             assert response.status_code == 200, (i, response.text)
         metrics = client.get("/metrics").text
     batched = _metric(metrics, "keel_batch_size_count")
-    # one at a time: every batch is the request alone, handed over at once (under 100 µs)
+    # one at a time: every batch is the request alone, handed over at once, not held for
+    # company (a held request waits for the batch timer, up to max_batch_wait_ms = 1 ms; at
+    # once is a few µs, 500 µs leaves room for a loaded CI machine's scheduling hiccups)
     assert _metric(metrics, "keel_batch_size_sum") == batched
-    assert _metric(metrics, 'keel_batch_wait_seconds_bucket{le="0.0001"}') == batched
+    assert _metric(metrics, 'keel_batch_wait_seconds_bucket{le="0.0005"}') == batched
 
 
 class _Package:
