@@ -155,3 +155,22 @@ def test_predict_names_the_renamed_column_not_another_input(
         "bike", DATA.with_name("hour-test.csv"), tmp_path / "held.csv", project=project
     )
     assert scored["rows"] == 3482 and scored["rejected"] == 0
+
+
+def test_explain_calls_a_regression_output_its_value(
+    trained: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A regression's raw output is its prediction: `keel explain` says `value`, not `margin`
+    (a classifier's log-odds), and wraps the contributions under it within 80 columns."""
+    project, _ = trained
+    pd.read_csv(DATA, nrows=2).to_csv(tmp_path / "two.csv", index=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "explain", "bike", "-i", str(tmp_path / "two.csv")],
+        cwd=project, text=True, capture_output=True, timeout=120,
+        env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("line 2: prediction ")
+    assert lines[1].startswith("  value ") and " = base " in lines[1]
+    assert "margin" not in done.stdout and max(len(line) for line in lines) <= 80

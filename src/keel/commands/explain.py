@@ -297,6 +297,7 @@ def _print(explanation: Explanation, labels: list[str]) -> None:
     from rich.markup import escape
 
     bases = dict(zip(explanation.outputs, explanation.base_value.tolist(), strict=True))
+    word = "margin" if explanation.labels is not None else "value"  # regression: the output
     answers = _answers(explanation)
     for row, item in enumerate(explanation.row_json()):
         out.print(escape(f"{labels[row]}: {answers[row]}"), highlight=False)
@@ -309,7 +310,7 @@ def _print(explanation: Explanation, labels: list[str]) -> None:
             label = f"class {output}: " if output else ""
             top = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:_SHOWN]
             shown = ", ".join(f"{c} {v:+.4f}" for c, v in top)
-            line = f"{label}margin {margins[output]:.4f} = base {base:.4f} + {shown}, ..."
+            line = f"{label}{word} {margins[output]:.4f} = base {base:.4f} + {shown}, ..."
             wrapped = textwrap.fill(line, width=max(out.width, 40), initial_indent="  ",
                                     subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip
             out.print(escape(wrapped), highlight=False, soft_wrap=True)
