@@ -93,6 +93,8 @@ def test_health_metadata_and_metrics(client: TestClient) -> None:
     inputs = {i["name"]: i["datatype"] for i in meta["inputs"]}
     assert inputs["age"] == "INT64" and inputs["sex"] == "BYTES" and len(inputs) == 14
     assert meta["classes"] == ["<=50K", ">50K"]
+    outputs = {o["name"]: o for o in meta["outputs"]}  # which class the probability is of
+    assert outputs["probability"]["parameters"] == {"of": ">50K"}
     client.post(URL, json={"instances": [ROW]})
     client.post(URL, json={"instances": [dict(ROW, age="x")]})
     text = client.get("/metrics").text

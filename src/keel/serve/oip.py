@@ -185,6 +185,8 @@ def output_tensors(outputs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             datatype = DATATYPES.get(output["type"], "BYTES")
             tensors.append({"name": output["name"], "datatype": datatype, "shape": [-1]})
+        if "of" in output:  # a binary classifier's probability: P(this class)
+            tensors[-1]["parameters"] = {"of": output["of"]}
     return tensors
 
 
