@@ -75,7 +75,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, adult_test_table: Any) -> 
     return root
 
 
-def test_monitor_run_names_the_small_windows_and_the_log_sink_says_all(project: Path) -> None:
+def test_monitor_run_names_the_small_windows_and_says_each_alert_once(project: Path) -> None:
     done = keel_cli("monitor", "run", "adult", cwd=project)
     assert done.returncode == 0
     text = said(done)
