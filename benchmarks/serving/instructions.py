@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +41,8 @@ async def drive(project: str, mode: str, n: int, signals: Path | None) -> None:
     import uvicorn
     from uvicorn.server import ServerState
 
-    from keel.project import Project
-    from keel.serve.app import create_app
-    from keel.serve.auth import Authenticator
-    from keel.serve.protocol import guarded_protocol
-
-    token = overhead.Token("1", "bench", ("predict",))
-    check = Authenticator(lambda secret: token if secret == "keel_bench" else None)
-    with Project(project) as proj:
-        app = create_app(proj, reload=False, auth=check)
-        serve = proj.config.serve
-    assert app.log is not None, "the project must log predictions (serve.log_predictions)"
-    app.log.start()
-    app.settings = replace(app.settings, slo_p99_ms=1e9)  # cost, not shedding
+    app, protocol = protocol_path.keel_app(project)
     if mode == "protocol":
-        protocol = guarded_protocol(
-            header_timeout=serve.idle_timeout_s, max_connections=serve.max_connections
-        )
         config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="warning",
                                 access_log=False)  # fmt: skip
         config.load()

@@ -125,7 +125,9 @@ async def drive(clients: list[Client], n: int) -> tuple[float, float]:
     return spent / (each * len(clients)), writes / (each * len(clients))
 
 
-async def measure(project: str, n: int, rounds: int) -> dict[str, Any]:
+def keel_app(project: str) -> tuple[Any, Any]:
+    """``keel serve``'s app on ``project`` (auth on with a bench token, its prediction log
+    started, no load shedding: cost is measured) and the HTTP protocol class it listens with."""
     token = overhead.Token("1", "bench", ("predict",))
     check = Authenticator(lambda secret: token if secret == "keel_bench" else None)
     with Project(project) as proj:
@@ -137,6 +139,11 @@ async def measure(project: str, n: int, rounds: int) -> dict[str, Any]:
     protocol = guarded_protocol(
         header_timeout=serve.idle_timeout_s, max_connections=serve.max_connections
     )
+    return app, protocol
+
+
+async def measure(project: str, n: int, rounds: int) -> dict[str, Any]:
+    app, protocol = keel_app(project)
     configs = {}
     for name, target in (("keel", app), ("floor", http_floor.app)):
         config = uvicorn.Config(target, http=protocol, lifespan="off", log_level="warning",
