@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, err, out
+from keel.commands.output import (
+    Format,
+    FormatOpt,
+    ProjectOpt,
+    emit_json,
+    err,
+    out,
+    print_wrapped,
+)
 from keel.errors import ConfigError, DataValidationError
 
 if TYPE_CHECKING:
@@ -292,8 +300,6 @@ def _write(explanation: Explanation, output: Path, fmt: str, lines: list[int]) -
 def _print(explanation: Explanation, labels: list[str]) -> None:
     """Per row its file line and keel predict's answer, then per output (multiclass: class)
     the margin and the largest contributions."""
-    import textwrap
-
     from rich.markup import escape
 
     bases = dict(zip(explanation.outputs, explanation.base_value.tolist(), strict=True))
@@ -311,9 +317,7 @@ def _print(explanation: Explanation, labels: list[str]) -> None:
             top = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:_SHOWN]
             shown = ", ".join(f"{c} {v:+.4f}" for c, v in top)
             line = f"{label}{word} {margins[output]:.4f} = base {base:.4f} + {shown}, ..."
-            wrapped = textwrap.fill(line, width=max(out.width, 40), initial_indent="  ",
-                                    subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip
-            out.print(escape(wrapped), highlight=False, soft_wrap=True)
+            print_wrapped(line, indent=2, markup=False)
 
 
 def _answers(explanation: Explanation) -> list[str]:

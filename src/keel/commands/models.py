@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from keel.commands.card import card
-from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
+from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out, print_wrapped
 
 if TYPE_CHECKING:
     from keel.registry.records import AliasMove, PromotionRequest, VersionInfo
@@ -111,7 +111,7 @@ def show(
             f"  v{v['version']}  {created} UTC  sha256={v['package_sha256'][:16]}  "
             f"{escape(' '.join(v['aliases']))}{mark}"
         )
-        _print_wrapped(_headline(v["metrics"]), indent=6)
+        print_wrapped(_headline(v["metrics"]), indent=6)
         if len(shown["versions"]) == 1:  # one version's details: its metrics per slice too
             _print_slices(v.get("slices") or {})
             _print_gates(v.get("gates") or [])
@@ -127,18 +127,7 @@ def _print_fairness(fairness: dict[str, Any]) -> None:
             for name, value in audit.items()
             if name.endswith("_difference") and (value is not None or name in audit["undefined"])
         )
-        _print_wrapped(f"fairness {feature}: {values}", indent=4, markup=False)
-
-
-def _print_wrapped(text: str, *, indent: int, markup: bool = True) -> None:
-    """``text`` at ``indent`` spaces, its continuation lines indented two more, within the
-    terminal's width (rich would wrap it at column 0)."""
-    import textwrap
-
-    lines = textwrap.wrap(text, width=max(out.width, 40), initial_indent=" " * indent,
-                          subsequent_indent=" " * (indent + 2), break_on_hyphens=False)  # fmt: skip
-    for line in lines:
-        out.print(line if markup else escape(line), highlight=False, soft_wrap=True)
+        print_wrapped(f"fairness {feature}: {values}", indent=4, markup=False)
 
 
 def _print_importance(importance: dict[str, Any], top: int = 10) -> None:

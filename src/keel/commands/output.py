@@ -11,7 +11,7 @@ import orjson
 import typer
 from rich.console import Console
 
-__all__ = ["Format", "FormatOpt", "ProjectOpt", "emit_json", "err", "out"]
+__all__ = ["Format", "FormatOpt", "ProjectOpt", "emit_json", "err", "out", "print_wrapped"]
 
 out = Console()
 err = Console(stderr=True)
@@ -35,3 +35,22 @@ def emit_json(value: Any) -> None:
     """Write one JSON document to stdout (stable keys, numpy values allowed)."""
     data = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     sys.stdout.write(data.decode() + "\n")
+
+
+def print_wrapped(text: str, *, indent: int, hang: int = 2, markup: bool = True) -> None:
+    """``text`` at ``indent`` spaces, its continuation lines ``hang`` more, within the
+    terminal's width (rich would wrap a long line at column 0). ``markup=False``: ``text`` is
+    plain, printed as written."""
+    import textwrap
+
+    from rich.markup import escape
+
+    lines = textwrap.wrap(
+        text,
+        width=max(out.width, 40),
+        initial_indent=" " * indent,
+        subsequent_indent=" " * (indent + hang),
+        break_on_hyphens=False,
+    )
+    for line in lines:
+        out.print(line if markup else escape(line), highlight=False, soft_wrap=True)

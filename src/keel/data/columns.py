@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from keel.data.reader import CsvFile, Dialect, dialect_of, file_columns
 from keel.errors import DataValidationError
+from keel.validate.coerce import name_key, name_within
 
 __all__ = ["check_columns"]
 
@@ -174,22 +175,14 @@ def _renamed(missing: list[str], found: list[str], expected: list[str]) -> list[
 
 
 def _match(name: str, spare: list[str]) -> str | None:
-    key = _key(name)
-    same = [found for found in spare if _key(found) == key]
+    key = name_key(name)
+    same = [found for found in spare if name_key(found) == key]
     if same:
         return same[0]
     close = difflib.get_close_matches(name, spare, n=1, cutoff=0.8)
     if close:
         return close[0]
-    if len(key) < 3:
-        return None
-    holding = [found for found in spare if key in _key(found) or _key(found) in key]
-    holding = [found for found in holding if min(len(_key(found)), len(key)) >= 3]
-    return holding[0] if len(holding) == 1 else None  # only when it can be no other
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "", name.strip().lower())
+    return name_within(name, spare)  # only when it can be no other
 
 
 def _cells(line: str, delimiter: str) -> list[str]:

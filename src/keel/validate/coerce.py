@@ -41,7 +41,16 @@ from keel.errors import DataValidationError
 if TYPE_CHECKING:
     from keel.validate.schema import Schema
 
-__all__ = ["BOOLEAN_PAIRS", "Coerced", "Coercer", "Finding", "InputRule", "Issue"]
+__all__ = [
+    "BOOLEAN_PAIRS",
+    "Coerced",
+    "Coercer",
+    "Finding",
+    "InputRule",
+    "Issue",
+    "name_key",
+    "name_within",
+]
 
 Severity = Literal["error", "warning"]
 #: Pairs of spellings read as a boolean when a text column holds exactly these two values.
@@ -565,13 +574,24 @@ def _close(name: Any, names: Sequence[Any]) -> list[str]:
     close = difflib.get_close_matches(name, candidates, 1, 0.6)
     if close:
         return close
-    key = _key(name)
-    holding = [n for n in candidates if min(len(key), len(_key(n))) >= 3
-               and (_key(n) in key or key in _key(n))]  # fmt: skip
-    return holding if len(holding) == 1 else []
+    held = name_within(name, candidates)
+    return [] if held is None else [held]
 
 
-def _key(name: str) -> str:
+def name_within(name: str, candidates: Sequence[str]) -> str | None:
+    """The one candidate that holds ``name`` whole or that ``name`` holds ('temperature' for
+    'temp'), compared without case, spaces, '_' and '-', both at least 3 letters; None when no
+    candidate or more than one does (a guess that could be another column is no hint)."""
+    key = name_key(name)
+    if len(key) < 3:
+        return None
+    held = [c for c in candidates
+            if len(name_key(c)) >= 3 and (name_key(c) in key or key in name_key(c))]  # fmt: skip
+    return held[0] if len(held) == 1 else None
+
+
+def name_key(name: str) -> str:
+    """``name`` as compared for a likely rename: lower case, no spaces, '_' or '-'."""
     return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
