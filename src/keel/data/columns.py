@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from keel.data.reader import CsvFile, Dialect, dialect_of, file_columns
 from keel.errors import DataValidationError
-from keel.validate.coerce import name_key, name_within
+from keel.validate.names import name_key, name_within
 
 __all__ = ["check_columns"]
 

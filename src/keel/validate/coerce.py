@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from keel.errors import DataValidationError
+from keel.validate.names import name_within
 
 if TYPE_CHECKING:
     from keel.validate.schema import Schema
@@ -48,8 +49,6 @@ __all__ = [
     "Finding",
     "InputRule",
     "Issue",
-    "name_key",
-    "name_within",
 ]
 
 Severity = Literal["error", "warning"]
@@ -576,23 +575,6 @@ def _close(name: Any, names: Sequence[Any]) -> list[str]:
         return close
     held = name_within(name, candidates)
     return [] if held is None else [held]
-
-
-def name_within(name: str, candidates: Sequence[str]) -> str | None:
-    """The one candidate that holds ``name`` whole or that ``name`` holds ('temperature' for
-    'temp'), compared without case, spaces, '_' and '-', both at least 3 letters; None when no
-    candidate or more than one does (a guess that could be another column is no hint)."""
-    key = name_key(name)
-    if len(key) < 3:
-        return None
-    held = [c for c in candidates
-            if len(name_key(c)) >= 3 and (name_key(c) in key or key in name_key(c))]  # fmt: skip
-    return held[0] if len(held) == 1 else None
-
-
-def name_key(name: str) -> str:
-    """``name`` as compared for a likely rename: lower case, no spaces, '_' or '-'."""
-    return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
 def _describe(value: Any) -> str:
