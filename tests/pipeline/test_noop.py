@@ -123,8 +123,9 @@ def _pipeline_rows(db: Path, pipeline_run: str) -> dict[str, Any]:
     found = conn.execute("SELECT * FROM pipeline_runs WHERE id = ?", (pipeline_run,))
     row = dict(found.fetchone())
     steps = json.loads(row.pop("steps"))
-    for key in ("id", "started_at", "ended_at", "owner_pid"):
+    for key in ("id", "started_at", "ended_at", "owner_pid", "owner_started_at"):
         row.pop(key)
+    assert row["owner_boot_id"] == _boot_id()
     runs = []
     for step in steps:
         run_id = step.pop("run_id")
@@ -133,6 +134,7 @@ def _pipeline_rows(db: Path, pipeline_run: str) -> dict[str, Any]:
         for key in ("id", "started_at", "ended_at", "duration_seconds", "owner_pid",
                     "owner_started_at"):  # fmt: skip
             run.pop(key)
+        assert run["owner_boot_id"] == _boot_id()
         summary = json.loads(run.pop("summary"))
         assert summary["tags"].pop("pipeline_run") == pipeline_run
         tables = {}
@@ -307,3 +309,10 @@ def test_a_pending_schema_migration_takes_the_normal_path(project: Path) -> None
         conn.commit()
         conn.close()
     assert probe(project)["fast"]
+
+
+def _boot_id() -> str | None:
+    """What a run records as its owner's boot (None where the system has none)."""
+    from keel.store.processes import this_boot
+
+    return this_boot()

@@ -89,6 +89,27 @@ def test_a_dead_process_pipeline_run_is_marked_failed(ran: Any) -> None:
     assert record.status == "failed" and "died" in (record.error or "")
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_live_pipeline_run_survives_a_stepped_clock(
+    ran: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    root, _, _ = ran
+    with Project(root) as project:
+        pipeline_runs.start(project.metadata.database, "f" * 32, config_hash="x",
+                            trigger="manual", reason=None)  # fmt: skip
+    # NTP or a resumed virtual machine steps the clock forward: every epoch start psutil
+    # derives from the boot time now lies after the pipeline run's start.
+    stepped = psutil.boot_time() + 3600
+    monkeypatch.setattr(psutil, "boot_time", lambda: stepped)
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: stepped)
+    with Project(root) as project:  # opening the store reaps only the dead
+        assert pipeline_runs.get(project.metadata.database, "f" * 8).status == "running"
+        with project.metadata.database.write() as conn:
+            conn.execute(table.update().where(table.c.id == "f" * 32).values(status="cancelled"))
+
+
 def test_the_cli_lists_and_shows_pipeline_runs(ran: Any) -> None:
     root, first, _ = ran
     run = [sys.executable, "-m", "keel.cli", "runs"]

@@ -111,7 +111,14 @@ def test_start_run_records_this_process_as_owner(store: MetadataStore) -> None:
     found = running(store, run_id)
     assert found.owner == Owner.current()
     assert found.owner.host == this_host() and found.owner.pid == os.getpid()
-    assert found.owner.started_at == pytest.approx(psutil.Process().create_time())
+    # Linux: seconds since boot (clock ticks) with the boot's id; elsewhere: epoch seconds.
+    if found.owner.boot_id is None:
+        assert found.owner.started_at == pytest.approx(psutil.Process().create_time())
+    else:
+        assert found.owner.boot_id == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        assert found.owner.started_at is not None
+        assert 0 <= found.owner.started_at <= uptime
     assert (found.liveness, found.lease_expires_at) == ("alive", None)
     assert store.reap_dead_runs() == []
     assert store.get_run(run_id).status == "running"
@@ -151,11 +158,50 @@ def test_a_zombie_owner_is_dead(url: str) -> None:
 def test_a_reused_pid_does_not_pass_for_the_owner(store: MetadataStore) -> None:
     me = Owner.current()
     assert me.started_at is not None
-    earlier = Owner(me.host, me.pid, me.started_at - 3600)  # same pid, an earlier process
+    earlier = Owner(me.host, me.pid, me.started_at - 1, me.boot_id)  # same pid, 1 s earlier
     run_id = start(store, owner=earlier)
     [reaped] = store.reap_dead_runs()
     assert reaped.run_id == run_id
     assert "its pid now belongs to a later process" in reaped.error
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_stepped_clock_does_not_make_a_live_owner_dead(
+    store: MetadataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = start(store)
+    # NTP or a resumed virtual machine steps the clock: the boot time (and so every epoch
+    # start psutil derives from it) moves by an hour. The owner is judged by its start in
+    # clock ticks since boot, which does not move.
+    stepped = psutil.boot_time() + 3600
+    monkeypatch.setattr(psutil, "boot_time", lambda: stepped)
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: stepped)
+    assert psutil.Process().create_time() > time.time() + 1800  # the epoch start did move
+    found = running(store, run_id)
+    assert (found.liveness, found.reason) == ("alive", "it is running")
+    assert store.reap_dead_runs() == []
+
+
+def test_an_owner_from_an_earlier_boot_is_dead(store: MetadataStore) -> None:
+    me = Owner.current()
+    if me.boot_id is None:
+        pytest.skip("this system has no boot id")
+    before_reboot = Owner(me.host, me.pid, me.started_at, "an-earlier-boot")
+    run_id = start(store, owner=before_reboot)
+    [reaped] = store.reap_dead_runs()
+    assert reaped.run_id == run_id
+    assert f"{me.host} has restarted since it started" in reaped.error
+
+
+def test_an_owner_recorded_by_an_older_keel_is_judged_by_its_epoch_start(
+    store: MetadataStore,
+) -> None:
+    epoch_start = psutil.Process().create_time()
+    alive = start(store, owner=Owner(this_host(), os.getpid(), epoch_start))
+    reused = start(store, owner=Owner(this_host(), os.getpid(), epoch_start - 3600))
+    assert running(store, alive).liveness == "alive"
+    [reaped] = store.reap_dead_runs()
+    assert reaped.run_id == reused
 
 
 def test_another_hosts_run_without_a_lease_is_unknown_and_kept(store: MetadataStore) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import sqlite3
 import sys
 import time
@@ -257,7 +256,8 @@ def _record(
     row = conn.execute("SELECT * FROM pipeline_runs WHERE id = ?", (template,)).fetchone()
     if row is None or row["status"] != "succeeded":
         raise _Miss(f"pipeline run {template[:12]} of the manifest is gone")
-    host, pid, process_started = _owner()
+    owner = _owner()
+    host, pid = owner[0], owner[1]
     pipeline_run = uuid.uuid4().hex
     outcomes: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
@@ -271,7 +271,7 @@ def _record(
         if source is None or source["status"] != "cached" or source["environment_id"] != env_id:
             raise _Miss(f"step {step['step']}: its run in the manifest differs")
         run_id = uuid.uuid4().hex
-        _copy_run(conn, source, run_id, pipeline_run, (host, pid, process_started))
+        _copy_run(conn, source, run_id, pipeline_run, owner)
         seconds = time.perf_counter() - step_started + verified[step["step"]]
         outcomes.append(
             {"attempt": 1, "step": step["step"], "run_id": run_id, "status": "cached",
@@ -285,10 +285,10 @@ def _record(
         )  # fmt: skip
     conn.execute(
         "INSERT INTO pipeline_runs (id, config_hash, \"trigger\", reason, status, started_at, "
-        "ended_at, steps, error, owner_host, owner_pid) VALUES (?, ?, 'manual', NULL, "
-        "'succeeded', ?, ?, ?, NULL, ?, ?)",
+        "ended_at, steps, error, owner_host, owner_pid, owner_started_at, owner_boot_id) "
+        "VALUES (?, ?, 'manual', NULL, 'succeeded', ?, ?, ?, NULL, ?, ?, ?, ?)",
         (pipeline_run, row["config_hash"], _sql_time(run_started), _sql_time(_now()),
-         json.dumps(outcomes), host[:255], pid),
+         json.dumps(outcomes), host[:255], pid, owner[2], owner[3]),
     )  # fmt: skip
     summary = _summary(manifest, pipeline_run, results)  # nothing can fail after the commit
     conn.execute("COMMIT")
@@ -314,7 +314,7 @@ def _copy_run(
     source: sqlite3.Row,
     run_id: str,
     pipeline_run: str,
-    owner: tuple[str, int, float | None],
+    owner: tuple[str, int, float | None, str | None],
 ) -> None:
     """Insert a copy of the cached run ``source`` as ``run_id`` of ``pipeline_run``: new times
     and owner, the same params, lineage and tags but the pipeline run's."""
@@ -332,6 +332,7 @@ def _copy_run(
         owner_host=owner[0][:255],
         owner_pid=owner[1],
         owner_started_at=owner[2],
+        owner_boot_id=owner[3],
         lease_expires_at=None,
     )
     _insert(conn, "runs", values)
@@ -374,16 +375,13 @@ def _summary(
     }
 
 
-def _owner() -> tuple[str, int, float | None]:
+def _owner() -> tuple[str, int, float | None, str | None]:
     """This process as :meth:`keel.store.leases.Owner.current` records it."""
-    import psutil
+    from keel.store.processes import identity, this_host
 
     pid = os.getpid()
-    try:
-        began: float | None = float(psutil.Process(pid).create_time())
-    except (psutil.Error, OSError):
-        began = None
-    return socket.gethostname() or "localhost", pid, began
+    started_at, boot_id = identity(pid)
+    return this_host(), pid, started_at, boot_id
 
 
 def _now() -> datetime:

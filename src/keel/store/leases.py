@@ -7,7 +7,8 @@ A ``kill -9``, an out-of-memory kill or a power cut leaves the run ``running``; 
 that opens the project's store (:meth:`MetadataStore.reap_dead_runs`) marks it failed:
 
 - on the owner's host, when no process has the owner's pid, or that process is a zombie or
-  started at another time than the owner did (the pid was reused);
+  started at another time than the owner did (the pid was reused), or the host has booted
+  since;
 - on any other host, when the run's lease expired (no heartbeat for ``lease`` seconds).
 
 A run on another host without a lease (its runner does not heartbeat), or without an owner (a
@@ -18,10 +19,8 @@ run recorded by an older Keel), cannot be judged from here: it is ``unknown``, a
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import socket
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ import psutil
 import sqlalchemy as sa
 
 from keel.errors import ConfigError
+from keel.store.processes import identity, this_boot, this_host, ticks_since_boot
 from keel.store.tables import runs, utc_now
 
 __all__ = [
@@ -52,8 +52,11 @@ DEFAULT_HEARTBEAT_SECONDS = 10.0
 DEFAULT_LEASE_SECONDS = 60.0
 """How long a lease lasts without a heartbeat: six missed heartbeats before another host may
 declare the run dead."""
-# Process start times come from boot time plus clock ticks: allow for rounding, not for reuse.
+# Epoch start times (older rows, systems without /proc) come from the boot time plus clock
+# ticks, and the boot time moves with the clock: allow for rounding, not for reuse.
 _START_TOLERANCE_SECONDS = 1.0
+# Starts since boot are whole clock ticks (1/100 s): equal, or another process.
+_TICK_TOLERANCE_SECONDS = 0.005
 
 Liveness = Literal["alive", "dead", "expired", "unknown"]
 """``alive``: the owner runs; ``dead``: its process is gone (same host); ``expired``: its
@@ -70,21 +73,31 @@ class Owner:
     Attributes:
         host: The host name of its machine.
         pid: Its process id there.
-        started_at: When the process started, in seconds since the epoch (None: unknown), which
-            tells the owner from a later process that was given the same pid.
+        started_at: When the process started (None: unknown), which tells the owner from a later
+            process that was given the same pid: seconds since boot (clock ticks, which no
+            clock change moves) when ``boot_id`` is set, else seconds since the epoch (systems
+            without ``/proc``, and runs recorded before migration 0012).
+        boot_id: The host's boot (``/proc/sys/kernel/random/boot_id``), or None.
     """
 
     host: str
     pid: int
     started_at: float | None = None
+    boot_id: str | None = None
 
     @classmethod
     def current(cls) -> Owner:
         """This process (looked up once per process)."""
         pid = os.getpid()
         if pid not in _CURRENT:  # keyed by pid: a forked child is a new owner
-            _CURRENT[pid] = cls(host=this_host(), pid=pid, started_at=process_start_time(pid))
+            _CURRENT[pid] = cls.of(pid)
         return _CURRENT[pid]
+
+    @classmethod
+    def of(cls, pid: int) -> Owner:
+        """Process ``pid`` of this host (its start unknown when there is no such process)."""
+        started_at, boot_id = identity(pid)
+        return cls(host=this_host(), pid=pid, started_at=started_at, boot_id=boot_id)
 
     def __str__(self) -> str:
         return f"process {self.pid} on {self.host}"
@@ -232,20 +245,6 @@ def keep_alive(
 # -- judging owners --------------------------------------------------------------------------
 
 
-@functools.cache
-def this_host() -> str:
-    """This machine's host name (what runs record as their owner's host)."""
-    return socket.gethostname() or "localhost"
-
-
-def process_start_time(pid: int) -> float | None:
-    """When process ``pid`` started, in seconds since the epoch; None when there is none."""
-    try:
-        return float(psutil.Process(pid).create_time())
-    except (psutil.Error, OSError):
-        return None
-
-
 def judge(
     owner: Owner | None, lease_expires_at: datetime | None, now: datetime
 ) -> tuple[Liveness, str]:
@@ -262,9 +261,12 @@ def judge(
 
 
 def _judge_local(owner: Owner) -> tuple[Liveness, str]:
+    boot = this_boot()
+    if owner.boot_id is not None and boot is not None and owner.boot_id != boot:
+        return "dead", f"{owner.host} has restarted since it started"
     try:
         process = psutil.Process(owner.pid)
-        started = process.create_time()
+        epoch_start = process.create_time()
         zombie = process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return "dead", "no process has that pid any more"
@@ -273,9 +275,19 @@ def _judge_local(owner: Owner) -> tuple[Liveness, str]:
         return "alive", "it is running"
     if zombie:
         return "dead", "it was killed: only its zombie is left"
-    if owner.started_at is not None and abs(started - owner.started_at) > _START_TOLERANCE_SECONDS:
+    if owner.started_at is not None and not _same_start(owner, owner.pid, epoch_start):
         return "dead", "its pid now belongs to a later process"
     return "alive", "it is running"
+
+
+def _same_start(owner: Owner, pid: int, epoch_start: float) -> bool:
+    """Whether process ``pid`` (started at ``epoch_start`` by the clock) is the owner."""
+    assert owner.started_at is not None
+    if owner.boot_id is not None:
+        since_boot = ticks_since_boot(pid)
+        if since_boot is not None:
+            return abs(since_boot - owner.started_at) <= _TICK_TOLERANCE_SECONDS
+    return abs(epoch_start - owner.started_at) <= _START_TOLERANCE_SECONDS
 
 
 def reaper_name() -> str:
@@ -297,6 +309,7 @@ def owner_values(owner: Owner, lease_seconds: float | None, now: datetime) -> di
         "owner_host": owner.host[:255],
         "owner_pid": owner.pid,
         "owner_started_at": owner.started_at,
+        "owner_boot_id": owner.boot_id,
         "lease_expires_at": expires,
     }
 
@@ -323,6 +336,7 @@ _RUNNING = (
         runs.c.owner_host,
         runs.c.owner_pid,
         runs.c.owner_started_at,
+        runs.c.owner_boot_id,
         runs.c.lease_expires_at,
     )
     .where(runs.c.status == "running")
@@ -337,7 +351,12 @@ def list_running(conn: sa.Connection) -> list[RunningRun]:
     for row in conn.execute(_RUNNING).mappings():
         owner = None
         if row["owner_host"] is not None and row["owner_pid"] is not None:
-            owner = Owner(row["owner_host"], int(row["owner_pid"]), row["owner_started_at"])
+            owner = Owner(
+                row["owner_host"],
+                int(row["owner_pid"]),
+                row["owner_started_at"],
+                row["owner_boot_id"],
+            )
         liveness, reason = judge(owner, row["lease_expires_at"], now)
         found.append(
             RunningRun(

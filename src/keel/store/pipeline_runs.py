@@ -27,7 +27,8 @@ import sqlalchemy as sa
 
 from keel.errors import ConfigError, ConflictError, NotFoundError
 from keel.store.database import Database
-from keel.store.leases import this_host
+from keel.store.leases import Owner, judge
+from keel.store.processes import identity, this_host
 from keel.store.tables import pipeline_runs, utc_now
 
 __all__ = ["ACTIVE", "FINISHED", "PipelineRun", "StepOutcome", "Trigger"]
@@ -132,6 +133,7 @@ def start(db: Database, run_id: str, *, config_hash: str, trigger: str, reason: 
         "owner_host": this_host()[:255],
         "owner_pid": os.getpid(),
     }
+    values["owner_started_at"], values["owner_boot_id"] = identity(os.getpid())
     with db.write() as conn:
         conn.execute(pipeline_runs.insert().values(**values))
 
@@ -245,11 +247,12 @@ def reap_dead(db: Database) -> int:
     """Mark failed the ``running`` (or ``cancel_requested``) pipeline runs of this host whose
     process is gone (or whose pid now belongs to a later process); returns how many. Other
     hosts' runs are left alone."""
-    columns = (pipeline_runs.c.id, pipeline_runs.c.owner_host, pipeline_runs.c.owner_pid)
-    query = sa.select(*columns, pipeline_runs.c.started_at)
+    t = pipeline_runs.c
+    query = sa.select(t.id, t.owner_host, t.owner_pid, t.owner_started_at, t.owner_boot_id,
+                      t.started_at)  # fmt: skip
     with db.read() as conn:
-        rows = conn.execute(query.where(pipeline_runs.c.status.in_(ACTIVE))).all()
-    dead = [row.id for row in rows if not _alive(row.owner_host, row.owner_pid, row.started_at)]
+        rows = conn.execute(query.where(t.status.in_(ACTIVE))).all()
+    dead = [row.id for row in rows if not _alive(row)]
     if dead:
         error = "the process running this pipeline died; its step runs say where it stopped"
         with db.write() as conn:
@@ -261,13 +264,19 @@ def reap_dead(db: Database) -> int:
     return len(dead)
 
 
-def _alive(host: str | None, pid: int | None, started_at: datetime) -> bool:
-    from keel.store.leases import process_start_time
+def _alive(row: Any) -> bool:
+    """Whether a pipeline run's owner may still run it (another host's cannot be judged)."""
+    if row.owner_host != this_host() or row.owner_pid is None:
+        return True
+    if row.owner_started_at is not None:  # recorded since migration 0012: as a step run's owner
+        owner = Owner(row.owner_host, row.owner_pid, row.owner_started_at, row.owner_boot_id)
+        return judge(owner, None, row.started_at)[0] != "dead"
+    # Older rows: the process must have started before the pipeline run (epoch seconds, which
+    # a stepped clock can move: rows written before the upgrade only).
+    from keel.store.processes import process_start_time
 
-    if host != this_host() or pid is None:
-        return True  # cannot be judged from here
-    began = process_start_time(pid)
-    return began is not None and began <= started_at.timestamp() + 1.0
+    began = process_start_time(row.owner_pid)
+    return began is not None and began <= row.started_at.timestamp() + 1.0
 
 
 def _record(row: Any) -> PipelineRun:

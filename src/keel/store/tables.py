@@ -108,7 +108,9 @@ runs = sa.Table(
     # Who runs a running run, and until when its lease holds: see keel.store.leases.
     sa.Column("owner_host", sa.String(255), nullable=True),
     sa.Column("owner_pid", sa.Integer(), nullable=True),
+    # Seconds since boot with the boot's id (migration 0012); epoch seconds in older rows.
     sa.Column("owner_started_at", sa.Float(), nullable=True),
+    sa.Column("owner_boot_id", sa.String(64), nullable=True),
     sa.Column("lease_expires_at", UtcDateTime(), nullable=True),
     # 'cancelled' since migration 0010 (a step stopped by `keel runs cancel` or Ctrl-C)
     sa.CheckConstraint(
@@ -461,6 +463,8 @@ pipeline_runs = sa.Table(
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("owner_host", sa.String(255), nullable=True),
     sa.Column("owner_pid", sa.Integer(), nullable=True),
+    sa.Column("owner_started_at", sa.Float(), nullable=True),  # as runs' (migration 0012)
+    sa.Column("owner_boot_id", sa.String(64), nullable=True),
     # 'cancel_requested' and 'cancelled' since migration 0010
     sa.CheckConstraint(
         "status IN ('running', 'cancel_requested', 'succeeded', 'failed', 'cancelled')",
