@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -32,9 +35,10 @@ def _workers(pid: int) -> dict[int, str]:
     }
 
 
-def _predict(url: str) -> httpx.Response:
-    # a new connection per request: the kernel hands each to whichever worker accepts first
-    return httpx.post(f"{url}/v1/models/adult/predict", json={"instances": [ROW]}, timeout=10)
+def _predict(url: str, timeout: float = 10) -> httpx.Response:
+    # a new connection per request: the kernel hands each to one worker's socket
+    return httpx.post(f"{url}/v1/models/adult/predict", json={"instances": [ROW]},
+                      timeout=timeout)  # fmt: skip
 
 
 def _seen_workers(url: str, want: set[str], *, deadline_s: float = 60.0) -> set[str]:
@@ -69,11 +73,13 @@ def test_two_workers_answer_restart_and_stop(adult_project: Path, tmp_path: Path
         assert len(workers) == 2
         assert all("--worker-fd" in line for line in workers.values())
 
-        # a SIGKILLed worker is replaced; the others keep answering meanwhile
+        # a SIGKILLed worker is replaced; no request fails meanwhile: the connections its
+        # socket takes wait for the replacement (as long as it takes to start: up to a minute
+        # on a loaded CI machine)
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         for _ in range(20):
-            assert _predict(served.url).status_code == 200
+            assert _predict(served.url, timeout=60).status_code == 200
         assert _wait_for(
             lambda: (
                 len(_workers(served.process.pid)) == 2
@@ -102,6 +108,34 @@ def test_two_workers_answer_restart_and_stop(adult_project: Path, tmp_path: Path
     records = list(read_prediction_log(root / ".keel" / "predictions", "adult"))
     assert len(records) >= 22  # the 20 sent while a worker was down, and more
     assert all(r["model_version"] == "1" for r in records)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT groups: Linux")
+def test_connections_opened_at_once_are_spread_over_the_workers(
+    adult_project: Path, tmp_path: Path
+) -> None:
+    # 64 keep-alive connections opened together, as a load balancer or wrk opens them. On one
+    # shared socket whichever worker woke first took the queue (60 of 64 on one of two).
+    root = copy_project(adult_project, tmp_path / "adult")
+    with keel_serve(root, "--workers", "2") as served:
+        assert _seen_workers(served.url, {"0", "1"}) == {"0", "1"}  # both started
+        port = int(served.url.rsplit(":", 1)[1])
+        connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                       for _ in range(64)]  # fmt: skip
+        for connection in connections:
+            connection.connect()
+        counts: Counter[str] = Counter()
+        body = json.dumps({"instances": [ROW]}).encode()
+        for connection in connections:
+            connection.request("POST", "/v1/models/adult/predict", body, JSON)
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 200
+            counts[answer.getheader("Keel-Worker") or "?"] += 1
+        for connection in connections:
+            connection.close()
+    # by their addresses: each worker's share is binomial(64, 1/2), under 16 once in 30,000
+    assert set(counts) == {"0", "1"} and min(counts.values()) >= 16, counts
 
 
 def test_workers_stop_when_supervisor_is_killed(adult_project: Path, tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def serve(
         _run_worker(proj, refs, worker_fd, mode, bind_host, not no_log, not no_reload, access_log)
         return
     auth = _authenticator(proj, mode, bind_host)
-    sock = bind(bind_host, bind_port)
+    sock = bind(bind_host, bind_port, reuse_port=count > 1 and _REUSE_PORT)
     if count > 1:
         _supervise(proj, refs, sock, count, mode, bind_host, auth is not None, no_log=no_log,
                    no_reload=no_reload, access_log=access_log)  # fmt: skip
@@ -249,6 +249,7 @@ def _supervise(
     from keel.errors import NotFoundError
     from keel.serve.supervisor import Supervisor
 
+    sockets = [sock]
     try:
         served = [project.metadata.resolve(ref) for ref in refs or []]
         if refs is None:
@@ -256,10 +257,15 @@ def _supervise(
         if not served and not project.config.feature_views:
             raise NotFoundError("no registered models to serve. Run 'keel run' first.")
         sock.listen(_BACKLOG)
+        port = int(sock.getsockname()[1])
+        if _REUSE_PORT:  # a socket per worker: the kernel spreads connections evenly
+            while len(sockets) < count:
+                sockets.append(bind(host, port, reuse_port=True))
+                sockets[-1].listen(_BACKLOG)
     except BaseException:
-        sock.close()
+        for opened in sockets:
+            opened.close()
         raise
-    port = int(sock.getsockname()[1])
     command = [sys.executable, "-m", "keel.cli", "serve", *(refs or []),
                "--project", str(project.root), "--host", host, "--port", str(port),
                "--auth", mode]  # fmt: skip
@@ -280,7 +286,7 @@ def _supervise(
     )
     supervisor = Supervisor(
         command,
-        sock,
+        sockets,
         count,
         log=lambda line: err.print(f"keel serve: {line}", markup=False, highlight=False),
         run_dir=project.state_dir / "run",  # the workers' metrics, summed by /metrics
@@ -401,8 +407,16 @@ def resolve(host: str, port: int) -> tuple[Any, ...]:
     return tuple(infos[0])
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (not yet listening).
+# Linux (3.9+) and the BSDs: each worker listens on its own socket of one SO_REUSEPORT group.
+# One shared socket's queue goes to whichever worker wakes first, which at 64 connections
+# opened at once left one of two workers with 60 of them (benchmarks/serving/workers.py).
+_REUSE_PORT = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
+
+
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to ``host:port`` (not yet listening); with ``reuse_port`` one of a group
+    of listening sockets on the port among which the kernel spreads connections
+    (``SO_REUSEPORT``: the first of the group must set it too).
 
     Raises:
         ConfigError: The port is out of range, the host does not resolve, or the address
@@ -411,6 +425,8 @@ def bind(host: str, port: int) -> socket.socket:
     family, kind, proto, _, address = resolve(host, port)
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
     except OSError as exc:

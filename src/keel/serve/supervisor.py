@@ -1,12 +1,19 @@
 """Several server processes on one port: a supervisor that starts, restarts and stops them.
 
-``keel serve --workers N`` binds and listens on the port once, in the supervisor; each worker
-is a fresh Python process (not a fork: a fork of a process whose OpenMP runtime is already
-started can hang in the child) that inherits the listening socket and runs the whole server on
-it: its own event loop, model copies, prediction threads pinned to one OpenMP thread each, and
-prediction log file (the log names its files by process id, so writers never share one). The
-kernel hands each new connection to whichever worker accepts it first; a connection already
-queued when a worker dies stays in the shared queue for the others.
+``keel serve --workers N`` binds and listens in the supervisor (so a taken port fails before
+anything starts); each worker is a fresh Python process (not a fork: a fork of a process whose
+OpenMP runtime is already started can hang in the child) that inherits a listening socket and
+runs the whole server on it: its own event loop, model copies, prediction threads pinned to one
+OpenMP thread each, and prediction log file (the log names its files by process id, so writers
+never share one).
+
+On Linux each worker has its own socket, all of one ``SO_REUSEPORT`` group on the port: the
+kernel spreads connections over them by their addresses, so 64 keep-alive connections land
+about 32/32 on two workers. (On one shared socket whichever worker wakes first takes the
+queue: 60 of 64 landed on one worker.) The supervisor keeps every socket open, so a dead
+worker's socket goes on queueing its share of new connections, which its replacement answers
+once it has started (a second or two), rather than the kernel resetting them. Elsewhere the
+workers share one socket, and a connection queued when a worker dies goes to the others.
 
 The supervisor restarts a worker that exits unexpectedly (logged with its exit status; after
 0.25 s, doubling with each recent exit up to 5 s), at most ``max_restarts`` times within
@@ -69,11 +76,12 @@ class _Worker:
 
 
 class Supervisor:
-    """Runs ``workers`` copies of ``command`` on one inherited listening socket.
+    """Runs ``workers`` copies of ``command`` on inherited listening sockets.
 
     Args:
         command: The worker's argv; ``--worker-fd FD`` is appended (the socket's descriptor).
-        sock: The bound, listening socket the workers share.
+        sock: The bound, listening socket the workers share, or one per worker (worker ``i``
+            gets ``sock[i]``, also when it is restarted).
         workers: How many worker processes.
         log: Where lifecycle messages go (a line each).
         max_restarts: Restarts allowed within ``window_s`` before giving up.
@@ -87,7 +95,7 @@ class Supervisor:
     def __init__(
         self,
         command: Sequence[str],
-        sock: socket.socket,
+        sock: socket.socket | Sequence[socket.socket],
         workers: int,
         *,
         log: Log,
@@ -98,7 +106,7 @@ class Supervisor:
         run_dir: Path | None = None,
     ) -> None:
         self.command = list(command)
-        self.sock = sock
+        self.sockets = [sock] if isinstance(sock, socket.socket) else list(sock)
         self.workers = workers
         self.log = log
         self.max_restarts = max_restarts
@@ -133,7 +141,8 @@ class Supervisor:
                 shutil.rmtree(self.fleet_dir, ignore_errors=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.sock.close()
+            for sock in self.sockets:
+                sock.close()
         return code
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -141,7 +150,7 @@ class Supervisor:
         self._stop.set()
 
     def _start(self, index: int) -> None:
-        fd = self.sock.fileno()
+        fd = self.sockets[index % len(self.sockets)].fileno()
         env = {**os.environ, **self.env, WORKER_ENV: str(index), WORKERS_ENV: str(self.workers)}
         if self.fleet_dir is not None:
             env[FLEET_ENV] = str(self.fleet_dir)
