@@ -156,7 +156,7 @@ def test_the_cli_shows_the_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "promoted by hand by carol, " in shown.output
     assert "UTC (at step 1/2)" in shown.output  # where it left its steps, said once
     assert "step 1/2 of" not in shown.output and "step 2/2" not in shown.output
-    assert "steps 50,100%, every 300s" in shown.output and "v2 canary 100%" in shown.output
+    assert "steps 50,100%, every 5m" in shown.output and "v2 canary 100%" in shown.output
     as_json = runner.invoke(
         app, ["deployments", "status", made.id, "-p", str(root), "--format", "json"]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,7 @@ def register(app: typer.Typer) -> None:
 
 
 def deploy(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The model's name.")],
     canary: Annotated[
         int | None, typer.Option("--canary", help="Canary this version (stepped traffic).")
@@ -101,6 +103,8 @@ def deploy(
     """Start a canary, shadow or A/B deployment; running servers pick it up within a second."""
     from keel.api.deployments import deploy as start
 
+    _refuse_unused(ctx, canary=canary, shadow=shadow, ab=ab, sticky_key=sticky_key)
+
     def said(line: str) -> None:
         if fmt is Format.text:
             out.print(escape(line), highlight=False)
@@ -129,6 +133,45 @@ def deploy(
     _print_deployment(made)
     for gap in gaps:
         err.print(f"[yellow]warning:[/] {escape(gap)}", highlight=False)
+
+
+_CANARY_ONLY = ("steps", "interval", "check", "failures", "min_requests", "wait")
+
+
+def _refuse_unused(
+    ctx: typer.Context, *, canary: Any, shadow: Any, ab: Any, sticky_key: str | None
+) -> None:
+    """Options given on the command line that the chosen kind would silently ignore: a
+    shadow or A/B deployment has no steps, interval or checks, and a shadow no arms to stick
+    to. (Neither or several kinds: the API says so.)"""
+    from keel.errors import ConfigError
+
+    kinds = [k for k, v in (("canary", canary), ("shadow", shadow), ("ab", ab)) if v is not None]
+    if len(kinds) != 1 or kinds[0] == "canary":
+        return
+    given = [
+        "--" + option.replace("_", "-")
+        for option in _CANARY_ONLY
+        # typer vendors click: its ParameterSource enum is compared by name
+        if getattr(ctx.get_parameter_source(option), "name", "DEFAULT")
+        not in ("DEFAULT", "DEFAULT_MAP")
+    ]
+    if kinds[0] == "shadow" and sticky_key is not None:
+        given.append("--sticky-key")
+    if given:
+        kind = "a shadow" if kinds[0] == "shadow" else "an A/B"
+        reasons = []
+        if given != ["--sticky-key"]:
+            reasons.append("steps, interval, checks and --wait are a canary's")
+        if "--sticky-key" in given:
+            reasons.append("a shadow gets a copy of every request: there is no arm to stick to")
+        why = "; ".join(reasons)
+        msg = (
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {kind} "
+            f"deployment ({why}): drop {'it' if len(given) == 1 else 'them'}, or deploy with "
+            "--canary VERSION."
+        )
+        raise ConfigError(msg, field=given[0].removeprefix("--"))
 
 
 def _input_gaps(made: dict[str, Any], project: Any) -> list[str]:
@@ -176,6 +219,13 @@ def list_(
     found = list_deployments(name=name, limit=limit, project=project)
     if fmt is Format.json:
         emit_json({"deployments": found})
+        return
+    if not found:
+        of = f" of {escape(repr(name))}" if name else ""
+        out.print(
+            f"no deployments{of}: `keel deploy NAME --canary VERSION` starts one.",
+            highlight=False,
+        )
         return
     # the layout of `keel runs show`'s step table: seven columns fit 80 without cutting a
     # model name, a date or "(mirrored)"
@@ -265,21 +315,13 @@ def _print_deployment(d: dict[str, Any]) -> None:
     final = d.get("final")
     primary = "primary was" if final else "primary:"
     out.print(f"  arms: {escape(_arms(d))}   {primary} v{spec['primary']}", highlight=False)
+    if spec.get("sticky_key"):
+        key = escape(repr(spec["sticky_key"]))
+        out.print(f"  sticky by {key}: requests with one value reach one arm", highlight=False)
     if final:
         _print_final(d, final)
     if d["kind"] == "canary":
-        steps = ",".join(f"{s:g}" for s in spec["steps"])
-        step = final["step"] if final else d["step"] + 1
-        # promoted by hand: it left its steps (the line above says at which one)
-        hand = bool(final and final.get("by_hand") and final["status"] == "promoted")
-        at = f"steps {steps}%" if hand else f"step {step}/{len(spec['steps'])} of {steps}%"
-        out.print(  # two lines: one would wrap at 80 columns
-            f"  {at}, every "
-            f"{spec['interval_s']:g}s, at least {spec['min_requests']} requests each\n"
-            f"  checks {', '.join(spec['checks'])}; bad intervals in a row "
-            f"{d['bad_intervals']}/{spec['failures']} (rolled back at {spec['failures']})",
-            highlight=False,
-        )
+        _print_steps(d, spec, final)
     if d.get("traffic"):
         table = Table(show_edge=False, collapse_padding=True)  # nine columns in 80
         columns = ("version", "role", "requests", "errors", "refused", "p50 ms", "p95 ms")
@@ -295,7 +337,7 @@ def _print_deployment(d: dict[str, Any]) -> None:
                 _num(t["p50_ms"]),
                 _num(t["p95_ms"]),
                 _num(t["p99_ms"]),
-                _num(t.get("disagreement_rate")),
+                _percent(t.get("disagreement_rate")),
             )
         out.print(table)
     feedback = d.get("feedback")
@@ -309,10 +351,42 @@ def _print_deployment(d: dict[str, Any]) -> None:
     for event in d.get("events", []):
         measured = event.get("measured") or {}
         values = ", ".join(f"{k}={_num(v)}" for k, v in measured.items())
-        out.print(
-            escape(f"  {event['at'][:19]}  {event['action']:<12} by {event['actor']}  {values}"),
-            highlight=False,
-        )
+        head = f"  {event['at'][:19]}  {event['action']:<12} by {event['actor']}"
+        if values and len(head) + 2 + len(values) <= 80:
+            head, values = f"{head}  {values}", ""
+        lines = [head, *textwrap.wrap(values, 76, initial_indent="    ", subsequent_indent="    ")]
+        out.print(escape("\n".join(lines)), highlight=False)
+
+
+def _print_steps(d: dict[str, Any], spec: dict[str, Any], final: dict[str, Any] | None) -> None:
+    """A canary's steps, interval and checks; while it runs, its count of bad intervals."""
+    steps = ",".join(f"{s:g}" for s in spec["steps"])
+    step = final["step"] if final else d["step"] + 1
+    # promoted by hand: it left its steps (the line above says at which one)
+    hand = bool(final and final.get("by_hand") and final["status"] == "promoted")
+    at = f"steps {steps}%" if hand else f"step {step}/{len(spec['steps'])} of {steps}%"
+    every = _duration(spec["interval_s"])
+    lines = [f"  {at}, every {every}, at least {spec['min_requests']} requests each"]
+    checks = f"  checks {', '.join(spec['checks'])}"
+    failures = spec["failures"]
+    counter = f"bad intervals in a row {d['bad_intervals']}/{failures} (rolled back at {failures})"
+    if final:  # ended: the status line above says how; a counter would no longer count
+        lines.append(checks)
+    elif len(checks) + 2 + len(counter) <= 80:
+        lines.append(f"{checks}; {counter}")
+    else:
+        lines += [checks, f"  {counter}"]
+    out.print(escape("\n".join(lines)), highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    """300 -> '5m', 30 -> '30s', 0.5 -> '500ms': the units --interval takes."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
 
 
 def _print_final(d: dict[str, Any], final: dict[str, Any]) -> None:
@@ -341,6 +415,11 @@ def _print_final(d: dict[str, Any], final: dict[str, Any]) -> None:
         if "step" in final and final.get("by_hand"):
             ended += f" (at step {final['step']}/{final['steps']})"
         out.print(f"  {escape(ended)}", highlight=False)
+
+
+def _percent(rate: float | None) -> str:
+    """A shadow's disagreement rate: '40%', not '0.4' (or a bare '1' for all of them)."""
+    return "-" if rate is None else f"{100 * rate:.3g}%"
 
 
 def _num(value: Any) -> str:

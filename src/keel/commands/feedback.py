@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from keel.commands import reading
 from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, out
+
+if TYPE_CHECKING:
+    from keel.data.reader import ReadOptions
 
 __all__ = ["register"]
 
@@ -67,18 +70,25 @@ def feedback(
     when any row was rejected. `keel monitor NAME` then shows realised performance per window.
     """
     from keel.api.labels import feedback_file
+    from keel.errors import DataValidationError
 
     read = reading.read_options(delimiter, header, columns, encoding, quote)
-    result = feedback_file(
-        name,
-        input,
-        project=project,
-        request_id_column=request_id_column,
-        label_column=label_column,
-        instance_column=instance_column,
-        read=read,
-        rejected_to=rejected,
-    )
+    try:
+        result = feedback_file(
+            name,
+            input,
+            project=project,
+            request_id_column=request_id_column,
+            label_column=label_column,
+            instance_column=instance_column,
+            read=read,
+            rejected_to=rejected,
+        )
+    except DataValidationError as exc:
+        if exc.field != label_column or (target := _target_in(input, project, read)) is None:
+            raise
+        msg = f"{exc.message} It has the target column {target!r}: --label-column {target}."
+        raise DataValidationError(msg, field=exc.field) from exc
     counts = result["counts"]
     if format is Format.json:
         emit_json(result)
@@ -104,3 +114,16 @@ def feedback(
             )
     if counts["rejected"]:
         raise typer.Exit(1)
+
+
+def _target_in(source: Path, project: Path | None, read: ReadOptions | None) -> str | None:
+    """The project's target column when the labels file has it (a file of labels is often
+    the data's own columns: the label is under the target's name, not ``label``)."""
+    from keel.data.files import open_data
+    from keel.data.reader import ReadOptions, file_columns
+    from keel.project import Project
+
+    with Project(project) as proj:
+        target = proj.config.data.target
+    present = file_columns(open_data(source, read or ReadOptions()))
+    return target if target in present else None

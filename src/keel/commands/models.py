@@ -199,11 +199,32 @@ def promote(
         else:
             raise ConfigError(f"--expect {expect!r} is not a version number or 'none'")
     with _registry(project, actor) as reg:
+        if expected is UNSET:  # --expect none: a new alias on purpose
+            _refuse_lookalike(reg, name, alias)
         outcome = reg.promote(name, version, alias=alias, reason=reason, expected=expected)
     if isinstance(outcome, PromotionRequest):
         _print_request(outcome, fmt, headline="promotion awaits approval")
     else:
         _print_move(outcome, fmt)
+
+
+def _refuse_lookalike(reg: Registry, name: str, alias: str) -> None:
+    """A new alias spelt like one the model has (``prodction``) is a typo until shown
+    otherwise: the CLI cannot remove an alias, and nothing would follow the new one."""
+    import difflib
+
+    from keel.errors import ConfigError
+
+    held = {a for m in reg.models() if m.name == name for a, _ in m.aliases}
+    if alias in held:
+        return
+    close = difflib.get_close_matches(alias, sorted(held | {"production"}), n=1, cutoff=0.75)
+    if close:
+        msg = (
+            f"model {name!r} has no alias {alias!r}; did you mean {close[0]!r}? To create "
+            f"a new alias {alias!r} anyway, pass --expect none (no version holds it now)."
+        )
+        raise ConfigError(msg, field="alias")
 
 
 def rollback(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -83,9 +84,17 @@ def list_(project: ProjectOpt = None, fmt: FormatOpt = Format.text) -> None:
     if not found:
         out.print("no API tokens; create one with `keel tokens create NAME --scope predict`")
         return
-    table = Table(show_edge=False)
-    for col in ("id", "name", "scopes", "state", "created", "by", "expires", "per minute"):
-        table.add_column(col)
+    # compact, as `keel deployments list`: at 80 columns the id (what `revoke` takes) and the
+    # day it was created stay whole; names, scopes and expiry wrap instead
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
+    for col in ("id", "name", "scopes", "state", "created", "by", "expires", "limit"):
+        whole = col in ("id", "state", "created", "limit")
+        table.add_column(
+            col,
+            no_wrap=whole,
+            overflow="ellipsis" if whole else "fold",
+            min_width=10 if col == "expires" else None,  # the day on one line, the time below
+        )
     for t in found:
         state = "revoked" if t.revoked_at else ("active" if t.active() else "expired")
         table.add_row(

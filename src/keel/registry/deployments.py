@@ -47,8 +47,8 @@ _LOG_GROWTH = math.log(1.3)
 METRICS = ("error_rate", "rejection_rate", "p50_ms", "p95_ms", "p99_ms", "requests")
 """What a check may bound."""
 _CLAUSE = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 
 def bucket_of(milliseconds: float) -> int:
@@ -136,10 +136,13 @@ def parse_steps(text: str) -> tuple[float, ...]:
 
 
 def parse_interval(text: str) -> float:
-    """``"5m"``, ``"30s"``, ``"1.5"`` (seconds), ``"500ms"`` -> seconds (at least 0.1)."""
+    """``"5m"``, ``"30s"``, ``"1.5"`` (seconds), ``"500ms"``, ``"1d"`` -> seconds (>= 0.1)."""
     found = _DURATION.match(text)
     if found is None or float(found.group(1)) * _UNITS[found.group(2)] < 0.1:
-        msg = f"--interval {text!r}: write a duration of at least 100ms, e.g. 30s, 5m or 1h."
+        msg = (
+            f"--interval {text!r}: write a duration of at least 100ms, a number and one of "
+            "ms, s, m, h, d, w, e.g. 30s, 5m or 1h."
+        )
         raise ConfigError(msg, field="interval")
     return float(found.group(1)) * _UNITS[found.group(2)]
 
@@ -147,7 +150,7 @@ def parse_interval(text: str) -> float:
 def parse_ab(text: str) -> tuple[tuple[int, float], ...]:
     """``"3:50,4:50"`` -> ((version, weight), ...): at least two distinct versions."""
     arms = []
-    for part in text.split(","):
+    for part in (p for p in text.split(",") if p.strip()):  # a trailing comma names no arm
         version, sep, weight = part.strip().partition(":")
         try:
             arm = (int(version), float(weight) if sep else 1.0)
@@ -158,7 +161,15 @@ def parse_ab(text: str) -> tuple[tuple[int, float], ...]:
             msg = f"--ab {text!r}: arm {part.strip()!r} needs a version >= 1 and a weight > 0."
             raise ConfigError(msg, field="ab")
         arms.append(arm)
-    if len({v for v, _ in arms}) != len(arms) or len(arms) < 2:
+    named = [v for v, _ in arms]
+    twice = sorted({v for v in named if named.count(v) > 1})
+    if twice:
+        msg = (
+            f"--ab {text!r}: version {', '.join(map(str, twice))} is named more than once; "
+            "give each version one weight, e.g. 3:50,4:50."
+        )
+        raise ConfigError(msg, field="ab")
+    if len(arms) < 2:
         msg = f"--ab {text!r}: name at least two different versions, e.g. 3:50,4:50."
         raise ConfigError(msg, field="ab")
     return tuple(arms)

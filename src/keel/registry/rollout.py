@@ -77,6 +77,19 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _sticky(key: str | None) -> str | None:
+    """A sticky key as given, trimmed; an empty one is an error (it would never match)."""
+    if key is None:
+        return None
+    if not key.strip():
+        msg = (
+            f"--sticky-key {key!r} names no field: give the request field whose value keeps a "
+            "client on one arm (e.g. --sticky-key user_id), or leave it out to split at random."
+        )
+        raise ConfigError(msg, field="sticky_key")
+    return key.strip()
+
+
 def final_arms(arms: Sequence[Mapping[str, Any]], serving: int | None) -> list[dict[str, Any]]:
     """An ended deployment's arms (``Arm.to_json()``) at their final weights: 100 % for the
     version that now takes the traffic (``serving``), 0 % for the others."""
@@ -141,7 +154,7 @@ class Rollouts:
             checks=checks_of(checks),
             failures=failures,
             min_requests=min_requests,
-            sticky_key=sticky_key,
+            sticky_key=_sticky(sticky_key),
         )
         return self._create(name, "canary", spec, reason)
 
@@ -167,7 +180,7 @@ class Rollouts:
         spec = Spec(
             arms=tuple(Arm(v, "ab", 100.0 * w / total) for v, w in arms),
             primary=self._primary(name),
-            sticky_key=sticky_key,
+            sticky_key=_sticky(sticky_key),
         )
         return self._create(name, "ab", spec, reason)
 
@@ -328,15 +341,21 @@ class Rollouts:
             )
             raise ConfigError(msg, field="version")
         if target not in versions:
-            msg = f"version {target} is not an arm of deployment {found.id} ({sorted(versions)})."
+            arms = " or ".join(f"--version {v}" for v in sorted(versions))
+            msg = (
+                f"version {target} is not an arm of deployment {found.id} of {found.name!r}; "
+                f"name one of its arms: {arms}."
+            )
             raise ConfigError(msg, field="version")
-        return self._promote(found, target, reason or "promoted by hand", {}, None)
+        # no reason given: the one it was started with stays its headline
+        headline = reason or found.reason
+        return self._promote(found, target, reason or "promoted by hand", {}, None, headline)
 
     def abort(self, ref: str, *, reason: str = "") -> Deployment:
         """End a deployment: its traffic returns to the primary, no alias moves."""
         found = self._active(ref)
         with self._db.write() as conn:
-            ds.update(conn, found.id, status="aborted", reason=reason)
+            ds.update(conn, found.id, status="aborted", reason=reason or found.reason)
             details = {"deployment": found.id, "kind": found.kind, "reason": reason}
             self._record(conn, found.id, found.name, "aborted", details)
             return Deployment.from_row(ds.load(conn, found.id))
@@ -344,7 +363,12 @@ class Rollouts:
     def _active(self, ref: str) -> Deployment:
         found = self.get(ref)
         if found.status != "active":
-            msg = f"deployment {found.id} of {found.name!r} already ended ({found.status})."
+            none = f"; {found.name!r} has no active deployment" if ref == found.name else ""
+            msg = (
+                f"deployment {found.id} of {found.name!r} already ended "
+                f"({found.status.replace('_', ' ')}){none}. `keel deployments list` shows "
+                f"them; `keel deploy {found.name} --canary VERSION` starts another."
+            )
             raise ConflictError(msg, field="deployment")
         return found
 
@@ -355,6 +379,7 @@ class Rollouts:
         reason: str,
         details: Mapping[str, Any],
         since: datetime | None,
+        headline: str | None = None,
     ) -> Deployment:
         why = f"deployment {found.id} ({found.kind}): {reason}"
         extra: dict[str, Any] = {}
@@ -368,7 +393,7 @@ class Rollouts:
             if isinstance(outcome, PromotionRequest):
                 extra["promotion_request"] = outcome.id  # the alias waits for approvals
         with self._db.write() as conn:
-            ds.update(conn, found.id, since=since, status="promoted", reason=reason)
+            ds.update(conn, found.id, since=since, status="promoted", reason=headline or reason)
             record = {
                 "deployment": found.id,
                 "version": version,
