@@ -12,8 +12,11 @@ from rich.markup import escape
 from keel.commands.output import Format, FormatOpt, ProjectOpt, emit_json, err, out
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from keel.project import Project
     from keel.validate.evolution import SchemaChange
+    from keel.validate.schema import Schema
 
 __all__ = ["register"]
 
@@ -63,7 +66,6 @@ def infer(
     With --update, refresh the project's schema.yaml in place instead (what `keel run` asks
     for when the data's columns or types no longer match it).
     """
-    from keel import api
     from keel.validate.schema import schema_to_yaml
 
     if update:
@@ -73,8 +75,8 @@ def infer(
         msg = "Missing argument 'DATA': name a CSV or Parquet file or a snapshot, or pass --update."
         raise typer.BadParameter(msg, param_hint="DATA")
     sensitive_columns = [c.strip() for c in (sensitive or "").split(",") if c.strip()]
-    schema = api.infer_schema(data, target=target, sensitive=sensitive_columns, project=project)
-    for note in _strays(data, project):  # on stderr: stdout is the schema (`> schema.yaml`)
+    schema, strays = _inferred(data, target, sensitive_columns, project)
+    for note in strays:  # on stderr: stdout is the schema (`> schema.yaml`)
         err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     if fmt is SchemaFormat.json:
         emit_json(schema.to_dict(exclude_defaults=True))
@@ -124,15 +126,34 @@ def _update(
         out.print("Review the new and changed columns, then run 'keel run'.", highlight=False)
 
 
-def _strays(data: str, project: Path | None) -> list[str]:
+def _inferred(
+    data: str, target: str | None, sensitive: list[str], project: Path | None
+) -> tuple[Schema, list[str]]:
+    """:func:`keel.api.infer_schema` and the stray-cell warnings, from one read of the data
+    (a CSV file is read once, not once for each)."""
+    from keel import api
+    from keel.errors import ConfigError
+    from keel.validate.schema import infer_schema
+    from keel.validate.statistics import compute_statistics
+
+    resolved = api.resolve_data(data, project=project)
+    statistics = compute_statistics(resolved)
+    missing = [c for c in [target, *sensitive] if c and c not in statistics["columns"]]
+    if missing:
+        columns = ", ".join(statistics["columns"])
+        msg = f"no column '{missing[0]}' in {data} (columns: {columns})."
+        raise ConfigError(msg, field=missing[0])
+    schema = infer_schema(statistics, target=target, sensitive=sensitive)
+    return schema, _strays(resolved)
+
+
+def _strays(resolved: pa.Table | Path) -> list[str]:
     """What :mod:`keel.validate.numeric_text` says of the data's number columns that a few
     stray cells made text (the same warning ``keel run`` gives)."""
     import pyarrow as pa
 
-    from keel import api
     from keel.validate.numeric_text import stray_message, strays_in_file, strays_in_table
 
-    resolved = api.resolve_data(data, project=project)
     if isinstance(resolved, pa.Table):
         return [stray_message(f) for f in strays_in_table(resolved)]
     return [stray_message(f) for f in strays_in_file(resolved)]

@@ -190,6 +190,10 @@ def _csv(
     workdir: Path,
     text: frozenset[str] = frozenset(),
 ) -> Scan:
+    """One file is sniffed once, then read with what was found spelled out (``auto_detect =
+    false``): describing, limiting or fetching the ``SELECT`` then reads it once, where each
+    used to sniff it again. Several files are left to DuckDB, which sniffs each and unifies
+    their types (a column of numbers in one file and text in another is text)."""
     encoding = source.encoding or detect_encoding(files[0])
     duck_encoding, readable = readable_files(files, encoding, workdir)
     options: dict[str, Any] = {"encoding": duck_encoding, "skip": source.skip_rows}
@@ -207,52 +211,93 @@ def _csv(
     # rejects on from the start: the sniffer then skips bad rows as the scan will
     options |= {"nullstr": tokens, "store_rejects": True, "auto_type_candidates": _TYPES}
     names = sql([str(f) for f in readable])
-    plain = _describe(con, f"SELECT * FROM read_csv({names}, {_options(options)})", files[0])
+    sniffed = _sniff(con, readable[0], options)
+    spelled = sniffed if len(readable) == 1 else None
+    if spelled is None:  # read_csv says what is wrong, as it always has (or reads it after all)
+        plain = _describe(con, f"SELECT * FROM read_csv({names}, {_options(options)})", files[0])
+    else:
+        plain = list(spelled.columns)
     final = _final_names(plain, source, files[0])
     by_final = dict(zip(final, plain, strict=True))
+    types: dict[str, str] = {}
     if source.types:
         unknown = sorted(set(source.types) - set(final))
         if unknown:
             msg = f"types: column(s) {unknown} are not in {files[0]} (columns: {final})."
             raise ConfigError(msg, field="types")
-        options["types"] = {by_final[name]: kind for name, kind in source.types.items()}
-    as_text = {by_final[name]: "VARCHAR" for name in text if name in by_final}
-    if as_text:  # the caller's coercion parses them, as it parses the same text sent as JSON
-        options["types"] = as_text | options.get("types", {})
+        types = {by_final[name]: kind for name, kind in source.types.items()}
+    # the caller's coercion parses these, as it parses the same text sent as JSON
+    types = {by_final[name]: "VARCHAR" for name in text if name in by_final} | types
+    if spelled is None:
+        options |= {"types": types} if types else {}
+    else:
+        options |= spelled.fixed | {"columns": spelled.columns | types}
     select = f"SELECT * FROM read_csv({names}, {_options(options)})"
     aliases = {str(r): str(f) for r, f in zip(readable, files, strict=True) if r != f}
     renamed = {raw: new for raw, new in zip(plain, final, strict=True) if raw != new}
-    dialect = {"encoding": encoding, **_sniffed(con, readable[0], options)}
-    return Scan(select, tuple(files), _CSV_REJECTS, aliases, dialect, renamed)
+    found = {} if sniffed is None else sniffed.dialect
+    return Scan(
+        select, tuple(files), _CSV_REJECTS, aliases, {"encoding": encoding, **found}, renamed
+    )
 
 
-def _sniffed(con: duckdb.DuckDBPyConnection, file: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """The dialect DuckDB's sniffer settles on (with what keel.yaml gave), for the metadata.
+@dataclass(frozen=True)
+class _Sniffed:
+    """What DuckDB's sniffer found in a CSV file.
+
+    Attributes:
+        dialect: Delimiter, quote, escape, comment and header, for the snapshot's metadata.
+        fixed: ``read_csv`` options that read the file as found, without sniffing it again.
+        columns: Column name -> DuckDB type, in file order.
+    """
+
+    dialect: dict[str, Any]
+    fixed: dict[str, Any]
+    columns: dict[str, str]
+
+
+def _sniff(con: duckdb.DuckDBPyConnection, file: Path, options: dict[str, Any]) -> _Sniffed | None:
+    """The dialect and columns DuckDB's sniffer settles on, with what keel.yaml gave; None
+    when it cannot sniff the file (the scan then reports what is wrong with it).
 
     Sniffed with the scan's own options, bad-row skipping included: without it a file with a
     few malformed lines sniffs as another dialect than the one the scan reads it with."""
-    keep = {"encoding", "skip", "delim", "quote", "escape", "comment", "header"}
-    keep |= {"nullstr", "store_rejects", "auto_type_candidates"}
-    given = {key: value for key, value in options.items() if key in keep}
     query = (
-        "SELECT Delimiter, Quote, Escape, Comment, HasHeader "
-        f"FROM sniff_csv({sql(str(file))}, {_options(given)})"
+        "SELECT Delimiter, Quote, Escape, NewLineDelimiter, Comment, SkipRows, HasHeader, "
+        f"Columns, DateFormat, TimestampFormat FROM sniff_csv({sql(str(file))}, "
+        f"{_options(options)})"
     )
     try:
         found = con.execute(query).fetchone()
-    except duckdb.Error:  # the scan itself reports what is wrong with the file
-        return {}
+    except duckdb.Error:
+        return None
     if found is None:
-        return {}
-    delimiter, quote, escape, comment, header = found
+        return None
+    delimiter, quote, escape, new_line, comment, skip, header, columns, dates, times = found
     unset = "(empty)"
-    return {
+    fixed: dict[str, Any] = {
+        "auto_detect": False,
+        "delim": delimiter,
+        "quote": "" if quote == unset else quote,
+        "escape": "" if escape == unset else escape,
+        "comment": "" if comment == unset else comment,
+        "skip": int(skip),
+        "header": bool(header),
+    }
+    if new_line in ("\\n", "\\r", "\\r\\n"):
+        fixed["new_line"] = new_line
+    if dates:
+        fixed["dateformat"] = dates
+    if times:
+        fixed["timestampformat"] = times
+    dialect = {
         "delimiter": delimiter,
         "quote": None if quote == unset else quote,
         "escape": None if escape == unset else escape,
         "comment": None if comment == unset else comment,
         "header": bool(header),
     }
+    return _Sniffed(dialect, fixed, {str(c["name"]): str(c["type"]) for c in columns})
 
 
 def _jsonl(con: duckdb.DuckDBPyConnection, files: list[Path], workdir: Path) -> Scan:

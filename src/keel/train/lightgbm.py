@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import weakref
 from collections.abc import Mapping
@@ -21,10 +23,15 @@ from keel.train.base import (
     unknown_param,
 )
 
-__all__ = ["METRICS", "LightGBMTrainer", "load_booster", "native_params"]
+__all__ = ["METRICS", "LightGBMTrainer", "batch_threads", "load_booster", "native_params"]
 
 MODEL_FILE = "model.lgb.txt"
 SMALL_BATCH = 64  # rows scored on one thread without the wrapper (the online path)
+#: Tree visits (rows x trees) worth a thread of their own in batch scoring: about 2,500 rows
+#: of a 200-tree model, ~30 ms of one core. A smaller part is of the order of a scheduler slice:
+#: on a busy core its thread may wait longer than it works, and the batch waits for its slowest
+#: part (benchmarks/RESULTS.md, "Batch scoring").
+WORK_PER_THREAD = 500_000
 
 # scikit-learn style names in keel.yaml -> LightGBM's native parameter names
 _NATIVE = {
@@ -134,14 +141,15 @@ class LightGBMTrainer(TrainerBase):
         Up to ``SMALL_BATCH`` rows (a request, a served batch) are scored on the calling
         thread through LightGBM's C API with a prediction configuration made once per booster
         and thread (:class:`_Fast`), equal to ``Booster.predict``; larger ones go through
-        ``Booster.predict`` on LightGBM's threads.
+        ``Booster.predict`` on :func:`batch_threads` threads (the same numbers on any count).
         """
         booster = self._booster()
         if 0 < len(x) <= SMALL_BATCH and np.ndim(x) == 2:
             fast = _fast(booster, int(np.shape(x)[1]))
             if fast is not None:
                 return fast.predict(x)
-        return np.asarray(booster.predict(x), dtype=np.float64)
+        threads = batch_threads(len(x), int(booster.num_trees()))
+        return np.asarray(booster.predict(x, num_threads=threads), dtype=np.float64)
 
     @property
     def one_row_on_caller(self) -> bool:
@@ -260,6 +268,49 @@ def _fast(booster: Any, features: int) -> _Fast | None:
         except (AttributeError, OSError, ValueError, LightGBMError):
             return None
     return fast
+
+
+def batch_threads(rows: int, trees: int) -> int:
+    """The threads ``Booster.predict`` scores ``rows`` rows of a ``trees``-tree model on.
+
+    One per :data:`WORK_PER_THREAD` tree visits, at least one, at most the cores this process
+    may run on (its CPU affinity) and OpenMP's own limit (``OMP_NUM_THREADS``, which pins a
+    server's workers to one): a small batch stays on the calling thread's core.
+
+    Example:
+        >>> batch_threads(1_000, 200), batch_threads(1_000_000, 200) == _cores()
+        (1, True)
+    """
+    return max(1, min(rows * max(trees, 1) // WORK_PER_THREAD, _cores()))
+
+
+def _cores() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform (macOS)
+        cores = os.cpu_count() or 1
+    limit = _openmp_limit()
+    return max(1, min(cores, limit) if limit else cores)
+
+
+def _openmp_limit() -> int | None:
+    """The calling thread's OpenMP thread count, which LightGBM uses unless told: the cores,
+    ``OMP_NUM_THREADS``, or a ``threadpoolctl`` limit around the call (tuning trials, a server's
+    worker threads); None when no OpenMP runtime can be asked."""
+    get = _omp_get_max_threads()
+    return None if get is None else int(get())
+
+
+@functools.cache
+def _omp_get_max_threads() -> Any:
+    import ctypes
+
+    for name in ("libgomp.so.1", "libomp.so", "libomp.dylib", "vcomp140.dll"):
+        try:
+            return ctypes.CDLL(name).omp_get_max_threads
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def native_params(task: str, params: LightGBMParams, k: int, seed: int) -> dict[str, Any]:
