@@ -3,10 +3,12 @@
 usage: python coercion.py OLD_SRC [CALLS] [ROUNDS]
 
 Fits the Adult feature pipeline in two child processes, one importing Keel from OLD_SRC (a
-checkout of the commit before the coercion path, e.g. made with ``git worktree add``) and one
-from this tree, and times ``pipeline.transform_row(dict)`` on the same request row, rounds
-alternating between the two. The new pipeline carries the rules ``keel run`` gives it (ranges
-and categories from the inferred schema), so every value is checked as the server checks it.
+checkout of the commit before the coercion path, e.g. made with ``git worktree add``, or a
+copy of ``src/`` before any later change to the row path, such as the row plan of
+:mod:`keel.features.rowplan`) and one from this tree, and times
+``pipeline.transform_row(dict)`` on the same request row, rounds alternating between the two.
+The new pipeline carries the rules ``keel run`` gives it (ranges and categories from the
+inferred schema), so every value is checked as the server checks it.
 Prints one JSON object: per side the median over rounds of the per-round p50, and the added
 microseconds per row.
 """
