@@ -199,10 +199,13 @@ def test_wait_runs_the_controller_in_the_foreground(store: MetadataStore) -> Non
     made = rollouts.canary(
         "churn", 3, steps=(50.0,), interval_s=0.2, checks="requests>=0", min_requests=0
     )
+    # one request: an interval with none waits for traffic even at --min-requests 0
+    at = made.interval_started_at + timedelta(milliseconds=50)
+    _traffic(store, made.id, at, requests=1, version="3")
     said: list[str] = []
     status = _wait(rollouts, made.id, said.append, timeout=20)
     assert status["status"] == "promoted"
-    assert len(said) == 1 and "promoted" in said[0] and "requests=0" in said[0]
+    assert len(said) == 1 and "promoted" in said[0] and "requests=1" in said[0]
     assert [e["action"] for e in status["events"]] == ["created", "promoted"]
 
 

@@ -135,43 +135,27 @@ def deploy(
         err.print(f"[yellow]warning:[/] {escape(gap)}", highlight=False)
 
 
-_CANARY_ONLY = ("steps", "interval", "check", "failures", "min_requests", "wait")
-
-
 def _refuse_unused(
     ctx: typer.Context, *, canary: Any, shadow: Any, ab: Any, sticky_key: str | None
 ) -> None:
-    """Options given on the command line that the chosen kind would silently ignore: a
-    shadow or A/B deployment has no steps, interval or checks, and a shadow no arms to stick
-    to. (Neither or several kinds: the API says so.)"""
-    from keel.errors import ConfigError
+    """Options given on the command line that the chosen kind would silently ignore
+    (:func:`keel.registry.deployments.refuse_unused`; neither or several kinds: the API
+    says so)."""
+    from keel.registry.deployments import CANARY_ONLY, refuse_unused
 
     kinds = [k for k, v in (("canary", canary), ("shadow", shadow), ("ab", ab)) if v is not None]
-    if len(kinds) != 1 or kinds[0] == "canary":
+    if len(kinds) != 1:
         return
     given = [
-        "--" + option.replace("_", "-")
-        for option in _CANARY_ONLY
+        option
+        for option in CANARY_ONLY
         # typer vendors click: its ParameterSource enum is compared by name
         if getattr(ctx.get_parameter_source(option), "name", "DEFAULT")
         not in ("DEFAULT", "DEFAULT_MAP")
     ]
-    if kinds[0] == "shadow" and sticky_key is not None:
-        given.append("--sticky-key")
-    if given:
-        kind = "a shadow" if kinds[0] == "shadow" else "an A/B"
-        reasons = []
-        if given != ["--sticky-key"]:
-            reasons.append("steps, interval, checks and --wait are a canary's")
-        if "--sticky-key" in given:
-            reasons.append("a shadow gets a copy of every request: there is no arm to stick to")
-        why = "; ".join(reasons)
-        msg = (
-            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {kind} "
-            f"deployment ({why}): drop {'it' if len(given) == 1 else 'them'}, or deploy with "
-            "--canary VERSION."
-        )
-        raise ConfigError(msg, field=given[0].removeprefix("--"))
+    if sticky_key is not None:
+        given.append("sticky_key")
+    refuse_unused(kinds[0], given, spell=lambda option: "--" + option.replace("_", "-"))
 
 
 def _input_gaps(made: dict[str, Any], project: Any) -> list[str]:
@@ -376,6 +360,8 @@ def _print_steps(d: dict[str, Any], spec: dict[str, Any], final: dict[str, Any] 
         lines.append(f"{checks}; {counter}")
     else:
         lines += [checks, f"  {counter}"]
+    if not final and d.get("waiting"):  # this interval so far (status only)
+        lines.append(f"  {d['waiting']}")
     out.print(escape("\n".join(lines)), highlight=False)
 
 

@@ -14,8 +14,9 @@ else the first arm):
   its own); the p-value is twice the smaller tail of the differences around 0.
 
 The baseline is the primary arm of the version holding ``registry.alias`` (a deployment's
-status: its primary) when it has labels, else the primary of the lowest version, else the
-first arm.
+status: its primary) when it has labels, else that version's arm in another role (an A/B
+test's ``2/ab``), else the primary of the lowest version, else the first arm; a note says so
+when the baseline is not the alias's version.
 
 ``significant`` compares p with ``alpha``; it says nothing of peeking: re-testing as labels
 arrive inflates false positives (see methods.md, sequential tests).
@@ -209,14 +210,18 @@ def compare_joined(
     """:func:`compare_arms` on rows already joined to their labels; ``baseline``: the version
     whose primary arm comes first (the baseline) when it has labels."""
     notes: list[str] = []
+    # the baseline version's primary arm, else its arm in any role (an A/B test's "2/ab"), else
+    # a primary, else the lowest version
     pairs = sorted(
         {(str(v), str(r)) for v, r in zip(joined.version, joined.role, strict=True)},
-        key=lambda p: (p != (baseline, "primary"), p[1] != "primary", _number(p[0]), p[1]),
-    )
+        key=lambda p: (
+            p != (baseline, "primary"), p[0] != baseline, p[1] != "primary", _number(p[0]), p[1]
+        ),
+    )  # fmt: skip
     if versions is not None:
         pairs = [p for p in pairs if p[0] in versions]
     groups = {p: np.flatnonzero((joined.version == p[0]) & (joined.role == p[1])) for p in pairs}
-    small = [f"{v}/{r}" for (v, r), rows in groups.items() if len(rows) < min_rows]
+    small = [f"{v}/{r} ({len(rows)})" for (v, r), rows in groups.items() if len(rows) < min_rows]
     if small:
         notes.append(
             f"arms with fewer than {min_rows} labels (monitor.min_rows) are left out: "
@@ -227,11 +232,7 @@ def compare_joined(
         ArmResult(v, r, len(rows), metric_intervals(task, classes, joined.subset(rows), settings))
         for (v, r), rows in groups.items()
     )
-    if len(arms) < 2:
-        notes.append(
-            "fewer than two arms have labels: nothing to compare (feed labels back for each "
-            "version's predictions)."
-        )
+    notes.extend(_baseline_notes(arms, baseline, min_rows, bool(small)))
     tests: list[ArmTest] = []
     if arms:
         base_rows = groups[(arms[0].version, arms[0].role)]
@@ -250,6 +251,29 @@ def compare_joined(
         tuple(tests),
         tuple(notes),
     )
+
+
+def _baseline_notes(
+    arms: tuple[ArmResult, ...], baseline: str | None, min_rows: int, left_out: bool
+) -> list[str]:
+    """What the comparison could not do, consistent with what was left out: too few arms,
+    or a baseline other than the version the alias holds (and why)."""
+    enough = f"{min_rows} labels or more" if left_out else "labels"
+    if not arms:
+        return [f"fewer than two arms have {enough} (none): nothing to compare, no baseline."]
+    notes = []
+    if len(arms) < 2:
+        notes.append(
+            f"fewer than two arms have {enough} (only {arms[0].name}): nothing to compare it "
+            "with (feed labels back for each version's predictions"
+            + (", or lower monitor.min_rows)." if left_out else ").")
+        )
+    if baseline is not None and arms[0].version != baseline:
+        notes.append(
+            f"the baseline is {arms[0].name}: version {baseline} (the one the alias holds) has "
+            f"no arm with {enough}."
+        )
+    return notes
 
 
 def _number(version: str) -> float:

@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["KNOWN_REVISIONS", "QuickReads", "Resolved", "head_revision", "open_quick"]
 
 #: The schema revisions whose tables these queries were checked against (0011 added
-#: ``deployment_stats.rejected`` and 0012 the run owners' boot ids, which monitoring does not
-#: read).
-KNOWN_REVISIONS = frozenset({"0010", "0011", "0012"})
+#: ``deployment_stats.rejected``, 0012 the run owners' boot ids and 0013 made token names
+#: unique among live tokens only, none of which monitoring reads).
+KNOWN_REVISIONS = frozenset({"0010", "0011", "0012", "0013"})
 _MIGRATIONS = Path(__file__).parent.parent / "store" / "migrations" / "versions"
 _DEFAULT_ALIAS = "production"  # keel.store.registry_tables.DEFAULT_ALIAS
 _LATEST = "latest"

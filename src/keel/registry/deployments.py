@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from typing import Any, Literal
 from keel.errors import ConfigError
 
 __all__ = [
+    "CANARY_ONLY",
     "LATENCY_EDGES_MS",
     "Arm",
     "Check",
@@ -34,6 +35,7 @@ __all__ = [
     "parse_checks",
     "parse_interval",
     "parse_steps",
+    "refuse_unused",
     "rejects_more",
 ]
 
@@ -173,6 +175,50 @@ def parse_ab(text: str) -> tuple[tuple[int, float], ...]:
         msg = f"--ab {text!r}: name at least two different versions, e.g. 3:50,4:50."
         raise ConfigError(msg, field="ab")
     return tuple(arms)
+
+
+CANARY_ONLY = ("steps", "interval", "check", "failures", "min_requests", "wait")
+"""What only a canary has; a shadow or A/B deployment refuses them rather than ignore them."""
+
+
+def refuse_unused(
+    kind: str,
+    given: Sequence[str],
+    *,
+    spell: Callable[[str], str] = str,
+    instead: str = "deploy with --canary VERSION",
+) -> None:
+    """Refuse what ``kind`` would silently ignore: a shadow or A/B deployment has no steps,
+    interval, checks or wait, and a shadow no arms to stick to (``sticky_key``).
+
+    Args:
+        kind: ``canary``, ``shadow`` or ``ab``.
+        given: The options set on purpose, by their names in :data:`CANARY_ONLY` (or
+            ``sticky_key``).
+        spell: How the caller's users write an option (``--min-requests`` at the command
+            line, ``min_requests`` over REST).
+        instead: What to do for a canary instead.
+
+    Raises:
+        ConfigError: Naming each option that does not apply, why, and what to do.
+    """
+    if kind == "canary":
+        return
+    unused = [o for o in given if o in CANARY_ONLY or (kind == "shadow" and o == "sticky_key")]
+    if not unused:
+        return
+    reasons = []
+    if unused != ["sticky_key"]:
+        reasons.append("only a canary steps its traffic up and checks it")
+    if "sticky_key" in unused:
+        reasons.append("a shadow gets a copy of every request: there is no arm to stick to")
+    one = len(unused) == 1
+    msg = (
+        f"{', '.join(spell(o) for o in unused)} {'does' if one else 'do'} not apply to "
+        f"{'a shadow' if kind == 'shadow' else 'an A/B'} deployment ({'; '.join(reasons)}): "
+        f"drop {'it' if one else 'them'}, or {instead}."
+    )
+    raise ConfigError(msg, field=unused[0], details={"unused": list(unused)})
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """The deployment controller: create, promote, abort, and :meth:`Rollouts.tick` for canaries.
 
 A canary takes ``steps[0]`` percent of its model's traffic. Every ``interval`` the controller
-merges the canary's own traffic since the interval began (every server's
-``deployment_stats`` rows): fewer than ``min_requests`` requests neither advances nor fails
-(waiting for traffic: the window grows until there are enough); checks that hold move it to the
-next step, and past the last step below 100 % it is promoted (the registry's alias moves through
+merges the canary's own traffic since the interval began (every server's ``deployment_stats``
+rows): fewer than ``min_requests`` requests, or none at all, neither advances nor fails (waiting
+for traffic: the window grows until there are enough); checks that hold move it to the next
+step, and past the last step below 100 % it is promoted (the registry's alias moves through
 :meth:`Registry.promote`, so the move is audited as any promotion); ``failures`` consecutive bad
 intervals roll it back (its traffic returns to the primary). Every decision is one transaction
 that writes the deployment, its ``deployment_events`` row with the measured values, and an
@@ -71,6 +71,14 @@ class Decision:
         weight = self.details.get("weight")
         step = f" -> {weight:g}%" if weight is not None and self.action == "stepped" else ""
         return f"{self.name} {self.deployment_id}: {self.action}{step} ({shown}{why})"
+
+
+def _waiting(requests: int, needed: int) -> str:
+    """Why a canary's interval waits: too few of its requests (none at all, with
+    ``min_requests`` 0: a check of nothing would fail, or pass, on no evidence)."""
+    if needed <= 1:
+        return "waiting for traffic (no canary requests yet this interval)"
+    return f"waiting for traffic ({requests} < {needed} requests)"
 
 
 def _fmt(value: Any) -> str:
@@ -279,6 +287,11 @@ class Rollouts:
         if found.kind == "canary" and found.status == "active":
             window = self.measure(found, found.interval_started_at, now)
             answer["interval"] = [m.to_json() for m in window]
+            own = sum(
+                m.requests for m in window if m.version == found.candidate and m.role == "canary"
+            )
+            if own < max(found.spec.min_requests, 1):  # what the next judgement will say
+                answer["waiting"] = _waiting(own, found.spec.min_requests)
         answer["events"] = self.events(found.id)
         if found.status != "active":  # who takes the traffic now, not the weights it ended at
             answer["final"] = self._final(found, answer["events"])
@@ -441,8 +454,8 @@ class Rollouts:
             "measured": measured,
             "checks": [str(c) for c in spec.checks],
         }
-        if own.requests < spec.min_requests:
-            details["why"] = f"waiting for traffic ({own.requests} < {spec.min_requests} requests)"
+        if own.requests < max(spec.min_requests, 1):  # no request: nothing to judge
+            details["why"] = _waiting(own.requests, spec.min_requests)
             return Decision(found.id, found.name, "waiting", details)
         failed = [str(c) for c in spec.checks if not c.holds(own.value(c.metric))]
         primaries = [m for m in window if m.role == "primary"]  # whichever versions it held

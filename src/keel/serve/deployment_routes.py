@@ -5,7 +5,9 @@ Reading needs the ``read`` scope; creating, promoting and aborting need ``admin`
 even where the server runs without auth), and the audit log records the actor as
 ``token:NAME``. The handlers are plain functions (FastAPI runs them in its thread pool, so the
 database never blocks the event loop); a refused change answers with the controller's own error
-(404 unknown, 409 a second active deployment, 400 a bad check clause), never a 500.
+(404 unknown, 409 a second active deployment, 400 a bad check clause), never a 500; a body
+that does not fit (an unknown kind or field, a field the kind does not take: a shadow's
+``steps``) is a 422 in Keel's error shape, naming the field.
 """
 
 from __future__ import annotations
@@ -15,13 +17,28 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from keel.errors import ConfigError
-from keel.registry.deployments import parse_ab, parse_checks, parse_interval, parse_steps
+from keel.errors import ConfigError, DataValidationError
+from keel.registry.deployments import (
+    parse_ab,
+    parse_checks,
+    parse_interval,
+    parse_steps,
+    refuse_unused,
+)
 from keel.registry.rollout import Rollouts
 
 __all__ = ["deployment_router"]
 
 _MAX_VERSION = 2**31 - 1
+
+
+class ArmBody(BaseModel):
+    """One arm of an A/B deployment: a version and its traffic weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=1, le=_MAX_VERSION, description="The arm's version.")
+    weight: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="Its traffic weight.")
 
 
 class CreateBody(BaseModel):
@@ -34,8 +51,13 @@ class CreateBody(BaseModel):
     version: int | None = Field(
         None, ge=1, le=_MAX_VERSION, description="The canary or shadow version."
     )
-    arms: str | None = Field(
-        None, max_length=1000, description="A/B arms as VERSION:WEIGHT, e.g. '3:50,4:50'."
+    arms: Annotated[str, Field(max_length=1000)] | list[ArmBody] | None = Field(
+        None,
+        max_length=100,
+        description=(
+            "A/B arms: 'VERSION:WEIGHT,...' (e.g. '3:50,4:50') or a list of "
+            '{"version": 3, "weight": 50} objects.'
+        ),
     )
     steps: str = Field("5,25,50,100", max_length=200, description="Canary traffic steps (%).")
     interval: str = Field("5m", max_length=20, description="Canary interval, e.g. 30s, 5m.")
@@ -93,12 +115,13 @@ def deployment_router(project: Any) -> APIRouter:
 
     @router.post("", summary="Start a canary, shadow or A/B deployment")
     def create(request: Request, body: CreateBody) -> dict[str, Any]:
+        _refuse_unused(body)
         controller = rollouts(request)
         if body.kind == "ab":
             if not body.arms:
                 raise ConfigError("an A/B deployment needs arms, e.g. '3:50,4:50'.", field="arms")
             made = controller.ab(
-                body.name, parse_ab(body.arms), sticky_key=body.sticky_key, reason=body.reason
+                body.name, _arms(body.arms), sticky_key=body.sticky_key, reason=body.reason
             )
             return made.to_json()
         if body.version is None:
@@ -128,3 +151,30 @@ def deployment_router(project: Any) -> APIRouter:
         return rollouts(request).abort(ref, reason=body.reason).to_json()
 
     return router
+
+
+def _refuse_unused(body: CreateBody) -> None:
+    """Fields sent that ``body.kind`` would ignore, refused (422) rather than dropped: a
+    canary's steps and checks (the CLI's rule, :func:`refuse_unused`), a version for an A/B
+    test (its arms name the versions) and arms for a canary or shadow."""
+    sent = body.model_fields_set
+    try:
+        given = [f for f in type(body).model_fields if f in sent and getattr(body, f) is not None]
+        refuse_unused(body.kind, given, instead='send "kind": "canary"')
+    except ConfigError as exc:
+        raise DataValidationError(exc.message, field=exc.field, details=exc.details) from None
+    wrong = "version" if body.kind == "ab" else "arms"
+    if wrong in sent and getattr(body, wrong) is not None:
+        kind = "an A/B" if body.kind == "ab" else f"a {body.kind}"
+        use = "arms name its versions" if body.kind == "ab" else "send version instead"
+        msg = f"{wrong} does not apply to {kind} deployment ({use}): drop it."
+        raise DataValidationError(msg, field=wrong, details={"unused": [wrong]})
+
+
+def _arms(arms: str | list[ArmBody]) -> tuple[tuple[int, float], ...]:
+    """The arms as (version, weight) pairs, checked as ``keel deploy --ab`` checks them."""
+    text = arms if isinstance(arms, str) else ",".join(f"{a.version}:{a.weight!r}" for a in arms)
+    try:
+        return parse_ab(text)
+    except ConfigError as exc:  # its message quotes --ab: say arms, as this body does
+        raise ConfigError(exc.message.replace("--ab ", "arms ", 1), field="arms") from None

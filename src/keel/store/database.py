@@ -23,7 +23,7 @@ from keel.errors import BackendError, ConfigError
 
 __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Database", "anchor_sqlite_url"]
 
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 """The newest migration; opening skips Alembic entirely when the database is already here."""
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

@@ -8,6 +8,7 @@ history and its event (with the webhook deliveries it owes) in the caller's tran
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -285,12 +286,7 @@ def resolve(conn: sa.Connection, ref: str, *, default_alias: str = DEFAULT_ALIAS
     if sep and selector != LATEST:
         version = _alias_version(conn, name, selector)
         if version is None:
-            msg = (
-                f"model {name!r} has no alias {selector!r}; aliases: "
-                f"{_describe_aliases(conn, name)}; versions: {_describe_versions(conn, name)}. "
-                f"Set one with set_alias({name!r}, {selector!r}, VERSION)."
-            )
-            raise NotFoundError(msg, field="ref")
+            raise _no_alias(conn, name, selector)
         return load_version(conn, name, version)
     if not sep:
         version = _alias_version(conn, name, default_alias)
@@ -497,6 +493,25 @@ def _alias_version(conn: sa.Connection, name: str, alias: str) -> int | None:
         sa.select(aliases.c.version).where(aliases.c.name == name, aliases.c.alias == alias)
     )
     return None if version is None else int(version)
+
+
+def _no_alias(conn: sa.Connection, name: str, selector: str) -> NotFoundError:
+    """``name@selector`` names no alias: the likely meant reference (``@v2`` is ``@2``; a
+    misspelt alias), the aliases and versions there are, and how to set an alias."""
+    named = list(conn.scalars(sa.select(aliases.c.alias).where(aliases.c.name == name)))
+    numbered = re.fullmatch(r"[vV](\d+)", selector)
+    close = difflib.get_close_matches(selector, [*named, LATEST], n=1, cutoff=0.6)
+    if numbered is not None:
+        meant = f" Did you mean '{name}@{int(numbered.group(1))}'? (a version is a bare number)"
+    else:
+        meant = f" Did you mean '{name}@{close[0]}'?" if close else ""
+    alias = "ALIAS" if meant else selector  # a typo is not the alias to create
+    msg = (
+        f"model {name!r} has no alias {selector!r}.{meant} Aliases: "
+        f"{_describe_aliases(conn, name)}; versions: {_describe_versions(conn, name)}. To set "
+        f"an alias: `keel models promote {name} VERSION --alias {alias}`."
+    )
+    return NotFoundError(msg, field="ref", details={"aliases": sorted(named)})
 
 
 def _describe_versions(conn: sa.Connection, name: str) -> str:

@@ -293,7 +293,7 @@ api_tokens = sa.Table(
     "api_tokens",
     schema,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False),
     sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
     sa.Column("scopes", sa.JSON(), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
@@ -301,6 +301,14 @@ api_tokens = sa.Table(
     sa.Column("revoked_at", UtcDateTime(), nullable=True),
     sa.Column("expires_at", UtcDateTime(), nullable=True),
     sa.Column("rate_limit_per_minute", sa.Integer(), nullable=True),
+    # a name is unique among live tokens: a revoked one (kept for the audit) frees its name
+    sa.Index(
+        "ix_api_tokens_name",
+        "name",
+        unique=True,
+        sqlite_where=sa.text("revoked_at IS NULL"),
+        postgresql_where=sa.text("revoked_at IS NULL"),
+    ),
 )
 
 

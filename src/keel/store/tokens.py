@@ -113,7 +113,7 @@ def create_token(
 
     Raises:
         ConfigError: Bad name, unknown or no scope, non-positive rate limit or expiry.
-        ConflictError: A token with that name exists.
+        ConflictError: A live token (not revoked) has that name.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         msg = (
@@ -144,8 +144,18 @@ def create_token(
         rate_limit_per_minute=rate_limit_per_minute,
     )
     with db.write() as conn:
-        if conn.scalar(sa.select(api_tokens.c.id).where(api_tokens.c.name == name)) is not None:
-            msg = f"a token named {name!r} exists; revoke it or choose another name"
+        live = conn.execute(
+            sa.select(api_tokens.c.id, api_tokens.c.expires_at).where(
+                api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None)
+            )
+        ).first()
+        if live is not None:
+            expired = live.expires_at is not None and live.expires_at <= now
+            msg = (
+                f"a token named {name!r} exists{' (expired, not revoked)' if expired else ''}: "
+                f"choose another name, or `keel tokens revoke {name}` first (a revoked token's "
+                "name can be reused)"
+            )
             raise ConflictError(msg, field="name")
         conn.execute(
             sa.insert(api_tokens).values(
@@ -205,17 +215,19 @@ def revoke_token(db: Database, id_or_name: str, actor: str) -> TokenInfo:
         ConflictError: It is already revoked.
     """
     with db.write() as conn:
-        row = (
+        row = (  # by name: the live token (a revoked one may share its name), else the newest
             conn.execute(
-                sa.select(api_tokens).where(
-                    (api_tokens.c.id == id_or_name) | (api_tokens.c.name == id_or_name)
-                )
+                sa.select(api_tokens)
+                .where((api_tokens.c.id == id_or_name) | (api_tokens.c.name == id_or_name))
+                .order_by(api_tokens.c.revoked_at.is_not(None), api_tokens.c.created_at.desc())
             )
             .mappings()
             .first()
         )
         if row is None:
-            names = list(conn.scalars(sa.select(api_tokens.c.name).order_by(api_tokens.c.name)))
+            names = list(
+                conn.scalars(sa.select(api_tokens.c.name).distinct().order_by(api_tokens.c.name))
+            )
             msg = (
                 f"no API token with id or name {id_or_name!r}; tokens: "
                 f"{', '.join(names) if names else 'none'}"
