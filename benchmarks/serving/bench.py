@@ -15,6 +15,10 @@ Steps (``run(config)``; ``benchmarks/run.py`` calls it and writes RESULTS.md):
    connection count for DURATION seconds, bounded in count too (``post.lua``). Servers are
    started in their own session and stopped by process group id, always (try/finally).
 
+``keel_shadow`` (not in the default list: ``SERVERS=keel,keel_shadow``) serves a copy of the
+project whose production model is also deployed as its own shadow, for the primary's latency
+with and without a shadow; its CPU per request includes the shadow process's.
+
 Only 127.0.0.1 is used. Run directly for the raw JSON: ``python benchmarks/serving/bench.py``.
 """
 
@@ -108,6 +112,8 @@ class Server:
     before_start: Callable[[], None] | None = None
     after_stop: Callable[[], dict[str, Any]] | None = None
     token: str | None = None  # sent as "Authorization: Bearer" (keel serve --auth required)
+    before_stop: Callable[[str], dict[str, Any]] | None = None  # given the server's base URL
+    after_ready: Callable[[int], dict[str, Any]] | None = None  # given the server's pid
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -170,11 +176,12 @@ def tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of the server's process tree so far."""
+def tree_cpu_s(pid: int, *, own: bool = False) -> float:
+    """User + system CPU seconds of the server's process tree so far (``own``: of the
+    server's process alone, without its children)."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        procs = [root] if own else [root, *root.children(recursive=True)]
     except psutil.Error:
         return float("nan")
     total = 0.0
@@ -267,16 +274,22 @@ def measure(config: Config, server: Server, log: Path) -> dict[str, Any]:
     try:
         with running(replace(server, cmd=cmd), port, log) as proc:
             record["startup_s"] = wait_ready(proc, server, url, started)
+            if server.after_ready:
+                record.update(server.after_ready(proc.pid))
             record["rss_idle_mb"] = tree_rss_mb(proc.pid)
             wrk(config, url, server.body_file, 8, config.warmup_s, server.token)
             record["loads"] = {}
             for conns in config.conns:
-                cpu_before = tree_cpu_s(proc.pid)
+                cpu_before, own_before = tree_cpu_s(proc.pid), tree_cpu_s(proc.pid, own=True)
                 load = wrk(config, url, server.body_file, conns, config.duration_s, server.token)
                 cpu = tree_cpu_s(proc.pid) - cpu_before
                 load["server_cpu_us_per_req"] = cpu / max(load["requests"], 1) * 1e6
+                own = tree_cpu_s(proc.pid, own=True) - own_before  # e.g. without its shadow
+                load["server_process_cpu_us_per_req"] = own / max(load["requests"], 1) * 1e6
                 record["loads"][str(conns)] = load
             record["rss_mb"] = tree_rss_mb(proc.pid)
+            if server.before_stop:
+                record.update(server.before_stop(f"http://{HOST}:{port}"))
             if proc.poll() is not None:
                 raise RuntimeError(f"{server.key} died under load (code {proc.returncode})")
     except Exception as exc:  # recorded; the benchmark goes on with the next server
@@ -400,6 +413,23 @@ def build_servers(
         yaml = threaded / "keel.yaml"
         yaml.write_text(yaml.read_text().replace("serve:\n", "serve:\n  inline_max_us: 0\n", 1))
         keel_serve_threaded[3] = str(threaded)
+    keel_serve_shadow = [*keel_serve]
+    shadow_log = work / "project_shadow" / ".keel" / "predictions"
+    if "keel_shadow" in config.servers:  # a copy with the same model deployed as its shadow
+        keel_serve_shadow[3] = str(shadow_project(project, work / "project_shadow"))
+
+    def clear_shadow_log() -> None:
+        shutil.rmtree(shadow_log, ignore_errors=True)
+
+    def count_shadow_log() -> dict[str, Any]:
+        roles: dict[str, int] = {}
+        for path in shadow_log.glob("*/*/*.jsonl"):
+            with path.open("rb") as handle:
+                for line in handle:
+                    role = json.loads(line).get("role", "primary")
+                    roles[role] = roles.get(role, 0) + 1
+        return {"prediction_log_lines": sum(roles.values()), "log_lines_by_role": roles}
+
     uvicorn = [sys.executable, "-m", "uvicorn"]
     uvicorn_flags = ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
     uvicorn_flags += ["--no-access-log", "--log-level", "warning"]
@@ -440,6 +470,19 @@ def build_servers(
             body_file=keel_body,
             check=keel_check,
             token=bench_token(Path(keel_serve_threaded[3])),
+        ),
+        "keel_shadow": Server(
+            key="keel_shadow",
+            label="keel serve (log on), the same model as a shadow deployment (every answer "
+            "mirrored to the shadow process)",
+            cmd=[*keel_serve_shadow, "--port", "{port}"],
+            path="/v1/models/adult/predict",
+            body_file=keel_body,
+            check=keel_check,
+            before_start=clear_shadow_log,
+            before_stop=shadow_metrics,
+            after_ready=shadow_ready,
+            after_stop=count_shadow_log,
         ),
         "keel_bare": Server(
             key="keel_bare",
@@ -501,6 +544,49 @@ def build_servers(
             cwd=work,
         )
     return [servers[k] for k in config.servers if k in servers]
+
+
+def shadow_project(project: Path, target: Path) -> Path:
+    """A fresh copy of the project whose v1 (production) is also registered as v2, deployed
+    as v1's shadow: every answered request is mirrored to the shadow process."""
+    import keel
+    from keel.project import Project
+    from keel.registry.registry import Registry
+
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(project, target, ignore=shutil.ignore_patterns("predictions"))
+    with Project(target) as proj:
+        registry = Registry(proj.metadata.database, actor="bench")
+        package = registry.resolve("adult@production").package_sha256
+        version = registry.register("adult", package_sha256=package, run_id=None, metrics={})
+    keel.deploy("adult", shadow=int(version.version), project=target)
+    return target
+
+
+def shadow_ready(pid: int, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+    """Wait until the server's shadow process has loaded its version and scores (it then runs
+    at idle priority): measured only once the shadow is up."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        with contextlib.suppress(psutil.Error, OSError):
+            for child in psutil.Process(pid).children():
+                scoring = os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+                if scoring and "keel.serve.shadow_worker" in child.cmdline():
+                    return {"shadow_ready_s": round(time.monotonic() - started, 2)}
+        time.sleep(0.1)
+    raise RuntimeError(f"no shadow process scoring in {timeout_s:.0f} s")
+
+
+def shadow_metrics(base: str) -> dict[str, Any]:
+    """The shadow counters of a server's ``/metrics`` (copies dropped and shed)."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found: dict[str, Any] = {}
+    for line in text.splitlines():
+        if line.startswith(("keel_shadow_dropped", "keel_shadow_shed")):
+            name, value = line.split()[:2]
+            found[name] = float(value)
+    return found
 
 
 def bench_token(project: Path) -> str:

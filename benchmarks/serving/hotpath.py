@@ -8,7 +8,9 @@ machine's load (shared 2-core VM) hits them alike:
 
 - ``threaded``: every prediction handed to the prediction thread (``serve.inline_max_us: 0``);
 - ``shadow``: the default with a shadow deployment of the same model (every answered request
-  mirrored to the shadow thread), for the primary's p99 with and without a shadow;
+  mirrored to the shadow process, :mod:`keel.serve.shadow`, which inherits the pinning), for
+  the primary's p99 with and without a shadow; the shadow process's CPU per request and the
+  copies it scored and dropped are reported beside (its CPU is not the server process's);
 - ``inline``: the default: a small request arriving while no other connection is inside a
   request and no prediction is queued or running is scored on the event loop
   (``ServerApp._inline``). The scope carries what the server's HTTP protocol would report
@@ -78,8 +80,11 @@ async def measure(project: str, n: int, rounds: int) -> dict[str, Any]:
     app.log.start()
     base = replace(app.settings, slo_p99_ms=1e9)  # measure cost, not shedding
     result: dict[str, Any] = {"n": n, "rounds": rounds}
+    if "shadow" in os.environ.get("VARIANTS", "shadow").split(","):
+        result["shadow_ready_s"] = await shadow_ready(app)
     for conc in (1, 64):
         best: dict[str, tuple[float, float, float]] = {}
+        extra: dict[str, dict[str, float]] = {}
         for _ in range(rounds):
             for name, changes in VARIANTS.items():
                 if name not in os.environ.get("VARIANTS", name).split(","):
@@ -88,9 +93,12 @@ async def measure(project: str, n: int, rounds: int) -> dict[str, Any]:
                 shadowed = routing.Route("bench", "shadow", shadow=app.models["adult"])
                 app.routes = {"adult": shadowed} if name == "shadow" else {}
                 await timed(app, n // 10, conc)  # warm
+                before = shadow_counts(app)
                 measured = await timed(app, n, conc)
                 if name not in best or measured[0] < best[name][0]:
                     best[name] = measured
+                    if name == "shadow":
+                        extra[name] = shadow_delta(app, before, n)
         result[f"c={conc}"] = {
             k: {
                 "cpu_us_per_request": round(c, 1),
@@ -99,11 +107,50 @@ async def measure(project: str, n: int, rounds: int) -> dict[str, Any]:
             }
             for k, (c, r, p) in best.items()
         }
+        for k, more in extra.items():
+            result[f"c={conc}"][k].update(more)
     app.settings = base
     if len(sys.argv) > 4 or os.environ.get("PROFILE"):
         await profile(app, n)
     app.log.close()
     return result
+
+
+async def shadow_ready(app: ServerApp, timeout_s: float = 120.0) -> float:
+    """Mirror one request and wait (idle) until the shadow process scored it: seconds."""
+    app.routes = {"adult": routing.Route("bench", "shadow", shadow=app.models["adult"])}
+    started = time.monotonic()
+    template = overhead.scope(True)
+    template["keel.connections"] = (set(range(1)), {})
+    template["keel.body_complete"] = True
+    await overhead.drive(app, template, 1, 1)
+    while not any(row["role"] == "shadow" for row in app.traffic.drain()):
+        assert time.monotonic() - started < timeout_s, "the shadow process never answered"
+        await asyncio.sleep(0.05)
+    return round(time.monotonic() - started, 2)
+
+
+def shadow_counts(app: ServerApp) -> tuple[float, int, int]:
+    """The shadow process's CPU seconds, copies it scored (reported) and copies dropped."""
+    import psutil
+
+    pid = app.shadows.pid
+    cpu = 0.0
+    if pid is not None:
+        times = psutil.Process(pid).cpu_times()
+        cpu = times.user + times.system
+    scored = sum(row["requests"] for row in app.traffic.drain() if row["role"] == "shadow")
+    return cpu, scored, app.shadows.dropped
+
+
+def shadow_delta(app: ServerApp, before: tuple[float, int, int], n: int) -> dict[str, float]:
+    """What the shadow process did during one measurement (per primary request)."""
+    cpu, scored, dropped = shadow_counts(app)
+    return {
+        "shadow_cpu_us_per_request": round((cpu - before[0]) / n * 1e6, 1),
+        "shadow_scored": scored,
+        "shadow_dropped": dropped - before[2],
+    }
 
 
 async def profile(app: ServerApp, n: int) -> None:

@@ -5,11 +5,14 @@ most changes to the hot path are worth; the count of instructions executed does 
 runs the in-process drives of ``protocol_path.py`` (``protocol``: Keel's HTTP protocol fed raw
 request bytes, one connection, the app scoring inline) and ``hotpath.py`` (``asgi``: the app's
 ASGI entry with 64 connections reported busy, so requests go through the batcher and the
-prediction thread) under ``valgrind --tool=callgrind --instr-atstart=no``: instrumentation is
+prediction thread) under ``valgrind --tool=callgrind --instr-atstart=no`` (``protocol`` with
+``serve.inline_max_us`` lifted: callgrind's slowdown would otherwise send the lone request to
+the prediction thread, unlike the real server; ``protocol64``: the protocol with 64
+connections, requests in tasks and the batcher, the HTTP side at c=64): instrumentation is
 switched on (``callgrind_control -i on``) after the imports, the model load and a warm-up, and
 off again after ``N`` requests, so the count is the requests' alone (every thread).
 
-    .venv/bin/python benchmarks/serving/instructions.py PROJECT [protocol|asgi] [N]
+    .venv/bin/python benchmarks/serving/instructions.py PROJECT [protocol|protocol64|asgi] [N]
 
 ``BEFORE_SRC=/path/to/src``: the same for a copy of ``src/`` first on ``PYTHONPATH`` too,
 printed beside.
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,20 @@ async def drive(project: str, mode: str, n: int, signals: Path | None) -> None:
     from uvicorn.server import ServerState
 
     app, protocol = protocol_path.keel_app(project)
-    if mode == "protocol":
+    if mode == "protocol64":  # 64 connections through Keel's protocol: tasks, the batcher
+        config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="warning",
+                                access_log=False)  # fmt: skip
+        config.load()
+        state = ServerState()
+        clients = [protocol_path.Client(protocol, config, state, 40000 + i) for i in range(64)]
+
+        async def run(count: int) -> None:
+            await protocol_path.drive(clients, count)  # count / 64 requests each
+    elif mode == "protocol":
+        # under callgrind a lone request's measured CPU is ~30x its real 40-70 µs, past
+        # serve.inline_max_us: without this the drive would score it in the prediction
+        # thread, which the real server at one connection does not do
+        app.settings = replace(app.settings, inline_max_us=1e12)
         config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="warning",
                                 access_log=False)  # fmt: skip
         config.load()
@@ -109,8 +126,10 @@ def main() -> None:
     project = sys.argv[1]
     mode = sys.argv[2] if len(sys.argv) > 2 else "protocol"
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 640
-    if mode not in ("protocol", "asgi"):
-        raise SystemExit(f"mode must be protocol or asgi, not {mode!r}")
+    if mode not in ("protocol", "protocol64", "asgi"):
+        raise SystemExit(f"mode must be protocol, protocol64 or asgi, not {mode!r}")
+    if mode == "protocol64" and n % 64:
+        raise SystemExit("protocol64 drives 64 connections alike: N must be a multiple of 64")
     if "--drive" in sys.argv:
         import uvloop
 

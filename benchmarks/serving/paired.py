@@ -2,7 +2,8 @@
 
 Starts two ``keel serve --auth required`` processes on the serving benchmark's project, both
 pinned to CPU 0: ``before`` with ``BEFORE_SRC`` (a copy of ``src/`` to compare against) first
-on ``PYTHONPATH``, ``after`` with the working tree's. wrk (pinned to CPU 1) then loads them in
+on ``PYTHONPATH``, ``after`` with ``AFTER_SRC`` (default: the working tree's ``src/``; a copy
+keeps other work in the tree out of the comparison). wrk (pinned to CPU 1) then loads them in
 turn, ``ROUNDS`` short runs each per connection count, alternating, so both see the same load
 on the machine; the server's CPU per request comes from ``/proc/PID/stat`` around each run.
 Prints one JSON document: per build and connection count the medians and minima of CPU µs per
@@ -44,7 +45,8 @@ def main() -> None:
     def check(raw: bytes) -> str | None:
         return None if b'"model_version"' in raw else "no model_version"
 
-    builds = {"before": before_src, "after": str(HERE.parents[1] / "src")}
+    after_src = os.environ.get("AFTER_SRC") or str(HERE.parents[1] / "src")
+    builds = {"before": before_src, "after": after_src}
     result: dict[str, Any] = {"loadavg_before": os.getloadavg()[0], "rounds": rounds,
                               "seconds_each": seconds}  # fmt: skip
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}

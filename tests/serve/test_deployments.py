@@ -210,6 +210,16 @@ def test_ab_weights_sticky_keys_pinned_versions_and_rest(versions: Path) -> None
             assert len(got) == 1, (user, got)
             arms[user] = got.pop()
         assert set(arms.values()) == {"1", "3"}
+        # the key inside the instance (the model does not read user_id): accepted, same arm,
+        # and an explanation comes from the version that answered that user's predictions
+        for user in range(12):
+            inside = {"instances": [{**ROW, "user_id": f"u{user}"}]}
+            answer = http.post(f"{served.url}{PREDICT}", json=inside)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == arms[user]
+            explained = http.post(f"{served.url}/v1/models/adult/explain", json=inside)
+            assert explained.status_code == 200, explained.text
+            assert explained.headers["keel-model-version"] == arms[user]
         # pinned versions bypass routing
         pinned = http.post(
             f"{served.url}/v1/models/adult/versions/1/predict", json={"instances": [ROW]}
@@ -289,7 +299,9 @@ def test_shadow_answers_never_reach_the_client(versions: Path) -> None:
             shadow = [t for t in status["traffic"] if t["role"] == "shadow"]
             return bool(shadow) and shadow[0]["compared"] >= len(rows) * 3 + 20
 
-        _until(measured, 20, "the shadow's answers were never counted")
+        # scored in the shadow process, which starts and runs at idle priority: on a loaded
+        # machine it waits for CPU time the server and others leave
+        _until(measured, 60, "the shadow's answers were never counted")
         status = keel.deployment_status(made["id"], project=root)
         shadow = next(t for t in status["traffic"] if t["role"] == "shadow")
         assert shadow["p50_ms"] >= SLOW_MS * 0.9

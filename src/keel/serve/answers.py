@@ -2,8 +2,9 @@
 
 The request-side half of :class:`~keel.serve.app.ServerApp`: the predict, infer, explain and
 feature-lookup handlers, the scoring hooks the batcher calls (:func:`~keel.serve.batching.
-score_batch`), the prediction log and the shadow's scoring. These run in a prediction thread,
-or inline on the event loop for a small lone request (``ServerApp._inline``).
+score_batch`) and the prediction log (a shadow's copies are scored in another process,
+:mod:`keel.serve.shadow`). These run in a prediction thread, or inline on the event loop for a
+small lone request (``ServerApp._inline``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from functools import partial
+from threading import get_ident
 from typing import Any
 
 import orjson
@@ -46,7 +48,7 @@ class Answers:
     _seconds: float
     _solo: dict[int, float]
     _solo_ticks: int = 0  # lone requests of models with an estimate (one in 8 re-measured)
-    _counted: dict[tuple[str, str], Any]
+    _counted: dict[tuple[str, str, int], Any]  # (model, version, thread) -> its cell
 
     def _sticky(self, key: str, body: bytes) -> Any:
         try:
@@ -54,29 +56,6 @@ class Answers:
         except KeelError:
             return None  # the answer reports the bad request
         return routing.sticky_value(request, key)
-
-    def _shadow_score(
-        self, model: LoadedModel, instances: list[Any]
-    ) -> tuple[list[Any], list[Any] | None]:
-        if model.fills is not None:
-            fill_views(self.feature_store, model.fills, instances, model.key_only)
-        labels, probabilities = model.package.predict_rows(instances, findings=[])
-        return labels, probabilities
-
-    def _shadow_log(
-        self,
-        request_id: str,
-        name: str,
-        model: LoadedModel,
-        instances: list[Any],
-        labels: list[Any],
-        probabilities: list[Any] | None,
-    ) -> None:
-        if self.log is None:
-            return
-        if not self.log.append(request_id, name, model.version, instances, labels, probabilities,
-                               role="shadow", pipeline_hash=model.pipeline_hash):  # fmt: skip
-            self.operations.dropped(name, model.version, "shadow")
 
     def _predict(
         self, name: str, model: LoadedModel, body: bytes, request_id: str
@@ -150,7 +129,8 @@ class Answers:
         else:
             request = parse_json(job.body, self.settings.limits, example=_PREDICT_EXAMPLE)
             instances = self._instances(request)
-            _explains(request)  # a bad "explain" value is refused before scoring
+            if type(request.get("explain", False)) is not bool:  # (a dict: _instances)
+                _explains(request)  # a bad "explain" value is refused before scoring
         if model.fills is not None:
             fill_views(self.feature_store, model.fills, instances, model.key_only)
         return request, instances
@@ -186,7 +166,9 @@ class Answers:
                     "warnings": oip.warnings_of([f.to_dict() for f in findings[:MAX_WARNINGS]])
                 }
             return 200, orjson.dumps(answer), model.version
-        explained = explain_rows(model.package, instances) if _explains(request) else None
+        # "explain" was checked to be a bool when parsed (_parse): only true explains
+        wanted = type(request) is dict and request.get("explain") is True
+        explained = explain_rows(model.package, instances) if wanted else None
         self._logged(name, model, job.request_id, instances, labels, probabilities)
         rows[0] += len(labels)
         answer = {"predictions": labels}
@@ -225,13 +207,12 @@ class Answers:
             self.feedback.issued(name, model, request_id, instances)
 
     def _count(self, name: str, version: str, rows: int) -> None:
-        """Add ``rows`` predictions to ``keel_predictions`` (a locked increment)."""
-        counter = self._counted.get((name, version))
-        if counter is None:  # labels() takes a lock and builds a key: once per version
-            counter = self._counted[(name, version)] = self.metrics.predictions.labels(
-                name, version
-            )
-        counter.inc(rows)
+        """Add ``rows`` predictions to ``keel_predictions`` (this thread's cell: no lock)."""
+        key = (name, version, get_ident())
+        cell = self._counted.get(key)
+        if cell is None:  # made under a lock: once per version and thread
+            cell = self._counted[key] = self.metrics.predictions.cell(name, version)
+        cell.value += rows
 
     def _instances(self, request: Any) -> list[Any]:
         instances = request.get("instances") if isinstance(request, dict) else None

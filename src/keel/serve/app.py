@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,8 +109,13 @@ class ServerApp(Answers):
             lambda: list(self.models),
             retention_days=30 if project is None else project.config.monitor.stats_retention_days,
         )
+        # shadow copies are scored in a child process at idle priority (keel.serve.shadow)
         self.shadows = routing.Shadows(
-            self._shadow_score, self.traffic, self._shadow_log if self.log is not None else None
+            self.traffic,
+            project=None if project is None else project.root,
+            log_dir=None if self.log is None else self.log.directory,
+            pii="hash" if project is None else project.config.serve.log_pii,
+            log_dropped=self.operations.dropped,
         )
         self.deployer: routing.Deployer | None = None
         if project is not None and self.settings.reload_interval_s is not None:
@@ -130,7 +135,8 @@ class ServerApp(Answers):
             )
             self.metrics.export(
                 "keel_shadow_dropped",
-                "Shadow copies dropped because the shadow queue was full.",
+                "Shadow copies dropped: the channel to the shadow process was full, or the "
+                "process was down.",
                 lambda: float(self.shadows.dropped),
             )
             self.metrics.export(
@@ -163,7 +169,7 @@ class ServerApp(Answers):
         self._solo: dict[int, float] = {}
         self._solo_explain: dict[int, float] = {}  # the same for one explain request
         self._loop_pinned = False
-        self._counted: dict[tuple[str, str], Any] = {}  # keel_predictions' child per version
+        self._counted: dict[tuple[str, str, int], Any] = {}  # keel_predictions' cells
         self.project = project
         # delayed labels: the request ids issued lately (POST /v1/models/{name}/feedback)
         key = () if project is None else tuple(project.config.monitor.feedback.key)
@@ -186,61 +192,78 @@ class ServerApp(Answers):
 
     def _route_by(self, routes: dict[str, routing.Route]) -> None:
         self.routes = routes
+        # the shadow process loads new shadow versions beside the old before they are needed
+        self.shadows.follow(
+            (n, r.shadow.version) for n, r in routes.items() if r.shadow is not None
+        )
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # a plain function handing back the handler's coroutine: one coroutine less a request
         route: Route | None = scope.get("keel.route")
         if route is None or not route.fast:
-            await self.api(scope, receive, send)
-            return
-        self._open += 1  # the concurrency _inline looks at when the server cannot tell it
-        try:
-            await self._fast(route, scope, receive, send)
-        finally:
-            self._open -= 1
+            return self.api(scope, receive, send)
+        return self._fast(route, scope, receive, send)
 
     async def _fast(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         """Predict, explain, infer and features: read, score (inline, batched or threaded),
         answer."""
-        length = scope["keel.headers"].get(b"content-length")
-        complete = scope.get("keel.body_complete", False)  # set by Keel's HTTP protocol
-        body = await read_body(receive, length, self.settings.limits, complete=complete)
-        request_id: str = scope["keel.request_id"]
-        if route.label == "features":
-            status, payload, version = await self._run(self._lookup, body)
-        else:
-            name, pinned = _pinned(route.model, route.version)
-            model = self.model(name, pinned)
-            deployed = self.routes.get(name) if pinned is None else None
-            if deployed is not None and route.label != "explain":  # a deployment picks the arm
-                model = await self._arm(deployed, model, body)
-            started, status = time.perf_counter(), 500
-            try:
-                if self._inline(scope, route.label, model, body):  # lone and small: no hand-off
-                    if not self._loop_pinned:  # one OpenMP thread here too, as in the threads
-                        pin_threads(1)
-                        self._loop_pinned = True
-                    if route.label == "explain":
-                        status, payload, version = self._explained(name, model, body, request_id)
+        self._open += 1  # the concurrency _inline looks at when the server cannot tell it
+        try:
+            body = scope.get("keel.body")  # the whole body, in already (Keel's HTTP protocol)
+            if body is None or len(body) > self.settings.limits.max_body:
+                length = scope["keel.headers"].get(b"content-length")
+                complete = scope.get("keel.body_complete", False)
+                body = await read_body(receive, length, self.settings.limits, complete=complete)
+            request_id: str = scope["keel.request_id"]
+            if route.label == "features":
+                status, payload, version = await self._run(self._lookup, body)
+            else:
+                name, pinned = route.model, route.version  # .../versions/{v}/...: pinned
+                model = self.models.get(name) if pinned is None else None
+                if model is None:  # not served, or a pinned version: found or refused here
+                    model = self.model(name, pinned)
+                deployed = self.routes.get(name) if pinned is None else None
+                if deployed is not None:  # the deployment's arm (explain too: the same one)
+                    model = await self._arm(deployed, model, body)
+                label, started, status = route.label, time.perf_counter(), 500
+                batcher = self._batcher  # predict and infer, without explanations, are batched
+                try:
+                    if not self._inflight and self._inline(scope, label, model, body):
+                        if not self._loop_pinned:  # one OpenMP thread here, as in the threads
+                            pin_threads(1)
+                            self._loop_pinned = True
+                        if label == "explain":
+                            answered = self._explained(name, model, body, request_id)
+                        else:
+                            job = Job(label, body, request_id)
+                            answered = self._scored((name, model), [job])[0]
+                    elif batcher is not None and label != "explain" and b'"explain"' not in body:
+                        threads = self.settings.threads  # _run's admission, written out here
+                        if self._inflight >= threads and (
+                            self._inflight / threads * self._seconds * 1000.0
+                            > self.settings.slo_p99_ms
+                        ):
+                            self._shed(threads)
+                        self._inflight += 1  # keel_predictions_in_flight reads it when scraped
+                        try:
+                            job = Job(label, body, request_id)
+                            answered = await batcher.submit(name, model, job)
+                        finally:
+                            self._inflight -= 1
                     else:
-                        job = Job(route.label, body, request_id)
-                        status, payload, version = self._scored((name, model), [job])[0]
-                elif self._batcher is not None and _batchable(route.label, body):
-                    job = Job(route.label, body, request_id)
-                    submit = self._batcher.submit
-                    answered = await self._run(submit, name, model, job, batched=True)
+                        answer = self._infer if label == "infer" else self._predict
+                        answer = self._explained if label == "explain" else answer
+                        answered = await self._run(answer, name, model, body, request_id)
                     status, payload, version = answered
-                else:
-                    answer = self._infer if route.label == "infer" else self._predict
-                    answer = self._explained if route.label == "explain" else answer
-                    answered = await self._run(answer, name, model, body, request_id)
-                    status, payload, version = answered
-            finally:
-                if route.label != "explain":  # counted under its deployment, else its model
-                    seconds = time.perf_counter() - started
-                    key = self.operations.key(name) if deployed is None else deployed.deployment
-                    self.traffic.record(key, model.version, model.role, seconds,
-                                        error=status >= 500,
-                                        rejected=400 <= status < 500)  # fmt: skip
+                finally:
+                    if route.label != "explain":  # counted under its deployment, else its model
+                        seconds = time.perf_counter() - started
+                        key = self.operations.key(name) if deployed is None else deployed.deployment
+                        self.traffic.record(key, model.version, model.role, seconds,
+                                            error=status >= 500,
+                                            rejected=400 <= status < 500)  # fmt: skip
+        finally:
+            self._open -= 1
         headers = [_JSON, (b"content-length", str(len(payload)).encode())]
         if version:
             headers.append((b"keel-model-version", version.encode()))
@@ -316,29 +339,31 @@ class ServerApp(Answers):
         self._solo_explain[key] = cpu if average is None else 0.7 * average + 0.3 * cpu
         return answered
 
-    async def _run(self, work: Any, *args: Any, batched: bool = False) -> tuple[int, bytes, str]:
-        """Run ``work`` in a worker thread unless the queue would break the latency objective.
-
-        ``batched``: ``work`` is the batcher's submit (awaited here; it hands a batch to a thread).
-        """
+    async def _run(self, work: Any, *args: Any) -> tuple[int, bytes, str]:
+        """Run ``work`` in a worker thread unless the queue would break the latency objective."""
         threads = self.settings.threads
-        if self._inflight >= threads:
-            wait_ms = (self._inflight / threads) * self._seconds * 1000.0
-            if wait_ms > self.settings.slo_p99_ms:
-                self.metrics.shed.inc()
-                raise Overloaded(
-                    f"the server is at capacity: {self._inflight} predictions queued would wait "
-                    f"~{wait_ms:.0f} ms, past serve.slo_p99_ms={self.settings.slo_p99_ms:g}; "
-                    "retry shortly or add capacity.",
-                    retry_after=1,
-                )
+        if self._inflight >= threads and (
+            self._inflight / threads * self._seconds * 1000.0 > self.settings.slo_p99_ms
+        ):
+            self._shed(threads)
         self._inflight += 1  # keel_predictions_in_flight reads it when scraped
         try:
-            pending = work(*args) if batched else self._workers.run(work, *args)
-            result: tuple[int, bytes, str] = await pending
+            result: tuple[int, bytes, str] = await self._workers.run(work, *args)
             return result
         finally:
             self._inflight -= 1
+
+    def _shed(self, threads: int) -> None:
+        """Refuse a prediction (503, ``Retry-After``): the queue ahead of it (``_inflight``
+        predictions at ``_seconds`` each over ``threads``) would break the latency objective."""
+        self.metrics.shed.inc()
+        wait_ms = (self._inflight / threads) * self._seconds * 1000.0
+        raise Overloaded(
+            f"the server is at capacity: {self._inflight} predictions queued would wait "
+            f"~{wait_ms:.0f} ms, past serve.slo_p99_ms={self.settings.slo_p99_ms:g}; "
+            "retry shortly or add capacity.",
+            retry_after=1,
+        )
 
     async def _arm(self, deployed: routing.Route, primary: LoadedModel, body: bytes) -> LoadedModel:
         """The version that answers this request under its model's deployment."""
@@ -408,17 +433,6 @@ class ServerApp(Answers):
                 self.log.close()
             if self.feature_store is not None:
                 self.feature_store.close()
-
-
-def _batchable(label: str, body: bytes) -> bool:
-    """Predict and infer requests are batched; explanations (route or flag) are not."""
-    return label in ("predict", "infer") and b'"explain"' not in body
-
-
-def _pinned(model: str, version: str | None) -> tuple[str, str | None]:
-    """``adult/versions/2`` (a pinned ``/v1/models/{name}/versions/{v}/...`` path) -> name, v."""
-    name, marker, pinned = model.partition("/versions/")
-    return (name, pinned or None) if marker else (model, version)
 
 
 def _change_auth(project: Any) -> Authenticator | None:

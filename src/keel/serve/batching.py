@@ -37,9 +37,10 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -79,8 +80,7 @@ class BatchPolicy:
     slots: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+class Job(NamedTuple):
     """One request waiting to be scored: its route (``predict``/``infer``), body and id."""
 
     label: str
@@ -420,13 +420,15 @@ class Batcher:
                 weakref.finalize(model, self._costs.pop, key, None)
         return found
 
-    async def submit(self, name: str, model: Any, job: Job) -> Any:
-        """Score ``job`` with ``model`` (served as ``name``) in a batch; its own result."""
-        cost = self.cost(model)
-        if self.policy.mode == "auto" and cost.calibrated and not cost.helps():
-            target = (name, model)
-            results = await self.workers.run(self.run, target, [job], cost, self.policy.max_batch)
-            return results[0]  # measured not to help: unbatched
+    def submit(self, name: str, model: Any, job: Job) -> Awaitable[Any]:
+        """Score ``job`` with ``model`` (served as ``name``) in a batch: await its own result.
+
+        A plain function handing back the request's future (no coroutine of its own per
+        request); the request counts as outstanding until its batch is answered.
+        """
+        cost = self._costs.get(id(model)) or self.cost(model)
+        if self.policy.mode == "auto" and cost.calibrated and not cost._helps:
+            return self._unbatched(name, model, job, cost)  # measured not to help
         loop = self._loop
         if loop is None or loop.is_closed():
             loop = self._loop = asyncio.get_running_loop()
@@ -444,14 +446,21 @@ class Batcher:
             self.sizes.observe(1)
             self._busy += 1
             args = ((name, model), [job], cost, self.policy.max_batch)
-            self.workers.submit_batch(self.run, args, [future], self._release)
+            self.workers.submit_batch(self.run, args, [future], self._release_one)
         else:
             if lane is None:
                 lane = self._lanes[key] = _Lane(key, (name, model), cost)
             lane.pending.append((future, job, now))
-            self._schedule(lane, loop)
+            if self._busy < self.policy.slots:  # else the next thread to finish takes it
+                self._schedule(lane, loop)
+        return future
+
+    async def _unbatched(self, name: str, model: Any, job: Job, cost: CostModel) -> Any:
+        self._outstanding += 1
         try:
-            return await future
+            target = (name, model)
+            results = await self.workers.run(self.run, target, [job], cost, self.policy.max_batch)
+            return results[0]
         finally:
             self._outstanding -= 1
 
@@ -501,19 +510,23 @@ class Batcher:
         if not lane.pending:
             del self._lanes[lane.key]
         now = time.perf_counter()
-        for _, _, arrived in taken:
-            self.waits.observe(now - arrived)
+        self.waits.observe_each([now - arrived for _, _, arrived in taken])
         self.sizes.observe(len(taken))
         self._busy += 1
         self.workers.submit_batch(
             self.run,
             (lane.target, [job for _, job, _ in taken], lane.cost, size),
             [future for future, _, _ in taken],
-            self._release,
+            partial(self._release, len(taken)),
         )
 
-    def _release(self) -> None:
-        """A batch is answered: free threads take the waiting lanes' requests, oldest first."""
+    def _release_one(self) -> None:
+        self._release(1)
+
+    def _release(self, requests: int) -> None:
+        """A batch of ``requests`` is answered: free threads take the waiting lanes' requests,
+        oldest first."""
+        self._outstanding -= requests
         self._busy -= 1
         while self._busy < self.policy.slots:
             waiting = [lane for lane in self._lanes.values() if lane.pending]

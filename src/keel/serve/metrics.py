@@ -5,12 +5,13 @@ series count never grows with traffic. The per-request instruments the event loo
 (latency, requests by status, the batch queue's waits and sizes) are :class:`LoopHistogram`
 and :class:`LoopCounter`: plain Python numbers one thread adds to, no lock, turned into
 Prometheus samples only when scraped, exported exactly as ``prometheus_client``'s Histogram
-and Counter would. Instruments other threads update (predictions by version) stay
-``prometheus_client``'s, whose increments are locked.
+and Counter would. Predictions by version, counted by the prediction threads and the loop, are
+a :class:`ThreadsCounter`: a cell per thread, no lock to add, summed when scraped.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,7 @@ from prometheus_client.utils import floatToGoString
 
 from keel.serve.fleet import FleetRegistry
 
-__all__ = ["LoopCounter", "LoopHistogram", "Metrics"]
+__all__ = ["LoopCounter", "LoopHistogram", "Metrics", "ThreadsCounter"]
 
 _go = cast(Callable[[float], str], floatToGoString)  # how Prometheus writes a bucket's le
 _BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -88,6 +89,15 @@ class LoopHistogram(Collector):
     def observe(self, amount: float) -> None:
         """Count one value in the unlabelled series."""
         self._one.observe(amount)
+
+    def observe_each(self, amounts: Sequence[float]) -> None:
+        """Count each value in the unlabelled series (one call for a batch's waits)."""
+        series = self._one
+        counts, bounds, total = series.counts, series.bounds, series.total
+        for amount in amounts:
+            counts[bisect_left(bounds, amount)] += 1
+            total += amount  # in order, as observe() one by one would add them
+        series.total = total
 
     def collect(self) -> Iterator[Metric]:
         metric = Metric(self.name, self.documentation, "histogram")
@@ -152,6 +162,48 @@ class LoopCounter(Collector):
         yield metric
 
 
+class ThreadsCounter(Collector):
+    """A labelled counter several threads add to without locks: each thread has its own cell
+    per series (:meth:`cell`; only that thread adds to it), summed when scraped, collected
+    like ``Counter`` (``name`` without ``_total``)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        registry: CollectorRegistry | None,
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self.labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], dict[int, _Count]] = {}  # thread id -> its cell
+        self._lock = threading.Lock()  # taken when a cell is made, never to add
+        if registry is not None:
+            registry.register(self)
+
+    def cell(self, *values: str) -> _Count:
+        """The calling thread's cell of these label values: keep it per thread and add to its
+        ``value`` (a thread id reused after a thread ended gets the ended thread's cell)."""
+        with self._lock:
+            cells = self._series.setdefault(values, {})
+            found = cells.get(threading.get_ident())
+            if found is None:
+                found = cells[threading.get_ident()] = _Count()
+            return found
+
+    def collect(self) -> Iterator[Metric]:
+        metric = Metric(self.name, self.documentation, "counter")
+        with self._lock:
+            series = [(values, list(cells.values())) for values, cells in self._series.items()]
+        for values, cells in series:
+            labels = dict(zip(self.labelnames, values, strict=True))
+            metric.add_sample(f"{self.name}_total", labels, sum(c.value for c in cells))
+            if _prometheus._use_created:
+                metric.add_sample(f"{self.name}_created", labels, min(c.created for c in cells))
+        yield metric
+
+
 class Metrics:
     """Every metric ``/metrics`` exports, in one registry per server."""
 
@@ -170,7 +222,7 @@ class Metrics:
             ["route", "status"],
             registry=self.registry,
         )
-        self.predictions = Counter(
+        self.predictions = ThreadsCounter(  # added to by the prediction threads and the loop
             "keel_predictions",
             "Rows predicted by model and version.",
             ["model", "version"],
@@ -184,19 +236,23 @@ class Metrics:
         self.inflight = Gauge(
             "keel_predictions_in_flight", "Predictions queued or running.", registry=self.registry
         )
-        self._latency: dict[str, _Bins] = {}
-        self._requests: dict[tuple[str, int], _Count] = {}
+        # (route, status) -> its latency series and its request count, found once
+        self._series: dict[tuple[str, int], tuple[_Bins, _Count]] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        """Count one answered request (on the event loop)."""
-        child = self._latency.get(route)
-        if child is None:
-            child = self._latency[route] = self.latency.labels(route)
-        child.observe(seconds)
-        counter = self._requests.get((route, status))
-        if counter is None:
-            counter = self._requests[(route, status)] = self.requests.labels(route, str(status))
-        counter.inc()
+        """Count one answered request (on the event loop; the series' updates written out
+        here, one Python call a request)."""
+        series = self._series.get((route, status))
+        if series is None:
+            latency = self.latency.labels(route)
+            series = self._series[(route, status)] = (
+                latency,
+                self.requests.labels(route, str(status)),
+            )
+        bins, count = series
+        bins.counts[bisect_left(bins.bounds, seconds)] += 1
+        bins.total += seconds
+        count.value += 1.0
 
     def export(self, name: str, help_text: str, value: Callable[[], float]) -> None:
         """Export a counter whose value is read when scraped (the log's drops, swaps)."""

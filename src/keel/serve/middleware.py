@@ -94,9 +94,11 @@ def _classify(method: str, path: str) -> Route:
     if found is not None:
         return found
     if path.startswith("/v1/models/") and path.endswith("/predict") and method == "POST":
-        return Route("predict", "predict", path[11:-8], fast=True)
+        name, version = _name_version(path[11:-8])  # .../{name}[/versions/{v}]/predict
+        return Route("predict", "predict", name, version, fast=True)
     if path.startswith("/v1/models/") and path.endswith("/explain") and method == "POST":
-        return Route("explain", "predict", path[11:-8], fast=True)
+        name, version = _name_version(path[11:-8])
+        return Route("explain", "predict", name, version, fast=True)
     if path.startswith("/v1/models/") and path.endswith("/feedback") and method == "POST":
         return Route("feedback", "predict", path[11:-9])  # labels: whoever may predict
     if path.startswith("/v2/models/"):
@@ -141,7 +143,9 @@ class Observe:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         scope["keel.headers"] = headers
-        route = scope["keel.route"] = classify(scope["method"], scope["path"])
+        method, path = scope["method"], scope["path"]
+        route = _SEEN.get((method, path)) or classify(method, path)  # the memo, then classify
+        scope["keel.route"] = route
         given = headers.get(b"keel-request-id") or headers.get(b"x-request-id")
         request_id = given.decode("latin-1") if given else ""
         if not request_id or not _ID.fullmatch(request_id):
@@ -222,4 +226,6 @@ class Guard:
                 field="authorization",
             )
         if scope["method"] == "POST":
-            check_content_type(headers.get(b"content-type"))
+            media = headers.get(b"content-type")
+            if media != b"application/json":  # what clients send: no call for it
+                check_content_type(media)

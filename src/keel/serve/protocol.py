@@ -9,7 +9,9 @@ forever, and 20,000 of them exhaust the process. Here a connection that is not i
 half-open sockets go first, a client mid-request is never cut); when every connection is busy
 the new one is closed at once. Each request's scope carries ``keel.connections`` (the open
 connections and the idle ones, live): how many are inside a request, which the app reads to
-score a lone small request on the event loop (``ServerApp._inline``).
+score a lone small request on the event loop (``ServerApp._inline``); once the whole body is in,
+``keel.body_complete`` and ``keel.body`` (the body ``receive()`` would hand over, which Keel's
+router then takes without a ``receive()``).
 
 What a request costs the event loop here, beyond uvicorn's parsing:
 
@@ -152,7 +154,9 @@ class _Cycle(RequestResponseCycle):
             )
         content = [STATUS_LINE[status_code]]
         has_connection_close = False
-        block = _default_block(self.default_headers)
+        seen, block = _PLAIN
+        if seen is not self.default_headers:  # the server's list changed (once a second)
+            block = _default_block(self.default_headers)
         if block is not None:  # the server's date and name: encoded once per second
             content.append(block)
             headers = message.get("headers", ())
@@ -314,7 +318,9 @@ class _Guarded(HttpToolsProtocol):
         self.tasks.add(task)
 
     def on_headers_complete(self) -> None:
-        self._busy()
+        if self._waiting:  # _busy(), written out: every request passes here
+            self._waiting = False
+            self._idle_ones.pop(self, None)
         # how many connections are inside a request, live, for the app (ServerApp._inline)
         self.scope["keel.connections"] = (self.connections, self._idle_ones)  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
@@ -326,6 +332,11 @@ class _Guarded(HttpToolsProtocol):
         super().on_message_complete()
         # the whole body is in: the app's first receive() answers at once (limits.read_body)
         self.scope["keel.body_complete"] = True  # type: ignore[typeddict-unknown-key]
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # and Keel's router takes it from here without a receive() (a coroutine and a
+            # message) for it; receive() still hands it to any other app
+            self.scope["keel.body"] = cycle.body  # type: ignore[typeddict-unknown-key]
 
     def on_response_complete(self) -> None:
         """uvicorn's, with the idle deadline (swept) in place of its keep-alive timer."""
@@ -337,8 +348,14 @@ class _Guarded(HttpToolsProtocol):
         if self.pipeline:  # a pipelined request starts in its place
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
+        elif not self._waiting:  # _idle(), written out: after every answer
+            self._header_bytes = 0
+            self._waiting = True
+            self._idle_ones[self] = self.loop.time()
+            if self.server_state.keel_sweep is None:  # type: ignore[attr-defined]
+                self._arm_sweep()
         else:
-            self._idle()
+            self._header_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._busy()

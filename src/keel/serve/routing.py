@@ -7,9 +7,10 @@ instance's field; requests without it are split at random), so the same key alwa
 same arm. An arm whose model is None is the primary: whatever the server's reference (e.g.
 ``adult``, which is ``adult@<registry.alias>``: the alias the deployment promotes) loads now.
 A shadow version gets a copy of each answered predict and OIP infer request through
-:class:`Shadows`, a bounded queue and one thread off the response path: a full queue drops the
-copy (counted), the primary never waits; the server queues the copy only after the answer is
-handed back, and makes none while primary predictions are queued (counted).
+:class:`~keel.serve.shadow.Shadows`: scored in a child process at idle priority, off the
+primary's CPU time and GIL; a full channel drops the copy (counted), the primary never waits;
+the server sends the copy only after the answer is handed back, and makes none while primary
+predictions are queued (counted).
 
 :class:`Traffic` counts each (deployment, version, role)'s requests, errors (5xx and model
 failures), refusals (4xx: a canary refusing what its primary takes fails its checks) and
@@ -27,7 +28,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import queue
 import random
 import secrets
 import threading
@@ -36,10 +36,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
 from keel.registry.deployments import Deployment, bucket_of
-from keel.serve.models import LoadedModel, load_served, pin_threads, warm
+from keel.serve.models import LoadedModel, load_served, warm
+from keel.serve.shadow import Shadows
 
 __all__ = [
     "SHADOW_RTOL",
@@ -56,7 +55,6 @@ log = logging.getLogger("keel.serve")
 FLUSH_EVERY_S = 5.0
 """How often a server writes its traffic counts at most (canaries: a quarter interval)."""
 _SCALE = float(2**64)
-_ANSWERED = 1 << 31  # a mirrored request passed the instance limit when the primary took it
 
 
 @dataclass(frozen=True)
@@ -185,97 +183,6 @@ class Traffic:
         ]
 
 
-@dataclass(frozen=True)
-class _Copy:
-    name: str
-    deployment: str
-    model: LoadedModel
-    body: bytes
-    answer: bytes
-    request_id: str
-    label: str = "predict"  # or "infer": an Open Inference Protocol request and answer
-
-
-class Shadows:
-    """Mirrors answered requests to shadow versions off the response path.
-
-    Args:
-        score: Scores instances with a model: ``(model, instances) -> (labels, probabilities)``.
-        traffic: Where the shadow's latency, errors and disagreements are counted.
-        log: ``(request_id, name, model, instances, labels, probabilities)`` -> logged with
-            role ``shadow``; None: not logged.
-        max_queue: Copies waiting at most; more are dropped and counted in :attr:`dropped`.
-    """
-
-    def __init__(
-        self,
-        score: Callable[[LoadedModel, list[Any]], tuple[list[Any], list[Any] | None]],
-        traffic: Traffic,
-        log: Callable[[str, str, LoadedModel, list[Any], list[Any], list[Any] | None], None] | None,
-        *,
-        max_queue: int = 1000,
-    ) -> None:
-        self.score = score
-        self.traffic = traffic
-        self.log = log
-        self.dropped = 0
-        self.shed = 0  # copies the server did not make: its primaries were queued (app.py)
-        self._queue: queue.Queue[_Copy | None] = queue.Queue(max_queue)
-        self._thread: threading.Thread | None = None
-
-    def submit(self, name: str, deployment: str, model: LoadedModel, body: bytes,
-               answer: bytes, request_id: str, label: str = "predict") -> None:  # fmt: skip
-        """Queue a copy of a ``predict`` or ``infer`` request (never blocks: a full queue
-        drops it)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="keel-shadow", daemon=True)
-            self._thread.start()
-        try:
-            copy = _Copy(name, deployment, model, body, answer, request_id, label)
-            self._queue.put_nowait(copy)
-        except queue.Full:
-            self.dropped += 1
-
-    def close(self) -> None:
-        """Stop the thread after the copies already queued."""
-        if self._thread is not None:
-            try:
-                self._queue.put(None, timeout=5)
-            except queue.Full:
-                return
-            self._thread.join(timeout=10)
-
-    def _work(self) -> None:
-        pin_threads(1)
-        while True:
-            copy = self._queue.get()
-            if copy is None:
-                return
-            try:
-                self._mirror(copy)
-            except Exception as exc:  # never let one copy stop the mirroring
-                log.warning("shadow copy of %s failed: %s", copy.request_id, exc)
-
-    def _mirror(self, copy: _Copy) -> None:
-        instances, primary = _mirrored(copy)
-        started = time.perf_counter()
-        try:
-            labels, probabilities = self.score(copy.model, instances)
-        except Exception as exc:  # a failing shadow is measured, never felt by the client
-            elapsed = time.perf_counter() - started
-            self.traffic.record(copy.deployment, copy.model.version, "shadow", elapsed, error=True)
-            log.debug("shadow %s@%s failed: %s", copy.name, copy.model.version, exc)
-            return
-        elapsed = time.perf_counter() - started
-        disagreed = disagreements(labels, primary)
-        self.traffic.record(
-            copy.deployment, copy.model.version, "shadow", elapsed,
-            compared=len(labels), disagreed=disagreed,
-        )  # fmt: skip
-        if self.log is not None:
-            self.log(copy.request_id, copy.name, copy.model, instances, labels, probabilities)
-
-
 SHADOW_RTOL = 0.01
 """Numeric predictions (regression values) more than this far apart, relative to the larger
 one, disagree; labels of classifiers compare exactly."""
@@ -300,17 +207,6 @@ def disagreements(shadow: Sequence[Any], primary: Sequence[Any]) -> int:
     a = np.asarray(shadow[:n], dtype=float)
     b = np.asarray(primary[:n], dtype=float)
     return int(np.count_nonzero(np.abs(a - b) > SHADOW_RTOL * np.maximum(np.abs(a), np.abs(b))))
-
-
-def _mirrored(copy: _Copy) -> tuple[list[Any], list[Any]]:
-    """A copy's instances and the primary's labels, from a predict or an OIP infer request
-    (already answered by the primary: valid, and within the instance limit)."""
-    request, answer = orjson.loads(copy.body), orjson.loads(copy.answer)
-    if copy.label == "infer":
-        from keel.serve import oip
-
-        return oip.rows_of(request, _ANSWERED), answer["outputs"][0]["data"]
-    return request["instances"], answer["predictions"]
 
 
 class Deployer:
@@ -423,6 +319,8 @@ class Deployer:
                 arms.append(Arm(model, arm.role, arm.weight))
         if deployment.kind == "canary":  # the rest of the traffic stays with the primary
             arms.append(Arm(None, "primary", max(0.0, 100.0 - sum(a.weight for a in arms))))
+        if deployment.spec.sticky_key is not None:
+            accept_field(deployment.spec.sticky_key, [primary, *versions.values()])
         return Route(
             deployment.id,
             deployment.kind,
@@ -448,6 +346,19 @@ class Deployer:
             rollouts = Rollouts(database, config, actor="keel-controller", alias=config.alias)
             for decision in rollouts.tick():
                 log.warning("deployment %s", decision)
+
+
+def accept_field(name: str, models: Sequence[LoadedModel]) -> None:
+    """Let the instances of requests to ``models`` carry field ``name`` that they may not read
+    (a deployment's sticky key, e.g. ``user_id``): accepted, and kept in the prediction log,
+    instead of refused as an unknown field. A field a model reads stays its input."""
+    for model in models:
+        pipeline = getattr(model.package, "pipeline", None)
+        if pipeline is None:
+            continue
+        coercer = pipeline.coercer()
+        coercer.ignore({*coercer.ignored, name})
+        coercer.keep({*coercer.kept, name})
 
 
 def _load_warm(project: Any, ref: str) -> LoadedModel:

@@ -1,0 +1,419 @@
+"""Shadow deployments, the server's side: copies of answered requests go to a child process.
+
+A shadow version scores a copy of each answered predict and OIP infer request, off the
+primary's CPU time: :class:`Shadows` hands the copies to one child process per server process
+(:mod:`keel.serve.shadow_worker`) that scores scheduled ``SCHED_IDLE`` (elsewhere ``nice 19``;
+it starts at ``nice 10``), so it never holds the server's GIL and the kernel preempts it
+whenever the server has work.
+The child loads the shadow version from the registry as the server loads any version
+(verified package, never unpickled), scores the copies in batches, compares its answers with
+the primary's, writes ``role=shadow`` records to its own prediction log file and reports per
+copy latency, errors and disagreements back; the server counts them in its
+:class:`~keel.serve.routing.Traffic`, so ``keel deployments status`` and REST show them as for
+any arm.
+
+The channel is a pipe of length-prefixed frames (:func:`copy_frame`) written without ever
+blocking a request: the event loop writes a copy with one non-blocking ``write``; what the pipe
+cannot take waits in a bounded buffer that a keeper thread flushes. A full buffer drops the
+copy, as does a copy made while the child is down; both are counted in :attr:`Shadows.dropped`
+(``keel_shadow_dropped``), with the copies a dead child took with it (sent, never reported).
+The keeper thread reads the child's reports, restarts a child that died (after 0.25 s,
+doubling up to 5 s while it keeps dying) and, at :meth:`Shadows.close`, lets it finish what
+it holds and waits for it (killed after a grace period). The child exits by itself when the
+server dies (the pipe's end of file). The server's readiness does not depend on the shadow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from keel.serve.models import LoadedModel
+    from keel.serve.routing import Traffic
+
+__all__ = ["Copy", "Shadows", "WorkerSettings", "copy_frame", "read_copy", "split_frames"]
+
+log = logging.getLogger("keel.serve")
+
+_LENGTH = struct.Struct("<I")
+_PARTS = struct.Struct("<III")  # a copy's meta, body and answer lengths
+COPY, WANT, REPORT = b"C", b"W", b"R"
+PIPE_BYTES = 1 << 20
+"""The pipe's capacity asked for (Linux; the unprivileged maximum by default)."""
+RESTART_S = (0.25, 5.0)
+"""A dead child is restarted after the first delay, doubling while it keeps dying, to the
+second."""
+_STABLE_S = 10.0  # a child that lived this long died by accident: the next restart is quick
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One mirrored request as the child receives it."""
+
+    deployment: str
+    name: str
+    version: str
+    request_id: str
+    label: str  # predict, or infer (an Open Inference Protocol request and answer)
+    body: bytes
+    answer: bytes
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the child needs to start (passed as JSON on its command line).
+
+    Attributes:
+        project: The project root (the registry the versions are loaded from).
+        copies: The descriptor the child reads copies from.
+        reports: The descriptor the child writes its reports to.
+        parent: The server's process id (the child stops when it changes).
+        log_dir: Where role=shadow records go (the server's prediction log), None: not logged.
+        pii: ``serve.log_pii``: personal data columns hashed or dropped in the records.
+        want: ``(name, version)`` pairs to load at start.
+    """
+
+    project: str
+    copies: int
+    reports: int
+    parent: int
+    log_dir: str | None = None
+    pii: str = "hash"
+    want: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> WorkerSettings:
+        given = orjson.loads(raw)
+        given["want"] = tuple((str(n), str(v)) for n, v in given.get("want", ()))
+        return cls(**given)
+
+
+def copy_frame(
+    deployment: str, name: str, version: str, request_id: str, label: str, body: bytes,
+    answer: bytes,
+) -> bytes:  # fmt: skip
+    """One copy as a frame: length, kind, the three part lengths, meta (JSON), body, answer."""
+    meta = orjson.dumps((deployment, name, version, request_id, label))
+    parts = _PARTS.pack(len(meta), len(body), len(answer))
+    size = 1 + _PARTS.size + len(meta) + len(body) + len(answer)
+    return b"".join((_LENGTH.pack(size), COPY, parts, meta, body, answer))
+
+
+def frame(kind: bytes, payload: bytes) -> bytes:
+    """A ``want`` or ``report`` frame: length, kind, JSON payload."""
+    return _LENGTH.pack(1 + len(payload)) + kind + payload
+
+
+def split_frames(buffer: bytearray) -> list[bytes]:
+    """The complete frames at the start of ``buffer`` (kind byte first), removed from it."""
+    frames, at, end = [], 0, len(buffer)
+    while end - at >= _LENGTH.size:
+        (size,) = _LENGTH.unpack_from(buffer, at)
+        if end - at - _LENGTH.size < size:
+            break
+        frames.append(bytes(buffer[at + _LENGTH.size : at + _LENGTH.size + size]))
+        at += _LENGTH.size + size
+    del buffer[:at]
+    return frames
+
+
+def read_copy(payload: bytes) -> Copy:
+    """A copy frame's payload (after the kind byte) -> :class:`Copy`."""
+    metas, bodies, answers = _PARTS.unpack_from(payload)
+    at = _PARTS.size
+    deployment, name, version, request_id, label = orjson.loads(payload[at : at + metas])
+    at += metas
+    body = payload[at : at + bodies]
+    answer = payload[at + bodies : at + bodies + answers]
+    return Copy(deployment, name, version, request_id, label, body, answer)
+
+
+class _Child:
+    """One child process and the server's ends of its two pipes."""
+
+    def __init__(self, process: subprocess.Popen[bytes], copies: int, reports: int) -> None:
+        self.process = process
+        self.copies = copies
+        self.reports = reports
+        self.started = time.monotonic()
+        self.sent = 0  # copies accepted for this child
+        self.reported = 0  # copies it reported scored (or failed)
+        self.buffer = bytearray()  # its reports, read but not yet complete
+
+
+class Shadows:
+    """Mirrors answered requests to shadow versions in a low-priority child process.
+
+    Args:
+        traffic: Where the shadow's latency, errors and disagreements are counted.
+        project: The project root the child loads versions from; None: copies are dropped.
+        log_dir: The prediction log's directory for role=shadow records; None: not logged.
+        pii: ``serve.log_pii`` (``hash`` or ``drop``) for the child's records.
+        log_dropped: Called with ``(name, version, "shadow")`` for each record the child's
+            prediction log dropped.
+        max_bytes: Copies waiting for the pipe at most (bytes); more are dropped and counted.
+    """
+
+    def __init__(
+        self,
+        traffic: Traffic,
+        *,
+        project: Path | None,
+        log_dir: Path | None = None,
+        pii: str = "hash",
+        log_dropped: Callable[[str, str, str], None] | None = None,
+        max_bytes: int = 1 << 20,
+    ) -> None:
+        self.traffic = traffic
+        self.project = project
+        self.log_dir = log_dir
+        self.pii = pii
+        self.log_dropped = log_dropped
+        self.max_bytes = max_bytes
+        self.dropped = 0  # copies never scored: buffer full, child down, lost with a child
+        self.shed = 0  # copies the server did not make: its primaries were queued (app.py)
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._pending = bytearray()  # frames the pipe did not take yet
+        self._child: _Child | None = None
+        self._want: tuple[tuple[str, str], ...] = ()
+        self._keeper: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._delay = RESTART_S[0]
+        self._next_start = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, None while none runs."""
+        child = self._child
+        return None if child is None else child.process.pid
+
+    def follow(self, wanted: Iterable[tuple[str, str]]) -> None:
+        """The shadow versions the routing table holds now, as ``(name, version)``: the child
+        loads new ones beside the old before dropping those no longer wanted."""
+        want = tuple(sorted(set(wanted)))
+        if want == self._want:
+            return
+        self._want = want
+        if not want and self._child is None:
+            return
+        self._ensure_started()
+        self._send(frame(WANT, orjson.dumps(want)), count=False)
+
+    def submit(self, name: str, deployment: str, model: LoadedModel, body: bytes,
+               answer: bytes, request_id: str, label: str = "predict") -> None:  # fmt: skip
+        """Send a copy of an answered ``predict`` or ``infer`` request to the child (never
+        blocks: a full buffer, or no child, drops it and counts it)."""
+        if self._keeper is None:
+            self._ensure_started()
+        self._send(copy_frame(deployment, name, model.version, request_id, label, body, answer))
+
+    def close(self, grace_s: float = 5.0) -> None:
+        """Let the child finish the copies it holds, then stop it (killed after ``grace_s``)."""
+        self._closing.set()
+        with self._lock:  # no copy is written after this
+            child, rest = self._child, bytes(self._pending)
+            self._pending.clear()
+            fd = -1
+            if child is not None:
+                fd, child.copies = child.copies, -1
+        if child is not None and fd >= 0:
+            _write_all(fd, rest, time.monotonic() + grace_s / 2)
+            os.close(fd)  # end of file: the child finishes and exits
+        keeper = self._keeper
+        if keeper is None:
+            return
+        keeper.join(timeout=grace_s)  # it reaps the child once its reports end
+        child = self._child
+        if keeper.is_alive() and child is not None:  # the child did not finish in time
+            with contextlib.suppress(OSError):
+                child.process.kill()
+            keeper.join(timeout=5)
+
+    # --- the request side -------------------------------------------------------------------
+
+    def _send(self, data: bytes, *, count: bool = True) -> None:
+        with self._lock:
+            child = self._child
+            if child is None or child.copies < 0 or len(self._pending) + len(data) > self.max_bytes:
+                self.dropped += count
+                return
+            child.sent += count
+            self._pending += data
+            self._write(child)
+
+    def _write(self, child: _Child) -> None:
+        """Write what the pipe takes now (holding the lock; never blocks)."""
+        try:
+            written = os.write(child.copies, self._pending)
+        except BlockingIOError:
+            return
+        except OSError:  # the child is gone; the keeper restarts it and counts what it lost
+            return
+        del self._pending[:written]
+
+    # --- the keeper thread ------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._keeper is not None or self._closing.is_set():
+            return
+        if self.project is not None:
+            self._start_child()  # now, so that the first copies find a pipe
+        self._keeper = threading.Thread(target=self._keep, name="keel-shadow", daemon=True)
+        self._keeper.start()
+
+    def _start_child(self) -> None:
+        if self.project is None:
+            return
+        try:
+            child = _spawn(self.project, self.log_dir, self.pii, self._want)
+        except Exception as exc:  # retried with backoff by the keeper
+            log.warning("shadow: could not start the shadow process: %s", exc)
+            self._backoff()
+            return
+        with self._lock:
+            self._pending.clear()  # half a frame, perhaps: the new child starts clean
+            self._child = child
+        log.info("shadow: process %d started", child.process.pid)
+
+    def _backoff(self) -> None:
+        self._next_start = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, RESTART_S[1])
+
+    def _keep(self) -> None:
+        while True:
+            child = self._child
+            if child is None:
+                if self._closing.is_set() or self.project is None:
+                    return
+                wait = self._next_start - time.monotonic()
+                if wait > 0:
+                    self._closing.wait(wait)
+                    continue
+                self._start_child()
+                continue
+            readable, _, _ = select.select([child.reports], [], [], 0.1)
+            if readable:
+                chunk = os.read(child.reports, 1 << 16)
+                if not chunk:
+                    self._ended(child)
+                    continue
+                child.buffer += chunk
+                for payload in split_frames(child.buffer):
+                    if payload[:1] == REPORT:
+                        self._record(child, orjson.loads(payload[1:]))
+            if self._pending:
+                with self._lock:
+                    if child.copies >= 0:
+                        self._write(child)
+
+    def _record(self, child: _Child, report: dict[str, Any]) -> None:
+        for deployment, version, seconds, error, compared, disagreed in report["traffic"]:
+            self.traffic.record(
+                deployment, version, "shadow", seconds,
+                error=bool(error), compared=compared, disagreed=disagreed,
+            )  # fmt: skip
+        child.reported += len(report["traffic"])
+        if self.log_dropped is not None:
+            for name, version, count in report.get("log_dropped", ()):
+                for _ in range(count):
+                    self.log_dropped(name, version, "shadow")
+
+    def _ended(self, child: _Child) -> None:
+        """The child's reports ended: it exited. Reap it; restart it unless closing."""
+        with self._lock:
+            self._child = None
+            self._pending.clear()
+            if child.copies >= 0:
+                os.close(child.copies)
+                child.copies = -1
+            lost = max(0, child.sent - child.reported)
+            self.dropped += lost
+        os.close(child.reports)
+        code = _stop(child.process)
+        if self._closing.is_set():
+            return
+        if time.monotonic() - child.started > _STABLE_S:
+            self._delay = RESTART_S[0]
+        log.warning(
+            "shadow: process %d exited with %s (%d copies lost); restarting",
+            child.process.pid, code, lost,
+        )  # fmt: skip
+        self.restarts += 1
+        self._backoff()
+
+
+def _spawn(
+    project: Path, log_dir: Path | None, pii: str, want: tuple[tuple[str, str], ...]
+) -> _Child:
+    """Start the child: a fresh interpreter (not a fork of a process whose OpenMP runtime
+    runs), reading copies from one pipe and writing reports to another."""
+    copies_in, copies_out = os.pipe()
+    reports_in, reports_out = os.pipe()
+    with contextlib.suppress(AttributeError, OSError):
+        import fcntl
+
+        fcntl.fcntl(copies_out, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    os.set_blocking(copies_out, False)
+    settings = WorkerSettings(
+        project=str(project),
+        copies=copies_in,
+        reports=reports_out,
+        parent=os.getpid(),
+        log_dir=None if log_dir is None else str(log_dir),
+        pii=pii,
+        want=want,
+    )
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keel.serve.shadow_worker", settings.to_json().decode()],
+            pass_fds=(copies_in, reports_out),
+            stdin=subprocess.DEVNULL,
+        )
+    except BaseException:
+        for fd in (copies_in, copies_out, reports_in, reports_out):
+            os.close(fd)
+        raise
+    os.close(copies_in)
+    os.close(reports_out)
+    return _Child(process, copies_out, reports_in)
+
+
+def _write_all(fd: int, data: bytes, deadline: float) -> None:
+    """Write ``data`` to a non-blocking pipe, waiting for room until ``deadline``."""
+    view = memoryview(data)
+    while view and time.monotonic() < deadline:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [], max(0.0, deadline - time.monotonic()))
+        except OSError:
+            return
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 5.0) -> int | None:
+    """Reap the child (killed when it does not exit within ``grace_s``); its exit status."""
+    try:
+        return process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return process.wait(timeout=5)
+    return None

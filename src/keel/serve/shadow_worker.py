@@ -1,0 +1,332 @@
+"""Shadow deployments, the child's side: score mirrored requests at idle priority, in batches.
+
+Started by :class:`keel.serve.shadow.Shadows` as ``python -m keel.serve.shadow_worker
+SETTINGS`` (:class:`~keel.serve.shadow.WorkerSettings` as JSON). It starts at ``nice 10``
+(the imports and the wanted versions' loads: seconds of CPU, once, at a tenth of the server's
+weight, so that it starts even on a busy host), then asks to be scheduled ``SCHED_IDLE``
+(Linux; elsewhere ``nice 19``) before it scores anything: it scores only on CPU time the
+server leaves, and the kernel preempts it as soon as the server has work. Its model threads are
+pinned to one OpenMP thread. It reads the pipe at most every :data:`GATHER_S` seconds, so the
+copies that arrive meanwhile make one batch and it wakes up beside the server once.
+
+It loads each shadow version as the server loads any version (:func:`~keel.serve.models.
+load_served`: the verified package from the registry, never unpickled; warmed), beside the
+ones it holds, and drops a version only once it is no longer wanted. It reads what the pipe
+holds, groups the copies by version and scores each group in batches of at most
+:data:`MAX_ROWS` rows with one ``predict_rows`` call (feature views filled from the online
+store, as the server does), splits the answers back per copy, compares them with the
+primary's (:func:`~keel.serve.routing.disagreements`) and writes role=shadow records with the
+primary's request ids to its own prediction log file (per process: no interleaving; personal
+data hashed or dropped as ``serve.log_pii`` says). A batch that fails is scored copy by copy,
+so one bad copy does not fail the others; a copy that still fails is reported as an error.
+Each copy's latency is its batch's scoring time, as a batched primary's would be.
+
+Reports (per copy: deployment, version, seconds, error, compared, disagreed; and the records
+the log dropped) go back at most every :data:`REPORT_EVERY_S` seconds, and whenever the pipe
+is empty. It exits at the pipe's end of file (the server closed it, or died), when its parent
+changes, or on SIGTERM/SIGINT, after reporting and flushing its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from keel.serve.shadow import COPY, REPORT, WANT, Copy, WorkerSettings, frame, read_copy
+
+__all__ = ["GATHER_S", "MAX_ROWS", "REPORT_EVERY_S", "ShadowWorker", "lower_priority", "main"]
+
+log = logging.getLogger("keel.serve.shadow")
+MAX_ROWS = 64
+"""Rows scored in one model call at most."""
+REPORT_EVERY_S = 0.2
+"""How often the child reports its counts at most while copies keep coming."""
+GATHER_S = 0.02
+"""The child reads the pipe at most this often: copies arriving meanwhile are scored in one
+batch (fewer wake-ups beside the server, fewer model calls)."""
+STARTING_NICE = 10
+RETRY_LOAD_S = 5.0  # a version that failed to load is tried again after this long
+_ANSWERED = 1 << 31  # a mirrored request passed the instance limit when the primary took it
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT: report, flush the log and exit."""
+
+
+def lower_priority() -> str:
+    """Schedule this process ``SCHED_IDLE`` (Linux), else ``nice 19``; says which."""
+    setter = getattr(os, "sched_setscheduler", None)
+    idle = getattr(os, "SCHED_IDLE", None)
+    if setter is not None and idle is not None:
+        try:
+            setter(0, idle, os.sched_param(0))
+            return "SCHED_IDLE"
+        except OSError:
+            pass
+    try:
+        os.nice(19 - os.nice(0))
+    except OSError:
+        return "unchanged"
+    return "nice 19"
+
+
+class ShadowWorker:
+    """The child's state: the project, the versions it holds, its log and unsent reports."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        from keel.project import Project
+
+        self.settings = settings
+        self.project = Project(settings.project)
+        self.models: dict[tuple[str, str], Any] = {}  # (name, version) -> LoadedModel
+        self.failed: dict[tuple[str, str], float] = {}  # -> when its load failed
+        self.store: Any = None  # the online feature store, opened for the first fill
+        self.log: Any = None
+        if settings.log_dir is not None:
+            from pathlib import Path
+
+            from keel.serve.predlog import PredictionLog, pii_policy
+
+            serve = self.project.config.serve
+            pii = pii_policy(self.project, "drop" if settings.pii == "drop" else "hash")
+            self.log = PredictionLog(
+                Path(settings.log_dir), max_queue=serve.log_queue_size, pii=pii
+            )
+        self.traffic: list[tuple[str, str, float, bool, int, int]] = []
+        self.log_dropped: dict[tuple[str, str], int] = {}
+        self.want(settings.want)
+
+    def start(self) -> None:
+        """Start the log's writer thread (it inherits the calling thread's priority)."""
+        if self.log is not None:
+            self.log.start()
+
+    # --- versions ---------------------------------------------------------------------------
+
+    def want(self, wanted: Sequence[tuple[str, str]]) -> None:
+        """Load the wanted versions beside the held ones, then drop the others."""
+        keep = {(str(n), str(v)) for n, v in wanted}
+        for key in sorted(keep):
+            self.model(key)
+        for key in set(self.models) - keep:
+            del self.models[key]
+
+    def model(self, key: tuple[str, str]) -> Any:
+        """A held version, loaded and warmed on first use; None when it does not load."""
+        model = self.models.get(key)
+        if model is not None:
+            return model
+        failed = self.failed.get(key)
+        if failed is not None and time.monotonic() - failed < RETRY_LOAD_S:
+            return None
+        from keel.serve.models import load_served, warm
+
+        name, version = key
+        try:
+            _, model = load_served(self.project, f"{name}@{version}")
+            warm(model)
+        except Exception as exc:  # reported as errors of its copies; retried later
+            self.failed[key] = time.monotonic()
+            log.warning("shadow: could not load %s@%s: %s", name, version, exc)
+            return None
+        self.failed.pop(key, None)
+        self.models[key] = model
+        return model
+
+    # --- scoring ----------------------------------------------------------------------------
+
+    def handle(self, frames: Sequence[bytes]) -> None:
+        """Score the copies among ``frames`` (grouped by version, in batches); apply wants."""
+        groups: dict[tuple[str, str], list[Copy]] = {}
+        for payload in frames:
+            kind = payload[:1]
+            if kind == COPY:
+                copy = read_copy(payload[1:])
+                groups.setdefault((copy.name, copy.version), []).append(copy)
+            elif kind == WANT:
+                import orjson
+
+                self.want(orjson.loads(payload[1:]))
+        for key, copies in groups.items():
+            model = self.model(key)
+            if model is None:
+                for copy in copies:
+                    self.traffic.append((copy.deployment, copy.version, 0.0, True, 0, 0))
+                continue
+            self.score(model, copies)
+
+    def score(self, model: Any, copies: Sequence[Copy]) -> None:
+        """Score copies of one version: parsed, then in batches of at most MAX_ROWS rows."""
+        parsed: list[tuple[Copy, list[Any], list[Any]]] = []
+        for copy in copies:
+            try:
+                instances, primary = mirrored(copy)
+            except Exception as exc:
+                log.debug("shadow: copy %s unreadable: %s", copy.request_id, exc)
+                self.traffic.append((copy.deployment, copy.version, 0.0, True, 0, 0))
+                continue
+            parsed.append((copy, instances, primary))
+        batch: list[tuple[Copy, list[Any], list[Any]]] = []
+        rows = 0
+        for item in parsed:
+            if batch and rows + len(item[1]) > MAX_ROWS:
+                self._batch(model, batch)
+                batch, rows = [], 0
+            batch.append(item)
+            rows += len(item[1])
+        if batch:
+            self._batch(model, batch)
+
+    def _batch(self, model: Any, batch: Sequence[tuple[Copy, list[Any], list[Any]]]) -> None:
+        from keel.serve.routing import disagreements
+
+        instances = [row for _, rows, _ in batch for row in rows]
+        started = time.perf_counter()
+        try:
+            labels, probabilities = self._predict(model, instances)
+        except Exception as exc:  # a failing shadow is measured, never felt by the client
+            elapsed = time.perf_counter() - started
+            if len(batch) > 1:  # one bad copy must not fail the others
+                for item in batch:
+                    self._batch(model, [item])
+                return
+            copy = batch[0][0]
+            log.debug("shadow %s@%s failed: %s", copy.name, copy.version, exc)
+            self.traffic.append((copy.deployment, copy.version, elapsed, True, 0, 0))
+            return
+        elapsed = time.perf_counter() - started
+        at = 0
+        for copy, rows, primary in batch:
+            mine = labels[at : at + len(rows)]
+            probs = None if probabilities is None else probabilities[at : at + len(rows)]
+            at += len(rows)
+            disagreed = disagreements(mine, primary)
+            self.traffic.append(
+                (copy.deployment, copy.version, elapsed, False, len(mine), disagreed)
+            )
+            if self.log is not None:
+                logged = self.log.append(
+                    copy.request_id, copy.name, model.version, rows, mine, probs,
+                    role="shadow", pipeline_hash=model.pipeline_hash,
+                )  # fmt: skip
+                if not logged:
+                    key = (copy.name, copy.version)
+                    self.log_dropped[key] = self.log_dropped.get(key, 0) + 1
+
+    def _predict(self, model: Any, instances: list[Any]) -> tuple[list[Any], list[Any] | None]:
+        if model.fills is not None:
+            from keel.serve.features import fill_views
+
+            if self.store is None:
+                from keel.features.store import FeatureStore
+
+                self.store = FeatureStore(self.project)
+            fill_views(self.store, model.fills, instances, model.key_only)
+        labels, probabilities = model.package.predict_rows(instances, findings=[])
+        return list(labels), None if probabilities is None else list(probabilities)
+
+    # --- reports and the loop ---------------------------------------------------------------
+
+    def report(self) -> None:
+        """Send the counts gathered since the last report (blocking: the server reads them)."""
+        if not self.traffic and not self.log_dropped:
+            return
+        import orjson
+
+        payload = orjson.dumps(
+            {
+                "traffic": self.traffic,
+                "log_dropped": [[n, v, c] for (n, v), c in self.log_dropped.items()],
+            }
+        )
+        self.traffic, self.log_dropped = [], {}
+        data = memoryview(frame(REPORT, payload))
+        while data:
+            data = data[os.write(self.settings.reports, data) :]
+
+    def run(self) -> None:
+        """Read, score and report until the pipe ends or the parent changes."""
+        from keel.serve.shadow import split_frames
+
+        source = self.settings.copies
+        buffer = bytearray()
+        reported = time.monotonic()
+        while os.getppid() == self.settings.parent:
+            readable, _, _ = select.select([source], [], [], REPORT_EVERY_S)
+            if readable:
+                chunk = os.read(source, 1 << 20)
+                if not chunk:
+                    break  # the server closed the pipe, or died
+                buffer += chunk
+                self.handle(split_frames(buffer))
+                time.sleep(GATHER_S)  # let the next copies gather: one batch, one wake-up
+            idle = not select.select([source], [], [], 0)[0]
+            if idle or time.monotonic() - reported >= REPORT_EVERY_S:
+                self.report()
+                reported = time.monotonic()
+
+    def close(self) -> None:
+        """Report what is left and flush the log."""
+        with contextlib.suppress(OSError):  # the server is gone
+            self.report()
+        if self.log is not None:
+            self.log.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def mirrored(copy: Copy) -> tuple[list[Any], list[Any]]:
+    """A copy's instances and the primary's labels, from a predict or an OIP infer request
+    (already answered by the primary: valid, and within the instance limit)."""
+    import orjson
+
+    request, answer = orjson.loads(copy.body), orjson.loads(copy.answer)
+    if copy.label == "infer":
+        from keel.serve import oip
+
+        return oip.rows_of(request, _ANSWERED), answer["outputs"][0]["data"]
+    return request["instances"], answer["predictions"]
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stop(signum)
+
+
+def main(argv: Sequence[str]) -> int:
+    """The child's entry point: ``python -m keel.serve.shadow_worker SETTINGS_JSON``."""
+    settings = WorkerSettings.from_json(argv[0])
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    worker: ShadowWorker | None = None
+    try:
+        # Starting (imports, the wanted versions loaded and warmed: seconds of CPU, once) runs
+        # at nice 10, a tenth of the server's weight, so that it finishes on a busy host;
+        # scoring runs at idle priority, set before any other thread starts (per thread).
+        with contextlib.suppress(OSError):
+            os.nice(STARTING_NICE)
+        from keel.serve.models import pin_threads
+
+        pin_threads(1)
+        worker = ShadowWorker(settings)
+        priority = lower_priority()
+        worker.start()
+        log.info("shadow: process %d scoring at %s", os.getpid(), priority)
+        worker.run()
+    except _Stop:
+        pass
+    finally:
+        if worker is not None:
+            worker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
