@@ -119,3 +119,15 @@ def test_a_longer_name_holding_a_missing_input_suggests_it() -> None:
     with pytest.raises(DataValidationError) as info:  # held by two inputs: no guess
         Coercer.from_types({"hum": "float", "humid": "float"}).row({"humidity_pct": 1.0})
     assert "Did you mean" not in info.value.message
+
+
+def test_a_row_missing_many_fields_counts_the_ones_not_listed() -> None:
+    from keel.validate.coerce import Coercer
+
+    many = Coercer.from_types({f"f{i}": "float" for i in range(9)})
+    with pytest.raises(DataValidationError) as info:
+        many.row({}, where="instances[0].")
+    assert info.value.message.endswith(
+        "8 other field(s) missing too: f1, f2, f3, f4, f5 and 3 more."
+    )
+    assert info.value.details["missing"] == [f"f{i}" for i in range(9)]

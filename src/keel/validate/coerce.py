@@ -436,7 +436,8 @@ class Coercer:
         others = [name for name in self.names if name not in row and name != rule.name]
         more = ""
         if others:  # name them all at once, not one per attempt
-            listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            listed = ", ".join(others[:5])
+            listed += f" and {len(others) - 5} more" if len(others) > 5 else ""
             more = f" {len(others)} other field(s) missing too: {listed}."
         return DataValidationError(
             f"{where}{rule.name}: missing field; expected {rule.expected} or null.{more}",
