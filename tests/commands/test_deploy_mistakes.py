@@ -28,7 +28,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from typer.testing import CliRunner, Result
 
 import keel
@@ -36,29 +35,19 @@ from keel.cli import app
 from keel.commands.init import init_from_file
 from keel.commands.output import out
 from keel.errors import ConfigError, ConflictError, KeelError
+from tests.housing import HOUSING, needs_housing, two_versions
 
-HOUSING = Path("/work/shared/data/california-housing/housing.csv")
-FAST = {"n_estimators": 30, "learning_rate": 0.2, "num_leaves": 8}
-
-pytestmark = pytest.mark.skipif(not HOUSING.exists(), reason="needs /work/shared/data")
+pytestmark = needs_housing
 
 
 @pytest.fixture(scope="module")
 def housing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2,000 housing rows, `keel init --from`, two runs: version 2 (more leaves) holds
     production, version 1 is the other arm."""
-    root = tmp_path_factory.mktemp("deploy")
-    pd.read_csv(HOUSING).sample(n=2000, random_state=1).to_csv(root / "h.csv", index=False)
-    made = init_from_file(root / "housing", root / "h.csv", "median_house_value")
-    path = made.directory / "keel.yaml"
-    for leaves in (8, 16):
-        config = yaml.safe_load(path.read_text())
-        config["model"]["params"] = {**FAST, "num_leaves": leaves}
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        keel.run(made.directory)
-    with keel.registry(made.directory) as reg:
+    project = two_versions(tmp_path_factory.mktemp("deploy"), seed=1)
+    with keel.registry(project) as reg:
         assert reg.resolve("housing@production").version == 2
-    return made.directory
+    return project
 
 
 def _keel(root: Path, *args: str) -> Result:

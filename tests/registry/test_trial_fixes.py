@@ -8,38 +8,24 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pandas as pd
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 import keel
 from keel.cli import app
-from keel.commands.init import init_from_file
 from keel.errors import ConflictError, NotFoundError
 from keel.project import Project
 from keel.registry.rollout import Rollouts
 from keel.store.tokens import create_token, list_tokens, revoke_token, verify_token
+from tests.housing import needs_housing, two_versions
 
-HOUSING = Path("/work/shared/data/california-housing/housing.csv")
-FAST = {"n_estimators": 30, "learning_rate": 0.2, "num_leaves": 8}
-
-pytestmark = pytest.mark.skipif(not HOUSING.exists(), reason="needs /work/shared/data")
+pytestmark = needs_housing
 
 
 @pytest.fixture(scope="module")
 def housing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2,000 housing rows, `keel init --from`, two runs: version 2 holds production."""
-    root = tmp_path_factory.mktemp("trial")
-    pd.read_csv(HOUSING).sample(n=2000, random_state=5).to_csv(root / "h.csv", index=False)
-    made = init_from_file(root / "housing", root / "h.csv", "median_house_value")
-    path = made.directory / "keel.yaml"
-    for leaves in (8, 16):
-        config = yaml.safe_load(path.read_text())
-        config["model"]["params"] = {**FAST, "num_leaves": leaves}
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        keel.run(made.directory)
-    return made.directory
+    return two_versions(tmp_path_factory.mktemp("trial"), seed=5)
 
 
 def test_a_misspelt_alias_says_what_was_meant_and_how_to_set_one(housing: Path) -> None:

@@ -11,36 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
-import yaml
 from starlette.testclient import TestClient
 
-import keel
-from keel.commands.init import init_from_file
 from keel.project import Project
 from keel.serve.app import create_app
 from keel.store.tokens import create_token
+from tests.housing import needs_housing, two_versions
 
-HOUSING = Path("/work/shared/data/california-housing/housing.csv")
-FAST = {"n_estimators": 30, "learning_rate": 0.2, "num_leaves": 8}
-
-pytestmark = pytest.mark.skipif(not HOUSING.exists(), reason="needs /work/shared/data")
+pytestmark = needs_housing
 
 
 @pytest.fixture(scope="module")
 def housing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2,000 housing rows, `keel init --from`, two runs: version 2 holds production."""
-    root = tmp_path_factory.mktemp("control")
-    pd.read_csv(HOUSING).sample(n=2000, random_state=3).to_csv(root / "h.csv", index=False)
-    made = init_from_file(root / "housing", root / "h.csv", "median_house_value")
-    path = made.directory / "keel.yaml"
-    for leaves in (8, 16):
-        config = yaml.safe_load(path.read_text())
-        config["model"]["params"] = {**FAST, "num_leaves": leaves}
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        keel.run(made.directory)
-    return made.directory
+    return two_versions(tmp_path_factory.mktemp("control"), seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -127,9 +127,8 @@ class _Count:
         self.value += amount
 
 
-class LoopCounter(Collector):
-    """A labelled counter updated by one thread without locks, collected like ``Counter``
-    (``name`` without ``_total``)."""
+class _Labelled(Collector):
+    """A labelled metric's name, help and label names, registered once its series exist."""
 
     def __init__(
         self,
@@ -141,9 +140,24 @@ class LoopCounter(Collector):
     ) -> None:
         self.name, self.documentation = name, documentation
         self.labelnames = tuple(labelnames)
-        self._series: dict[tuple[str, ...], _Count] = {}
         if registry is not None:
-            registry.register(self)
+            registry.register(self)  # collects: subclasses make their series first
+
+
+class LoopCounter(_Labelled):
+    """A labelled counter updated by one thread without locks, collected like ``Counter``
+    (``name`` without ``_total``)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        registry: CollectorRegistry | None,
+    ) -> None:
+        self._series: dict[tuple[str, ...], _Count] = {}
+        super().__init__(name, documentation, labelnames, registry=registry)
 
     def labels(self, *values: str) -> _Count:
         """The series of these label values (kept: cache it on the request path)."""
@@ -162,7 +176,7 @@ class LoopCounter(Collector):
         yield metric
 
 
-class ThreadsCounter(Collector):
+class ThreadsCounter(_Labelled):
     """A labelled counter several threads add to without locks: each thread has its own cell
     per series (:meth:`cell`; only that thread adds to it), summed when scraped, collected
     like ``Counter`` (``name`` without ``_total``)."""
@@ -175,12 +189,9 @@ class ThreadsCounter(Collector):
         *,
         registry: CollectorRegistry | None,
     ) -> None:
-        self.name, self.documentation = name, documentation
-        self.labelnames = tuple(labelnames)
         self._series: dict[tuple[str, ...], dict[int, _Count]] = {}  # thread id -> its cell
         self._lock = threading.Lock()  # taken when a cell is made, never to add
-        if registry is not None:
-            registry.register(self)
+        super().__init__(name, documentation, labelnames, registry=registry)
 
     def cell(self, *values: str) -> _Count:
         """The calling thread's cell of these label values: keep it per thread and add to its
