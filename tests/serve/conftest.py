@@ -36,6 +36,28 @@ def adult_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def train_candidate(root: Path, module: str, source: str) -> int:
+    """Train version 2 of the project at ``root`` with the custom feature ``module:age_copy``
+    (``source`` is the module's code), registered under the alias ``candidate`` (not promoted;
+    60 trees: quick), then put keel.yaml back. Returns the version."""
+    (root / f"{module}.py").write_text(source)
+    config = root / "keel.yaml"
+    original = config.read_text()
+    custom = (
+        f"features:\n  custom:\n    - {{function: '{module}:age_copy', inputs: [age], "
+        "output: age_copy, type: float}\n"
+    )
+    trained = (
+        original.replace("features:\n", custom, 1)
+        .replace("registry:\n  alias: production", "registry:\n  alias: candidate", 1)
+        .replace("n_estimators: 600", "n_estimators: 60", 1)
+    )
+    config.write_text(trained)
+    version = int(keel.run(root)["model"]["version"])
+    config.write_text(original)
+    return version
+
+
 def copy_project(source: Path, target: Path, serve: str = "") -> Path:
     """A copy of a trained project (its own registry), with extra ``serve:`` settings."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("predictions"))

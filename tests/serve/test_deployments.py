@@ -22,7 +22,7 @@ from keel.registry.registry import Registry
 from keel.serve.models import LoadedModel
 from keel.serve.routing import Arm, Route, sticky_value
 from keel.store.tokens import create_token
-from tests.serve.conftest import ROW, copy_project, keel_serve
+from tests.serve.conftest import ROW, copy_project, keel_serve, train_candidate
 
 PREDICT = "/v1/models/adult/predict"
 INFER = "/v2/models/adult/infer"
@@ -51,22 +51,7 @@ def versions(adult_project: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     root = copy_project(
         adult_project, tmp_path_factory.mktemp("deploy") / "adult", "  reload_interval_s: 0.2\n"
     )
-    (root / "slow_feats.py").write_text(SLOW_FEATURE)
-    config = root / "keel.yaml"
-    original = config.read_text()
-    custom = (
-        "features:\n  custom:\n    - {function: 'slow_feats:age_copy', inputs: [age], "
-        "output: age_copy, type: float}\n"
-    )
-    trained = (
-        original.replace("features:\n", custom, 1)
-        .replace("registry:\n  alias: production", "registry:\n  alias: candidate", 1)
-        .replace("n_estimators: 600", "n_estimators: 60", 1)  # quick: only its speed matters
-    )
-    config.write_text(trained)
-    summary = keel.run(root)
-    assert summary["model"]["version"] == 2
-    config.write_text(original)
+    assert train_candidate(root, "slow_feats", SLOW_FEATURE) == 2
     with Project(root) as project:
         reg = Registry(project.metadata.database, actor="test")
         assert reg.resolve("adult@production").version == 1

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 import keel
-from tests.serve.conftest import ROW, copy_project, keel_serve
+from tests.serve.conftest import ROW, copy_project, keel_serve, train_candidate
 
 PREDICT = "/v1/models/adult/predict"
 INFER = "/v2/models/adult/infer"
@@ -47,21 +47,7 @@ def versions(adult_project: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     root = copy_project(
         adult_project, tmp_path_factory.mktemp("shadowproc") / "adult", "  reload_interval_s: 0.2\n"
     )
-    (root / "failing_feats.py").write_text(FAILING_FEATURE)
-    config = root / "keel.yaml"
-    original = config.read_text()
-    custom = (
-        "features:\n  custom:\n    - {function: 'failing_feats:age_copy', inputs: [age], "
-        "output: age_copy, type: float}\n"
-    )
-    trained = (
-        original.replace("features:\n", custom, 1)
-        .replace("registry:\n  alias: production", "registry:\n  alias: candidate", 1)
-        .replace("n_estimators: 600", "n_estimators: 60", 1)  # quick: only its failure matters
-    )
-    config.write_text(trained)
-    assert keel.run(root)["model"]["version"] == 2
-    config.write_text(original)
+    assert train_candidate(root, "failing_feats", FAILING_FEATURE) == 2
     return root
 
 

@@ -407,7 +407,8 @@ def resolve(host: str, port: int) -> tuple[Any, ...]:
     return tuple(infos[0])
 
 
-# Linux (3.9+) and the BSDs: each worker listens on its own socket of one SO_REUSEPORT group.
+# Linux (3.9+): each worker listens on its own socket of one SO_REUSEPORT group (the BSDs
+# have the option without the spreading, so they keep one shared socket).
 # One shared socket's queue goes to whichever worker wakes first, which at 64 connections
 # opened at once left one of two workers with 60 of them (benchmarks/serving/workers.py).
 _REUSE_PORT = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
