@@ -211,7 +211,9 @@ def _run_uvicorn(server_app: Any, sock: socket.socket, config: Any) -> None:
             access_log=False,
             loop="uvloop",
             http=guarded_protocol(
-                header_timeout=config.idle_timeout_s, max_connections=config.max_connections
+                header_timeout=config.idle_timeout_s,
+                max_connections=config.max_connections,
+                busy_poll_us=config.busy_poll_us,
             ),
             lifespan="on",
             timeout_keep_alive=max(1, round(config.idle_timeout_s)),

@@ -173,6 +173,16 @@ class ServeConfig(Frozen):
         "behind the prediction thread the explanation would hold. Explanations cost several "
         "predictions, hence their own bound. 0 = always a prediction thread.",
     )
+    busy_poll_us: float = Field(
+        default=200.0,
+        ge=0,
+        le=10_000,
+        description="After each answer, while no other request is in progress, the event "
+        "loop polls its sockets for this many microseconds before it sleeps: a client's next "
+        "request is read at once on an awake core (a lone client's median latency 0.21 -> "
+        "0.14 ms on Adult). Costs at most this much CPU per answer, only when otherwise "
+        "idle. 0 = sleep at once.",
+    )
     log_pii: Literal["hash", "drop"] = Field(
         default="hash",
         description="Columns whose schema role is pii (or marked pii: true) in the prediction "

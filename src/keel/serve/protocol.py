@@ -34,6 +34,9 @@ What a request costs the event loop here, beyond uvicorn's parsing:
   router runs at once inside ``data_received``; an inline prediction answers before it
   returns. Should it wait (a batch, a thread), a task carries it on from there, in the same
   context. With other connections open, requests start in tasks as before.
+- *No sleep right after an answer.* For ``serve.busy_poll_us`` after each answer, while no
+  connection is inside a request, the loop polls its sockets instead of sleeping
+  (:mod:`keel.serve.busypoll`): a lone client's next request is read on an awake core.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from keel.serve.busypoll import BusyPoll
 from keel.serve.middleware import classify
 
 __all__ = ["guarded_protocol"]
@@ -200,12 +204,14 @@ class _Guarded(HttpToolsProtocol):
     header_timeout: ClassVar[float] = 5.0
     max_connections: ClassVar[int] = 2048
     max_header_bytes: ClassVar[int] = 64 * 1024
+    busy_poll_s: ClassVar[float] = 0.0  # seconds the loop polls after an answer (busypoll)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._waiting = False  # idle: the next request's headers are due before the deadline
         self._header_bytes = 0
         self._idle_ones = self._pending()
+        self._poller: BusyPoll = self.server_state.keel_poll  # type: ignore[attr-defined]
         self._deferring = False
         self._deferred: tuple[Any, Any] | None = None
         if len(self.connections) > self.max_connections and not self._evict():
@@ -220,6 +226,10 @@ class _Guarded(HttpToolsProtocol):
             pending = {}
             self.server_state.keel_idle = pending  # type: ignore[attr-defined]
             self.server_state.keel_sweep = None  # type: ignore[attr-defined]
+            connections = self.connections  # every open one; idle ones are in pending too
+            self.server_state.keel_poll = BusyPoll(  # type: ignore[attr-defined]
+                self.loop, self.busy_poll_s, lambda: len(connections) == len(pending)
+            )
         return pending
 
     def _evict(self) -> bool:
@@ -356,6 +366,7 @@ class _Guarded(HttpToolsProtocol):
                 self._arm_sweep()
         else:
             self._header_bytes = 0
+        self._poller.answered()  # the next request is read without the loop sleeping first
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._busy()
@@ -406,10 +417,16 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
     await _Resume(coro, yielded)
 
 
-def guarded_protocol(*, header_timeout: float, max_connections: int) -> type[Any]:
+def guarded_protocol(
+    *, header_timeout: float, max_connections: int, busy_poll_us: float = 0.0
+) -> type[Any]:
     """The protocol class to give ``uvicorn.Config(http=...)``."""
     return type(
         "KeelHttpProtocol",
         (_Guarded,),
-        {"header_timeout": header_timeout, "max_connections": max_connections},
+        {
+            "header_timeout": header_timeout,
+            "max_connections": max_connections,
+            "busy_poll_s": busy_poll_us / 1e6,
+        },
     )
