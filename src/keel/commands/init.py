@@ -20,26 +20,17 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from keel.commands.init_yaml import TaskChoice, listed, render_config, set_aside, time_column
 from keel.commands.profile import MAX_INT_CLASSES, SAMPLE_ROWS, Column, Profile, profile_file
-from keel.config import CONFIG_FILE, SourceConfig, load_config
+from keel.config import CONFIG_FILE, load_config
 from keel.errors import ConfigError
-from keel.validate.infer_roles import SetAside
 
 __all__ = ["Scaffold", "init_from_file", "print_scaffold", "project_directory"]
 
 #: A text target with more values than this is not a label (an id, free text).
 MAX_TEXT_CLASSES = 100
-#: Categorical columns with this many values at most are evaluation slices.
-MAX_SLICE_VALUES = 12
-MAX_SLICES = 3
-#: A date column with at least this many distinct values splits the rows by time.
-MIN_TIME_VALUES = 20
 _POSITIVE = frozenset({"1", "1.0", "true", "t", "yes", "y", "positive", "pos"})
-_SENSITIVE = re.compile(r"^(sex|gender|race|ethnicity)$", re.IGNORECASE)
-# A date that describes the row's subject, not when the row happened: no time split by it.
-_NOT_WHEN = re.compile(r"birth|dob|born", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -68,16 +59,6 @@ class Scaffold:
     created: tuple[Path, ...] = ()
     dropped: tuple[str, ...] = ()
     split_column: str | None = None
-
-
-@dataclass(frozen=True)
-class _Task:
-    task: str
-    why: str
-    positive: str | None = None
-    positive_why: str = ""
-    gate: str | None = None
-    gate_why: str = ""
 
 
 def init_from_file(
@@ -125,7 +106,7 @@ def init_from_file(
     data, path_note = _place(file.resolve(), root.resolve(), copy=copy, force=force)
     name = _name(root.resolve().name) or _name(file.stem) or "model"
     warnings = _warnings(column, profile)
-    text = _render(name, data, path_note, profile, column, task, warnings)
+    text = render_config(name, data, path_note, profile, column, task, warnings)
     config.write_text(text, encoding="utf-8")
     try:
         load_config(config, env="")
@@ -135,8 +116,8 @@ def init_from_file(
     resolved = Path(data if Path(data).is_absolute() else root / data)
     copied = copy and not file.resolve().is_relative_to(root.resolve())
     created = (config, resolved) if copied else (config,)
-    dropped = tuple(found.name for found in _dropped(profile, column.name))
-    split = _time_column(profile, column.name)
+    dropped = tuple(found.name for found in set_aside(profile, column.name))
+    split = time_column(profile, column.name)
     return Scaffold(
         root, config, resolved, column.name, task.task, tuple(warnings), created, dropped, split
     )
@@ -235,7 +216,7 @@ def _target_column(profile: Profile, target: str | None, file: Path) -> Column:
     return column
 
 
-def _infer_task(column: Column, profile: Profile) -> _Task:
+def _infer_task(column: Column, profile: Profile) -> TaskChoice:
     values = column.distinct
     if values == 2:
         return _binary(column)
@@ -248,7 +229,7 @@ def _infer_task(column: Column, profile: Profile) -> _Task:
     if column.kind in ("integer", "number"):
         if whole and values <= MAX_INT_CLASSES:
             why = (
-                f"{column.name} takes {values} whole-number values ({_listed(column.counts)}); "
+                f"{column.name} takes {values} whole-number values ({listed(column.counts)}); "
                 "if they are amounts rather than classes, write task: regression"
             )
             return _multiclass(column, why)
@@ -264,11 +245,11 @@ def _infer_task(column: Column, profile: Profile) -> _Task:
             "like an id or free text, not a label. Pick a column with classes or numbers."
         )
         raise ConfigError(msg, field="--target")
-    why = f"{column.name} has {values} classes ({_listed(column.counts)})"
+    why = f"{column.name} has {values} classes ({listed(column.counts)})"
     return _multiclass(column, why)
 
 
-def _binary(column: Column) -> _Task:
+def _binary(column: Column) -> TaskChoice:
     labels = sorted(column.counts)
     yes_like = [label for label in labels if label.lower() in _POSITIVE]
     if len(yes_like) == 1:
@@ -279,8 +260,8 @@ def _binary(column: Column) -> _Task:
         share = column.counts[rare] / sum(column.counts.values())
         positive = rare
         why = f"the rarer class ({share:.0%} of rows), usually the event worth predicting"
-    task_why = f"{column.name} has 2 values ({_listed(column.counts)})"
-    return _Task(
+    task_why = f"{column.name} has 2 values ({listed(column.counts)})"
+    return TaskChoice(
         "binary",
         task_why,
         positive,
@@ -290,46 +271,19 @@ def _binary(column: Column) -> _Task:
     )
 
 
-def _multiclass(column: Column, why: str) -> _Task:
+def _multiclass(column: Column, why: str) -> TaskChoice:
     commonest = max(column.counts, key=lambda label: column.counts[label])
     share = column.counts[commonest] / sum(column.counts.values())
     gate_why = (
         f"better than always answering '{commonest}', the commonest class ({share:.1%} of rows);"
         " raise it to what your use needs"
     )
-    return _Task("multiclass", why, gate=f"accuracy > {share:.3f}", gate_why=gate_why)
+    return TaskChoice("multiclass", why, gate=f"accuracy > {share:.3f}", gate_why=gate_why)
 
 
-def _regression(why: str) -> _Task:
+def _regression(why: str) -> TaskChoice:
     gate_why = "better than always predicting the mean; raise it to what your use needs"
-    return _Task("regression", why, gate="r2 > 0", gate_why=gate_why)
-
-
-def _slices(profile: Profile, target: str) -> list[str]:
-    """Low-cardinality text or yes/no columns: metrics per value of each are worth a look;
-    sensitive ones (sex, race...) are always among them. In file order."""
-    chosen = []
-    dropped = {found.name for found in _dropped(profile, target)}
-    for column in profile.columns.values():
-        if column.name == target or column.name in dropped or column.kind not in ("text", "bool"):
-            continue
-        if 2 <= column.distinct <= MAX_SLICE_VALUES:
-            chosen.append(column.name)
-    kept = set(sorted(chosen, key=lambda name: not _SENSITIVE.match(name))[:MAX_SLICES])
-    return [name for name in chosen if name in kept]
-
-
-def _time_column(profile: Profile, target: str) -> str | None:
-    """The first date or timestamp column (in file order) with enough distinct values to hold
-    the latest rows out by, that is neither the target, nor set aside, nor a date of birth;
-    None when there is none."""
-    dropped = {found.name for found in _dropped(profile, target)}
-    for column in profile.columns.values():
-        if column.kind != "temporal" or column.name == target or column.name in dropped:
-            continue
-        if column.distinct >= MIN_TIME_VALUES and not _NOT_WHEN.search(column.name):
-            return column.name
-    return None
+    return TaskChoice("regression", why, gate="r2 > 0", gate_why=gate_why)
 
 
 def _warnings(column: Column, profile: Profile) -> list[str]:
@@ -380,214 +334,6 @@ def _place(file: Path, root: Path, *, copy: bool, force: bool) -> tuple[str, str
         " trains on the new bytes. `keel init --from` without --no-copy copies it into data/."
     )
     return str(file), note
-
-
-# --- writing -----------------------------------------------------------------------------------
-
-
-def _render(
-    name: str,
-    data: str,
-    path_note: str,
-    profile: Profile,
-    column: Column,
-    task: _Task,
-    warnings: list[str],
-) -> str:
-    source = profile.source
-    file = Path(source.path or data).name
-    lines = [
-        f"# keel.yaml for {file}, written by `keel init --from`. Each choice below says why it",
-        "# was made and how to change it. Every field, with its default: docs/keel-yaml.md.",
-        *(f"# WARNING: {w}." for w in warnings),
-        f"project: {_yaml(name)}",
-        "",
-        "data:",
-        "  train:",
-        *_comment(path_note, indent=4),
-        f"    path: {_yaml(data)}",
-        f"    format: {source.format}",
-        *_dialect(source, profile.na_found, list(profile.columns)),
-        *_comment(
-            "No `test:` source: Keel holds out a test split of `train` itself. To evaluate on a "
-            "file of your own, add `test:` with the same keys as `train:`.",
-            indent=2,
-        ),
-        f"  target: {_yaml(column.name)}",
-    ]
-    if task.positive is not None:
-        lines += _comment(
-            f"The class whose probability the model gives: {task.positive_why}. Write the other "
-            "value to predict that one instead.",
-            indent=2,
-        )
-        lines.append(f"  positive_label: {_yaml(task.positive)}")
-    lines += _roles(profile, column.name, task.task)
-    lines += [
-        "",
-        "model:",
-        f"  name: {_yaml(name)}",
-        "  # Gradient-boosted trees: strong on tables as they are. `auto` lets several model",
-        "  # families compete (see automl:).",
-        "  flavor: lightgbm",
-        *_comment(f"{task.why}. Tasks: binary, multiclass, regression.", indent=2),
-        f"  task: {task.task}",
-        "  # Hyper-parameters (checked; all in docs/keel-yaml.md): uncomment to change these",
-        "  # defaults, e.g. more trees when `keel run` says early stopping never stopped.",
-        "  # params: {n_estimators: 400, learning_rate: 0.05, num_leaves: 31}",
-        *_split(profile, column.name),
-        "",
-        "evaluate:",
-        *_evaluate(profile, column.name, task),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _dialect(source: SourceConfig, na_found: dict[str, list[str]], columns: list[str]) -> list[str]:
-    if source.format != "csv":
-        return []
-    lines = [
-        "    # How to read the file, as sniffed from it; correct any that is wrong.",
-        f"    delimiter: {_char(source.delimiter)}",
-        f"    header: {_yaml(source.header)}",
-    ]
-    if not source.header:
-        lines += _comment(
-            "The file has no header row, so its columns got these names: rename them here "
-            "(and `target` with them).",
-            indent=4,
-        )
-        lines.append(f"    columns: {_yaml(columns)}")
-    if source.quote is not None:
-        lines.append(f"    quote: {_char(source.quote)}")
-    if source.escape is not None:
-        lines.append(f"    escape: {_char(source.escape)}")
-    if source.skip_rows:
-        lines.append(f"    skip_rows: {source.skip_rows}  # lines before the data")
-    if source.encoding is not None:
-        lines.append(f"    encoding: {_yaml(source.encoding)}")
-    if na_found:
-        where = "; ".join(f"{t} in {_listed(dict.fromkeys(cols))}" for t, cols in na_found.items())
-        lines += _comment(f"Cells that mean 'missing' (found: {where}).", indent=4)
-        lines.append(f"    na_values: {_yaml(list(na_found))}")
-    return lines
-
-
-def _dropped(profile: Profile, target: str) -> list[SetAside]:
-    return [found for found in profile.set_aside if found.name != target]
-
-
-def _roles(profile: Profile, target: str, task: str) -> list[str]:
-    lines = _comment(
-        "Columns the model must not see: anything known only after the outcome (it leaks the "
-        "target), ids, row counters and free text. Keel's schema also sets aside dates, "
-        "near-unique ids and personal data it recognises; see schema.yaml after the first "
-        "keel run.",
-        indent=2,
-    )
-    dropped = _dropped(profile, target)
-    if dropped:
-        lines += _comment(
-            "Set aside from the data (delete a line to make that column an input again):",
-            indent=2,
-        )
-        lines.append("  drop:")
-        for found in dropped:
-            lines += _comment(f"{found.name}: {found.why}.", indent=4)
-            lines.append(f"    - {_yaml(found.name)}")
-    else:
-        lines.append("  drop: []")
-    sensitive = [c for c in profile.columns if _SENSITIVE.match(c) and c != target]
-    if sensitive and task == "regression":
-        lines += _comment(
-            f"{_listed(dict.fromkeys(sensitive))}: a regression model gets no fairness audit "
-            "(data.sensitive: selection rate, TPR and FPR per group need a classifier's "
-            "decisions); its rmse, mae and r2 per group are reported through evaluate.slices.",
-            indent=2,
-        )
-    elif sensitive:
-        lines += _comment("Uncomment to audit fairness (metrics per group) on these.", indent=2)
-        lines.append(f"  # sensitive: {_yaml(sensitive)}")
-    return lines
-
-
-def _split(profile: Profile, target: str) -> list[str]:
-    """``split: {method: time, column: ...}`` when the rows carry a date (held out: the latest)."""
-    name = _time_column(profile, target)
-    if name is None:
-        return []
-    distinct = profile.columns[name].distinct
-    others = [c.name for c in profile.columns.values() if c.kind == "temporal" and c.name != name]
-    also = f" ({_listed(dict.fromkeys(others))} also hold times: any of them can be `column`)"
-    return [
-        "",
-        "split:",
-        *_comment(
-            f"{name} holds dates or times ({distinct:,} distinct){also if others else ''}"
-            ": the test split is the latest 20% of the rows by it, and early stopping validates"
-            " on the latest rows before those, so the model is judged on a later period than the"
-            " one it learned from, as it will be used. A random split would test on rows of the "
-            f"same {name} as rows it trained on, and overstate the score. If the rows are not a "
-            "series in time, write method: auto.",
-            indent=2,
-        ),
-        "  method: time",
-        f"  column: {_yaml(name)}",
-    ]
-
-
-def _evaluate(profile: Profile, target: str, task: _Task) -> list[str]:
-    slices = _slices(profile, target)
-    if slices:
-        why = "Metrics are also reported per value of these low-cardinality columns."
-    else:
-        why = "No low-cardinality text column was found to report metrics per value of."
-    return [
-        *_comment(why, indent=2),
-        f"  slices: {_yaml(slices)}",
-        *_comment(
-            f"A new version takes the registry alias only when every gate passes: {task.gate_why}.",
-            indent=2,
-        ),
-        "  gates:",
-        f"    - {_yaml(task.gate)}",
-    ]
-
-
-def _comment(text: str, *, indent: int, width: int = 98) -> list[str]:
-    prefix = " " * indent + "# "
-    lines: list[str] = []
-    current = ""
-    for word in text.split():
-        if current and len(prefix) + len(current) + 1 + len(word) > width:
-            lines.append(prefix + current)
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    if current:
-        lines.append(prefix + current)
-    return lines
-
-
-def _yaml(value: Any) -> str:
-    """One YAML flow value (quoted only when YAML needs it)."""
-    import yaml
-
-    dumped = yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()
-    return dumped[1:-1]
-
-
-def _char(value: str | None) -> str:
-    """A one-character option, always quoted so that `;` or `'` reads as what it is."""
-    if value is not None and value.isprintable():
-        return "'" + value.replace("'", "''") + "'"
-    return _yaml(value)
-
-
-def _listed(counts: dict[str, Any], limit: int = 6) -> str:
-    names = list(counts)
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _is_whole(label: str) -> bool:
