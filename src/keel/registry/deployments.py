@@ -97,7 +97,7 @@ def parse_checks(text: str) -> tuple[Check, ...]:
         found = _CLAUSE.match(clause)
         if found is None:
             msg = (
-                f"bad check clause {clause.strip()!r} in --check {text!r}: write METRIC<=NUMBER "
+                f"bad check clause {clause.strip()!r} in check {text!r}: write METRIC<=NUMBER "
                 f"(or <, >=, >), e.g. 'error_rate<=0.01,p99_ms<=50'."
             )
             raise ConfigError(msg, field="check")
@@ -115,9 +115,7 @@ def parse_checks(text: str) -> tuple[Check, ...]:
             raise ConfigError(msg, field="check") from None
         checks.append(Check(metric, op, bound))
     if not checks:
-        raise ConfigError(
-            f"--check {text!r} has no clause, e.g. 'error_rate<=0.01'.", field="check"
-        )
+        raise ConfigError(f"check {text!r} has no clause, e.g. 'error_rate<=0.01'.", field="check")
     return tuple(checks)
 
 
@@ -126,11 +124,11 @@ def parse_steps(text: str) -> tuple[float, ...]:
     try:
         steps = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        msg = f"--steps {text!r}: write increasing percentages, e.g. 5,25,50,100."
+        msg = f"steps {text!r}: write increasing percentages, e.g. 5,25,50,100."
         raise ConfigError(msg, field="steps") from None
     if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
         msg = (
-            f"--steps {text!r}: percentages must increase, each above 0 and at most 100, "
+            f"steps {text!r}: percentages must increase, each above 0 and at most 100, "
             "e.g. 5,25,50,100."
         )
         raise ConfigError(msg, field="steps")
@@ -142,7 +140,7 @@ def parse_interval(text: str) -> float:
     found = _DURATION.match(text)
     if found is None or float(found.group(1)) * _UNITS[found.group(2)] < 0.1:
         msg = (
-            f"--interval {text!r}: write a duration of at least 100ms, a number and one of "
+            f"interval {text!r}: write a duration of at least 100ms, a number and one of "
             "ms, s, m, h, d, w, e.g. 30s, 5m or 1h."
         )
         raise ConfigError(msg, field="interval")
@@ -157,23 +155,26 @@ def parse_ab(text: str) -> tuple[tuple[int, float], ...]:
         try:
             arm = (int(version), float(weight) if sep else 1.0)
         except ValueError:
-            msg = f"--ab {text!r}: bad arm {part.strip()!r}; write VERSION:WEIGHT, e.g. 3:50,4:50."
-            raise ConfigError(msg, field="ab") from None
+            msg = (
+                f"A/B arms {text!r}: bad arm {part.strip()!r}; write VERSION:WEIGHT, "
+                "e.g. 3:50,4:50."
+            )
+            raise ConfigError(msg, field="arms") from None
         if arm[0] < 1 or not arm[1] > 0 or not math.isfinite(arm[1]):
-            msg = f"--ab {text!r}: arm {part.strip()!r} needs a version >= 1 and a weight > 0."
-            raise ConfigError(msg, field="ab")
+            msg = f"A/B arms {text!r}: arm {part.strip()!r} needs a version >= 1 and a weight > 0."
+            raise ConfigError(msg, field="arms")
         arms.append(arm)
     named = [v for v, _ in arms]
     twice = sorted({v for v in named if named.count(v) > 1})
     if twice:
         msg = (
-            f"--ab {text!r}: version {', '.join(map(str, twice))} is named more than once; "
+            f"A/B arms {text!r}: version {', '.join(map(str, twice))} is named more than once; "
             "give each version one weight, e.g. 3:50,4:50."
         )
-        raise ConfigError(msg, field="ab")
+        raise ConfigError(msg, field="arms")
     if len(arms) < 2:
-        msg = f"--ab {text!r}: name at least two different versions, e.g. 3:50,4:50."
-        raise ConfigError(msg, field="ab")
+        msg = f"A/B arms {text!r}: name at least two different versions, e.g. 3:50,4:50."
+        raise ConfigError(msg, field="arms")
     return tuple(arms)
 
 

@@ -308,8 +308,8 @@ class Registry:
             if self.actor == request.requested_by:
                 msg = (
                     f"{self.actor} requested promotion {request_id} and cannot approve it; "
-                    f"it needs {request.required_approvals} approval(s) from someone else "
-                    "(set --actor or KEEL_ACTOR to who is approving)."
+                    f"it needs {request.required_approvals} approval(s) from someone else: "
+                    "approve as another actor (KEEL_ACTOR, or another token over REST)."
                 )
                 raise ConflictError(msg, field="actor")
             if any(d.actor == self.actor for d in request.decisions):
@@ -395,7 +395,7 @@ class Registry:
             if target is None:
                 msg = (
                     f"{name}@{alias} (version {current}) has no earlier holder to roll back "
-                    f"to; name one with --to VERSION, or promote."
+                    "to; promote the version it should hold instead."
                 )
                 raise ConflictError(msg, field="to")
             if target == current:
@@ -404,7 +404,7 @@ class Registry:
                 msg = (
                     f"version {target} never held {name}@{alias} (holders: "
                     f"{', '.join(str(v) for v in sorted(held))}); rollback only returns to an "
-                    f"earlier holder. Use `keel models promote {name} {target} --alias {alias}`."
+                    f"earlier holder: promote version {target} instead."
                 )
                 raise ConflictError(msg, field="to")
             self._check_movable(conn, name, target, alias)

@@ -91,8 +91,8 @@ def _sticky(key: str | None) -> str | None:
         return None
     if not key.strip():
         msg = (
-            f"--sticky-key {key!r} names no field: give the request field whose value keeps a "
-            "client on one arm (e.g. --sticky-key user_id), or leave it out to split at random."
+            f"sticky key {key!r} names no field: give the request field whose value keeps a "
+            "client on one arm (e.g. user_id), or leave it out to split at random."
         )
         raise ConfigError(msg, field="sticky_key")
     return key.strip()
@@ -146,9 +146,10 @@ class Rollouts:
         """Start a canary of ``version``: ``steps[0]`` percent of ``name``'s traffic."""
         if failures < 1 or min_requests < 0:
             msg = (
-                f"--failures must be >= 1 and --min-requests >= 0; got {failures}, {min_requests}."
+                f"failures must be at least 1 and min requests at least 0; got {failures} and "
+                f"{min_requests}."
             )
-            raise ConfigError(msg, field="failures")
+            raise ConfigError(msg, field="failures" if failures < 1 else "min_requests")
         if not steps or interval_s < 0.1:
             raise ConfigError(
                 "a canary needs steps and an interval of at least 100ms.", field="steps"
@@ -268,9 +269,13 @@ class Rollouts:
             for r in rows
         ]
 
-    def measure(self, deployment: Deployment, since: datetime, until: datetime) -> list[Measured]:
-        """Each (version, role)'s merged traffic with ``since < bucket <= until`` (added up by
-        the database: one grouped query, however many servers and flushes wrote it)."""
+    def measure(
+        self, deployment: Deployment, since: datetime, until: datetime | None
+    ) -> list[Measured]:
+        """Each (version, role)'s merged traffic with ``since < bucket <= until`` (None: no
+        upper bound; added up by the database: one grouped query, however many servers and
+        flushes wrote it). Rows are stamped at their flush, so the row straddling ``since``
+        counts whole here (:func:`keel.store.deployment_store.sum_stats`)."""
         with self._db.read() as conn:
             sums = ds.sum_stats(conn, deployment.id, since, until, buckets=_BUCKETS)
         measured = [Measured.merge(int(row["version"]), row["role"], [row]) for row in sums]
@@ -281,9 +286,10 @@ class Rollouts:
         now = now or utc_now()
         found = self.get(ref)
         begun = found.created_at - timedelta(seconds=1)
-        end = found.ended_at or now
         answer = found.to_json()
-        answer["traffic"] = [m.to_json() for m in self.measure(found, begun, end)]
+        # no upper bound: servers write rows under its id only while they route by it, and the
+        # flush after the end still counts requests routed before it (or before they noticed)
+        answer["traffic"] = [m.to_json() for m in self.measure(found, begun, None)]
         if found.kind == "canary" and found.status == "active":
             window = self.measure(found, found.interval_started_at, now)
             answer["interval"] = [m.to_json() for m in window]
@@ -350,14 +356,14 @@ class Rollouts:
         if found.kind == "ab" and version is None:
             msg = (
                 f"deployment {found.id} is an A/B test of versions "
-                f"{', '.join(str(v) for v in sorted(versions))}: name the winner with --version."
+                f"{', '.join(str(v) for v in sorted(versions))}: name the winner's version."
             )
             raise ConfigError(msg, field="version")
         if target not in versions:
-            arms = " or ".join(f"--version {v}" for v in sorted(versions))
+            arms = ", ".join(str(v) for v in sorted(versions))
             msg = (
                 f"version {target} is not an arm of deployment {found.id} of {found.name!r}; "
-                f"name one of its arms: {arms}."
+                f"name one of its versions: {arms}."
             )
             raise ConfigError(msg, field="version")
         # no reason given: the one it was started with stays its headline

@@ -172,9 +172,7 @@ def _refuse_unused(body: CreateBody) -> None:
 
 
 def _arms(arms: str | list[ArmBody]) -> tuple[tuple[int, float], ...]:
-    """The arms as (version, weight) pairs, checked as ``keel deploy --ab`` checks them."""
+    """The arms as (version, weight) pairs, checked as ``keel deploy --ab`` checks them (a
+    refusal names the field ``arms``)."""
     text = arms if isinstance(arms, str) else ",".join(f"{a.version}:{a.weight!r}" for a in arms)
-    try:
-        return parse_ab(text)
-    except ConfigError as exc:  # its message quotes --ab: say arms, as this body does
-        raise ConfigError(exc.message.replace("--ab ", "arms ", 1), field="arms") from None
+    return parse_ab(text)

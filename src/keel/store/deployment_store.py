@@ -188,11 +188,20 @@ def stats_between(
 
 
 def sum_stats(
-    conn: sa.Connection, deployment_id: str, since: datetime, until: datetime, *, buckets: int
+    conn: sa.Connection,
+    deployment_id: str,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    buckets: int,
 ) -> list[dict[str, Any]]:
-    """A deployment's traffic with ``since < bucket <= until`` added up per version and role,
-    in the database: one ``GROUP BY`` query (SQLite and PostgreSQL), one row per version and
-    role, however many servers and flushes wrote it.
+    """A deployment's traffic with ``since < bucket <= until`` (None: unbounded) added up per
+    version and role, in the database: one ``GROUP BY`` query (SQLite and PostgreSQL), one row
+    per version and role, however many servers and flushes wrote it.
+
+    A row is stamped with its flush time, the end of the span it counts: the row that straddles
+    ``since`` (requests from just before it and after it) counts whole, and adjacent windows
+    ``(a, b]`` and ``(b, c]`` count each row once.
 
     Each answer has ``version``, ``role``, ``requests``, ``errors``, ``compared``,
     ``disagreed``, ``rejected`` and ``latency`` (``{bucket index: count}`` for the non-empty
@@ -212,7 +221,11 @@ def sum_stats(
         c.disagreed,
         c.rejected,
         latency.label("latency"),
-    ).where(c.deployment_id == deployment_id, c.bucket > since, c.bucket <= until)
+    ).where(c.deployment_id == deployment_id)
+    if since is not None:
+        selected = selected.where(c.bucket > since)
+    if until is not None:
+        selected = selected.where(c.bucket <= until)
     r = selected.cte("rows").prefix_with("MATERIALIZED").c if postgres else selected.subquery().c
     counts = [
         sa.func.coalesce(sa.func.sum(r.latency[str(index)].as_integer()), 0).label(f"b{index}")
