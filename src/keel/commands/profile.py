@@ -199,21 +199,26 @@ def _sniff_csv(
     """The dialect DuckDB's sniffer finds, and the NA tokens found in a raw (text) sample."""
     import duckdb
 
-    from keel.data.encoding import detect_encoding, readable_files
+    from keel.data.encoding import detect_encoding, readable_files, uniform_newlines
     from keel.data.scan import fetch_table, sql
 
     encoding = detect_encoding(file)
     duck_encoding, readable = readable_files([file], encoding, workdir)
-    name = sql(str(readable[0]))
+    sniff = "SELECT Delimiter, Quote, Escape, SkipRows, HasHeader FROM sniff_csv({}, encoding = {})"
     try:
-        found = con.execute(
-            "SELECT Delimiter, Quote, Escape, SkipRows, HasHeader "
-            f"FROM sniff_csv({name}, encoding = {sql(duck_encoding)})"
-        ).fetchall()
+        try:
+            found = con.execute(sniff.format(sql(str(readable[0])), sql(duck_encoding))).fetchall()
+        except duckdb.Error:  # lines ending in both \r\n and \n defeat the sniffer
+            uniform = uniform_newlines(readable, duck_encoding, workdir)
+            if uniform == readable:
+                raise
+            readable = uniform
+            found = con.execute(sniff.format(sql(str(readable[0])), sql(duck_encoding))).fetchall()
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
         msg = f"{file}: cannot read it as CSV ({first}). Is it a CSV or Parquet file?"
         raise ConfigError(msg, field="--from") from exc
+    name = sql(str(readable[0]))
     delimiter, quote, escape, skip, header = found[0]
     unset = "(empty)"
     options = {

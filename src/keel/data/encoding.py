@@ -3,6 +3,10 @@
 DuckDB decodes UTF-8, UTF-16 and Latin-1 itself (and reports undecodable bytes as bad rows with
 their line numbers). A file in any other encoding is transcoded to a temporary UTF-8 copy in
 fixed-size chunks first, so memory stays bounded and line numbers stay the same.
+
+DuckDB's CSV sniffer also gives up on a file whose lines end in both ``\r\n`` and ``\n`` (a
+file written by Python's ``csv`` module, which ends lines with ``\r\n``, with lines appended by
+``echo``). Such a file gets a copy with every line ending ``\n``: line numbers stay the same.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from charset_normalizer import from_bytes
 
 from keel.errors import ConfigError, DataValidationError
 
-__all__ = ["detect_encoding", "readable_files"]
+__all__ = ["detect_encoding", "readable_files", "uniform_newlines"]
 
 SAMPLE_BYTES = 1 << 16
 _CHUNK_CHARS = 1 << 20
+_CHUNK_BYTES = 1 << 20
+#: DuckDB encodings in which a line ending is the bytes ``\r\n`` or ``\n``.
+_ASCII_NEWLINES = frozenset({"utf-8", "latin-1"})
 #: Python codec name -> the name DuckDB's read_csv takes.
 _NATIVE = {"utf-8": "utf-8", "ascii": "utf-8", "utf-8-sig": "utf-8", "latin-1": "latin-1"}
 _NATIVE |= {"utf-16": "utf-16", "utf-16-le": "utf-16", "utf-16-be": "utf-16"}
@@ -91,3 +98,52 @@ def _transcode(file: Path, codec: str, target: Path) -> None:
             "Set the source's 'encoding' in keel.yaml to the file's real encoding."
         )
         raise DataValidationError(msg) from exc
+
+
+def uniform_newlines(files: list[Path], encoding: str, workdir: Path) -> list[Path]:
+    """``files``, each one whose lines end in both ``\r\n`` and ``\n`` replaced by a copy in
+    ``workdir`` whose lines all end in ``\n`` (the rest unchanged, so line numbers match).
+
+    Args:
+        files: The files DuckDB is to read.
+        encoding: Their DuckDB encoding; only UTF-8 and Latin-1 files are looked at.
+        workdir: Where the copies go.
+
+    Returns:
+        The files to read, in the same order.
+    """
+    if encoding not in _ASCII_NEWLINES:
+        return files
+    uniform = []
+    for i, file in enumerate(files):
+        if _mixed_newlines(file):
+            copy = workdir / f"newlines-{i}.csv"
+            _strip_carriage_returns(file, copy)
+            file = copy
+        uniform.append(file)
+    return uniform
+
+
+def _mixed_newlines(file: Path) -> bool:
+    crlf = lf = 0
+    last = b""
+    with file.open("rb") as src:
+        while chunk := src.read(_CHUNK_BYTES):
+            joined = last + chunk  # a \r\n split across two chunks is counted once
+            crlf += joined.count(b"\r\n") - last.count(b"\r\n")
+            lf += chunk.count(b"\n")
+            last = chunk[-1:]
+            if crlf and lf > crlf:
+                return True
+    return False
+
+
+def _strip_carriage_returns(file: Path, target: Path) -> None:
+    with file.open("rb") as src, target.open("wb") as dst:
+        pending = b""
+        while chunk := src.read(_CHUNK_BYTES):
+            chunk = pending + chunk
+            # a trailing \r may start a \r\n that the next chunk completes
+            pending = chunk[-1:] if chunk.endswith(b"\r") else b""
+            dst.write(chunk[: len(chunk) - len(pending)].replace(b"\r\n", b"\n"))
+        dst.write(pending)

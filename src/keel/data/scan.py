@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from keel.config import SourceConfig
-from keel.data.encoding import detect_encoding, readable_files
+from keel.data.encoding import detect_encoding, readable_files, uniform_newlines
 from keel.data.fingerprint import resolve_files
 from keel.errors import ConfigError, DataValidationError
 
@@ -210,8 +210,13 @@ def _csv(
     tokens = list(dict.fromkeys([*blanks, *source.na_values, *(f" {t}" for t in source.na_values)]))
     # rejects on from the start: the sniffer then skips bad rows as the scan will
     options |= {"nullstr": tokens, "store_rejects": True, "auto_type_candidates": _TYPES}
-    names = sql([str(f) for f in readable])
     sniffed = _sniff(con, readable[0], options)
+    if sniffed is None:  # lines ending in both \r\n and \n defeat the sniffer: make them one
+        uniform = uniform_newlines(readable, duck_encoding, workdir)
+        if uniform != readable:
+            readable = uniform
+            sniffed = _sniff(con, readable[0], options)
+    names = sql([str(f) for f in readable])
     spelled = sniffed if len(readable) == 1 else None
     if spelled is None:  # read_csv says what is wrong, as it always has (or reads it after all)
         plain = _describe(con, f"SELECT * FROM read_csv({names}, {_options(options)})", files[0])
@@ -338,8 +343,9 @@ def _describe(con: duckdb.DuckDBPyConnection, select: str, file: Path | None) ->
     except duckdb.Error as exc:
         where = f"{file}: " if file is not None else ""
         msg = (
-            f"{where}cannot read the source: {_first_line(exc)}. "
-            "Check its format, delimiter, header and columns in keel.yaml."
+            f"{where}cannot read the source: {_first_line(exc).rstrip('.')}. Check its format, "
+            "delimiter, header and columns (keel.yaml's source, or --delimiter, --header and "
+            "--columns for a file given on the command line)."
         )
         raise DataValidationError(msg) from exc
 
