@@ -241,10 +241,13 @@ def _multiclass(y: np.ndarray, proba: np.ndarray) -> _Plan:
     def metrics(s: np.ndarray) -> Draws:
         n = s[:, 0]
         true_k, pred_k, hit_k = s[:, 3 : 3 + k], s[:, 3 + k : 3 + 2 * k], s[:, 3 + 2 * k :]
+        # averaged over the classes a draw holds or predicts, as multiclass_metrics does
+        present = (true_k + pred_k) > 0
+        f1 = _ratio(2 * hit_k, true_k + pred_k)
         return {
             "accuracy": _ratio(s[:, 1], n),
             "log_loss": _ratio(s[:, 2], n),
-            "macro_f1": _ratio(2 * hit_k, true_k + pred_k).mean(axis=1),
+            "macro_f1": _ratio(f1.sum(axis=1), present.sum(axis=1)),
         }
 
     scores = {f"auc_{c}": (clipped[:, c], (codes == c).astype(np.int64)) for c in range(k)}

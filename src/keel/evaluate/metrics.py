@@ -65,7 +65,9 @@ def _auc(truth: np.ndarray, score: np.ndarray, positives: int) -> float:
 def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
     """Accuracy, macro F1, log loss and one-vs-rest macro ROC AUC for codes ``0..k-1``.
 
-    ``proba`` is ``(rows, k)``. ROC AUC is None when a class is absent from ``y``.
+    ``proba`` is ``(rows, k)``. ROC AUC is None when a class is absent from ``y``. Macro F1
+    averages the classes that occur in ``y`` or the predictions (scikit-learn's default): a
+    slice holding one class, all predicted right, scores 1, not 1/k.
     """
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
@@ -75,12 +77,15 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
     clipped = np.clip(proba, 1e-15, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     every_class = len(np.unique(codes)) == k
+    present = [int(c) for c in np.union1d(codes, predicted)]
     return {
         "rows": len(y),
         "accuracy": float(accuracy_score(codes, predicted)) if len(y) else 0.0,
         "macro_f1": float(
-            f1_score(codes, predicted, labels=list(range(k)), average="macro", zero_division=0)
-        ),
+            f1_score(codes, predicted, labels=present, average="macro", zero_division=0)
+        )
+        if present
+        else 0.0,
         "log_loss": float(log_loss(codes, clipped, labels=list(range(k)))) if len(y) else None,
         "roc_auc": float(roc_auc_score(codes, clipped, multi_class="ovr", average="macro"))
         if every_class
