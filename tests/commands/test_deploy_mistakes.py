@@ -34,7 +34,7 @@ import keel
 from keel.cli import app
 from keel.commands.init import init_from_file
 from keel.commands.output import out
-from keel.errors import ConfigError, ConflictError, KeelError
+from keel.errors import ConfigError, ConflictError, KeelError, NotFoundError
 from tests.housing import HOUSING, needs_housing, two_versions
 
 pytestmark = needs_housing
@@ -152,9 +152,13 @@ def test_ending_an_ended_deployment_says_what_to_do(clean: Path) -> None:
         assert "`keel deploy housing --canary VERSION` starts another" in refused.message
 
 
-def test_a_model_without_deployments_is_said_so(housing: Path) -> None:
-    lines = _ok(housing, "deployments", "list", "-m", "hosing")
-    assert lines == ["no deployments of 'hosing': `keel deploy NAME --canary VERSION` starts one."]
+def test_a_misspelt_model_has_no_deployments_but_an_error(housing: Path) -> None:
+    # a misspelt name is no model at all: an error naming the models (it said "no deployments
+    # of 'hosing'", exit 0, as if housing had none)
+    refused = _refused(housing, "deployments", "list", "-m", "hosing")
+    assert isinstance(refused, NotFoundError), refused
+    assert "no model named 'hosing'; known models: housing" in refused.message
+    assert _keel(housing, "deployments", "list", "-m", "hosing").exit_code == 1
 
 
 def test_an_alias_spelt_like_one_the_model_has_is_refused(housing: Path) -> None:

@@ -93,7 +93,11 @@ def deploy(
     ] = None,
     wait: Annotated[
         bool,
-        typer.Option("--wait", help="Run the canary controller here until the canary ends."),
+        typer.Option(
+            "--wait",
+            help="Run the canary controller here until the canary ends, printing each "
+            "decision; exit 1 when it is rolled back or aborted.",
+        ),
     ] = False,
     reason: ReasonOpt = "",
     actor: ActorOpt = None,
@@ -105,9 +109,14 @@ def deploy(
 
     _refuse_unused(ctx, canary=canary, shadow=shadow, ab=ab, sticky_key=sticky_key)
 
+    last: list[str] = []
+
     def said(line: str) -> None:
-        if fmt is Format.text:
+        # the controller polls several times an interval: a decision is printed once, not
+        # once per poll that finds the same thing ("waiting ... requests=4" over and over)
+        if fmt is Format.text and line not in last:
             out.print(escape(line), highlight=False)
+        last[:] = [line]
 
     made = start(
         name,
@@ -129,10 +138,12 @@ def deploy(
     gaps = _input_gaps(made, project)
     if fmt is Format.json:
         emit_json({**made, "warnings": gaps})
-        return
-    _print_deployment(made)
-    for gap in gaps:
-        err.print(f"[yellow]warning:[/] {escape(gap)}", highlight=False)
+    else:
+        _print_deployment(made)
+        for gap in gaps:
+            err.print(f"[yellow]warning:[/] {escape(gap)}", highlight=False)
+    if wait and made.get("status") in ("rolled_back", "aborted"):
+        raise typer.Exit(1)  # the canary failed its checks (or was ended): a failed check
 
 
 def _refuse_unused(
@@ -191,6 +202,15 @@ def _input_gaps(made: dict[str, Any], project: Any) -> list[str]:
     ]
 
 
+def _require_model(name: str, project: Any) -> None:
+    """NotFoundError naming the registered models unless ``name`` is one."""
+    from keel.project import Project
+    from keel.registry.registry import Registry
+
+    with Project(project) as proj:
+        Registry(proj.metadata.database, proj.config.registry).versions(name)
+
+
 def list_(
     name: Annotated[str | None, typer.Option("--model", "-m", help="Only this model.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
@@ -201,6 +221,8 @@ def list_(
     from keel.api.deployments import list_deployments
 
     found = list_deployments(name=name, limit=limit, project=project)
+    if not found and name is not None:
+        _require_model(name, project)  # a misspelt name is an error naming the models
     if fmt is Format.json:
         emit_json({"deployments": found})
         return

@@ -104,7 +104,7 @@ def feedback(
             where = f" (all in {rejected})" if rejected else " (--rejected FILE writes all)"
             out.print(f"  ... {counts['rejected'] - SHOWN} more{where}")
         repeated = any("already has a label" in row["reason"] for row in result["rejected"])
-        if repeated and instance_column is None:
+        if repeated and instance_column is None and not _has_instances(input, read):
             out.print(
                 "hint: rows without an instance position name the first instance of their "
                 "request. If they label other instances of requests of several instances, name "
@@ -114,6 +114,15 @@ def feedback(
             )
     if counts["rejected"]:
         raise typer.Exit(1)
+
+
+def _has_instances(source: Path, read: ReadOptions | None) -> bool:
+    """Whether the file has the column ``instance`` that names instance positions by default
+    (its rows then do not all name the first instance: the hint about that does not apply)."""
+    from keel.data.files import open_data
+    from keel.data.reader import ReadOptions, file_columns
+
+    return "instance" in file_columns(open_data(source, read or ReadOptions()))
 
 
 def _target_in(source: Path, project: Path | None, read: ReadOptions | None) -> str | None:

@@ -17,6 +17,7 @@ never a breach and breaks a ``for N windows`` streak.
 
 from __future__ import annotations
 
+import difflib
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -243,9 +244,11 @@ def _rule(
     q = condition.quantity
     named = q.family == "drift" and q.feature != "any_feature"
     if named and inputs is not None and q.feature not in inputs:
+        close = difflib.get_close_matches(str(q.feature), list(inputs), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
         msg = (
             f"{field}: '{q.feature}' in '{rule.when}' is not an input of the model; its "
-            f"inputs: {', '.join(inputs)} (or write drift.any_feature.{q.metric})."
+            f"inputs: {', '.join(inputs)} (or write drift.any_feature.{q.metric}).{hint}"
         )
         raise ConfigError(msg, field=field)
     if q.source == "estimated" and task is not None and task != "binary":

@@ -179,7 +179,11 @@ def parse_window(
     """
     if window is None or window.strip().lower() in ("", "all"):
         if step:
-            raise ConfigError(f"{field}: a step ('{step}') needs a window.", field=field)
+            msg = (
+                f"{field}: a step ('{step}') needs a window to slide; give one that the step "
+                f"divides, e.g. --window 6h --step 1h (or monitor.window in keel.yaml)."
+            )
+            raise ConfigError(msg, field=field)
         return WindowSpec("all")
     size, kind = _amount(window.lower(), field)
     if not step:

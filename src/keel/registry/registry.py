@@ -401,6 +401,7 @@ class Registry:
             if target == current:
                 raise ConflictError(f"{name}@{alias} already points at version {target}.")
             if target not in held:
+                rt.load_version(conn, name, target)  # no such version: NotFoundError, listed
                 msg = (
                     f"version {target} never held {name}@{alias} (holders: "
                     f"{', '.join(str(v) for v in sorted(held))}); rollback only returns to an "
