@@ -56,16 +56,17 @@ def served(adult_project: Path, tmp_path: Path) -> Iterator[tuple[ServerApp, lis
 
 
 @contextmanager
-def keel_server(app: ServerApp) -> Iterator[str]:
-    """``app`` behind uvicorn with Keel's HTTP protocol (as ``keel serve`` runs it), in a
-    thread on 127.0.0.1; its base URL once it answers (polled with a deadline)."""
+def keel_server(app: ServerApp, *, lean: bool = True) -> Iterator[str]:
+    """``app`` behind uvicorn with Keel's HTTP protocol (as ``keel serve`` runs it; ``lean``:
+    its lean path on), in a thread on 127.0.0.1; its base URL once it answers (polled with a
+    deadline)."""
     port = free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        http=guarded_protocol(header_timeout=5.0, max_connections=64),
+        http=guarded_protocol(header_timeout=5.0, max_connections=64, lean=lean),
         lifespan="on",
     )
     server = uvicorn.Server(config)

@@ -356,7 +356,7 @@ def _run_worker(
 ) -> None:
     """One worker of ``--workers N``: the server on the supervisor's listening socket."""
     from keel.serve.app import create_app
-    from keel.serve.supervisor import WorkerTag, watch_parent
+    from keel.serve.supervisor import tag_worker, watch_parent
 
     watch_parent()
     sock = socket.socket(fileno=fd)
@@ -372,7 +372,8 @@ def _run_worker(
     index = int(load_settings().worker_id or "0")
     fleet = join_fleet(server_app, index)  # /metrics: the fleet; rate limits: shared
     try:
-        _run_uvicorn(WorkerTag(server_app, index), sock, project.config.serve)
+        tag_worker(server_app, index)  # Keel-Worker on every answer
+        _run_uvicorn(server_app, sock, project.config.serve)
     finally:
         if fleet is not None:
             fleet.close()

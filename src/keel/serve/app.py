@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -41,6 +42,7 @@ from keel.serve.answers import Answers
 from keel.serve.auth import Authenticator
 from keel.serve.batching import Batcher, BatchPolicy, Job
 from keel.serve.control import build_api
+from keel.serve.exchange import Exchange, answer_headers
 from keel.serve.limits import Limits, Overloaded, read_body
 from keel.serve.metrics import Metrics
 from keel.serve.middleware import Guard, Observe, Receive, Route, Scope, Send
@@ -53,7 +55,7 @@ from keel.serve.workers import Workers
 __all__ = ["INLINE_MAX_BYTES", "LoadedModel", "ServeSettings", "ServerApp", "create_app"]
 
 INLINE_MAX_BYTES = 4096  # a body scored on the event loop: a few rows at most (see _inline)
-_JSON = (b"content-type", b"application/json")
+Answered = tuple[int, bytes, str]  # a scored request: status, JSON payload, model version
 
 
 @dataclass(frozen=True)
@@ -182,10 +184,12 @@ class ServerApp(Answers):
         #: What checks state-changing requests: the server's tokens, or with auth off a
         #: token check for registry changes alone (None without a project).
         self.change_auth = auth or _change_auth(project)
-        self._stack = Observe(Guard(self._route, auth, self.change_auth), self.metrics)
+        self.stack = Observe(Guard(self._route, auth, self.change_auth), self.metrics)
+        #: The lean HTTP path's entry (Keel's protocol calls it for whole small requests).
+        self.exchange = Exchange(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._stack(scope, receive, send)
+        await self.stack(scope, receive, send)
 
     def _swap(self, models: dict[str, LoadedModel]) -> None:
         self.models = models
@@ -205,81 +209,156 @@ class ServerApp(Answers):
         return self._fast(route, scope, receive, send)
 
     async def _fast(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-        """Predict, explain, infer and features: read, score (inline, batched or threaded),
-        answer."""
-        self._open += 1  # the concurrency _inline looks at when the server cannot tell it
-        try:
-            body = scope.get("keel.body")  # the whole body, in already (Keel's HTTP protocol)
-            if body is None or len(body) > self.settings.limits.max_body:
-                length = scope["keel.headers"].get(b"content-length")
-                complete = scope.get("keel.body_complete", False)
-                body = await read_body(receive, length, self.settings.limits, complete=complete)
-            request_id: str = scope["keel.request_id"]
-            if route.label == "features":
-                status, payload, version = await self._run(self._lookup, body)
-            else:
-                name, pinned = route.model, route.version  # .../versions/{v}/...: pinned
-                model = self.models.get(name) if pinned is None else None
-                if model is None:  # not served, or a pinned version: found or refused here
-                    model = self.model(name, pinned)
-                deployed = self.routes.get(name) if pinned is None else None
-                if deployed is not None:  # the deployment's arm (explain too: the same one)
-                    model = await self._arm(deployed, model, body)
-                label, started, status = route.label, time.perf_counter(), 500
-                batcher = self._batcher  # predict and infer, without explanations, are batched
-                try:
-                    if not self._inflight and self._inline(scope, label, model, body):
-                        if not self._loop_pinned:  # one OpenMP thread here, as in the threads
-                            pin_threads(1)
-                            self._loop_pinned = True
-                        if label == "explain":
-                            answered = self._explained(name, model, body, request_id)
-                        else:
-                            job = Job(label, body, request_id)
-                            answered = self._scored((name, model), [job])[0]
-                    elif batcher is not None and label != "explain" and b'"explain"' not in body:
-                        threads = self.settings.threads  # _run's admission, written out here
-                        if self._inflight >= threads and (
-                            self._inflight / threads * self._seconds * 1000.0
-                            > self.settings.slo_p99_ms
-                        ):
-                            self._shed(threads)
-                        self._inflight += 1  # keel_predictions_in_flight reads it when scraped
-                        try:
-                            job = Job(label, body, request_id)
-                            answered = await batcher.submit(name, model, job)
-                        finally:
-                            self._inflight -= 1
-                    else:
-                        answer = self._infer if label == "infer" else self._predict
-                        answer = self._explained if label == "explain" else answer
-                        answered = await self._run(answer, name, model, body, request_id)
-                    status, payload, version = answered
-                finally:
-                    if route.label != "explain":  # counted under its deployment, else its model
-                        seconds = time.perf_counter() - started
-                        key = self.operations.key(name) if deployed is None else deployed.deployment
-                        self.traffic.record(key, model.version, model.role, seconds,
-                                            error=status >= 500,
-                                            rejected=400 <= status < 500)  # fmt: skip
-        finally:
-            self._open -= 1
-        headers = [_JSON, (b"content-length", str(len(payload)).encode())]
-        if version:
-            headers.append((b"keel-model-version", version.encode()))
+        """Predict, explain, infer and features over ASGI: read, score, answer."""
+        body = scope.get("keel.body")  # the whole body, in already (Keel's HTTP protocol)
+        if body is None or len(body) > self.settings.limits.max_body:
+            length = scope["keel.headers"].get(b"content-length")
+            complete = scope.get("keel.body_complete", False)
+            body = await read_body(receive, length, self.settings.limits, complete=complete)
+        request_id: str = scope["keel.request_id"]
+        answered = self.score(route, body, request_id, scope)
+        status, payload, version = answered if isinstance(answered, tuple) else await answered
+        headers = answer_headers(payload, version)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        if route.label in ("predict", "infer") and status == 200 and deployed is not None:
-            shadow = deployed.shadow  # mirrored once the answer is handed back
-            if shadow is None:
-                return
-            if self._inflight > self.settings.threads:  # primaries queue: they go first
-                self.shadows.shed += 1
-                return
-            self.shadows.submit(name, deployed.deployment, shadow, body, payload, request_id,
-                                route.label)  # fmt: skip
+        self.mirror(route, status, body, payload, request_id)
 
-    def _inline(self, scope: Scope, label: str, model: LoadedModel, body: bytes) -> bool:
+    def score(
+        self, route: Route, body: bytes, request_id: str, scope: Mapping[str, Any]
+    ) -> Answered | Awaitable[Answered]:
+        """A fast route's ``(status, payload, model version)``: at once when scored inline,
+        else what to await (the batch's future, or a coroutine: a thread, a deployment's arm,
+        a feature lookup). Raises a KeelError found before any wait (404, 503 shed).
+
+        ``scope`` gives the server's live connection counts (``keel.connections``) for
+        :meth:`_inline`. The ASGI path (:meth:`_fast`) and the server's lean HTTP path
+        (:mod:`keel.serve.exchange`) both answer through here.
+        """
+        self._open += 1  # the concurrency _inline looks at when the server cannot tell it
+        try:
+            if route.label == "features":
+                return self._closing(self._run(self._lookup, body))
+            name, pinned = route.model, route.version  # .../versions/{v}/...: pinned
+            model = self.models.get(name) if pinned is None else None
+            if model is None:  # not served, or a pinned version: found or refused here
+                model = self.model(name, pinned)
+            deployed = self.routes.get(name) if pinned is None else None
+            if deployed is not None:  # the deployment's arm (explain too: the same one)
+                return self._deployed(route, model, deployed, body, request_id, scope)
+        except BaseException:
+            self._open -= 1
+            raise
+        return self._score(route, model, None, body, request_id, scope)
+
+    async def _closing(self, work: Awaitable[Answered]) -> Answered:
+        try:
+            return await work
+        finally:
+            self._open -= 1
+
+    async def _deployed(
+        self, route: Route, model: LoadedModel, deployed: routing.Route, body: bytes,
+        request_id: str, scope: Mapping[str, Any],
+    ) -> Answered:  # fmt: skip
+        try:
+            model = await self._arm(deployed, model, body)
+        except BaseException:
+            self._open -= 1
+            raise
+        answered = self._score(route, model, deployed, body, request_id, scope)
+        return answered if isinstance(answered, tuple) else await answered
+
+    def _score(
+        self, route: Route, model: LoadedModel, deployed: routing.Route | None, body: bytes,
+        request_id: str, scope: Mapping[str, Any],
+    ) -> Answered | Awaitable[Answered]:  # fmt: skip
+        """Score inline, in a batch or in a thread; the request is done (``_finish``) when
+        its answer is in."""
+        label, name, started = route.label, route.model, time.perf_counter()
+        finish = partial(self._finish, label, name, model, deployed, started)
+        batcher = self._batcher  # predict and infer, without explanations, are batched
+        try:
+            if not self._inflight and self._inline(scope, label, model, body):
+                if not self._loop_pinned:  # one OpenMP thread here, as in the threads
+                    pin_threads(1)
+                    self._loop_pinned = True
+                if label == "explain":
+                    answered = self._explained(name, model, body, request_id)
+                else:
+                    answered = self._scored((name, model), [Job(label, body, request_id)])[0]
+                finish(answered[0])
+                return answered
+            if batcher is not None and label != "explain" and b'"explain"' not in body:
+                threads = self.settings.threads  # _run's admission, written out here
+                if self._inflight >= threads and (
+                    self._inflight / threads * self._seconds * 1000.0 > self.settings.slo_p99_ms
+                ):
+                    self._shed(threads)
+                pending = batcher.submit(name, model, Job(label, body, request_id))
+                self._inflight += 1  # keel_predictions_in_flight reads it when scraped
+                if isinstance(pending, asyncio.Future):  # no coroutine: a callback ends it
+                    pending.add_done_callback(partial(self._landed, finish))
+                    return pending
+                return self._waited(self._counted_out(pending), finish)
+            answer = self._infer if label == "infer" else self._predict
+            answer = self._explained if label == "explain" else answer
+            return self._waited(self._run(answer, name, model, body, request_id), finish)
+        except BaseException:  # refused or failed before any wait
+            finish(500)
+            raise
+
+    async def _counted_out(self, pending: Awaitable[Answered]) -> Answered:
+        try:
+            return await pending
+        finally:
+            self._inflight -= 1
+
+    async def _waited(self, work: Awaitable[Answered], finish: Any) -> Answered:
+        status = 500
+        try:
+            answered = await work
+            status = answered[0]
+            return answered
+        finally:
+            finish(status)
+
+    def _landed(self, finish: Any, future: asyncio.Future[Answered]) -> None:
+        self._inflight -= 1
+        failed = future.cancelled() or future.exception() is not None
+        finish(500 if failed else future.result()[0])
+
+    def _finish(
+        self, label: str, name: str, model: LoadedModel, deployed: routing.Route | None,
+        started: float, status: int,
+    ) -> None:  # fmt: skip
+        """A scored request is answered: no longer open; counted under its deployment, else
+        its model (explanations are not)."""
+        self._open -= 1
+        if label != "explain":
+            seconds = time.perf_counter() - started
+            key = self.operations.key(name) if deployed is None else deployed.deployment
+            self.traffic.record(key, model.version, model.role, seconds,
+                                error=status >= 500, rejected=400 <= status < 500)  # fmt: skip
+
+    def mirror(
+        self, route: Route, status: int, body: bytes, payload: bytes, request_id: str
+    ) -> None:
+        """After a prediction's answer: a copy to its deployment's shadow version, if any."""
+        if route.label not in ("predict", "infer") or status != 200 or route.version is not None:
+            return
+        deployed = self.routes.get(route.model)
+        shadow = None if deployed is None else deployed.shadow  # mirrored after the answer
+        if shadow is None or deployed is None:
+            return
+        if self._inflight > self.settings.threads:  # primaries queue: they go first
+            self.shadows.shed += 1
+            return
+        self.shadows.submit(route.model, deployed.deployment, shadow, body, payload, request_id,
+                            route.label)  # fmt: skip
+
+    def _inline(
+        self, scope: Mapping[str, Any], label: str, model: LoadedModel, body: bytes
+    ) -> bool:
         """Whether this request is scored on the event loop instead of a prediction thread.
 
         Handing a request to a thread and its answer back costs about 65 µs of CPU on a busy

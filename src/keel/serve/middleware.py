@@ -11,7 +11,9 @@ enforced where the body is read (:mod:`keel.serve.limits`).
 Both are plain ``async def __call__(scope, receive, send)`` classes (Starlette's
 ``BaseHTTPMiddleware`` costs a task and a stream per request); together they add a few
 microseconds (``benchmarks/serving/overhead.py``: 2-5 µs with auth on). ``Observe(Guard(app))``
-runs as one layer: Observe makes Guard's checks itself and calls Guard's app.
+runs as one layer: Observe makes Guard's checks itself and calls Guard's app. The steps
+(:meth:`Observe.request_id`, :meth:`Observe.check`, :func:`error_answer`, :meth:`Observe.done`)
+are plain methods, which the server's lean HTTP path (:mod:`keel.serve.exchange`) calls too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +34,7 @@ from keel.serve.auth import Authenticator
 from keel.serve.limits import Unauthorized, check_content_type
 from keel.serve.metrics import Metrics
 
-__all__ = ["ASGIApp", "Guard", "Observe", "Route", "classify"]
+__all__ = ["ASGIApp", "Guard", "Observe", "Route", "classify", "error_answer"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -135,6 +137,8 @@ class Observe:
         # call per request as uuid4 makes); 32 hex characters like a uuid4's hex
         self._prefix = secrets.token_hex(10)
         self._counter = itertools.count(1)
+        #: Headers added to every answer after the request id (``--workers``: Keel-Worker).
+        self.headers: tuple[tuple[bytes, bytes], ...] = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,11 +150,7 @@ class Observe:
         method, path = scope["method"], scope["path"]
         route = _SEEN.get((method, path)) or classify(method, path)  # the memo, then classify
         scope["keel.route"] = route
-        given = headers.get(b"keel-request-id") or headers.get(b"x-request-id")
-        request_id = given.decode("latin-1") if given else ""
-        if not request_id or not _ID.fullmatch(request_id):
-            request_id = f"{self._prefix}{next(self._counter):012x}"
-        scope["keel.request_id"] = request_id
+        request_id = scope["keel.request_id"] = self.request_id(headers)
         id_header = (b"keel-request-id", request_id.encode())
         status = 500
         started_response = False
@@ -162,7 +162,7 @@ class Observe:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started_response = True
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), id_header, *self.headers]
             return send(message)
 
         try:
@@ -172,22 +172,42 @@ class Observe:
         except KeelError as exc:
             if started_response:
                 raise
-            await _answer_error(send_with_id, exc)
+            status, error_headers, body = error_answer(exc)
+            await send_with_id(
+                {"type": "http.response.start", "status": status, "headers": error_headers}
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
         finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.observe(route.label, status, elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %s %d %.3f ms",
-                    request_id,
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    elapsed * 1000,
-                )
+            self.done(route, method, path, request_id, status, started)
+
+    # The steps of a request, as plain calls: ``__call__`` above and the server's lean HTTP
+    # path (:mod:`keel.serve.exchange`) both run these, so the two answer alike.
+
+    def request_id(self, headers: Mapping[bytes, bytes]) -> str:
+        """The request's id: a well-formed incoming one kept, else a new one."""
+        given = headers.get(b"keel-request-id") or headers.get(b"x-request-id")
+        request_id = given.decode("latin-1") if given else ""
+        if not request_id or not _ID.fullmatch(request_id):
+            request_id = f"{self._prefix}{next(self._counter):012x}"
+        return request_id
+
+    def check(self, method: str, headers: Mapping[bytes, bytes], route: Route) -> Any:
+        """Guard's checks (token and scope, content type; raises KeelError); the token."""
+        return None if self._guard is None else self._guard.verify(method, headers, route)
+
+    def done(
+        self, route: Route, method: str, path: str, request_id: str, status: int, started: float
+    ) -> None:
+        """Count the answered request in the metrics and write its access log line."""
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(route.label, status, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s %s %s %d %.3f ms", request_id, method, path, status, elapsed * 1000)
 
 
-async def _answer_error(send: Send, exc: KeelError) -> None:
+def error_answer(exc: KeelError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A KeelError's answer: status, headers (``Retry-After`` when it has one; the connection
+    closed on 408 and 413, whose body is left unread) and JSON body."""
     body = orjson.dumps(exc.to_dict())
     headers = [_JSON, (b"content-length", str(len(body)).encode())]
     retry_after = getattr(exc, "retry_after", None)
@@ -195,8 +215,7 @@ async def _answer_error(send: Send, exc: KeelError) -> None:
         headers.append((b"retry-after", str(retry_after).encode()))
     if exc.http_status in (408, 413):  # the rest of the body is not read: end the connection
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return exc.http_status, headers, body
 
 
 class Guard:
@@ -214,18 +233,27 @@ class Guard:
             self.check(scope, scope["keel.headers"], scope["keel.route"])
         await self.app(scope, receive, send)
 
-    def check(self, scope: Scope, headers: dict[bytes, bytes], route: Route) -> None:
-        """The token for the route's scope, and a JSON body for a POST (raises KeelError)."""
+    def check(self, scope: Scope, headers: Mapping[bytes, bytes], route: Route) -> None:
+        """:meth:`verify`, the token kept in the scope (``keel.token``) for the routes."""
+        token = self.verify(scope["method"], headers, route)
+        if token is not None:
+            scope["keel.token"] = token
+
+    def verify(self, method: str, headers: Mapping[bytes, bytes], route: Route) -> Any:
+        """The token for the route's scope, and a JSON body for a POST (raises KeelError);
+        the token, or None where the route needs none."""
         checker = self.changes if route.changes else self.auth
+        token = None
         if checker is not None and route.scope is not None:
-            scope["keel.token"] = checker.check(headers.get(b"authorization"), route.scope)
+            token = checker.check(headers.get(b"authorization"), route.scope)
         elif route.changes:
             raise Unauthorized(
                 "this server cannot check tokens, so it refuses changes; serve a project "
                 "to change its registry over HTTP.",
                 field="authorization",
             )
-        if scope["method"] == "POST":
+        if method == "POST":
             media = headers.get(b"content-type")
             if media != b"application/json":  # what clients send: no call for it
                 check_content_type(media)
+        return token

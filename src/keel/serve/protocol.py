@@ -34,6 +34,14 @@ What a request costs the event loop here, beyond uvicorn's parsing:
   router runs at once inside ``data_received``; an inline prediction answers before it
   returns. Should it wait (a batch, a thread), a task carries it on from there, in the same
   context. With other connections open, requests start in tasks as before.
+- *No ASGI for a whole small prediction.* A predict, infer, explain or features request that
+  arrives whole in one read (headers and complete body) on a connection between requests is
+  answered by the lean path (:mod:`keel.serve.exchange`): no scope dict, request/response
+  cycle, task or ASGI messages; the same middleware steps and scoring as plain calls, and the
+  answer in one write, the same bytes. Its start waits for the loop's other reads of this
+  turn when other connections are open (concurrent requests then see each other and are
+  batched); a batched answer is written from a callback on the batch's future. Bytes that
+  arrive while it is in flight are held and read after its answer (HTTP order).
 - *No sleep right after an answer.* For ``serve.busy_poll_us`` after each answer, while no
   connection is inside a request, the loop polls its sockets instead of sleeping
   (:mod:`keel.serve.busypoll`): a lone client's next request is read on an awake core.
@@ -46,6 +54,7 @@ import contextvars
 from collections.abc import Coroutine, Generator
 from typing import Any, ClassVar
 
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -56,6 +65,7 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from keel.serve.busypoll import BusyPoll
+from keel.serve.exchange import Exchange, Reply, parse
 from keel.serve.middleware import classify
 
 __all__ = ["guarded_protocol"]
@@ -205,6 +215,7 @@ class _Guarded(HttpToolsProtocol):
     max_connections: ClassVar[int] = 2048
     max_header_bytes: ClassVar[int] = 64 * 1024
     busy_poll_s: ClassVar[float] = 0.0  # seconds the loop polls after an answer (busypoll)
+    lean: ClassVar[bool] = True  # whole small fast requests skip ASGI (keel.serve.exchange)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -214,6 +225,14 @@ class _Guarded(HttpToolsProtocol):
         self._poller: BusyPoll = self.server_state.keel_poll  # type: ignore[attr-defined]
         self._deferring = False
         self._deferred: tuple[Any, Any] | None = None
+        self._exchange = _exchange(self) if self.lean else None
+        self._parsing = False  # uvicorn's parser is inside a request (holds some of its bytes)
+        self._held: list[bytes] | None = None  # a lean request is in flight: bytes after it
+        self._lean_request: Any = None  # that request (keep-alive, the access log line)
+        self._lean_scope = {  # what the app reads of a scope (ServerApp._inline)
+            "keel.connections": (self.connections, self._idle_ones),
+            "keel.body_complete": True,
+        }
         if len(self.connections) > self.max_connections and not self._evict():
             transport.close()
             return
@@ -273,7 +292,14 @@ class _Guarded(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if not self._waiting:  # inside a request: its body is the app's to limit
+            if self._held is not None:  # a lean request's answer goes first (HTTP order)
+                self._held.append(data)
+                if len(self._held) > 1:  # a client pipelining more: stop reading it
+                    self.flow.pause_reading()
+                return
             super().data_received(data)
+            return
+        if self._exchange is not None and not self._parsing and self._lean(data):
             return
         self._header_bytes += len(data)
         self._deferred = None
@@ -302,6 +328,77 @@ class _Guarded(HttpToolsProtocol):
                 self._run_eagerly(cycle, app)
             else:
                 super()._start_asgi_task(cycle, app)
+
+    def _lean(self, data: bytes) -> bool:
+        """Answer a whole small predict/infer/explain/features request without ASGI
+        (:mod:`keel.serve.exchange`); False: not one, uvicorn's parser takes ``data``."""
+        request = parse(data)
+        if request is None or self.flow.write_paused:
+            return False
+        exchange = self._exchange
+        assert exchange is not None
+        route = exchange.route(request)
+        if route is None:
+            return False
+        if self.access_log and (
+            b"x-forwarded-for" in request.headers or b"x-forwarded-proto" in request.headers
+        ):  # uvicorn's access log would name the proxied client (ProxyHeadersMiddleware)
+            return False
+        defaults = self.server_state.default_headers
+        if (_PLAIN[1] if _PLAIN[0] is defaults else _default_block(defaults)) is None:
+            return False
+        if self._waiting:  # _busy(), written out
+            self._waiting = False
+            self._idle_ones.pop(self, None)
+        self._lean_request = request
+        self._held = []  # until it is answered: what else this client sends waits here
+        if len(self.connections) == 1:  # nothing else can arrive in this loop iteration
+            exchange.start(route, request, self._lean_scope, self._deliver)
+        else:  # after this turn's other reads, so that concurrent requests see each other
+            # (ServerApp._inline counts the connections inside a request: they are batched)
+            self.loop.call_soon(exchange.start, route, request, self._lean_scope, self._deliver)
+        return True
+
+    def _deliver(self, reply: Reply) -> None:
+        """A lean request's answer: one write, then as after any answer."""
+        held, self._held = self._held, None
+        request, self._lean_request = self._lean_request, None
+        transport = self.transport
+        if transport.is_closing():  # the client left (or the server closed it) meanwhile
+            return
+        status, headers, body = reply
+        defaults = self.server_state.default_headers
+        block = _PLAIN[1] if _PLAIN[0] is defaults else _default_block(defaults)
+        content = [STATUS_LINE[status], block or b""]  # the date and server name, as uvicorn
+        keep_alive, has_close = request.keep_alive, False
+        for name, value in headers:
+            content.extend((name, b": ", value, b"\r\n"))
+            if name == b"connection":  # only ever "close" here (middleware.error_answer)
+                keep_alive, has_close = False, True
+        if not keep_alive and not has_close:
+            content.append(b"connection: close\r\n")
+        content.extend((b"\r\n", body))
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                f"{self.client[0]}:{self.client[1]}" if self.client else "",
+                request.method,
+                request.path,
+                request.version,
+                status,
+            )
+        transport.write(b"".join(content))
+        if not keep_alive:
+            transport.close()
+        self.on_response_complete()  # the idle deadline, the busy poll, total_requests
+        if held and not transport.is_closing():
+            self.data_received(b"".join(held))
+
+    def shutdown(self) -> None:
+        if self._held is not None:  # a lean request in flight: close after its answer
+            self._lean_request = self._lean_request._replace(keep_alive=False)
+            return
+        super().shutdown()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if self._deferring:  # called while parsing: the body may follow in this very chunk
@@ -338,7 +435,12 @@ class _Guarded(HttpToolsProtocol):
         if cycle is not None and type(cycle) is RequestResponseCycle:
             cycle.__class__ = _Cycle  # one write per answer (uvicorn made it)
 
+    def on_message_begin(self) -> None:
+        self._parsing = True
+        super().on_message_begin()
+
     def on_message_complete(self) -> None:
+        self._parsing = False
         super().on_message_complete()
         # the whole body is in: the app's first receive() answers at once (limits.read_body)
         self.scope["keel.body_complete"] = True  # type: ignore[typeddict-unknown-key]
@@ -417,10 +519,26 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
     await _Resume(coro, yielded)
 
 
+def _exchange(protocol: HttpToolsProtocol) -> Exchange | None:
+    """The lean path's entry of the served app, or None: requests all go the ASGI way.
+
+    Only Keel's server has one, served as uvicorn serves it (behind its proxy-headers
+    middleware at most, no root path, no concurrency limit answered with 503).
+    """
+    app = protocol.app
+    if isinstance(app, ProxyHeadersMiddleware):  # its rewrite of the client is not used here
+        app = app.app
+    exchange = getattr(app, "exchange", None)
+    if protocol.root_path or protocol.limit_concurrency is not None:
+        return None
+    return exchange if isinstance(exchange, Exchange) else None
+
+
 def guarded_protocol(
-    *, header_timeout: float, max_connections: int, busy_poll_us: float = 0.0
+    *, header_timeout: float, max_connections: int, busy_poll_us: float = 0.0, lean: bool = True
 ) -> type[Any]:
-    """The protocol class to give ``uvicorn.Config(http=...)``."""
+    """The protocol class to give ``uvicorn.Config(http=...)`` (``lean``: False sends every
+    request the ASGI way, :mod:`keel.serve.exchange`)."""
     return type(
         "KeelHttpProtocol",
         (_Guarded,),
@@ -428,5 +546,6 @@ def guarded_protocol(
             "header_timeout": header_timeout,
             "max_connections": max_connections,
             "busy_poll_s": busy_poll_us / 1e6,
+            "lean": lean,
         },
     )

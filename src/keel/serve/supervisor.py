@@ -24,7 +24,7 @@ SIGKILL after ``grace_s``; a worker whose supervisor disappears stops itself
 (:func:`watch_parent`).
 
 Each worker answers with a ``Keel-Worker`` header (its index, 0..N-1, kept across restarts),
-so a client can tell which process served it (:class:`WorkerTag`).
+so a client can tell which process served it (:func:`tag_worker`).
 
 Given a ``run_dir`` (``.keel/run``), the supervisor makes the server's directory there and names
 it to the workers (``KEEL_FLEET_DIR``, with ``KEEL_WORKERS``), where they publish their metrics
@@ -52,8 +52,8 @@ from keel.serve.fleet import FLEET_ENV, WORKERS_ENV, prepare, retire
 __all__ = [
     "WORKER_ENV",
     "Supervisor",
-    "WorkerTag",
     "max_workers",
+    "tag_worker",
     "watch_parent",
 ]
 
@@ -243,22 +243,7 @@ def watch_parent(interval: float = 0.5) -> threading.Thread:
     return thread
 
 
-class WorkerTag:
-    """ASGI wrapper adding ``Keel-Worker: <index>`` to every HTTP response of a worker."""
-
-    def __init__(self, app: Any, index: int) -> None:
-        self.app = app
-        self.header = (b"keel-worker", str(index).encode())
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = self.header
-
-        async def tagged(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), header]}
-            await send(message)
-
-        await self.app(scope, receive, tagged)
+def tag_worker(server_app: Any, index: int) -> None:
+    """Every answer of ``server_app`` (a :class:`~keel.serve.app.ServerApp`), either HTTP path,
+    carries ``Keel-Worker: <index>``."""
+    server_app.stack.headers = ((b"keel-worker", str(index).encode()),)
