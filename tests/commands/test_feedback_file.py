@@ -106,3 +106,18 @@ def test_a_model_never_deployed_lists_none(labelled: tuple[Path, Path]) -> None:
     assert done.output.splitlines() == [
         "no deployments of 'penguins': `keel deploy NAME --canary VERSION` starts one."
     ]
+
+
+def test_an_empty_label_cell_names_the_files_column(labelled: tuple[Path, Path]) -> None:
+    """Not the HTTP item's field ("missing field 'label'"): the file has no 'label' column."""
+    root, labels = labelled
+    first = labels.read_text().splitlines()[1].split(",")
+    empty = labels.with_name("empty.csv")
+    empty.write_text(f"request_id,instance,species\n{first[0]},{first[1]},\n")
+    done = _feedback(root, "-i", str(empty), "--label-column", "species")
+    said = " ".join(done.output.split())
+    assert done.exit_code == 1 and "1 rejected" in said, done.output
+    assert "no label: the 'species' cell is empty." in said, done.output
+    assert "missing field 'label'" not in said
+    result = keel.feedback_file("penguins", empty, project=root, label_column="species")
+    assert [r["reason"] for r in result["rejected"]] == ["no label: the 'species' cell is empty."]

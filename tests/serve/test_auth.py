@@ -71,7 +71,9 @@ def test_scopes_403_with_the_reason(secured: Secured) -> None:
     assert _get(secured, "/metrics", secured.secrets["scorer"]).status_code == 403
     assert _get(secured, "/metrics", secured.secrets["reader"]).status_code == 200
     assert _get(secured, "/v2/models/adult", secured.secrets["reader"]).status_code == 200
-    assert _get(secured, "/v2/models/adult", None).status_code == 401
+    missing = _get(secured, "/v2/models/adult", None)  # the route's scope, not predict's
+    assert missing.status_code == 401 and "'read' scope" in missing.json()["message"]
+    assert "--scope read" in missing.json()["message"]
     # health stays open: load balancers and orchestrators carry no token
     assert _get(secured, "/v2/health/ready", None).status_code == 200
     assert _get(secured, "/v2/health/live", None).status_code == 200
@@ -128,6 +130,10 @@ def test_the_cache_asks_the_verifier_once_per_ttl() -> None:
         for _ in range(10):
             auth.check(b"Bearer keel_a", "predict")
     assert caught.value.retry_after == 1
+    for header in (None, b"Bearer keel_unknown"):  # a missing or unknown token: the scope
+        with pytest.raises(Unauthorized, match=r"'read' scope.*--scope read"):
+            auth.check(header, "read")
+    calls.remove("keel_unknown")
     del tokens["keel_a"]  # revoked
     now[0] += 5.0
     with pytest.raises(Unauthorized):

@@ -207,7 +207,7 @@ def test_docker_with_a_wheel(adult_project: Path, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def manifests(adult_project: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:  # type: ignore[type-arg]
+def k8s_out(adult_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("k8s") / "adult"
     result = _keel(
         "build", "k8s", "adult@1", "--project", str(adult_project), "-o", str(out),
@@ -215,9 +215,24 @@ def manifests(adult_project: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "--image", "registry.example.com/keel-adult:1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    files = sorted(out.glob("*.yaml"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifests(k8s_out: Path) -> list[dict]:  # type: ignore[type-arg]
+    files = sorted(k8s_out.glob("*.yaml"))
     assert [f.name for f in files] == ["deployment.yaml", "hpa.yaml", "service.yaml"]
     return [yaml.safe_load(f.read_text()) for f in files]
+
+
+def test_k8s_manifests_are_plain_yaml(k8s_out: Path) -> None:
+    """No ``&id001`` anchors or ``*id001`` aliases where the labels repeat (a trial found
+    them in deployment.yaml): what a reader and ``kubectl diff`` show is what is there."""
+    for file in sorted(k8s_out.glob("*.yaml")):
+        text = file.read_text()
+        assert not re.search(r"[&*]id\d+", text), (file.name, text)
+    deployment = (k8s_out / "deployment.yaml").read_text()
+    assert deployment.count("app.kubernetes.io/name: keel-adult") >= 2  # written in full
 
 
 def test_k8s_manifests_validate(manifests: list[dict]) -> None:  # type: ignore[type-arg]

@@ -94,6 +94,8 @@ def feedback_file(
                     continue
                 row = {"line": lines[item.index], **item.to_dict()}
                 del row["index"], row["status"]
+                if items[item.index]["label"] is None:  # the file's column, not the item field
+                    row["reason"] = f"no label: the {label_column!r} cell is empty."
                 if sink is not None:
                     sink.write(orjson.dumps(row) + b"\n")
                 if len(rejected) < MAX_REJECTED:

@@ -492,6 +492,8 @@ class ServerApp(Answers):
         for model in self.models.values():  # the first request does not pay for lazy setup
             await self._workers.run(warm, model)
             await self._workers.run(prepare_explanations, model.package)
+        if self.deployer is not None:  # ready means routed: A/B, canary and shadow included
+            await self.deployer.first_pass()
         reloading = None
         if self.reloader is not None:
             reloading = asyncio.create_task(self.reloader.run())

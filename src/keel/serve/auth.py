@@ -82,7 +82,7 @@ class Authenticator:
         """
         secret = None if authorization is None else self._secrets.get(authorization)
         if secret is None:  # a header not seen before is parsed (and, if short, remembered)
-            secret = _bearer(authorization)
+            secret = _bearer(authorization, scope)
             if authorization is not None and len(authorization) <= _MEMO_HEADER:
                 if len(self._secrets) >= _CACHE_SIZE:
                     self._secrets.clear()
@@ -97,8 +97,9 @@ class Authenticator:
         token = cached[0]
         if token is None:
             raise Unauthorized(
-                "the bearer token is unknown, revoked or expired; create one with "
-                "'keel tokens create NAME --scope predict'.",
+                f"the bearer token is unknown, revoked or expired; this route needs a token "
+                f"with the '{scope}' scope (create one with 'keel tokens create NAME --scope "
+                f"{scope}').",
                 field="authorization",
             )
         if scope not in token.scopes and "admin" not in token.scopes:
@@ -130,11 +131,11 @@ class Authenticator:
         bucket.tokens -= 1.0
 
 
-def _bearer(authorization: bytes | None) -> str:
+def _bearer(authorization: bytes | None, scope: str) -> str:
     if authorization is None:
         raise Unauthorized(
-            "this server requires a token: send 'Authorization: Bearer <token>' (create one "
-            "with 'keel tokens create NAME --scope predict').",
+            f"this route needs a token with the '{scope}' scope: send 'Authorization: Bearer "
+            f"<token>' (create one with 'keel tokens create NAME --scope {scope}').",
             field="authorization",
         )
     scheme, _, secret = authorization.decode("latin-1").partition(" ")

@@ -431,6 +431,13 @@ def k8s_documents(name: str, version: int, options: K8sOptions) -> list[dict[str
     return [deployment, service, autoscaler]
 
 
+class _Plain(yaml.SafeDumper):
+    """Writes a value shared between places in full at each (no ``&id001``/``*id001``)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def build_k8s(
     project: Any,
     ref: str,
@@ -463,7 +470,7 @@ def build_k8s(
         documents, ("deployment.yaml", "service.yaml", "hpa.yaml"), strict=True
     ):
         path = target / file
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        path.write_text(yaml.dump(document, Dumper=_Plain, sort_keys=False))
         written.append(path)
     secret = f"{dns_name(version.name)}-token"
     (target / "README.md").write_text(

@@ -83,6 +83,8 @@ def build_api(self: ServerApp) -> FastAPI:
     @api.exception_handler(HTTPException)
     async def http_error(request: Any, exc: HTTPException) -> JSONResponse:
         error = _http_error(request, exc, api.routes)
+        if isinstance(error, MethodNotAllowed) and exc.status_code == 404:  # a fast route
+            return JSONResponse(error.to_dict(), status_code=405, headers={"allow": "POST"})
         return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
     @api.get("/v2/health/live")
@@ -234,6 +236,8 @@ def _body_model(request: Any) -> Any:
 
 def _http_error(request: Any, exc: HTTPException, routes: Sequence[Any]) -> KeelError:
     where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404 and _posted(request.url.path):
+        return MethodNotAllowed(f"{where} is not allowed: use POST.", field="method")
     if exc.status_code == 404:
         msg = f"no route {where}: the routes are listed at GET /openapi.json (or /docs)."
         return NotFoundError(msg, field="path")
@@ -246,3 +250,11 @@ def _http_error(request: Any, exc: HTTPException, routes: Sequence[Any]) -> Keel
         takes = f"; it takes {', '.join(allowed)}" if allowed else ""
         return MethodNotAllowed(f"{where} is not allowed{takes}.", field="method")
     return KeelError(f"{where}: {exc.detail}")  # answered with the exception's own status
+
+
+def _posted(path: str) -> bool:
+    """Whether ``path`` is a fast route's (predict, explain, infer, features): POST alone,
+    answered before this app (keel.serve.middleware.classify sends other methods here)."""
+    if path.startswith("/v1/models/"):
+        return path.endswith(("/predict", "/explain"))
+    return path == "/v1/features" or (path.startswith("/v2/models/") and path.endswith("/infer"))

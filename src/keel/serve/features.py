@@ -58,7 +58,12 @@ def lookup(store: Any, request: Any, max_entities: int) -> list[dict[str, Any]]:
         DataValidationError: A malformed request or an unknown feature (names it).
     """
     if store is None:
-        raise NotFoundError("this project declares no feature views.", field="features")
+        raise NotFoundError(
+            "this project declares no feature views: declare them under feature_views: in "
+            "keel.yaml (entities, timestamp, source, features; see docs/keel-yaml.md"
+            "#feature-views), run 'keel features materialize', then restart the server.",
+            field="features",
+        )
     features = request.get("features") if isinstance(request, dict) else None
     entities = request.get("entities") if isinstance(request, dict) else None
     if not isinstance(features, list) or not features:

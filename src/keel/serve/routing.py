@@ -123,6 +123,23 @@ def sticky_value(request: Any, key: str) -> Any:
     return None
 
 
+def _guards() -> tuple[tuple[float, float], ...]:
+    """Per bisected bucket ``i`` (``LATENCY_EDGES_MS[i - 1] < ms <= LATENCY_EDGES_MS[i]``),
+    the open interval where :func:`bucket_of` is ``i`` for sure: all of it but a millionth
+    (relative) at either edge, where its logarithm's rounding decides (there it is asked).
+    Bucket 0 (``ms`` at or below the first edge) is 0 whatever ``ms``."""
+    edges = LATENCY_EDGES_MS
+    near = 1e-6
+    guards = [(-math.inf, math.inf)]
+    for i in range(1, len(edges) + 1):
+        high = edges[i] * (1.0 - near) if i < len(edges) else math.inf
+        guards.append((edges[i - 1] * (1.0 + near), high))
+    return tuple(guards)
+
+
+_GUARDS = _guards()
+
+
 class _Counts:
     __slots__ = ("compared", "disagreed", "errors", "latency", "rejected", "requests")
 

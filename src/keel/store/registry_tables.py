@@ -482,7 +482,7 @@ def _require_model(conn: sa.Connection, name: str) -> None:
         return
     known = list(conn.scalars(sa.select(models.c.name).order_by(models.c.name).limit(21)))
     if not known:
-        listing = "no models are registered yet"
+        listing = "no models are registered yet: 'keel run' trains and registers one"
     else:
         listing = "known models: " + ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
     raise NotFoundError(f"no model named {name!r}; {listing}", field="name")
