@@ -26,6 +26,7 @@ from keel.demo import SAMPLE
 from keel.errors import KeelError
 from keel.project import Project
 from keel.serve import middleware
+from keel.serve.answers import Tally
 from keel.serve.app import create_app
 from keel.serve.auth import Authenticator
 from keel.serve.batching import Hooks, Job, score_batch
@@ -178,10 +179,9 @@ def test_a_lone_request_is_scored_as_it_is_in_a_batch(adult_project: Path) -> No
     jobs.append(Job("infer", orjson.dumps({"inputs": [{"name": "age", "shape": [1],
                                                        "datatype": "INT64", "data": [39]}]}),
                     "infer"))  # fmt: skip
-    rows = [0]
     hooks = Hooks(
         partial(app._parse, model),
-        partial(app._answer, name, model, rows),
+        partial(app._answer, name, model, Tally(logging=False)),
         partial(_failed, model),
     )
     batched = score_batch(model.package, jobs, hooks)

@@ -69,6 +69,12 @@ class RowPlan:
         arrays: For many rows: lows, highs and integral as (numbers, 1) arrays, then the
             affine chains' number indices, fills (NaN: none), means, scales and columns;
             last those columns as a list.
+        parts: For many rows: the numbers' getter and the categories' getter (each a tuple
+            of the row's values; None without such inputs).
+        fractional: For many rows: whether each number may hold a fraction, (numbers, 1);
+            None when every number may.
+        nan_only_missing: Whether the affine arithmetic makes NaN only from a missing number
+            (no scale is 0): then rows without one need no NaN canonicalised.
     """
 
     size: int
@@ -84,6 +90,9 @@ class RowPlan:
     lookups: tuple[dict[Any, int], ...]
     width: int
     arrays: tuple[Any, ...]
+    parts: tuple[Callable[[Mapping[str, Any]], tuple[Any, ...]] | None, ...]
+    fractional: np.ndarray | None
+    nan_only_missing: bool
 
     @classmethod
     def of(cls, rules: Sequence[InputRule], fused: Fused, width: int) -> RowPlan | None:
@@ -106,7 +115,7 @@ class RowPlan:
         names = [rule.name for rule in (*numbers, *categories)]
         if not names:
             return None
-        getter = itemgetter(*names) if len(names) > 1 else _Field(names[0])
+        getter = _getter(names)
         lows = tuple(-_MAX if r.min is None else max(float(r.min), -_MAX) for r in numbers)
         highs = tuple(_MAX if r.max is None else min(float(r.max), _MAX) for r in numbers)
         integral = tuple(rule.type == "int" for rule in numbers)
@@ -121,9 +130,19 @@ class RowPlan:
             direct=all(entry[0] == i for i, entry in enumerate(affine)),
             means=tuple(entry[3] for entry in affine),
             scales=tuple(entry[4] for entry in affine),
-            lookups=tuple(lookup for lookup in lookups if lookup is not None),
+            lookups=tuple(_Lookup(lookup) for lookup in lookups if lookup is not None),
             width=width,
             arrays=_arrays(lows, highs, integral, affine),
+            parts=(
+                _getter([rule.name for rule in numbers]) if numbers else None,
+                _getter([rule.name for rule in categories]) if categories else None,
+            ),
+            fractional=(
+                np.array([not whole for whole in integral]).reshape(-1, 1)
+                if any(integral)
+                else None
+            ),
+            nan_only_missing=all(entry[4] != 0.0 for entry in affine),
         )
 
     # --- one row -----------------------------------------------------------------------------
@@ -215,52 +234,75 @@ class RowPlan:
         n = len(rows)
         if set(map(type, rows)) != {dict} or set(map(len, rows)) != {self.size}:
             return None
+        numbers_of, categories_of = self.parts
         try:
-            columns = list(zip(*map(self.get, rows), strict=True))  # one tuple per input
+            numbers = None if numbers_of is None else list(map(numbers_of, rows))  # per row
+            cats = (
+                [] if categories_of is None else list(zip(*map(categories_of, rows), strict=True))
+            )
         except KeyError:
             return None
         out = np.zeros((n, self.width + 1), dtype=np.float64)  # last: where -1 writes
         bad = np.zeros(n, dtype=bool)
-        if self.numbers:
-            found = self._fill_numbers(columns[: self.numbers], out)
+        if numbers is not None:
+            found = self._fill_numbers(numbers, out)
             if found is None:
                 return None
             bad |= found
-        cats = columns[self.numbers :]
-        if cats:
+        if cats:  # one per input
             if not set(map(type, chained.from_iterable(cats))) <= _CATEGORY_TYPES:
                 return None
-            at = []
-            for lookup, values in zip(self.lookups, cats, strict=True):
-                found_at = list(map(lookup.get, values))
-                if None in found_at:
-                    missed = np.array([column is None for column in found_at])
-                    bad |= missed
-                    found_at = [-1 if column is None else column for column in found_at]
-                at.append(found_at)
-            out[np.arange(n), np.array(at, dtype=np.intp)] = 1.0
+            gets = [lookup.__getitem__ for lookup in self.lookups]  # a miss: -2
+            flat = chained.from_iterable(map(map, gets, cats))
+            at = np.fromiter(flat, dtype=np.intp, count=n * len(cats)).reshape(len(cats), n)
+            if at.min() < -1:  # a value the plan cannot vouch for: that row's rule decides
+                missed = at == -2
+                bad |= missed.any(axis=0)
+                at[missed] = -1
+            out[np.arange(n), at] = 1.0
         return np.ascontiguousarray(out[:, :-1]), bad
 
-    def _fill_numbers(self, columns: list[tuple[Any, ...]], out: np.ndarray) -> np.ndarray | None:
-        """Write the affine chains' columns; the rows whose numbers need their rule."""
-        if not set(map(type, chained.from_iterable(columns))) <= _NUMBER_TYPES:
+    def _fill_numbers(self, rows: list[tuple[Any, ...]], out: np.ndarray) -> np.ndarray | None:
+        """Write the affine chains' columns from each row's numbers; the rows whose numbers
+        need their rule."""
+        if not set(map(type, chained.from_iterable(rows))) <= _NUMBER_TYPES:
             return None
-        try:
-            x = np.array(columns, dtype=np.float64)  # (inputs, rows); None is NaN
+        count = len(rows) * self.numbers
+        try:  # None is NaN
+            x = np.fromiter(chained.from_iterable(rows), dtype=np.float64, count=count)
         except OverflowError:
             return None
-        lows, highs, integral, k, fills, means, scales, at, _ = self.arrays
+        x = x.reshape(len(rows), self.numbers).T  # (inputs, rows)
+        lows, highs, _, k, fills, means, scales, at, _ = self.arrays
         missing = np.isnan(x)
         plain = (lows <= x) & (x <= highs)
-        if integral.any():
-            plain[integral] &= np.floor(x[integral]) == x[integral]
+        if self.fractional is not None:  # int inputs: whole numbers only
+            plain &= (np.floor(x) == x) | self.fractional
         bad: np.ndarray = ~(missing | plain).all(axis=0)
         if len(k):
-            a = np.where(missing[k], fills, x[k])
+            a = x[: len(k)] if self.direct else x[k]
+            gaps = bool(missing.any())
+            if gaps:
+                a = np.where(missing[: len(k)] if self.direct else missing[k], fills, a)
             a = (a - means) / scales
-            a[np.isnan(a)] = np.nan  # one NaN bit pattern, as the row path writes
+            if gaps or not self.nan_only_missing:
+                a[np.isnan(a)] = np.nan  # one NaN bit pattern, as the row path writes
             out[:, at] = a.T
         return bad
+
+
+class _Lookup(dict[Any, int]):
+    """A category input's raw value -> output column; a value without one reads -2."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: Any) -> int:
+        return -2
+
+
+def _getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A row's values of ``names``, as a tuple (a KeyError when one is missing)."""
+    return itemgetter(*names) if len(names) > 1 else _Field(names[0])
 
 
 class _Field:

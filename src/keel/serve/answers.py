@@ -29,7 +29,7 @@ from keel.serve.operations import Operations
 from keel.serve.predlog import PredictionLog
 from keel.validate.coerce import Finding
 
-__all__ = ["MAX_WARNINGS", "Answers"]
+__all__ = ["MAX_WARNINGS", "Answers", "Tally"]
 
 MAX_WARNINGS = 100  # per answer: a hostile request cannot grow the answer past this
 _PREDICT_EXAMPLE = '{"instances": [{"field": value, ...}]}'
@@ -99,19 +99,21 @@ class Answers:
             self._solo_ticks = ticks = self._solo_ticks + 1
             solo = not ticks & 7
         cpu = time.thread_time() if solo else 0.0
-        rows = [0]  # rows answered: counted in keel_predictions once per call, not per request
+        tally = Tally(logging=self.log is not None)
         hooks = Hooks(
             partial(self._parse, model),
-            partial(self._answer, name, model, rows),
+            partial(self._answer, name, model, tally),
             partial(_failed, model),
         )
         try:
             results: list[tuple[int, bytes, str]] = score_batch(
                 model.package, jobs, hooks, cost, max_rows
             )
-        finally:
-            if rows[0]:
-                self._count(name, model.version, rows[0])
+        finally:  # what was answered, even if a later request's model call raised
+            if tally.logged:
+                self._log_answered(name, model, tally.logged)
+            if tally.rows:
+                self._count(name, model.version, tally.rows)
         elapsed = (time.perf_counter() - started) / len(jobs)  # per request, amortised
         self._seconds = 0.9 * self._seconds + 0.1 * elapsed
         if solo:  # the inline bound (_inline), per model
@@ -128,7 +130,11 @@ class Answers:
             instances = oip.rows_of(request, self.settings.limits.max_instances)
         else:
             request = parse_json(job.body, self.settings.limits, example=_PREDICT_EXAMPLE)
-            instances = self._instances(request)
+            given = request.get("instances") if type(request) is dict else None
+            if type(given) is list and given and len(given) <= self.settings.limits.max_instances:
+                instances = given  # (what _instances checks, written out: once a request)
+            else:
+                instances = self._instances(request)  # refused, saying why
             if type(request.get("explain", False)) is not bool:  # (a dict: _instances)
                 _explains(request)  # a bad "explain" value is refused before scoring
         if model.fills is not None:
@@ -139,7 +145,7 @@ class Answers:
         self,
         name: str,
         model: LoadedModel,
-        rows: list[int],
+        tally: Tally,
         job: Job,
         request: Any,
         instances: list[Any],
@@ -147,11 +153,12 @@ class Answers:
         probabilities: list[Any] | None,
         findings: list[Finding],
     ) -> tuple[int, bytes, str]:
-        """A scored request's answer (logged, its rows added to ``rows[0]``); predict and OIP
-        infer formats."""
+        """A scored request's answer (its rows and log record added to ``tally``); predict and
+        OIP infer formats."""
         if job.label == "infer":
-            self._logged(name, model, job.request_id, instances, labels, probabilities)
-            rows[0] += len(labels)
+            if tally.logging:  # logged once the batch is answered (_log_answered)
+                tally.logged.append((job.request_id, instances, labels, probabilities))
+            tally.rows += len(labels)
             given = request.get("id")
             outputs = model.package.signature["outputs"]
             answer: dict[str, Any] = {
@@ -169,8 +176,9 @@ class Answers:
         # "explain" was checked to be a bool when parsed (_parse): only true explains
         wanted = type(request) is dict and request.get("explain") is True
         explained = explain_rows(model.package, instances) if wanted else None
-        self._logged(name, model, job.request_id, instances, labels, probabilities)
-        rows[0] += len(labels)
+        if tally.logging:  # (a failed explanation is an error answer: not logged)
+            tally.logged.append((job.request_id, instances, labels, probabilities))
+        tally.rows += len(labels)
         answer = {"predictions": labels}
         if explained is not None:  # "explain": true
             answer["explanations"] = explained.to_json()
@@ -182,29 +190,23 @@ class Answers:
             answer["warnings"] = [finding.to_dict() for finding in findings[:MAX_WARNINGS]]
         return 200, orjson.dumps(answer), model.version
 
-    def _logged(
-        self,
-        name: str,
-        model: LoadedModel,
-        request_id: str,
-        instances: list[Any],
-        labels: list[Any],
-        probabilities: list[Any] | None,
+    def _log_answered(
+        self, name: str, model: LoadedModel, answered: list[tuple[str, list[Any], Any, Any]]
     ) -> None:
-        if self.log is not None:
-            queued = self.log.append(
-                request_id,
-                name,
-                model.version,
-                instances,
-                labels,
-                probabilities,
-                role=model.role,
-                pipeline_hash=model.pipeline_hash,
-            )
-            if not queued:
-                self.operations.dropped(name, model.version, model.role)
-            self.feedback.issued(name, model, request_id, instances)
+        """Log a batch's answered requests (in order, one line each) and remember their ids
+        for feedback; a request the full log queue drops is counted."""
+        log = self.log
+        if log is None:
+            return
+        version, role = model.version, model.role
+        dropped = log.append_many(
+            name, version, answered, role=role, pipeline_hash=model.pipeline_hash
+        )
+        for _ in range(dropped):
+            self.operations.dropped(name, version, role)
+        issued = self.feedback.issued
+        for request_id, instances, _, _ in answered:
+            issued(name, model, request_id, instances)
 
     def _count(self, name: str, version: str, rows: int) -> None:
         """Add ``rows`` predictions to ``keel_predictions`` (this thread's cell: no lock)."""
@@ -241,6 +243,19 @@ class Answers:
         except KeelError as exc:
             return exc.http_status, orjson.dumps(exc.to_dict()), ""
         return 200, orjson.dumps({"results": results}), ""
+
+
+class Tally:
+    """What a call of :meth:`Answers._scored` answered: rows (for ``keel_predictions``) and,
+    when ``logging``, each answered request's log entry (request id, instances, labels,
+    probabilities), written together once the batch is answered."""
+
+    __slots__ = ("logged", "logging", "rows")
+
+    def __init__(self, *, logging: bool) -> None:
+        self.logging = logging
+        self.rows = 0
+        self.logged: list[tuple[str, list[Any], Any, Any]] = []
 
 
 def _failed(model: LoadedModel, job: Job, exc: KeelError) -> tuple[int, bytes, str]:

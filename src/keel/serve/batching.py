@@ -37,6 +37,7 @@ import logging
 import math
 import time
 import weakref
+from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -116,6 +117,7 @@ class CostModel:
         self.calibrated = False
         self.identical = True
         self._per_row: dict[int, float] = {}  # log2 bucket -> EWMA seconds per row
+        self._known: list[int] = []  # its buckets, sorted
         self._helps = False  # recomputed per measurement: read per request, so kept
 
     def observe(self, rows: int, seconds: float) -> None:
@@ -126,16 +128,20 @@ class CostModel:
         per_row = seconds / rows
         old = self._per_row.get(bucket)
         self._per_row[bucket] = per_row if old is None else 0.8 * old + 0.2 * per_row
+        if old is None:
+            self._known = sorted(self._per_row)
         self._helps = self._measured_to_help()
 
     def cost(self, rows: int) -> float:
         """Estimated seconds of a call with ``rows`` rows (interpolated between buckets)."""
-        if not self._per_row or rows <= 0:
+        known = self._known
+        if not known or rows <= 0:
             return 0.0
         where = math.log2(rows)
-        known = sorted(self._per_row)
-        low = max((b for b in known if b <= where), default=known[0])
-        high = min((b for b in known if b >= where), default=known[-1])
+        below = bisect_right(known, where)  # the buckets at or below, then at or above
+        low = known[below - 1] if below else known[0]
+        above = bisect_left(known, where)
+        high = known[above] if above < len(known) else known[-1]
         if high == low:
             return rows * self._per_row[low]
         share = (where - low) / (high - low)
@@ -169,17 +175,22 @@ class CostModel:
                 predict(rows)
                 best = min(best, time.perf_counter() - started)
             self._per_row[len(rows).bit_length() - 1] = best / len(rows)
+        self._known = sorted(self._per_row)
         self.calibrated = True
         self._helps = self._measured_to_help()
 
 
-@dataclass
-class _Ready:
-    index: int
+class _Ready(NamedTuple):
+    """A request whose rows were transformed: ready for the model call (``at``: its job)."""
+
+    at: int
     state: Any
     instances: list[Any]
     x: np.ndarray
     findings: list[Finding]
+
+
+_ready = tuple.__new__  # a _Ready without the Python-level __new__ NamedTuple adds (a call)
 
 
 def score_batch(
@@ -205,14 +216,15 @@ def score_batch(
         return [_score_one(package, jobs[0], hooks, cost)]
     results: list[Any] = [None] * len(jobs)
     parsed: list[tuple[int, Any, list[Any]]] = []
+    parse, fail = hooks.parse, hooks.fail
     for index, job in enumerate(jobs):
         try:
-            state, instances = hooks.parse(job)
+            state, instances = parse(job)
         except KeelError as exc:  # this request's bad body: its own 4xx, batch-mates go on
-            results[index] = hooks.fail(job, exc)
+            results[index] = fail(job, exc)
             continue
         except Exception as exc:  # a fault: this request's 500 alone
-            results[index] = hooks.fail(job, _fault(exc))
+            results[index] = fail(job, _fault(exc))
             continue
         parsed.append((index, state, instances))
     found: list[list[Finding]] = [[] for _ in parsed]
@@ -228,29 +240,66 @@ def score_batch(
     ready: list[_Ready] = []
     for (index, state, instances), x, findings in zip(parsed, xs, found, strict=True):
         if isinstance(x, KeelError):  # this request's bad row: its own 4xx
-            results[index] = hooks.fail(jobs[index], x)
+            results[index] = fail(jobs[index], x)
         elif isinstance(x, Exception):  # a fault (a custom feature's bug): its 500 alone
-            results[index] = hooks.fail(jobs[index], _fault(x))
+            results[index] = fail(jobs[index], _fault(x))
         else:
-            ready.append(_Ready(index, state, instances, x, findings))
+            ready.append(_ready(_Ready, (index, state, instances, x, findings)))
     if cost is not None and not cost.calibrated and ready:
         cost.calibrate(package.model.predict, ready[0].x)
+    task, classes = package.task_spec, package.classes
+    rowwise = _rowwise(task)  # one answer() for a group's rows, sliced per request
     for group in _groups(ready, max_rows):
-        for item, out in zip(group, _predict(package.model.predict, group, cost), strict=True):
-            job = jobs[item.index]
-            if isinstance(out, KeelError):
-                results[item.index] = hooks.fail(job, out)
-                continue
-            labels, probabilities = package.task_spec.answer(out, package.classes)
-            try:
-                results[item.index] = hooks.answer(
-                    job, item.state, item.instances, labels, probabilities, item.findings
-                )
-            except KeelError as exc:
-                results[item.index] = hooks.fail(job, exc)
-            except Exception as exc:
-                results[item.index] = hooks.fail(job, _fault(exc))
+        out = _predict(package.model.predict, group, cost)
+        if isinstance(out, list):  # the group's call failed: each request was scored alone
+            for item, alone in zip(group, out, strict=True):
+                if isinstance(alone, KeelError):
+                    results[item.at] = fail(jobs[item.at], alone)
+                else:
+                    _answered(results, jobs, hooks, item, *task.answer(alone, classes))
+        elif len(group) == 1:
+            _answered(results, jobs, hooks, group[0], *task.answer(out, classes))
+        elif rowwise and len(out) == sum(len(item.x) for item in group):
+            labels, probabilities = task.answer(out, classes)
+            start = 0
+            for item in group:
+                end = start + len(item.x)
+                share = None if probabilities is None else probabilities[start:end]
+                _answered(results, jobs, hooks, item, labels[start:end], share)
+                start = end
+        else:  # a task's answer over the whole group may not be its rows' answers
+            bounds = np.cumsum([len(item.x) for item in group])[:-1]
+            for item, part in zip(group, np.split(out, bounds), strict=True):
+                _answered(results, jobs, hooks, item, *task.answer(part, classes))
     return results
+
+
+def _rowwise(task: Any) -> bool:
+    """Whether ``task.answer`` answers each row on its own (the built-in tasks: a label and
+    probabilities per row), so the answer of many requests' rows, sliced, is each one's."""
+    from keel.train.tasks import BinaryTask, MulticlassTask, RegressionTask  # (loaded: the task)
+
+    return type(task) in (BinaryTask, MulticlassTask, RegressionTask)
+
+
+def _answered(
+    results: list[Any],
+    jobs: Sequence[Job],
+    hooks: Hooks,
+    item: _Ready,
+    labels: list[Any],
+    probabilities: list[Any] | None,
+) -> None:
+    """A scored request's answer (or its error) into ``results``."""
+    job = jobs[item.at]
+    try:
+        results[item.at] = hooks.answer(
+            job, item.state, item.instances, labels, probabilities, item.findings
+        )
+    except KeelError as exc:
+        results[item.at] = hooks.fail(job, exc)
+    except Exception as exc:
+        results[item.at] = hooks.fail(job, _fault(exc))
 
 
 def _score_one(package: Any, job: Job, hooks: Hooks, cost: CostModel | None) -> Any:
@@ -321,8 +370,9 @@ def _groups(ready: list[_Ready], max_rows: int) -> list[list[_Ready]]:
 
 def _predict(
     predict: Callable[[np.ndarray], np.ndarray], group: list[_Ready], cost: CostModel | None
-) -> list[np.ndarray | KeelError]:
-    """Each request's slice of one model call; if the call fails, each request alone."""
+) -> np.ndarray | list[np.ndarray | KeelError]:
+    """The group's outputs from one model call; if the call fails, each request's own call
+    (a list: its outputs or its error)."""
     x = group[0].x if len(group) == 1 else np.concatenate([item.x for item in group])
     started = time.perf_counter()
     try:
@@ -333,10 +383,7 @@ def _predict(
         return [_alone(predict, item.x) for item in group]  # the failure stays its own
     if cost is not None:
         cost.observe(len(x), time.perf_counter() - started)
-    if len(group) == 1:
-        return [out]
-    bounds = np.cumsum([len(item.x) for item in group])[:-1]
-    return list(np.split(out, bounds))
+    return out
 
 
 def _alone(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray | KeelError:

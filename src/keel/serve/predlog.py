@@ -2,8 +2,8 @@
 
 The request path encodes one line per request with orjson (a few microseconds; one bytes
 object of the line's own size, never a newline inside but its last) and appends it to a
-bounded deque. A background thread joins
-the queued lines and writes them every ``interval`` seconds to
+bounded deque (a server's batch of requests in one call, :meth:`PredictionLog.append_many`).
+A background thread joins the queued lines and writes them every ``interval`` seconds to
 ``<dir>/<model>/<YYYY-MM-DD>/<pid>-<start>.jsonl``; the write itself releases the GIL, so the
 writer never holds up requests for long. Each file has one writer, so lines never interleave; a
 crash loses at most the last interval and can tear only the last line, which readers skip.
@@ -170,30 +170,55 @@ class PredictionLog:
         A full queue drops the request (counted in :attr:`dropped`) instead of growing; the
         answer says whether the line was queued.
         """
-        if len(self._queue) >= self.max_queue:
-            self.dropped += 1
-            return False
-        now = time.time()
-        record = {
-            "request_id": request_id,
-            "time": now,
-            "model": model,
-            "model_version": version,
-            "role": role,
-            "feature_pipeline": pipeline_hash,
-            "inputs": inputs,
-            "predictions": predictions,
-            "probabilities": probabilities,
-        }
-        if self.pii is not None:
-            record["inputs"], hashed = self.pii.masked(inputs)
-            if hashed:
-                record["hashed"] = hashed
-        # orjson hands back its whole working buffer (8 KB for a 0.6 KB line): a line kept
-        # until the next flush is copied to its own size, with its newline, by the concatenation
-        line = orjson.dumps(record) + b"\n"
-        self._queue.append((model, int(now // _DAY), line))
-        return True
+        return not self.append_many(
+            model,
+            version,
+            [(request_id, inputs, predictions, probabilities)],
+            role=role,
+            pipeline_hash=pipeline_hash,
+        )
+
+    def append_many(
+        self,
+        model: str,
+        version: str,
+        requests: Sequence[tuple[str, Sequence[Any], Sequence[Any], Sequence[Any] | None]],
+        *,
+        role: str = "primary",
+        pipeline_hash: str = "",
+    ) -> int:
+        """:meth:`append` for a batch's requests of one model version, in order: each
+        ``(request_id, inputs, predictions, probabilities)`` its own line, as :meth:`append`
+        writes it. Returns how many were dropped (the queue was full)."""
+        queue, limit, pii = self._queue, self.max_queue, self.pii
+        dumps, clock, put = orjson.dumps, time.time, queue.append
+        dropped = 0
+        for request_id, inputs, predictions, probabilities in requests:
+            if len(queue) >= limit:
+                dropped += 1
+                continue
+            now = clock()
+            record = {
+                "request_id": request_id,
+                "time": now,
+                "model": model,
+                "model_version": version,
+                "role": role,
+                "feature_pipeline": pipeline_hash,
+                "inputs": inputs,
+                "predictions": predictions,
+                "probabilities": probabilities,
+            }
+            if pii is not None:
+                record["inputs"], hashed = pii.masked(inputs)
+                if hashed:
+                    record["hashed"] = hashed
+            # orjson hands back its whole working buffer (8 KB for a 0.6 KB line): a line
+            # kept until the next flush is copied to its own size, with its newline, by the
+            # concatenation
+            put((model, int(now // _DAY), dumps(record) + b"\n"))
+        self.dropped += dropped
+        return dropped
 
     def start(self) -> None:
         """Start the background writer."""

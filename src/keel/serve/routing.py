@@ -27,16 +27,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import random
 import secrets
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from keel.registry.deployments import Deployment, bucket_of
+from keel.registry.deployments import LATENCY_EDGES_MS, Deployment, bucket_of
 from keel.serve.models import LoadedModel, load_served, warm
 from keel.serve.shadow import Shadows
 
@@ -52,6 +54,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("keel.serve")
+_FIRST_PASS = ""  # the key of a failed first pass in Deployer.problems
 FLUSH_EVERY_S = 5.0
 """How often a server writes its traffic counts at most (canaries: a quarter interval)."""
 _SCALE = float(2**64)
@@ -168,17 +171,51 @@ class Traffic:
         disagreed: int = 0,
     ) -> None:
         """Count one request (``rejected``: answered 4xx, the request refused as invalid)."""
-        bucket = bucket_of(seconds * 1000.0)
+        # bucket_of's bucket without its logarithm (once a request on the event loop): the
+        # edge bisected, bucket_of itself only within a millionth of an edge (see _GUARDS)
+        milliseconds = seconds * 1000.0
+        bucket = bisect_left(LATENCY_EDGES_MS, milliseconds)
+        low, high = _GUARDS[bucket]
+        if not low < milliseconds < high:
+            bucket = bucket_of(milliseconds)
         with self._lock:
             counts = self._counts.get((deployment, version, role))
             if counts is None:
                 counts = self._counts[(deployment, version, role)] = _Counts()
             counts.requests += 1
-            counts.errors += error
-            counts.rejected += rejected
+            if error:
+                counts.errors += 1
+            if rejected:
+                counts.rejected += 1
+            if compared or disagreed:
+                counts.compared += compared
+                counts.disagreed += disagreed
+            latency = counts.latency
+            latency[bucket] = latency.get(bucket, 0) + 1
+
+    def merge(
+        self,
+        deployment: str,
+        version: str,
+        role: str,
+        latency: Mapping[int, int],
+        *,
+        errors: int = 0,
+        compared: int = 0,
+        disagreed: int = 0,
+    ) -> None:
+        """Count requests already summed elsewhere (the shadow process's): ``latency`` maps a
+        bucket to its requests, as :meth:`record` would have counted them one by one."""
+        with self._lock:
+            counts = self._counts.get((deployment, version, role))
+            if counts is None:
+                counts = self._counts[(deployment, version, role)] = _Counts()
+            counts.requests += sum(latency.values())
+            counts.errors += errors
             counts.compared += compared
             counts.disagreed += disagreed
-            counts.latency[bucket] = counts.latency.get(bucket, 0) + 1
+            for bucket, n in latency.items():
+                counts.latency[bucket] = counts.latency.get(bucket, 0) + n
 
     def drain(self) -> list[dict[str, Any]]:
         """The counts since the last drain as ``deployment_stats`` values, and reset."""
@@ -258,10 +295,24 @@ class Deployer:
         self._seen: tuple[Any, ...] = ()
         self._flushed = time.monotonic()
 
+    async def first_pass(self) -> None:
+        """Follow the active deployments once, before the server answers (else its first
+        requests all go to the primaries). A failure leaves the server up and degraded, its
+        readiness naming why, until a later pass succeeds."""
+        try:
+            await self.follow(await asyncio.to_thread(self._active))
+        except Exception as exc:  # the database may be briefly unavailable; retried each pass
+            self.problems[_FIRST_PASS] = (
+                f"deployments not followed yet (serving the primaries alone; retried every "
+                f"pass): could not read the active deployments: {exc}"
+            )
+            log.warning("%s", self.problems[_FIRST_PASS])
+
     async def step(self) -> None:
         """One pass: follow, flush, and run the controller when leading."""
         found = await asyncio.to_thread(self._active)
         await self.follow(found)
+        self.problems.pop(_FIRST_PASS, None)
         intervals = [d.spec.interval_s for d in found if d.kind == "canary"]
         # a row per version every few seconds (a quarter of the shortest canary interval)
         every = min([FLUSH_EVERY_S, *(i / 4 for i in intervals)])

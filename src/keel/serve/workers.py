@@ -36,8 +36,8 @@ class _Batch:
 
 
 _Job = tuple["asyncio.Future[Any] | _Batch", Callable[..., Any], tuple[Any, ...]]
-# (future, result, error); a future of None: the result is a callback to run on the loop
-_Done = tuple["asyncio.Future[Any] | None", Any, BaseException | None]
+# (future, result, error); a batch's: (its _Batch, its results in order, error), one entry
+_Done = tuple["asyncio.Future[Any] | _Batch", Any, BaseException | None]
 
 
 class Workers:
@@ -111,9 +111,10 @@ class Workers:
             job = jobs.get()
             if job is None:
                 return
-            done = _call(job)
+            done = [_call(job)]
+            results = _results(job)
             stop = False
-            while len(done) < self.batch:
+            while results < self.batch:
                 try:
                     more = jobs.get_nowait()
                 except queue.Empty:
@@ -121,7 +122,8 @@ class Workers:
                 if more is None:
                     stop = True
                     break
-                done.extend(_call(more))
+                done.append(_call(more))
+                results += _results(more)
             try:
                 loop.call_soon_threadsafe(_deliver, done)
             except RuntimeError:  # the loop is closed: nobody waits for these any more
@@ -130,31 +132,39 @@ class Workers:
                 return
 
 
-def _call(job: _Job) -> list[_Done]:
+def _results(job: _Job) -> int:
+    """What a job hands back counted in results (a batch: one per request, and its done)."""
+    target = job[0]
+    return len(target.futures) + 1 if isinstance(target, _Batch) else 1
+
+
+def _call(job: _Job) -> _Done:
     target, fn, args = job
-    if isinstance(target, _Batch):
-        try:
-            results = fn(*args)
-        except BaseException as exc:  # every request of the batch gets the error
-            done: list[_Done] = [(future, None, exc) for future in target.futures]
-        else:
-            done = [(f, r, None) for f, r in zip(target.futures, results, strict=True)]
-        done.append((None, target.done, None))
-        return done
     try:
-        return [(target, fn(*args), None)]
-    except BaseException as exc:  # delivered to the awaiting request, raised there
-        return [(target, None, exc)]
+        result = fn(*args)
+    except BaseException as exc:  # delivered to the awaiting request(s), raised there
+        return (target, None, exc)
+    if isinstance(target, _Batch) and len(result) != len(target.futures):
+        raise ValueError(f"{len(result)} results for {len(target.futures)} requests")
+    return (target, result, None)
 
 
 def _deliver(done: list[_Done]) -> None:
-    for future, result, error in done:
-        if future is None:  # a batch's results are in: its thread is free
-            result()
+    for target, result, error in done:
+        if isinstance(target, _Batch):  # one result per request, then its thread is free
+            if error is not None:
+                for future in target.futures:
+                    if not future.cancelled():
+                        future.set_exception(error)
+            else:
+                for future, each in zip(target.futures, result, strict=True):
+                    if not future.cancelled():
+                        future.set_result(each)
+            target.done()
             continue
-        if future.cancelled():
+        if target.cancelled():
             continue
         if error is not None:
-            future.set_exception(error)
+            target.set_exception(error)
         else:
-            future.set_result(result)
+            target.set_result(result)
