@@ -7,20 +7,24 @@ it starts at ``nice 10``), so it never holds the server's GIL and the kernel pre
 whenever the server has work.
 The child loads the shadow version from the registry as the server loads any version
 (verified package, never unpickled), scores the copies in batches, compares its answers with
-the primary's, writes ``role=shadow`` records to its own prediction log file and reports per
-copy latency, errors and disagreements back; the server counts them in its
-:class:`~keel.serve.routing.Traffic`, so ``keel deployments status`` and REST show them as for
-any arm.
+the primary's, writes ``role=shadow`` records to its own prediction log file and reports its
+copies' latency, errors and disagreements back, summed per deployment and version; the server
+merges the sums into its :class:`~keel.serve.routing.Traffic` (a few additions a report, so the
+thread reading them holds the GIL for microseconds), and ``keel deployments status`` and REST
+show them as for any arm.
 
 The channel is a pipe of length-prefixed frames (:func:`copy_frame`) written without ever
 blocking a request: the event loop writes a copy with one non-blocking ``write``; what the pipe
 cannot take waits in a bounded buffer that a keeper thread flushes. A full buffer drops the
 copy, as does a copy made while the child is down; both are counted in :attr:`Shadows.dropped`
 (``keel_shadow_dropped``), with the copies a dead child took with it (sent, never reported).
-The keeper thread reads the child's reports, restarts a child that died (after 0.25 s,
-doubling up to 5 s while it keeps dying) and, at :meth:`Shadows.close`, lets it finish what
-it holds and waits for it (killed after a grace period). The child exits by itself when the
-server dies (the pipe's end of file). The server's readiness does not depend on the shadow.
+The keeper thread sleeps until a report, a new child or a full pipe wakes it; it restarts a
+child that died (after 0.25 s, doubling up to 5 s while it keeps dying) and, at
+:meth:`Shadows.close`, lets it finish what it holds and waits for it (killed after a grace
+period). The child lives while a deployment shadows something: once none does, its pipe is
+closed, it finishes, reports and exits, and the keeper reaps it (a new shadow deployment
+starts a new one). It also exits by itself when the server dies (the pipe's end of file). The
+server's readiness does not depend on the shadow.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ RESTART_S = (0.25, 5.0)
 """A dead child is restarted after the first delay, doubling while it keeps dying, to the
 second."""
 _STABLE_S = 10.0  # a child that lived this long died by accident: the next restart is quick
+KEEPER_WAIT_S = 1.0
+"""The keeper thread's longest sleep: reports, a new child or the pipe's overflow wake it."""
+FLUSH_WAIT_S = 0.005  # how often the keeper retries copies the pipe could not take
+RETIRE_S = 10.0
+"""A child no longer wanted that has not exited this long after its pipe closed is killed."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,7 @@ class _Child:
         self.sent = 0  # copies accepted for this child
         self.reported = 0  # copies it reported scored (or failed)
         self.buffer = bytearray()  # its reports, read but not yet complete
+        self.retired = 0.0  # when it was asked to exit (no version wanted any more)
 
 
 class Shadows:
@@ -191,10 +201,14 @@ class Shadows:
         self.shed = 0  # copies the server did not make: its primaries were queued (app.py)
         self.restarts = 0
         self._lock = threading.Lock()
+        self._starting = threading.Lock()  # one child started at a time (loop or keeper)
         self._pending = bytearray()  # frames the pipe did not take yet
         self._child: _Child | None = None
+        self._retiring: list[_Child] = []  # no longer wanted: finishing what they hold
         self._want: tuple[tuple[str, str], ...] = ()
+        self._followed = False  # follow() drives the child (else the first copy starts it)
         self._keeper: threading.Thread | None = None
+        self._wakeup: tuple[int, int] | None = None  # a pipe that wakes the keeper's select
         self._closing = threading.Event()
         self._delay = RESTART_S[0]
         self._next_start = 0.0
@@ -207,21 +221,25 @@ class Shadows:
 
     def follow(self, wanted: Iterable[tuple[str, str]]) -> None:
         """The shadow versions the routing table holds now, as ``(name, version)``: the child
-        loads new ones beside the old before dropping those no longer wanted."""
+        loads new ones beside the old before dropping those no longer wanted, and exits once
+        no version is wanted (a later shadow deployment starts a new one)."""
         want = tuple(sorted(set(wanted)))
+        self._followed = True
         if want == self._want:
             return
         self._want = want
-        if not want and self._child is None:
-            return
-        self._ensure_started()
-        self._send(frame(WANT, orjson.dumps(want)), count=False)
+        if not want:
+            self._retire()
+        elif self._child is not None:
+            self._send(frame(WANT, orjson.dumps(want)), count=False)
+        else:  # started with the wanted versions
+            self._ensure_started()
 
     def submit(self, name: str, deployment: str, model: LoadedModel, body: bytes,
                answer: bytes, request_id: str, label: str = "predict") -> None:  # fmt: skip
         """Send a copy of an answered ``predict`` or ``infer`` request to the child (never
         blocks: a full buffer, or no child, drops it and counts it)."""
-        if self._keeper is None:
+        if self._keeper is None and not self._followed:  # routes set by hand (benchmarks)
             self._ensure_started()
         self._send(copy_frame(deployment, name, model.version, request_id, label, body, answer))
 
@@ -237,15 +255,22 @@ class Shadows:
         if child is not None and fd >= 0:
             _write_all(fd, rest, time.monotonic() + grace_s / 2)
             os.close(fd)  # end of file: the child finishes and exits
+        self._wake()
         keeper = self._keeper
-        if keeper is None:
-            return
-        keeper.join(timeout=grace_s)  # it reaps the child once its reports end
-        child = self._child
-        if keeper.is_alive() and child is not None:  # the child did not finish in time
-            with contextlib.suppress(OSError):
-                child.process.kill()
-            keeper.join(timeout=5)
+        if keeper is not None:
+            keeper.join(timeout=grace_s)  # it reaps the children once their reports end
+            if keeper.is_alive():  # a child did not finish in time
+                with self._lock:
+                    running = [c for c in (self._child, *self._retiring) if c is not None]
+                for late in running:
+                    with contextlib.suppress(OSError):
+                        late.process.kill()
+                keeper.join(timeout=5)
+        wakeup = self._wakeup
+        if wakeup is not None and (keeper is None or not keeper.is_alive()):
+            self._wakeup = None
+            for end in wakeup:
+                os.close(end)
 
     # --- the request side -------------------------------------------------------------------
 
@@ -258,6 +283,9 @@ class Shadows:
             child.sent += count
             self._pending += data
             self._write(child)
+            if not self._pending:
+                return
+        self._wake()  # the pipe is full: the keeper writes the rest when it has room
 
     def _write(self, child: _Child) -> None:
         """Write what the pipe takes now (holding the lock; never blocks)."""
@@ -269,28 +297,73 @@ class Shadows:
             return
         del self._pending[:written]
 
+    def _retire(self) -> None:
+        """No version is wanted: close the child's pipe (what it holds is scored, reported and
+        logged; what the pipe cannot take now is counted as dropped), and let it exit."""
+        with self._lock:
+            child, self._child = self._child, None
+            if child is None:
+                return
+            fd, child.copies = child.copies, -1
+            rest = bytes(self._pending)
+            self._pending.clear()
+            child.retired = time.monotonic()
+            self._retiring.append(child)
+        with contextlib.suppress(OSError):  # never waits: this runs on the event loop
+            if rest:
+                os.write(fd, rest)
+        os.close(fd)  # end of file: the child finishes and exits; the keeper reaps it
+        log.info("shadow: no shadow version wanted; process %d exits", child.process.pid)
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            with contextlib.suppress(OSError):  # full: it will wake anyway
+                os.write(wakeup[1], b"w")
+
     # --- the keeper thread ------------------------------------------------------------------
 
+    def _needed(self) -> bool:
+        """Whether a child should run: something to shadow (or routes set by hand)."""
+        if self._closing.is_set() or self.project is None:
+            return False
+        return bool(self._want) or not self._followed
+
     def _ensure_started(self) -> None:
-        if self._keeper is not None or self._closing.is_set():
+        """Start the child (now, so that the first copies find a pipe) and the keeper."""
+        if self._closing.is_set() or self.project is None:
             return
-        if self.project is not None:
-            self._start_child()  # now, so that the first copies find a pipe
-        self._keeper = threading.Thread(target=self._keep, name="keel-shadow", daemon=True)
-        self._keeper.start()
+        if self._child is None and time.monotonic() >= self._next_start:
+            self._start_child()
+        with self._lock:
+            if self._keeper is not None:
+                start = False
+            else:
+                if self._wakeup is None:
+                    self._wakeup = os.pipe()
+                    for end in self._wakeup:
+                        os.set_blocking(end, False)
+                self._keeper = threading.Thread(target=self._keep, name="keel-shadow", daemon=True)
+                start = True
+        if start:
+            assert self._keeper is not None
+            self._keeper.start()
+        else:
+            self._wake()  # a new child to watch
 
     def _start_child(self) -> None:
-        if self.project is None:
-            return
-        try:
-            child = _spawn(self.project, self.log_dir, self.pii, self._want)
-        except Exception as exc:  # retried with backoff by the keeper
-            log.warning("shadow: could not start the shadow process: %s", exc)
-            self._backoff()
-            return
-        with self._lock:
-            self._pending.clear()  # half a frame, perhaps: the new child starts clean
-            self._child = child
+        with self._starting:
+            if self._child is not None or not self._needed() or self.project is None:
+                return
+            try:
+                child = _spawn(self.project, self.log_dir, self.pii, self._want)
+            except Exception as exc:  # retried with backoff by the keeper
+                log.warning("shadow: could not start the shadow process: %s", exc)
+                self._backoff()
+                return
+            with self._lock:
+                self._pending.clear()  # half a frame, perhaps: the new child starts clean
+                self._child = child
         log.info("shadow: process %d started", child.process.pid)
 
     def _backoff(self) -> None:
@@ -298,49 +371,80 @@ class Shadows:
         self._delay = min(self._delay * 2, RESTART_S[1])
 
     def _keep(self) -> None:
+        """Read the children's reports, flush what the pipe did not take, restart a child that
+        died; exit when no child runs and none is needed."""
         while True:
-            child = self._child
-            if child is None:
-                if self._closing.is_set() or self.project is None:
+            with self._lock:
+                child = self._child
+                children = [c for c in (child, *self._retiring) if c is not None]
+                if not children and not self._needed():
+                    self._keeper = None
                     return
+                flush = child is not None and bool(self._pending)
+                restart = child is None and self._needed()
+            timeout = KEEPER_WAIT_S
+            if restart:  # after the backoff
                 wait = self._next_start - time.monotonic()
-                if wait > 0:
-                    self._closing.wait(wait)
+                if wait <= 0:
+                    self._start_child()
                     continue
-                self._start_child()
-                continue
-            readable, _, _ = select.select([child.reports], [], [], 0.1)
-            if readable:
-                chunk = os.read(child.reports, 1 << 16)
-                if not chunk:
-                    self._ended(child)
-                    continue
-                child.buffer += chunk
-                for payload in split_frames(child.buffer):
-                    if payload[:1] == REPORT:
-                        self._record(child, orjson.loads(payload[1:]))
-            if self._pending:
+                timeout = min(timeout, wait)
+            elif flush:
+                timeout = FLUSH_WAIT_S
+            for late in self._retiring:  # starved at idle priority: killed after a while
+                timeout = max(0.0, min(timeout, late.retired + RETIRE_S - time.monotonic()))
+            assert self._wakeup is not None
+            by_fd = {c.reports: c for c in children}
+            readable, _, _ = select.select([*by_fd, self._wakeup[0]], [], [], timeout)
+            for fd in readable:
+                if fd == self._wakeup[0]:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(fd, 4096)
+                else:
+                    self._read(by_fd[fd])
+            if flush:
                 with self._lock:
-                    if child.copies >= 0:
+                    if self._child is child and child is not None and child.copies >= 0:
                         self._write(child)
+            for late in self._retiring:
+                if time.monotonic() - late.retired >= RETIRE_S and late.process.poll() is None:
+                    log.warning("shadow: process %d did not exit; killed", late.process.pid)
+                    with contextlib.suppress(OSError):
+                        late.process.kill()  # its reports end: reaped, its copies counted
+
+    def _read(self, child: _Child) -> None:
+        chunk = os.read(child.reports, 1 << 16)
+        if not chunk:
+            self._ended(child)
+            return
+        child.buffer += chunk
+        for payload in split_frames(child.buffer):
+            if payload[:1] == REPORT:
+                self._record(child, orjson.loads(payload[1:]))
 
     def _record(self, child: _Child, report: dict[str, Any]) -> None:
-        for deployment, version, seconds, error, compared, disagreed in report["traffic"]:
-            self.traffic.record(
-                deployment, version, "shadow", seconds,
-                error=bool(error), compared=compared, disagreed=disagreed,
+        """Merge a report: a few sums per (deployment, version), whatever the copies."""
+        for deployment, version, errors, compared, disagreed, latency in report["traffic"]:
+            self.traffic.merge(
+                deployment, version, "shadow", dict(latency),
+                errors=errors, compared=compared, disagreed=disagreed,
             )  # fmt: skip
-        child.reported += len(report["traffic"])
+        child.reported += report["copies"]
         if self.log_dropped is not None:
             for name, version, count in report.get("log_dropped", ()):
                 for _ in range(count):
                     self.log_dropped(name, version, "shadow")
 
     def _ended(self, child: _Child) -> None:
-        """The child's reports ended: it exited. Reap it; restart it unless closing."""
+        """A child's reports ended: it exited. Reap it; restart it unless it was retired or
+        the server closes."""
         with self._lock:
-            self._child = None
-            self._pending.clear()
+            current = self._child is child
+            if current:
+                self._child = None
+                self._pending.clear()
+            else:
+                self._retiring.remove(child)
             if child.copies >= 0:
                 os.close(child.copies)
                 child.copies = -1
@@ -348,7 +452,7 @@ class Shadows:
             self.dropped += lost
         os.close(child.reports)
         code = _stop(child.process)
-        if self._closing.is_set():
+        if not current or self._closing.is_set():
             return
         if time.monotonic() - child.started > _STABLE_S:
             self._delay = RESTART_S[0]

@@ -5,8 +5,10 @@ SETTINGS`` (:class:`~keel.serve.shadow.WorkerSettings` as JSON). It starts at ``
 (the imports and the wanted versions' loads: seconds of CPU, once, at a tenth of the server's
 weight, so that it starts even on a busy host), then asks to be scheduled ``SCHED_IDLE``
 (Linux; elsewhere ``nice 19``) before it scores anything: it scores only on CPU time the
-server leaves, and the kernel preempts it as soon as the server has work. Its model threads are
-pinned to one OpenMP thread. It reads the pipe at most every :data:`GATHER_S` seconds, so the
+server leaves, and the kernel preempts it as soon as the server has work. It keeps the CPUs
+it inherits from the server (moved off the CPUs of a server pinned with ``taskset``, it lost
+most of its copies whenever the other CPUs were busy). Its model threads are pinned to
+one OpenMP thread. It reads the pipe at most every :data:`GATHER_S` seconds, so the
 copies that arrive meanwhile make one batch and it wakes up beside the server once.
 
 It loads each shadow version as the server loads any version (:func:`~keel.serve.models.
@@ -21,8 +23,9 @@ data hashed or dropped as ``serve.log_pii`` says). A batch that fails is scored 
 so one bad copy does not fail the others; a copy that still fails is reported as an error.
 Each copy's latency is its batch's scoring time, as a batched primary's would be.
 
-Reports (per copy: deployment, version, seconds, error, compared, disagreed; and the records
-the log dropped) go back at most every :data:`REPORT_EVERY_S` seconds, and whenever the pipe
+Reports (per deployment and version: copies, errors, compared and disagreed answers and a
+latency histogram in :data:`~keel.registry.deployments.LATENCY_EDGES_MS` buckets; and the
+records the log dropped) go back at most every :data:`REPORT_EVERY_S` seconds, and whenever the pipe
 is empty. It exits at the pipe's end of file (the server closed it, or died), when its parent
 changes, or on SIGTERM/SIGINT, after reporting and flushing its log.
 """
@@ -54,6 +57,16 @@ batch (fewer wake-ups beside the server, fewer model calls)."""
 STARTING_NICE = 10
 RETRY_LOAD_S = 5.0  # a version that failed to load is tried again after this long
 _ANSWERED = 1 << 31  # a mirrored request passed the instance limit when the primary took it
+
+
+class _Tally:
+    """One (deployment, version)'s counts since the last report."""
+
+    __slots__ = ("compared", "disagreed", "errors", "latency")
+
+    def __init__(self) -> None:
+        self.errors = self.compared = self.disagreed = 0
+        self.latency: dict[int, int] = {}  # bucket -> copies
 
 
 class _Stop(Exception):
@@ -99,7 +112,8 @@ class ShadowWorker:
             self.log = PredictionLog(
                 Path(settings.log_dir), max_queue=serve.log_queue_size, pii=pii
             )
-        self.traffic: list[tuple[str, str, float, bool, int, int]] = []
+        self.tallies: dict[tuple[str, str], _Tally] = {}  # (deployment, version) -> counts
+        self.counted = 0  # copies in the tallies
         self.log_dropped: dict[tuple[str, str], int] = {}
         self.want(settings.want)
 
@@ -158,7 +172,7 @@ class ShadowWorker:
             model = self.model(key)
             if model is None:
                 for copy in copies:
-                    self.traffic.append((copy.deployment, copy.version, 0.0, True, 0, 0))
+                    self.count(copy, 0.0, error=True)
                 continue
             self.score(model, copies)
 
@@ -170,7 +184,7 @@ class ShadowWorker:
                 instances, primary = mirrored(copy)
             except Exception as exc:
                 log.debug("shadow: copy %s unreadable: %s", copy.request_id, exc)
-                self.traffic.append((copy.deployment, copy.version, 0.0, True, 0, 0))
+                self.count(copy, 0.0, error=True)
                 continue
             parsed.append((copy, instances, primary))
         batch: list[tuple[Copy, list[Any], list[Any]]] = []
@@ -199,7 +213,7 @@ class ShadowWorker:
                 return
             copy = batch[0][0]
             log.debug("shadow %s@%s failed: %s", copy.name, copy.version, exc)
-            self.traffic.append((copy.deployment, copy.version, elapsed, True, 0, 0))
+            self.count(copy, elapsed, error=True)
             return
         elapsed = time.perf_counter() - started
         at = 0
@@ -208,9 +222,7 @@ class ShadowWorker:
             probs = None if probabilities is None else probabilities[at : at + len(rows)]
             at += len(rows)
             disagreed = disagreements(mine, primary)
-            self.traffic.append(
-                (copy.deployment, copy.version, elapsed, False, len(mine), disagreed)
-            )
+            self.count(copy, elapsed, compared=len(mine), disagreed=disagreed)
             if self.log is not None:
                 logged = self.log.append(
                     copy.request_id, copy.name, model.version, rows, mine, probs,
@@ -234,19 +246,46 @@ class ShadowWorker:
 
     # --- reports and the loop ---------------------------------------------------------------
 
+    def count(
+        self, copy: Copy, seconds: float, *, error: bool = False, compared: int = 0,
+        disagreed: int = 0,
+    ) -> None:  # fmt: skip
+        """Count one scored (or failed) copy in its deployment's and version's tally."""
+        from keel.registry.deployments import bucket_of
+
+        key = (copy.deployment, copy.version)
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = _Tally()
+        tally.errors += error
+        tally.compared += compared
+        tally.disagreed += disagreed
+        bucket = bucket_of(seconds * 1000.0)
+        tally.latency[bucket] = tally.latency.get(bucket, 0) + 1
+        self.counted += 1
+
     def report(self) -> None:
-        """Send the counts gathered since the last report (blocking: the server reads them)."""
-        if not self.traffic and not self.log_dropped:
+        """Send the tallies gathered since the last report (blocking: the server reads them).
+
+        Summed here, per deployment and version, so that the server merges a few numbers per
+        report (:meth:`keel.serve.routing.Traffic.merge`) instead of recording each copy: its
+        thread that reads the reports holds the server's GIL only for microseconds.
+        """
+        if not self.counted and not self.log_dropped:
             return
         import orjson
 
         payload = orjson.dumps(
             {
-                "traffic": self.traffic,
+                "copies": self.counted,
+                "traffic": [
+                    [d, v, t.errors, t.compared, t.disagreed, sorted(t.latency.items())]
+                    for (d, v), t in self.tallies.items()
+                ],
                 "log_dropped": [[n, v, c] for (n, v), c in self.log_dropped.items()],
             }
         )
-        self.traffic, self.log_dropped = [], {}
+        self.tallies, self.counted, self.log_dropped = {}, 0, {}
         data = memoryview(frame(REPORT, payload))
         while data:
             data = data[os.write(self.settings.reports, data) :]
