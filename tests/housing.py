@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from starlette.testclient import TestClient
 
 import keel
 from keel.commands.init import init_from_file
@@ -30,3 +33,16 @@ def two_versions(root: Path, seed: int) -> Path:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         keel.run(made.directory)
     return made.directory
+
+
+@contextmanager
+def admin_client(root: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """The project's server in a test client (no hot reload) and an admin token's header."""
+    from keel.project import Project
+    from keel.serve.app import create_app
+    from keel.store.tokens import create_token
+
+    with Project(root) as project:
+        _, secret = create_token(project.metadata.database, "ops", ["admin"], created_by="t")
+        with TestClient(create_app(project, reload=False)) as client:
+            yield client, {"authorization": f"Bearer {secret}"}

@@ -19,9 +19,7 @@ from keel.errors import ConflictError
 from keel.project import Project
 from keel.registry.records import PromotionRequest
 from keel.registry.registry import Registry
-from keel.serve.app import create_app
-from keel.store.tokens import create_token
-from tests.housing import needs_housing, two_versions
+from tests.housing import admin_client, needs_housing, two_versions
 
 pytestmark = needs_housing
 
@@ -35,10 +33,8 @@ def housing(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def admin(housing: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
     """The server and an admin token's header."""
-    with Project(housing) as project:
-        _, secret = create_token(project.metadata.database, "ops", ["admin"], created_by="t")
-        with TestClient(create_app(project, reload=False)) as client:
-            yield client, {"authorization": f"Bearer {secret}"}
+    with admin_client(housing) as served:
+        yield served
 
 
 def _refused(answer: Any, status: int, field: str, start: str) -> str:
