@@ -52,7 +52,8 @@ def deploy(
         typer.Option(
             "--ab",
             help="A/B arms VERSION:WEIGHT, e.g. 3:50,4:50; weights are relative (scaled to "
-            "100%: 3:1,4:3 sends 25% to version 3).",
+            "100%: 3:1,4:3 sends 25% to version 3); a version without a weight weighs 1 "
+            "(3,4 splits evenly).",
         ),
     ] = None,
     steps: Annotated[
