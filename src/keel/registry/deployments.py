@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,11 +55,38 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 
 
 def bucket_of(milliseconds: float) -> int:
-    """The latency bucket of one observation (``len(LATENCY_EDGES_MS)`` for the overflow)."""
+    """The latency bucket of one observation (``len(LATENCY_EDGES_MS)`` for the overflow).
+
+    Counted once per served request: the edge is bisected, and only within a millionth of an
+    edge (where the logarithm's rounding decides) is the logarithm taken.
+    """
+    bucket = bisect_left(LATENCY_EDGES_MS, milliseconds)
+    low, high = _GUARDS[bucket]
+    return bucket if low < milliseconds < high else _logarithmic(milliseconds)
+
+
+def _logarithmic(milliseconds: float) -> int:
     if milliseconds <= LATENCY_EDGES_MS[0]:
         return 0
     index = math.ceil(math.log(milliseconds / LATENCY_EDGES_MS[0]) / _LOG_GROWTH - 1e-9)
     return min(index, len(LATENCY_EDGES_MS))
+
+
+def _guards() -> tuple[tuple[float, float], ...]:
+    """Per bisected bucket ``i`` (``LATENCY_EDGES_MS[i - 1] < ms <= LATENCY_EDGES_MS[i]``),
+    the open interval where :func:`_logarithmic` is ``i`` for sure: all of it but a millionth
+    (relative) at either edge. Bucket 0 (``ms`` at or below the first edge) is 0 whatever
+    ``ms``."""
+    edges = LATENCY_EDGES_MS
+    near = 1e-6
+    guards = [(-math.inf, math.inf)]
+    for i in range(1, len(edges) + 1):
+        high = edges[i] * (1.0 - near) if i < len(edges) else math.inf
+        guards.append((edges[i - 1] * (1.0 + near), high))
+    return tuple(guards)
+
+
+_GUARDS = _guards()
 
 
 @dataclass(frozen=True)

@@ -27,18 +27,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import os
 import random
 import secrets
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from keel.registry.deployments import LATENCY_EDGES_MS, Deployment, bucket_of
+from keel.registry.deployments import Deployment, bucket_of
 from keel.serve.models import LoadedModel, load_served, warm
 from keel.serve.shadow import Shadows
 
@@ -126,23 +124,6 @@ def sticky_value(request: Any, key: str) -> Any:
     return None
 
 
-def _guards() -> tuple[tuple[float, float], ...]:
-    """Per bisected bucket ``i`` (``LATENCY_EDGES_MS[i - 1] < ms <= LATENCY_EDGES_MS[i]``),
-    the open interval where :func:`bucket_of` is ``i`` for sure: all of it but a millionth
-    (relative) at either edge, where its logarithm's rounding decides (there it is asked).
-    Bucket 0 (``ms`` at or below the first edge) is 0 whatever ``ms``."""
-    edges = LATENCY_EDGES_MS
-    near = 1e-6
-    guards = [(-math.inf, math.inf)]
-    for i in range(1, len(edges) + 1):
-        high = edges[i] * (1.0 - near) if i < len(edges) else math.inf
-        guards.append((edges[i - 1] * (1.0 + near), high))
-    return tuple(guards)
-
-
-_GUARDS = _guards()
-
-
 class _Counts:
     __slots__ = ("compared", "disagreed", "errors", "latency", "rejected", "requests")
 
@@ -171,13 +152,7 @@ class Traffic:
         disagreed: int = 0,
     ) -> None:
         """Count one request (``rejected``: answered 4xx, the request refused as invalid)."""
-        # bucket_of's bucket without its logarithm (once a request on the event loop): the
-        # edge bisected, bucket_of itself only within a millionth of an edge (see _GUARDS)
-        milliseconds = seconds * 1000.0
-        bucket = bisect_left(LATENCY_EDGES_MS, milliseconds)
-        low, high = _GUARDS[bucket]
-        if not low < milliseconds < high:
-            bucket = bucket_of(milliseconds)
+        bucket = bucket_of(seconds * 1000.0)
         with self._lock:
             counts = self._counts.get((deployment, version, role))
             if counts is None:
