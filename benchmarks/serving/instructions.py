@@ -15,7 +15,11 @@ off again after ``N`` requests, so the count is the requests' alone (every threa
     .venv/bin/python benchmarks/serving/instructions.py PROJECT [protocol|protocol64|asgi] [N]
 
 ``BEFORE_SRC=/path/to/src``: the same for a copy of ``src/`` first on ``PYTHONPATH`` too,
-printed beside.
+printed beside. ``HARDENING=off``: the app as ``keel_bare.py`` serves it (the middleware's steps
+off), for what the hardening costs. ``CALLGRIND_OUT=path``: keep callgrind's profile there.
+``FILL=N``: first remember N request ids for feedback, as a server that has answered N
+requests holds them. ``CACHE_SIM=1``: callgrind simulates the caches too and the misses per
+request are printed (``D1mr``, ``DLmr``, ...: a figure for memory traffic the load does not move).
 """
 
 from __future__ import annotations
@@ -46,6 +50,18 @@ async def drive(project: str, mode: str, n: int, signals: Path | None) -> None:
     from uvicorn.server import ServerState
 
     app, protocol = protocol_path.keel_app(project)
+    fill = int(os.environ.get("FILL", "0"))  # a server that has answered this many already
+    if fill:
+        recent, ids = app.feedback.recent, getattr(app.stack, "ids", None)
+        made = [ids.new() if ids else os.urandom(16).hex() for _ in range(fill)]
+        for start in range(0, fill, 64):
+            for request_id in made[start : start + 64]:
+                recent.add("adult", request_id, [{}])
+        del made
+    if os.environ.get("HARDENING") == "off":  # as keel_bare.py serves: the middleware's steps off
+        from keel_bare import _Unobserved
+
+        app.stack = _Unobserved(app.stack.app, app.metrics)
     if mode == "protocol64":  # 64 connections through Keel's protocol: tasks, the batcher
         config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="warning",
                                 access_log=False)  # fmt: skip
@@ -91,16 +107,18 @@ def _signal(signals: Path | None, mine: str, awaited: str) -> None:
         time.sleep(0.02)
 
 
-def instructions(project: str, mode: str, n: int, src: str | None) -> int:
-    """Instructions callgrind counts while ``n`` requests are answered after the warm-up."""
+def instructions(project: str, mode: str, n: int, src: str | None) -> dict[str, int]:
+    """What callgrind counts while ``n`` requests are answered after the warm-up: instructions
+    (``Ir``), and with ``CACHE_SIM`` the simulated caches' reads, writes and misses."""
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     with tempfile.TemporaryDirectory() as tmp:
         signals = Path(tmp)
-        out = signals / "callgrind.out"
+        out = Path(os.environ.get("CALLGRIND_OUT") or signals / "callgrind.out")
         env["KEEL_BENCH_SIGNALS"] = str(signals)
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+               *(["--cache-sim=yes"] if os.environ.get("CACHE_SIM") else []),
                f"--callgrind-out-file={out}", sys.executable, __file__, project, mode, str(n),
                "--drive"]  # fmt: skip
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
@@ -116,10 +134,13 @@ def instructions(project: str, mode: str, n: int, src: str | None) -> int:
                 raise SystemExit(f"callgrind_control failed: {toggled.stderr}")
             (signals / answer).touch()
         _, err = proc.communicate()
-        found = re.search(r"Collected : (\d+)", err)
+        found = re.search(r"Collected : ([\d ]+)", err)
         if proc.returncode != 0 or found is None:
             raise SystemExit("callgrind printed no total:\n" + err[-2000:])
-        return int(found.group(1))
+        events = re.search(r"Events    : ([\w ]+)", err)
+        counts = [int(c) for c in found.group(1).split()]
+        names = events.group(1).split() if events else ["Ir"]
+        return dict(zip(names, counts, strict=False))
 
 
 def main() -> None:
@@ -143,7 +164,8 @@ def main() -> None:
     result: dict[str, Any] = {"mode": mode, "n": n}
     for name, src in builds.items():
         counted = instructions(project, mode, n, src)
-        result[name] = {"instructions_per_request": round(counted / n)}
+        result[name] = {"instructions_per_request": round(counted.pop("Ir") / n)}
+        result[name].update({f"{k}_per_request": round(v / n, 1) for k, v in counted.items()})
     print(json.dumps(result, indent=1))
 
 

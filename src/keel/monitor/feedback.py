@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 MAX_ITEMS = 10_000  # labels per batch
-RECENT_IDS = 100_000  # request ids a server remembers (about 10 MB)
+RECENT_IDS = 100_000  # requests a server remembers (a ring of about 1.4 MB for its own ids)
 _FIELDS = frozenset({"request_id", "instance", "key", "label"})
 _MAX_ID = 200
 
@@ -143,14 +143,34 @@ class FeedbackResult:
 class RecentIds:
     """The request ids (and key hashes) a server issued lately: bounded, oldest forgotten first.
 
-    Safe to call from the server's worker threads.
+    The ids the server made itself (``serial``: :meth:`keel.serve.request_ids.RequestIds.serial`)
+    go in a ring indexed by their serial: three preallocated arrays (serial, instance count,
+    model), one slot written per request, no object kept per id, so remembering costs a few
+    writes to memory that stays warm instead of an ever-churning table of strings. Other ids
+    (a client's own ``Keel-Request-Id``) and key hashes go in two generations of dicts: the
+    newer one fills to half the capacity, then the older is dropped and the newer becomes it.
+    Either way the last ``capacity // 2`` requests at least are remembered, ``capacity`` at
+    most. Safe to call from the server's worker threads.
+
+    Args:
+        capacity: how many requests to remember.
+        serial: the serial of an id this server made, else None (without it: dicts only).
     """
 
-    def __init__(self, capacity: int = RECENT_IDS) -> None:
+    def __init__(
+        self, capacity: int = RECENT_IDS, serial: Callable[[str], int | None] | None = None
+    ) -> None:
         self.capacity = capacity
-        self._ids: dict[tuple[str, str], int] = {}
-        self._keys: dict[tuple[str, str], int] = {}
-        self._order: deque[tuple[bool, tuple[str, str]]] = deque()
+        self._serial = serial
+        self._serials = array("q", [0]) * capacity if serial else array("q")
+        self._counts = array("I", [0]) * capacity if serial else array("I")
+        self._models = array("H", [0]) * capacity if serial else array("H")
+        self._model_index: dict[str, int] = {}
+        self._model_names: list[str] = []
+        self._top = 0  # the highest serial in the ring
+        self._half = max(1, capacity // 2)
+        self._ids: tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]] = ({}, {})
+        self._keys: tuple[set[tuple[str, str]], set[tuple[str, str]]] = (set(), set())
         self._lock = threading.Lock()
 
     def add(
@@ -161,33 +181,74 @@ class RecentIds:
         key: Mapping[str, pa.DataType] | None = None,
     ) -> None:
         """Remember a served request: its id, instance count and (with ``key``) key hashes."""
-        hashes = []
-        if key:
-            for row in instances:
-                values = _key_values(row, key) if isinstance(row, Mapping) else None
-                if values is not None:
-                    hashes.append(key_hash(values))
-        with self._lock:
-            self._remember(False, (model, request_id), len(instances))
-            for hashed in hashes:
-                self._remember(True, (model, hashed), 1)
+        self.add_many(model, [(request_id, instances)], key)
 
-    def _remember(self, is_key: bool, entry: tuple[str, str], value: int) -> None:
-        table = self._keys if is_key else self._ids
-        if entry not in table:
-            self._order.append((is_key, entry))
-        table[entry] = value
-        while len(self._order) > self.capacity:
-            old_is_key, old = self._order.popleft()
-            (self._keys if old_is_key else self._ids).pop(old, None)
+    def add_many(
+        self,
+        model: str,
+        served: Sequence[tuple[str, Sequence[Any]]],
+        key: Mapping[str, pa.DataType] | None = None,
+    ) -> None:
+        """Remember served requests, as (request id, instances), with one lock."""
+        hashes: list[str] = []
+        if key:
+            for _, instances in served:
+                for row in instances:
+                    values = _key_values(row, key) if isinstance(row, Mapping) else None
+                    if values is not None:
+                        hashes.append(key_hash(values))
+        serial, capacity = self._serial, self.capacity
+        with self._lock:
+            index = self._model_index.get(model)
+            if index is None:
+                index = self._model_index[model] = len(self._model_names)
+                self._model_names.append(model)
+            for request_id, instances in served:
+                number = serial(request_id) if serial is not None else None
+                if number is not None and number > self._top - capacity and index < 65_536:
+                    slot = number % capacity
+                    self._serials[slot] = number
+                    self._counts[slot] = len(instances)
+                    self._models[slot] = index
+                    if number > self._top:
+                        self._top = number
+                else:
+                    self._remember_id((model, request_id), len(instances))
+            for hashed in hashes:
+                self._remember_key((model, hashed))
+
+    def _remember_id(self, entry: tuple[str, str], count: int) -> None:
+        newer, older = self._ids
+        newer[entry] = count
+        older.pop(entry, None)  # newer alone holds it: the generations' sizes stay bounded
+        if len(newer) >= self._half:
+            self._ids = ({}, newer)
+
+    def _remember_key(self, entry: tuple[str, str]) -> None:
+        newer, older = self._keys
+        newer.add(entry)
+        older.discard(entry)
+        if len(newer) >= self._half:
+            self._keys = (set(), newer)
 
     def instances(self, model: str, request_id: str) -> int | None:
         """The instance count of a remembered request, else None."""
-        return self._ids.get((model, request_id))
+        with self._lock:
+            number = self._serial(request_id) if self._serial is not None else None
+            if number is not None and number > self._top - self.capacity:
+                slot = number % self.capacity
+                if self._serials[slot] == number and self._model_names[self._models[slot]] == model:
+                    return int(self._counts[slot])
+            newer, older = self._ids
+            entry = (model, request_id)
+            found = newer.get(entry)
+            return older.get(entry) if found is None else found
 
     def has_key(self, model: str, hashed: str) -> bool:
         """Whether a served instance had this key hash lately."""
-        return (model, hashed) in self._keys
+        entry = (model, hashed)
+        newer, older = self._keys
+        return entry in newer or entry in older
 
 
 def delay_seconds(max_delay: str) -> int:

@@ -204,9 +204,7 @@ class Answers:
         )
         for _ in range(dropped):
             self.operations.dropped(name, version, role)
-        issued = self.feedback.issued
-        for request_id, instances, _, _ in answered:
-            issued(name, model, request_id, instances)
+        self.feedback.issued(name, model, [(rid, instances) for rid, instances, _, _ in answered])
 
     def _count(self, name: str, version: str, rows: int) -> None:
         """Add ``rows`` predictions to ``keel_predictions`` (this thread's cell: no lock)."""

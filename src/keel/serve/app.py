@@ -50,6 +50,7 @@ from keel.serve.models import LoadedModel, pin_threads, warm
 from keel.serve.operations import Operations
 from keel.serve.predlog import PredictionLog, pii_policy
 from keel.serve.reload import Reloader
+from keel.serve.request_ids import RequestIds
 from keel.serve.workers import Workers
 
 __all__ = ["INLINE_MAX_BYTES", "LoadedModel", "ServeSettings", "ServerApp", "create_app"]
@@ -179,12 +180,13 @@ class ServerApp(Answers):
         # keel.serve.app must not
         from keel.serve.feedback_routes import FeedbackState
 
-        self.feedback = FeedbackState(key)
+        ids = RequestIds()  # made here: feedback reads their serials back
+        self.feedback = FeedbackState(key, ids.serial)
         self.api = build_api(self)
         #: What checks state-changing requests: the server's tokens, or with auth off a
         #: token check for registry changes alone (None without a project).
         self.change_auth = auth or _change_auth(project)
-        self.stack = Observe(Guard(self._route, auth, self.change_auth), self.metrics)
+        self.stack = Observe(Guard(self._route, auth, self.change_auth), self.metrics, ids)
         #: The lean HTTP path's entry (Keel's protocol calls it for whole small requests).
         self.exchange = Exchange(self)
 

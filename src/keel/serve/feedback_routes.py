@@ -16,7 +16,7 @@ served model's label spec (task, classes, key column types), read from its packa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -68,11 +68,14 @@ class FeedbackState:
 
     Args:
         key: ``monitor.feedback.key``: the key columns labels may be joined by.
+        serial: the serial of a request id the server made (:class:`RecentIds`).
     """
 
-    def __init__(self, key: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, key: tuple[str, ...] = (), serial: Callable[[str], int | None] | None = None
+    ) -> None:
         self.key = key
-        self.recent = RecentIds()
+        self.recent = RecentIds(serial=serial)
         self._specs: dict[tuple[str, str], LabelSpec | None] = {}
 
     def spec(self, name: str, model: LoadedModel) -> LabelSpec:
@@ -84,9 +87,10 @@ class FeedbackState:
         package = model.package
         return LabelSpec.of(name, package.task, package.classes, package.pipeline.inputs, self.key)
 
-    def issued(self, name: str, model: LoadedModel, request_id: str, instances: list[Any]) -> None:
-        """Remember a served request (called on the prediction path: a dict insert, plus a
-        hash per instance when labels are joined by key)."""
+    def issued(self, name: str, model: LoadedModel, served: Sequence[tuple[str, Any]]) -> None:
+        """Remember served requests, as (request id, instances) (called on the prediction
+        path, once a batch: a slot written per request, plus a hash per instance when labels
+        are joined by key)."""
         key = None
         if self.key:
             cached = (name, model.version)
@@ -97,7 +101,7 @@ class FeedbackState:
                     self._specs[cached] = None  # the key does not fit this model: ids only
             found = self._specs[cached]
             key = None if found is None else found.key
-        self.recent.add(name, request_id, instances, key)
+        self.recent.add_many(name, served, key)
 
 
 def feedback_router(

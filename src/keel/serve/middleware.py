@@ -18,10 +18,8 @@ are plain methods, which the server's lean HTTP path (:mod:`keel.serve.exchange`
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from keel.errors import KeelError
 from keel.serve.auth import Authenticator
 from keel.serve.limits import Unauthorized, check_content_type
 from keel.serve.metrics import Metrics
+from keel.serve.request_ids import RequestIds
 
 __all__ = ["ASGIApp", "Guard", "Observe", "Route", "classify", "error_answer"]
 
@@ -127,16 +126,15 @@ def _name_version(rest: str) -> tuple[str, str | None]:
 class Observe:
     """Request id, error answers, metrics and access log for every HTTP request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, ids: RequestIds | None = None) -> None:
         self.app = app
         self.metrics = metrics
         # a Guard just inside is run in this pass (its checks, then its app): one layer less
         self._guard = app if isinstance(app, Guard) else None
         self._inner = app.app if isinstance(app, Guard) else app
-        # request ids: 80 random bits per server start + a counter (unique, and no system
-        # call per request as uuid4 makes); 32 hex characters like a uuid4's hex
-        self._prefix = secrets.token_hex(10)
-        self._counter = itertools.count(1)
+        #: The ids given to requests that come without one.
+        self.ids = ids or RequestIds()
+        self._new_id = self.ids.new
         #: Headers added to every answer after the request id (``--workers``: Keel-Worker).
         self.headers: tuple[tuple[bytes, bytes], ...] = ()
 
@@ -188,7 +186,7 @@ class Observe:
         given = headers.get(b"keel-request-id") or headers.get(b"x-request-id")
         request_id = given.decode("latin-1") if given else ""
         if not request_id or not _ID.fullmatch(request_id):
-            request_id = f"{self._prefix}{next(self._counter):012x}"
+            request_id = self._new_id()
         return request_id
 
     def check(self, method: str, headers: Mapping[bytes, bytes], route: Route) -> Any:
