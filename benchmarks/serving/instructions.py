@@ -20,11 +20,14 @@ off), for what the hardening costs. ``CALLGRIND_OUT=path``: keep callgrind's pro
 ``FILL=N``: first remember N request ids for feedback, as a server that has answered N
 requests holds them. ``CACHE_SIM=1``: callgrind simulates the caches too and the misses per
 request are printed (``D1mr``, ``DLmr``, ...: a figure for memory traffic the load does not move).
+``GC_FREEZE=1``: freeze the heap after the warm-up, as the server does before its first
+request; ``GC_THRESHOLD=N``: the collector's youngest generation collected every N objects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -92,6 +95,11 @@ async def drive(project: str, mode: str, n: int, signals: Path | None) -> None:
             await overhead.drive(app, template, count, 64)
 
     await run(WARM)
+    if os.environ.get("GC_FREEZE"):  # as the server's lifespan does before its first request
+        gc.collect()
+        gc.freeze()
+    if os.environ.get("GC_THRESHOLD"):  # the youngest generation's threshold
+        gc.set_threshold(int(os.environ["GC_THRESHOLD"]), *gc.get_threshold()[1:])
     _signal(signals, "warm", "go")
     await run(n)
     _signal(signals, "done", "stop")

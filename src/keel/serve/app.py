@@ -25,7 +25,6 @@ and ``Keel-Request-Id`` headers).
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
@@ -43,6 +42,7 @@ from keel.serve.auth import Authenticator
 from keel.serve.batching import Batcher, BatchPolicy, Job
 from keel.serve.control import build_api
 from keel.serve.exchange import Exchange, answer_headers
+from keel.serve.heap import serving_heap
 from keel.serve.limits import Limits, Overloaded, read_body
 from keel.serve.metrics import Metrics
 from keel.serve.middleware import Guard, Observe, Receive, Route, Scope, Send
@@ -499,16 +499,12 @@ class ServerApp(Answers):
         reloading = None
         if self.reloader is not None:
             reloading = asyncio.create_task(self.reloader.run())
-        # The loaded models are long-lived: keep them out of the collector's generations so
-        # a full collection during traffic does not walk them (shorter latency tails).
-        gc.collect()
-        gc.freeze()
         try:
-            yield
+            with serving_heap():  # the loaded models frozen out of the collector's walks
+                yield
         finally:
             if reloading is not None:
                 reloading.cancel()
-            gc.unfreeze()  # let shutdown collect them (extension types report frozen as leaks)
             self._workers.close()
             self.shadows.close()
             self.operations.close()
