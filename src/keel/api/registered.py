@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keel.errors import NotFoundError
+from keel.errors import DataValidationError, NotFoundError
 
 if TYPE_CHECKING:
     from keel.data.reader import ReadOptions
@@ -291,7 +291,10 @@ def predict(
         version = proj.metadata.resolve(ref)
         package = _package(proj, version.package_sha256)
         read = _reading(read, proj)
-        scored = _score_file(package, source, Path(output), fmt, str(version.version), read)
+        try:
+            scored = _score_file(package, source, Path(output), fmt, str(version.version), read)
+        except DataValidationError as exc:
+            raise with_views_hint(proj, version.package_sha256, exc) from exc
         positive = positive_label(package)
         return {
             "model": version.name,
@@ -307,6 +310,26 @@ def predict(
             "dialect": None if scored.dialect is None else scored.dialect.to_dict(),
             "bad_lines": [line.to_dict() for line in scored.bad_lines],
         }
+
+
+def with_views_hint(
+    project: Project, package_sha256: str, exc: DataValidationError
+) -> DataValidationError:
+    """``exc`` as it is, or, when the missing input columns are features of the views the
+    model was trained with, with what to do about them added to its message."""
+    from keel.features.store import views_hint
+
+    missing = exc.details.get("missing") if exc.field == "columns" else None
+    hint = views_hint(project, package_sha256, missing) if isinstance(missing, list) else None
+    if hint is None:
+        return exc
+    return DataValidationError(f"{exc.message} {hint}", field=exc.field, details=exc.details)
+
+
+def explain_hint(ref: str, project: str | Path | None, exc: DataValidationError) -> Exception:
+    """:func:`with_views_hint` for ``keel explain``, which loads the model by reference."""
+    with _project(project) as proj:
+        return with_views_hint(proj, proj.metadata.resolve(ref).package_sha256, exc)
 
 
 def _score_file(
@@ -357,18 +380,23 @@ def monitor(
 
     with _project(project) as proj, importable_from(proj.root):
         notes = _compacted(proj, ref) if compact and source is None else []
-        report = check_model(
-            proj,
-            ref,
-            source=source,
-            read=read,
-            version=version,
-            role=role,
-            window=window,
-            step=step,
-            since=since,
-            until=until,
-        )
+        try:
+            report = check_model(
+                proj,
+                ref,
+                source=source,
+                read=read,
+                version=version,
+                role=role,
+                window=window,
+                step=step,
+                since=since,
+                until=until,
+            )
+        except DataValidationError as exc:
+            if source is None:
+                raise
+            raise with_views_hint(proj, proj.metadata.resolve(ref).package_sha256, exc) from exc
         report["notes"] = [*report.get("notes", []), *notes]
         return report
 

@@ -78,6 +78,8 @@ def docker(
         markup=False,
         highlight=False,
     )
+    for warning in context.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
     err.print(
         f"next: docker build -t keel-{context.model}:{context.version} {context.directory}",
         markup=False,
@@ -143,6 +145,8 @@ def k8s(
         return
     for path in manifests.files:
         out.print(f"wrote {path}", markup=False, highlight=False)
+    for warning in manifests.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
     err.print(
         f"next: create the token Secret (see {manifests.directory / 'README.md'}), then "
         f"kubectl apply -f {manifests.directory}",

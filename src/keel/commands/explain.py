@@ -88,7 +88,7 @@ def explain(
     it: the predicted label as prediction, then probability (binary: of the positive class)
     or probability_CLASS (multiclass); a regression's prediction is the value.
     """
-    from keel.api.registered import load_model
+    from keel.api.registered import explain_hint, load_model
     from keel.data.export import table_format
 
     if output is None and output_format is not None:
@@ -97,7 +97,10 @@ def explain(
     from keel.serve.batch import rejects_path
 
     model = load_model(ref, project=project)
-    rows = _read_rows(model.package, input, limit, _na_values(project))
+    try:
+        rows = _read_rows(model.package, input, limit, _na_values(project))
+    except DataValidationError as exc:
+        raise explain_hint(ref, project, exc) from exc
     written = None if output is None else rejects_path(output)
     if written is not None:
         _write_rejects(rows.rejects, written)

@@ -182,6 +182,10 @@ def serve(
         f"serving {served or 'features'} on http://{shown}:{bind_port} ({state}; Ctrl-C to stop)",
         soft_wrap=True,
     )
+    from keel.serve.features import unmaterialized
+
+    for warning in unmaterialized(server_app.feature_store, server_app.models):
+        err.print(f"warning: {warning}", markup=False, highlight=False)
     if access_log:
         _log_requests()
     _run_uvicorn(server_app, sock, config)

@@ -239,8 +239,11 @@ def _metric_sets(
 def _slice_sets(
     task: str, kind: str, y: np.ndarray, prediction: np.ndarray,
     columns: Mapping[str, Any], settings: BootstrapSettings, threshold: float,
-    run: Runner[Block],
+    run: Runner[Block], min_size: int = 0,
 ) -> tuple[MetricSet, dict[str, dict[str, MetricSet]], dict[str, dict[str, float]]]:  # fmt: skip
+    """Overall and per-slice metrics, and each column's gaps: the spread of a metric over its
+    slices of at least ``min_size`` rows (smaller ones are reported but never gate, so a gap
+    that a gate reads leaves them out too)."""
     from keel.train.tasks import task_for
 
     names: list[tuple[str, str]] = []
@@ -260,7 +263,8 @@ def _slice_sets(
     for column, groups in slices.items():
         gaps[column] = {}
         for gap, metric in task_for(task).gaps.items():
-            seen = [m.estimates[metric].value for m in groups.values() if metric in m.estimates]
+            seen = [m.estimates[metric].value for m in groups.values()
+                    if metric in m.estimates and m.rows >= min_size]  # fmt: skip
             defined = [v for v in seen if v is not None]
             gaps[column][gap] = float(max(defined) - min(defined)) if defined else 0.0
     return overall, slices, gaps
@@ -311,8 +315,9 @@ def evaluate_predictions(
     boot = cfg.bootstrap
     settings = BootstrapSettings(boot.resamples, boot.seed, boot.confidence, AUTO)
     overall, per_slice, gaps = _slice_sets(
-        task, kind, y, prediction, slices or {}, settings, threshold or 0.5, run
-    )
+        task, kind, y, prediction, slices or {}, settings, threshold or 0.5, run,
+        min_size=cfg.min_slice_size,
+    )  # fmt: skip
     calibration = calibration_of(y, prediction) if kind != "regression" else None
     curves = curves_of(y, prediction, classes) if kind != "regression" else None
     residuals = residuals_of(y, prediction) if kind == "regression" else None

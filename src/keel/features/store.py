@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from keel.project import Project
     from keel.types import Artifact
 
-__all__ = ["FeatureStore", "join_feature_views", "training_views"]
+__all__ = ["FeatureStore", "join_feature_views", "training_views", "views_hint"]
 
 
 class FeatureStore:
@@ -269,6 +269,32 @@ def training_views(project: Project, package_sha256: str) -> dict[str, Any] | No
         if isinstance(found, dict):
             return found
     return None
+
+
+def views_hint(project: Project, package_sha256: str, missing: Sequence[str]) -> str | None:
+    """Why a file for a model trained with feature views lacks ``missing`` columns, and what to
+    do; None when the model has no views or none of ``missing`` is a view feature.
+
+    The server fills a request's view features from the online store; a file to score or
+    explain must carry them, as the training rows did after the point-in-time join.
+    """
+    used = training_views(project, package_sha256)
+    if used is None:
+        return None
+    views = used["views"]
+    theirs = [m for m in missing if any(m in spec["features"] for spec in views.values())]
+    if not theirs:
+        return None
+    keys = sorted({k for spec in views.values() for k in spec["entities"]})
+    refs = ", ".join(f'"{v}:*"' for v in sorted(views))
+    ts = used.get("entity_timestamp") or "TIMESTAMP"
+    return (
+        f"{len(theirs)} of them come from the feature views the model was trained with "
+        f"({', '.join(sorted(views))}): the server fills them from the online store for "
+        f"rows of entity keys ({', '.join(keys)}), a file must carry them. Join them first: "
+        f"keel.FeatureStore(PROJECT).historical(rows, features=[{refs}], timestamp={ts!r}) "
+        f"(point in time, as training did; rows hold the keys and {ts!r})."
+    )
 
 
 def _shas_in(value: Any) -> Iterator[str]:

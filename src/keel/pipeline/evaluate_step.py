@@ -30,7 +30,11 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
     from keel.evaluate.importance import PermutationImportance
     from keel.evaluate.workshare import Workshare
     from keel.features.pipeline import FeaturePipeline
-    from keel.pipeline.evaluation_inputs import champion_predictions, evaluation_columns
+    from keel.pipeline.evaluation_inputs import (
+        champion_predictions,
+        evaluation_columns,
+        numeric_groupings,
+    )
     from keel.train.bundle import load_bundle
 
     project, cfg = ctx.project, ctx.project.config
@@ -78,6 +82,8 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
             work.close()
         permutation = permuted.result()
     evaluation = replace(evaluation, importance=importance, permutation=permutation)
+    for warning in numeric_groupings(slices, sensitive):
+        ctx.warn(warning)
     if sensitive and bundle["task"] == "regression":  # said, not silently skipped
         unsliced = [n for n in sensitive if n not in slices]
         where = (

@@ -15,7 +15,10 @@ from keel.types import Artifact
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["champion_key", "champion_predictions", "evaluation_columns"]
+__all__ = ["champion_key", "champion_predictions", "evaluation_columns", "numeric_groupings"]
+
+MANY_VALUES = 20
+"""A numeric slice or sensitive column with more distinct values than this gets a warning."""
 
 
 def evaluation_columns(
@@ -49,6 +52,33 @@ def evaluation_columns(
 
     found = [n for n in search if n in table.column_names]
     return columns(cfg.evaluate.slices), columns(cfg.data.sensitive), columns(found)
+
+
+def numeric_groupings(slices: dict[str, Any], sensitive: dict[str, Any]) -> list[str]:
+    """A warning per ``evaluate.slices`` or ``data.sensitive`` column that is a number with
+    more than :data:`MANY_VALUES` distinct values: every value is its own group, most of them
+    small, so per-group metrics and fairness gaps measure small groups' noise."""
+    import numpy as np
+
+    warnings = []
+    for name in dict.fromkeys([*slices, *sensitive]):
+        values = slices[name] if name in slices else sensitive[name]
+        if values.dtype.kind not in "iuf":
+            continue
+        distinct, counts = np.unique(values[~np.isnan(values)] if values.dtype.kind == "f"
+                                     else values, return_counts=True)  # fmt: skip
+        if len(distinct) <= MANY_VALUES:
+            continue
+        fields = [f for f, cols in (("evaluate.slices", slices), ("data.sensitive", sensitive))
+                  if name in cols]  # fmt: skip
+        warnings.append(
+            f"{' and '.join(fields)}: {name!r} is a number with {len(distinct)} distinct values "
+            f"in the test data, each its own group (the smallest {int(counts.min())} row(s)), "
+            "so its per-group metrics and gaps mostly measure small groups' noise. Audit a "
+            f"column of a few ranges of {name} instead (a CASE in a duckdb source's query, or "
+            "a custom step); the model can keep reading it."
+        )
+    return warnings
 
 
 def _champion(project: Project) -> Any:

@@ -73,7 +73,10 @@ INSTANCE = "__keel_instance"
 def labelled_window(project: Project, name: str, since: float) -> pa.Table:
     """The logged inputs of ``name``'s predictions made at or after ``since`` (epoch seconds)
     that have a live label, with the label in a column named like ``data.target`` and the row's
-    identity in :data:`REQUEST_ID` and :data:`INSTANCE`.
+    identity in :data:`REQUEST_ID` and :data:`INSTANCE`. With ``split.method: time`` by a
+    column the model does not read (requests do not carry it), each row gets the time its
+    prediction was served in that column: the training and validation splits of the retrained
+    model need every row's time.
 
     Memory holds the labels and one log block at a time, plus the matched rows.
 
@@ -116,6 +119,8 @@ def labelled_window(project: Project, name: str, since: float) -> pa.Table:
         ]
         keys = Lookup(joined_key(columns), np.array(by_key, dtype=np.int64))
     types = key_arrow_types(inputs, tuple(inputs))
+    split = project.config.split
+    stamp = split.column if split.method == "time" and split.column not in inputs else None
     parts: list[pa.Table] = []
     chosen: list[np.ndarray] = []
     log_dir = Path(project.predictions_dir)
@@ -128,14 +133,18 @@ def labelled_window(project: Project, name: str, since: float) -> pa.Table:
             index = np.concatenate([index, more_index[fresh]])
         if position.size:
             taken = pa.array(position)
+            part = block.keys.take(taken)
+            if stamp is not None:
+                part = part.append_column(stamp, _served_at(block.time[position]))
             parts.append(
-                block.keys.take(taken)
-                .append_column(REQUEST_ID, block.request_id.take(taken).cast(pa.string()))
-                .append_column(INSTANCE, from_numpy(block.instance[position].astype(np.int64)))
+                part.append_column(
+                    REQUEST_ID, block.request_id.take(taken).cast(pa.string())
+                ).append_column(INSTANCE, from_numpy(block.instance[position].astype(np.int64)))
             )
             chosen.append(index)
+    stamped = [] if stamp is None else [pa.field(stamp, _SERVED_AT)]
     schema = pa.schema(
-        [*(pa.field(n, t) for n, t in types.items()),
+        [*(pa.field(n, t) for n, t in types.items()), *stamped,
          pa.field(REQUEST_ID, pa.string()), pa.field(INSTANCE, pa.int64())]
     )  # fmt: skip
     table = pa.concat_tables(parts) if parts else schema.empty_table()
@@ -146,6 +155,14 @@ def labelled_window(project: Project, name: str, since: float) -> pa.Table:
     else:
         column = pa.array([str(v) for v in values], pa.string())
     return table.append_column(target, column)
+
+
+_SERVED_AT = pa.timestamp("us", tz="UTC")
+
+
+def _served_at(seconds: np.ndarray) -> pa.Array:
+    """Epoch seconds (the log's ``time``) as UTC timestamps."""
+    return pa.array(np.round(seconds * 1e6).astype(np.int64), _SERVED_AT)
 
 
 def previous_labelled(project: Project, model: str) -> str | None:

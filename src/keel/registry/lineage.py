@@ -324,7 +324,8 @@ class _Walker:
         if isinstance(parent, str) and parent:
             found = self._artifact_prefix(parent)
             if found is not None:
-                yield found, Edge(found.id, node.id, "appended to")
+                relation = str(meta.get("parent_relation", "derived as"))
+                yield found, Edge(found.id, node.id, relation)
         for path in meta.get("files") or ([meta["source"]] if meta.get("source") else []):
             source = _source(str(path))
             yield source, Edge(source.id, node.id, "read from")
@@ -393,7 +394,7 @@ class _Walker:
             yield version, Edge(node.id, version.id, "registered as")
         for row in later:
             snapshot = _artifact_node(row)
-            yield snapshot, Edge(node.id, snapshot.id, "appended to")
+            yield snapshot, Edge(node.id, snapshot.id, _parent_relation(row["metadata"] or {}))
 
     def _version_children(self, node: Node, key: str) -> Iterable[tuple[Node, Edge]]:
         name, _, number = key.rpartition("@")
@@ -436,6 +437,8 @@ def _artifact_node(row: sa.RowMapping) -> Node:
     keep = {
         k: meta[k] for k in ("rows", "source", "files", "parent", "split", "model") if k in meta
     }
+    if meta.get("parent"):
+        keep["parent_relation"] = _parent_relation(meta)
     keep["size"] = int(row["size"])
     return Node(f"artifact:{sha}", str(row["kind"]), f"{row['kind']} {sha[:12]}", sha, keep)
 
@@ -494,12 +497,21 @@ def render_text(graph: LineageGraph) -> str:
     return "\n".join(lines)
 
 
+def _parent_relation(metadata: dict[str, Any]) -> str:
+    """How a snapshot relates to its ``parent``: an incremental ingestion (its metadata has the
+    ingestion's ``bad_rows``) or a retraining (``retrain``) appended rows to it; a split, a
+    feature-view join or a custom step's table was derived from it."""
+    appended = "bad_rows" in metadata or "retrain" in metadata
+    return "appended to" if appended else "derived as"
+
+
 def _upward(relation: str) -> str:
     """An edge's relation read from the descendant's side (``wrote`` → ``written by``)."""
     if relation.startswith("read as "):
         return "input " + relation.removeprefix("read as ")
     words = {"answered": "answered by", "points to": "alias of", "registered as": "package",
-             "wrote": "written by", "appended to": "appends to"}  # fmt: skip
+             "wrote": "written by", "appended to": "appends to",
+             "derived as": "derived from"}  # fmt: skip
     return words.get(relation, relation)
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "build_docker",
     "build_k8s",
     "k8s_documents",
+    "views_warning",
 ]
 
 PORT = 8080
@@ -69,6 +70,7 @@ class DockerContext:
     package_sha256: str
     extras: tuple[str, ...]
     files: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,7 @@ class DockerContext:
             "package_sha256": self.package_sha256,
             "extras": list(self.extras),
             "files": list(self.files),
+            "warnings": list(self.warnings),
         }
 
 
@@ -131,9 +134,14 @@ class K8sManifests:
     directory: Path
     files: tuple[Path, ...]
     documents: tuple[dict[str, Any], ...]
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"directory": str(self.directory), "files": [str(f) for f in self.files]}
+        return {
+            "directory": str(self.directory),
+            "files": [str(f) for f in self.files],
+            "warnings": list(self.warnings),
+        }
 
 
 def _resolve(project: Any, ref: str) -> Any:
@@ -145,6 +153,32 @@ def _resolve(project: Any, ref: str) -> Any:
             field="model",
         )
     return project.metadata.resolve(ref)
+
+
+def views_warning(project: Any, version: Any) -> str | None:
+    """What an image of a version trained with feature views cannot do, or None.
+
+    The project's own server fills a request's view features from its online store; the
+    image's serving-only project has no feature views and no online store, so its clients
+    must send every input column.
+    """
+    from keel.features.store import training_views
+
+    used = training_views(project, version.package_sha256)
+    if used is None:
+        return None
+    views = used["views"]
+    keys = sorted({k for spec in views.values() for k in spec["entities"]})
+    features = sorted({f for spec in views.values() for f in spec["features"]})
+    shown = ", ".join(features[:6]) + (
+        f" and {len(features) - 6} more" if len(features) > 6 else ""
+    )
+    return (
+        f"{version.name}@{version.version} was trained with feature views "
+        f"({', '.join(sorted(views))}): the image has no feature store, so its requests must "
+        f"carry the view features too ({shown}), not only the entity keys "
+        f"({', '.join(keys)}) that `keel serve` in this project looks them up by."
+    )
 
 
 def _prepare(output: Path, force: bool) -> None:
@@ -216,7 +250,11 @@ def build_docker(
         _dockerfile(version.name, base_image, install, wheel is not None)
     )
     (target / ".dockerignore").write_text("*\n" + "".join(f"!{f}\n" for f in files[3:]))
-    (target / "README.md").write_text(_readme(version.name, version.version, flavor))
+    warning = views_warning(project, version)
+    readme = _readme(version.name, version.version, flavor)
+    (target / "README.md").write_text(
+        readme + (f"\n**Feature views.** {warning}\n" if warning else "")
+    )
     return DockerContext(
         directory=target,
         model=version.name,
@@ -224,6 +262,7 @@ def build_docker(
         package_sha256=version.package_sha256,
         extras=extras,
         files=tuple(sorted(files)),
+        warnings=(warning,) if warning else (),
     )
 
 
@@ -473,6 +512,7 @@ def build_k8s(
         path.write_text(yaml.dump(document, Dumper=_Plain, sort_keys=False))
         written.append(path)
     secret = f"{dns_name(version.name)}-token"
+    warning = views_warning(project, version)
     (target / "README.md").write_text(
         f"# {version.name}@{version.version} on Kubernetes\n\n"
         f"    kubectl create secret generic {secret} \\\n"
@@ -481,5 +521,11 @@ def build_k8s(
         f"    kubectl apply -f {target.name}/\n\n"
         f"The image ({chosen.image or dns_name(version.name) + ':' + str(version.version)}) is "
         f"the one `keel build docker {version.name}@{version.version}` writes the context for.\n"
+        + (f"\n**Feature views.** {warning}\n" if warning else "")
     )
-    return K8sManifests(directory=target, files=tuple(written), documents=tuple(documents))
+    return K8sManifests(
+        directory=target,
+        files=tuple(written),
+        documents=tuple(documents),
+        warnings=(warning,) if warning else (),
+    )

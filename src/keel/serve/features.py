@@ -7,12 +7,12 @@ store before the feature pipeline runs, then drops the keys that only served the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from keel.errors import ConfigError, DataValidationError, NotFoundError
+from keel.errors import BackendError, ConfigError, DataValidationError, NotFoundError
 
-__all__ = ["fill_views", "lookup"]
+__all__ = ["fill_views", "lookup", "unmaterialized"]
 
 
 def fill_views(
@@ -48,6 +48,32 @@ def fill_views(
         if isinstance(row, dict):
             for key in key_only:
                 row.pop(key, None)
+
+
+def unmaterialized(store: Any, models: Mapping[str, Any]) -> list[str]:
+    """A warning for each served model trained with feature views that the online store lacks
+    (never materialized, or the project no longer declares them): its requests of entity keys
+    only would be refused, although the server reports itself ready."""
+    warnings = []
+    for name, model in models.items():
+        if not model.fills:
+            continue
+        views = sorted(model.fills["views"])
+        if store is None:
+            missing = views
+        else:
+            try:
+                missing = [v for v in views if store.online_store.meta(v) is None]
+            except (BackendError, ConfigError):
+                continue  # the first request says what is wrong with the store
+        if missing:
+            warnings.append(
+                f"{name}@{model.version} was trained with feature views ({', '.join(views)}) "
+                f"and the online store has no {', '.join(missing)}: requests of entity keys "
+                "only are refused until `keel features materialize`"
+                + (" (declare them under feature_views: first)." if store is None else ".")
+            )
+    return warnings
 
 
 def lookup(store: Any, request: Any, max_entities: int) -> list[dict[str, Any]]:
