@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -95,6 +96,9 @@ def test_a_healthy_project_passes_every_check(project: Path) -> None:
     for name in CHECKS:
         assert any(line.split()[1:2] == [name] for line in lines), (name, result.stdout)
     assert "all checks passed" in result.stdout
+    # 80 columns: messages wrap under themselves; only a path or URL may run past the edge
+    assert all(len(re.sub(r"\S*/\S*", "/", line)) <= 80 for line in lines), result.stdout
+    assert any(line.startswith(" " * 17) for line in lines), result.stdout  # one wrapped
     checks = doctor(project, code=0)
     assert statuses(checks) == {
         **dict.fromkeys(CHECKS, "ok"),

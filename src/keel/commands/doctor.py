@@ -133,7 +133,7 @@ def diagnose(
             "database", "runs", "artifacts", "leftovers", "schema", "scheduler", "extras"
         )  # fmt: skip
         return [
-            Check("config", "fail", exc.message, "fix keel.yaml as the message says"),
+            Check("config", "fail", exc.message),  # its message says what to do
             *(Check(name, "skip", "needs a valid keel.yaml") for name in blocked),
         ]
     with project:
@@ -441,12 +441,25 @@ _MARKS = {
 }
 
 
+_INDENT = " " * 17  # under the message: the mark's 4 columns, 2 spaces, the name's 10, 1
+
+
 def _print(checks: list[Check]) -> None:
+    import textwrap
+
+    def wrapped(text: str) -> list[str]:  # 80 columns; a path or URL is never broken
+        return textwrap.wrap(
+            text, 80 - len(_INDENT), break_long_words=False, break_on_hyphens=False
+        ) or [""]
+
     for check in checks:
-        line = f"{_MARKS[check.status]}  {check.name:<10} {escape(check.message)}"
-        out.print(line, highlight=False, soft_wrap=True)
+        first, *rest = wrapped(check.message)
+        out.print(f"{_MARKS[check.status]}  {check.name:<10} {escape(first)}", highlight=False)
+        for line in rest:
+            out.print(f"{_INDENT}{escape(line)}", highlight=False)
         if check.fix and check.status == "fail":
-            out.print(f"      {'':<10} fix: {escape(check.fix)}", highlight=False, soft_wrap=True)
+            for line in wrapped(f"fix: {check.fix}"):
+                out.print(f"{_INDENT}{escape(line)}", highlight=False)
     failed = sum(c.status == "fail" for c in checks)
     verdict = f"[red]{failed} check(s) failed[/]" if failed else "[green]all checks passed[/]"
     out.print(verdict, highlight=False)
