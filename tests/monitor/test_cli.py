@@ -87,6 +87,12 @@ def test_windows_versions_and_json(project: Path, rows: list[dict[str, Any]]) ->
     assert (
         text.returncode == 0 and "est. roc_auc" in text.stdout and "verdict: stable" in text.stdout
     )
+    every = keel_cli("monitor", "adult", "--version", "all", cwd=project)
+    assert every.returncode == 0, every.stderr
+    assert "drift report for adult (all versions; reference: @1's training)" in every.stdout
+    assert json.loads(
+        keel_cli("monitor", "adult", "--version", "all", "--format", "json", cwd=project).stdout
+    )["all_versions"]
     unknown = keel_cli("monitor", "adult", "--window", "2 fortnights", cwd=project)
     assert unknown.returncode != 0 and "--window" in unknown.stderr and "1000rows" in unknown.stderr
     no_traceback(unknown)

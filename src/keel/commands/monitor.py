@@ -215,8 +215,11 @@ def print_report(report: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
 
+    served = f"{report['model']}@{report['version']}"
+    if report.get("all_versions"):
+        served = f"{report['model']} (all versions; reference: @{report['version']}'s training)"
     out.print(
-        f"drift report for {report['model']}@{report['version']}: {report['rows']} rows from "
+        f"drift report for {served}: {report['rows']} rows from "
         f"{report['source']} vs {report['reference_rows']} training rows"
         + (f", windows of {report['window']}" if report["window"] != "all" else "")
     )

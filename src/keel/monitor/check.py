@@ -158,6 +158,8 @@ def _check(
     if join is not None:
         realised = realised_of(project, join, window=spec, labels=labels)
     answer = replace(report, realised=realised).to_dict()
+    # the rows of every version, against the reference version's training rows
+    answer["all_versions"] = version == "all"
     served = (report.overall.first, report.overall.last)  # the whole selection's requests
     from keel.monitor.operations import add_operations  # latency, errors, drops; SLOs
 
