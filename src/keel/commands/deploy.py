@@ -6,7 +6,6 @@ import textwrap
 from typing import Annotated, Any
 
 import typer
-from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -234,25 +233,22 @@ def list_(
             highlight=False,
         )
         return
-    # the layout of `keel runs show`'s step table: seven columns fit 80 without cutting a
-    # model name, a date or "(mirrored)"
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for column in ("id", "model", "kind", "status", "arms", "created", "by"):
-        table.add_column(
-            column, no_wrap=column in ("id", "created"), min_width=10 if column == "arms" else None
-        )
+    # one line per deployment, its arms and actor on the next: a table of seven columns cut a model
+    # name, a status or the actor at 80 columns ("moviele…", "keel-ret")
+    rows = []
     for d in found:
         by_hand = d["status"] == "promoted" and (d.get("final") or {}).get("by_hand")
-        table.add_row(
-            d["id"],
-            escape(d["name"]),
-            d["kind"],
-            "promoted (hand)" if by_hand else d["status"],
-            _arms(d),
-            d["created_at"][:16].replace("T", " "),  # to the minute, UTC
-            escape(d["created_by"]),
-        )
-    out.print(table)
+        rows.append((d["id"], d["name"], d["kind"], "promoted (hand)" if by_hand else d["status"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for d, row in zip(found, rows, strict=True):
+        cells = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        when = d["created_at"][:16].replace("T", " ")  # to the minute, UTC
+        for line in textwrap.wrap(f"{cells}  {when}", 80, break_long_words=False,
+                                  subsequent_indent="    "):  # fmt: skip
+            out.print(escape(line), highlight=False)
+        for line in textwrap.wrap(f"{_arms(d)}; by {d['created_by']}", 80, initial_indent="    ",
+                                  subsequent_indent="    ", break_long_words=False):  # fmt: skip
+            out.print(escape(line), highlight=False)
 
 
 def status(ref: RefArg, project: ProjectOpt = None, fmt: FormatOpt = Format.text) -> None:
