@@ -122,3 +122,18 @@ def test_prometheus_text_is_the_latest_window(report: Any) -> None:
     assert samples[f"keel_monitor_realised_accuracy{{{base}}}"] == pytest.approx(0.7)
     assert samples[f'keel_monitor_latency_ms{{{base},quantile="p99"}}'] == 40.0
     assert samples[f"keel_monitor_window_start_timestamp_seconds{{{base}}}"] == T0 + 2 * DAY
+
+
+def test_prometheus_leaves_out_distances_of_a_window_too_small_to_judge(
+    adult_reference: Any, adult_rows: list[dict[str, Any]], write_log: Writer
+) -> None:
+    few = sorted(adult_rows, key=lambda r: -int(r["age"]))[:5]  # five of the oldest: PSI huge
+    directory = write_log(few, start=T0, probabilities=np.full(5, 0.9))
+    data = monitor_log(adult_reference, directory, settings=MonitorSettings()).to_dict()
+    age = next(c for c in data["columns"] if c["column"] == "age")
+    assert data["verdict"] == "not_enough_data" and age["psi"] > 1  # computed, not judged
+    text = render_prometheus(data)
+    assert 'keel_monitor_enough_data{model="adult",version="1"} 0' in text
+    assert "keel_monitor_window_rows" in text
+    for gone in ("feature_psi", "feature_js", "feature_wasserstein", "prediction_psi"):
+        assert f"keel_monitor_{gone}" not in text, gone

@@ -103,6 +103,9 @@ def render_prometheus(report: Mapping[str, Any]) -> str:
         [({}, int(latest.get("verdict") != "not_enough_data"))],
     )
     columns = latest.get("columns") or []
+    # a distance over too few rows is noise (PSI 10 from a handful): left out, so that a rule
+    # such as keel_monitor_feature_psi > 0.2 never fires on it; enough_data says why
+    judged = [c for c in columns if c.get("verdict") != "not_enough_data"]
     for metric, text in (
         ("psi", "PSI"),
         ("js", "Jensen-Shannon distance"),
@@ -110,8 +113,8 @@ def render_prometheus(report: Mapping[str, Any]) -> str:
     ):
         gauge(
             f"feature_{metric}",
-            f"{text} of a feature against training, latest window.",
-            [({"feature": str(c["column"])}, c.get(metric)) for c in columns],
+            f"{text} of a feature against training, latest window (absent without enough rows).",
+            [({"feature": str(c["column"])}, c.get(metric)) for c in judged],
         )
     gauge(
         "feature_drift",
@@ -123,7 +126,8 @@ def render_prometheus(report: Mapping[str, Any]) -> str:
         "Features whose verdict is drift.",
         [({}, len(latest.get("drifted_columns") or []))],
     )
-    prediction = latest.get("prediction") or {}
+    enough = latest.get("verdict") != "not_enough_data"
+    prediction = (latest.get("prediction") or {}) if enough else {}
     for metric in ("psi", "js"):
         gauge(
             f"prediction_{metric}",
