@@ -281,3 +281,68 @@ def test_a_project_with_views_and_no_model_serves_features(tmp_path: Path) -> No
         )
         assert response.status_code == 200
         assert response.json()["results"][0]["cnt"] > 0
+
+
+def _unknown_count(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    line = 'keel_unknown_entities_total{model="bikes",view="weather"} '
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0][len(line) :]) if found else 0.0
+
+
+def test_an_unknown_entity_is_scored_with_a_warning_and_counted(server: str) -> None:
+    """Day 2030-01-01 was never materialized in `weather`; hour 8 and 2012-12-31 were."""
+    known, unknown = {"hr": 8, "day": "2012-12-31"}, {"hr": 8, "day": "2030-01-01"}
+    before = _unknown_count(server)
+    answer = _post(server, "/v1/models/bikes/predict", {"instances": [known, unknown]})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"]) == 2  # imputed and scored, not refused
+    warned = [w for w in answer.json()["warnings"] if w["kind"] == "unknown_entity"]
+    assert [(w["field"], w["value"], w["severity"]) for w in warned] == [
+        ("instances[1].day", "2030-01-01", "warning")
+    ]
+    assert "'weather'" in warned[0]["message"] and "temp_yesterday" in warned[0]["message"]
+    alone = _post(server, "/v1/models/bikes/predict", {"instances": [known]}).json()
+    assert "warnings" not in alone  # a known entity draws none
+    assert alone["probabilities"][0] == answer.json()["probabilities"][0]
+
+    inputs = [
+        {"name": "hr", "datatype": "INT64", "shape": [2], "data": [8, 8]},
+        {"name": "day", "datatype": "BYTES", "shape": [2], "data": ["2012-12-31", "2030-01-01"]},
+    ]
+    infer = _post(server, "/v2/models/bikes/infer", {"inputs": inputs})
+    assert infer.status_code == 200, infer.text
+    oip = infer.json()["parameters"]["warnings"]
+    assert [(w["kind"], w["field"]) for w in oip] == [("unknown_entity", "inputs[day].data[1]")]
+    assert "instances[" not in oip[0]["message"]
+
+    explained = _post(server, "/v1/models/bikes/explain", {"instances": [unknown, known]})
+    assert explained.status_code == 200, explained.text
+    assert [w["field"] for w in explained.json()["warnings"]] == ["instances[0].day"]
+    assert _unknown_count(server) == before + 3
+
+
+def test_a_known_entity_of_null_features_is_not_unknown() -> None:
+    """Rows whose view features are all null are read again: only a missing row warns."""
+    from keel.serve.features import fill_views
+
+    class Online:
+        def read(self, view: str, keys: Any, rows: Any, features: Any) -> Any:
+            assert view == "weather" and list(keys) == ["day"] and len(rows) == 2
+            return [[r["day"]] for r in rows], [{"temp": None}, None]
+
+    class Store:
+        def __init__(self) -> None:
+            self.views = {"weather": type("View", (), {"entities": ["day"]})()}
+            self.online_store = Online()
+
+        def online(self, rows: Any, refs: Any) -> Any:
+            assert refs == ["weather:temp"]
+            return [{"day": r["day"], "temp": None if r["day"] != "c" else 1.0} for r in rows]
+
+    rows = [{"day": "a"}, {"day": "b"}, {"day": "c"}]
+    used = {"views": {"weather": {"features": ["temp"]}}}
+    unknown = fill_views(Store(), used, rows, ["day"])
+    assert [(u.index, u.view, u.keys) for u in unknown] == [(1, "weather", {"day": "b"})]
+    assert rows == [{"temp": None}, {"temp": None}, {"temp": 1.0}]
+    assert unknown[0].finding().field == "instances[1].day"

@@ -21,7 +21,7 @@ from keel.errors import DataValidationError, KeelError
 from keel.evaluate.explain import explain_rows
 from keel.serve import oip, routing
 from keel.serve.batching import CostModel, Hooks, Job, score_batch
-from keel.serve.features import fill_views, lookup
+from keel.serve.features import UnknownEntity, fill_views, lookup
 from keel.serve.limits import parse_json
 from keel.serve.metrics import Metrics
 from keel.serve.models import LoadedModel
@@ -68,12 +68,16 @@ class Answers:
         try:
             request = parse_json(body, self.settings.limits, example=_PREDICT_EXAMPLE)
             instances = self._instances(request)
+            unknown = None
             if model.fills is not None:
-                fill_views(self.feature_store, model.fills, instances, model.key_only)
+                unknown = fill_views(self.feature_store, model.fills, instances, model.key_only)
             answer = explain_rows(model.package, instances).to_json()
         except KeelError as exc:
             return exc.http_status, orjson.dumps(exc.to_dict()), model.version
         answer.update(model_version=model.version, request_id=request_id)
+        if unknown:  # entities the online store lacks: explained with their features missing
+            found = self._unknown(name, unknown)[:MAX_WARNINGS]
+            answer["warnings"] = [finding.to_dict() for finding in found]
         return 200, orjson.dumps(answer), model.version
 
     def _infer(
@@ -100,8 +104,10 @@ class Answers:
             solo = not ticks & 7
         cpu = time.thread_time() if solo else 0.0
         tally = Tally(logging=self.log is not None)
-        hooks = Hooks(
-            partial(self._parse, model),
+        hooks = Hooks(  # (only a model trained with views passes its unknown entities on)
+            partial(self._parse, model)
+            if model.fills is None
+            else partial(self._parse, model, tally=tally),
             partial(self._answer, name, model, tally),
             partial(_failed, model),
         )
@@ -123,8 +129,11 @@ class Answers:
             self._solo[key] = cpu if average is None else 0.9 * average + 0.1 * cpu
         return results
 
-    def _parse(self, model: LoadedModel, job: Job) -> tuple[Any, list[Any]]:
-        """A request's parsed body and the instances to score (feature views filled)."""
+    def _parse(
+        self, model: LoadedModel, job: Job, tally: Tally | None = None
+    ) -> tuple[Any, list[Any]]:
+        """A request's parsed body and the instances to score (feature views filled; the
+        entities the online store lacks kept in ``tally`` for the answer)."""
         if job.label == "infer":
             request = parse_json(job.body, self.settings.limits, example=oip.EXAMPLE)
             instances = oip.rows_of(request, self.settings.limits.max_instances)
@@ -138,7 +147,11 @@ class Answers:
             if type(request.get("explain", False)) is not bool:  # (a dict: _instances)
                 _explains(request)  # a bad "explain" value is refused before scoring
         if model.fills is not None:
-            fill_views(self.feature_store, model.fills, instances, model.key_only)
+            unknown = fill_views(self.feature_store, model.fills, instances, model.key_only)
+            if unknown and tally is not None:
+                if tally.unknown is None:
+                    tally.unknown = {}
+                tally.unknown[id(job)] = unknown
         return request, instances
 
     def _answer(
@@ -155,6 +168,10 @@ class Answers:
     ) -> tuple[int, bytes, str]:
         """A scored request's answer (its rows and log record added to ``tally``); predict and
         OIP infer formats."""
+        if tally.unknown:  # entities the online store lacks come first: they explain the rest
+            unknown = tally.unknown.pop(id(job), None)
+            if unknown:
+                findings = [*self._unknown(name, unknown), *findings]
         if job.label == "infer":
             if tally.logging:  # logged once the batch is answered (_log_answered)
                 tally.logged.append((job.request_id, instances, labels, probabilities))
@@ -214,6 +231,16 @@ class Answers:
             cell = self._counted[key] = self.metrics.predictions.cell(name, version)
         cell.value += rows
 
+    def _unknown(self, name: str, unknown: list[UnknownEntity]) -> list[Finding]:
+        """Count an answer's unknown entities in ``keel_unknown_entities`` and word them as
+        ``unknown_entity`` warnings (not capped: the answer caps its warnings)."""
+        views: dict[str, int] = {}
+        for entity in unknown:
+            views[entity.view] = views.get(entity.view, 0) + 1
+        for view, count in views.items():
+            self.metrics.unknown_entities.labels(name, view).inc(count)
+        return [entity.finding() for entity in unknown]
+
     def _instances(self, request: Any) -> list[Any]:
         instances = request.get("instances") if isinstance(request, dict) else None
         if not isinstance(instances, list) or not instances:
@@ -246,14 +273,16 @@ class Answers:
 class Tally:
     """What a call of :meth:`Answers._scored` answered: rows (for ``keel_predictions``) and,
     when ``logging``, each answered request's log entry (request id, instances, labels,
-    probabilities), written together once the batch is answered."""
+    probabilities), written together once the batch is answered; ``unknown``: the entities
+    the online store lacks, by parsed job, until its answer warns of them."""
 
-    __slots__ = ("logged", "logging", "rows")
+    __slots__ = ("logged", "logging", "rows", "unknown")
 
     def __init__(self, *, logging: bool) -> None:
         self.logging = logging
         self.rows = 0
         self.logged: list[tuple[str, list[Any], Any, Any]] = []
+        self.unknown: dict[int, list[UnknownEntity]] | None = None  # id(job) -> the entities
 
 
 def _failed(model: LoadedModel, job: Job, exc: KeelError) -> tuple[int, bytes, str]:

@@ -2,23 +2,69 @@
 
 A model trained with feature views (``features.views``; its lineage names them) takes requests
 that carry only entity keys: :func:`fill_views` fills the missing view features from the online
-store before the feature pipeline runs, then drops the keys that only served the lookup.
+store before the feature pipeline runs, then drops the keys that only served the lookup. An
+entity the online store has no row for (never materialized, or deleted since) is scored with
+its view features missing, imputed as in training, and reported: :func:`fill_views` returns an
+:class:`UnknownEntity` per such instance and view, which the answer carries as an
+``unknown_entity`` warning and ``keel_unknown_entities_total{model,view}`` counts. Refusing
+instead would break every client during a partial materialization.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from keel.errors import BackendError, ConfigError, DataValidationError, NotFoundError
+from keel.validate.coerce import Finding
 
-__all__ = ["fill_views", "lookup", "unmaterialized"]
+__all__ = ["UnknownEntity", "fill_views", "lookup", "unmaterialized"]
+
+
+@dataclass(frozen=True)
+class UnknownEntity:
+    """An instance whose entity a view's online store has no row for: its features were
+    missing (imputed as in training), not looked up.
+
+    Attributes:
+        index: The instance's index in the request.
+        view: The feature view.
+        keys: The view's entity keys as the request gave them.
+        features: The view features that were missing.
+    """
+
+    index: int
+    view: str
+    keys: dict[str, Any]
+    features: tuple[str, ...]
+
+    def finding(self) -> Finding:
+        """The ``unknown_entity`` warning of the answer (``field`` names the first key)."""
+        first = next(iter(self.keys))
+        where = f"instances[{self.index}].{first}"
+        value = self.keys[first] if len(self.keys) == 1 else self.keys
+        given = ", ".join(f"{key} = {val!r}" for key, val in self.keys.items())
+        message = (
+            f"{where}: no entity {given} in feature view '{self.view}' of the online store "
+            f"(not materialized, or deleted): {', '.join(self.features)} scored as missing "
+            "(imputed as in training)."
+        )
+        return Finding(where, "unknown_entity", "warning", value, message)
 
 
 def fill_views(
     store: Any, used: dict[str, Any], instances: list[Any], key_only: Sequence[str]
-) -> None:
+) -> list[UnknownEntity]:
     """Fill each instance's missing view features from the online store, in place.
+
+    An entity the online store has no row for gets None values (the pipeline imputes them,
+    as for any missing value) and an :class:`UnknownEntity` in the result, in instance order
+    per view: the answer warns and the server counts it. Instances that carry all the view
+    features are not looked up.
+
+    Returns:
+        The instances scored without their view features (empty when every entity was found).
 
     Raises:
         NotFoundError: The project no longer declares feature views.
@@ -30,6 +76,7 @@ def fill_views(
             "restore its feature_views: in keel.yaml.",
             field="features",
         )
+    unknown: list[UnknownEntity] = []
     for view, spec in used["views"].items():
         names = spec["features"]
         lacking = [
@@ -41,13 +88,37 @@ def fill_views(
             found = store.online(lacking, [f"{view}:{f}" for f in names])
         except ConfigError as exc:
             raise DataValidationError(exc.message, field=exc.field) from exc
+        empty: list[Any] = []  # all None: an unknown entity, or a known one of nulls
         for row, values in zip(lacking, found, strict=True):
+            blank = True
             for feature in names:
-                row.setdefault(feature, values[feature])
+                value = values[feature]
+                blank = blank and value is None
+                row.setdefault(feature, value)
+            if blank:
+                empty.append(row)
+        if empty:
+            unknown.extend(_unknown(store, view, names, instances, empty))
     for row in instances:  # entity keys that only served the lookup
         if isinstance(row, dict):
             for key in key_only:
                 row.pop(key, None)
+    return unknown
+
+
+def _unknown(
+    store: Any, view: str, names: Sequence[str], instances: list[Any], empty: list[Any]
+) -> list[UnknownEntity]:
+    """Which of ``empty`` (rows looked up in ``view`` that got only None values) the online
+    store has no row for: read again, for these rows only (a known entity can hold nulls)."""
+    keys = store.views[view].entities
+    _, rows = store.online_store.read(view, keys, empty, names[:1])
+    missing = {id(row) for row, values in zip(empty, rows, strict=True) if values is None}
+    return [
+        UnknownEntity(i, view, {key: row[key] for key in keys}, tuple(names))
+        for i, row in enumerate(instances)
+        if id(row) in missing
+    ]
 
 
 def unmaterialized(store: Any, models: Mapping[str, Any]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The server's Prometheus metrics: requests, latency, predictions, the log and reloads.
+"""The server's Prometheus metrics: requests, latency, predictions, unknown entities, the log
+and reloads.
 
 Label values are bounded (route names, not paths; model names the server serves), so the
 series count never grows with traffic. The per-request instruments the event loop updates
@@ -242,6 +243,13 @@ class Metrics:
         self.shed = Counter(
             "keel_requests_shed",
             "Predictions refused with 503 because the queue would break serve.slo_p99_ms.",
+            registry=self.registry,
+        )
+        self.unknown_entities = Counter(  # rare: a locked prometheus_client Counter
+            "keel_unknown_entities",
+            "Instances scored with a feature view's features missing: the online store has no "
+            "row for their entity (not materialized, or deleted).",
+            ["model", "view"],
             registry=self.registry,
         )
         self.inflight = Gauge(
