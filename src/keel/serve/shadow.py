@@ -14,11 +14,18 @@ thread reading them holds the GIL for microseconds), and ``keel deployments stat
 show them as for any arm.
 
 The channel is a pipe of length-prefixed frames (:func:`copy_frame`) written without ever
-blocking a request: the event loop writes a copy with one non-blocking ``write``; what the pipe
-cannot take waits in a bounded buffer that a keeper thread flushes. A full buffer drops the
-copy, as does a copy made while the child is down; both are counted in :attr:`Shadows.dropped`
+blocking a request. The event loop adds each copy to a bounded buffer and writes the buffer
+to the pipe at most every :data:`BATCH_S` seconds, in one non-blocking ``write`` from a timer
+callback: the child is woken once per batch, never per copy, and nothing else in the server
+wakes up for a copy. (On one core a per-copy write and the keeper thread it woke when the
+pipe was full cost a lone client's p99 more than the child's scoring: the keeper's wake-ups
+preempted the event loop and took the GIL from it hundreds of times a second.) What the pipe
+cannot take stays buffered for the next batch; a full buffer drops the copy, as does a copy
+made while the child is down; both are counted in :attr:`Shadows.dropped`
 (``keel_shadow_dropped``), with the copies a dead child took with it (sent, never reported).
-The keeper thread sleeps until a report, a new child or a full pipe wakes it; it restarts a
+A copy made outside an event loop is written at once (what the pipe cannot take is then
+flushed by the keeper thread).
+The keeper thread sleeps until a report, a new child or such a full pipe wakes it; it restarts a
 child that died (after 0.25 s, doubling up to 5 s while it keeps dying) and, at
 :meth:`Shadows.close`, lets it finish what it holds and waits for it (killed after a grace
 period). The child lives while a deployment shadows something: once none does, its pipe is
@@ -29,6 +36,7 @@ server's readiness does not depend on the shadow.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -64,7 +72,10 @@ second."""
 _STABLE_S = 10.0  # a child that lived this long died by accident: the next restart is quick
 KEEPER_WAIT_S = 1.0
 """The keeper thread's longest sleep: reports, a new child or the pipe's overflow wake it."""
-FLUSH_WAIT_S = 0.005  # how often the keeper retries copies the pipe could not take
+FLUSH_WAIT_S = 0.005  # how often the keeper retries copies written outside an event loop
+BATCH_S = 0.02
+"""Copies wait in the server at most this long, then cross the pipe in one write (the child
+is woken at most ``1 / BATCH_S`` times a second, whatever the request rate)."""
 RETIRE_S = 10.0
 """A child no longer wanted that has not exited this long after its pipe closed is killed."""
 
@@ -200,6 +211,8 @@ class Shadows:
         self.dropped = 0  # copies never scored: buffer full, child down, lost with a child
         self.shed = 0  # copies the server did not make: its primaries were queued (app.py)
         self.restarts = 0
+        self.writes = 0  # writes of copies to the pipe (one per batch; tests read it)
+        self._batch: asyncio.TimerHandle | None = None  # the loop's next batch write
         self._lock = threading.Lock()
         self._starting = threading.Lock()  # one child started at a time (loop or keeper)
         self._pending = bytearray()  # frames the pipe did not take yet
@@ -275,6 +288,12 @@ class Shadows:
     # --- the request side -------------------------------------------------------------------
 
     def _send(self, data: bytes, *, count: bool = True) -> None:
+        """Buffer a frame; a copy (``count``) made on an event loop is written with the next
+        batch, anything else at once."""
+        loop = None
+        if count:
+            with contextlib.suppress(RuntimeError):  # no loop: a caller of its own
+                loop = asyncio.get_running_loop()
         with self._lock:
             child = self._child
             if child is None or child.copies < 0 or len(self._pending) + len(data) > self.max_bytes:
@@ -282,10 +301,26 @@ class Shadows:
                 return
             child.sent += count
             self._pending += data
+            if loop is not None:
+                if self._batch is None:  # the first copy of a batch: written BATCH_S later
+                    self._batch = loop.call_later(BATCH_S, self._flush)
+                return
             self._write(child)
-            if not self._pending:
+            if not self._pending or self._batch is not None:
                 return
         self._wake()  # the pipe is full: the keeper writes the rest when it has room
+
+    def _flush(self) -> None:
+        """The loop's timer: one write of the batch; what the pipe cannot take waits for the
+        next (the child is starved of CPU time: the buffer fills and drops)."""
+        with self._lock:
+            self._batch = None
+            child = self._child
+            if child is None or child.copies < 0 or not self._pending:
+                return
+            self._write(child)
+            if self._pending:
+                self._batch = asyncio.get_running_loop().call_later(BATCH_S, self._flush)
 
     def _write(self, child: _Child) -> None:
         """Write what the pipe takes now (holding the lock; never blocks)."""
@@ -295,6 +330,7 @@ class Shadows:
             return
         except OSError:  # the child is gone; the keeper restarts it and counts what it lost
             return
+        self.writes += 1
         del self._pending[:written]
 
     def _retire(self) -> None:
@@ -380,7 +416,8 @@ class Shadows:
                 if not children and not self._needed():
                     self._keeper = None
                     return
-                flush = child is not None and bool(self._pending)
+                # the loop's timer writes its batches; the keeper only what came from elsewhere
+                flush = child is not None and bool(self._pending) and self._batch is None
                 restart = child is None and self._needed()
             timeout = KEEPER_WAIT_S
             if restart:  # after the backoff

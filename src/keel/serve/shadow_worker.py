@@ -8,8 +8,13 @@ weight, so that it starts even on a busy host), then asks to be scheduled ``SCHE
 server leaves, and the kernel preempts it as soon as the server has work. It keeps the CPUs
 it inherits from the server (moved off the CPUs of a server pinned with ``taskset``, it lost
 most of its copies whenever the other CPUs were busy). Its model threads are pinned to
-one OpenMP thread. It reads the pipe at most every :data:`GATHER_S` seconds, so the
-copies that arrive meanwhile make one batch and it wakes up beside the server once.
+one OpenMP thread. The server writes its copies in batches (at most every
+:data:`~keel.serve.shadow.BATCH_S` seconds), so it wakes up once per batch. While the server
+keeps the core busy (over a batch the child waited for a CPU longer than it ran), the child
+runs at most :data:`CONTENDED_RUNS_S` times a second (:func:`pause_after`): each time it runs
+in the server's gaps, the server's next request finds its caches cold, and at one connection
+on one core ~100 such requests a second (over 1 % of them) set the primary's p99. The copies
+that arrive meanwhile wait in the pipe; what it cannot hold is dropped and counted.
 
 It loads each shadow version as the server loads any version (:func:`~keel.serve.models.
 load_served`: the verified package from the registry, never unpickled; warmed), beside the
@@ -19,14 +24,18 @@ holds, groups the copies by version and scores each group in batches of at most
 store, as the server does), splits the answers back per copy, compares them with the
 primary's (:func:`~keel.serve.routing.disagreements`) and writes role=shadow records with the
 primary's request ids to its own prediction log file (per process: no interleaving; personal
-data hashed or dropped as ``serve.log_pii`` says). A batch that fails is scored copy by copy,
+data hashed or dropped as ``serve.log_pii`` says), written by its one thread with each report:
+a writer thread beside it woke every half second and then, the child's thread holding the
+GIL while the server preempted it, every few milliseconds until it got the GIL (~100 runs a
+second at one connection, each one beside the server). A batch that fails is scored copy by copy,
 so one bad copy does not fail the others; a copy that still fails is reported as an error.
 Each copy's latency is its batch's scoring time, as a batched primary's would be.
 
 Reports (per deployment and version: copies, errors, compared and disagreed answers and a
 latency histogram in :data:`~keel.registry.deployments.LATENCY_EDGES_MS` buckets; and the
-records the log dropped) go back at most every :data:`REPORT_EVERY_S` seconds, and whenever the pipe
-is empty. It exits at the pipe's end of file (the server closed it, or died), when its parent
+records the log dropped) go back at most every :data:`REPORT_EVERY_S` seconds, and once no
+copy came for that long: each report wakes a thread in the server, so never per batch. It
+exits at the pipe's end of file (the server closed it, or died), when its parent
 changes, or on SIGTERM/SIGINT, after reporting and flushing its log.
 """
 
@@ -44,16 +53,28 @@ from typing import Any
 
 from keel.serve.shadow import COPY, REPORT, WANT, Copy, WorkerSettings, frame, read_copy
 
-__all__ = ["GATHER_S", "MAX_ROWS", "REPORT_EVERY_S", "ShadowWorker", "lower_priority", "main"]
+__all__ = [
+    "CONTENDED_RUNS_S",
+    "MAX_ROWS",
+    "REPORT_EVERY_S",
+    "ShadowWorker",
+    "lower_priority",
+    "main",
+    "pause_after",
+]
 
 log = logging.getLogger("keel.serve.shadow")
 MAX_ROWS = 64
 """Rows scored in one model call at most."""
 REPORT_EVERY_S = 0.2
-"""How often the child reports its counts at most while copies keep coming."""
-GATHER_S = 0.02
-"""The child reads the pipe at most this often: copies arriving meanwhile are scored in one
-batch (fewer wake-ups beside the server, fewer model calls)."""
+"""How often the child reports its counts at most while copies keep coming (and how long
+after the last copy it reports the rest)."""
+CONTENDED_RUNS_S = 10.0
+"""Times a second the child runs at most while it has to wait for the server's core."""
+MAX_PAUSE_S = 1.0  # the longest pause after a batch
+READ_BYTES = (1 << 20, 64 << 10)
+"""Copies read from the pipe at once (bytes): with a CPU to spare, and while contended (about
+one model call's worth: little work, so few runs, between pauses)."""
 STARTING_NICE = 10
 RETRY_LOAD_S = 5.0  # a version that failed to load is tried again after this long
 _ANSWERED = 1 << 31  # a mirrored request passed the instance limit when the primary took it
@@ -116,11 +137,6 @@ class ShadowWorker:
         self.counted = 0  # copies in the tallies
         self.log_dropped: dict[tuple[str, str], int] = {}
         self.want(settings.want)
-
-    def start(self) -> None:
-        """Start the log's writer thread (it inherits the calling thread's priority)."""
-        if self.log is not None:
-            self.log.start()
 
     # --- versions ---------------------------------------------------------------------------
 
@@ -297,19 +313,25 @@ class ShadowWorker:
         source = self.settings.copies
         buffer = bytearray()
         reported = time.monotonic()
+        size, pause = READ_BYTES[0], 0.0
         while os.getppid() == self.settings.parent:
+            before = _schedstat()  # its wait for a CPU once a batch woke it counts too
             readable, _, _ = select.select([source], [], [], REPORT_EVERY_S)
-            if readable:
-                chunk = os.read(source, 1 << 20)
+            if readable:  # a batch (the server writes them at most every BATCH_S)
+                chunk = os.read(source, size)
                 if not chunk:
                     break  # the server closed the pipe, or died
                 buffer += chunk
                 self.handle(split_frames(buffer))
-                time.sleep(GATHER_S)  # let the next copies gather: one batch, one wake-up
-            idle = not select.select([source], [], [], 0)[0]
-            if idle or time.monotonic() - reported >= REPORT_EVERY_S:
-                self.report()
+                pause = pause_after(before, _schedstat())
+                size = READ_BYTES[pause > 0.0]  # contended: a little at a time, then off
+            if not readable or time.monotonic() - reported >= REPORT_EVERY_S:
+                self.report()  # idle for REPORT_EVERY_S, or due
+                if self.log is not None:  # written here: no writer thread (see the module)
+                    self.log.flush()
                 reported = time.monotonic()
+            if readable and pause > 0.0:  # the core is the server's: off it, not woken
+                time.sleep(pause)
 
     def close(self) -> None:
         """Report what is left and flush the log."""
@@ -334,6 +356,28 @@ def mirrored(copy: Copy) -> tuple[list[Any], list[Any]]:
     return request["instances"], answer["predictions"]
 
 
+def pause_after(before: Sequence[int] | None, after: Sequence[int] | None) -> float:
+    """Seconds to stay off the CPU after a batch, from this thread's scheduler statistics
+    before and after it (run ns, run-queue wait ns, times run): 0 when it ran without waiting
+    much; else long enough to run at most :data:`CONTENDED_RUNS_S` times a second."""
+    if before is None or after is None:
+        return 0.0
+    ran, waited, runs = (a - b for a, b in zip(after, before, strict=True))
+    if waited <= ran:  # a CPU to spare: score at full speed
+        return 0.0
+    return min(runs / CONTENDED_RUNS_S, MAX_PAUSE_S)
+
+
+def _schedstat() -> tuple[int, int, int] | None:
+    """This thread's ``/proc/thread-self/schedstat`` (Linux), else None."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as handle:
+            ran, waited, runs = handle.read().split()[:3]
+    except (OSError, ValueError):
+        return None
+    return int(ran), int(waited), int(runs)
+
+
 def _stop(signum: int, frame: Any) -> None:
     raise _Stop(signum)
 
@@ -356,7 +400,6 @@ def main(argv: Sequence[str]) -> int:
         pin_threads(1)
         worker = ShadowWorker(settings)
         priority = lower_priority()
-        worker.start()
         log.info("shadow: process %d scoring at %s", os.getpid(), priority)
         worker.run()
     except _Stop:
