@@ -246,11 +246,14 @@ class ServerApp(Answers):
                 model = self.model(name, pinned)
             deployed = self.routes.get(name) if pinned is None else None
             if deployed is not None:  # the deployment's arm (explain too: the same one)
-                return self._deployed(route, model, deployed, body, request_id, scope)
+                if deployed.sticky_key is not None:  # parsed in a thread: awaited
+                    return self._deployed(route, model, deployed, body, request_id, scope)
+                arm = deployed.choose(None)  # no coroutine, no task per request
+                model = model if arm is None or arm.model is None else arm.model
         except BaseException:
             self._open -= 1
             raise
-        return self._score(route, model, None, body, request_id, scope)
+        return self._score(route, model, deployed, body, request_id, scope)
 
     async def _closing(self, work: Awaitable[Answered]) -> Answered:
         try:
