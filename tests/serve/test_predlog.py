@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -33,10 +34,10 @@ def test_a_failing_disk_degrades_readiness_and_recovers(
     full.set()
     written: list[bytes] = []
 
-    def disk(path: Path, data: bytes) -> None:
+    def disk(path: Path, chunks: Sequence[bytes]) -> None:
         if full.is_set():
             raise OSError(errno.ENOSPC, "No space left on device")
-        written.append(data)
+        written.append(b"".join(chunks))
 
     with Project(root) as project:
         app = create_app(project, reload=False)
@@ -69,11 +70,11 @@ def test_a_failing_disk_degrades_readiness_and_recovers(
 def test_a_stuck_writer_cannot_grow_the_queue(tmp_path: Path) -> None:
     release = threading.Event()
 
-    def stuck(path: Path, data: bytes) -> None:
+    def stuck(path: Path, chunks: Sequence[bytes]) -> None:
         release.wait(10)  # a hung disk
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as handle:
-            handle.write(data)
+            handle.writelines(chunks)
 
     log = PredictionLog(tmp_path, interval=0.01, max_queue=100, writer=stuck)
     log.start()
