@@ -162,9 +162,10 @@ class RecentIds:
     ) -> None:
         self.capacity = capacity
         self._serial = serial
-        self._serials = array("q", [0]) * capacity if serial else array("q")
-        self._counts = array("I", [0]) * capacity if serial else array("I")
-        self._models = array("H", [0]) * capacity if serial else array("H")
+        slots = capacity if serial is not None else 0  # no ring without serials
+        self._serials = array("q", [0]) * slots
+        self._counts = array("I", [0]) * slots
+        self._models = array("H", [0]) * slots
         self._model_index: dict[str, int] = {}
         self._model_names: list[str] = []
         self._top = 0  # the highest serial in the ring
@@ -203,9 +204,11 @@ class RecentIds:
             if index is None:
                 index = self._model_index[model] = len(self._model_names)
                 self._model_names.append(model)
+            if index >= 65_536:  # past what a slot's model field holds: dicts only
+                serial = None
             for request_id, instances in served:
                 number = serial(request_id) if serial is not None else None
-                if number is not None and number > self._top - capacity and index < 65_536:
+                if number is not None and number > self._top - capacity:
                     slot = number % capacity
                     self._serials[slot] = number
                     self._counts[slot] = len(instances)

@@ -248,8 +248,7 @@ class ServerApp(Answers):
             if deployed is not None:  # the deployment's arm (explain too: the same one)
                 if deployed.sticky_key is not None:  # parsed in a thread: awaited
                     return self._deployed(route, model, deployed, body, request_id, scope)
-                arm = deployed.choose(None)  # no coroutine, no task per request
-                model = model if arm is None or arm.model is None else arm.model
+                model = deployed.answering(model)  # no coroutine, no task per request
         except BaseException:
             self._open -= 1
             raise
@@ -450,12 +449,10 @@ class ServerApp(Answers):
         )
 
     async def _arm(self, deployed: routing.Route, primary: LoadedModel, body: bytes) -> LoadedModel:
-        """The version that answers this request under its model's deployment."""
-        key = None
-        if deployed.sticky_key is not None:  # parsed in a worker thread, never on the loop
-            key = await self._workers.run(self._sticky, deployed.sticky_key, body)
-        arm = deployed.choose(key)
-        return primary if arm is None or arm.model is None else arm.model
+        """The version that answers this request under a sticky deployment (its key parsed in
+        a worker thread, never on the loop)."""
+        key = await self._workers.run(self._sticky, deployed.sticky_key, body)
+        return deployed.answering(primary, key)
 
     # --- everything else ---------------------------------------------------------------------
 

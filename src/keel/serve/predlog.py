@@ -229,14 +229,12 @@ class PredictionLog:
                     record["hashed"] = hashed
             today = int(now // _DAY)
             if today != day and lines:  # a batch across midnight: a chunk per day's file
-                chunks.append((day, len(lines), b"\n".join(lines) + b"\n"))
+                chunks.append((day, len(lines), _chunk(lines)))
                 lines = []
             day = today
             lines.append(dumps(record))
         if lines:
-            # one copy into a chunk of the batch's own size (orjson hands back its whole
-            # working buffer, 8 KB for a 0.6 KB line, freed here)
-            chunks.append((day, len(lines), b"\n".join(lines) + b"\n"))
+            chunks.append((day, len(lines), _chunk(lines)))
         if chunks:
             with self._lock:
                 for today, count, chunk in chunks:
@@ -292,6 +290,13 @@ class PredictionLog:
         if written and not failed:
             self.problem = None  # every file of this flush was written: the disk recovered
         return written
+
+
+def _chunk(lines: list[bytes]) -> bytes:
+    """Lines joined, each ending in its newline: one copy, of the chunk's own size (orjson
+    hands back its whole working buffer, 8 KB for a 0.6 KB line, freed with ``lines``)."""
+    lines.append(b"")
+    return b"\n".join(lines)
 
 
 _IOV_MAX = 1024  # buffers one writev takes at most (Linux's IOV_MAX)

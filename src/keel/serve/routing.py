@@ -95,6 +95,12 @@ class Route:
             edges.append(running)
         object.__setattr__(self, "_edges", tuple(edges))
 
+    def answering(self, primary: LoadedModel, key: Any = None) -> LoadedModel:
+        """The version that answers a request (``key``: its sticky value; None: a random
+        draw); the primary when no arm is drawn or the arm's version is not loaded."""
+        arm = self.choose(key)
+        return primary if arm is None or arm.model is None else arm.model
+
     def choose(self, key: Any = None) -> Arm | None:
         """The arm for a request whose sticky value is ``key`` (None: random); None: primary."""
         if not self.arms:
