@@ -433,6 +433,7 @@ def build_servers(
     uvicorn = [sys.executable, "-m", "uvicorn"]
     uvicorn_flags = ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
     uvicorn_flags += ["--no-access-log", "--log-level", "warning"]
+    bare = [sys.executable, str(HERE / "keel_bare.py"), str(project), "{port}"]
     servers = {
         "keel": Server(
             key="keel",
@@ -486,8 +487,19 @@ def build_servers(
         ),
         "keel_bare": Server(
             key="keel_bare",
-            label="same server, hardening off (no auth, limits, request id, metrics middleware)",
-            cmd=[sys.executable, str(HERE / "keel_bare.py"), str(project), "{port}"],
+            label="same server, hardening off (no auth, content-type check or guards; request "
+            "ids, metrics, access log kept)",
+            cmd=bare,
+            path="/v1/models/adult/predict",
+            body_file=keel_body,
+            check=keel_check,
+            before_start=clear_log,
+        ),
+        "keel_none": Server(
+            key="keel_none",
+            label="same server, every middleware step off (no auth, guards, request id, "
+            "metrics, access log)",
+            cmd=[*bare, "--steps", "none"],
             path="/v1/models/adult/predict",
             body_file=keel_body,
             check=keel_check,

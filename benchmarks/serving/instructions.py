@@ -16,7 +16,8 @@ off again after ``N`` requests, so the count is the requests' alone (every threa
 
 ``BEFORE_SRC=/path/to/src``: the same for a copy of ``src/`` first on ``PYTHONPATH`` too,
 printed beside. ``HARDENING=off``: the app as ``keel_bare.py`` serves it (the middleware's steps
-off), for what the hardening costs. ``CALLGRIND_OUT=path``: keep callgrind's profile there.
+off), for what the hardening costs; ``HARDENING=id,check,done`` (any of them): only those
+steps off. ``CALLGRIND_OUT=path``: keep callgrind's profile there.
 ``FILL=N``: first remember N request ids for feedback, as a server that has answered N
 requests holds them. ``CACHE_SIM=1``: callgrind simulates the caches too and the misses per
 request are printed (``D1mr``, ``DLmr``, ...: a figure for memory traffic the load does not move).
@@ -61,10 +62,17 @@ async def drive(project: str, mode: str, n: int, signals: Path | None) -> None:
             for request_id in made[start : start + 64]:
                 recent.add("adult", request_id, [{}])
         del made
-    if os.environ.get("HARDENING") == "off":  # as keel_bare.py serves: the middleware's steps off
+    hardening = os.environ.get("HARDENING", "")
+    if hardening:  # as keel_bare.py serves: the middleware's steps off (all, or those named)
         from keel_bare import _Unobserved
 
-        app.stack = _Unobserved(app.stack.app, app.metrics)
+        off = {"id", "check", "done"} if hardening == "off" else set(hardening.split(","))
+        stack = app.stack
+        bare = _Unobserved(stack.app, app.metrics)
+        for step, method in (("id", "request_id"), ("check", "check"), ("done", "done")):
+            if step in off:
+                setattr(stack, method, getattr(bare, method))
+        app.exchange.observe = stack  # the lean path's steps: made with the app
     if mode == "protocol64":  # 64 connections through Keel's protocol: tasks, the batcher
         config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="warning",
                                 access_log=False)  # fmt: skip

@@ -159,7 +159,7 @@ def test_a_remembered_header_is_still_checked_on_every_request() -> None:
     for _ in range(2):
         with pytest.raises(Unauthorized):
             auth.check(long, "predict")
-    assert long not in auth._secrets and b"Basic keel_a" not in auth._secrets
+    assert long not in auth._cache and b"Basic keel_a" not in auth._cache
 
 
 def test_a_lone_request_is_scored_as_it_is_in_a_batch(adult_project: Path) -> None:

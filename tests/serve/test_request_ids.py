@@ -8,24 +8,29 @@ from keel.monitor.feedback import RecentIds
 from keel.serve.request_ids import RequestIds
 
 
-def test_ids_are_unique_32_hex_characters_whose_serial_reads_back() -> None:
+def test_ids_are_unique_32_characters_whose_serial_reads_back() -> None:
     ids = RequestIds()
     made = [ids.new() for _ in range(1000)]
     assert len(set(made)) == 1000
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
-    assert [ids.serial(i) for i in made] == list(range(1, 1001))
+    assert all(len(i) == 32 and i.isalnum() and i.isascii() for i in made)
+    first = ids.serial(made[0])
+    assert first is not None
+    assert [ids.serial(i) for i in made] == list(range(first, first + 1000))
     assert RequestIds().prefix != ids.prefix
 
 
 def test_only_ids_this_process_made_have_a_serial() -> None:
     ids = RequestIds()
     made = ids.new()
-    digits = made[20:]
+    prefix, digits = made[:17], made[17:]
+    assert prefix == ids.prefix and len(digits) == 15
     assert ids.serial(RequestIds().new()) is None  # another process's prefix
-    assert ids.serial(ids.prefix + "000000000002") is None  # not made yet
-    assert ids.serial(ids.prefix + "000000000000") is None
-    for forged in ("0x0000000001", " 00000000001", "0000_0000001", digits.upper() + "A"):
-        assert ids.serial(ids.prefix + forged[-12:]) is None, forged
+    assert ids.serial(prefix + str(int(digits) + 1)) is None  # not made yet
+    assert ids.serial(prefix + "0" * 15) is None and ids.serial(prefix + "0" + digits[1:]) is None
+    arabic = "".join(chr(0x660 + int(d)) for d in digits)  # digits int() reads as the same
+    for forged in (" " + digits[1:], "+" + digits[1:], digits[:7] + "_" + digits[8:], arabic):
+        assert int(forged.replace("_", "")) >= 0  # int() would take each one
+        assert ids.serial(prefix + forged) is None, forged
     assert ids.serial(made + "0") is None and ids.serial("x") is None
 
 

@@ -27,7 +27,7 @@ from keel.serve.limits import Forbidden, TooManyRequests, Unauthorized
 __all__ = ["Authenticator", "Token", "Verifier"]
 
 _CACHE_SIZE = 10_000
-_MEMO_HEADER = 256  # longest Authorization header whose parsed secret is remembered
+_MEMO_HEADER = 256  # longest Authorization header remembered as it is (longer: by secret)
 
 
 class Token(Protocol):
@@ -67,8 +67,9 @@ class Authenticator:
         self.verify = verify
         self.ttl = ttl
         self.clock = clock
-        self._cache: dict[str, tuple[Token | None, float]] = {}
-        self._secrets: dict[bytes, str] = {}  # Authorization header -> its bearer secret
+        # a verification, by Authorization header (a short one: the header every request of a
+        # client repeats, one lookup) or by secret (a long header, parsed each time)
+        self._cache: dict[bytes | str, tuple[Token | None, float]] = {}
         self._buckets: dict[int | str, _Bucket] = {}
         self.share = 1  # workers sharing each token's rate (keel.serve.fleet.join_fleet)
 
@@ -80,20 +81,10 @@ class Authenticator:
             Forbidden: The token lacks the scope (403).
             TooManyRequests: The token's rate limit is spent (429, with Retry-After).
         """
-        secret = None if authorization is None else self._secrets.get(authorization)
-        if secret is None:  # a header not seen before is parsed (and, if short, remembered)
-            secret = _bearer(authorization, scope)
-            if authorization is not None and len(authorization) <= _MEMO_HEADER:
-                if len(self._secrets) >= _CACHE_SIZE:
-                    self._secrets.clear()
-                self._secrets[authorization] = secret
         now = self.clock()
-        cached = self._cache.get(secret)
+        cached = None if authorization is None else self._cache.get(authorization)
         if cached is None or cached[1] <= now:
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.clear()
-            cached = (self.verify(secret), now + self.ttl)
-            self._cache[secret] = cached
+            cached = self._verified(authorization, scope, now)
         token = cached[0]
         if token is None:
             raise Unauthorized(
@@ -112,6 +103,22 @@ class Authenticator:
         if token.rate_limit_per_minute is not None:
             self._spend(token, token.rate_limit_per_minute, now)
         return token
+
+    def _verified(
+        self, authorization: bytes | None, scope: str, now: float
+    ) -> tuple[Token | None, float]:
+        """The header's secret verified (a malformed header raises, never remembered), and
+        remembered for ``ttl`` by header when short, else by secret."""
+        secret = _bearer(authorization, scope)  # raises for a missing or malformed header
+        key: bytes | str = secret
+        if authorization is not None and len(authorization) <= _MEMO_HEADER:
+            key = authorization
+        cached = self._cache.get(key)
+        if cached is None or cached[1] <= now:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            cached = self._cache[key] = (self.verify(secret), now + self.ttl)
+        return cached
 
     def _spend(self, token: Token, per_minute: int, now: float) -> None:
         burst = max(1.0, per_minute / self.share)

@@ -12,8 +12,8 @@ Both are plain ``async def __call__(scope, receive, send)`` classes (Starlette's
 ``BaseHTTPMiddleware`` costs a task and a stream per request); together they add a few
 microseconds (``benchmarks/serving/overhead.py``: 2-5 µs with auth on). ``Observe(Guard(app))``
 runs as one layer: Observe makes Guard's checks itself and calls Guard's app. The steps
-(:meth:`Observe.request_id`, :meth:`Observe.check`, :func:`error_answer`, :meth:`Observe.done`)
-are plain methods, which the server's lean HTTP path (:mod:`keel.serve.exchange`) calls too.
+(:meth:`Observe.request_id`, ``Observe.check``, :func:`error_answer`, :meth:`Observe.done`)
+are plain calls, which the server's lean HTTP path (:mod:`keel.serve.exchange`) calls too.
 """
 
 from __future__ import annotations
@@ -137,6 +137,12 @@ class Observe:
         self._new_id = self.ids.new
         #: Headers added to every answer after the request id (``--workers``: Keel-Worker).
         self.headers: tuple[tuple[bytes, bytes], ...] = ()
+        #: Guard's checks (token and scope, content type; raises KeelError) as
+        #: ``check(method, headers, route)``, the token back (None: no Guard, or an open
+        #: route): Guard's own ``verify``, bound here so that the lean path makes one call.
+        self.check: Callable[[str, Mapping[bytes, bytes], Route], Any] = (
+            _unchecked if self._guard is None else self._guard.verify
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -189,10 +195,6 @@ class Observe:
             request_id = self._new_id()
         return request_id
 
-    def check(self, method: str, headers: Mapping[bytes, bytes], route: Route) -> Any:
-        """Guard's checks (token and scope, content type; raises KeelError); the token."""
-        return None if self._guard is None else self._guard.verify(method, headers, route)
-
     def done(
         self, route: Route, method: str, path: str, request_id: str, status: int, started: float
     ) -> None:
@@ -201,6 +203,10 @@ class Observe:
         self.metrics.observe(route.label, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %s %d %.3f ms", request_id, method, path, status, elapsed * 1000)
+
+
+def _unchecked(method: str, headers: Mapping[bytes, bytes], route: Route) -> Any:
+    return None
 
 
 def error_answer(exc: KeelError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
