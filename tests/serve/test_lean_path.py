@@ -315,7 +315,10 @@ def test_a_client_leaving_while_its_request_is_batched_leaks_nothing(setup: Setu
             with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
                 sock.sendall(_request(PREDICT, ONE, token=setup.secrets["scorer"]))
                 assert entered.wait(30)  # scoring in the batch's thread: the answer is pending
-                assert app._open == 1 and app._inflight == 1
+                deadline = time.monotonic() + 10  # the loop counts it as the batch thread runs
+                while not (app._open == 1 and app._inflight == 1):
+                    assert time.monotonic() < deadline, (app._open, app._inflight)
+                    time.sleep(0.01)
             gate.set()  # the client is gone; the batch now answers
             deadline = time.monotonic() + 10
             while app._open or app._inflight:

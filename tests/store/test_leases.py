@@ -171,9 +171,10 @@ def test_a_stepped_clock_does_not_make_a_live_owner_dead(
 ) -> None:
     run_id = start(store)
     # NTP or a resumed virtual machine steps the clock: the boot time (and so every epoch
-    # start psutil derives from it) moves by an hour. The owner is judged by its start in
-    # clock ticks since boot, which does not move.
-    stepped = psutil.boot_time() + 3600
+    # start psutil derives from it) moves, here by a week (more than this test process has
+    # lived, however slow the suite). The owner is judged by its start in clock ticks since
+    # boot, which does not move.
+    stepped = psutil.boot_time() + 7 * 86400
     monkeypatch.setattr(psutil, "boot_time", lambda: stepped)
     monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: stepped)
     assert psutil.Process().create_time() > time.time() + 1800  # the epoch start did move
