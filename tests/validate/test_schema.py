@@ -138,7 +138,8 @@ def test_reviewed_edits_take_effect(adult_schema: Schema, tmp_path: Path) -> Non
 def test_read_schema_errors_name_the_key(tmp_path: Path, body: str, names: str) -> None:
     path = tmp_path / "schema.yaml"
     path.write_text(body, encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"schema\.yaml: .*Fix it or delete it") as info:
+    # the line of the key (or of the deepest part of it that is there)
+    with pytest.raises(ConfigError, match=r"schema\.yaml:\d+: .*Fix it or delete it") as info:
         read_schema(path)
     assert names in info.value.message
 

@@ -48,6 +48,8 @@ class Scaffold:
         dropped: The columns set aside in keel.yaml's ``drop:`` (ids, counters, free text...).
         split_column: The date or timestamp column keel.yaml's ``split:`` holds the latest rows
             out by (``method: time``); None: the default split (stratified or random).
+        unix_time: The number columns read as timestamps (keel.yaml's ``unix_time:``), each
+            with its unit (``s``, ``ms``, ``us``).
     """
 
     directory: Path
@@ -59,6 +61,7 @@ class Scaffold:
     created: tuple[Path, ...] = ()
     dropped: tuple[str, ...] = ()
     split_column: str | None = None
+    unix_time: tuple[tuple[str, str], ...] = ()
 
 
 def init_from_file(
@@ -118,9 +121,11 @@ def init_from_file(
     created = (config, resolved) if copied else (config,)
     dropped = tuple(found.name for found in set_aside(profile, column.name))
     split = time_column(profile, column.name)
+    times = tuple(profile.unix_time.items())
     return Scaffold(
-        root, config, resolved, column.name, task.task, tuple(warnings), created, dropped, split
-    )
+        root, config, resolved, column.name, task.task, tuple(warnings), created, dropped, split,
+        times,
+    )  # fmt: skip
 
 
 def project_directory(directory: Path | None, *, force: bool = False) -> Path:
@@ -160,6 +165,12 @@ def print_scaffold(made: Scaffold, *, here: bool) -> None:
         listed = ", ".join(escape(name) for name in made.dropped)
         out.print(
             f"Set aside (not model inputs; the reasons are in keel.yaml's drop:): {listed}.",
+            highlight=False,
+        )
+    if made.unix_time:
+        listed = ", ".join(f"{escape(name)} ({unit})" for name, unit in made.unix_time)
+        out.print(
+            f"Unix times, read as timestamps (keel.yaml's unix_time:): {listed}.",
             highlight=False,
         )
     if made.split_column is not None:

@@ -69,6 +69,7 @@ def render_config(
         f"    path: {_yaml(data)}",
         f"    format: {source.format}",
         *_dialect(source, profile.na_found, list(profile.columns)),
+        *_unix_time(profile.unix_time),
         *_comment(
             "No `test:` source: Keel holds out a test split of `train` itself. To evaluate on a "
             "file of your own, add `test:` with the same keys as `train:`.",
@@ -132,6 +133,24 @@ def _dialect(source: SourceConfig, na_found: dict[str, list[str]], columns: list
         lines += _comment(f"Cells that mean 'missing' (found: {where}).", indent=4)
         lines.append(f"    na_values: {_yaml(list(na_found))}")
     return lines
+
+
+_UNIT_WORDS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds"}
+
+
+def _unix_time(units: dict[str, str]) -> list[str]:
+    """``unix_time:``: the number columns that hold unix times, read as timestamps."""
+    if not units:
+        return []
+    said = "; ".join(f"{name}: {_UNIT_WORDS[unit]}" for name, unit in units.items())
+    lines = _comment(
+        f"Numbers of seconds (s), milliseconds (ms) or microseconds (us) since 1970-01-01 UTC, "
+        f"read as timestamps (named like a time, and every value falls between 1990 and 2100 "
+        f"read so; {said}). Requests may send the same numbers, or ISO 8601 text. Delete a "
+        "line to read that column as a number.",
+        indent=4,
+    )
+    return [*lines, "    unix_time:", *(f"      {_yaml(n)}: {u}" for n, u in units.items())]
 
 
 def set_aside(profile: Profile, target: str) -> list[SetAside]:

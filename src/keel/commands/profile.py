@@ -9,7 +9,7 @@ values are the ones training will see. Only the head of a large file is read.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +74,7 @@ class Profile:
     na_found: dict[str, list[str]]  # token -> columns it was found in
     set_aside: tuple[SetAside, ...] = ()  # columns that should not be inputs (any target too)
     mostly_numbers: tuple[MostlyNumbers, ...] = ()  # text only because of a few stray cells
+    unix_time: dict[str, str] = field(default_factory=dict)  # column -> unit (s, ms, us)
 
 
 def profile_file(file: Path, target: str | None = None) -> Profile:
@@ -103,12 +104,27 @@ def profile_file(file: Path, target: str | None = None) -> Profile:
         scan = open_scan(con, source, file.parent, Path(tmp))
         table = fetch_table(con, f"SELECT * FROM ({scan.select}) LIMIT {SAMPLE_ROWS + 1}")
     sampled = table.num_rows > SAMPLE_ROWS
-    table = table.slice(0, SAMPLE_ROWS)
+    table, unix_time = _unix_times(table.slice(0, SAMPLE_ROWS), target)
     columns = {name: _describe(name, table.column(name)) for name in table.column_names}
     found = set_aside(table)
     aside = tuple(found) + tuple(_leaks(table, target, {f.name for f in found}) if target else ())
     strays = strays_in_table(table)
-    return Profile(source, table.num_rows, sampled, columns, na_found, aside, strays)
+    return Profile(source, table.num_rows, sampled, columns, na_found, aside, strays, unix_time)
+
+
+def _unix_times(table: pa.Table, target: str | None) -> tuple[pa.Table, dict[str, str]]:
+    """Columns of unix times (:func:`keel.validate.epochs.epoch_unit`; never the target) read
+    as the timestamps ``keel run`` will make of them, and each one's unit."""
+    from keel.validate.epochs import epoch_unit, to_timestamps
+
+    units: dict[str, str] = {}
+    for i, name in enumerate(table.column_names):
+        unit = None if name == target else epoch_unit(name, table.column(name))
+        if unit is not None:
+            times, _ = to_timestamps(table.column(name).combine_chunks(), unit)
+            table = table.set_column(i, name, times)
+            units[name] = unit
+    return table, units
 
 
 def _leaks(table: pa.Table, target: str, aside: set[str] | None = None) -> list[SetAside]:

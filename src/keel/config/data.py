@@ -92,6 +92,12 @@ class SourceConfig(Frozen):
         description="CSV: per column, the DuckDB type to read it as (VARCHAR, DOUBLE, BIGINT, "
         "DATE, ...) instead of the detected one.",
     )
+    unix_time: dict[str, Literal["s", "ms", "us"]] = Field(
+        default_factory=dict,
+        description="Per column, numbers of seconds (s), milliseconds (ms) or microseconds (us) "
+        "since 1970-01-01 UTC to read as timestamps: {timestamp: s}. Converted once, as the "
+        "source is read; schema.yaml's unit: then reads the same numbers in requests.",
+    )
     url: str | None = Field(
         default=None,
         description="sql: the database's SQLAlchemy URL (${VAR} expansion keeps passwords out of "

@@ -384,14 +384,72 @@ def _cleaned(
         if column not in final:
             msg = f"replace: column '{column}' is not in the data (columns: {final})."
             raise ConfigError(msg, field="replace")
+    _check_unix_time(source, dict(zip(final, types, strict=True)), file)
+    units = {name: source.unix_time[new] for name, new in zip(names, final, strict=True)
+             if new in source.unix_time}  # fmt: skip
     tokens = list(dict.fromkeys(["", *source.na_values]))
     exprs = []
     for name, new, kind in zip(names, final, types, strict=True):
         expr = quote_ident(name)
         if kind == "VARCHAR":
             expr = _clean_text(expr, tokens, source.replace.get(new, {}))
+        elif name in units and kind not in _TEMPORAL:
+            expr = _checked_epoch(expr, kind, units[name], new)
         exprs.append(f"{expr} AS {quote_ident(new)}")
     return f"SELECT {', '.join(exprs)} FROM ({select})", final
+
+
+_TEMPORAL = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS",
+             "TIMESTAMP_S")  # fmt: skip
+_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER",
+             "UBIGINT", "HUGEINT")  # fmt: skip
+
+
+def _check_unix_time(source: SourceConfig, types: dict[str, str], file: Path | None) -> None:
+    """``unix_time`` names columns of the source that hold numbers (or already times)."""
+    for column in source.unix_time:
+        kind = types.get(column)
+        if kind is None:
+            msg = f"unix_time: column '{column}' is not in the data (columns: {list(types)})."
+            raise ConfigError(msg, field="unix_time")
+        numeric = kind in _INTEGERS or kind in ("FLOAT", "DOUBLE") or kind.startswith("DECIMAL")
+        if not numeric and kind not in _TEMPORAL:
+            where = f"{file}: " if file is not None else ""
+            msg = (
+                f"{where}unix_time: column '{column}' holds {kind}, not numbers of seconds, "
+                "milliseconds or microseconds since 1970; remove it from unix_time (or fix the "
+                "cells that make it text)."
+            )
+            raise DataValidationError(msg, field="unix_time")
+
+
+def _checked_epoch(column: str, kind: str, unit: str, name: str) -> str:
+    """:func:`_from_epoch`, with an error naming the column for a value beyond the years
+    1-9999 in ``unit`` (a wrong unit, or a wrong cell), where DuckDB's says only "overflow"."""
+    from keel.validate.epochs import MICROS, epoch_bounds
+
+    low, high = epoch_bounds(unit)
+    msg = (
+        f"unix_time: column '{name}' holds a number that is no time in {unit} since 1970 "
+        f"({low} to {high} are the years 1-9999); check its unit (s, ms, us), or that cell"
+    )
+    value = f"CAST({column} AS DOUBLE)"
+    inside = f"{value} * {MICROS[unit]} BETWEEN {low * MICROS[unit]} AND {high * MICROS[unit]}"
+    return (
+        f"CASE WHEN {column} IS NULL OR isnan({value}) THEN NULL WHEN {inside} THEN "
+        f"{_from_epoch(column, kind, unit)} ELSE error({sql(msg)}) END"
+    )
+
+
+def _from_epoch(column: str, kind: str, unit: str) -> str:
+    """A number of ``unit`` since 1970-01-01 UTC as a TIMESTAMP, as
+    :func:`keel.validate.epochs.to_timestamps` converts it (decimals round half to even)."""
+    from keel.validate.epochs import MICROS
+
+    factor = MICROS[unit]
+    if kind in _INTEGERS:
+        return f"make_timestamp(CAST({column} AS BIGINT) * {factor})"
+    return f"make_timestamp(CAST(round_even(CAST({column} AS DOUBLE) * {factor}, 0) AS BIGINT))"
 
 
 def _clean_text(column: str, tokens: list[str], replace: dict[str, str]) -> str:

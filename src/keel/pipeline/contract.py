@@ -73,6 +73,7 @@ def infer_project_schema(project: Project, statistics: dict[str, Any]) -> Schema
         sensitive=data.sensitive,
         drop=data.drop,
         max_null_fraction=data.max_null_fraction,
+        units={**(data.test.unix_time if data.test else {}), **data.train.unix_time},
     )
 
 

@@ -105,12 +105,12 @@ def build_api(self: ServerApp) -> FastAPI:
     @api.get("/v2/models/{name}")
     async def model_metadata(name: str) -> dict[str, Any]:
         model = self.model(name)
-        return oip.model_metadata(name, model.version, model.package)
+        return oip.model_metadata(name, model.version, model.package, model.fills)
 
     @api.get("/v2/models/{name}/versions/{version}")
     async def version_metadata(name: str, version: str) -> dict[str, Any]:
         model = self.model(name, version)
-        return oip.model_metadata(name, model.version, model.package)
+        return oip.model_metadata(name, model.version, model.package, model.fills)
 
     @api.get("/v2/models/{name}/ready")
     async def model_ready(name: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ turns the answer into one output tensor per signature output (``prediction``, ``
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keel.errors import DataValidationError
@@ -190,24 +190,74 @@ def output_tensors(outputs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return tensors
 
 
-def model_metadata(name: str, version: str, package: Any) -> dict[str, Any]:
-    """The model metadata response (``GET /v2/models/{name}``)."""
+def model_metadata(
+    name: str, version: str, package: Any, views: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The model metadata response (``GET /v2/models/{name}``).
+
+    For a model trained with feature views (``views``: what
+    :func:`keel.features.store.training_views` found, loaded once per served version), the
+    inputs say what a client sends: each view feature carries ``"filled_by": "view:NAME"`` and
+    ``"optional": true`` (the server fills it from the online store when left out), and each
+    entity key carries ``"entity_key": "view:NAME"`` (comma-separated when several views share
+    it), listed as an input of its own when the model does not read it. OIP ``parameters``
+    hold only strings, numbers and booleans. Without views the answer is as it always was. A
+    date or timestamp input is ``BYTES`` (ISO 8601 text); one read from unix times says its
+    ``unit`` (``s``, ``ms``, ``us``): it takes those numbers too.
+    """
     signature = package.signature
+    inputs = [
+        {
+            "name": i["name"],
+            "datatype": DATATYPES.get(i["type"], "BYTES"),  # dates: ISO 8601 text
+            "shape": [-1],
+            "parameters": {"type": i["type"], "nullable": i["nullable"]},
+        }
+        for i in signature["inputs"]
+    ]
+    for tensor in inputs:  # a timestamp read from unix times takes those numbers too
+        if tensor["parameters"]["type"] == "timestamp":
+            unit = package.pipeline.coercer().rule(tensor["name"]).unit
+            if unit is not None:
+                tensor["parameters"]["unit"] = unit
+    if views:
+        inputs = _view_marks(inputs, views, package.statistics)
     return {
         "name": name,
         "versions": [version],
         "platform": f"keel-{package.flavor}",
         "task": package.task,
-        "inputs": [
-            {
-                "name": i["name"],
-                "datatype": DATATYPES[i["type"]],
-                "shape": [-1],
-                "parameters": {"type": i["type"], "nullable": i["nullable"]},
-            }
-            for i in signature["inputs"]
-        ],
+        "inputs": inputs,
         "outputs": output_tensors(signature["outputs"]),
         "classes": package.classes,
         "package_sha256": package.sha256,
     }
+
+
+def _view_marks(
+    inputs: list[dict[str, Any]], views: Mapping[str, Any], statistics: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """``inputs`` with the view features marked optional and filled, and the entity keys marked
+    (those the model does not read added first: a client sends them)."""
+    filled: dict[str, str] = {}
+    keys: dict[str, list[str]] = {}
+    for view, spec in sorted(views.get("views", {}).items()):
+        for feature in spec.get("features", []):
+            filled.setdefault(str(feature), f"view:{view}")
+        for key in spec.get("entities", []):
+            keys.setdefault(str(key), []).append(f"view:{view}")
+    known = {i["name"] for i in inputs}
+    columns = statistics.get("columns") if isinstance(statistics, Mapping) else None
+    added = []
+    for key in (k for k in keys if k not in known):
+        dtype = ((columns or {}).get(key) or {}).get("dtype", "string")
+        parameters = {"type": dtype, "nullable": False}
+        added.append({"name": key, "datatype": DATATYPES.get(dtype, "BYTES"), "shape": [-1],
+                      "parameters": parameters})  # fmt: skip
+    for tensor in [*added, *inputs]:
+        name = tensor["name"]
+        if name in keys:
+            tensor["parameters"]["entity_key"] = ",".join(keys[name])
+        elif name in filled:
+            tensor["parameters"] |= {"filled_by": filled[name], "optional": True}
+    return added + inputs

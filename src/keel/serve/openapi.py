@@ -19,7 +19,10 @@ Value = str | int | float | bool | None
 
 class PredictRequest(BaseModel):
     instances: list[dict[str, Value]] = Field(
-        min_length=1, description="One object per row: input name -> value."
+        min_length=1,
+        description="One object per row: input name -> value. GET /v2/models/{name} lists a "
+        "model's inputs; those with parameters.optional (filled_by a feature view) may be left "
+        "out: the server looks them up by the entity keys (parameters.entity_key).",
     )
     explain: bool = Field(
         default=False, description="Predict only: add each input column's contribution."

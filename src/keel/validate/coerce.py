@@ -15,7 +15,11 @@ set of rules, so a value gives the same model input, or the same finding, on bot
   compared without case or surrounding spaces; anything else (``"banana"``) does not convert.
 - ``string``: text (trimmed; empty is missing) and integers (as their decimal text); other
   types do not convert. Values outside the training categories are ``unseen_category``.
-- ``date``/``timestamp``: passed to the feature pipeline as they are (it parses them).
+- ``date``/``timestamp``: passed to the feature pipeline as they are (it parses them). A
+  ``timestamp`` with a ``unit`` (``s``, ``ms``, ``us``: the training data held unix times,
+  keel.yaml's ``unix_time``) also takes numbers, and decimal text, of that unit since
+  1970-01-01 UTC, converted as ingestion converted them (:mod:`keel.validate.epochs`);
+  booleans, infinities and times beyond the years 1-9999 do not convert.
 
 A value that does not convert is a ``type_mismatch`` finding, ``error`` by default: the row is
 rejected (422 over HTTP, the rejects file in batch scoring). With severity ``warning`` the
@@ -37,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from keel.errors import DataValidationError
+from keel.validate.epochs import MICROS, read_epoch
 from keel.validate.names import name_within
 
 if TYPE_CHECKING:
@@ -67,6 +72,7 @@ _WORDS = {
     "date": "a date (ISO 8601)",
     "timestamp": "a date/time (ISO 8601)",
 }
+_UNIT_WORDS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds"}
 _NUMBERS, _BOOL, _STRING, _TIME = "number", "bool", "string", "time"
 _FAMILY = {"int": _NUMBERS, "float": _NUMBERS, "bool": _BOOL, "string": _STRING,
            "date": _TIME, "timestamp": _TIME}  # fmt: skip
@@ -87,6 +93,8 @@ class InputRule:
         invalid: Severity of a value that does not convert (``type_mismatch``).
         out_of_range: Severity of a number outside ``[min, max]``.
         unseen: Severity of a string outside ``categories``.
+        unit: Timestamps: numbers are unix times in this unit (``s``, ``ms``, ``us``); None:
+            numbers do not convert.
     """
 
     name: str
@@ -99,10 +107,17 @@ class InputRule:
     invalid: Severity = "error"
     out_of_range: Severity = "warning"
     unseen: Severity = "warning"
+    unit: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in _FAMILY:
             msg = f"input '{self.name}' has type '{self.type}'; types: {', '.join(_FAMILY)}."
+            raise DataValidationError(msg, field=self.name)
+        if self.unit is not None and (self.type != "timestamp" or self.unit not in MICROS):
+            msg = (
+                f"input '{self.name}': unit '{self.unit}' needs a timestamp and one of "
+                f"{', '.join(MICROS)}."
+            )
             raise DataValidationError(msg, field=self.name)
 
     @property
@@ -111,11 +126,14 @@ class InputRule:
         if self.type == "bool":
             spellings = [*self.true_values, *self.false_values]
             return "true/false" + (f" or one of {spellings}" if spellings else "")
+        if self.unit is not None:
+            return f"{_WORDS[self.type]} or unix time in {_UNIT_WORDS[self.unit]} ({self.type})"
         return f"{_WORDS[self.type]} ({self.type})"
 
     def state(self) -> dict[str, Any]:
-        """JSON-able fields (tuples as lists)."""
-        return {
+        """JSON-able fields (tuples as lists); ``unit`` only when set (the state of a rule
+        without one is as it was before units existed)."""
+        state = {
             "name": self.name,
             "type": self.type,
             "true_values": list(self.true_values),
@@ -127,6 +145,9 @@ class InputRule:
             "out_of_range": self.out_of_range,
             "unseen": self.unseen,
         }
+        if self.unit is not None:
+            state["unit"] = self.unit
+        return state
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> InputRule:
@@ -294,6 +315,7 @@ class Coercer:
                 invalid=severity("type_mismatch", "error", name),
                 out_of_range=severity("out_of_range", "warning", name),
                 unseen=severity("unseen_category", "warning", name),
+                unit=col.unit if kind == "timestamp" else None,
             )
             rules.append(rule)
         return cls(rules)
@@ -452,13 +474,14 @@ class Coercer:
 class _RowRule:
     """One rule, prepared for fast per-value reads (sets, bounds as floats)."""
 
-    __slots__ = ("family", "high", "integer", "known", "low", "name", "rule", "tokens")
+    __slots__ = ("family", "high", "integer", "known", "low", "name", "rule", "tokens", "unit")
 
     def __init__(self, rule: InputRule) -> None:
         self.rule = rule
         self.name = rule.name
         self.family = _FAMILY[rule.type]
         self.integer = rule.type == "int"
+        self.unit = rule.unit
         self.low = -math.inf if rule.min is None else float(rule.min)
         self.high = math.inf if rule.max is None else float(rule.max)
         self.known = None if rule.categories is None else frozenset(rule.categories)
@@ -533,9 +556,15 @@ class _RowRule:
             if found is None:
                 return self._invalid(value, where, findings, None)
             return found
+        if self.unit is not None:
+            return self._epoch(value, where, findings)
         if value is not None and not isinstance(value, str) and not hasattr(value, "year"):
             return self._invalid(value, where, findings, None)  # not a date or ISO text
         return value  # dates: the pipeline parses them
+
+    def _epoch(self, value: Any, where: str, findings: list[Finding]) -> Any:
+        converted, ok = read_epoch(value, self.unit, _NUMBER_RE, _SPACE)  # type: ignore[arg-type]
+        return converted if ok else self._invalid(value, where, findings, None)
 
     def _invalid(self, value: Any, where: str, findings: list[Finding], missing: Any) -> Any:
         rule = self.rule

@@ -34,6 +34,8 @@ def coerce_array(rule: InputRule, array: pa.Array) -> tuple[pa.Array, list[Issue
         return _strings(rule, array)
     if family is _BOOL:
         return _booleans(rule, array)
+    if rule.unit is not None:
+        return _unix_times(rule, array)
     return array, []
 
 
@@ -129,6 +131,34 @@ def _booleans(rule: InputRule, array: pa.Array) -> tuple[pa.Array, list[Issue]]:
     if not mask.any():
         return values, []
     return values, [_issue(rule, "type_mismatch", rule.invalid, mask, array)]
+
+
+def _unix_times(rule: InputRule, array: pa.Array) -> tuple[pa.Array, list[Issue]]:
+    """A timestamp column that may hold unix times (the rule's unit): numbers become
+    timestamps; in text, decimal numbers become ISO text of their time and the rest stays as
+    it is (the pipeline parses it); dates and timestamps pass. As the row path reads them."""
+    from keel.validate.epochs import to_timestamps
+
+    assert rule.unit is not None
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        return _unix_times(rule, array.cast(kind.value_type))
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        values, bad = to_timestamps(array, rule.unit)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        text = array.cast(pa.string())
+        number = pc.match_substring_regex(_trim(text), f"^{_NUMBER}$")
+        parsed = pc.if_else(number, _trim(text), None).cast(pa.float64())
+        times, bad = to_timestamps(parsed, rule.unit)
+        values = pc.if_else(number, pc.cast(times, pa.string()), text)
+    elif pa.types.is_temporal(kind) or pa.types.is_null(kind):
+        return array, []
+    else:  # booleans, ...: not times
+        values, bad = pa.nulls(len(array), pa.timestamp("us")), _mask(array.is_valid())
+    if not bad.any():
+        return values, []
+    values = pc.if_else(pa.array(bad), None, values)
+    return values, [_issue(rule, "type_mismatch", rule.invalid, bad, array)]
 
 
 def _trim(text: pa.Array) -> pa.Array:

@@ -152,8 +152,10 @@ def severity_of(schema: Schema, kind: str, default: Severity, column: str | None
     return default
 
 
-def _type_ok(expected: str, found: pa.DataType) -> bool:
+def _type_ok(expected: str, found: pa.DataType, unit: str | None = None) -> bool:
     kind = column_kind(found)
+    if unit is not None and kind == "numeric":  # unix times of a timestamp's unit
+        return expected == "timestamp"
     if expected in ("int", "float"):
         return kind == "numeric"
     if expected == "bool":  # text spells booleans (Yes/No): its values are checked by _spelled
@@ -172,7 +174,7 @@ def _column(
 ) -> list[Anomaly]:
     col = schema.columns[col_name]
     data_type = data.schema.field(col_name).type
-    if not _type_ok(col.type, data_type):
+    if not _type_ok(col.type, data_type, col.unit):
         message = f"{name}: column '{col_name}' holds {data_type}, schema expects {col.type}."
         details = {"expected": col.type, "found": str(data_type)}
         kind_severity = severity_of(schema, "type_mismatch", "error", col_name)

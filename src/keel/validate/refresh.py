@@ -23,8 +23,8 @@ STALE_CHANGES = ("column_added", "column_removed", "type_changed")
 
 # What inference derives from the data; everything else on a column is a reviewer's setting.
 _FROM_DATA = frozenset(
-    {"type", "nullable", "max_null_fraction", "min", "max", "categories", "true_values",
-     "false_values"}
+    {"type", "unit", "nullable", "max_null_fraction", "min", "max", "categories",
+     "true_values", "false_values"}
 )  # fmt: skip
 
 

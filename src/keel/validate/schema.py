@@ -12,6 +12,7 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -36,6 +37,9 @@ Role = Literal["feature", "target", "timestamp", "entity", "sensitive", "pii", "
 #: The roles a column can have had before keel.yaml's ``data.drop`` made it ``ignored``.
 DroppableRole = Literal["feature", "timestamp", "entity", "sensitive", "pii"]
 ColumnType = Literal["int", "float", "string", "bool", "date", "timestamp"]
+#: How a number sent for a timestamp column is read: seconds, milliseconds or microseconds
+#: since 1970-01-01 UTC (:mod:`keel.validate.epochs`).
+TimeUnit = Literal["s", "ms", "us"]
 SeverityLevel = Literal["error", "warning"]
 AnomalyKind = Literal[
     "missing_column",
@@ -71,6 +75,7 @@ class ColumnSchema:
     """One column's contract; checked when built (a bad value raises ConfigError naming it)."""
 
     type: ColumnType
+    unit: TimeUnit | None = None  # timestamps: numbers are unix times in this unit
     role: Role = "feature"
     role_before_drop: Role | None = None  # the role keel.yaml's data.drop took away
     nullable: bool = True
@@ -93,6 +98,7 @@ class ColumnSchema:
         problems: list[str] = []
         checks: list[tuple[str, Any]] = [
             ("type", _choice(ColumnType)),
+            ("unit", _optional(_choice(TimeUnit))),
             ("role", _choice(Role)),
             ("role_before_drop", _optional(_choice(DroppableRole))),
             ("nullable", _boolean),
@@ -115,6 +121,11 @@ class ColumnSchema:
         if spelled and self.type != "bool":
             problems.append(
                 f"true_values/false_values: only a bool column has them, not {self.type}"
+            )
+        if self.unit is not None and self.type != "timestamp" and not problems:
+            problems.append(
+                f"unit: only a timestamp column reads numbers as unix time, not {self.type}; "
+                "remove unit, or make the type timestamp"
             )
         if problems:
             raise ConfigError("; ".join(problems), field=problems[0].split(":")[0])
@@ -173,7 +184,8 @@ class Schema:
             except ConfigError as exc:
                 where = f"columns.{name}"
                 messages = [f"{where}.{part}" for part in exc.message.split("; ")]
-                raise ConfigError("; ".join(messages), field=where) from None
+                field = f"{where}.{exc.field}" if exc.field else where
+                raise ConfigError("; ".join(messages), field=field) from None
         return cls(columns=built, severities=body.get("severities") or {})
 
     def to_dict(self, *, exclude_defaults: bool = False) -> dict[str, Any]:
@@ -306,6 +318,7 @@ def infer_schema(
     sensitive: list[str] | None = None,
     drop: list[str] | None = None,
     max_null_fraction: float = 0.05,
+    units: Mapping[str, str] | None = None,
 ) -> Schema:
     """A schema from reference statistics: types, nullability, domains and guessed roles.
 
@@ -323,6 +336,8 @@ def infer_schema(
         sensitive: Columns to audit for fairness (still model inputs).
         drop: Columns the model must not see.
         max_null_fraction: Ceiling on the null fraction of nullable columns.
+        units: Columns read from unix times (keel.yaml's ``unix_time``) -> their unit, kept
+            as the timestamp column's ``unit`` so requests may send the same numbers.
 
     Returns:
         The schema, columns in the statistics' order.
@@ -353,6 +368,8 @@ def infer_schema(
         domain = _domain(stats)
         if role != "target":
             domain = _as_boolean(domain)
+        if units and name in units and domain["type"] == "timestamp":
+            domain["unit"] = units[name]
         columns[name] = ColumnSchema(**common, **domain)
     return Schema(columns=columns)
 
@@ -499,6 +516,8 @@ _HEADER = """\
 # The same types, ranges and categories check every served request and scored file: a value
 # that does not convert (type_mismatch) rejects its row unless its severity is warning. A bool
 # column accepts true/false and its true_values/false_values (as seen in training, any case).
+# A timestamp column with `unit: s` (or ms, us; from keel.yaml's unix_time) also accepts numbers
+# of that unit since 1970-01-01 UTC, as the training data held them.
 # `pii: false` marks a column reviewed as not personal data (silences the name-based note).
 # `role_before_drop` is the role keel.yaml's data.drop took away: given back when the column
 # leaves data.drop.
@@ -556,5 +575,29 @@ def read_schema(path: Path) -> Schema:
             f"{path}: invalid YAML ({exc}). Fix it or delete it to re-infer."
         ) from exc
     except ConfigError as exc:
-        msg = f"{path}: {exc.message}. Fix it or delete it to re-infer."
+        line = _line_of(text, exc.field)
+        where = f"{path}:{line}" if line is not None else str(path)
+        msg = f"{where}: {exc.message}. Fix it or delete it to re-infer."
         raise ConfigError(msg, field=exc.field) from exc
+
+
+def _line_of(text: str, field: str | None) -> int | None:
+    """The 1-based line of a dotted ``field`` (``columns.ts.unit``) in a schema's YAML text:
+    of its key, else of the deepest part of it found; None when none is."""
+    import yaml
+
+    if not field:
+        return None
+    try:
+        node: Any = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in field.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        found = next(((k, v) for k, v in node.value if k.value == part), None)
+        if found is None:
+            break
+        line, node = found[0].start_mark.line + 1, found[1]
+    return line
