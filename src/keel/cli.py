@@ -38,6 +38,7 @@ from keel.commands import tune as tune_commands
 from keel.commands import validate as validate_commands
 from keel.commands.output import Format, FormatOpt, ProjectOpt, err, out
 from keel.commands.output import emit_json as _emit_json
+from keel.commands.viewfill import FeaturesOpt
 from keel.errors import ConfigError, KeelError
 
 app = typer.Typer(
@@ -335,6 +336,7 @@ def predict(
     columns: reading.ColumnsOpt = None,
     encoding: reading.EncodingOpt = None,
     quote: reading.QuoteOpt = None,
+    features: FeaturesOpt = "auto",
     project: ProjectOpt = None,
     format: FormatOpt = Format.text,
 ) -> None:
@@ -346,18 +348,28 @@ def predict(
     (probability = P(income = >50K)). A CSV's delimiter, quoting,
     header and encoding are detected unless given; what it was read as is printed. Malformed
     lines are not scored; each is reported with its line.
+
+    A model trained with feature views scores a file of entity keys as the server scores a
+    request: the view features the file lacks are joined point in time as of each row's
+    time (the column training joined as of, e.g. rated_at) or, without it, read from the
+    online store (keel features materialize); --features chooses. A view feature column the
+    file carries keeps its values.
     """
     from keel import api
+    from keel.commands.viewfill import print_filled
     from keel.data.export import table_format
 
     fmt = table_format(output, output_format)  # before the model loads; named as the CLI's
     read = reading.read_options(delimiter, header, columns, encoding, quote)
-    result = api.predict(ref, input, output, project=project, read=read, format=fmt)
+    result = api.predict(
+        ref, input, output, project=project, read=read, format=fmt, features=features
+    )
     if format is Format.json:
         _emit_json(result)
     else:
         reading.print_dialect(input, result["dialect"])
         reading.print_bad_lines(result["bad_lines"])
+        print_filled(result["features"])
         out.print(
             f"scored {result['rows']} rows with {result['model']}@{result['version']}"
             f" -> {result['output']} ({result['format']})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,6 +267,7 @@ def predict(
     project: str | Path | None = None,
     read: ReadOptions | None = None,
     format: str | None = None,
+    features: str = "auto",
 ) -> dict[str, Any]:
     """Batch-score a CSV or Parquet file into a Parquet, CSV, JSON Lines or JSON file.
 
@@ -280,9 +282,23 @@ def predict(
     ``probability`` column is P(``target`` = ``positive_label``): the answer names both
     (None for other tasks; a multiclass output's ``probability_<class>`` columns name theirs).
 
+    A model trained with feature views scores a file of entity keys as the server scores a
+    request of them: the view features the file lacks are filled batch by batch, as
+    ``features`` says: ``auto`` (default) joins them point in time as of each row's
+    ``features.entity_timestamp`` column (the training join) when the file has it, else reads
+    the online store's latest values (as the server does); ``as-of`` or ``online`` insist on
+    one (an error names the missing column, or the view to ``keel features materialize``);
+    ``file`` fills nothing (the file must carry them). A view feature column the file carries
+    keeps its own values; the filled ones are output columns too. ``features`` in the answer
+    says how they were filled (None: nothing was), with ``unknown_entities``: per view, the
+    rows whose entity the online store has no row for, scored with its features missing
+    (imputed as in training), as the server does. See :mod:`keel.serve.viewfill`.
+
     Example:
         >>> keel.predict("adult@production", "new.csv", "scored.csv")["format"]
         'csv'
+        >>> keel.predict("movielens", "keys.csv", "out.csv")["features"]["described"]
+        "6 features of 2 views (movies, users) joined as of 'rated_at'"
     """
     from keel.data.export import table_format
 
@@ -292,7 +308,9 @@ def predict(
         package = _package(proj, version.package_sha256)
         read = _reading(read, proj)
         try:
-            scored = _score_file(package, source, Path(output), fmt, str(version.version), read)
+            scored = _score_file(
+                package, source, Path(output), fmt, str(version.version), read, proj, features
+            )
         except DataValidationError as exc:
             raise with_views_hint(proj, version.package_sha256, exc) from exc
         positive = positive_label(package)
@@ -309,6 +327,7 @@ def predict(
             "warnings": scored.warnings,
             "dialect": None if scored.dialect is None else scored.dialect.to_dict(),
             "bad_lines": [line.to_dict() for line in scored.bad_lines],
+            "features": None if scored.features is None else scored.features.to_dict(),
         }
 
 
@@ -339,13 +358,18 @@ def _score_file(
     fmt: str,
     version: str,
     read: ReadOptions | None,
+    project: Project,
+    features: str,
 ) -> Scored:
     """Score ``source`` into ``output`` as ``fmt``, written once as the batches are scored
     (through a temporary file beside it, renamed when done); the rejects file lands beside
-    ``output``."""
+    ``output``; view features filled as ``features`` says."""
     from keel.serve.batch import predict_file
 
-    return predict_file(package, source, output, version=version, read=read, fmt=fmt)
+    return predict_file(
+        package, source, output, version=version, read=read, fmt=fmt, project=project,
+        features=features,
+    )  # fmt: skip
 
 
 def monitor(
@@ -361,6 +385,7 @@ def monitor(
     since: str | None = None,
     until: str | None = None,
     compact: bool = False,
+    features: str = "auto",
 ) -> dict[str, Any]:
     """Drift of served inputs (or a file) against the model's training statistics, per window:
     PSI, Jensen-Shannon, Wasserstein, a test with its BH-adjusted p-value per feature, the
@@ -371,20 +396,33 @@ def monitor(
     ``step`` slides them; default keel.yaml's ``monitor.window``, else one window). A window
     with fewer than ``monitor.min_rows`` rows says ``not_enough_data``. A ``source`` file is
     read as ``read`` says and must hold every model input column (else DataValidationError
-    naming the likely fix). ``compact``: first compact the log's closed files in the same open
+    naming the likely fix), except the view features of a model trained with feature views:
+    those it lacks are filled from its entity keys as ``features`` says, as :func:`predict`
+    fills them (the report's ``features`` says how; None: nothing was filled). ``compact``:
+    first compact the log's closed files in the same open
     project (:func:`keel.monitor.compact.compact`; a failure to compact is a note: the log reads
     right either way). See :func:`keel.monitor.check.check_model`.
     """
+    from tempfile import TemporaryDirectory
+
     from keel.features.custom import importable_from
     from keel.monitor.check import check_model
 
-    with _project(project) as proj, importable_from(proj.root):
+    with (
+        _project(project) as proj,
+        importable_from(proj.root),
+        TemporaryDirectory(prefix="keel-monitor-") as scratch,
+    ):
         notes = _compacted(proj, ref) if compact and source is None else []
         try:
+            filled = None
+            if source is not None:
+                which = ref if version in (None, "all") else f"{ref.partition('@')[0]}@{version}"
+                filled = _fill_file(proj, which, Path(source), read, features, Path(scratch))
             report = check_model(
                 proj,
                 ref,
-                source=source,
+                source=source if filled is None else filled.path,
                 read=read,
                 version=version,
                 role=role,
@@ -398,7 +436,82 @@ def monitor(
                 raise
             raise with_views_hint(proj, proj.metadata.resolve(ref).package_sha256, exc) from exc
         report["notes"] = [*report.get("notes", []), *notes]
+        if filled is not None:  # the file as given, not the filled copy that was read
+            report |= {
+                "source": str(source),
+                "dialect": filled.dialect,
+                "bad_lines": filled.bad_lines,
+                "features": filled.features,
+            }
+        elif source is not None:
+            report["features"] = None
         return report
+
+
+@dataclass(frozen=True)
+class _FilledFile:
+    """A file with its view features filled, written beside the scratch, and what was read."""
+
+    path: Path
+    dialect: dict[str, Any] | None
+    bad_lines: list[dict[str, Any]]
+    features: dict[str, Any]
+
+
+def _fill_file(
+    project: Project,
+    ref: str,
+    source: Path,
+    read: ReadOptions | None,
+    features: str,
+    scratch: Path,
+) -> _FilledFile | None:
+    """``source`` with the view features it lacks filled batch by batch into a Parquet file in
+    ``scratch`` (read as the check reads it: the inputs as text, the training NA tokens);
+    None when nothing is to be filled."""
+    from dataclasses import replace
+
+    import orjson
+
+    from keel.data.export import TableWriter
+    from keel.data.files import open_data, read_batches, retyped
+    from keel.data.reader import CsvFile, dialect_of, file_columns
+    from keel.features.pipeline import FeaturePipeline
+    from keel.serve.batch import BATCH_ROWS
+    from keel.serve.viewfill import plan_fill
+
+    sha = project.metadata.resolve(ref).package_sha256
+    manifest = orjson.loads(project.artifacts.get(sha))
+    inputs = list(FeaturePipeline.from_state(manifest["features"]).inputs)
+    opened = open_data(source, replace(_reading(read, project), text=tuple(inputs)))
+    fill = plan_fill(project, sha, inputs, file_columns(opened), features, where=str(source))
+    if fill is None:
+        return None
+    target = scratch / "filled.parquet"
+
+    def write() -> None:
+        fill.restart()
+        writer = TableWriter(target, "parquet")
+        failed = True
+        try:
+            for table in read_batches(opened, None, BATCH_ROWS):
+                writer.write(fill.fill(table))
+            failed = False
+        finally:
+            writer.close(failed=failed)
+
+    try:
+        retyped(opened, write)
+    finally:
+        fill.close()
+    dialect = dialect_of(opened)
+    bad = opened.bad_lines if isinstance(opened, CsvFile) else ()
+    return _FilledFile(
+        target,
+        None if dialect is None else dialect.to_dict(),
+        [line.to_dict() for line in bad],
+        fill.result().to_dict(),
+    )
 
 
 def _compacted(project: Project, ref: str) -> list[str]:

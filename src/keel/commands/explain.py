@@ -17,6 +17,7 @@ from keel.commands.output import (
     out,
     print_wrapped,
 )
+from keel.commands.viewfill import FeaturesOpt
 from keel.errors import ConfigError, DataValidationError
 
 if TYPE_CHECKING:
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 
     from keel.data.reader import BadLine
     from keel.evaluate.explain import Explanation
+    from keel.project import Project
     from keel.registry.package import ModelPackage
+    from keel.serve.viewfill import FeatureFill
     from keel.validate.coerce import Coerced
 
 __all__ = ["register"]
@@ -69,6 +72,7 @@ def explain(
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", min=1, help="Explain the first N rows only.")
     ] = None,
+    features: FeaturesOpt = "auto",
     project: ProjectOpt = None,
     format: FormatOpt = Format.text,
 ) -> None:
@@ -87,9 +91,15 @@ def explain(
     the header being line 1; Parquet: the row number from 1) and keel predict's answer for
     it: the predicted label as prediction, then probability (binary: of the positive class)
     or probability_CLASS (multiclass); a regression's prediction is the value.
+
+    A model trained with feature views explains a file of entity keys as keel predict scores
+    it: the view features the file lacks are joined as of each row's time (the column
+    training joined as of) or, without it, read from the online store (--features).
     """
     from keel.api.registered import explain_hint, load_model
+    from keel.commands.viewfill import print_filled
     from keel.data.export import table_format
+    from keel.project import Project
 
     if output is None and output_format is not None:
         raise ConfigError("--output-format needs --output FILE.", field="output-format")
@@ -98,9 +108,13 @@ def explain(
 
     model = load_model(ref, project=project)
     try:
-        rows = _read_rows(model.package, input, limit, _na_values(project))
+        with Project(project) as opened:
+            rows = _read_rows(model.package, input, limit, _na_values(project), opened, features)
     except DataValidationError as exc:
         raise explain_hint(ref, project, exc) from exc
+    filled = None if rows.features is None else rows.features.to_dict()
+    if format is not Format.json:
+        print_filled(filled)
     written = None if output is None else rejects_path(output)
     if written is not None:
         _write_rejects(rows.rejects, written)
@@ -113,7 +127,9 @@ def explain(
         ref = f"{model.name}@{model.version}"
         out.print(f"explained {explanation.rows} rows with {ref} -> {output}")
     elif format is Format.json:
-        emit_json(_document(explanation, lines) | {"rejected": rows.rejects.num_rows})
+        emit_json(
+            _document(explanation, lines) | {"rejected": rows.rejects.num_rows, "features": filled}
+        )
     else:
         _print(explanation, [f"{rows.unit} {n}" for n in lines])
 
@@ -133,6 +149,7 @@ class _Rows:
     lines: np.ndarray
     rejects: pa.Table
     unit: str  # "line" (CSV) or "row" (Parquet)
+    features: FeatureFill | None = None  # how the view features the file lacked were filled
 
 
 def _na_values(project: Path | None) -> tuple[str, ...]:
@@ -145,11 +162,17 @@ def _na_values(project: Path | None) -> tuple[str, ...]:
 
 
 def _read_rows(
-    package: ModelPackage, path: Path, limit: int | None, na_values: tuple[str, ...] = ()
+    package: ModelPackage,
+    path: Path,
+    limit: int | None,
+    na_values: tuple[str, ...] = (),
+    project: Project | None = None,
+    features: str = "file",
 ) -> _Rows:
     """The first ``limit`` rows of ``path`` read as ``keel predict`` reads them (the model's
-    inputs as text, with the training source's NA tokens, parsed by its coercion rules), split
-    into those that convert and the rejects (:data:`keel.serve.batch.REJECTS_SCHEMA`).
+    inputs as text, with the training source's NA tokens, parsed by its coercion rules; the
+    view features it lacks filled as ``features`` says), split into those that convert and
+    the rejects (:data:`keel.serve.batch.REJECTS_SCHEMA`).
 
     Raises:
         DataValidationError: An input column is missing (named, with what the file has).
@@ -158,26 +181,32 @@ def _read_rows(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from keel.data.columns import check_columns
     from keel.data.files import open_data, read_batches, retyped
     from keel.data.reader import CsvFile, ReadOptions
-    from keel.serve.batch import BATCH_ROWS
+    from keel.serve.batch import BATCH_ROWS, view_fill
 
     inputs = list(package.pipeline.inputs)
     opened = open_data(path, ReadOptions(text=tuple(inputs), na_values=na_values))
-    check_columns(opened, inputs, of="model input")
+    fill = view_fill(project, package, opened, features, where=str(path))
 
     def read() -> pa.Table:
         parts: list[pa.Table] = []
         count = 0
+        if fill is not None:
+            fill.restart()
         for part in read_batches(opened, None, BATCH_ROWS):
-            parts.append(part if limit is None else part.slice(0, limit - count))
+            part = part if limit is None else part.slice(0, limit - count)
+            parts.append(part if fill is None else fill.fill(part))
             count += parts[-1].num_rows
             if limit is not None and count >= limit:
                 break
         return pa.concat_tables(parts)
 
-    table = retyped(opened, read)
+    try:
+        table = retyped(opened, read)
+    finally:
+        if fill is not None:
+            fill.close()
     csv = isinstance(opened, CsvFile)
     lines = (
         opened.line_numbers(0, table.num_rows)
@@ -192,7 +221,10 @@ def _read_rows(
     rejects = pa.concat_tables(parts)
     rejects = rejects.take(pc.sort_indices(rejects, [("line", "ascending")]))
     keep = ~coerced.rejected if len(coerced.rejected) else np.ones(table.num_rows, bool)
-    return _Rows(table.filter(pa.array(keep)), lines[keep], rejects, "line" if csv else "row")
+    filled = None if fill is None else fill.result()
+    return _Rows(
+        table.filter(pa.array(keep)), lines[keep], rejects, "line" if csv else "row", filled
+    )
 
 
 def _nothing_left(rows: _Rows, path: Path, written: Path | None) -> None:

@@ -11,6 +11,7 @@ import typer
 
 from keel.commands import reading
 from keel.commands.output import Format, ProjectOpt, emit_json, err, out
+from keel.commands.viewfill import FeaturesOpt
 
 __all__ = ["checked_role", "print_report", "register"]
 
@@ -81,6 +82,7 @@ def monitor(
     columns: reading.ColumnsOpt = None,
     encoding: reading.EncodingOpt = None,
     quote: reading.QuoteOpt = None,
+    features: FeaturesOpt = "auto",
     arms: Annotated[
         bool,
         typer.Option(
@@ -123,10 +125,12 @@ def monitor(
     Exits 1 when the latest window drifted (its verdict is the last line). A window with fewer
     than monitor.min_rows rows says not_enough_data. An --input CSV is read like `keel predict`
     reads one (detected unless given; printed); a file without the model's input columns is an
-    error that names the fix.
+    error that names the fix, except the view features of a model trained with feature views:
+    filled from the file's entity keys as keel predict fills them (--features).
     `keel monitor run NAME` checks new windows against monitor.alerts and fires alerts.
     """
     from keel import api
+    from keel.commands.viewfill import print_filled
 
     format = Format.json if output is MonitorFormat.json else Format.text
 
@@ -155,6 +159,7 @@ def monitor(
         since=since,
         until=until,
         compact=compact,  # first, in the same open project (closed files only)
+        features=features,
     )
     if report_file is not None:
         from keel.api.alerting import render_report
@@ -171,6 +176,7 @@ def monitor(
         if input is not None:
             reading.print_dialect(input, report["dialect"])
             reading.print_bad_lines(report["bad_lines"])
+            print_filled(report.get("features"))
         print_report(report)
     if report["latest_verdict"] == "drift":
         raise typer.Exit(1)

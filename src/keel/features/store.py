@@ -275,8 +275,10 @@ def views_hint(project: Project, package_sha256: str, missing: Sequence[str]) ->
     """Why a file for a model trained with feature views lacks ``missing`` columns, and what to
     do; None when the model has no views or none of ``missing`` is a view feature.
 
-    The server fills a request's view features from the online store; a file to score or
-    explain must carry them, as the training rows did after the point-in-time join.
+    The server fills a request's view features from the online store, and ``keel predict``,
+    ``explain`` and ``monitor --input`` fill a file's (:mod:`keel.serve.viewfill`) unless told
+    ``--features file`` or neither fill works; then the file must carry them, as the training
+    rows did after the point-in-time join.
     """
     used = training_views(project, package_sha256)
     if used is None:
@@ -290,8 +292,9 @@ def views_hint(project: Project, package_sha256: str, missing: Sequence[str]) ->
     ts = used.get("entity_timestamp") or "TIMESTAMP"
     return (
         f"{len(theirs)} of them come from the feature views the model was trained with "
-        f"({', '.join(sorted(views))}): the server fills them from the online store for "
-        f"rows of entity keys ({', '.join(keys)}), a file must carry them. Join them first: "
+        f"({', '.join(sorted(views))}): for rows of entity keys ({', '.join(keys)}) they are "
+        f"filled from the online store, or as of {ts!r} when the file has it (--features "
+        f"auto|as-of|online); to carry them in the file, join them first: "
         f"keel.FeatureStore(PROJECT).historical(rows, features=[{refs}], timestamp={ts!r}) "
         f"(point in time, as training did; rows hold the keys and {ts!r})."
     )

@@ -9,6 +9,12 @@ Every batch goes through the model's coercion rules (:mod:`keel.validate.coerce`
 the server applies to a request: a row with a value that does not convert is not scored but
 written to the rejects file (``<output>.rejects.csv``: line, field, value, reason), and values
 scored with a warning (out of range, unseen category) are counted per column.
+
+A model trained with feature views scores a file of entity keys as the server scores a request
+of them: the view features the file lacks are filled per batch, joined as of each row's time
+when the file has the training join's time column, else from the online store
+(:mod:`keel.serve.viewfill`; ``features`` chooses). A view feature column the file carries
+keeps its own values.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,9 +33,13 @@ import pyarrow.csv as pv
 from keel.data.columns import check_columns
 from keel.data.export import TableWriter
 from keel.data.files import open_data, read_batches, retyped
-from keel.data.reader import BadLine, CsvFile, Dialect, ReadOptions, dialect_of
+from keel.data.reader import BadLine, CsvFile, Dialect, ReadOptions, dialect_of, file_columns
 from keel.registry.package import ModelPackage
 from keel.validate.coerce import Coerced
+
+if TYPE_CHECKING:
+    from keel.project import Project
+    from keel.serve.viewfill import FeatureFill, ViewFill
 
 __all__ = ["BATCH_ROWS", "REJECTS_SCHEMA", "Scored", "predict_file", "rejects_path"]
 
@@ -50,6 +61,7 @@ class Scored:
         dialect: What the input was read as (delimiter, header, ...; or Parquet).
         bad_lines: Lines of a CSV input that could not be read as rows (file, line, reason,
             raw text); they are not scored.
+        features: How the view features the file lacked were filled (None: none were).
     """
 
     rows: int = 0
@@ -58,6 +70,7 @@ class Scored:
     warnings: dict[str, int] = field(default_factory=dict)
     dialect: Dialect | None = None
     bad_lines: tuple[BadLine, ...] = ()
+    features: FeatureFill | None = None
 
 
 def rejects_path(output: str | Path) -> Path:
@@ -74,6 +87,8 @@ def predict_file(
     version: str = "",
     read: ReadOptions | None = None,
     fmt: str = "parquet",
+    project: Project | None = None,
+    features: str = "auto",
 ) -> Scored:
     """Score every row of ``source`` with the batch path of the same feature pipeline, into
     ``output`` as ``fmt`` (parquet, csv, jsonl or json: :class:`keel.data.export.TableWriter`,
@@ -86,9 +101,17 @@ def predict_file(
     number (CSV: the file's line; Parquet: the row number, from 1), to
     :func:`rejects_path` instead.
 
+    With ``project``, a model trained with feature views gets the view features the file
+    lacks filled batch by batch as ``features`` says (``auto``, ``as-of``, ``online`` or
+    ``file``: :mod:`keel.serve.viewfill`); they are output columns too, after the file's.
+    A view feature column the file carries keeps its values. Without ``project`` the file
+    must carry every input.
+
     Raises:
-        ConfigError: The file is missing or neither CSV nor Parquet.
-        DataValidationError: The CSV does not parse, or an input column is missing.
+        ConfigError: The file is missing or neither CSV nor Parquet; ``features`` is unknown.
+        DataValidationError: The CSV does not parse, or an input column is missing (or a view
+            fill is impossible: :func:`keel.serve.viewfill.plan_fill`).
+        NotFoundError: ``features="online"`` and the online store lacks a view.
     """
     path = Path(source)
     target = Path(output)
@@ -101,18 +124,19 @@ def predict_file(
     # the inputs read as text: the coercion parses them exactly as it parses JSON text
     options = replace(read or ReadOptions(), text=tuple(package.pipeline.inputs))
     opened = open_data(path, options)
-    check_columns(opened, list(package.pipeline.inputs), of="model input")
+    fill = view_fill(project, package, opened, features, where=str(path))
     try:
         scored = retyped(
             opened,
             lambda: _write(
                 package,
-                read_batches(opened, None, BATCH_ROWS),
+                _filled(read_batches(opened, None, BATCH_ROWS), fill),
                 _Outputs(TableWriter(tmp, fmt), tmp_rejects),
                 version,
                 _lines(opened),
             ),
         )
+        scored.features = None if fill is None else fill.result()
         scored.dialect = dialect_of(opened)
         scored.bad_lines = opened.bad_lines if isinstance(opened, CsvFile) else ()
         if scored.bad_lines:  # malformed lines are rejects too, after the rows that were read
@@ -127,7 +151,44 @@ def predict_file(
     finally:
         tmp.unlink(missing_ok=True)
         tmp_rejects.unlink(missing_ok=True)
+        if fill is not None:
+            fill.close()
     return scored
+
+
+def view_fill(
+    project: Project | None,
+    package: ModelPackage,
+    opened: Path | CsvFile,
+    features: str,
+    *,
+    where: str,
+) -> ViewFill | None:
+    """How the view features ``opened`` lacks are filled (None: it must carry every input),
+    after checking that it has every other model input (:func:`check_columns`)."""
+    inputs = list(package.pipeline.inputs)
+    fill = None
+    if project is not None:
+        from keel.serve.viewfill import plan_fill
+
+        columns = file_columns(opened)
+        fill = plan_fill(project, package.sha256, inputs, columns, features, where=where)
+    try:
+        check_columns(opened, [c for c in inputs if fill is None or c not in fill.filled],
+                      of="model input")  # fmt: skip
+    except BaseException:
+        if fill is not None:
+            fill.close()
+        raise
+    return fill
+
+
+def _filled(tables: Iterator[pa.Table], fill: ViewFill | None) -> Iterator[pa.Table]:
+    """Each batch with the view features it lacks (as they come, when there is no fill)."""
+    if fill is not None:
+        fill.restart()  # a CSV read again once its types are settled: counted once
+    for table in tables:
+        yield table if fill is None else fill.fill(table)
 
 
 @dataclass
