@@ -123,6 +123,11 @@ def init(
         ),
     ] = True,
     force: Annotated[bool, typer.Option(help="Overwrite an existing keel.yaml.")] = False,
+    delimiter: reading.DelimiterOpt = None,
+    header: reading.HeaderOpt = None,
+    columns: reading.ColumnsOpt = None,
+    encoding: reading.EncodingOpt = None,
+    quote: reading.QuoteOpt = None,
 ) -> None:
     """Scaffold a project: a bundled example, or a commented keel.yaml for your own file.
 
@@ -130,9 +135,18 @@ def init(
     gates, the slices and the columns to set aside (ids, row counters, free text, columns that
     alone decide the target) from the data, and explains each choice in keel.yaml. Without
     DIRECTORY, --from writes to the current directory.
+
+    A CSV's delimiter, quoting, header and encoding are sniffed unless given; what is given
+    goes into keel.yaml's source, so keel run reads the file the same way. A file without a
+    header row gets its names from --columns (the first line is then data, unless --header):
+    keel init ml --from u.data --columns user_id,item_id,rating,timestamp --target rating
     """
     from keel import api
 
+    read = reading.read_options(delimiter, header, columns, encoding, quote)
+    if source is None and (read.given or read.columns is not None):
+        msg = "reading options (--columns, --delimiter...) go with --from FILE."
+        raise ConfigError(msg, field="--from")
     if source is None:
         if directory is None:
             msg = (
@@ -148,7 +162,7 @@ def init(
     from keel.commands.init import init_from_file, print_scaffold, project_directory
 
     made = init_from_file(project_directory(directory, force=force), source, target, copy=copy,
-                          force=force)  # fmt: skip
+                          force=force, read=read)  # fmt: skip
     print_scaffold(made, here=directory is None)
 
 

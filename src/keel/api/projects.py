@@ -46,6 +46,7 @@ def init(
     target: str | None = None,
     copy: bool = True,
     force: bool = False,
+    read: ReadOptions | None = None,
 ) -> Path:
     """Scaffold a project: a bundled example, or a keel.yaml for a data file of your own.
 
@@ -58,6 +59,9 @@ def init(
         target: The column to predict (with ``source``).
         copy: Copy ``source`` into ``directory/data/`` (default) rather than reference it.
         force: Overwrite an existing keel.yaml.
+        read: How to read a CSV ``source`` (:class:`keel.data.ReadOptions`: delimiter,
+            header, column names, encoding, quote), written into keel.yaml's source so that
+            ``keel run`` reads it the same way; unset options are sniffed.
 
     Returns:
         The project directory.
@@ -68,15 +72,21 @@ def init(
 
     Example:
         >>> keel.init("penguins", source="penguins.csv", target="species")
+        >>> names = keel.data.ReadOptions(columns=("user_id", "item_id", "rating", "timestamp"))
+        >>> keel.init("ratings", source="u.data", target="rating", read=names)
     """
     if source is not None:
         if example is not None:
             raise ConfigError("give either an example or a source file (--from), not both.")
         from keel.commands.init import init_from_file
 
-        return init_from_file(directory, source, target, copy=copy, force=force).directory
+        made = init_from_file(directory, source, target, copy=copy, force=force, read=read)
+        return made.directory
     if target is not None:
         raise ConfigError("target (--target) goes with a source file: add --from FILE.")
+    if read is not None:
+        msg = "reading options (--columns, --delimiter...) go with a source file: add --from FILE."
+        raise ConfigError(msg)
     example = example or "adult"
     if example not in EXAMPLES:
         close = difflib.get_close_matches(example, EXAMPLES, n=1, cutoff=0.5)

@@ -20,11 +20,15 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keel.commands.init_yaml import TaskChoice, listed, render_config, set_aside, time_column
 from keel.commands.profile import MAX_INT_CLASSES, SAMPLE_ROWS, Column, Profile, profile_file
 from keel.config import CONFIG_FILE, load_config
 from keel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keel.data.dialect import ReadOptions
 
 __all__ = ["Scaffold", "init_from_file", "print_scaffold", "project_directory"]
 
@@ -50,6 +54,8 @@ class Scaffold:
             out by (``method: time``); None: the default split (stratified or random).
         unix_time: The number columns read as timestamps (keel.yaml's ``unix_time:``), each
             with its unit (``s``, ``ms``, ``us``).
+        unnamed: The names a CSV file without a header row got (``column0``...) when no
+            ``columns`` were given; empty when the columns have names.
     """
 
     directory: Path
@@ -62,6 +68,7 @@ class Scaffold:
     dropped: tuple[str, ...] = ()
     split_column: str | None = None
     unix_time: tuple[tuple[str, str], ...] = ()
+    unnamed: tuple[str, ...] = ()
 
 
 def init_from_file(
@@ -71,6 +78,7 @@ def init_from_file(
     *,
     copy: bool = True,
     force: bool = False,
+    read: ReadOptions | None = None,
 ) -> Scaffold:
     """Write ``directory/keel.yaml`` for a CSV or Parquet file, every choice commented.
 
@@ -80,17 +88,25 @@ def init_from_file(
         target: The column to predict (None: the error lists the file's columns).
         copy: Copy the file into ``directory/data/`` (default) rather than reference it.
         force: Overwrite an existing keel.yaml.
+        read: How to read a CSV file (delimiter, header, column names, encoding, quote);
+            unset options are sniffed. ``columns`` without ``header`` names the fields of a
+            file without a header row. keel.yaml's source gets them, so ``keel run`` reads
+            the file the same way.
 
     Returns:
         What was written, with anything to fix before ``keel run``.
 
     Raises:
-        ConfigError: The file is missing or unreadable, the target is not one of its columns,
-            or its values cannot be learned (one value, all missing, free text).
+        ConfigError: The file is missing or unreadable, ``read.columns`` does not name every
+            field, the target is not one of its columns, or its values cannot be learned (one
+            value, all missing, free text).
 
     Example:
         >>> init_from_file("penguins", "penguins.csv", "species").task
         'multiclass'
+        >>> names = ReadOptions(columns=("user_id", "item_id", "rating", "timestamp"))
+        >>> init_from_file("ratings", "u.data", "rating", read=names).split_column
+        'timestamp'
     """
     root = Path(directory)
     file = Path(source).expanduser()
@@ -102,7 +118,7 @@ def init_from_file(
     if config.exists() and not force:
         msg = f"{config} already exists. Use another directory, or --force to overwrite it."
         raise ConfigError(msg)
-    profile = profile_file(file.resolve(), target)
+    profile = profile_file(file.resolve(), target, read)
     column = _target_column(profile, target, file)
     task = _infer_task(column, profile)
     root.mkdir(parents=True, exist_ok=True)
@@ -122,9 +138,10 @@ def init_from_file(
     dropped = tuple(found.name for found in set_aside(profile, column.name))
     split = time_column(profile, column.name)
     times = tuple(profile.unix_time.items())
+    unnamed = () if profile.source.header or profile.source.columns else tuple(profile.columns)
     return Scaffold(
         root, config, resolved, column.name, task.task, tuple(warnings), created, dropped, split,
-        times,
+        times, unnamed,
     )  # fmt: skip
 
 
@@ -173,6 +190,14 @@ def print_scaffold(made: Scaffold, *, here: bool) -> None:
             f"Unix times, read as timestamps (keel.yaml's unix_time:): {listed}.",
             highlight=False,
         )
+    if made.unnamed:
+        span = f"{made.unnamed[0]} .. {made.unnamed[-1]}"
+        out.print(
+            f"No header row found: the columns are named {escape(span)}. Name them with "
+            f"--columns a,b,c ({len(made.unnamed)} names, in file order), or in keel.yaml's "
+            "columns: (and target: with them).",
+            highlight=False,
+        )
     if made.split_column is not None:
         out.print(
             f"Split by time: the latest rows by {escape(made.split_column)} are the test "
@@ -200,7 +225,10 @@ def _target_column(profile: Profile, target: str | None, file: Path) -> Column:
         close = [lowered[target.lower()]] if target.lower() in lowered else []
         close = close or difflib.get_close_matches(target, names, n=1, cutoff=0.6)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        headless = "" if profile.source.header is not False else " (the file has no header row)"
+        headless = ""
+        if profile.source.header is False and not profile.source.columns:
+            headless = " (the file has no header row)"
+            hint += " Name its columns in file order: --columns a,b,c."
         msg = (
             f"--target '{target}' is not a column of {file}{headless}.{hint} "
             f"Columns: {', '.join(names)}."
@@ -298,7 +326,7 @@ def _regression(why: str) -> TaskChoice:
 
 
 def _warnings(column: Column, profile: Profile) -> list[str]:
-    warnings = []
+    warnings = list(profile.warnings)
     if column.nulls:
         warnings.append(
             f"target '{column.name}' is missing in {column.nulls} of {profile.rows} rows; "

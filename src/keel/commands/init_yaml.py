@@ -109,16 +109,22 @@ def _dialect(source: SourceConfig, na_found: dict[str, list[str]], columns: list
     if source.format != "csv":
         return []
     lines = [
-        "    # How to read the file, as sniffed from it; correct any that is wrong.",
+        "    # How to read the file, as sniffed from it (or given to keel init: --delimiter,",
+        "    # --header, --columns...); correct any that is wrong.",
         f"    delimiter: {_char(source.delimiter)}",
         f"    header: {_yaml(source.header)}",
     ]
-    if not source.header:
-        lines += _comment(
+    if source.columns and source.header:
+        why = "The names given to keel init (--columns), in place of the header row's."
+    elif source.columns:
+        why = "The file has no header row; its columns are named as keel init --columns gave."
+    else:
+        why = (
             "The file has no header row, so its columns got these names: rename them here "
-            "(and `target` with them).",
-            indent=4,
+            "(and `target` with them), or run keel init again with --columns a,b,c."
         )
+    if source.columns or not source.header:
+        lines += _comment(why, indent=4)
         lines.append(f"    columns: {_yaml(columns)}")
     if source.quote is not None:
         lines.append(f"    quote: {_char(source.quote)}")

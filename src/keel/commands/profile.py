@@ -25,6 +25,8 @@ from keel.validate.numeric_text import MostlyNumbers, strays_in_table
 if TYPE_CHECKING:
     import duckdb
 
+    from keel.data.dialect import ReadOptions
+
 __all__ = ["SAMPLE_ROWS", "Column", "MostlyNumbers", "Profile", "profile_file"]
 
 #: Rows read to profile the columns and the target (the head of the file).
@@ -75,10 +77,15 @@ class Profile:
     set_aside: tuple[SetAside, ...] = ()  # columns that should not be inputs (any target too)
     mostly_numbers: tuple[MostlyNumbers, ...] = ()  # text only because of a few stray cells
     unix_time: dict[str, str] = field(default_factory=dict)  # column -> unit (s, ms, us)
+    warnings: tuple[str, ...] = ()  # about how the file was read (a header read as data)
 
 
-def profile_file(file: Path, target: str | None = None) -> Profile:
+def profile_file(file: Path, target: str | None = None, read: ReadOptions | None = None) -> Profile:
     """Sniff and sample a CSV, Parquet or JSON Lines file.
+
+    ``read`` gives a CSV file's dialect and column names (``keel init --delimiter``,
+    ``--header``, ``--columns``...); what it leaves unset is sniffed. ``columns`` without
+    ``header`` reads the first line as data (a headerless file, such as MovieLens' u.data).
 
     With ``target``, a column that alone decides a class target on every sampled row (a
     threshold of a number for two classes, or each of a few values standing for one class) is
@@ -88,19 +95,23 @@ def profile_file(file: Path, target: str | None = None) -> Profile:
     (:func:`keel.commands.leak_sums.regression_leaks`).
 
     Raises:
-        ConfigError: The file cannot be read as CSV.
+        ConfigError: The file cannot be read as CSV, reading options were given for a Parquet
+            or JSON Lines file, or ``read.columns`` does not name every field of a line.
         DataValidationError: The scan cannot read it (as ``keel run`` would report).
     """
+    from keel.data.dialect import ReadOptions
     from keel.data.scan import connect, fetch_table, open_scan
 
+    read = read or ReadOptions()
+    warnings: tuple[str, ...] = ()
     with tempfile.TemporaryDirectory(prefix="keel-init-") as tmp, connect(Path(tmp)) as con:
         na_found: dict[str, list[str]] = {}
-        if file.suffix.lower() in _PARQUET:
-            source = SourceConfig(path=str(file), format="parquet")
-        elif file.suffix.lower() in _JSONL:
-            source = SourceConfig(path=str(file), format="jsonl")
+        if file.suffix.lower() in _PARQUET + _JSONL:
+            parquet = file.suffix.lower() in _PARQUET
+            _no_reading(read, file, "parquet" if parquet else "jsonl")
+            source = SourceConfig(path=str(file), format="parquet" if parquet else "jsonl")
         else:
-            source, na_found = _sniff_csv(con, file, Path(tmp))
+            source, na_found, warnings = _sniff_csv(con, file, Path(tmp), read)
         scan = open_scan(con, source, file.parent, Path(tmp))
         table = fetch_table(con, f"SELECT * FROM ({scan.select}) LIMIT {SAMPLE_ROWS + 1}")
     sampled = table.num_rows > SAMPLE_ROWS
@@ -109,7 +120,21 @@ def profile_file(file: Path, target: str | None = None) -> Profile:
     found = set_aside(table)
     aside = tuple(found) + tuple(_leaks(table, target, {f.name for f in found}) if target else ())
     strays = strays_in_table(table)
-    return Profile(source, table.num_rows, sampled, columns, na_found, aside, strays, unix_time)
+    return Profile(
+        source, table.num_rows, sampled, columns, na_found, aside, strays, unix_time, warnings
+    )
+
+
+def _no_reading(read: ReadOptions, file: Path, kind: str) -> None:
+    """Reading options name a CSV file's dialect: given for another format, they are a mistake."""
+    given = [*read.given, *(["columns"] if read.columns is not None else [])]
+    if given:
+        options = ", ".join(f"--{name}" for name in given)
+        msg = (
+            f"{options}: {file.name} is a {'Parquet' if kind == 'parquet' else 'JSON Lines'} "
+            "file, whose columns carry their names; these options are for CSV files."
+        )
+        raise ConfigError(msg, field=f"--{given[0]}")
 
 
 def _unix_times(table: pa.Table, target: str | None) -> tuple[pa.Table, dict[str, str]]:
@@ -210,50 +235,128 @@ def _by_value(table: pa.Table, name: str, target: str) -> str | None:
 
 
 def _sniff_csv(
-    con: duckdb.DuckDBPyConnection, file: Path, workdir: Path
-) -> tuple[SourceConfig, dict[str, list[str]]]:
-    """The dialect DuckDB's sniffer finds, and the NA tokens found in a raw (text) sample."""
-    import duckdb
-
-    from keel.data.encoding import detect_encoding, readable_files, uniform_newlines
+    con: duckdb.DuckDBPyConnection, file: Path, workdir: Path, read: ReadOptions
+) -> tuple[SourceConfig, dict[str, list[str]], tuple[str, ...]]:
+    """The dialect DuckDB's sniffer finds (given options kept as given), the NA tokens found in
+    a raw (text) sample, and a warning when ``--columns`` reads a header-like line as data."""
+    from keel.data.encoding import detect_encoding, readable_files
     from keel.data.scan import fetch_table, sql
 
-    encoding = detect_encoding(file)
+    encoding = read.encoding or detect_encoding(file)
     duck_encoding, readable = readable_files([file], encoding, workdir)
-    sniff = "SELECT Delimiter, Quote, Escape, SkipRows, HasHeader FROM sniff_csv({}, encoding = {})"
+    given = {"delim": read.delimiter, "quote": read.quote, "header": read.header}
+    given = {key: value for key, value in given.items() if value is not None}
+    found, readable = _sniffed(con, file, (readable, workdir), duck_encoding, given)
+    delimiter, quote, escape, skip, looks_header, fields = found
+    unset = "(empty)"
+    quote_char = None if quote == unset else quote
+    escape_char = None if escape in (unset, quote) else escape
+    header, warnings = _header(file, read, looks_header)
+    if read.columns is not None:
+        _check_fields(file, encoding, read.columns, fields, delimiter, skip)
+    listed = {"delim": delimiter, "header": header, "skip": skip}
+    listed |= {"quote": quote_char or "", "escape": escape_char or ""}
+    listed |= {"encoding": duck_encoding, "all_varchar": True, "ignore_errors": True}
+    spelled = ", ".join(f"{key} = {sql(value)}" for key, value in listed.items())
+    name = sql(str(readable[0]))
+    raw = fetch_table(con, f"SELECT * FROM read_csv({name}, {spelled}) LIMIT {SAMPLE_ROWS}")
+    if read.columns is not None:
+        raw = raw.rename_columns(list(read.columns))
+    na_found = _na_tokens(raw)
+    source = SourceConfig(
+        path=str(file),
+        format="csv",
+        delimiter=delimiter,
+        quote=quote_char,
+        escape=escape_char,
+        header=header,
+        columns=list(read.columns) if read.columns is not None else None,
+        skip_rows=skip,
+        encoding=encoding if read.encoding or encoding not in ("utf-8", "ascii") else None,
+        na_values=list(na_found),
+    )
+    return source, na_found, warnings
+
+
+def _header(file: Path, read: ReadOptions, looks_header: bool) -> tuple[bool, tuple[str, ...]]:
+    """Whether the first line is a header: as given; else, with ``--columns``, no (the names are
+    given, with a warning when the line looks like one); else as sniffed."""
+    if read.header is not None:
+        return read.header, ()
+    if read.columns is None:
+        return looks_header, ()
+    if not looks_header:
+        return False, ()
+    warning = (
+        f"the first line of {file.name} looks like a header, yet --columns without --header "
+        "reads it as data: if it is one, add --header (or write header: true below) to "
+        "replace its names"
+    )
+    return False, (warning,)
+
+
+def _sniffed(
+    con: duckdb.DuckDBPyConnection,
+    file: Path,
+    files: tuple[list[Path], Path],
+    encoding: str,
+    given: dict[str, str | bool | None],
+) -> tuple[tuple[str, str, str, int, bool, int], list[Path]]:
+    """DuckDB's sniffer's delimiter, quote, escape, lines skipped, header and field count (with
+    the ``given`` options), and the files it read: ``files``' own, or copies in their workdir
+    whose newlines were made uniform."""
+    import duckdb
+
+    from keel.data.encoding import uniform_newlines
+    from keel.data.scan import sql
+
+    readable, workdir = files
+    extra = "".join(f", {key} = {sql(value)}" for key, value in given.items())
+    sniff = (
+        "SELECT Delimiter, Quote, Escape, SkipRows, HasHeader, len(Columns) "
+        f"FROM sniff_csv({{}}, encoding = {sql(encoding)}{extra})"
+    )
     try:
         try:
-            found = con.execute(sniff.format(sql(str(readable[0])), sql(duck_encoding))).fetchall()
+            found = con.execute(sniff.format(sql(str(readable[0])))).fetchall()
         except duckdb.Error:  # lines ending in both \r\n and \n defeat the sniffer
-            uniform = uniform_newlines(readable, duck_encoding, workdir)
+            uniform = uniform_newlines(readable, encoding, workdir)
             if uniform == readable:
                 raise
             readable = uniform
-            found = con.execute(sniff.format(sql(str(readable[0])), sql(duck_encoding))).fetchall()
+            found = con.execute(sniff.format(sql(str(readable[0])))).fetchall()
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
-        msg = f"{file}: cannot read it as CSV ({first}). Is it a CSV or Parquet file?"
+        options = "".join(f" --{_FLAGS[key]}" for key in given)
+        hint = f" with{options} as given" if options else ""
+        msg = f"{file}: cannot read it as CSV{hint} ({first}). Is it a CSV or Parquet file?"
         raise ConfigError(msg, field="--from") from exc
-    name = sql(str(readable[0]))
-    delimiter, quote, escape, skip, header = found[0]
-    unset = "(empty)"
-    options = {
-        "delimiter": delimiter,
-        "quote": None if quote == unset else quote,
-        "escape": None if escape in (unset, quote) else escape,
-        "header": bool(header),
-        "skip_rows": int(skip),
-    }
-    given = {"delim": delimiter, "header": bool(header), "skip": int(skip)}
-    given |= {"quote": options["quote"] or "", "escape": options["escape"] or ""}
-    given |= {"encoding": duck_encoding, "all_varchar": True, "ignore_errors": True}
-    listed = ", ".join(f"{key} = {sql(value)}" for key, value in given.items())
-    raw = fetch_table(con, f"SELECT * FROM read_csv({name}, {listed}) LIMIT {SAMPLE_ROWS}")
-    na_found = _na_tokens(raw)
-    if encoding not in ("utf-8", "ascii"):
-        options["encoding"] = encoding
-    source = SourceConfig(path=str(file), format="csv", na_values=list(na_found), **options)
-    return source, na_found
+    delimiter, quote, escape, skip, header, fields = found[0]
+    return (str(delimiter), str(quote), str(escape), int(skip), bool(header), int(fields)), readable
+
+
+_FLAGS = {"delim": "delimiter", "quote": "quote", "header": "header"}
+
+
+def _check_fields(
+    file: Path, encoding: str, names: tuple[str, ...], fields: int, delimiter: str, skip: int
+) -> None:
+    """``--columns`` names every field of a line, or the error says both counts and shows the
+    first line (a wrong delimiter shows there as fields that did not split)."""
+    if len(names) == fields:
+        return
+    with file.open(encoding=encoding, errors="replace", newline="") as text:
+        for _ in range(skip):
+            text.readline()
+        line = text.readline().rstrip("\r\n")
+    shown = line if len(line) <= 60 else line[:57] + "..."
+    split = {"\t": "tab", " ": "space"}.get(delimiter, repr(delimiter))
+    msg = (
+        f"--columns gives {len(names)} names but {file.name} has {fields} field(s) per line "
+        f"(split by {split}); its first line is {shown!r}. Give one name per field, in the "
+        "file's order, or the right --delimiter."
+    )
+    raise ConfigError(msg, field="--columns")
 
 
 def _na_tokens(raw: pa.Table) -> dict[str, list[str]]:
