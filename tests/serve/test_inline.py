@@ -223,7 +223,7 @@ def test_a_complete_body_is_taken_at_once_and_still_held_to_the_limits() -> None
     assert read(more, {"type": "http.request", "body": b"2]", "more_body": False}) == b"[1,2]"
 
 
-def test_shadow_copies_follow_the_answer_and_are_shed_while_primaries_queue(
+def test_shadow_copies_follow_the_answer_and_are_sampled_while_primaries_queue(
     served: tuple[ServerApp, list[str]],
 ) -> None:
     app, _ = served
@@ -235,7 +235,8 @@ def test_shadow_copies_follow_the_answer_and_are_shed_while_primaries_queue(
         answer = _predicted(client, {"instances": [ROW]})
         assert len(submitted) == 1 and app.shadows.shed == 0
         assert orjson.loads(submitted[0][4]) == answer  # the answer the client got
-        app._inflight += 2  # two primary predictions queued: the shadow does not add a third
-        _predicted(client, {"instances": [ROW]})
-        app._inflight -= 2
-        assert len(submitted) == 1 and app.shadows.shed == 1
+        app._inflight += 64  # primary predictions queued: the shadow gets 1 copy in 16
+        for _ in range(32):
+            _predicted(client, {"instances": [ROW]})
+        app._inflight -= 64
+        assert len(submitted) == 1 + 2 and app.shadows.shed == 30

@@ -55,6 +55,7 @@ from keel.serve.workers import Workers
 
 __all__ = ["INLINE_MAX_BYTES", "LoadedModel", "ServeSettings", "ServerApp", "create_app"]
 
+SHADOW_SAMPLE_UNDER_LOAD = 16  # while primaries queue, 1 copy in 16 still goes to a shadow
 INLINE_MAX_BYTES = 4096  # a body scored on the event loop: a few rows at most (see _inline)
 Answered = tuple[int, bytes, str]  # a scored request: status, JSON payload, model version
 
@@ -354,9 +355,11 @@ class ServerApp(Answers):
         shadow = None if deployed is None else deployed.shadow  # mirrored after the answer
         if shadow is None or deployed is None:
             return
-        if self._inflight > self.settings.threads:  # primaries queue: they go first
-            self.shadows.shed += 1
-            return
+        if self._inflight > self.settings.threads:  # primaries queue: 1 in 16 copies still go
+            self.shadows.under_load += 1
+            if self.shadows.under_load % SHADOW_SAMPLE_UNDER_LOAD:
+                self.shadows.shed += 1
+                return
         self.shadows.submit(route.model, deployed.deployment, shadow, body, payload, request_id,
                             route.label)  # fmt: skip
 

@@ -210,6 +210,7 @@ class Shadows:
         self.max_bytes = max_bytes
         self.dropped = 0  # copies never scored: buffer full, child down, lost with a child
         self.shed = 0  # copies the server did not make: its primaries were queued (app.py)
+        self.under_load = 0  # answers while primaries were queued: 1 in 16 still mirrored
         self.restarts = 0
         self.writes = 0  # writes of copies to the pipe (one per batch; tests read it)
         self._batch: asyncio.TimerHandle | None = None  # the loop's next batch write
@@ -254,6 +255,10 @@ class Shadows:
         blocks: a full buffer, or no child, drops it and counts it)."""
         if self._keeper is None and not self._followed:  # routes set by hand (benchmarks)
             self._ensure_started()
+        if len(self._pending) + len(body) + len(answer) > self.max_bytes:  # full: not framed
+            with self._lock:
+                self.dropped += 1
+            return
         self._send(copy_frame(deployment, name, model.version, request_id, label, body, answer))
 
     def close(self, grace_s: float = 5.0) -> None:

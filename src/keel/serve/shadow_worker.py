@@ -10,11 +10,16 @@ it inherits from the server (moved off the CPUs of a server pinned with ``taskse
 most of its copies whenever the other CPUs were busy). Its model threads are pinned to
 one OpenMP thread. The server writes its copies in batches (at most every
 :data:`~keel.serve.shadow.BATCH_S` seconds), so it wakes up once per batch. While the server
-keeps the core busy (over a batch the child waited for a CPU longer than it ran), the child
-runs at most :data:`CONTENDED_RUNS_S` times a second (:func:`pause_after`): each time it runs
-in the server's gaps, the server's next request finds its caches cold, and at one connection
-on one core ~100 such requests a second (over 1 % of them) set the primary's p99. The copies
-that arrive meanwhile wait in the pipe; what it cannot hold is dropped and counted.
+keeps the core busy (over a read the child waited for a CPU longer than it ran:
+:func:`contended`), the child reports and stays off it (:func:`back_off`): it sleeps
+:data:`BACKOFF_S` and looks whether it ran at once on waking (the CPU is free), at most
+:data:`MAX_LOOKS` times, then reads one read's worth (:data:`READ_BYTES`) again. On a core
+the server keeps busy (one connection with busy polling never leaves it idle) ``SCHED_IDLE``
+still gets ~0.3 % of the CPU while it has work, in runs that each delay a request: with a
+pause of its runs / 10 s it ran 1.2-3.7 times per 1,000 requests at one connection, and
+fewer, longer runs took about as much time from the server (``benchmarks/RESULTS.md``, round
+nine). The copies that arrive meanwhile wait in the pipe, then in the server's buffer;
+beyond it the server drops them and counts them (``keel_shadow_dropped``).
 
 It loads each shadow version as the server loads any version (:func:`~keel.serve.models.
 load_served`: the verified package from the registry, never unpickled; warmed), beside the
@@ -54,13 +59,18 @@ from typing import Any
 from keel.serve.shadow import COPY, REPORT, WANT, Copy, WorkerSettings, frame, read_copy
 
 __all__ = [
-    "CONTENDED_RUNS_S",
+    "BACKOFF_S",
+    "FREE_WAIT_NS",
+    "MAX_LOOKS",
     "MAX_ROWS",
+    "READ_BYTES",
     "REPORT_EVERY_S",
     "ShadowWorker",
+    "back_off",
+    "contended",
+    "free_after",
     "lower_priority",
     "main",
-    "pause_after",
 ]
 
 log = logging.getLogger("keel.serve.shadow")
@@ -69,12 +79,17 @@ MAX_ROWS = 64
 REPORT_EVERY_S = 0.2
 """How often the child reports its counts at most while copies keep coming (and how long
 after the last copy it reports the rest)."""
-CONTENDED_RUNS_S = 10.0
-"""Times a second the child runs at most while it has to wait for the server's core."""
-MAX_PAUSE_S = 1.0  # the longest pause after a batch
-READ_BYTES = (1 << 20, 64 << 10)
-"""Copies read from the pipe at once (bytes): with a CPU to spare, and while contended (about
-one model call's worth: little work, so few runs, between pauses)."""
+BACKOFF_S = 1.0
+"""While the server keeps the core busy, the child looks this often whether it is free."""
+MAX_LOOKS = 5
+"""Looks at a busy CPU after which the child reads and scores once anyway (so it never stops:
+one read per ``MAX_LOOKS * BACKOFF_S`` seconds at least)."""
+FREE_WAIT_NS = 1_000_000
+"""Woken for a look, the child found the CPU free when it ran within this (ns)."""
+READ_BYTES = 64 << 10
+"""Copies read and scored at once (bytes; ~50 Adult copies, one model call): a CPU to spare
+is used at full speed, read after read; on a busy core, one read is little work, so few runs
+beside the server."""
 STARTING_NICE = 10
 RETRY_LOAD_S = 5.0  # a version that failed to load is tried again after this long
 _ANSWERED = 1 << 31  # a mirrored request passed the instance limit when the primary took it
@@ -135,6 +150,7 @@ class ShadowWorker:
             )
         self.tallies: dict[tuple[str, str], _Tally] = {}  # (deployment, version) -> counts
         self.counted = 0  # copies in the tallies
+        self.backoffs = self.looks = 0  # times it left a busy core, and looked at it since
         self.log_dropped: dict[tuple[str, str], int] = {}
         self.want(settings.want)
 
@@ -313,25 +329,24 @@ class ShadowWorker:
         source = self.settings.copies
         buffer = bytearray()
         reported = time.monotonic()
-        size, pause = READ_BYTES[0], 0.0
         while os.getppid() == self.settings.parent:
             before = _schedstat()  # its wait for a CPU once a batch woke it counts too
             readable, _, _ = select.select([source], [], [], REPORT_EVERY_S)
             if readable:  # a batch (the server writes them at most every BATCH_S)
-                chunk = os.read(source, size)
+                chunk = os.read(source, READ_BYTES)
                 if not chunk:
                     break  # the server closed the pipe, or died
                 buffer += chunk
                 self.handle(split_frames(buffer))
-                pause = pause_after(before, _schedstat())
-                size = READ_BYTES[pause > 0.0]  # contended: a little at a time, then off
-            if not readable or time.monotonic() - reported >= REPORT_EVERY_S:
-                self.report()  # idle for REPORT_EVERY_S, or due
+            busy = bool(readable) and contended(before, _schedstat())
+            if busy or not readable or time.monotonic() - reported >= REPORT_EVERY_S:
+                self.report()  # idle for REPORT_EVERY_S, due, or about to leave the CPU
                 if self.log is not None:  # written here: no writer thread (see the module)
                     self.log.flush()
                 reported = time.monotonic()
-            if readable and pause > 0.0:  # the core is the server's: off it, not woken
-                time.sleep(pause)
+            if busy:  # the core is the server's: off it, not woken by the copies meanwhile
+                self.backoffs += 1
+                self.looks += back_off(self.settings.parent)
 
     def close(self) -> None:
         """Report what is left and flush the log."""
@@ -356,16 +371,38 @@ def mirrored(copy: Copy) -> tuple[list[Any], list[Any]]:
     return request["instances"], answer["predictions"]
 
 
-def pause_after(before: Sequence[int] | None, after: Sequence[int] | None) -> float:
-    """Seconds to stay off the CPU after a batch, from this thread's scheduler statistics
-    before and after it (run ns, run-queue wait ns, times run): 0 when it ran without waiting
-    much; else long enough to run at most :data:`CONTENDED_RUNS_S` times a second."""
+def contended(before: Sequence[int] | None, after: Sequence[int] | None) -> bool:
+    """Whether this thread waited for a CPU longer than it ran between two readings of its
+    scheduler statistics (run ns, run-queue wait ns, times run): the CPU is someone else's."""
     if before is None or after is None:
-        return 0.0
-    ran, waited, runs = (a - b for a, b in zip(after, before, strict=True))
-    if waited <= ran:  # a CPU to spare: score at full speed
-        return 0.0
-    return min(runs / CONTENDED_RUNS_S, MAX_PAUSE_S)
+        return False
+    return after[1] - before[1] > after[0] - before[0]
+
+
+def free_after(before: Sequence[int] | None, after: Sequence[int] | None) -> bool:
+    """Whether this thread, woken from a sleep, ran within :data:`FREE_WAIT_NS` (nobody had
+    work for its CPU), from its scheduler statistics before the sleep and after it."""
+    if before is None or after is None:
+        return True
+    return after[1] - before[1] <= FREE_WAIT_NS
+
+
+def back_off(parent: int) -> int:
+    """Stay off a busy CPU: sleep :data:`BACKOFF_S`, look whether the CPU was free on waking
+    (:func:`free_after`), and again, at most :data:`MAX_LOOKS` times; the looks made.
+
+    A look is one short run; scoring beside a server that keeps its core busy (one connection
+    with busy polling never leaves it idle) takes the ``SCHED_IDLE`` share of the CPU the
+    kernel still grants (weight 3 against 1024, ~0.3 %), in runs that each delay a request.
+    """
+    looks = 0
+    while looks < MAX_LOOKS and os.getppid() == parent:
+        before = _schedstat()
+        time.sleep(BACKOFF_S)
+        looks += 1
+        if free_after(before, _schedstat()):
+            break
+    return looks
 
 
 def _schedstat() -> tuple[int, int, int] | None:
