@@ -12,11 +12,13 @@ from collections.abc import Sequence
 import pytest
 
 from keel.serve import shadow_worker
-from keel.serve.shadow import WorkerSettings, copy_frame
+from keel.serve.shadow import Copy, WorkerSettings, copy_frame
 from keel.serve.shadow_worker import (
     BACKOFF_S,
     FREE_WAIT_NS,
     MAX_LOOKS,
+    MAX_ROWS,
+    SHARED_ROWS,
     ShadowWorker,
     free_after,
 )
@@ -114,3 +116,33 @@ def test_with_a_cpu_to_spare_the_child_reads_on_at_full_speed(
     worker = _run(monkeypatch, _Cpu(busy=False), events, free_at=0)
     assert [e for e in events if e != "report"] == [f"copy {i:04d}" for i in range(9)]
     assert worker.backoffs == 0 and worker.looks == 0
+
+
+class _Scorer(ShadowWorker):
+    """score() alone: the rows of each model call it makes, and the CPU yields between."""
+
+    def __init__(self, rows: int, events: list[str]) -> None:  # no project
+        self.rows = rows
+        self.events = events
+
+    def _batch(
+        self, model: object, batch: Sequence[tuple[Copy, list[object], list[object]]]
+    ) -> None:
+        self.events.append(f"call {sum(len(rows) for _, rows, _ in batch)}")
+
+
+def test_on_a_shared_core_the_child_scores_in_short_calls_yielding_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(shadow_worker, "_yield", lambda: events.append("yield"))
+    copies = [
+        Copy("d", "adult", "2", f"r{i}", "predict", b'{"instances": [{}]}', b'{"predictions": [1]}')
+        for i in range(10)
+    ]
+    _Scorer(SHARED_ROWS, events).score(None, copies)  # after a contended read
+    calls = [f"call {SHARED_ROWS}", "yield"] * (10 // SHARED_ROWS)
+    assert events == [*calls, f"call {10 % SHARED_ROWS}"]
+    events.clear()
+    _Scorer(MAX_ROWS, events).score(None, copies)  # a CPU to spare: one call, no yield
+    assert events == ["call 10"]

@@ -18,8 +18,10 @@ the server keeps busy (one connection with busy polling never leaves it idle) ``
 still gets ~0.3 % of the CPU while it has work, in runs that each delay a request: with a
 pause of its runs / 10 s it ran 1.2-3.7 times per 1,000 requests at one connection, and
 fewer, longer runs took about as much time from the server (``benchmarks/RESULTS.md``, round
-nine). The copies that arrive meanwhile wait in the pipe, then in the server's buffer;
-beyond it the server drops them and counts them (``keel_shadow_dropped``).
+nine). So after such a read it also scores in short model calls (:data:`SHARED_ROWS` rows)
+and yields the CPU after each one: a run beside the server lasts one short call instead of the
+scheduler's slice (~0.75 ms). The copies that arrive meanwhile wait in the pipe, then in the
+server's buffer; beyond it the server drops them and counts them (``keel_shadow_dropped``).
 
 It loads each shadow version as the server loads any version (:func:`~keel.serve.models.
 load_served`: the verified package from the registry, never unpickled; warmed), beside the
@@ -65,6 +67,7 @@ __all__ = [
     "MAX_ROWS",
     "READ_BYTES",
     "REPORT_EVERY_S",
+    "SHARED_ROWS",
     "ShadowWorker",
     "back_off",
     "contended",
@@ -76,6 +79,10 @@ __all__ = [
 log = logging.getLogger("keel.serve.shadow")
 MAX_ROWS = 64
 """Rows scored in one model call at most."""
+SHARED_ROWS = 4
+"""Rows a model call scores at most after a read in which the child waited for the CPU (the
+server's core is busy): the child yields the CPU after each such call, so that a run of it
+beside the server lasts one short call, not the scheduler's slice (~0.75 ms)."""
 REPORT_EVERY_S = 0.2
 """How often the child reports its counts at most while copies keep coming (and how long
 after the last copy it reports the rest)."""
@@ -151,6 +158,9 @@ class ShadowWorker:
         self.tallies: dict[tuple[str, str], _Tally] = {}  # (deployment, version) -> counts
         self.counted = 0  # copies in the tallies
         self.backoffs = self.looks = 0  # times it left a busy core, and looked at it since
+        #: Rows a model call scores at most: MAX_ROWS, or SHARED_ROWS after a contended read
+        #: (then the CPU is yielded after each call, so each run beside the server is short).
+        self.rows = MAX_ROWS
         self.log_dropped: dict[tuple[str, str], int] = {}
         self.want(settings.want)
 
@@ -209,8 +219,12 @@ class ShadowWorker:
             self.score(model, copies)
 
     def score(self, model: Any, copies: Sequence[Copy]) -> None:
-        """Score copies of one version: parsed, then in batches of at most MAX_ROWS rows."""
-        parsed: list[tuple[Copy, list[Any], list[Any]]] = []
+        """Score copies of one version, parsed as they come, in batches of at most
+        :attr:`rows` rows; on a shared core (:attr:`rows` is :data:`SHARED_ROWS`) the CPU is
+        yielded after each batch."""
+        shared = self.rows < MAX_ROWS
+        batch: list[tuple[Copy, list[Any], list[Any]]] = []
+        rows = 0
         for copy in copies:
             try:
                 instances, primary = mirrored(copy)
@@ -218,15 +232,13 @@ class ShadowWorker:
                 log.debug("shadow: copy %s unreadable: %s", copy.request_id, exc)
                 self.count(copy, 0.0, error=True)
                 continue
-            parsed.append((copy, instances, primary))
-        batch: list[tuple[Copy, list[Any], list[Any]]] = []
-        rows = 0
-        for item in parsed:
-            if batch and rows + len(item[1]) > MAX_ROWS:
+            if batch and rows + len(instances) > self.rows:
                 self._batch(model, batch)
+                if shared:
+                    _yield()
                 batch, rows = [], 0
-            batch.append(item)
-            rows += len(item[1])
+            batch.append((copy, instances, primary))
+            rows += len(instances)
         if batch:
             self._batch(model, batch)
 
@@ -339,6 +351,8 @@ class ShadowWorker:
                 buffer += chunk
                 self.handle(split_frames(buffer))
             busy = bool(readable) and contended(before, _schedstat())
+            if readable:  # short model calls, yielding between them, while the core is shared
+                self.rows = SHARED_ROWS if busy else MAX_ROWS
             if busy or not readable or time.monotonic() - reported >= REPORT_EVERY_S:
                 self.report()  # idle for REPORT_EVERY_S, due, or about to leave the CPU
                 if self.log is not None:  # written here: no writer thread (see the module)
@@ -403,6 +417,15 @@ def back_off(parent: int) -> int:
         if free_after(before, _schedstat()):
             break
     return looks
+
+
+def _yield() -> None:
+    """Give the CPU to whoever else can run on it (``sched_yield``; a no-op elsewhere)."""
+    if _SCHED_YIELD is not None:
+        _SCHED_YIELD()
+
+
+_SCHED_YIELD = getattr(os, "sched_yield", None)
 
 
 def _schedstat() -> tuple[int, int, int] | None:
