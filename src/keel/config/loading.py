@@ -28,7 +28,7 @@ from keel.config.project import KeelConfig
 from keel.errors import ConfigError
 from keel.settings import SETTINGS, environment_variable, load_settings
 
-__all__ = ["CONFIG_FILE", "ENVIRONMENT", "config_hash", "load_config"]
+__all__ = ["CONFIG_FILE", "ENVIRONMENT", "config_hash", "load_config", "yaml_line"]
 
 CONFIG_FILE = "keel.yaml"
 
@@ -127,6 +127,25 @@ def _parse_yaml(text: str, loader_class: Any) -> tuple[yaml.Node | None, Any]:
         return node, (None if node is None else loader.construct_document(node))
     finally:
         loader.dispose()
+
+
+def yaml_line(text: str, field: str | None, name: str) -> str | None:
+    """``name:LINE`` of a dotted ``field`` (``columns.ts.unit``) in a YAML document's text: of
+    its key, else of the deepest part of it found; None when none is (or the text does not
+    parse). For files other than keel.yaml that name their errors' lines (schema.yaml)."""
+    if not field:
+        return None
+    try:
+        node, _ = _parse_yaml(text, _FAST_LOADER)
+    except yaml.YAMLError:
+        return None
+    if node is None:
+        return None
+    lines: dict[Path_, str] = {}
+    _index_lines(node, (), name, lines)
+    parts = tuple(field.split("."))
+    found = (lines.get(parts[:n]) for n in range(len(parts), 0, -1))
+    return next((line for line in found if line is not None), None)
 
 
 def _index_lines(node: yaml.Node, at: Path_, name: str, out: dict[Path_, str]) -> None:

@@ -30,7 +30,6 @@ to ``warning``: the value is kept and the finding reported. Severities come from
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,7 +41,7 @@ import pyarrow as pa
 
 from keel.errors import DataValidationError
 from keel.validate.epochs import MICROS, read_epoch
-from keel.validate.names import name_within
+from keel.validate.names import likely_names
 
 if TYPE_CHECKING:
     from keel.validate.schema import Schema
@@ -354,7 +353,7 @@ class Coercer:
             hint = "".join(
                 f" The input's column '{close[0]}': did you mean '{name}'?"
                 for name in missing
-                if (close := _close(name, spare))
+                if (close := likely_names(name, spare))
             )
             raise DataValidationError(
                 f"column(s) {missing} missing from the input; the model reads {self.names}." + hint,
@@ -418,7 +417,7 @@ class Coercer:
         unknown = sorted((name for name in extra if name not in self.ignored), key=str)
         if unknown:
             name = unknown[0]
-            close = _close(name, self.names)
+            close = likely_names(name, self.names)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise DataValidationError(
                 f"{where}{name}: unknown field. Expected fields: {self._expected}.{hint}",
@@ -447,7 +446,7 @@ class Coercer:
         spare = [name for name in row if name not in self._row_set and name not in self.ignored]
         absent = [name for name in self.names if name not in row] if spare else []
         for name in spare:
-            close = _close(name, absent)
+            close = likely_names(name, absent)
             if close:
                 return DataValidationError(
                     f"{where}{name}: unknown field. Expected fields: {self._expected}. "
@@ -591,20 +590,6 @@ class _RowRule:
                 message + " (the schema makes this an error)", field=f"{where}{rule.name}"
             )
         findings.append(Finding(f"{where}{rule.name}", kind, "warning", value, message))
-
-
-def _close(name: Any, names: Sequence[Any]) -> list[str]:
-    """The one name of ``names`` close to ``name`` (difflib, ratio 0.6 or more), else the one
-    name that holds it whole or that it holds ('temperature' for 'temp', at least 3 letters
-    apart from case, spaces, '_' and '-'), or none."""
-    if not isinstance(name, str):
-        return []
-    candidates = [n for n in names if isinstance(n, str)]
-    close = difflib.get_close_matches(name, candidates, 1, 0.6)
-    if close:
-        return close
-    held = name_within(name, candidates)
-    return [] if held is None else [held]
 
 
 def _describe(value: Any) -> str:

@@ -4,10 +4,12 @@ and a file's missing-column hints (:mod:`keel.data.columns`)."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["name_key", "name_within"]
+__all__ = ["likely_names", "name_key", "name_within"]
 
 
 def name_within(name: str, candidates: Sequence[str]) -> str | None:
@@ -25,3 +27,16 @@ def name_within(name: str, candidates: Sequence[str]) -> str | None:
 def name_key(name: str) -> str:
     """``name`` as compared for a likely rename: lower case, no spaces, '_' or '-'."""
     return re.sub(r"[\s_\-]+", "", name.strip().lower())
+
+
+def likely_names(name: Any, names: Sequence[Any]) -> list[str]:
+    """The one name of ``names`` close to ``name`` (difflib, ratio 0.6 or more), else the one
+    name that holds it whole or that it holds (:func:`name_within`), or none."""
+    if not isinstance(name, str):
+        return []
+    candidates = [n for n in names if isinstance(n, str)]
+    close = difflib.get_close_matches(name, candidates, 1, 0.6)
+    if close:
+        return close
+    held = name_within(name, candidates)
+    return [] if held is None else [held]

@@ -17,6 +17,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from keel.config.loading import yaml_line
 from keel.errors import ConfigError
 
 __all__ = [
@@ -575,29 +576,6 @@ def read_schema(path: Path) -> Schema:
             f"{path}: invalid YAML ({exc}). Fix it or delete it to re-infer."
         ) from exc
     except ConfigError as exc:
-        line = _line_of(text, exc.field)
-        where = f"{path}:{line}" if line is not None else str(path)
+        where = yaml_line(text, exc.field, str(path)) or str(path)
         msg = f"{where}: {exc.message}. Fix it or delete it to re-infer."
         raise ConfigError(msg, field=exc.field) from exc
-
-
-def _line_of(text: str, field: str | None) -> int | None:
-    """The 1-based line of a dotted ``field`` (``columns.ts.unit``) in a schema's YAML text:
-    of its key, else of the deepest part of it found; None when none is."""
-    import yaml
-
-    if not field:
-        return None
-    try:
-        node: Any = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in field.split("."):
-        if not isinstance(node, yaml.MappingNode):
-            break
-        found = next(((k, v) for k, v in node.value if k.value == part), None)
-        if found is None:
-            break
-        line, node = found[0].start_mark.line + 1, found[1]
-    return line
