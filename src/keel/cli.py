@@ -137,9 +137,11 @@ def init(
     DIRECTORY, --from writes to the current directory.
 
     A CSV's delimiter, quoting, header and encoding are sniffed unless given; what is given
-    goes into keel.yaml's source, so keel run reads the file the same way. A file without a
-    header row gets its names from --columns (the first line is then data, unless --header):
-    keel init ml --from u.data --columns user_id,item_id,rating,timestamp --target rating
+    goes into keel.yaml's source, so keel run reads the file the same way. --columns names
+    the fields in file order, as keel predict reads them: a file without a header row gets
+    its names (keel init ml --from u.data --columns user_id,item_id,rating,timestamp --target
+    rating), a header's names are replaced; --header/--no-header says whether the first line
+    is a header to skip (sniffed when left out).
     """
     from keel import api
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from keel.commands import reading
 from keel.commands.output import (
     Format,
     FormatOpt,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from keel.data.reader import BadLine
+    from keel.data.reader import BadLine, ReadOptions
     from keel.evaluate.explain import Explanation
     from keel.project import Project
     from keel.registry.package import ModelPackage
@@ -72,6 +73,11 @@ def explain(
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", min=1, help="Explain the first N rows only.")
     ] = None,
+    delimiter: reading.DelimiterOpt = None,
+    header: reading.HeaderOpt = None,
+    columns: reading.ColumnsOpt = None,
+    encoding: reading.EncodingOpt = None,
+    quote: reading.QuoteOpt = None,
     features: FeaturesOpt = "auto",
     project: ProjectOpt = None,
     format: FormatOpt = Format.text,
@@ -84,13 +90,14 @@ def explain(
     contributions = the raw output (log-odds for a binary classifier, per class for
     multiclass, the value for regression).
 
-    Rows are read and checked as 'keel predict' reads them: a row whose values do not convert
-    to the model's input types is not explained; it is named (file and line; for Parquet the
-    row number from 1) in a warning and, with --output, written to FILE.rejects.csv (line,
-    field, value, reason). Each explained row carries its line (for a CSV the file's line,
-    the header being line 1; Parquet: the row number from 1) and keel predict's answer for
-    it: the predicted label as prediction, then probability (binary: of the positive class)
-    or probability_CLASS (multiclass); a regression's prediction is the value.
+    Rows are read and checked as 'keel predict' reads them, with the same reading options: a
+    row whose values do not convert to the model's input types is not explained; it is named
+    (file and line; for Parquet the row number from 1) in a warning and, with --output,
+    written to FILE.rejects.csv (line, field, value, reason). Each explained row carries its
+    line (for a CSV the file's line, the header being line 1; Parquet: the row number from 1)
+    and keel predict's answer for it: the predicted label as prediction, then probability
+    (binary: of the positive class) or probability_CLASS (multiclass); a regression's
+    prediction is the value.
 
     A model trained with feature views explains a file of entity keys as keel predict scores
     it: the view features the file lacks are joined as of each row's time (the column
@@ -106,10 +113,12 @@ def explain(
     fmt = None if output is None else table_format(output, output_format, accepted=_FORMATS)
     from keel.serve.batch import rejects_path
 
+    given = reading.read_options(delimiter, header, columns, encoding, quote)
     model = load_model(ref, project=project)
     try:
         with Project(project) as opened:
-            rows = _read_rows(model.package, input, limit, _na_values(project), opened, features)
+            rows = _read_rows(model.package, input, limit, _na_values(project), opened, features,
+                              given)  # fmt: skip
     except DataValidationError as exc:
         raise explain_hint(ref, project, exc) from exc
     filled = None if rows.features is None else rows.features.to_dict()
@@ -168,15 +177,19 @@ def _read_rows(
     na_values: tuple[str, ...] = (),
     project: Project | None = None,
     features: str = "file",
+    given: ReadOptions | None = None,
 ) -> _Rows:
-    """The first ``limit`` rows of ``path`` read as ``keel predict`` reads them (the model's
-    inputs as text, with the training source's NA tokens, parsed by its coercion rules; the
-    view features it lacks filled as ``features`` says), split into those that convert and
-    the rejects (:data:`keel.serve.batch.REJECTS_SCHEMA`).
+    """The first ``limit`` rows of ``path`` read as ``keel predict`` reads them (``given``: the
+    reading options; the model's inputs as text, with the training source's NA tokens unless
+    ``given`` has others, parsed by its coercion rules; the view features it lacks filled as
+    ``features`` says), split into those that convert and the rejects
+    (:data:`keel.serve.batch.REJECTS_SCHEMA`).
 
     Raises:
         DataValidationError: An input column is missing (named, with what the file has).
     """
+    from dataclasses import replace
+
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -186,7 +199,9 @@ def _read_rows(
     from keel.serve.batch import BATCH_ROWS, view_fill
 
     inputs = list(package.pipeline.inputs)
-    opened = open_data(path, ReadOptions(text=tuple(inputs), na_values=na_values))
+    options = given or ReadOptions()
+    tokens = options.na_values or na_values
+    opened = open_data(path, replace(options, text=tuple(inputs), na_values=tokens))
     fill = view_fill(project, package, opened, features, where=str(path))
 
     def read() -> pa.Table:

@@ -138,7 +138,9 @@ def init_from_file(
     dropped = tuple(found.name for found in set_aside(profile, column.name))
     split = time_column(profile, column.name)
     times = tuple(profile.unix_time.items())
-    unnamed = () if profile.source.header or profile.source.columns else tuple(profile.columns)
+    read_as = profile.source  # a CSV without a header row or names; Parquet columns have names
+    headless = read_as.format == "csv" and not read_as.header and not read_as.columns
+    unnamed = tuple(profile.columns) if headless else ()
     return Scaffold(
         root, config, resolved, column.name, task.task, tuple(warnings), created, dropped, split,
         times, unnamed,
@@ -343,6 +345,19 @@ def _warnings(column: Column, profile: Profile) -> list[str]:
     if profile.sampled:
         warnings.append(
             f"the choices below come from the first {SAMPLE_ROWS:,} rows of a larger file"
+        )
+    dropped = [found.name for found in set_aside(profile, column.name)]
+    left = [
+        other.name
+        for other in profile.columns.values()
+        if other.name != column.name and other.name not in dropped and other.kind != "temporal"
+    ]
+    if dropped and not left:
+        warnings.append(
+            f"every column but the target '{column.name}' is set aside in drop: "
+            f"({', '.join(dropped)}: see why under keel.yaml's drop:), so no input is left and "
+            "keel run stops: delete from drop: each column whose value is known when you "
+            "predict (it is then an input), or add input columns to the data"
         )
     return warnings
 

@@ -84,8 +84,10 @@ def profile_file(file: Path, target: str | None = None, read: ReadOptions | None
     """Sniff and sample a CSV, Parquet or JSON Lines file.
 
     ``read`` gives a CSV file's dialect and column names (``keel init --delimiter``,
-    ``--header``, ``--columns``...); what it leaves unset is sniffed. ``columns`` without
-    ``header`` reads the first line as data (a headerless file, such as MovieLens' u.data).
+    ``--header``, ``--columns``...); what it leaves unset is sniffed. ``columns`` names the
+    fields in file order, as ``keel predict`` reads them: a headerless file's (MovieLens'
+    u.data), or in place of a header's names; ``header`` says whether the first line is a
+    header to skip (sniffed when None, with a warning when ``columns`` replace its names).
 
     With ``target``, a column that alone decides a class target on every sampled row (a
     threshold of a number for two classes, or each of a few values standing for one class) is
@@ -238,7 +240,7 @@ def _sniff_csv(
     con: duckdb.DuckDBPyConnection, file: Path, workdir: Path, read: ReadOptions
 ) -> tuple[SourceConfig, dict[str, list[str]], tuple[str, ...]]:
     """The dialect DuckDB's sniffer finds (given options kept as given), the NA tokens found in
-    a raw (text) sample, and a warning when ``--columns`` reads a header-like line as data."""
+    a raw (text) sample, and a warning when ``--columns`` replace a sniffed header's names."""
     from keel.data.encoding import detect_encoding, readable_files
     from keel.data.scan import fetch_table, sql
 
@@ -279,20 +281,17 @@ def _sniff_csv(
 
 
 def _header(file: Path, read: ReadOptions, looks_header: bool) -> tuple[bool, tuple[str, ...]]:
-    """Whether the first line is a header: as given; else, with ``--columns``, no (the names are
-    given, with a warning when the line looks like one); else as sniffed."""
+    """Whether the first line is a header: as given, else as sniffed (``--columns`` or not, as
+    ``keel predict`` reads a file); a warning when a sniffed header's names are replaced."""
     if read.header is not None:
         return read.header, ()
-    if read.columns is None:
+    if read.columns is None or not looks_header:
         return looks_header, ()
-    if not looks_header:
-        return False, ()
     warning = (
-        f"the first line of {file.name} looks like a header, yet --columns without --header "
-        "reads it as data: if it is one, add --header (or write header: true below) to "
-        "replace its names"
+        f"the first line of {file.name} looks like a header: it is skipped and --columns "
+        "replace its names; if it is data, add --no-header (or write header: false below)"
     )
-    return False, (warning,)
+    return True, (warning,)
 
 
 def _sniffed(

@@ -46,7 +46,7 @@ HeaderOpt = Annotated[
     bool | None,
     typer.Option(
         "--header/--no-header",
-        help="Whether the first line holds the column names.",
+        help="Whether the first line is a header row (skipped; --columns replace its names).",
         rich_help_panel=_PANEL,
     ),
 ]
@@ -54,8 +54,9 @@ ColumnsOpt = Annotated[
     str | None,
     typer.Option(
         "--columns",
-        help="Column names in the file's order, comma-separated (for a file without header, "
-        "or to rename).",
+        help="Column names in the file's order, comma-separated: a headerless file's, or in "
+        "place of the header's (--header/--no-header: whether the first line is a header; "
+        "sniffed when left out).",
         rich_help_panel=_PANEL,
     ),
 ]

@@ -280,8 +280,9 @@ class MonitorConfig(Frozen):
     time_column: str | None = Field(
         default=None,
         description="A column of the training data that clients send with each row and that "
-        "holds its event time (a date or ISO time as text, or epoch seconds; the server logs "
-        "it even when the model does not read it): time and 1mo windows are cut by it instead "
+        "holds its event time (a date or ISO time as text, or a unix time: seconds, or the "
+        "unit schema.yaml gives the column, e.g. unit: ms; the server logs it as sent, even "
+        "when the model does not read it): time and 1mo windows are cut by it instead "
         "of the request time (as NannyML's timestamp_column). Rows whose time cannot be parsed "
         "are counted and reported, never in a window. Event-time windows read the logged rows "
         "(stored hourly sketches are by request time).",

@@ -117,6 +117,10 @@ def _check(
         check_time_column(
             project, resolved.package_sha256, reference.inputs, f"{name}@{resolved.version}"
         )
+        from keel.monitor.eventtime import event_time_unit
+
+        unit = event_time_unit(project.root, cfg.time_column, reference.coercer)
+        settings = replace(settings, time_unit=unit)
     unknown = [f for f in cfg.features if f not in reference.inputs]
     if unknown:
         msg = (

@@ -1,16 +1,21 @@
 """Event time: the rows' own time, read from an input column (``monitor.time_column``).
 
 Monitoring windows are cut by the request time the server logged unless keel.yaml names an
-input column that carries each row's event time (a date or time as text, or epoch seconds;
-NannyML's ``timestamp_column``). :func:`event_times` parses such a column vectorised (Arrow's
-``strptime`` with :data:`EVENT_TIME_FORMATS`, days that do not exist refused) and
-:func:`at_event_time` moves a block of logged rows onto it, counting the rows whose time is
-missing or cannot be parsed: they are in no window and are reported, never dropped silently.
+input column that carries each row's event time (a date or time as text, or a unix time:
+seconds, or the ``unit:`` schema.yaml gives the column; NannyML's ``timestamp_column``).
+:func:`event_times` parses such a column vectorised (Arrow's ``strptime`` with
+:data:`EVENT_TIME_FORMATS`, days that do not exist refused) and :func:`at_event_time` moves a
+block of logged rows onto it, counting the rows whose time is missing or cannot be parsed: they
+are in no window and are reported, never dropped silently. :func:`event_time_unit` finds the
+unit: the model's rule for an input, else schema.yaml (the server logs values as sent, so
+``881250949000`` with ``unit: ms`` is 1997, not the year 29896).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,8 +23,9 @@ import pyarrow.compute as pc
 
 from keel.monitor.window import EPOCH_MONTH, LogRows
 from keel.validate.arrays import from_numpy, numbers
+from keel.validate.epochs import DECIMAL, to_timestamps
 
-__all__ = ["EVENT_TIME_FORMATS", "at_event_time", "event_times"]
+__all__ = ["EVENT_TIME_FORMATS", "at_event_time", "event_time_unit", "event_times"]
 
 EVENT_TIME_FORMATS = (
     "%Y-%m-%d",
@@ -31,18 +37,43 @@ EVENT_TIME_FORMATS = (
     "%Y/%m/%d",
 )
 """The text formats an event-time column is parsed with (the first that fits a value wins;
-a trailing ``Z`` reads as ``+00:00``); a numeric column is seconds since the epoch."""
+a trailing ``Z`` reads as ``+00:00``); a numeric column is a unix time (seconds unless the
+schema gives the column another ``unit``)."""
 
 
-def event_times(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def event_time_unit(root: Path, column: str, coercer: Any = None) -> str | None:
+    """The unit of the numbers an event-time column holds (``s``, ``ms``, ``us``; None:
+    seconds): the model's rule when the column is an input (``coercer``), else the ``unit:``
+    of the project's schema.yaml (a time column the model does not read)."""
+    rules = {} if coercer is None else {rule.name: rule for rule in coercer.rules}
+    if column in rules:
+        return rules[column].unit  # type: ignore[no-any-return]
+    path = root / "schema.yaml"
+    if not path.exists():
+        return None
+    from keel.validate.schema import read_schema
+
+    found = read_schema(path).columns.get(column)
+    return None if found is None else found.unit
+
+
+def _unix_seconds(values: pa.Array, unit: str) -> np.ndarray:
+    """Unix times in ``unit`` as seconds, converted as ingestion and requests convert them
+    (:func:`keel.validate.epochs.to_timestamps`); NaN where null or beyond years 1-9999."""
+    times, _ = to_timestamps(values, unit)
+    micros = np.asarray(numbers(pc.cast(times, pa.int64()), nulls="nan"), dtype=np.float64)
+    return micros / 1e6
+
+
+def event_times(values: pa.Array | pa.ChunkedArray, unit: str | None = None) -> np.ndarray:
     """Seconds since the epoch (float64) of an event-time column; NaN where a value is null or
     cannot be parsed. Text is parsed with :data:`EVENT_TIME_FORMATS` (no zone: UTC), numbers
-    are epoch seconds, Arrow dates and timestamps are read as they are. Vectorised."""
+    are unix times in ``unit`` (None: seconds; with a unit, decimal text too, as requests may
+    send it), Arrow dates and timestamps are read as they are. Vectorised."""
     column = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     kind = column.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        found = np.asarray(numbers(column, nulls="nan"), dtype=np.float64)
-        return np.where(np.isfinite(found), found, np.nan)
+        return _unix_seconds(column, unit or "s")
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         seconds = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64())
         return np.asarray(numbers(seconds, nulls="nan"), dtype=np.float64)
@@ -50,6 +81,11 @@ def event_times(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.full(len(column), np.nan)
     text = pc.replace_substring_regex(pc.utf8_trim_whitespace(column), r"Z$", "+00:00")
     found = np.full(len(column), np.nan)
+    real = _real_days(text)
+    if unit is not None:
+        number = pc.match_substring_regex(text, f"^{DECIMAL}$")
+        found = _unix_seconds(pc.if_else(number, text, None).cast(pa.float64()), unit)
+        real |= np.asarray(pc.fill_null(number, False).to_numpy(zero_copy_only=False), bool)
     for form in EVENT_TIME_FORMATS:
         open_rows = np.isnan(found)
         if not open_rows.any():
@@ -57,7 +93,7 @@ def event_times(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         parsed = pc.strptime(text, format=form, unit="s", error_is_null=True)
         seconds = np.asarray(numbers(pc.cast(parsed, pa.int64()), nulls="nan"), np.float64)
         found = np.where(open_rows, seconds, found)
-    return np.where(_real_days(text), found, np.nan)
+    return np.where(real, found, np.nan)
 
 
 def _real_days(text: pa.Array) -> np.ndarray:
@@ -80,11 +116,13 @@ def _real_days(text: pa.Array) -> np.ndarray:
     return real
 
 
-def at_event_time(block: LogRows, column: str) -> tuple[LogRows | None, int]:
-    """The block with each row's time read from the input ``column`` instead of the request
-    time, and how many rows were left out because theirs is missing or cannot be parsed (None
-    when none is left)."""
-    times = event_times(block.inputs.column(column))
+def at_event_time(
+    block: LogRows, column: str, unit: str | None = None
+) -> tuple[LogRows | None, int]:
+    """The block with each row's time read from the input ``column`` (numbers in ``unit``)
+    instead of the request time, and how many rows were left out because theirs is missing or
+    cannot be parsed (None when none is left)."""
+    times = event_times(block.inputs.column(column), unit)
     ok = np.isfinite(times)
     unparsed = int(ok.size - np.count_nonzero(ok))
     if not unparsed:

@@ -101,8 +101,14 @@ def joined_for(
     # columns, not a Python object per label; labels of predictions before the selection
     # (received before it starts) are not read
     labels = read_label_table(project.metadata.database, spec, since=select.since)
+    timed = project.config.monitor.time_column
+    unit = None
+    if timed is not None:  # the unit schema.yaml gives it (numbers: seconds without one)
+        from keel.monitor.eventtime import event_time_unit
+
+        unit = event_time_unit(project.root, timed)
     joined = join_labels(Path(project.predictions_dir), spec, labels, select=select,
-                         window=window, time_column=project.config.monitor.time_column)  # fmt: skip
+                         window=window, time_column=timed, time_unit=unit)  # fmt: skip
     return spec, joined, labels.count
 
 

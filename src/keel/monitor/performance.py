@@ -134,6 +134,7 @@ def join_labels(
     select: LogFilter = LogFilter(),
     window: WindowSpec = WindowSpec("all"),
     time_column: str | None = None,
+    time_unit: str | None = None,
 ) -> Joined:
     """Stream the log once and join every selected row to its live label (if any).
 
@@ -141,7 +142,8 @@ def join_labels(
     :func:`~keel.monitor.label_table.read_label_table` streams from the database), or label rows.
 
     ``time_column``: panes by that input's event time (``monitor.time_column``); a row whose
-    event time cannot be parsed is in no pane and joins nothing."""
+    event time cannot be parsed is in no pane and joins nothing; its numbers are unix times in
+    ``time_unit`` (None: seconds)."""
     join = LabelJoin(spec, labels)
     keys = dict(join.keys)
     if time_column is not None:
@@ -156,7 +158,7 @@ def join_labels(
     ):
         times, timed = block.time, None
         if time_column is not None:
-            times = event_times(block.keys.column(time_column))
+            times = event_times(block.keys.column(time_column), time_unit)
             timed = np.isfinite(times)
         join.add(block, window.pane_of(times, block.first_row), timed)
     return join.joined()

@@ -67,6 +67,7 @@ class MonitorSettings:
     prediction: Limits = field(default_factory=Limits)
     window: WindowSpec = field(default_factory=lambda: WindowSpec("all"))
     time_column: str | None = None  # windows by this input's event time (monitor.time_column)
+    time_unit: str | None = None  # its numbers' unit (schema.yaml's unit:; None: seconds)
 
 
 def settings_of(config: MonitorConfig, window: WindowSpec) -> MonitorSettings:
@@ -290,7 +291,7 @@ def monitor_log(
         read += logged.rows
         block: LogRows | None = logged
         if timed is not None:
-            block, missed = at_event_time(logged, timed)
+            block, missed = at_event_time(logged, timed, settings.time_unit)
             unparsed += missed
         if block is not None:
             pane = settings.window.pane_of(block.time, first_row)

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from keel.errors import DataValidationError
-from keel.validate.epochs import MICROS, read_epoch
+from keel.validate.epochs import DECIMAL, MICROS, read_epoch
 from keel.validate.names import likely_names
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ Severity = Literal["error", "warning"]
 #: Pairs of spellings read as a boolean when a text column holds exactly these two values.
 BOOLEAN_PAIRS = (("true", "false"), ("yes", "no"), ("y", "n"), ("t", "f"), ("on", "off"))
 #: Decimal numbers as text: what both paths accept for a number (no inf, nan, or 1_000).
-_NUMBER = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_NUMBER = DECIMAL
 _NUMBER_RE = re.compile(_NUMBER)
 #: What both paths trim around text (ASCII whitespace: Python's and Arrow's Unicode sets differ).
 _SPACE = " \t\n\r\x0b\x0c"

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from keel.validate.infer_roles import name_words
 
 __all__ = [
+    "DECIMAL",
     "MICROS",
     "TIME_WORDS",
     "Unit",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 Unit = Literal["s", "ms", "us"]
+#: A decimal number as text (``881250949``, ``1.6e9``): what a unix time sent as text looks like.
+DECIMAL = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 #: Microseconds per unit.
 MICROS: dict[str, int] = {"s": 1_000_000, "ms": 1_000, "us": 1}
 #: The span of plausible unix times in seconds: 1990-01-01 to 2100-01-01 (UTC).
@@ -147,6 +150,9 @@ def to_timestamps(values: pa.Array, unit: str) -> tuple[pa.Array, np.ndarray]:
     The same numbers as :func:`from_epoch`, value for value."""
     factor = MICROS[unit]
     if pa.types.is_integer(values.type):
+        if values.type == pa.uint64():  # >= 2**63 is no time in any unit: held at int64's top
+            top = pa.scalar(2**63 - 1, pa.uint64())
+            values = pc.if_else(pc.greater(values, top), top, values)
         wide = values.cast(pa.int64())
         limit = _HIGH // factor, _LOW // factor + (1 if _LOW % factor else 0)
         bad = pc.or_kleene(pc.greater(wide, limit[0]), pc.less(wide, limit[1]))
