@@ -17,6 +17,14 @@ RefArg = Annotated[
         help="The version to build: NAME@VERSION (or NAME@ALIAS).", metavar="NAME@VERSION"
     ),
 ]
+# without --wheel the Dockerfile runs `pip install keel==<version>`: on PyPI the name `keel`
+# belongs to an unrelated project (a process killer), whose 0.1 matches ==0.1.0
+_INDEX_WARNING = (
+    "the image installs Keel by pip from the package index as 'keel', and on PyPI "
+    "that name is another project: pass --wheel with a Keel wheel (python -m build "
+    "--wheel in Keel's source), or docker build --build-arg KEEL_REQUIREMENT=... "
+    "naming your index's Keel."
+)
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Replace the output directory if it is not empty.")
 ]
@@ -48,7 +56,7 @@ def docker(
         Path | None,
         typer.Option(
             help="A Keel wheel to install in the image (default: keel==this version from the "
-            "package index the build uses)."
+            "package index the build uses; on PyPI 'keel' is another project)."
         ),
     ] = None,
     base_image: Annotated[
@@ -69,8 +77,9 @@ def docker(
 
     with Project(project) as proj:
         context = build_docker(proj, ref, output, wheel=wheel, base_image=base_image, force=force)
+    warnings = context.warnings if wheel is not None else (*context.warnings, _INDEX_WARNING)
     if fmt is Format.json:
-        emit_json(context.to_json())
+        emit_json({**context.to_json(), "warnings": list(warnings)})
         return
     out.print(
         f"wrote a Docker build context for {context.model}@{context.version} to "
@@ -78,7 +87,7 @@ def docker(
         markup=False,
         highlight=False,
     )
-    for warning in context.warnings:
+    for warning in warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False)
     err.print(
         f"next: docker build -t keel-{context.model}:{context.version} {context.directory}",

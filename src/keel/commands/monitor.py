@@ -12,6 +12,7 @@ import typer
 from keel.commands import reading
 from keel.commands.output import Format, ProjectOpt, emit_json, err, out
 from keel.commands.viewfill import FeaturesOpt
+from keel.errors import ConfigError
 
 __all__ = ["checked_role", "print_report", "register"]
 
@@ -88,7 +89,9 @@ def monitor(
         typer.Option(
             "--arms",
             help="Compare the arms (version/role) by realised performance from feedback "
-            "labels, with intervals and significance tests, instead of drift.",
+            "labels, with intervals and significance tests, instead of drift. Every arm "
+            "with labels in --since/--until counts (earlier deployments' too): pass --since "
+            "a deployment's start to compare its arms alone.",
         ),
     ] = False,
     report_file: Annotated[
@@ -136,6 +139,8 @@ def monitor(
 
     if arms:
         from keel.api.labels import compare_arms
+
+        _refuse_unused_by_arms(role=role, window=window, step=step, input=input)
 
         versions = None if version in (None, "all") else [str(version)]
         comparison = compare_arms(ref, project=project, versions=versions, since=since, until=until)
@@ -427,6 +432,19 @@ _SHORT_TESTS = {
     "paired bootstrap of the difference": "paired boot",
     "unpaired bootstrap of the difference": "unpaired boot",
 }
+
+
+def _refuse_unused_by_arms(**given: object) -> None:
+    """--arms compares every version/role with labels over --since/--until: an option it
+    would ignore (--role, --window, --step, --input) is refused, not dropped."""
+    unused = [f"--{name}" for name, value in given.items() if value is not None]
+    if unused:
+        raise ConfigError(
+            f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to --arms "
+            "(it compares every version and role with labels); select with --since, --until "
+            "and --version, or drop --arms.",
+            field=unused[0],
+        )
 
 
 def print_arms(comparison: dict[str, Any]) -> None:

@@ -116,7 +116,11 @@ def revoke(
     project: ProjectOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Revoke a token: the server refuses it from the next request on."""
+    """Revoke a token: running servers refuse it within 5 seconds.
+
+    A server trusts a token it verified for 5 seconds (a request costs a lookup,
+    not a database query), so the token may still pass for up to that long.
+    """
     from keel.project import Project
     from keel.settings import current_actor
     from keel.store.tokens import revoke_token
@@ -127,3 +131,8 @@ def revoke(
         emit_json(info.to_json())
         return
     out.print(f"revoked token {escape(info.name)} ({info.id})")
+    from keel.serve.auth import TRUST_S
+
+    err.print(
+        f"running servers refuse it within {TRUST_S:g} s (they trust a checked token that long)"
+    )

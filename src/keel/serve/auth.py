@@ -24,7 +24,10 @@ from typing import Protocol
 
 from keel.serve.limits import Forbidden, TooManyRequests, Unauthorized
 
-__all__ = ["Authenticator", "Token", "Verifier"]
+__all__ = ["TRUST_S", "Authenticator", "Token", "Verifier"]
+
+TRUST_S = 5.0
+"""Seconds a server trusts a token it verified (``keel tokens revoke`` takes effect within it)."""
 
 _CACHE_SIZE = 10_000
 _MEMO_HEADER = 256  # longest Authorization header remembered as it is (longer: by secret)
@@ -62,7 +65,7 @@ class Authenticator:
     """
 
     def __init__(
-        self, verify: Verifier, *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+        self, verify: Verifier, *, ttl: float = TRUST_S, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.verify = verify
         self.ttl = ttl
