@@ -96,7 +96,9 @@ def test_promoting_an_ab_test_names_the_version_field(
     try:
         unnamed = client.post(f"/v1/deployments/{ref}/promote", json={}, headers=auth)
         said = _refused(unnamed, 400, "version", f"deployment {ref} is an A/B test")
-        assert said.endswith("name the winner's version."), said
+        assert said.endswith("name the winner's version, one of 1, 2 (the version to promote)."), (
+            said
+        )
         wrong = client.post(f"/v1/deployments/{ref}/promote", json={"version": 9}, headers=auth)
         said = _refused(wrong, 400, "version", "version 9 is not an arm")
         assert said.endswith("name one of its versions: 1, 2."), said

@@ -197,10 +197,13 @@ class Rollouts:
         self._check_version(name, version)
         primary = self._primary(name)
         if primary == version:
+            alias = "" if self.alias == "production" else f" (naming the alias {self.alias})"
             msg = (
                 f"version {version} already holds {name}@{self.alias} (registry.alias: the "
-                f"primary a deployment starts from); a {kind} needs another version "
-                "(`keel models list` shows them)."
+                f"primary a deployment starts from; keel run's gate may have moved it there); "
+                f"a {kind} needs another version: `keel models list {name}` shows them, and "
+                f"`keel models rollback {name}`{alias} moves {name}@{self.alias} back to the "
+                f"version before, from which {version} can then be deployed as a {kind}."
             )
             raise ConflictError(msg, field="version")
         return primary
@@ -356,7 +359,8 @@ class Rollouts:
         if found.kind == "ab" and version is None:
             msg = (
                 f"deployment {found.id} is an A/B test of versions "
-                f"{', '.join(str(v) for v in sorted(versions))}: name the winner's version."
+                f"{', '.join(str(v) for v in sorted(versions))}: name the winner's version, "
+                f"one of {', '.join(str(v) for v in sorted(versions))} (the version to promote)."
             )
             raise ConfigError(msg, field="version")
         if target not in versions:
