@@ -225,7 +225,9 @@ def test_a_shadows_disagreement_reads_as_a_percentage(
         ds.add_stats(conn, [row])
     monkeypatch.setattr(out, "width", 80)
     lines = _ok(clean, "deployments", "status", "housing")
-    (shadow,) = [line for line in lines if line.split()[:1] == ["v1"]]  # its traffic row
+    # its traffic row (the line under the table, "v1 shadow: copies ...", says what became of
+    # the shadow's copies)
+    (shadow,) = [line for line in lines if line.replace("│", " ").split()[:2] == ["v1", "shadow"]]
     cells = shadow.replace("│", " ").split()
     assert cells[:3] == ["v1", "shadow", "50"] and cells[-1] == "40%", shadow
 

@@ -147,10 +147,17 @@ def test_refusals_are_counted_per_arm_and_alike_arms_still_promote(versions: Pat
         _until(ended, 40, "the canary was never judged")
     status = keel.deployment_status(made["id"], project=root)
     assert status["status"] == "promoted", status["events"]
-    by_role = {t["role"]: t for t in status["traffic"]}
+    # the primary arm is whatever the alias loads: once the promotion moved it to v3, a request
+    # or two may still be routed by the ending deployment, counted as v3's primary traffic
+    by_role: dict[str, Counter[str]] = {}
+    for t in status["traffic"]:
+        by_role.setdefault(t["role"], Counter()).update(
+            {k: t[k] for k in ("requests", "rejected", "errors")}
+        )
     for role in ("primary", "canary"):
-        assert by_role[role]["rejected"] > 0 and by_role[role]["errors"] == 0, by_role
-        assert by_role[role]["rejection_rate"] < 0.5
+        arm = by_role[role]
+        assert arm["rejected"] > 0 and arm["errors"] == 0, status["traffic"]
+        assert arm["rejected"] / arm["requests"] < 0.5, status["traffic"]
     judged = next(e for e in status["events"] if e["action"] == "promoted")
     assert judged["primary_rejection_rate"] > 0
 

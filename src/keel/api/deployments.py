@@ -144,11 +144,14 @@ def list_deployments(
 
 def deployment_status(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:
     """A deployment (by id, or a model name's active else latest one): arms, weights, each
-    arm's requests, error rate and latency percentiles, shadow disagreement, history."""
+    arm's requests, error rate and latency percentiles, shadow disagreement and what became
+    of the shadow's copies, history."""
     with _project(project) as proj:
         shown = _rollouts(proj, None).status(ref)
         from keel.monitor.arms import with_feedback
+        from keel.registry.deployments import with_coverage
 
+        shown = with_coverage(proj.metadata.database, shown)  # what became of a shadow's copies
         return with_feedback(proj, shown)
 
 

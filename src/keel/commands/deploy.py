@@ -343,6 +343,9 @@ def _print_deployment(d: dict[str, Any]) -> None:
                 _percent(t.get("disagreement_rate")),
             )
         out.print(table)
+        for t in d["traffic"]:
+            if t.get("coverage"):
+                _print_coverage(t["version"], t["coverage"])
     feedback = d.get("feedback")
     if feedback is not None:
         from keel.commands.monitor import print_arms
@@ -420,6 +423,31 @@ def _print_final(d: dict[str, Any], final: dict[str, Any]) -> None:
         if "step" in final and final.get("by_hand"):
             ended += f" (at step {final['step']}/{final['steps']})"
         out.print(f"  {escape(ended)}", highlight=False)
+
+
+def _print_coverage(version: int, c: dict[str, Any]) -> None:
+    """What became of a shadow's copies, its items never cut across lines: its disagreement
+    rate is over the scored ones only (on a busy core most copies are shed or dropped)."""
+    why = [f"{label} {c[key]:,}" for key, label in (
+        ("dropped_buffer_full", "buffer full"), ("dropped_process_down", "process down"),
+        ("dropped_process_died", "process died")) if c[key]]  # fmt: skip
+    items = [
+        f"v{version} shadow: copies {c['copies']:,}",
+        f"scored {c['scored']:,} ({_percent(c['scored_rate'])})",
+        f"dropped {c['dropped']:,}" + (f" ({', '.join(why)})" if why else ""),
+        f"shed {c['shed']:,} (primaries queued)",
+        *([f"pending {c['pending']:,}"] if c["pending"] else []),
+    ]
+    lines = [""]
+    for index, item in enumerate(items):
+        item += "," if index < len(items) - 1 else ""
+        if lines[-1] and len(lines[-1]) + 1 + len(item) > 76:
+            lines.append("")
+        lines[-1] = f"{lines[-1]} {item}".strip()
+    for index, line in enumerate(lines):
+        indent = "  " if index == 0 else "    "
+        for part in textwrap.wrap(line, 80 - len(indent), break_long_words=False):
+            out.print(escape(indent + part), highlight=False)
 
 
 def _percent(rate: float | None) -> str:

@@ -9,6 +9,8 @@ the server (:mod:`keel.serve.routing`) routes by them.
 Latency is counted in :data:`LATENCY_EDGES_MS`, fixed log-spaced buckets (each 30 % wider than
 the one before, 10 µs to ~2.5 min), so histograms from many servers and intervals merge by
 adding counts and a percentile is read off the merged counts (an upper bound within 30 %).
+A shadow's :class:`Coverage` says what became of its copies (scored, dropped and why, shed),
+read from the rows servers store under :func:`coverage_key` (:func:`with_coverage`).
 """
 
 from __future__ import annotations
@@ -18,26 +20,30 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from keel.errors import ConfigError
 
 __all__ = [
     "CANARY_ONLY",
+    "COVERAGE_ROLES",
     "LATENCY_EDGES_MS",
     "Arm",
     "Check",
+    "Coverage",
     "Deployment",
     "Measured",
     "Spec",
     "bucket_of",
+    "coverage_key",
     "parse_ab",
     "parse_checks",
     "parse_interval",
     "parse_steps",
     "refuse_unused",
     "rejects_more",
+    "with_coverage",
 ]
 
 Kind = Literal["canary", "shadow", "ab"]
@@ -457,6 +463,93 @@ class Measured:
             answer["compared"] = self.compared
             answer["disagreement_rate"] = self.disagreed / self.compared if self.compared else None
         return answer
+
+
+COVERAGE_ROLES = ("copies", "shed", "dropped:full", "dropped:down", "dropped:lost")
+"""The roles of the rows counting a shadow's copies (in ``requests``): made, not made while
+primaries were queued, and dropped unscored: the buffer was full, the shadow process was down,
+or it died holding them."""
+
+
+def coverage_key(deployment_id: str) -> str:
+    """The ``deployment_id`` of the rows counting a deployment's shadow copies: ``c-`` and its
+    id, never a deployment id (hex) nor a model's key (``m-``), so neither the controller nor
+    ``keel monitor`` reads them as traffic."""
+    return "c-" + deployment_id
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What became of a shadow version's copies: scored, or why not.
+
+    ``copies == scored + dropped + shed`` once the shadow process has reported (the rest are
+    on their way: ``pending``).
+    """
+
+    version: int
+    copies: int = 0
+    scored: int = 0
+    shed: int = 0
+    full: int = 0
+    down: int = 0
+    lost: int = 0
+
+    @classmethod
+    def of(cls, version: int, scored: int, by_role: Mapping[str, int]) -> Coverage:
+        """From the counts per :data:`COVERAGE_ROLES` role and the shadow's scored copies."""
+        copies, shed, full, down, lost = (int(by_role.get(r, 0)) for r in COVERAGE_ROLES)
+        return cls(version, copies, scored, shed, full, down, lost)
+
+    @property
+    def dropped(self) -> int:
+        return self.full + self.down + self.lost
+
+    @property
+    def pending(self) -> int:
+        """Copies sent and not reported yet (never below 0: counts flush at different times)."""
+        return max(0, self.copies - self.scored - self.dropped - self.shed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "copies": self.copies,
+            "scored": self.scored,
+            "scored_rate": self.scored / self.copies if self.copies else None,
+            "dropped": self.dropped,
+            "dropped_buffer_full": self.full,
+            "dropped_process_down": self.down,
+            "dropped_process_died": self.lost,
+            "shed": self.shed,
+            "pending": self.pending,
+        }
+
+
+def with_coverage(database: Any, shown: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's status (``Rollouts.status``) with, for each shadow version, what became
+    of its copies since the deployment began, under ``coverage`` in its ``traffic`` entry (an
+    entry with no request is added for a shadow that scored none)."""
+    from keel.store import deployment_store as ds
+
+    if not any(a["role"] == "shadow" for a in shown["spec"]["arms"]):
+        return shown
+    since = datetime.fromisoformat(shown["created_at"]) - timedelta(seconds=1)
+    with database.read() as conn:
+        rows = ds.sum_stats(conn, coverage_key(shown["id"]), since, None, buckets=0)
+    counted: dict[int, dict[str, int]] = {}
+    for row in rows:
+        counted.setdefault(int(row["version"]), {})[row["role"]] = int(row["requests"])
+    traffic = list(shown.get("traffic", ()))
+    for arm in (a for a in shown["spec"]["arms"] if a["role"] == "shadow"):
+        version = int(arm["version"])
+        entry = next((t for t in traffic if t["role"] == "shadow" and t["version"] == version),
+                     None)  # fmt: skip
+        if entry is None:
+            if version not in counted:
+                continue
+            entry = Measured(version, "shadow").to_json()
+            traffic.append(entry)
+        coverage = Coverage.of(version, entry["requests"], counted.get(version, {}))
+        entry["coverage"] = coverage.to_json()
+    return {**shown, "traffic": traffic}
 
 
 REJECTION_MARGIN = 0.01

@@ -355,13 +355,16 @@ class ServerApp(Answers):
         shadow = None if deployed is None else deployed.shadow  # mirrored after the answer
         if shadow is None or deployed is None:
             return
+        copies = deployed.copies  # what became of them: status shows it (routing.Copies)
+        copies.copies += 1
         if self._inflight > self.settings.threads:  # primaries queue: 1 in 16 copies still go
             self.shadows.under_load += 1
             if self.shadows.under_load % SHADOW_SAMPLE_UNDER_LOAD:
                 self.shadows.shed += 1
+                copies.shed += 1
                 return
         self.shadows.submit(route.model, deployed.deployment, shadow, body, payload, request_id,
-                            route.label)  # fmt: skip
+                            route.label, copies)  # fmt: skip
 
     def _inline(
         self, scope: Mapping[str, Any], label: str, model: LoadedModel, body: bytes

@@ -110,8 +110,10 @@ def deployment_router(project: Any) -> APIRouter:
     @router.get("/{ref}", summary="A deployment's arms, traffic, latency, errors and history")
     def status(request: Request, ref: str) -> dict[str, Any]:
         from keel.monitor.arms import with_feedback
+        from keel.registry.deployments import with_coverage
 
-        return with_feedback(project, rollouts(request).status(ref))
+        shown = with_coverage(database, rollouts(request).status(ref))  # a shadow's copies
+        return with_feedback(project, shown)
 
     @router.post("", summary="Start a canary, shadow or A/B deployment")
     def create(request: Request, body: CreateBody) -> dict[str, Any]:

@@ -16,7 +16,11 @@ version and role after the current hour. Rows under a deployment's id are not me
 canary's checks read them by flush time) but are deleted past retention too, except those an
 active deployment's current interval still reads. Log drops are stored as rows whose role is
 ``drop:<role>`` and whose ``requests`` counts the dropped requests, under the model key only,
-so the rollout controller (which reads deployment ids) never sees them.
+so the rollout controller (which reads deployment ids) never sees them. What became of a
+shadow's copies (made, shed, dropped and why: :class:`~keel.serve.routing.Copies`) is stored
+the same way, role by role (:data:`~keel.registry.deployments.COVERAGE_ROLES`), under
+:func:`~keel.registry.deployments.coverage_key` (``c-<deployment id>``: neither the controller
+nor ``keel monitor`` reads them as traffic), and merged by the hour and pruned as model keys are.
 """
 
 from __future__ import annotations
@@ -147,6 +151,7 @@ class Operations:
         hour = now.replace(minute=0, second=0, microsecond=0)
         try:
             with self.database.write() as conn:
+                keys += _copy_keys(conn, names)  # shadows' copy counts: no controller reads them
                 prune_stats(conn, keys, now - self.retention)
                 prune_deployment_stats(conn, names, now - self.retention)
                 rollup_stats(conn, keys, hour)
@@ -162,3 +167,16 @@ class Operations:
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             self._write()
+
+
+def _copy_keys(conn: Any, names: Iterable[str]) -> list[str]:
+    """The keys of the rows counting the copies of the shadow deployments of ``names``."""
+    from keel.registry.deployments import coverage_key
+    from keel.store.deployment_store import list_deployments
+
+    return [
+        coverage_key(d["id"])
+        for name in names
+        for d in list_deployments(conn, name=name, limit=100_000)
+        if d["kind"] == "shadow"
+    ]

@@ -10,7 +10,9 @@ A shadow version gets a copy of each answered predict and OIP infer request thro
 :class:`~keel.serve.shadow.Shadows`: scored in a child process at idle priority, off the
 primary's CPU time and GIL; a full channel drops the copy (counted), the primary never waits;
 the server sends the copy only after the answer is handed back, and makes none while primary
-predictions are queued (counted).
+predictions are queued (counted). What became of each shadow's copies (made, shed, dropped and
+why) is counted per deployment and version in its route's :class:`Copies`, so that ``keel
+deployments status`` can say over how many of them a disagreement rate was measured.
 
 :class:`Traffic` counts each (deployment, version, role)'s requests, errors (5xx and model
 failures), refusals (4xx: a canary refusing what its primary takes fails its checks) and
@@ -36,13 +38,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from keel.registry.deployments import Deployment, bucket_of
+from keel.registry.deployments import COVERAGE_ROLES, Deployment, bucket_of, coverage_key
 from keel.serve.models import LoadedModel, load_served, warm
 from keel.serve.shadow import Shadows
 
 __all__ = [
     "SHADOW_RTOL",
     "Arm",
+    "Copies",
     "Deployer",
     "Route",
     "Shadows",
@@ -67,6 +70,24 @@ class Arm:
     weight: float
 
 
+class Copies:
+    """What became of one (deployment, shadow version)'s copies, counted where it happens:
+    made (:meth:`keel.serve.app.ServerApp.mirror`, one addition per mirrored answer), not made
+    while primaries were queued (``shed``), dropped unscored (``full``: the buffer was full,
+    ``down``: no shadow process took copies, ``lost``: one died holding them,
+    :class:`~keel.serve.shadow.Shadows`). Running totals: :meth:`Traffic.drain` writes what
+    they gained since it last ran; the copies scored are the shadow's own traffic."""
+
+    __slots__ = ("copies", "down", "full", "lost", "shed")
+
+    def __init__(self) -> None:
+        self.copies = self.shed = self.full = self.down = self.lost = 0
+
+    def totals(self) -> tuple[int, int, int, int, int]:
+        """In :data:`~keel.registry.deployments.COVERAGE_ROLES` order."""
+        return self.copies, self.shed, self.full, self.down, self.lost
+
+
 @dataclass(frozen=True)
 class Route:
     """A model name's active deployment, as the request path needs it.
@@ -77,6 +98,7 @@ class Route:
         shadow: The shadow version, or None.
         sticky_key: The request field whose value fixes the arm, or None (random).
         versions: Every version this route loaded (for pinned ``/versions/{v}`` requests).
+        copies: The shadow's copies counted (the same counter across reloads: the Traffic's).
     """
 
     deployment: str
@@ -85,6 +107,7 @@ class Route:
     shadow: LoadedModel | None = None
     sticky_key: str | None = None
     versions: Mapping[str, LoadedModel] = field(default_factory=dict)
+    copies: Copies = field(default_factory=Copies)
     _edges: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
@@ -144,6 +167,16 @@ class Traffic:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, str], _Counts] = {}
+        self._copies: dict[tuple[str, str], tuple[Copies, list[int]]] = {}  # totals drained
+
+    def copies(self, deployment: str, version: str) -> Copies:
+        """The counter of a (deployment, shadow version)'s copies (made on first use; looked up
+        when routes are built and per report, never per request)."""
+        with self._lock:
+            found = self._copies.get((deployment, version))
+            if found is None:
+                found = self._copies[(deployment, version)] = (Copies(), [0] * len(COVERAGE_ROLES))
+        return found[0]
 
     def record(
         self,
@@ -199,10 +232,12 @@ class Traffic:
                 counts.latency[bucket] = counts.latency.get(bucket, 0) + n
 
     def drain(self) -> list[dict[str, Any]]:
-        """The counts since the last drain as ``deployment_stats`` values, and reset."""
+        """The counts since the last drain as ``deployment_stats`` values, and reset (with
+        what the shadows' copy counters gained meanwhile)."""
         with self._lock:
             taken, self._counts = self._counts, {}
-        return [
+            rows = self._drain_copies()  # under the lock: two drainers never write one gain twice
+        return rows + [
             {
                 "deployment_id": deployment,
                 "version": version,
@@ -216,6 +251,20 @@ class Traffic:
             }
             for (deployment, version, role), c in taken.items()
         ]
+
+    def _drain_copies(self) -> list[dict[str, Any]]:
+        """Rows for what each shadow's copy counts gained since the last drain (``requests``
+        holds the count; stored under :func:`~keel.registry.deployments.coverage_key`)."""
+        rows = []
+        for (deployment, version), (counter, drained) in self._copies.items():
+            for index, total in enumerate(counter.totals()):  # read once: counting goes on
+                if total > drained[index]:
+                    rows.append({"deployment_id": coverage_key(deployment), "version": version,
+                                 "role": COVERAGE_ROLES[index], "requests": total - drained[index],
+                                 "errors": 0, "rejected": 0, "latency": {}, "compared": 0,
+                                 "disagreed": 0})  # fmt: skip
+                    drained[index] = total
+        return rows
 
 
 SHADOW_RTOL = 0.01
@@ -370,6 +419,7 @@ class Deployer:
             arms.append(Arm(None, "primary", max(0.0, 100.0 - sum(a.weight for a in arms))))
         if deployment.spec.sticky_key is not None:
             accept_field(deployment.spec.sticky_key, [primary, *versions.values()])
+        copies = Copies() if shadow is None else self.traffic.copies(deployment.id, shadow.version)
         return Route(
             deployment.id,
             deployment.kind,
@@ -377,6 +427,7 @@ class Deployer:
             shadow,
             deployment.spec.sticky_key,
             versions,
+            copies,
         )
 
     def _flush_and_tick(self, rows: list[dict[str, Any]], canaries: bool) -> None:

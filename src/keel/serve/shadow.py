@@ -55,7 +55,7 @@ import orjson
 
 if TYPE_CHECKING:
     from keel.serve.models import LoadedModel
-    from keel.serve.routing import Traffic
+    from keel.serve.routing import Copies, Traffic
 
 __all__ = ["Copy", "Shadows", "WorkerSettings", "copy_frame", "read_copy", "split_frames"]
 
@@ -175,6 +175,7 @@ class _Child:
         self.started = time.monotonic()
         self.sent = 0  # copies accepted for this child
         self.reported = 0  # copies it reported scored (or failed)
+        self.held: dict[Copies, int] = {}  # per deployment and version: sent, not reported
         self.buffer = bytearray()  # its reports, read but not yet complete
         self.retired = 0.0  # when it was asked to exit (no version wanted any more)
 
@@ -250,16 +251,22 @@ class Shadows:
             self._ensure_started()
 
     def submit(self, name: str, deployment: str, model: LoadedModel, body: bytes,
-               answer: bytes, request_id: str, label: str = "predict") -> None:  # fmt: skip
+               answer: bytes, request_id: str, label: str = "predict",
+               copies: Copies | None = None) -> None:  # fmt: skip
         """Send a copy of an answered ``predict`` or ``infer`` request to the child (never
-        blocks: a full buffer, or no child, drops it and counts it)."""
+        blocks: a full buffer, or no child, drops it and counts it, in the totals and in
+        ``copies``, the deployment's counter: None, looked up)."""
+        if copies is None:
+            copies = self.traffic.copies(deployment, model.version)
         if self._keeper is None and not self._followed:  # routes set by hand (benchmarks)
             self._ensure_started()
         if len(self._pending) + len(body) + len(answer) > self.max_bytes:  # full: not framed
             with self._lock:
                 self.dropped += 1
+                copies.full += 1
             return
-        self._send(copy_frame(deployment, name, model.version, request_id, label, body, answer))
+        data = copy_frame(deployment, name, model.version, request_id, label, body, answer)
+        self._send(data, copies=copies)
 
     def close(self, grace_s: float = 5.0) -> None:
         """Let the child finish the copies it holds, then stop it (killed after ``grace_s``)."""
@@ -292,9 +299,9 @@ class Shadows:
 
     # --- the request side -------------------------------------------------------------------
 
-    def _send(self, data: bytes, *, count: bool = True) -> None:
-        """Buffer a frame; a copy (``count``) made on an event loop is written with the next
-        batch, anything else at once."""
+    def _send(self, data: bytes, *, count: bool = True, copies: Copies | None = None) -> None:
+        """Buffer a frame; a copy (``count``: counted in ``copies`` too) made on an event loop
+        is written with the next batch, anything else at once."""
         loop = None
         if count:
             with contextlib.suppress(RuntimeError):  # no loop: a caller of its own
@@ -303,8 +310,15 @@ class Shadows:
             child = self._child
             if child is None or child.copies < 0 or len(self._pending) + len(data) > self.max_bytes:
                 self.dropped += count
+                if copies is not None:  # why: no child takes copies, or the buffer is full
+                    if child is None or child.copies < 0:
+                        copies.down += 1
+                    else:
+                        copies.full += 1
                 return
             child.sent += count
+            if copies is not None:
+                child.held[copies] = child.held.get(copies, 0) + 1
             self._pending += data
             if loop is not None:
                 if self._batch is None:  # the first copy of a batch: written BATCH_S later
@@ -467,10 +481,14 @@ class Shadows:
     def _record(self, child: _Child, report: dict[str, Any]) -> None:
         """Merge a report: a few sums per (deployment, version), whatever the copies."""
         for deployment, version, errors, compared, disagreed, latency in report["traffic"]:
+            counts = dict(latency)
             self.traffic.merge(
-                deployment, version, "shadow", dict(latency),
+                deployment, version, "shadow", counts,
                 errors=errors, compared=compared, disagreed=disagreed,
             )  # fmt: skip
+            copies = self.traffic.copies(deployment, version)
+            with self._lock:  # the loop adds to held meanwhile
+                child.held[copies] = child.held.get(copies, 0) - sum(counts.values())
         child.reported += report["copies"]
         if self.log_dropped is not None:
             for name, version, count in report.get("log_dropped", ()):
@@ -492,6 +510,8 @@ class Shadows:
                 child.copies = -1
             lost = max(0, child.sent - child.reported)
             self.dropped += lost
+            for copies, held in child.held.items():  # per deployment and version
+                copies.lost += max(0, held)
         os.close(child.reports)
         code = _stop(child.process)
         if not current or self._closing.is_set():
