@@ -212,6 +212,20 @@ def test_ab_weights_sticky_keys_pinned_versions_and_rest(versions: Path) -> None
             explained = http.post(f"{served.url}/v1/models/adult/explain", json=inside)
             assert explained.status_code == 200, explained.text
             assert explained.headers["keel-model-version"] == arms[user]
+        # Open Inference Protocol: the key as a request parameter, or as an input tensor
+        for user in range(12):
+            tensors = [
+                {"name": k, "datatype": "BYTES" if isinstance(v, str) else "INT64",
+                 "shape": [1], "data": [v]}
+                for k, v in ROW.items()
+            ]  # fmt: skip
+            by_parameter = {"inputs": tensors, "parameters": {"user_id": f"u{user}"}}
+            user_tensor = {"name": "user_id", "datatype": "BYTES", "shape": [1],
+                           "data": [f"u{user}"]}  # fmt: skip
+            for body in (by_parameter, {"inputs": [*tensors, user_tensor]}):
+                answer = http.post(f"{served.url}/v2/models/adult/infer", json=body)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["model_version"] == arms[user], (user, body)
         # pinned versions bypass routing
         pinned = http.post(
             f"{served.url}/v1/models/adult/versions/1/predict", json={"instances": [ROW]}
@@ -360,6 +374,10 @@ def test_route_weights_and_stable_sticky_hash() -> None:
     assert sticky_value({"user_id": 7, "instances": [{}]}, "user_id") == 7
     assert sticky_value({"instances": [{"user_id": "a"}]}, "user_id") == "a"
     assert sticky_value({"instances": [{}]}, "user_id") is None
+    oip = {"inputs": [{"name": "age", "data": [1]}, {"name": "user_id", "data": [["b"], ["c"]]}]}
+    assert sticky_value(oip, "user_id") == "b"  # the first value, nested or flat
+    assert sticky_value({**oip, "parameters": {"user_id": 9}}, "user_id") == 9
+    assert sticky_value({"inputs": [{"name": "user_id", "data": []}]}, "user_id") is None
 
 
 def test_shadow_disagreement_compares_labels_exactly_and_values_within_a_tolerance() -> None:

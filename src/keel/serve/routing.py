@@ -140,7 +140,9 @@ class Route:
 
 
 def sticky_value(request: Any, key: str) -> Any:
-    """``request[key]``, else the first instance's ``key``, else None."""
+    """``request[key]``, else the first instance's ``key``; for an Open Inference Protocol
+    request, its ``parameters[key]``, else the first value of the input tensor named ``key``;
+    else None."""
     if not isinstance(request, dict):
         return None
     if key in request and isinstance(request[key], str | int | float):
@@ -150,6 +152,17 @@ def sticky_value(request: Any, key: str) -> Any:
         value = instances[0].get(key)
         if isinstance(value, str | int | float):
             return value
+    parameters = request.get("parameters")
+    if isinstance(parameters, dict) and isinstance(parameters.get(key), str | int | float):
+        return parameters[key]
+    inputs = request.get("inputs")
+    if isinstance(inputs, list):
+        for tensor in inputs:
+            if isinstance(tensor, dict) and tensor.get("name") == key:
+                value = tensor.get("data")
+                while isinstance(value, list) and value:  # row-major, nested or flat
+                    value = value[0]
+                return value if isinstance(value, str | int | float) else None
     return None
 
 
