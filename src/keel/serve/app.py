@@ -345,9 +345,7 @@ class ServerApp(Answers):
             self.traffic.record(key, model.version, model.role, seconds,
                                 error=status >= 500, rejected=400 <= status < 500)  # fmt: skip
 
-    def mirror(
-        self, route: Route, status: int, body: bytes, payload: bytes, request_id: str
-    ) -> None:
+    def mirror(self, route: Route, status: int, body: bytes, payload: bytes, rid: str) -> None:
         """After a prediction's answer: a copy to its deployment's shadow version, if any."""
         if route.label not in ("predict", "infer") or status != 200 or route.version is not None:
             return
@@ -363,7 +361,7 @@ class ServerApp(Answers):
                 self.shadows.shed += 1
                 copies.shed += 1
                 return
-        self.shadows.submit(route.model, deployed.deployment, shadow, body, payload, request_id,
+        self.shadows.submit(route.model, deployed.deployment, shadow, body, payload, rid,
                             route.label, copies)  # fmt: skip
 
     def _inline(
