@@ -9,13 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 import keel
@@ -24,6 +21,7 @@ from keel.registry.deployments import COVERAGE_ROLES, coverage_key
 from keel.registry.registry import Registry
 from keel.serve.routing import Traffic
 from tests.serve.conftest import ROW, copy_project, keel_serve
+from tests.serve.test_shadow_process import _shadow_pid, _until
 
 PREDICT = "/v1/models/adult/predict"
 BIG = 40  # rows a request: ~10 KB a copy, so a stopped shadow's pipe and buffer fill soon
@@ -40,28 +38,6 @@ def versions(adult_project: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         package = reg.show("adult", 1).package_sha256
         assert reg.register("adult", package_sha256=package, run_id=None, metrics={}).version == 2
     return root
-
-
-def _until(condition: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (found := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-    return found
-
-
-def _shadow_pid(server: int) -> int | None:
-    try:
-        children = psutil.Process(server).children()
-    except psutil.NoSuchProcess:
-        return None
-    for child in children:
-        try:
-            if "keel.serve.shadow_worker" in child.cmdline():
-                return child.pid
-        except psutil.NoSuchProcess:
-            continue
-    return None
 
 
 def _predict(http: httpx.Client, url: str, rows: int = 1) -> None:
@@ -109,21 +85,28 @@ def _cli(root: Path, *args: str) -> str:
     ).stdout  # fmt: skip
 
 
+def _shadowing(http: httpx.Client, served: Any, root: Path) -> tuple[str, int, dict[str, Any]]:
+    """A shadow deployment of v2 whose process has scored a copy and reported every copy made
+    so far: its id, the shadow process, and its coverage then."""
+    deployment = str(keel.deploy("adult", shadow=2, project=root)["id"])
+    pid = _until(lambda: _shadow_pid(served.process.pid), 30, "no shadow process started")
+
+    def mirrored() -> dict[str, Any] | None:
+        _predict(http, served.url)
+        found = _coverage(http, served.url, deployment)
+        return found if found is not None and found["scored"] > 0 else None
+
+    scored = _until(mirrored, 60, "no copy was ever scored")
+    settled = _until(
+        lambda: _settled(http, served.url, deployment, scored["copies"]), 60, "never settled"
+    )
+    return deployment, pid, settled
+
+
 def test_a_stopped_shadow_drops_copies_and_status_accounts_for_every_one(versions: Path) -> None:
     root = copy_project(versions, versions.parent / "stopped")
     with keel_serve(root) as served, httpx.Client(timeout=10) as http:
-        deployment = str(keel.deploy("adult", shadow=2, project=root)["id"])
-        pid = _until(lambda: _shadow_pid(served.process.pid), 30, "no shadow process started")
-
-        def mirrored() -> dict[str, Any] | None:
-            _predict(http, served.url)
-            found = _coverage(http, served.url, deployment)
-            return found if found is not None and found["scored"] > 0 else None
-
-        before = _until(mirrored, 60, "no copy was ever scored")
-        before = _until(
-            lambda: _settled(http, served.url, deployment, before["copies"]), 60, "never settled"
-        )
+        deployment, pid, before = _shadowing(http, served, root)
         os.kill(pid, signal.SIGSTOP)  # it scores nothing: the pipe fills, then the buffer
         try:
             sent, dropped = 0, _dropped(http, served.url)
@@ -174,18 +157,7 @@ def test_copy_counts_are_drained_once_as_gains_under_their_own_key() -> None:
 def test_copies_a_dead_shadow_held_are_counted_as_lost(versions: Path) -> None:
     root = copy_project(versions, versions.parent / "lost")
     with keel_serve(root) as served, httpx.Client(timeout=10) as http:
-        deployment = str(keel.deploy("adult", shadow=2, project=root)["id"])
-        pid = _until(lambda: _shadow_pid(served.process.pid), 30, "no shadow process started")
-
-        def mirrored() -> dict[str, Any] | None:
-            _predict(http, served.url)
-            found = _coverage(http, served.url, deployment)
-            return found if found is not None and found["scored"] > 0 else None
-
-        before = _until(mirrored, 60, "no copy was ever scored")
-        before = _until(
-            lambda: _settled(http, served.url, deployment, before["copies"]), 60, "never settled"
-        )
+        deployment, pid, before = _shadowing(http, served, root)
         os.kill(pid, signal.SIGSTOP)  # copies pile up in its pipe, never reported ...
         for _ in range(30):
             _predict(http, served.url, BIG)
