@@ -2,8 +2,7 @@
 the CPU longer than it ran, it reports and only looks, every BACKOFF_S, whether the CPU is free
 (it ran at once on waking); it reads again once it is, or after MAX_LOOKS looks (it never
 stops scoring). The copies meanwhile wait in the pipe (beyond it the server drops and counts
-them). With a CPU to spare it reads on at full speed, never sleeping. On a shared core scoring
-stops as soon as the server wants the CPU back, and what is left is scored first next time."""
+them). With a CPU to spare it reads on at full speed, never sleeping."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from keel.serve import shadow_worker
-from keel.serve.shadow import Copy, WorkerSettings, copy_frame, split_frames
+from keel.serve.shadow import Copy, WorkerSettings, copy_frame
 from keel.serve.shadow_worker import (
     BACKOFF_S,
     FREE_WAIT_NS,
@@ -48,7 +47,6 @@ class _Worker(ShadowWorker):
         self.events = events
         self.log = None
         self.backoffs = self.looks = 0
-        self.backlog: list[Copy] = []
 
     def handle(self, frames: Sequence[bytes]) -> None:
         self.events.extend(f"copy {frame[-4:].decode()}" for frame in frames)
@@ -126,8 +124,6 @@ class _Scorer(ShadowWorker):
     def __init__(self, rows: int, events: list[str]) -> None:  # no project
         self.rows = rows
         self.events = events
-        self.backlog: list[Copy] = []
-        self.models: dict[tuple[str, str], object] = {("adult", "2"): object()}
 
     def _batch(
         self, model: object, batch: Sequence[tuple[Copy, list[object], list[object]]]
@@ -140,53 +136,13 @@ def test_on_a_shared_core_the_child_scores_in_short_calls_yielding_between(
 ) -> None:
     events: list[str] = []
     monkeypatch.setattr(shadow_worker, "_yield", lambda: events.append("yield"))
-    monkeypatch.setattr(shadow_worker, "_schedstat", _Cpu(busy=False).read)  # the server sleeps
-    copies = _scorable(10)
-    assert _Scorer(SHARED_ROWS, events).score(None, copies) == []  # after a contended read
+    copies = [
+        Copy("d", "adult", "2", f"r{i}", "predict", b'{"instances": [{}]}', b'{"predictions": [1]}')
+        for i in range(10)
+    ]
+    _Scorer(SHARED_ROWS, events).score(None, copies)  # after a contended read
     calls = [f"call {SHARED_ROWS}", "yield"] * (10 // SHARED_ROWS)
     assert events == [*calls, f"call {10 % SHARED_ROWS}"]
     events.clear()
     _Scorer(MAX_ROWS, events).score(None, copies)  # a CPU to spare: one call, no yield
     assert events == ["call 10"]
-
-
-def _scorable(count: int, version: str = "2") -> list[Copy]:
-    return [
-        Copy("d", "adult", version, f"r{i}", "predict", b'{"instances": [{}]}',
-             b'{"predictions": [1]}')
-        for i in range(count)
-    ]  # fmt: skip
-
-
-def test_on_a_shared_core_scoring_stops_when_the_server_wants_the_cpu_back(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    events: list[str] = []
-    cpu = _Cpu(busy=False)
-    monkeypatch.setattr(shadow_worker, "_schedstat", cpu.read)
-
-    def served() -> None:  # the server wakes during the second call's yield
-        events.append("yield")
-        cpu.busy = events.count("yield") == 2
-
-    monkeypatch.setattr(shadow_worker, "_yield", served)
-    scorer = _Scorer(SHARED_ROWS, events)
-    copies = [*_scorable(10), *_scorable(3, version="3")]
-    scorer.models[("adult", "3")] = object()
-    scorer.handle(split_frames(bytearray(b"".join(_frame(c) for c in copies))))
-    assert events == [f"call {SHARED_ROWS}", "yield"] * 2  # stopped after the busy one
-    left = 10 - 2 * SHARED_ROWS
-    assert [c.request_id for c in scorer.backlog] == [f"r{i}" for i in range(10 - left, 10)] + [
-        "r0",
-        "r1",
-        "r2",
-    ]  # the rest of this version, then the other version's copies: none lost
-    events.clear()
-    cpu.busy = False
-    scorer.handle(())  # next time: the backlog first
-    assert events == [f"call {left}", "call 3"] and scorer.backlog == []
-
-
-def _frame(copy: Copy) -> bytes:
-    return copy_frame(copy.deployment, copy.name, copy.version, copy.request_id, copy.label,
-                      copy.body, copy.answer)  # fmt: skip

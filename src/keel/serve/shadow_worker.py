@@ -20,10 +20,8 @@ pause of its runs / 10 s it ran 1.2-3.7 times per 1,000 requests at one connecti
 fewer, longer runs took about as much time from the server (``benchmarks/RESULTS.md``, round
 nine). So after such a read it also scores in short model calls (:data:`SHARED_ROWS` rows)
 and yields the CPU after each one: a run beside the server lasts one short call instead of the
-scheduler's slice (~0.75 ms); and it stops as soon as it waited for the CPU longer than it ran
-since the last call (the server has work again), keeping the copies it read for later
-(:attr:`ShadowWorker.backlog`). The copies that arrive meanwhile wait in the pipe, then in
-the server's buffer; beyond it the server drops them and counts them (``keel_shadow_dropped``).
+scheduler's slice (~0.75 ms). The copies that arrive meanwhile wait in the pipe, then in the
+server's buffer; beyond it the server drops them and counts them (``keel_shadow_dropped``).
 
 It loads each shadow version as the server loads any version (:func:`~keel.serve.models.
 load_served`: the verified package from the registry, never unpickled; warmed), beside the
@@ -163,10 +161,6 @@ class ShadowWorker:
         #: Rows a model call scores at most: MAX_ROWS, or SHARED_ROWS after a contended read
         #: (then the CPU is yielded after each call, so each run beside the server is short).
         self.rows = MAX_ROWS
-        #: Copies read but not scored: on a shared core scoring stops as soon as the server
-        #: wants the CPU back (:meth:`score`); they are scored first next time (one read's worth
-        #: at most: nothing more is read while they wait).
-        self.backlog: list[Copy] = []
         self.log_dropped: dict[tuple[str, str], int] = {}
         self.want(settings.want)
 
@@ -205,13 +199,8 @@ class ShadowWorker:
     # --- scoring ----------------------------------------------------------------------------
 
     def handle(self, frames: Sequence[bytes]) -> None:
-        """Score the :attr:`backlog`, then the copies among ``frames`` (grouped by version, in
-        batches); apply wants. Copies left when scoring stopped for the server go back to the
-        backlog."""
+        """Score the copies among ``frames`` (grouped by version, in batches); apply wants."""
         groups: dict[tuple[str, str], list[Copy]] = {}
-        for copy in self.backlog:
-            groups.setdefault((copy.name, copy.version), []).append(copy)
-        self.backlog = []
         for payload in frames:
             kind = payload[:1]
             if kind == COPY:
@@ -221,31 +210,22 @@ class ShadowWorker:
                 import orjson
 
                 self.want(orjson.loads(payload[1:]))
-        waiting = list(groups.values())
-        for at, copies in enumerate(waiting):
-            model = self.model((copies[0].name, copies[0].version))
+        for key, copies in groups.items():
+            model = self.model(key)
             if model is None:
                 for copy in copies:
                     self.count(copy, 0.0, error=True)
                 continue
-            left = self.score(model, copies)
-            if left:
-                self.backlog = [*left, *(c for rest in waiting[at + 1 :] for c in rest)]
-                return
+            self.score(model, copies)
 
-    def score(self, model: Any, copies: Sequence[Copy]) -> list[Copy]:
+    def score(self, model: Any, copies: Sequence[Copy]) -> None:
         """Score copies of one version, parsed as they come, in batches of at most
-        :attr:`rows` rows; the copies left unscored.
-
-        On a shared core (:attr:`rows` is :data:`SHARED_ROWS`) the CPU is yielded after each
-        batch, and scoring stops once the child waited for the CPU longer than it ran since the
-        last batch (the server has work again): what is left is returned.
-        """
+        :attr:`rows` rows; on a shared core (:attr:`rows` is :data:`SHARED_ROWS`) the CPU is
+        yielded after each batch."""
         shared = self.rows < MAX_ROWS
         batch: list[tuple[Copy, list[Any], list[Any]]] = []
         rows = 0
-        mark = _schedstat() if shared else None
-        for done, copy in enumerate(copies):
+        for copy in copies:
             try:
                 instances, primary = mirrored(copy)
             except Exception as exc:
@@ -254,18 +234,13 @@ class ShadowWorker:
                 continue
             if batch and rows + len(instances) > self.rows:
                 self._batch(model, batch)
-                batch, rows = [], 0
                 if shared:
                     _yield()
-                    now = _schedstat()
-                    if contended(mark, now):  # the server's turn: the rest waits
-                        return list(copies[done:])
-                    mark = now
+                batch, rows = [], 0
             batch.append((copy, instances, primary))
             rows += len(instances)
         if batch:
             self._batch(model, batch)
-        return []
 
     def _batch(self, model: Any, batch: Sequence[tuple[Copy, list[Any], list[Any]]]) -> None:
         from keel.serve.routing import disagreements
@@ -368,18 +343,14 @@ class ShadowWorker:
         reported = time.monotonic()
         while os.getppid() == self.settings.parent:
             before = _schedstat()  # its wait for a CPU once a batch woke it counts too
-            if self.backlog:  # left when the server took the CPU back: scored before a read
-                readable: list[int] = [source]
-                self.handle(())
-            else:
-                readable, _, _ = select.select([source], [], [], REPORT_EVERY_S)
-                if readable:  # a batch (the server writes them at most every BATCH_S)
-                    chunk = os.read(source, READ_BYTES)
-                    if not chunk:
-                        break  # the server closed the pipe, or died
-                    buffer += chunk
-                    self.handle(split_frames(buffer))
-            busy = bool(readable) and (bool(self.backlog) or contended(before, _schedstat()))
+            readable, _, _ = select.select([source], [], [], REPORT_EVERY_S)
+            if readable:  # a batch (the server writes them at most every BATCH_S)
+                chunk = os.read(source, READ_BYTES)
+                if not chunk:
+                    break  # the server closed the pipe, or died
+                buffer += chunk
+                self.handle(split_frames(buffer))
+            busy = bool(readable) and contended(before, _schedstat())
             if readable:  # short model calls, yielding between them, while the core is shared
                 self.rows = SHARED_ROWS if busy else MAX_ROWS
             if busy or not readable or time.monotonic() - reported >= REPORT_EVERY_S:
