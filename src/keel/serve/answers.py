@@ -136,7 +136,10 @@ class Answers:
         entities the online store lacks kept in ``tally`` for the answer)."""
         if job.label == "infer":
             request = parse_json(job.body, self.settings.limits, example=oip.EXAMPLE)
-            instances = oip.rows_of(request, self.settings.limits.max_instances)
+            signature = model.package.signature
+            instances = oip.rows_of(
+                request, self.settings.limits.max_instances, signature["outputs"]
+            )
         else:
             request = parse_json(job.body, self.settings.limits, example=_PREDICT_EXAMPLE)
             given = request.get("instances") if type(request) is dict else None
@@ -287,7 +290,9 @@ class Tally:
 
 def _failed(model: LoadedModel, job: Job, exc: KeelError) -> tuple[int, bytes, str]:
     """A request's error answer: OIP errors name input tensors, not instances."""
-    error = oip.error_body(exc.to_dict()) if job.label == "infer" else exc.to_dict()
+    if job.label != "infer":
+        return exc.http_status, orjson.dumps(exc.to_dict()), model.version
+    error = oip.error_body(exc.to_dict(), model.package.signature["inputs"])
     return exc.http_status, orjson.dumps(error), model.version
 
 

@@ -29,7 +29,7 @@ import orjson
 
 from keel.errors import KeelError
 from keel.serve.auth import Authenticator
-from keel.serve.limits import Unauthorized, check_content_type
+from keel.serve.limits import Forbidden, Unauthorized, check_content_type
 from keel.serve.metrics import Metrics
 from keel.serve.request_ids import RequestIds
 
@@ -56,6 +56,11 @@ class Route:
     version: str | None = None
     fast: bool = False  # answered by the server's own router (predict, infer, features)
     changes: bool = False  # changes state: needs a token even where auth is off (loopback)
+    #: A known path asked with a method it does not take: the app answers 405 with ``Allow``.
+    #: Where auth is on, any valid token passes (a missing or unknown one is still 401: who
+    #: may not call the server learns nothing of its routes), whatever its scopes (a route
+    #: the method does not reach has no scope to lack, so never 403).
+    wrong_method: bool = False
 
 
 _OPEN = {
@@ -69,6 +74,9 @@ _REGISTRY_READ = Route("registry", "read")
 _REGISTRY_CHANGE = Route("registry_change", "admin", changes=True)
 _DEPLOYMENTS_READ = Route("deployments", "read")
 _DEPLOYMENTS_CHANGE = Route("deployments_change", "admin", changes=True)
+_POST_ONLY = Route("method_not_allowed", "predict", wrong_method=True)  # predict, infer...
+_GET_ONLY = Route("method_not_allowed", "read", wrong_method=True)  # metrics, metadata...
+_READS = frozenset({"GET", "HEAD"})
 
 
 _SEEN: dict[tuple[str, str], Route] = {}  # (method, path) -> its route, classified once
@@ -93,7 +101,9 @@ def classify(method: str, path: str) -> Route:
 def _classify(method: str, path: str) -> Route:
     found = _OPEN.get(path) or _READ.get(path)
     if found is not None:
-        return found
+        return found if method in _READS or found.scope is None else _GET_ONLY
+    if method != "POST" and _posted(path):
+        return _POST_ONLY
     if path.startswith("/v1/models/") and path.endswith("/predict") and method == "POST":
         name, version = _name_version(path[11:-8])  # .../{name}[/versions/{v}]/predict
         return Route("predict", "predict", name, version, fast=True)
@@ -107,6 +117,8 @@ def _classify(method: str, path: str) -> Route:
         if rest.endswith("/infer") and method == "POST":
             name, version = _name_version(rest[:-6])
             return Route("infer", "predict", name, version, fast=True)
+        if method not in _READS:
+            return _GET_ONLY
         label = "model_ready" if rest.endswith("/ready") else "model_metadata"
         return Route(label, "read")
     if path == "/v1/features" and method == "POST":
@@ -116,6 +128,14 @@ def _classify(method: str, path: str) -> Route:
     if path == "/v1/deployments" or path.startswith("/v1/deployments/"):
         return _DEPLOYMENTS_READ if method in ("GET", "HEAD") else _DEPLOYMENTS_CHANGE
     return _OTHER
+
+
+def _posted(path: str) -> bool:
+    """Whether ``path`` is one that only POST reaches (predict, explain, feedback, infer,
+    features)."""
+    if path.startswith("/v1/models/"):
+        return path.endswith(("/predict", "/explain", "/feedback"))
+    return path == "/v1/features" or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 def _name_version(rest: str) -> tuple[str, str | None]:
@@ -249,7 +269,11 @@ class Guard:
         checker = self.changes if route.changes else self.auth
         token = None
         if checker is not None and route.scope is not None:
-            token = checker.check(headers.get(b"authorization"), route.scope)
+            try:
+                token = checker.check(headers.get(b"authorization"), route.scope)
+            except Forbidden:  # a valid token: a method the path does not take is 405
+                if not route.wrong_method:
+                    raise
         elif route.changes:
             raise Unauthorized(
                 "this server cannot check tokens, so it refuses changes; serve a project "
@@ -258,6 +282,6 @@ class Guard:
             )
         if method == "POST":
             media = headers.get(b"content-type")
-            if media != b"application/json":  # what clients send: no call for it
+            if media != b"application/json" and not route.wrong_method:  # (no call for JSON)
                 check_content_type(media)
         return token

@@ -21,6 +21,7 @@ from keel.errors import DataValidationError
 
 __all__ = [
     "DATATYPES",
+    "BadTensor",
     "answer_of",
     "error_body",
     "model_metadata",
@@ -46,15 +47,33 @@ _KNOWN = {
     "FP64",
     "BYTES",
 }
+_KINDS = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list"}
 EXAMPLE = '{"inputs": [{"name": "age", "datatype": "INT64", "shape": [1], "data": [39]}, ...]}'
 
 
-def rows_of(request: Any, max_instances: int) -> list[dict[str, Any]]:
+class BadTensor(DataValidationError):
+    """A ``BYTES`` tensor holding numbers, or an output the model lacks: a malformed inference
+    request, answered 400 as KServe answers it."""
+
+    http_status = 400
+
+
+def rows_of(
+    request: Any, max_instances: int, outputs: Sequence[Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """The instances of an inference request (one dict per row).
+
+    Args:
+        request: The parsed request body.
+        max_instances: The most rows a request may carry.
+        outputs: The model signature's outputs: the request's ``outputs`` must name only
+            these (None: not checked).
 
     Raises:
         DataValidationError: Not an inference request, a malformed tensor (naming it), tensors
             of different lengths, or more than ``max_instances`` rows.
+        BadTensor: A ``BYTES`` tensor holds a value that is not a string (a number), or
+            ``outputs`` names an output the model does not have.
     """
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list) or not inputs:
@@ -87,7 +106,10 @@ def rows_of(request: Any, max_instances: int) -> list[dict[str, Any]]:
             )
         if name in columns:
             raise DataValidationError(f"{where}: input named twice.", field=where)
+        _check_values(name, datatype, data)
         columns[name] = data
+    if outputs is not None:
+        _check_outputs(request.get("outputs"), outputs)
     lengths = {len(values) for values in columns.values()}
     if len(lengths) > 1:
         raise DataValidationError(
@@ -105,11 +127,19 @@ def rows_of(request: Any, max_instances: int) -> list[dict[str, Any]]:
     return [{name: columns[name][row] for name in names} for row in range(count)]
 
 
-def error_body(body: dict[str, Any]) -> dict[str, Any]:
-    """An error answer in the request's terms: ``instances[3].age`` -> ``inputs[age].data[3]``."""
+def error_body(
+    body: dict[str, Any], inputs: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """An error answer in the request's terms: ``instances[3].age`` -> ``inputs[age].data[3]``;
+    a missing field is a missing tensor, said with the tensors the model expects (``inputs``:
+    the signature's inputs)."""
     field = body.get("field")
     if isinstance(field, str):
         match = _INSTANCE.match(field)
+        details = body.get("details")
+        missing = details.get("missing") if isinstance(details, dict) else None
+        if match is not None and isinstance(missing, list) and inputs is not None:
+            return dict(body, message=_missing_message(missing, inputs), field="inputs")
         if match is not None:
             row, name = match.groups()
             where = f"inputs[{name}].data[{row}]"
@@ -120,12 +150,67 @@ def error_body(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _missing_message(missing: list[Any], inputs: Sequence[Mapping[str, Any]]) -> str:
+    """No tensor is named after these model inputs: which, and the tensors the model takes."""
+    absent = ", ".join(f"'{name}'" for name in missing)
+    what = f"input tensor {absent} is" if len(missing) == 1 else f"input tensors {absent} are"
+    expected = ", ".join(
+        f"{spec['name']} ({DATATYPES.get(spec['type'], 'BYTES')})" for spec in inputs
+    )
+    return (
+        f"inputs: {what} missing. The model takes one tensor per input: {expected} "
+        "(null elements for missing values)."
+    )
+
+
 def warnings_of(findings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Scoring warnings (``Finding.to_dict()``) in the request's terms, as :func:`error_body`
     words errors: a value of element 0 of tensor ``timestamp`` is ``inputs[timestamp].data[0]``
     in ``field`` and ``message``, never ``instances[0].timestamp`` (an OIP request has no
     instances)."""
     return [error_body(finding) for finding in findings]
+
+
+def _check_values(name: str, datatype: str, data: list[Any]) -> None:
+    """Refuse a ``BYTES`` tensor's first value that is not a string (null is missing), as
+    KServe does: a number there says the client mistook the input's type. (A value of a
+    number or BOOL tensor that is not one is the coercion's to name: 422, as on the simple
+    API.)"""
+    if datatype != "BYTES" or all(type(value) is str or value is None for value in data):
+        return
+    row, value = next((i, v) for i, v in enumerate(data) if type(v) is not str and v is not None)
+    held = _KINDS.get(type(value), "an object")
+    fix = "send it as a string"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        fix = f'declare the tensor INT64 or FP64, or send the value as a string ("{value}")'
+    raise BadTensor(
+        f"inputs[{name}].data[{row}]: {value!r} ({held}) in tensor '{name}' of datatype "
+        f"BYTES, which holds strings only: {fix}.",
+        field=f"inputs[{name}].data[{row}]",
+        details={"tensor": name, "datatype": datatype, "value": value},
+    )
+
+
+def _check_outputs(requested: Any, outputs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a requested output the model does not have (the OIP ``outputs`` list)."""
+    if requested is None:
+        return
+    names = [str(output["name"]) for output in outputs]
+    if not isinstance(requested, list):
+        raise BadTensor(
+            f'"outputs" must be a list of {{"name": ...}}; this model\'s outputs: '
+            f"{', '.join(names)}.",
+            field="outputs",
+        )
+    for index, item in enumerate(requested):
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in names:
+            raise BadTensor(
+                f"outputs[{index}]: the model has no output {name!r}; its outputs: "
+                f'{", ".join(names)}. Name one of them, or leave "outputs" out for all.',
+                field=f"outputs[{index}]",
+                details={"outputs": names},
+            )
 
 
 def _flat(data: list[Any], where: str) -> list[Any]:

@@ -113,7 +113,8 @@ _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type"
 
 
 def add_fast_routes(document: dict[str, Any]) -> dict[str, Any]:
-    """Add predict, infer and features (with their schemas) to FastAPI's document."""
+    """Add predict, explain, infer (each also on a pinned ``/versions/{version}``) and
+    features, with their schemas, to FastAPI's document."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     models = (
         PredictRequest,
@@ -134,8 +135,20 @@ def add_fast_routes(document: dict[str, Any]) -> dict[str, Any]:
     paths["/v1/models/{name}/predict"] = _post(
         "Predict (simple JSON API)", "PredictRequest", "PredictResponse", [_NAME]
     )
+    paths["/v1/models/{name}/versions/{version}/predict"] = _post(
+        "Predict with a given version (simple JSON API)",
+        "PredictRequest",
+        "PredictResponse",
+        [_NAME, _VERSION],
+    )
     paths["/v1/models/{name}/explain"] = _post(
         "Explain (exact TreeSHAP per input column)", "PredictRequest", "ExplainResponse", [_NAME]
+    )
+    paths["/v1/models/{name}/versions/{version}/explain"] = _post(
+        "Explain with a given version (exact TreeSHAP per input column)",
+        "PredictRequest",
+        "ExplainResponse",
+        [_NAME, _VERSION],
     )
     paths["/v2/models/{name}/infer"] = _post(
         "Infer (Open Inference Protocol v2)", "InferRequest", "InferResponse", [_NAME]
