@@ -32,7 +32,8 @@ def test_ignored_fields_are_accepted_noted_and_dropped_from_the_row() -> None:
         ("instances[2].income", "ignored_field", "warning"),
         ("instances[2].id", "ignored_field", "warning"),
     ]
-    assert findings[0].to_dict()["value"] is None  # the value is not echoed back
+    # the value sent, as every finding carries it (it was always null)
+    assert [f.to_dict()["value"] for f in findings] == [">50K", 7]
     assert row == ROW  # what the server logs and keeps for feedback: the model's inputs
 
 

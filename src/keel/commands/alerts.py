@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +29,35 @@ class MonitorGroup(TyperGroup):
         # `keel monitor --help` lists the subcommands; anything else that is not one is a check
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
             args = ["check", *args]
+            ctx.meta["keel.monitor.implicit"] = True
         return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        # the check a bare `keel monitor NAME` runs is not named on the command line: its usage
+        # (and errors) say `keel monitor NAME`, never the hidden `keel monitor check`
+        name, command, rest = super().resolve_command(ctx, args)
+        if not ctx.meta.pop("keel.monitor.implicit", False) or command is None:
+            return name, command, rest
+        unnamed = copy.copy(command)  # (a copy: the app's command is left as it is)
+        unnamed.context_class = _unnamed(command.context_class)
+        return None, unnamed, rest
+
+
+_UNNAMED: dict[type[Any], type[Any]] = {}
+
+
+def _unnamed(base: type[Any]) -> type[Any]:
+    """A context class (of the CLI's own click) whose command path leaves out the subcommand
+    run without its name: the group's path."""
+    if base not in _UNNAMED:
+
+        class Unnamed(base):  # type: ignore[misc]
+            @property
+            def command_path(self) -> str:
+                return str(super().command_path).rstrip()
+
+        _UNNAMED[base] = Unnamed
+    return _UNNAMED[base]
 
 
 def register(app: typer.Typer) -> None:

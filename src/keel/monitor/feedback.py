@@ -344,8 +344,14 @@ def _parse(index: int, item: Any, spec: LabelSpec) -> _Item:
     unknown = sorted(str(k) for k in item if k not in _FIELDS)
     if unknown:
         return _Item(index, reason=f"unknown field(s) {unknown}; an item has {sorted(_FIELDS)}.")
-    if "label" not in item or item["label"] is None:
-        return _Item(index, reason="missing field 'label'.")
+    if "label" not in item:
+        return _Item(index, reason=f"missing field 'label'; {_accepted(spec)}.")
+    if item["label"] is None:
+        return _Item(
+            index,
+            reason=f"'label' is null: a label is the outcome observed; {_accepted(spec)} "
+            "(send the item once the outcome is known).",
+        )
     label, problem = _label(item["label"], spec)
     if problem:
         return _Item(index, reason=problem)
@@ -381,6 +387,14 @@ def _parse(index: int, item: Any, spec: LabelSpec) -> _Item:
 def _key_values(row: Mapping[str, Any], key: Mapping[str, pa.DataType]) -> list[Any] | None:
     values = [canonical_value(row.get(name), t) for name, t in key.items()]
     return None if any(v is None for v in values) else values
+
+
+def _accepted(spec: LabelSpec) -> str:
+    """What a label may be, for a message."""
+    if spec.task == "regression":
+        return "it takes a finite number (the target is a regression)"
+    shown = ", ".join(spec.classes[:20]) + (", ..." if len(spec.classes) > 20 else "")
+    return f"it takes one of the target's values ({shown})"
 
 
 def _label(value: Any, spec: LabelSpec) -> tuple[Any, str]:

@@ -213,6 +213,8 @@ def features(ctx: StepContext) -> dict[str, Artifact]:
     contract = _load_schema(ctx.project, ctx.inputs["schema"])
     table = read_snapshot(ctx.project, ctx.inputs["train_snapshot"])
     names = contract.features()
+    if not names:
+        raise ConfigError(_no_inputs_message(contract, ctx.project.config.data.drop))
     inputs = {name: contract.columns[name].type for name in names}
     cfg = ctx.project.config.features
     pipe = FeaturePipeline(
@@ -232,6 +234,33 @@ def features(ctx: StepContext) -> dict[str, Artifact]:
         pipe.fit(coerced, y)
     ctx.facts.update(inputs=len(inputs), features=pipe.n_features_)
     return {"features": _put_json(ctx, pipe.state(), "features")}
+
+
+def _no_inputs_message(contract: Any, drop: list[str]) -> str:
+    """Why no column is left for the model to learn from, and how to give one back."""
+    dropped = [name for name in drop if name in contract.columns]
+    roles = {
+        name: column.role
+        for name, column in contract.columns.items()
+        if column.role not in ("target", "feature", "sensitive") and name not in dropped
+    }
+    reasons = []
+    if dropped:
+        reasons.append(f"keel.yaml's data.drop sets aside {', '.join(dropped)}")
+    if roles:
+        said = ", ".join(f"{name} (role: {role})" for name, role in roles.items())
+        reasons.append(f"{SCHEMA_FILE} gives {said}")
+    why = "; ".join(reasons) or "the data has no column but the target"
+    fixes = []
+    if dropped:
+        fixes.append("delete a column's line from keel.yaml's data.drop")
+    if roles:
+        fixes.append(f"set 'role: feature' on a column in {SCHEMA_FILE}")
+    fix = " or ".join(fixes) or "add input columns to the data"
+    return (
+        f"no model inputs: every column but the target '{contract.target()}' is set aside "
+        f"({why}). A model needs at least one input: {fix}, then run keel run again."
+    )
 
 
 #: Coercion findings the validate step reports on the same snapshot, from the same training

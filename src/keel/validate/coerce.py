@@ -431,7 +431,7 @@ class Coercer:
                     f"{where}{name}",
                     "ignored_field",
                     "warning",
-                    None,
+                    row[name],  # the value sent, as every finding carries it
                     f"{where}{name}: not a model input (a column of the training data the "
                     "model does not read); ignored.",
                 )
