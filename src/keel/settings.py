@@ -152,7 +152,8 @@ PROVIDED: tuple[Setting, ...] = (
     Setting("KEEL_ALERT_SEVERITY", "set for a monitor.alerts command sink: info|warning|critical"),
     Setting(
         "KEEL_REQUIREMENT",
-        "build argument of the Dockerfile keel build docker writes: what pip installs Keel from",
+        "build argument of the Dockerfile keel build docker writes: what pip installs Keel from "
+        "(default: the Keel wheel under `wheels/` in the context)",
     ),
 )
 

@@ -5,14 +5,15 @@ What the trial hit: `keel tokens revoke --help` said the server refuses the toke
 next request on", but a server trusts a verified token for 5 seconds (keel.serve.auth's
 cache), and the next request did pass; and `keel build docker` without `--wheel` wrote a
 Dockerfile that runs `pip install keel==VERSION` without a word, although on PyPI the name
-`keel` belongs to an unrelated project whose 0.1 matches `==0.1.0`; and `keel monitor NAME
+`keel` belongs to an unrelated project whose 0.1 matches `==0.1.0` (it now bakes in a wheel of
+this Keel); and `keel monitor NAME
 --arms --role ab` ignored `--role` (and `--window`), comparing every deployment's arms.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +60,18 @@ def test_revoke_says_how_soon_servers_refuse(project: Path) -> None:
     assert f"within {ttl:g} seconds" in " ".join(helped.output.split())
 
 
-def test_docker_without_a_wheel_warns_about_the_index(project: Path, tmp_path: Path) -> None:
+def test_docker_without_a_wheel_bakes_in_this_keel(project: Path, tmp_path: Path) -> None:
     done = _keel(project, "build", "docker", "proj@1", "-o", str(tmp_path / "ctx"))
     assert done.exit_code == 0, done.output
-    assert 'ARG KEEL_REQUIREMENT="keel==' in (tmp_path / "ctx" / "Dockerfile").read_text()
-    text = " ".join(done.output.split())
-    assert "warning: the image installs Keel by pip" in text
-    assert "pass --wheel" in text
+    dockerfile = (tmp_path / "ctx" / "Dockerfile").read_text()
+    assert "keel==" not in dockerfile  # never the unrelated 'keel' on PyPI
+    [wheel] = (tmp_path / "ctx" / "wheels").glob("keel-*.whl")
+    assert f'ARG KEEL_REQUIREMENT="/tmp/wheels/{wheel.name}' in dockerfile
+    with zipfile.ZipFile(wheel) as built:  # this Keel: its modules, its server page
+        names = built.namelist()
+    assert "keel/serve/source_wheel.py" in names and "keel/serve/static/docs.html" in names
+    assert "warning" not in done.output
     assert all(len(line) <= 80 for line in done.output.splitlines())
-    as_json = _keel(
-        project, "build", "docker", "proj@1", "-o", str(tmp_path / "j"), "--format", "json"
-    )
-    assert any("--wheel" in w for w in json.loads(as_json.stdout)["warnings"])
 
 
 def test_docker_with_a_wheel_does_not_warn(project: Path, tmp_path: Path) -> None:

@@ -77,11 +77,18 @@ def test_dockerfile(context: Path) -> None:
     assert entry[entry.index("--auth") + 1] == "required"
     assert json.loads(next(args for kind, args in steps if kind == "CMD")) == ["adult"]
     install = next(args for kind, args in steps if kind == "ARG")
-    assert install == f'KEEL_REQUIREMENT="keel=={keel.__version__}"'  # lightgbm: no extra
+    # this Keel, as a wheel built from its source tree (on PyPI 'keel' is another project)
+    wheel = f"keel-{keel.__version__}-py3-none-any.whl"
+    assert install == f'KEEL_REQUIREMENT="/tmp/wheels/{wheel}"'  # lightgbm: no extra
+    assert ("COPY", "wheels/ /tmp/wheels/") in steps and (context / "wheels" / wheel).is_file()
     imported = next(args for kind, args in steps if kind == "RUN" and "models import" in args)
     assert "keel models verify adult" in imported
     ignored = (context / ".dockerignore").read_text().split()
-    assert ignored[0] == "*" and set(ignored[1:]) == {"!keel.yaml", "!model.tar"}
+    assert ignored[0] == "*" and set(ignored[1:]) == {
+        "!keel.yaml",
+        "!model.tar",
+        f"!wheels/{wheel}",
+    }
     assert "KEEL_SERVE_TOKEN" in (context / "README.md").read_text()
 
 

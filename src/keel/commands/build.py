@@ -17,14 +17,6 @@ RefArg = Annotated[
         help="The version to build: NAME@VERSION (or NAME@ALIAS).", metavar="NAME@VERSION"
     ),
 ]
-# without --wheel the Dockerfile runs `pip install keel==<version>`: on PyPI the name `keel`
-# belongs to an unrelated project (a process killer), whose 0.1 matches ==0.1.0
-_INDEX_WARNING = (
-    "the image installs Keel by pip from the package index as 'keel', and on PyPI "
-    "that name is another project: pass --wheel with a Keel wheel (python -m build "
-    "--wheel in Keel's source), or docker build --build-arg KEEL_REQUIREMENT=... "
-    "naming your index's Keel."
-)
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Replace the output directory if it is not empty.")
 ]
@@ -55,8 +47,8 @@ def docker(
     wheel: Annotated[
         Path | None,
         typer.Option(
-            help="A Keel wheel to install in the image (default: keel==this version from the "
-            "package index the build uses; on PyPI 'keel' is another project)."
+            help="A Keel wheel to install in the image (default: a wheel of this Keel, built "
+            "from its source tree; on PyPI the name 'keel' is another project)."
         ),
     ] = None,
     base_image: Annotated[
@@ -77,7 +69,7 @@ def docker(
 
     with Project(project) as proj:
         context = build_docker(proj, ref, output, wheel=wheel, base_image=base_image, force=force)
-    warnings = context.warnings if wheel is not None else (*context.warnings, _INDEX_WARNING)
+    warnings = context.warnings
     if fmt is Format.json:
         emit_json({**context.to_json(), "warnings": list(warnings)})
         return

@@ -129,7 +129,7 @@ class K8sOptions:
 
 @dataclass(frozen=True)
 class K8sManifests:
-    """Written manifests: one file per kind, and the documents themselves."""
+    """Written manifests: the files (one per kind, then README.md), and the documents."""
 
     directory: Path
     files: tuple[Path, ...]
@@ -213,18 +213,21 @@ def build_docker(
         project: A :class:`keel.project.Project`.
         ref: The version to bake in.
         output: The directory (default ``<project>/build/docker/<name>-<version>``).
-        wheel: A Keel wheel to install in the image (default: ``keel==<this version>`` with
-            the flavor's extras, from the package index the build uses).
+        wheel: A Keel wheel to install in the image, with the flavor's extras (default: a
+            wheel of the running Keel built from its source tree into the context; on PyPI
+            the name ``keel`` is another project, so the image never installs it by name).
         base_image: The Python base image.
         force: Replace a non-empty ``output``.
 
     Raises:
         ConfigError: ``ref`` is not NAME@VERSION, ``output`` is not empty, ``wheel`` is not a
-            wheel file.
+            wheel file, or no ``wheel`` was given and Keel runs from no source tree to build
+            one from (:func:`keel.serve.source_wheel.build_wheel`).
         NotFoundError: No such model or version.
         IntegrityError: The exported package does not verify.
     """
     from keel.registry.exchange import export_package, read_archive
+    from keel.serve.source_wheel import build_wheel
 
     version = _resolve(project, ref)
     if wheel is not None and (not wheel.is_file() or wheel.suffix != ".whl"):
@@ -239,16 +242,15 @@ def build_docker(
     flavor = str(manifest.get("flavor", "lightgbm"))
     extras = FLAVOR_EXTRAS.get(flavor, ())
     files = ["Dockerfile", ".dockerignore", "README.md", "keel.yaml", ARCHIVE]
-    install = _requirement(extras)
-    if wheel is not None:
+    if wheel is None:
+        wheel = build_wheel(target / "wheels")
+    else:
         (target / "wheels").mkdir()
         shutil.copy2(wheel, target / "wheels" / wheel.name)
-        files.append(f"wheels/{wheel.name}")
-        install = f"/tmp/wheels/{wheel.name}" + (f"[{','.join(extras)}]" if extras else "")
+    files.append(f"wheels/{wheel.name}")
+    install = f"/tmp/wheels/{wheel.name}" + (f"[{','.join(extras)}]" if extras else "")
     (target / "keel.yaml").write_text(_serving_config(version.name, manifest))
-    (target / "Dockerfile").write_text(
-        _dockerfile(version.name, base_image, install, wheel is not None)
-    )
+    (target / "Dockerfile").write_text(_dockerfile(version.name, base_image, install))
     (target / ".dockerignore").write_text("*\n" + "".join(f"!{f}\n" for f in files[3:]))
     warning = views_warning(project, version)
     readme = _readme(version.name, version.version, flavor)
@@ -264,10 +266,6 @@ def build_docker(
         files=tuple(sorted(files)),
         warnings=(warning,) if warning else (),
     )
-
-
-def _requirement(extras: tuple[str, ...]) -> str:
-    return f"keel[{','.join(extras)}]=={__version__}" if extras else f"keel=={__version__}"
 
 
 def _serving_config(name: str, manifest: dict[str, Any]) -> str:
@@ -286,8 +284,7 @@ def _serving_config(name: str, manifest: dict[str, Any]) -> str:
     return head + yaml.safe_dump(config, sort_keys=False)
 
 
-def _dockerfile(name: str, base: str, install: str, wheel: bool) -> str:
-    copy_wheels = "COPY wheels/ /tmp/wheels/\n" if wheel else ""
+def _dockerfile(name: str, base: str, install: str) -> str:
     probe = (
         "import sys, urllib.request; "
         f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{PORT}/v2/health/ready', "
@@ -308,7 +305,9 @@ RUN apt-get update \\
     && apt-get install -y --no-install-recommends libgomp1 \\
     && rm -rf /var/lib/apt/lists/*
 
-{copy_wheels}ARG KEEL_REQUIREMENT="{install}"
+# this Keel, as a wheel: on PyPI the name `keel` is another project
+COPY wheels/ /tmp/wheels/
+ARG KEEL_REQUIREMENT="{install}"
 RUN pip install "${{KEEL_REQUIREMENT}}" && rm -rf /tmp/wheels
 
 RUN groupadd --system --gid {UID} keel \\
@@ -348,9 +347,10 @@ Built by `keel build docker {name}@{version}` ({flavor} model, Keel {__version__
 
 The server refuses to start without a token (`--auth required`); the token has the `predict`
 and `read` scopes. Extra arguments after the image name replace the model reference
-(e.g. `{name} --workers 4` for four server processes). Keel is installed from your package
-index as `KEEL_REQUIREMENT` (override with `--build-arg`), or from the wheel under `wheels/`
-when the context was built with `--wheel`. The image runs as the non-root user {UID} and
+(e.g. `{name} --workers 4` for four server processes). Keel is installed from the wheel under
+`wheels/` (the one given with `--wheel`, else one built from the source tree of the Keel that
+wrote this context), as `KEEL_REQUIREMENT` (override with `--build-arg`; on PyPI the name
+`keel` is another project). The image runs as the non-root user {UID} and
 checks `/v2/health/ready` every 10 s.
 """
 
@@ -513,6 +513,7 @@ def build_k8s(
         written.append(path)
     secret = f"{dns_name(version.name)}-token"
     warning = views_warning(project, version)
+    written.append(target / "README.md")  # (the "next:" line points to it)
     (target / "README.md").write_text(
         f"# {version.name}@{version.version} on Kubernetes\n\n"
         f"    kubectl create secret generic {secret} \\\n"
