@@ -277,5 +277,6 @@ def test_a_stepped_canarys_history_fits_80_columns(clean: Path) -> None:
     lines = _ok(clean, "deployments", "status", "housing")  # every line <= 80
     at = next(i for i, line in enumerate(lines) if " stepped " in line)
     assert lines[at].endswith("by keel-controller"), lines
+    assert lines[at].split()[2:4] == ["UTC", "stepped"], lines  # its time says its zone
     assert lines[at + 1].startswith("    error_rate=0, p99_ms=2"), lines  # on a line below
     assert lines[at + 1].endswith(", requests=26"), lines

@@ -357,7 +357,8 @@ def _print_deployment(d: dict[str, Any]) -> None:
     for event in d.get("events", []):
         measured = event.get("measured") or {}
         values = ", ".join(f"{k}={_num(v)}" for k, v in measured.items())
-        head = f"  {event['at'][:19]}  {event['action']:<12} by {event['actor']}"
+        when = event["at"][:19].replace("T", " ")  # stored in UTC, as the other lines say
+        head = f"  {when} UTC  {event['action'].replace('_', ' '):<12} by {event['actor']}"
         if values and len(head) + 2 + len(values) <= 80:
             head, values = f"{head}  {values}", ""
         lines = [head, *textwrap.wrap(values, 76, initial_indent="    ", subsequent_indent="    ")]
