@@ -237,6 +237,22 @@ def test_no_header_names_the_columns_to_pass(tmp_path: Path) -> None:
         check_columns(read_as_data, header.split(","))
 
 
+def test_a_header_of_other_names_is_replaced_by_columns_not_read_as_data(tmp_path: Path) -> None:
+    """penguins_raw's header names other columns: the hint was 'No header line? Pass
+    --no-header --columns ...', though its first line is plainly a header; --columns alone
+    replaces a header's names (as keel init and keel predict read them)."""
+    header, rows = header_and_rows(PENGUINS)
+    renamed = tmp_path / "renamed.csv"
+    other = ",".join(f"col {i}" for i in range(len(header.split(","))))
+    renamed.write_text("\n".join([other, *rows]) + "\n", encoding="utf-8")
+    with pytest.raises(DataValidationError) as info:
+        check_columns(open_file(renamed), header.split(","), of="model input")
+    message = info.value.message
+    assert "Its header names other columns ('col 0', 'col 1', 'col 2', ...)" in message
+    assert f"pass --columns {header} " in message and "which replace the header's names" in message
+    assert message.endswith("if its first line is data, not a header, add --no-header.")
+
+
 def test_some_columns_missing(tmp_path: Path) -> None:
     csv = open_file(PENGUINS)
     with pytest.raises(DataValidationError, match=r"1 of the 3 expected columns are missing: Sex"):

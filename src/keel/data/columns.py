@@ -154,7 +154,11 @@ def _dialect_hints(
     )
     if not dialect.header or all(_AUTO_NAME.match(name) for name in found):
         return [f"The file has no header line: pass {columns}."]
-    return [f"No header line (the first row was taken for names)? Pass --no-header {columns}."]
+    shown = ", ".join(repr(name) for name in found[:3]) + (", ..." if len(found) > 3 else "")
+    return [
+        f"Its header names other columns ({shown}): pass {columns}, which replace the "
+        "header's names; if its first line is data, not a header, add --no-header."
+    ]
 
 
 def _renamed(missing: list[str], found: list[str], expected: list[str]) -> list[str]:
