@@ -64,7 +64,11 @@ def deploy(
         ),
     ] = "5,25,50,100",
     interval: Annotated[
-        str, typer.Option("--interval", help="How long each canary interval lasts (30s, 5m, 1h).")
+        str,
+        typer.Option(
+            "--interval",
+            help="How long each canary interval lasts (30s, 5m, 1h; a bare number is seconds).",
+        ),
     ] = "5m",
     check: Annotated[
         str,

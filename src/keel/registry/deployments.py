@@ -175,7 +175,7 @@ def parse_interval(text: str) -> float:
     if found is None or float(found.group(1)) * _UNITS[found.group(2)] < 0.1:
         msg = (
             f"interval {text!r}: write a duration of at least 100ms, a number and one of "
-            "ms, s, m, h, d, w, e.g. 30s, 5m or 1h."
+            "ms, s, m, h, d, w (a bare number is seconds), e.g. 30s, 5m or 1h."
         )
         raise ConfigError(msg, field="interval")
     return float(found.group(1)) * _UNITS[found.group(2)]
