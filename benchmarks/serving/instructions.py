@@ -17,7 +17,8 @@ off again after ``N`` requests, so the count is the requests' alone (every threa
 ``BEFORE_SRC=/path/to/src``: the same for a copy of ``src/`` first on ``PYTHONPATH`` too,
 printed beside. ``HARDENING=off``: the app as ``keel_bare.py`` serves it (the middleware's steps
 off), for what the hardening costs; ``HARDENING=id,check,done`` (any of them): only those
-steps off. ``CALLGRIND_OUT=path``: keep callgrind's profile there.
+steps off. ``NOLOG=1``: no prediction log (``keel serve --no-log``).
+``CALLGRIND_OUT=path``: keep callgrind's profile there.
 ``FILL=N``: first remember N request ids for feedback, as a server that has answered N
 requests holds them. ``CACHE_SIM=1``: callgrind simulates the caches too and the misses per
 request are printed (``D1mr``, ``DLmr``, ...: a figure for memory traffic the load does not move).
@@ -62,6 +63,8 @@ async def drive(project: str, mode: str, n: int, signals: Path | None) -> None:
             for request_id in made[start : start + 64]:
                 recent.add("adult", request_id, [{}])
         del made
+    if os.environ.get("NOLOG"):  # as `keel serve --no-log`: no prediction log
+        app.log = None
     hardening = os.environ.get("HARDENING", "")
     if hardening:  # as keel_bare.py serves: the middleware's steps off (all, or those named)
         from keel_bare import _Unobserved
@@ -111,7 +114,8 @@ async def drive(project: str, mode: str, n: int, signals: Path | None) -> None:
     _signal(signals, "warm", "go")
     await run(n)
     _signal(signals, "done", "stop")
-    app.log.close()
+    if app.log is not None:  # NOLOG: none
+        app.log.close()
 
 
 def _signal(signals: Path | None, mine: str, awaited: str) -> None:
